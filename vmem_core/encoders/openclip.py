@@ -1,0 +1,103 @@
+"""Any open_clip architecture as an encoder, from a pretrained tag (needs the hub) or a local checkpoint file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import EncoderError
+from . import BatchedEncoder, l2_normalise
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def _import_open_clip():
+    try:
+        import open_clip
+    except ImportError as exc:
+        raise EncoderError(
+            f"open_clip encoders need open_clip_torch and torchvision ({exc}): pip install -r requirements.txt"
+        ) from None
+    return open_clip
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class OpenClipEncoder(BatchedEncoder):
+    """The image tower of an open_clip model; `encode_text` embeds text into the same space."""
+
+    def __init__(self, arch: str, pretrained: str, threads: int | None = None) -> None:
+        open_clip = _import_open_clip()
+        import torch
+
+        if arch not in open_clip.list_models():
+            raise EncoderError(
+                f"unknown open_clip architecture {arch!r}; accepted: one of open_clip.list_models() "
+                f"(e.g. {', '.join(open_clip.list_models()[:4])}, ...), or one registered with "
+                "open_clip.add_model_config(path)"
+            )
+        self.name = f"open_clip:{arch}:{pretrained}"
+        self.threads = threads or os.cpu_count() or 1
+        checkpoint = Path(pretrained).expanduser()
+        if checkpoint.is_file():
+            self.identity = f"open_clip:{arch}:sha256:{_file_digest(checkpoint)[:16]}"
+            source = str(checkpoint)
+        elif os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
+            raise EncoderError(f"open_clip checkpoint {pretrained!r}: no such file")
+        else:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            if pretrained not in tags:
+                raise EncoderError(
+                    f"{pretrained!r} is neither a pretrained tag of {arch} nor a checkpoint file; "
+                    f"accepted tags: {', '.join(tags) or 'none'}, or a path to a local checkpoint"
+                )
+            self.identity = self.name
+            source = pretrained
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=source, device="cpu")
+        except EncoderError:
+            raise
+        except Exception as exc:
+            if source == pretrained and not checkpoint.is_file():
+                raise EncoderError(
+                    f"could not fetch pretrained weights {pretrained!r} for {arch} ({type(exc).__name__}: {exc}). "
+                    "Without access to the model hub, download the checkpoint on a machine that has it and pass "
+                    f"its path instead: open_clip:{arch}:/path/to/checkpoint.pt"
+                ) from None
+            raise EncoderError(f"could not load open_clip checkpoint {source!r} into {arch}: {exc}") from None
+        self._model = model.eval()
+        self._preprocess = preprocess
+        self._tokenizer = open_clip.get_tokenizer(arch)
+        with torch.inference_mode():
+            probe = self._model.encode_image(torch.zeros(1, *self._input_shape()))
+        self.dim = int(probe.shape[-1])
+        self._torch = torch
+
+    def _input_shape(self) -> tuple[int, int, int]:
+        size = self._model.visual.image_size
+        height, width = (size, size) if isinstance(size, int) else size
+        return 3, height, width
+
+    def encode_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        torch = self._torch
+        torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            batch = torch.stack([self._preprocess(image) for image in images])
+            return self._model.encode_image(batch).float().numpy()
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit rows for texts, comparable with the image features (CLIP's shared space)."""
+        torch = self._torch
+        with torch.inference_mode():
+            return l2_normalise(self._model.encode_text(self._tokenizer(list(texts))).float().numpy())

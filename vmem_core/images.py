@@ -1,0 +1,123 @@
+"""Reading untrusted images: size limits, decompression bombs, truncated or fake files, thumbnails.
+
+Every failure is a BadImageError whose message names the file and what is accepted, raised before anything is
+written, so a rejected image never half-enters a memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadImageError
+
+ImageInput = Union[str, Path, bytes, Image.Image]
+
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+THUMBNAIL_SIZE = 96
+ACCEPTED = "PNG, JPEG, GIF, BMP, TIFF or WebP"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded RGB image with the identity of the bytes it came from."""
+
+    image: Image.Image
+    sha256: str
+    source: str
+
+
+def _read_bytes(item: ImageInput, name: str) -> bytes:
+    if isinstance(item, bytes):
+        data = item
+    else:
+        path = Path(item)
+        if not path.exists():
+            raise BadImageError(f"{name}: no such file")
+        if not path.is_file():
+            raise BadImageError(f"{name}: not a file; expected an image file ({ACCEPTED})")
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise BadImageError(f"{name}: {size:,} bytes, above the limit of {MAX_IMAGE_BYTES:,} bytes")
+        data = path.read_bytes()
+    if not data:
+        raise BadImageError(f"{name}: empty file; expected an image ({ACCEPTED})")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise BadImageError(f"{name}: {len(data):,} bytes, above the limit of {MAX_IMAGE_BYTES:,} bytes")
+    return data
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # convert("RGB") clips 16-bit and float images to white; rescale to 8 bits first.
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255 if high > low else np.zeros_like(array)
+        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(item: ImageInput, name: str | None = None) -> LoadedImage:
+    """Decode `item` (a path, raw bytes or a PIL image) into RGB, enforcing the size limits.
+
+    Raises:
+        BadImageError: missing, empty, undecodable, truncated, too many bytes or too many pixels.
+    """
+    if isinstance(item, Image.Image):
+        label = name or "<image>"
+        width, height = item.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise BadImageError(f"{label}: {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,} pixels")
+        rgb = _to_rgb(item)
+        return LoadedImage(rgb, hashlib.sha256(rgb.tobytes()).hexdigest(), label)
+    label = name or (str(item) if not isinstance(item, bytes) else "<bytes>")
+    data = _read_bytes(item, label)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+            width, height = opened.size  # header only: checked before any pixel is decoded
+            if width * height > MAX_IMAGE_PIXELS:
+                raise BadImageError(
+                    f"{label}: {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,} pixels"
+                )
+            opened.load()
+            oriented = ImageOps.exif_transpose(opened)
+            rgb = _to_rgb(oriented)
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImageError(f"{label}: rejected as a decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise BadImageError(f"{label}: not a recognised image; accepted: {ACCEPTED}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise BadImageError(f"{label}: damaged or truncated image ({exc})") from None
+    if rgb.width < 1 or rgb.height < 1:
+        raise BadImageError(f"{label}: image has no pixels")
+    return LoadedImage(rgb, hashlib.sha256(data).hexdigest(), label)
+
+
+def make_thumbnail(image: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
+    """PNG bytes of `image` shrunk to fit size x size (never enlarged), for galleries that lack the originals."""
+    thumb = image.copy()
+    thumb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
