@@ -1,0 +1,52 @@
+"""vmem: a visual memory you can see into and edit (Geirhos et al., "Towards flexible perception with visual memory")."""
+
+from .encoders import DEFAULT_ENCODER, Encoder, available_encoders, load_encoder, register_encoder
+from .errors import (
+    BadImageError,
+    BadVectorError,
+    DatasetError,
+    EncoderError,
+    EncoderMismatchError,
+    MemoryFormatError,
+    MemoryLockedError,
+    UnknownIdError,
+    UnknownLabelError,
+    VmemError,
+)
+from .evaluate import EvalResult, evaluate_dataset, evaluate_embeddings
+from .index import IndexParams
+from .memory import BuildReport, Classification, Neighbor, VisualMemory
+from .voting import RULES, class_scores, prepare_votes, rule_weights, vote_all_k
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "RULES",
+    "BadImageError",
+    "BadVectorError",
+    "BuildReport",
+    "Classification",
+    "DatasetError",
+    "Encoder",
+    "EncoderError",
+    "EncoderMismatchError",
+    "EvalResult",
+    "IndexParams",
+    "MemoryFormatError",
+    "MemoryLockedError",
+    "Neighbor",
+    "UnknownIdError",
+    "UnknownLabelError",
+    "VisualMemory",
+    "VmemError",
+    "available_encoders",
+    "class_scores",
+    "evaluate_dataset",
+    "evaluate_embeddings",
+    "load_encoder",
+    "prepare_votes",
+    "register_encoder",
+    "rule_weights",
+    "vote_all_k",
+]

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -139,10 +140,12 @@ class EfficientNetLite0Encoder(BatchedEncoder):
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
         os.close(fd)
         try:
-            torch.onnx.export(
-                self._features, example, tmp, input_names=["images"], output_names=["features"],
-                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's constant-folding notes are not actionable
+                torch.onnx.export(
+                    self._features, example, tmp, input_names=["images"], output_names=["features"],
+                    dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False,
+                )
             os.replace(tmp, path)  # readers see a whole export or none
         finally:
             if os.path.exists(tmp):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -10,6 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ..atomic import sha256_file
 from ..errors import EncoderError
 from . import BatchedEncoder, l2_normalise
 
@@ -24,14 +24,6 @@ def _import_open_clip():
             f"open_clip encoders need open_clip_torch and torchvision ({exc}): pip install -r requirements.txt"
         ) from None
     return open_clip
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class OpenClipEncoder(BatchedEncoder):
@@ -51,7 +43,7 @@ class OpenClipEncoder(BatchedEncoder):
         self.threads = threads or os.cpu_count() or 1
         checkpoint = Path(pretrained).expanduser()
         if checkpoint.is_file():
-            self.identity = f"open_clip:{arch}:sha256:{_file_digest(checkpoint)[:16]}"
+            self.identity = f"open_clip:{arch}:sha256:{sha256_file(checkpoint)[:16]}"
             source = str(checkpoint)
         elif os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
             raise EncoderError(f"open_clip checkpoint {pretrained!r}: no such file")

@@ -1,0 +1,298 @@
+"""The `vmem` command line: everything the library does, with one-line errors and progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import VmemError
+
+EXIT_ERROR = 2
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO_ROOT / "data" / "fashion-mnist"
+
+
+class UsageError(VmemError):
+    pass
+
+
+def _progress_bar(description: str, enabled: bool = True):
+    """A tqdm bar on stderr, as a progress(done, total) callback; stdout stays clean for --json."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=not enabled, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _expand_images(paths: Sequence[str]) -> list[Path]:
+    """Files as given; directories expanded to the images inside them (recursively, sorted)."""
+    from .images import is_image_path
+
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            if not found:
+                raise UsageError(f"{path}: directory holds no images (png, jpg, gif, bmp, tiff, webp)")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def _print_json(payload) -> None:
+    json.dump(payload, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _open(args, encoder: Optional[str] = None):
+    from .memory import VisualMemory
+
+    return VisualMemory.open(args.memory, encoder=encoder or getattr(args, "encoder", None))
+
+
+# --- commands -------------------------------------------------------------------------------------------------------
+def cmd_build(args) -> int:
+    from .memory import VisualMemory
+
+    memory = VisualMemory.open_or_create(args.memory, encoder=args.encoder)
+    with memory:
+        report = memory.build(args.data, progress=_progress_bar("build", not args.json), strict=args.strict)
+        stats = memory.stats()
+    if args.json:
+        _print_json({"added": report.added, "skipped_existing": report.skipped_existing,
+                     "rejected": [{"path": p, "reason": r} for p, r in report.rejected],
+                     "exemplars": stats["exemplars"], "labels": stats["labels"]})
+    else:
+        print(f"added {report.added} exemplar(s) to {args.memory} ({stats['exemplars']} live, "
+              f"{stats['classes']} classes); {report.skipped_existing} already present")
+        for path, reason in report.rejected:
+            print(f"skipped unreadable image: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_add(args) -> int:
+    with _open(args) as memory:
+        ids = memory.add(_expand_images(args.images), args.label, progress=_progress_bar("encode", not args.json))
+    if args.json:
+        _print_json({"ids": ids, "label": args.label})
+    else:
+        print(f"added {len(ids)} exemplar(s) labelled {args.label!r}: ids {', '.join(map(str, ids))}")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    with _open(args) as memory:
+        memory.delete(args.ids)
+    print(f"deleted {len(args.ids)} exemplar(s) (tombstoned: excluded from queries; `vmem restore` undoes it)")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    with _open(args) as memory:
+        memory.restore(args.ids)
+    print(f"restored {len(args.ids)} exemplar(s)")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    with _open(args) as memory:
+        images = _expand_images(args.images)
+        results = memory.classify(images, k=args.k, voting=args.voting, pruning=args.pruning,
+                                  threshold=args.threshold)
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+        return 0
+    for result in results:
+        total = sum(result.scores.values()) or 1.0
+        share = result.scores.get(result.label, 0.0) / total
+        print(f"{result.image}: {result.label}  ({share:.0%} of the vote, k={len(result.neighbors)}, {args.voting})")
+        for n in result.neighbors[: args.show]:
+            print(f"    #{n.rank:<3} id {n.id:<7} {n.label:<16} distance {n.distance:.4f}  weight {n.weight:.4f}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import BEST_LABEL, evaluate_dataset
+
+    with _open(args) as memory:
+        result = evaluate_dataset(memory, args.queries, k_max=args.k_max, pruning=args.pruning,
+                                  threshold=args.threshold, progress=_progress_bar("eval", not args.json))
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    print(f"{result.queries} queries, k = 1..{result.k_max}, pruning {result.pruning}")
+    shown = [k for k in (1, 5, 10, 20, 50, 100) if k <= result.k_max]
+    print(f"{'rule':<10}" + "".join(f"{'k=' + str(k):>9}" for k in shown) + f"{'best':>16}")
+    for rule, curve in result.accuracy.items():
+        best = result.best()[rule]
+        print(f"{rule:<10}" + "".join(f"{curve[k - 1]:>9.3f}" for k in shown) + f"{best['accuracy']:>9.3f} (k={best['k']})")
+    print(f"best = {BEST_LABEL}")
+    if result.unknown_labels:
+        print(f"query labels absent from the memory (always wrong): {', '.join(result.unknown_labels)}")
+    for path, reason in result.rejected:
+        print(f"skipped unreadable query: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    with _open(args) as memory:
+        stats = memory.stats()
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(f"{stats['path']}: {stats['exemplars']} exemplars ({stats['deleted']} deleted, restorable), "
+          f"{stats['classes']} classes, encoder {stats['encoder']} ({stats['dim']}-d)")
+    print(f"on disk: {stats['bytes']:,} bytes, {stats['bytes_per_exemplar']:,} bytes per exemplar")
+    for label, count in stats["labels"].items():
+        print(f"    {label:<20} {count}")
+    return 0
+
+
+def cmd_app(args) -> int:
+    app = REPO_ROOT / "app.py"
+    if not app.exists():
+        raise UsageError(f"the app is not installed: {app} is missing")
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", str(args.headless).lower()]
+    if args.port:
+        command += ["--server.port", str(args.port)]
+    env = dict(os.environ)
+    if args.memory:
+        env["VMEM_MEMORY"] = str(Path(args.memory).resolve())
+    return subprocess.call(command, env=env)
+
+
+def cmd_demo(args) -> int:
+    """Build the sample memory (once), then classify sample queries and evaluate on the query split."""
+    from .evaluate import evaluate_dataset
+    from .memory import VisualMemory
+
+    memory_path = Path(args.memory)
+    with VisualMemory.open_or_create(memory_path) as memory:
+        if len(memory) == 0:
+            print(f"building the sample memory at {memory_path} from {SAMPLE_DATA / 'memory'} ...")
+            memory.build(SAMPLE_DATA / "memory", progress=_progress_bar("build"))
+        queries = sorted((SAMPLE_DATA / "queries").glob("*/*.png"))[:: 40] + sorted((REPO_ROOT / "data" / "ood").glob("*"))
+        print(f"\nclassifying {len(queries)} sample queries (true label = folder name; ood/ = photos not in memory):")
+        for result in memory.classify(queries, k=args.k):
+            near = result.neighbors[0]
+            print(f"  {Path(result.image).parent.name}/{Path(result.image).name:<18} -> {result.label:<12}"
+                  f" nearest exemplar {near.id} ({near.label}) at distance {near.distance:.3f}")
+        result = evaluate_dataset(memory, SAMPLE_DATA / "queries", progress=_progress_bar("eval"))
+    k = min(args.k, result.k_max)
+    print(f"\naccuracy on the {result.queries}-image query split at k={k}: "
+          + ", ".join(f"{rule} {curve[k - 1]:.3f}" for rule, curve in result.accuracy.items()))
+    print(f"next: vmem stats {memory_path} | vmem classify {memory_path} IMAGE | vmem eval {memory_path} "
+          f"{SAMPLE_DATA / 'queries'}")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .encoders import DEFAULT_ENCODER
+    from .voting import DEFAULT_RULE, PRUNING_MODES, RULES
+
+    parser = argparse.ArgumentParser(prog="vmem", description="A visual memory you can see into and edit.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what vmem does")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def voting_options(p):
+        p.add_argument("--voting", default=DEFAULT_RULE, choices=RULES, help="voting rule (default: rank)")
+        p.add_argument("--pruning", default="none", choices=PRUNING_MODES,
+                       help="skip (hard) or down-weight (soft) unreliable exemplars")
+        p.add_argument("--threshold", type=float, default=1.0, help="hard pruning skips exemplars with v >= this")
+
+    p = sub.add_parser("build", help="create or extend a memory from an ImageFolder directory or a path,label CSV")
+    p.add_argument("data", help="DIR/<label>/<image> or a CSV with columns path,label")
+    p.add_argument("--memory", required=True, help="memory directory (created if missing)")
+    p.add_argument("--encoder", default=None, help=f"encoder for a new memory (default: {DEFAULT_ENCODER})")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("add", help="add images (files or folders) under one label")
+    p.add_argument("memory")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--label", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_add)
+
+    for name, func, text in (("delete", cmd_delete, "tombstone exemplars by id (undo with restore)"),
+                             ("restore", cmd_restore, "bring back deleted exemplars")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("memory")
+        p.add_argument("ids", nargs="+", type=int)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("classify", help="classify images by their nearest exemplars")
+    p.add_argument("memory")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--k", type=int, default=50)
+    voting_options(p)
+    p.add_argument("--show", type=int, default=5, help="neighbours to print per image (text output)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("eval", help="accuracy of every rule at every k on a labelled query folder or CSV")
+    p.add_argument("memory")
+    p.add_argument("queries")
+    p.add_argument("--k-max", type=int, default=100)
+    voting_options(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("stats", help="counts per label, encoder, size on disk")
+    p.add_argument("memory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("app", help="start the Streamlit app")
+    p.add_argument("memory", nargs="?", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--headless", action="store_true")
+    p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("demo", help="build the shipped sample memory and classify sample queries")
+    p.add_argument("--memory", default="sample.vmem")
+    p.add_argument("--k", type=int, default=10)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="vmem: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("huggingface_hub", "urllib3", "root"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
+        parser.error(f"--k must be at least 1, got {args.k}")
+    try:
+        return args.func(args)
+    except VmemError as exc:
+        print(f"vmem: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("vmem: interrupted; committed changes are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Held-out evaluation: retrieve each query's K nearest exemplars once, then score every rule at every k = 1..K.
+
+The best k is chosen on the same queries it is reported for, so it is labelled best-over-k (optimistic) and always
+shown beside the full curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from .datasets import LabelledImage, scan_dataset
+from .errors import BadImageError, DatasetError
+from .images import load_image
+from .memory import VisualMemory
+from .voting import RULES, check_rule
+
+DEFAULT_K_MAX = 100
+BEST_LABEL = "best-over-k (k chosen on these same queries: an optimistic figure; compare with a fixed k)"
+
+
+@dataclass
+class EvalResult:
+    accuracy: dict[str, np.ndarray]  # rule -> accuracy at k = 1..k_max
+    queries: int
+    k_max: int
+    pruning: str = "none"
+    unknown_labels: list[str] = field(default_factory=list)  # query labels the memory has never seen
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # unreadable query images
+
+    def best(self) -> dict[str, dict]:
+        """Per rule, the k with the highest accuracy (smallest such k on ties)."""
+        out = {}
+        for rule, curve in self.accuracy.items():
+            if len(curve):
+                k = int(np.argmax(curve)) + 1
+                out[rule] = {"k": k, "accuracy": float(curve[k - 1])}
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": {rule: [round(float(a), 6) for a in curve] for rule, curve in self.accuracy.items()},
+            "best": self.best(),
+            "best_is": BEST_LABEL,
+            "queries": self.queries,
+            "k_max": self.k_max,
+            "pruning": self.pruning,
+            "unknown_labels": self.unknown_labels,
+            "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
+        }
+
+
+def accuracy_curves(
+    memory: VisualMemory,
+    neighbor_ids: np.ndarray,
+    distances: np.ndarray,
+    true_labels: Sequence[str],
+    rules: Sequence[str] = RULES,
+    pruning: str = "none",
+    threshold: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Accuracy at every k for each rule, from one neighbour retrieval (n, K)."""
+    position = {label: i for i, label in enumerate(memory.labels)}
+    truth = np.asarray([position.get(label, -2) for label in true_labels], dtype=np.int64)
+    curves = {}
+    for rule in rules:
+        rule = check_rule(rule)
+        *_, predictions = memory.vote(neighbor_ids, distances, rule, pruning, threshold)
+        curves[rule] = (predictions == truth[:, None]).mean(axis=0) if len(truth) else np.zeros(0)
+    return curves
+
+
+def evaluate_embeddings(
+    memory: VisualMemory,
+    embeddings: np.ndarray,
+    true_labels: Sequence[str],
+    k_max: int = DEFAULT_K_MAX,
+    rules: Sequence[str] = RULES,
+    pruning: str = "none",
+    threshold: float = 1.0,
+) -> EvalResult:
+    neighbor_ids, distances = memory.search(embeddings, k_max)
+    curves = accuracy_curves(memory, neighbor_ids, distances, true_labels, rules, pruning, threshold)
+    known = set(memory.labels)
+    return EvalResult(
+        accuracy=curves,
+        queries=len(true_labels),
+        k_max=neighbor_ids.shape[1],
+        pruning=pruning,
+        unknown_labels=sorted({label for label in true_labels if label not in known}),
+    )
+
+
+def evaluate_dataset(
+    memory: VisualMemory,
+    data: Union[str, Path, Sequence[LabelledImage]],
+    k_max: int = DEFAULT_K_MAX,
+    rules: Sequence[str] = RULES,
+    pruning: str = "none",
+    threshold: float = 1.0,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> EvalResult:
+    """Evaluate on a labelled query set (ImageFolder directory or CSV); unreadable images are reported, not fatal."""
+    items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
+    images, labels, rejected = [], [], []
+    for item in items:
+        try:
+            images.append(load_image(item.path, item.source).image)
+            labels.append(item.label)
+        except BadImageError as exc:  # evaluation goes on without that query
+            rejected.append((str(item.path), str(exc)))
+    if not images:
+        raise DatasetError(f"{data}: none of the {len(items)} query images could be read; first: {rejected[0][1]}")
+    embeddings = memory.encoder.encode(images, progress=progress)
+    result = evaluate_embeddings(memory, embeddings, labels, k_max, rules, pruning, threshold)
+    result.rejected = rejected
+    return result

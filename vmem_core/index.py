@@ -1,0 +1,216 @@
+"""The approximate nearest-neighbour index over hnswlib (cosine space), and its crash-safe snapshots.
+
+hnswlib gotchas handled here: `knn_query` raises when fewer than k live items are reachable (k is clamped to the live
+count, then the search is widened, then it falls back to exact search); `ef` is not saved with the index; capacity is
+fixed until `resize_index` (grown geometrically); `save_index` writes in place with no checksum (snapshots go to a
+temp file, are fsynced and renamed, and a manifest keeps their sha256 and the last database change they include).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import hnswlib
+import numpy as np
+
+from .atomic import fsync_file, sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+SNAPSHOT_FORMAT = 1
+EXACT_SEARCH_BELOW = 2048  # live items or allowed ids: exact search is as fast and perfectly recalled
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """hnswlib build and search parameters (M and ef_construction are fixed once the index exists)."""
+
+    M: int = 16
+    ef_construction: int = 200
+    ef_search: int = 128
+
+
+class AnnIndex:
+    """Cosine kNN over integer ids. Not locked: the memory serialises writers against readers."""
+
+    def __init__(self, dim: int, params: IndexParams = IndexParams(), capacity: int = 1024) -> None:
+        self.dim = dim
+        self.params = params
+        self._index = hnswlib.Index(space="cosine", dim=dim)
+        self._index.init_index(max_elements=max(capacity, 16), M=params.M, ef_construction=params.ef_construction)
+        self._index.set_ef(params.ef_search)
+        self._deleted: set[int] = set()
+
+    @classmethod
+    def load(cls, path: Path, dim: int, params: IndexParams, deleted: Iterable[int] = ()) -> "AnnIndex":
+        self = cls.__new__(cls)
+        self.dim = dim
+        self.params = params
+        self._index = hnswlib.Index(space="cosine", dim=dim)
+        self._index.load_index(str(path), allow_replace_deleted=False)
+        self._index.set_ef(params.ef_search)
+        present = set(self.ids())
+        self._deleted = {int(i) for i in deleted if int(i) in present}
+        for item in self._deleted:
+            try:
+                self._index.mark_deleted(item)
+            except RuntimeError:
+                pass  # already marked in the snapshot
+        return self
+
+    # --- contents -------------------------------------------------------------------------------------------------
+    def ids(self) -> np.ndarray:
+        return np.asarray(self._index.get_ids_list(), dtype=np.int64)
+
+    @property
+    def live_count(self) -> int:
+        return self._index.get_current_count() - len(self._deleted)
+
+    def _reserve(self, extra: int) -> None:
+        needed = self._index.get_current_count() + extra
+        capacity = self._index.get_max_elements()
+        if needed > capacity:
+            self._index.resize_index(max(needed, int(capacity * 1.5)))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, threads: int = -1) -> None:
+        """Insert unit vectors under ids (ids already present are overwritten in place by hnswlib)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        self._reserve(len(ids))
+        self._index.add_items(np.asarray(vectors, dtype=np.float32), ids.astype(np.uint64), num_threads=threads)
+        self._deleted.difference_update(int(i) for i in ids)
+
+    def mark_deleted(self, ids: Iterable[int]) -> None:
+        for item in ids:
+            item = int(item)
+            if item in self._deleted:
+                continue
+            try:
+                self._index.mark_deleted(item)
+            except RuntimeError:
+                continue  # not in the index: nothing to hide
+            self._deleted.add(item)
+
+    def unmark_deleted(self, ids: Iterable[int]) -> None:
+        for item in ids:
+            item = int(item)
+            if item in self._deleted:
+                self._index.unmark_deleted(item)
+                self._deleted.discard(item)
+
+    def vectors(self, ids: Iterable[int]) -> np.ndarray:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self._index.get_items(ids, return_type="numpy"), dtype=np.float32)
+
+    def live_ids(self) -> np.ndarray:
+        ids = self.ids()
+        if not self._deleted:
+            return ids
+        return ids[~np.isin(ids, np.fromiter(self._deleted, dtype=np.int64))]
+
+    # --- search ---------------------------------------------------------------------------------------------------
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None, threads: int = -1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest live items of each query: (ids int64 (n, k'), distances float32 (n, k')), nearest first.
+
+        k is clamped to the number of candidates, so k' = min(k, candidates). `allowed_ids` restricts the search.
+        """
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"query vectors have {queries.shape[1]} dimensions, the index {self.dim}")
+        candidates = self.live_count if allowed_ids is None else len(allowed_ids)
+        k = min(int(k), candidates)
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+        if candidates <= EXACT_SEARCH_BELOW:
+            return self._exact(queries, k, self.live_ids() if allowed_ids is None else np.asarray(allowed_ids))
+        allowed = None if allowed_ids is None else set(int(i) for i in allowed_ids)
+        filter_fn = None if allowed is None else (lambda label: label in allowed)
+        ef = max(self.params.ef_search, k)
+        while ef <= 8 * max(self.params.ef_search, k):
+            self._index.set_ef(ef)
+            try:
+                labels, distances = self._index.knn_query(queries, k=k, num_threads=threads, filter=filter_fn)
+                return labels.astype(np.int64), distances
+            except RuntimeError:
+                ef *= 2  # too few live items reachable: widen the beam
+            finally:
+                self._index.set_ef(self.params.ef_search)
+        log.info("hnswlib could not return %d neighbours; falling back to exact search", k)
+        return self._exact(queries, k, self.live_ids() if allowed_ids is None else np.asarray(allowed_ids))
+
+    def _exact(self, queries: np.ndarray, k: int, candidate_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        candidate_ids = np.asarray(candidate_ids, dtype=np.int64)
+        matrix = self.vectors(candidate_ids)
+        norms = np.linalg.norm(queries, axis=1, keepdims=True)
+        distances = 1.0 - (queries / np.maximum(norms, 1e-12)) @ matrix.T
+        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        return candidate_ids[order], np.take_along_axis(distances, order, axis=1).astype(np.float32)
+
+    # --- snapshots ------------------------------------------------------------------------------------------------
+    def save_snapshot(self, directory: Path, applied_seq: int) -> Path:
+        """Write the index atomically and point the manifest at it; returns the index file written."""
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / f"index.{applied_seq}.hnsw"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".index.", suffix=".tmp")
+        os.close(fd)
+        try:
+            self._index.save_index(tmp)
+            fsync_file(Path(tmp))
+            digest = sha256_file(Path(tmp))
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        manifest = {
+            "format": SNAPSHOT_FORMAT,
+            "file": final.name,
+            "sha256": digest,
+            "applied_seq": applied_seq,
+            "dim": self.dim,
+            "M": self.params.M,
+            "ef_construction": self.params.ef_construction,
+            "count": int(self._index.get_current_count()),
+        }
+        write_json_atomic(directory / MANIFEST_NAME, manifest)
+        for stale in directory.glob("index.*.hnsw"):
+            if stale != final:
+                stale.unlink(missing_ok=True)
+        return final
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    applied_seq: int
+
+
+def find_snapshot(directory: Path, dim: int) -> tuple[Optional[Snapshot], str]:
+    """The manifest's snapshot if its file is present, whole and of this dimension; else (None, why not)."""
+    manifest_path = directory / MANIFEST_NAME
+    if not manifest_path.exists():
+        return None, "no index snapshot"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        path = directory / manifest["file"]
+        expected, applied_seq = manifest["sha256"], int(manifest["applied_seq"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, f"index manifest unreadable ({exc})"
+    if manifest.get("dim") != dim:
+        return None, f"index snapshot has dimension {manifest.get('dim')}, the memory {dim}"
+    if not path.exists():
+        return None, f"index file {path.name} missing"
+    if sha256_file(path) != expected:
+        return None, f"index file {path.name} does not match its checksum (truncated or corrupted)"
+    return Snapshot(path, applied_seq), "ok"

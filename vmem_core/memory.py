@@ -1,0 +1,615 @@
+"""VisualMemory: the facade over an encoder, an hnswlib index and a DuckDB store.
+
+A memory is a directory:
+    vmem.json        format version, encoder name, identity and dimension, index parameters
+    memory.duckdb    exemplar rows, embeddings included: the source of truth
+    index/           hnswlib snapshots and their manifest (rebuildable from the database)
+
+Crash safety: every change is committed to DuckDB first, then applied to the in-memory index. Index snapshots are
+written atomically and record the last database change they include; on open, vmem loads the snapshot and replays
+the rows changed since, or rebuilds the index from the database when the snapshot is missing or damaged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from .atomic import write_json_atomic
+from .datasets import LabelledImage, scan_dataset
+from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
+from .errors import (
+    BadImageError,
+    BadVectorError,
+    EncoderMismatchError,
+    MemoryFormatError,
+    UnknownIdError,
+    VmemError,
+)
+from .images import ImageInput, LoadedImage, load_image, make_thumbnail
+from .index import AnnIndex, IndexParams, find_snapshot
+from .locks import ReadWriteLock
+from .store import NewExemplars, Store
+from .voting import DEFAULT_RULE, check_rule, class_scores, prepare_votes, vote_all_k
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "vmem-memory"
+FORMAT_VERSION = 1
+CONFIG_NAME = "vmem.json"
+DATABASE_NAME = "memory.duckdb"
+INDEX_DIR = "index"
+DEFAULT_K = 50
+DEFAULT_RELIABILITY_TOP_N = 10
+BUILD_CHUNK = 256
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    id: int
+    label: str
+    distance: float
+    rank: int
+    weight: float
+
+
+@dataclass
+class Classification:
+    """A prediction: the winning label, per-class scores over the first k neighbours, the neighbours themselves."""
+
+    label: Optional[str]
+    scores: dict[str, float]
+    neighbors: list[Neighbor]
+    image: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "label": self.label,
+            "scores": self.scores,
+            "neighbors": [asdict(n) for n in self.neighbors],
+        }
+
+
+@dataclass
+class BuildReport:
+    added: int = 0
+    skipped_existing: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def _read_config(path: Path) -> dict:
+    config_path = path / CONFIG_NAME
+    if not path.is_dir():
+        raise MemoryFormatError(f"{path}: no such memory directory; create one with `vmem build DATA --memory {path}`")
+    if not config_path.exists():
+        raise MemoryFormatError(f"{path}: not a vmem memory (no {CONFIG_NAME})")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise MemoryFormatError(f"{config_path}: unreadable ({exc})") from None
+    if config.get("format") != FORMAT_NAME:
+        raise MemoryFormatError(f"{config_path}: not a vmem memory (format {config.get('format')!r})")
+    if not isinstance(config.get("version"), int) or config["version"] > FORMAT_VERSION:
+        raise MemoryFormatError(
+            f"{path}: memory format version {config.get('version')!r}; this vmem reads versions up to {FORMAT_VERSION}"
+        )
+    return config
+
+
+def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
+    array = np.asarray(embeddings, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise BadVectorError(f"embeddings have shape {np.shape(embeddings)}; this memory accepts (n, {dim})")
+    if not np.all(np.isfinite(array)):
+        raise BadVectorError("embeddings contain NaN or infinite values")
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    if np.any(norms < 1e-12):
+        raise BadVectorError(f"embedding row(s) {np.flatnonzero(norms[:, 0] < 1e-12)[:10].tolist()} are zero vectors")
+    return array / norms
+
+
+class VisualMemory:
+    """An editable visual memory. Thread-safe: many concurrent readers (classify, search) or one writer."""
+
+    def __init__(self, path: Path, config: dict, encoder: Optional[Encoder] = None) -> None:
+        self.path = Path(path)
+        self.config = config
+        self.dim = int(config["encoder"]["dim"])
+        self.index_params = IndexParams(**config.get("index", {}))
+        self._encoder = encoder
+        self._lock = ReadWriteLock()
+        self._store = Store(self.path / DATABASE_NAME, self.dim, config["encoder"]["identity"])
+        self._reliability_cache: dict[int, tuple[int, dict[int, int]]] = {}
+        try:
+            self._index, self._index_seq = self._open_index()
+            self._refresh_labels()
+        except BaseException:
+            self._store.close()
+            raise
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: Union[str, Path],
+        encoder: Union[str, Encoder] = DEFAULT_ENCODER,
+        index_params: IndexParams = IndexParams(),
+    ) -> "VisualMemory":
+        """Create an empty memory at `path` (a new or empty directory) for `encoder`."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise MemoryFormatError(f"{path}: already exists and is not an empty directory; open it instead")
+        encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
+        config = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "encoder": {"name": encoder.name, "identity": encoder.identity, "dim": int(encoder.dim)},
+            "index": asdict(index_params),
+        }
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            write_json_atomic(path / CONFIG_NAME, config)
+            return cls(path, config, encoder)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    @classmethod
+    def open(
+        cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None
+    ) -> "VisualMemory":
+        """Open an existing memory; `encoder`, if given, must be the one that built it.
+
+        Raises:
+            MemoryFormatError: not a memory, or a newer format.
+            EncoderMismatchError: `encoder` differs from the memory's.
+            MemoryLockedError: another process holds the memory.
+        """
+        path = Path(path)
+        config = _read_config(path)
+        recorded = config["encoder"]
+        if encoder is not None:
+            if isinstance(encoder, str) and encoder != recorded["name"]:
+                encoder = load_encoder(encoder)
+            if not isinstance(encoder, str) and (
+                encoder.identity != recorded["identity"] or int(encoder.dim) != int(recorded["dim"])
+            ):
+                raise EncoderMismatchError(
+                    f"memory {path} was built with encoder {recorded['name']!r} ({recorded['dim']}-d); "
+                    f"it cannot be used with {encoder.name!r} ({encoder.dim}-d) because their features are not "
+                    "comparable. Open it without an encoder, or build a new memory with this one"
+                )
+            if isinstance(encoder, str):
+                encoder = None  # same name: load lazily
+        return cls(path, config, encoder)
+
+    @classmethod
+    def open_or_create(cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None) -> "VisualMemory":
+        path = Path(path)
+        if (path / CONFIG_NAME).exists():
+            return cls.open(path, encoder)
+        return cls.create(path, encoder or DEFAULT_ENCODER)
+
+    def close(self) -> None:
+        """Write an index snapshot if the database is ahead of the last one, then release the database."""
+        with self._lock.write():
+            try:
+                self.flush()
+            finally:
+                self._store.close()
+
+    def __enter__(self) -> "VisualMemory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def encoder(self) -> Encoder:
+        """The memory's encoder, loaded on first use (stats, delete and search by vector never load it)."""
+        if self._encoder is None:
+            self._encoder = load_encoder(self.config["encoder"]["name"])
+            if self._encoder.identity != self.config["encoder"]["identity"]:
+                raise EncoderMismatchError(
+                    f"encoder {self._encoder.name!r} now has identity {self._encoder.identity}, but memory "
+                    f"{self.path} was built with {self.config['encoder']['identity']} (different weights installed?)"
+                )
+        return self._encoder
+
+    # --- index maintenance ----------------------------------------------------------------------------------------
+    def _open_index(self) -> tuple[AnnIndex, int]:
+        index_dir = self.path / INDEX_DIR
+        snapshot, why = find_snapshot(index_dir, self.dim)
+        seq = self._store.seq()
+        if snapshot is not None and snapshot.applied_seq <= seq:
+            try:
+                index = AnnIndex.load(snapshot.path, self.dim, self.index_params, self._store.deleted_ids())
+            except RuntimeError as exc:
+                why = f"index file unreadable ({exc})"
+            else:
+                if snapshot.applied_seq < seq:
+                    live, deleted = self._store.changed_since(snapshot.applied_seq)
+                    self._replay(index, live, deleted)
+                    log.info("index replayed %d change(s) made after its last snapshot", seq - snapshot.applied_seq)
+                return index, snapshot.applied_seq
+        elif snapshot is not None:
+            why = f"index snapshot is ahead of the database (seq {snapshot.applied_seq} > {seq})"
+        if seq == 0 and why == "no index snapshot":
+            return AnnIndex(self.dim, self.index_params), 0
+        log.warning("rebuilding the index of %s from its database: %s", self.path, why)
+        return self._rebuild_index(), -1
+
+    def _replay(self, index: AnnIndex, live: np.ndarray, deleted: np.ndarray) -> None:
+        present = set(index.ids().tolist())
+        missing = np.asarray([i for i in live if int(i) not in present], dtype=np.int64)
+        index.unmark_deleted(int(i) for i in live if int(i) in present)
+        if len(missing):
+            ids, vectors = self._store.embeddings("id IN (SELECT UNNEST(?::BIGINT[]))", [missing.tolist()])
+            index.add(ids, vectors)
+        index.mark_deleted(deleted)
+
+    def _rebuild_index(self) -> AnnIndex:
+        ids, vectors = self._store.embeddings()
+        index = AnnIndex(self.dim, self.index_params, capacity=max(1024, len(ids)))
+        index.add(ids, vectors)
+        return index
+
+    def flush(self) -> None:
+        """Snapshot the index if the database has changed since the last snapshot."""
+        with self._lock.write():
+            seq = self._store.seq()
+            if seq != self._index_seq:
+                self._index.save_snapshot(self.path / INDEX_DIR, seq)
+                self._index_seq = seq
+
+    def _refresh_labels(self) -> None:
+        ids, labels = self._store.live_labels()
+        self._live_ids = ids  # sorted by id
+        self.labels: list[str] = sorted(set(labels))
+        position = {label: i for i, label in enumerate(self.labels)}
+        self._live_class = np.asarray([position[label] for label in labels], dtype=np.int64)
+        self._reliability_cache.clear()
+
+    def class_indices(self, ids: np.ndarray) -> np.ndarray:
+        """Class index (into self.labels) of each id; -1 for ids that are not live."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self._live_ids) == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        where = np.clip(np.searchsorted(self._live_ids, ids), 0, len(self._live_ids) - 1)
+        return np.where(self._live_ids[where] == ids, self._live_class[where], -1)
+
+    def label_of(self, exemplar_id: int) -> str:
+        cls = int(self.class_indices(np.asarray([exemplar_id]))[0])
+        if cls < 0:
+            raise UnknownIdError(f"no live exemplar with id {exemplar_id}")
+        return self.labels[cls]
+
+    def __len__(self) -> int:
+        return len(self._live_ids)
+
+    # --- images -----------------------------------------------------------------------------------------------------
+    def load_images(self, images: Sequence[ImageInput], names: Optional[Sequence[str]] = None) -> list[LoadedImage]:
+        """Decode and validate every image before anything is written (raises BadImageError on the first bad one)."""
+        names = list(names) if names is not None else [None] * len(images)
+        return [load_image(image, name) for image, name in zip(images, names)]
+
+    def encode(self, images: Sequence[ImageInput], progress: Optional[Progress] = None) -> np.ndarray:
+        loaded = self.load_images(images)
+        return self.encoder.encode([item.image for item in loaded], progress=progress)
+
+    # --- writes -----------------------------------------------------------------------------------------------------
+    def add(
+        self,
+        images: Sequence[ImageInput],
+        labels: Union[str, Sequence[str]],
+        sources: Optional[Sequence[str]] = None,
+        progress: Optional[Progress] = None,
+    ) -> list[int]:
+        """Add labelled images, all or none: any bad image or label rejects the whole call before any write.
+
+        Args:
+            images: paths, raw bytes or PIL images.
+            labels: one label for all, or one per image.
+            sources: names to record (default: the path, or "upload").
+
+        Returns:
+            The new exemplar ids.
+        """
+        images = list(images)
+        labels = [labels] * len(images) if isinstance(labels, str) else list(labels)
+        if len(labels) != len(images):
+            raise VmemError(f"{len(images)} images but {len(labels)} labels; give one label or one per image")
+        if sources is None:
+            sources = [str(i) if isinstance(i, (str, Path)) else "upload" for i in images]
+        loaded = self.load_images(images, [str(s) for s in sources])
+        embeddings = self.encoder.encode([item.image for item in loaded], progress=progress)
+        return self._insert(loaded, labels, list(sources), embeddings)
+
+    def _insert(
+        self, loaded: Sequence[LoadedImage], labels: Sequence[str], sources: Sequence[str], embeddings: np.ndarray
+    ) -> list[int]:
+        thumbnails = [make_thumbnail(item.image) for item in loaded]
+        return self.add_embeddings(embeddings, labels, sources, [item.sha256 for item in loaded], thumbnails)
+
+    def add_embeddings(
+        self,
+        embeddings: np.ndarray,
+        labels: Sequence[str],
+        sources: Optional[Sequence[str]] = None,
+        sha256: Optional[Sequence[str]] = None,
+        thumbnails: Optional[Sequence[Optional[bytes]]] = None,
+    ) -> list[int]:
+        """Add precomputed embeddings (normalised here); all or none."""
+        vectors = _check_embeddings(embeddings, self.dim)
+        n = len(vectors)
+        labels = [str(label).strip() for label in labels]
+        if len(labels) != n:
+            raise VmemError(f"{n} embeddings but {len(labels)} labels")
+        bad = [label for label in labels if not label]
+        if bad:
+            raise VmemError("empty label; every exemplar needs a non-empty label")
+        rows = NewExemplars(
+            labels=labels,
+            sources=list(sources) if sources is not None else ["embedding"] * n,
+            sha256=list(sha256) if sha256 is not None else [""] * n,
+            thumbnails=list(thumbnails) if thumbnails is not None else [None] * n,
+            embeddings=vectors,
+        )
+        if n == 0:
+            return []
+        with self._lock.write():
+            ids, _ = self._store.insert(rows)  # the database commits first: it is the source of truth
+            try:
+                self._index.add(ids, vectors)
+            except BaseException:
+                self._index = self._rebuild_index()
+                raise
+            self._refresh_labels()
+        return ids.tolist()
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Tombstone exemplars: excluded from every query at once, restorable until purged."""
+        ids = [int(i) for i in ids]
+        with self._lock.write():
+            self._store.set_deleted(ids, True)
+            self._index.mark_deleted(ids)
+            self._refresh_labels()
+
+    def restore(self, ids: Sequence[int]) -> None:
+        """Undo `delete` for exemplars that are still tombstoned."""
+        ids = [int(i) for i in ids]
+        with self._lock.write():
+            self._store.set_deleted(ids, False)
+            self._index.unmark_deleted(ids)
+            self._refresh_labels()
+
+    def relabel(self, ids: Sequence[int], label: str) -> None:
+        label = str(label).strip()
+        if not label:
+            raise VmemError("empty label; every exemplar needs a non-empty label")
+        with self._lock.write():
+            self._store.relabel(ids, label)
+            self._refresh_labels()
+
+    def build(
+        self,
+        data: Union[str, Path, Sequence[LabelledImage]],
+        progress: Optional[Progress] = None,
+        strict: bool = False,
+        workers: int = 2,
+    ) -> BuildReport:
+        """Add a labelled collection (ImageFolder directory, CSV, or scanned items) in chunks.
+
+        Images already in the memory under the same source name are skipped, so an interrupted build resumes.
+        Undecodable images are reported in the result and skipped (or, with strict=True, stop the build).
+        """
+        items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
+        known = self._store.sources()
+        report = BuildReport()
+        todo = [item for item in items if item.source not in known]
+        report.skipped_existing = len(items) - len(todo)
+        done = report.skipped_existing
+        if progress:
+            progress(done, len(items))
+
+        def decode(item: LabelledImage):
+            try:
+                return item, load_image(item.path, item.source)
+            except BadImageError as exc:
+                return item, exc
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            chunks = [todo[i:i + BUILD_CHUNK] for i in range(0, len(todo), BUILD_CHUNK)]
+            pending = pool.map(lambda chunk: list(map(decode, chunk)), chunks)
+            for decoded in pending:  # decoding of the next chunk overlaps encoding of this one
+                good = []
+                for item, result in decoded:
+                    if isinstance(result, BadImageError):
+                        if strict:
+                            raise result
+                        report.rejected.append((str(item.path), str(result)))
+                    else:
+                        good.append((item, result))
+                if good:
+                    embeddings = self.encoder.encode([loaded.image for _, loaded in good])
+                    self._insert([g[1] for g in good], [g[0].label for g in good], [g[0].source for g in good],
+                                 embeddings)
+                    report.added += len(good)
+                done += len(decoded)
+                if progress:
+                    progress(done, len(items))
+        self.flush()
+        return report
+
+    # --- reads ------------------------------------------------------------------------------------------------------
+    def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest live exemplars of each embedding: (ids (n, k'), distances (n, k')), k' = min(k, live)."""
+        queries = _check_embeddings(embeddings, self.dim)
+        with self._lock.read():
+            return self._index.search(queries, k)
+
+    def memory_neighbors(
+        self, k: int, ids: Optional[Sequence[int]] = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Leave-one-out neighbours of memory items: each item's k nearest other live exemplars.
+
+        Returns:
+            (item ids (n,), neighbour ids (n, k'), distances (n, k')), with -1 / inf padding where fewer exist.
+        """
+        with self._lock.read():
+            item_ids = self._live_ids.copy() if ids is None else np.asarray(ids, dtype=np.int64)
+            unknown = item_ids[self.class_indices(item_ids) < 0]
+            if len(unknown):
+                raise UnknownIdError(f"no live exemplar with id(s) {', '.join(map(str, unknown[:20]))}")
+            k = min(int(k), max(len(self._live_ids) - 1, 0))
+            if len(item_ids) == 0 or k == 0:
+                return item_ids, np.zeros((len(item_ids), 0), np.int64), np.zeros((len(item_ids), 0), np.float32)
+            vectors = self._index.vectors(item_ids)
+            found, distances = self._index.search(vectors, k + 1)
+        is_self = found == item_ids[:, None]
+        # Drop the item itself; if the approximate search missed it, drop the farthest instead.
+        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), found.shape[1] - 1)
+        keep = np.ones_like(found, dtype=bool)
+        keep[np.arange(len(found)), drop] = False
+        return (
+            item_ids,
+            found[keep].reshape(len(found), -1)[:, :k],
+            distances[keep].reshape(len(found), -1)[:, :k],
+        )
+
+    def reliability(self, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> dict[int, int]:
+        """v(m): how often exemplar m is among the top-N leave-one-out neighbours of a differently-labelled item.
+
+        Cached until the memory changes.
+        """
+        seq = self._store.seq()
+        cached = self._reliability_cache.get(top_n)
+        if cached and cached[0] == seq:
+            return cached[1]
+        item_ids, neighbor_ids, _ = self.memory_neighbors(top_n)
+        item_class = self.class_indices(item_ids)
+        neighbor_class = self.class_indices(neighbor_ids)
+        disagree = (neighbor_class != item_class[:, None]) & (neighbor_ids >= 0)
+        counted, counts = np.unique(neighbor_ids[disagree], return_counts=True)
+        result = {int(i): 0 for i in item_ids}
+        result.update({int(i): int(c) for i, c in zip(counted, counts)})
+        self._reliability_cache[top_n] = (seq, result)
+        return result
+
+    def vote(
+        self,
+        neighbor_ids: np.ndarray,
+        distances: np.ndarray,
+        voting: str = DEFAULT_RULE,
+        pruning: str = "none",
+        threshold: float = 1.0,
+        top_n: int = DEFAULT_RELIABILITY_TOP_N,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Votes over found neighbours: (class indices, weights, positions kept, predictions for every k)."""
+        neighbor_ids = np.atleast_2d(neighbor_ids)
+        reliability = None
+        if pruning != "none":
+            v = self.reliability(top_n)
+            reliability = np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(neighbor_ids)
+        classes, weights, positions = prepare_votes(
+            self.class_indices(neighbor_ids), distances, voting, reliability, pruning, threshold
+        )
+        return classes, weights, positions, vote_all_k(classes, weights, len(self.labels))
+
+    def classify_embeddings(
+        self,
+        embeddings: np.ndarray,
+        k: int = DEFAULT_K,
+        voting: str = DEFAULT_RULE,
+        pruning: str = "none",
+        threshold: float = 1.0,
+        names: Optional[Sequence[Optional[str]]] = None,
+    ) -> list[Classification]:
+        """Classify precomputed query embeddings by the weighted vote of their k nearest exemplars."""
+        voting = check_rule(voting)
+        if int(k) < 1:
+            raise VmemError(f"k must be at least 1, got {k}")
+        queries = _check_embeddings(embeddings, self.dim)
+        # Hard pruning drops neighbours, so search deeper to still have k after it.
+        depth = int(k) * 3 if pruning == "hard" else int(k)
+        neighbor_ids, distances = self.search(queries, depth)
+        classes, weights, positions, predictions = self.vote(neighbor_ids, distances, voting, pruning, threshold)
+        k_used = min(int(k), classes.shape[1])
+        classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
+        scores = class_scores(classes, weights, len(self.labels))
+        results = []
+        for row in range(len(queries)):
+            neighbors = [
+                Neighbor(
+                    id=int(neighbor_ids[row, pos]),
+                    label=self.labels[classes[row, slot]],
+                    distance=float(distances[row, pos]),
+                    rank=slot,
+                    weight=float(weights[row, slot]),
+                )
+                for slot, pos in enumerate(positions[row])
+                if pos >= 0
+            ]
+            predicted = int(predictions[row, k_used - 1]) if k_used else -1
+            results.append(
+                Classification(
+                    label=self.labels[predicted] if predicted >= 0 else None,
+                    scores={self.labels[c]: float(scores[row, c]) for c in np.flatnonzero(scores[row] > 0)},
+                    neighbors=neighbors,
+                    image=names[row] if names is not None else None,
+                )
+            )
+        return results
+
+    def classify(
+        self,
+        images: Sequence[ImageInput],
+        k: int = DEFAULT_K,
+        voting: str = DEFAULT_RULE,
+        pruning: str = "none",
+        threshold: float = 1.0,
+    ) -> list[Classification]:
+        """Classify images (paths, bytes or PIL images). See `classify_embeddings` for the options."""
+        images = list(images)
+        names = [str(i) if isinstance(i, (str, Path)) else None for i in images]
+        return self.classify_embeddings(self.encode(images), k, voting, pruning, threshold, names)
+
+    def exemplars(self, ids: Sequence[int]):
+        """Metadata rows (label, source, sha256, thumbnail, added_at, ...) of the given ids as a DataFrame."""
+        return self._store.rows(ids)
+
+    def browse(self, **filters):
+        return self._store.browse(**filters)
+
+    def stats(self) -> dict:
+        counts = self._store.counts()
+        files = {p.name: p.stat().st_size for p in self.path.rglob("*") if p.is_file()}
+        total_bytes = sum(files.values())
+        return {
+            "path": str(self.path),
+            "format_version": self.config["version"],
+            "encoder": self.config["encoder"]["name"],
+            "encoder_identity": self.config["encoder"]["identity"],
+            "dim": self.dim,
+            "exemplars": counts["live"],
+            "deleted": counts["deleted"],
+            "classes": len(self.labels),
+            "labels": self._store.label_counts(),
+            "bytes": total_bytes,
+            "bytes_per_exemplar": round(total_bytes / max(counts["live"] + counts["deleted"], 1), 1),
+            "index": asdict(self.index_params),
+        }
