@@ -289,6 +289,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except VmemError as exc:
         print(f"vmem: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # e.g. piped into `head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("vmem: interrupted; committed changes are kept", file=sys.stderr)
         return 130

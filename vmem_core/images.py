@@ -100,7 +100,9 @@ def load_image(item: ImageInput, name: str | None = None) -> LoadedImage:
     except BadImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(f"{label}: rejected as a decompression bomb ({exc})") from None
+        raise BadImageError(
+            f"{label}: rejected as a decompression bomb: more than {MAX_IMAGE_PIXELS:,} pixels ({exc})"
+        ) from None
     except UnidentifiedImageError:
         raise BadImageError(f"{label}: not a recognised image; accepted: {ACCEPTED}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

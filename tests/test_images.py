@@ -1,0 +1,99 @@
+"""Hostile and odd image inputs: each a one-line BadImageError naming the file, raised before any write."""
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vmem_core.errors import BadImageError
+from vmem_core.images import MAX_IMAGE_PIXELS, load_image, make_thumbnail
+
+from .conftest import png_bytes
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG whose header claims width x height (a decompression bomb needs no real pixels to test)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_rejected_from_header(tmp_path: Path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(30000, 30000))
+    with pytest.raises(BadImageError, match=r"bomb.png: .*(30000x30000|decompression bomb)") as info:
+        load_image(bomb)
+    assert f"{MAX_IMAGE_PIXELS:,}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.png", b"", "empty file"),
+        ("random.jpg", np.random.default_rng(0).bytes(4096), "not a recognised image"),
+        ("notes.png", b"hello, I am text", "not a recognised image"),
+    ],
+)
+def test_bad_files(tmp_path: Path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BadImageError, match=message) as info:
+        load_image(path)
+    assert name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_image(tmp_path: Path):
+    data = png_bytes(np.random.default_rng(1).integers(0, 255, (64, 64, 3)))
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImageError, match="cut.png: damaged or truncated"):
+        load_image(path)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(BadImageError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_directory_is_not_an_image(tmp_path: Path):
+    with pytest.raises(BadImageError, match="not a file"):
+        load_image(tmp_path)
+
+
+def test_modes_become_rgb():
+    grey16 = Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16))
+    assert grey16.mode.startswith("I")
+    rgb = load_image(grey16).image
+    assert rgb.mode == "RGB" and np.asarray(rgb).max() == 255 and np.asarray(rgb).min() == 0
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red composites onto white
+    assert load_image(rgba).image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_sha256_is_of_the_file_bytes(tmp_path: Path):
+    import hashlib
+
+    data = png_bytes(np.zeros((5, 5)))
+    (tmp_path / "a.png").write_bytes(data)
+    assert load_image(tmp_path / "a.png").sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_in_memory_image_over_the_pixel_limit():
+    side = int(MAX_IMAGE_PIXELS ** 0.5) + 1
+    big = Image.new("1", (side, side))
+    with pytest.raises(BadImageError, match="above the limit"):
+        load_image(big)
+
+
+def test_thumbnail_shrinks_but_never_enlarges():
+    big = Image.new("RGB", (400, 200))
+    small = Image.new("RGB", (28, 28))
+    import io
+
+    assert Image.open(io.BytesIO(make_thumbnail(big))).size == (96, 48)
+    assert Image.open(io.BytesIO(make_thumbnail(small))).size == (28, 28)

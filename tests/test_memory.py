@@ -1,0 +1,285 @@
+"""The VisualMemory facade: writes, reads, reopening, crash recovery, bad input, threads."""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmem_core import (
+    BadImageError,
+    BadVectorError,
+    EncoderMismatchError,
+    MemoryFormatError,
+    MemoryLockedError,
+    UnknownIdError,
+    VisualMemory,
+    VmemError,
+)
+from vmem_core.index import MANIFEST_NAME
+
+from .conftest import REPO, SAMPLE, memory_state
+
+
+def test_build_records_everything_per_exemplar(memory, small_folder):
+    assert len(memory) == 12 and memory.labels == ["bag", "sneaker", "trouser"]
+    rows = memory.browse(limit=100)
+    assert set(rows["label"]) == {"bag", "sneaker", "trouser"}
+    first = rows.iloc[0]
+    assert first["source"].startswith("bag/") and len(first["sha256"]) == 64
+    assert bytes(first["thumbnail"]).startswith(b"\x89PNG")
+    stats = memory.stats()
+    assert stats["exemplars"] == 12 and stats["labels"] == {"bag": 4, "sneaker": 4, "trouser": 4}
+    assert stats["encoder"] == "test-pixels" and stats["dim"] == 64
+
+
+def test_config_records_format_and_encoder(memory):
+    config = json.loads((memory.path / "vmem.json").read_text())
+    assert config["format"] == "vmem-memory" and config["version"] == 1
+    assert config["encoder"] == {"name": "test-pixels", "identity": "test-pixels:v1", "dim": 64}
+
+
+def test_an_exemplar_is_its_own_nearest_neighbour(memory, small_folder):
+    image = sorted((small_folder / "sneaker").glob("*.png"))[0]
+    result = memory.classify([image], k=3)[0]
+    assert result.label == "sneaker"
+    assert result.neighbors[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert [n.rank for n in result.neighbors] == [0, 1, 2]
+    assert [n.weight for n in result.neighbors] == pytest.approx([1 / 2, 1 / 3, 1 / 4])
+    assert sum(result.scores.values()) == pytest.approx(1 / 2 + 1 / 3 + 1 / 4)
+
+
+def test_k_is_clamped_to_live_exemplars(memory, small_folder):
+    image = sorted((small_folder / "bag").glob("*.png"))[0]
+    assert len(memory.classify([image], k=500)[0].neighbors) == 12
+    memory.delete(list(range(10)))
+    assert len(memory.classify([image], k=500)[0].neighbors) == 2
+
+
+def test_delete_hides_at_once_and_restore_brings_back(memory, small_folder):
+    image = sorted((small_folder / "trouser").glob("*.png"))[0]
+    nearest = memory.classify([image], k=1)[0].neighbors[0].id
+    memory.delete([nearest])
+    assert nearest not in [n.id for n in memory.classify([image], k=12)[0].neighbors]
+    assert memory.stats()["deleted"] == 1 and len(memory) == 11
+    memory.restore([nearest])
+    assert memory.classify([image], k=1)[0].neighbors[0].id == nearest
+
+
+def test_unknown_and_repeated_ids_are_clear_errors_that_change_nothing(memory):
+    before = memory.stats()
+    with pytest.raises(UnknownIdError, match="unknown exemplar id\\(s\\): 999"):
+        memory.delete([3, 999])
+    assert memory.stats() == before  # id 3 was not deleted either: all or none
+    memory.delete([3])
+    with pytest.raises(UnknownIdError, match="already deleted: 3"):
+        memory.delete([3])
+    with pytest.raises(UnknownIdError, match="not deleted: 4"):
+        memory.restore([4])
+
+
+def test_rejected_add_leaves_memory_exactly_as_it_was(memory, small_folder, tmp_path):
+    path = memory.path
+    memory.close()
+    before = memory_state(path)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    good = sorted((small_folder / "bag").glob("*.png"))[0]
+    with VisualMemory.open(path) as mem:
+        with pytest.raises(BadImageError, match="bad.jpg"):
+            mem.add([good, bad], "bag")
+        with pytest.raises(VmemError, match="2 images but 3 labels"):
+            mem.add([good, good], ["a", "b", "c"])
+        with pytest.raises(BadVectorError, match=r"accepts \(n, 64\)"):
+            mem.add_embeddings(np.ones((2, 63)), ["a", "a"])
+        with pytest.raises(BadVectorError, match="NaN"):
+            mem.add_embeddings(np.full((1, 64), np.nan), ["a"])
+        with pytest.raises(BadVectorError, match="zero vectors"):
+            mem.add_embeddings(np.zeros((1, 64)), ["a"])
+    assert memory_state(path) == before
+
+
+def test_adding_a_new_class_keeps_old_predictions(memory, small_folder):
+    queries = [sorted((small_folder / label).glob("*.png"))[0] for label in ("bag", "sneaker", "trouser")]
+    before = [r.label for r in memory.classify(queries, k=1)]
+    dress = sorted((SAMPLE / "memory" / "dress").glob("*.png"))[:3]
+    ids = memory.add(dress, "dress")
+    assert len(ids) == 3 and "dress" in memory.labels
+    assert [r.label for r in memory.classify(queries, k=1)] == before
+    assert memory.classify([dress[0]], k=1)[0].label == "dress"
+
+
+def test_reopen_sees_the_same_memory(memory):
+    memory.delete([0, 1])
+    memory.relabel([2], "relabelled")
+    path = memory.path
+    memory.close()
+    with VisualMemory.open(path) as mem:
+        assert len(mem) == 10 and "relabelled" in mem.labels
+        assert sorted(mem._index.live_ids().tolist()) == list(range(2, 12))
+
+
+def test_opening_with_another_encoder_is_refused(memory):
+    path = memory.path
+    memory.close()
+    with pytest.raises(EncoderMismatchError, match="built with encoder 'test-pixels'.*'test-pixels-other'"):
+        VisualMemory.open(path, encoder="test-pixels-other")
+    VisualMemory.open(path, encoder="test-pixels").close()
+
+
+def test_not_a_memory(tmp_path):
+    with pytest.raises(MemoryFormatError, match="no such memory directory"):
+        VisualMemory.open(tmp_path / "missing")
+    with pytest.raises(MemoryFormatError, match="not a vmem memory"):
+        VisualMemory.open(tmp_path)
+    (tmp_path / "vmem.json").write_text(json.dumps({"format": "vmem-memory", "version": 99}))
+    with pytest.raises(MemoryFormatError, match="version 99"):
+        VisualMemory.open(tmp_path)
+
+
+def test_create_refuses_a_non_empty_directory(memory):
+    with pytest.raises(MemoryFormatError, match="already exists"):
+        VisualMemory.create(memory.path, encoder="test-pixels")
+
+
+def test_build_resumes_without_duplicates(tmp_path, small_folder):
+    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+        first = mem.build(small_folder)
+        second = mem.build(small_folder)
+        assert (first.added, second.added, second.skipped_existing) == (12, 0, 12)
+        assert len(mem) == 12
+
+
+def test_build_skips_and_reports_bad_images(tmp_path, small_folder):
+    (small_folder / "bag" / "broken.png").write_bytes(b"garbage")
+    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+        report = mem.build(small_folder)
+        assert report.added == 12 and len(report.rejected) == 1 and "broken.png" in report.rejected[0][1]
+        with pytest.raises(BadImageError):
+            mem.build(small_folder, strict=True)  # broken.png was never added, so it is tried again
+
+
+def test_build_from_csv(tmp_path, small_folder):
+    rows = ["path,label"] + [f"{p.relative_to(small_folder)},{p.parent.name}" for p in small_folder.rglob("*.png")]
+    (small_folder / "list.csv").write_text("\n".join(rows))
+    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+        assert mem.build(small_folder / "list.csv").added == 12
+        assert mem.stats()["labels"] == {"bag": 4, "sneaker": 4, "trouser": 4}
+
+
+def test_memory_neighbors_leave_the_item_out(memory):
+    items, neighbors, distances = memory.memory_neighbors(3)
+    assert neighbors.shape == (12, 3)
+    assert not np.any(neighbors == items[:, None])
+    assert np.all(np.diff(distances, axis=1) >= -1e-6)
+
+
+def test_reliability_counts_differently_labelled_neighbourhoods(memory):
+    v = memory.reliability(top_n=3)
+    items, neighbors, _ = memory.memory_neighbors(3)
+    expected = {int(i): 0 for i in items}
+    for item, row in zip(items, neighbors):
+        for n in row:
+            if memory.label_of(int(n)) != memory.label_of(int(item)):
+                expected[int(n)] += 1
+    assert v == expected
+
+
+def test_memory_locked_by_another_process(memory):
+    path = memory.path
+    memory.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, sys, time; c = duckdb.connect({str(path / 'memory.duckdb')!r}); print('ready', flush=True);"
+         " time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(MemoryLockedError, match="open in another process"):
+            VisualMemory.open(path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+CRASH_AFTER_COMMIT = """
+import os, sys
+sys.path.insert(0, {repo!r})
+sys.path.insert(0, {tests!r})
+import numpy as np
+import conftest  # registers the test encoder
+from vmem_core import VisualMemory
+mem = VisualMemory.open({path!r})
+mem.add_embeddings(np.eye(64)[:5] + 0.01, ["new"] * 5)
+mem.delete([0, 1])
+os._exit(9)  # no close, no snapshot: like kill -9 after the database committed
+"""
+
+
+def test_crash_after_commit_is_replayed_on_open(memory):
+    path = memory.path
+    memory.close()
+    script = CRASH_AFTER_COMMIT.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path))
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    with VisualMemory.open(path) as mem:
+        assert len(mem) == 15 and "new" in mem.labels
+        assert sorted(mem._index.live_ids().tolist()) == list(range(2, 17))
+        assert mem.classify_embeddings(np.eye(64)[:1] + 0.01, k=1)[0].label == "new"
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip", "manifest"])
+def test_damaged_index_is_rebuilt_from_the_database(memory, damage, caplog):
+    memory.delete([5])
+    path = memory.path
+    memory.close()
+    manifest = json.loads((path / "index" / MANIFEST_NAME).read_text())
+    index_file = path / "index" / manifest["file"]
+    data = index_file.read_bytes()
+    if damage == "delete":
+        index_file.unlink()
+    elif damage == "truncate":
+        index_file.write_bytes(data[: len(data) // 3])
+    elif damage == "flip":
+        index_file.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    else:
+        (path / "index" / MANIFEST_NAME).write_text("{not json")
+    with caplog.at_level("WARNING"), VisualMemory.open(path) as mem:
+        assert len(mem) == 11 and mem._index.live_count == 11
+        assert 5 not in mem._index.live_ids()
+    assert any("rebuilding the index" in r.message for r in caplog.records)
+    with VisualMemory.open(path) as mem:  # the rebuilt index was snapshotted: no second rebuild
+        assert mem._index_seq == mem._store.seq()
+
+
+def test_concurrent_readers_and_writers(memory, small_folder):
+    images = sorted(small_folder.rglob("*.png"))
+    vectors = memory.encode(images)
+    errors = []
+
+    def reader():
+        try:
+            for _ in range(30):
+                results = memory.classify_embeddings(vectors, k=5)
+                assert all(r.label is not None for r in results)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    def writer():
+        try:
+            for i in range(10):
+                ids = memory.add_embeddings(vectors[i:i + 1], ["extra"])
+                memory.delete(ids)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(memory) == 12 and memory.stats()["deleted"] == 10
