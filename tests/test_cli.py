@@ -1,0 +1,150 @@
+"""The `vmem` command line, run as a user would: real encoder, real processes, JSON contracts, one-line errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, SAMPLE
+from .test_images import png_header_only
+
+
+def vmem(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "vmem_core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("subset")
+    for label_dir in sorted((SAMPLE / "memory").iterdir()):
+        (root / label_dir.name).mkdir()
+        for path in sorted(label_dir.glob("*.png"))[:15]:
+            shutil.copy(path, root / label_dir.name / path.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, subset) -> Path:
+    memory = tmp_path_factory.mktemp("cli") / "mem.vmem"
+    result = vmem("build", subset, "--memory", memory, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["added"] == 150 and report["exemplars"] == 150 and len(report["labels"]) == 10
+    return memory
+
+
+def test_classify_json_contract(built):
+    queries = [sorted((SAMPLE / "queries" / label).glob("*.png"))[0] for label in ("trouser", "bag")]
+    result = vmem("classify", built, *queries, "--k", "7", "--voting", "plurality", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [item["image"] for item in payload] == [str(q) for q in queries]
+    for item in payload:
+        assert set(item) == {"image", "label", "scores", "neighbors"}
+        assert len(item["neighbors"]) == 7
+        assert [n["rank"] for n in item["neighbors"]] == list(range(7))
+        assert all(set(n) == {"id", "label", "distance", "rank", "weight"} for n in item["neighbors"])
+        distances = [n["distance"] for n in item["neighbors"]]
+        assert distances == sorted(distances)
+        assert sum(item["scores"].values()) == pytest.approx(7)  # plurality: one vote each
+        assert item["label"] == max(item["scores"], key=item["scores"].get)
+    assert [item["label"] for item in payload] == ["trouser", "bag"]
+
+
+def test_stats_json_contract(built):
+    result = vmem("stats", built, "--json")
+    stats = json.loads(result.stdout)
+    assert stats["exemplars"] == 150 and stats["labels"]["sneaker"] == 15
+    assert stats["encoder"] == "efficientnet-lite0" and stats["dim"] == 1280
+
+
+def test_eval_json_contract(built):
+    result = vmem("eval", built, SAMPLE / "queries", "--k-max", "30", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert set(payload["accuracy"]) == {"rank", "plurality", "distance", "softmax"}
+    for rule, curve in payload["accuracy"].items():
+        assert len(curve) == 30 and all(0 <= a <= 1 for a in curve)
+        best = payload["best"][rule]
+        assert best["accuracy"] == max(curve) and curve[best["k"] - 1] == best["accuracy"]
+    assert payload["best_is"].startswith("best-over-k")
+    assert payload["queries"] == 200
+    assert payload["accuracy"]["rank"][9] > 0.6  # 15 exemplars per class already classify most queries
+
+
+def test_add_delete_restore_round_trip(tmp_path, built):
+    memory = tmp_path / "copy.vmem"
+    shutil.copytree(built, memory)
+    photo = REPO / "data" / "ood" / "chelsea.jpg"
+    added = vmem("add", memory, photo, "--label", "cat", "--json")
+    assert added.returncode == 0, added.stderr
+    (new_id,) = json.loads(added.stdout)["ids"]
+    top = json.loads(vmem("classify", memory, photo, "--k", "1", "--json").stdout)[0]
+    assert top["label"] == "cat" and top["neighbors"][0]["id"] == new_id
+    assert vmem("delete", memory, new_id).returncode == 0
+    top = json.loads(vmem("classify", memory, photo, "--k", "1", "--json").stdout)[0]
+    assert top["label"] != "cat"
+    assert vmem("restore", memory, new_id).returncode == 0
+    assert json.loads(vmem("stats", memory, "--json").stdout)["labels"]["cat"] == 1
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda d: (d / "notes.png").write_text("plain text"), "notes.png: not a recognised image"),
+        (lambda d: (d / "empty.jpg").write_bytes(b""), "empty.jpg: empty file"),
+        (lambda d: (d / "bomb.png").write_bytes(png_header_only(30000, 30000)), "bomb.png: "),
+        (lambda d: None, "missing.png: no such file"),
+    ],
+)
+def test_bad_image_add_is_one_line_and_changes_nothing(tmp_path, built, make, expected):
+    make(tmp_path)
+    target = next(iter(tmp_path.iterdir()), tmp_path / "missing.png")
+    before = vmem("stats", built, "--json").stdout
+    result = vmem("add", built, target, "--label", "x")
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert vmem("stats", built, "--json").stdout == before
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["delete", "{mem}", "99999"], "unknown exemplar id(s): 99999"),
+        (["stats", "{tmp}/nowhere"], "no such memory directory"),
+        (["build", "{tmp}/nodata", "--memory", "{tmp}/m"], "nodata: no such file or directory"),
+        (["classify", "{mem}", "{tmp}/nope.jpg"], "nope.jpg: no such file"),
+    ],
+)
+def test_other_errors_are_one_line(tmp_path, built, args, expected):
+    result = vmem(*[a.format(mem=built, tmp=tmp_path) for a in args])
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_wrong_encoder_is_refused(tmp_path, subset):
+    memory = tmp_path / "pix.vmem"
+    # a memory whose recorded encoder differs from the default: building into it with the default must refuse
+    config = {"format": "vmem-memory", "version": 1, "encoder": {"name": "open_clip:RN50:openai",
+              "identity": "open_clip:RN50:openai", "dim": 1024}, "index": {}}
+    memory.mkdir()
+    (memory / "vmem.json").write_text(json.dumps(config))
+    result = vmem("build", subset, "--memory", memory, "--encoder", "efficientnet-lite0")
+    assert result.returncode == 2
+    assert "built with encoder 'open_clip:RN50:openai'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sample_memory_accuracy(tmp_path):
+    """The shipped sample: 1,000 exemplars, 200 held-out queries. Rank voting at k=10 must beat 0.75."""
+    memory = tmp_path / "sample.vmem"
+    assert vmem("build", SAMPLE / "memory", "--memory", memory).returncode == 0
+    payload = json.loads(vmem("eval", memory, SAMPLE / "queries", "--json").stdout)
+    assert payload["accuracy"]["rank"][9] > 0.75
+    assert all(payload["best"][rule]["accuracy"] > 0.75 for rule in payload["best"])

@@ -1,0 +1,133 @@
+"""The real encoders: the shipped EfficientNet-Lite0 (both runtimes) and open_clip through a local checkpoint."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vmem_core import EncoderError, load_encoder
+from vmem_core.encoders import Encoder
+
+from .conftest import SAMPLE
+
+# ImageNet-1k class indices
+EGYPTIAN_CAT, ESPRESSO, MISSILE = 285, 967, 657
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return load_encoder("efficientnet-lite0")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_encoder("efficientnet-lite0", runtime="torch")
+
+
+def test_default_encoder_is_the_real_pretrained_network(reference):
+    from skimage import data
+
+    photos = [Image.fromarray(getattr(data, name)()) for name in ("chelsea", "coffee", "rocket")]
+    top1 = reference.imagenet_logits(photos).argmax(axis=1).tolist()
+    assert top1 == [EGYPTIAN_CAT, ESPRESSO, MISSILE]
+
+
+def test_fast_runtime_matches_torch_reference(fast, reference):
+    assert fast.runtime == "onnx" and reference.runtime == "torch"
+    images = [Image.open(p) for p in sorted((SAMPLE / "queries").glob("*/*.png"))[::20]]
+    images += [Image.open(p) for p in sorted((SAMPLE.parent / "ood").glob("*.jpg"))]
+    a, b = fast.encode(images, batch_size=4), reference.encode(images, batch_size=4)
+    assert a.shape == (len(images), 1280) and a.dtype == np.float32
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert (a * b).sum(axis=1).min() >= 0.9999
+    assert fast.identity == reference.identity  # a memory built with one opens with the other
+
+
+def test_features_separate_classes(fast):
+    """Same-class Fashion-MNIST images are nearer than different-class ones on average (real features, not noise)."""
+    paths = {label: sorted((SAMPLE / "memory" / label).glob("*.png"))[:8] for label in ("trouser", "bag")}
+    feats = {label: fast.encode([Image.open(p) for p in ps]) for label, ps in paths.items()}
+    within = (feats["bag"] @ feats["bag"].T).mean()
+    across = (feats["bag"] @ feats["trouser"].T).mean()
+    assert within > across + 0.05
+
+
+def test_progress_is_reported_per_batch(fast):
+    calls = []
+    fast.encode([Image.new("RGB", (28, 28))] * 5, batch_size=2, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+
+
+def test_damaged_onnx_cache_is_exported_again(tmp_path, monkeypatch):
+    from vmem_core.encoders.efficientnet import EfficientNetLite0Encoder
+
+    monkeypatch.setenv("VMEM_CACHE_DIR", str(tmp_path))
+    first = EfficientNetLite0Encoder(runtime="onnx")
+    (cached,) = tmp_path.glob("*.onnx")
+    cached.write_bytes(b"truncated")
+    again = EfficientNetLite0Encoder(runtime="onnx")
+    image = [Image.new("RGB", (40, 40), (200, 10, 10))]
+    assert np.allclose(first.encode(image), again.encode(image), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("resnet-9000", "unknown encoder 'resnet-9000'; accepted: efficientnet-lite0, open_clip"),
+        ("open_clip:ViT-B-32", "needs an architecture and weights"),
+        ("open_clip:NoSuchArch:x", "unknown open_clip architecture 'NoSuchArch'"),
+        ("open_clip:ViT-B-32:/no/such/file.pt", "no such file"),
+        ("open_clip:ViT-B-32:not-a-tag", "neither a pretrained tag of ViT-B-32 nor a checkpoint file"),
+    ],
+)
+def test_bad_encoder_names(name, message):
+    with pytest.raises(EncoderError, match=message):
+        load_encoder(name)
+
+
+TINY_CLIP = {
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def test_open_clip_local_checkpoint_round_trip(tmp_path: Path):
+    import open_clip
+    import torch
+
+    config = tmp_path / "vmem-tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model("vmem-tiny-clip")
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+
+    encoder = load_encoder(f"open_clip:vmem-tiny-clip:{checkpoint}")
+    assert isinstance(encoder, Encoder) and encoder.dim == 24
+    assert encoder.identity.startswith("open_clip:vmem-tiny-clip:sha256:")
+    image = Image.open(sorted((SAMPLE / "memory" / "bag").glob("*.png"))[0])
+    features = encoder.encode([image, image.rotate(90)])
+    assert features.shape == (2, 24) and np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5)
+    # the same weights loaded by open_clip directly give the same features: the checkpoint really was used
+    _, _, preprocess = open_clip.create_model_and_transforms("vmem-tiny-clip", pretrained=str(checkpoint))
+    with torch.inference_mode():
+        direct = model.eval().encode_image(preprocess(image)[None]).numpy()
+    direct /= np.linalg.norm(direct)
+    assert np.allclose(features[0], direct[0], atol=1e-5)
+    text = encoder.encode_text(["a bag", "a shoe"])
+    assert text.shape == (2, 24)
+
+    other = tmp_path / "other.pt"
+    torch.manual_seed(1)
+    torch.save(open_clip.create_model("vmem-tiny-clip").state_dict(), other)
+    assert load_encoder(f"open_clip:vmem-tiny-clip:{other}").identity != encoder.identity
+
+
+def test_open_clip_checkpoint_of_the_wrong_architecture(tmp_path: Path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(EncoderError, match="could not load open_clip checkpoint"):
+        load_encoder(f"open_clip:ViT-B-32:{tmp_path / 'junk.pt'}")
