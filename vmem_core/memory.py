@@ -132,7 +132,7 @@ class VisualMemory:
         self._encoder = encoder
         self._lock = ReadWriteLock()
         self._store = Store(self.path / DATABASE_NAME, self.dim, config["encoder"]["identity"])
-        self._reliability_cache: dict[int, tuple[int, dict[int, int]]] = {}
+        self._derived: dict[object, tuple[int, object]] = {}
         try:
             self._index, self._index_seq = self._open_index()
             self._refresh_labels()
@@ -282,7 +282,17 @@ class VisualMemory:
         self.labels: list[str] = sorted(set(labels))
         position = {label: i for i, label in enumerate(self.labels)}
         self._live_class = np.asarray([position[label] for label in labels], dtype=np.int64)
-        self._reliability_cache.clear()
+        self._derived.clear()
+
+    def derived(self, key: object, compute: Callable[[], object]) -> object:
+        """A value computed from the memory's contents, cached until the next change (reliability, OOD threshold)."""
+        seq = self._store.seq()
+        cached = self._derived.get(key)
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        value = compute()
+        self._derived[key] = (seq, value)
+        return value
 
     def class_indices(self, ids: np.ndarray) -> np.ndarray:
         """Class index (into self.labels) of each id; -1 for ids that are not live."""
@@ -496,10 +506,9 @@ class VisualMemory:
 
         Cached until the memory changes.
         """
-        seq = self._store.seq()
-        cached = self._reliability_cache.get(top_n)
-        if cached and cached[0] == seq:
-            return cached[1]
+        return self.derived(("reliability", top_n), lambda: self._compute_reliability(top_n))
+
+    def _compute_reliability(self, top_n: int) -> dict[int, int]:
         item_ids, neighbor_ids, _ = self.memory_neighbors(top_n)
         item_class = self.class_indices(item_ids)
         neighbor_class = self.class_indices(neighbor_ids)
@@ -507,7 +516,6 @@ class VisualMemory:
         counted, counts = np.unique(neighbor_ids[disagree], return_counts=True)
         result = {int(i): 0 for i in item_ids}
         result.update({int(i): int(c) for i, c in zip(counted, counts)})
-        self._reliability_cache[top_n] = (seq, result)
         return result
 
     def vote(

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import MemoryLockedError, UnknownIdError
+from .errors import MemoryFormatError, MemoryLockedError, UnknownIdError
 
 SCHEMA_VERSION = 1
 
@@ -53,7 +53,9 @@ class Store:
                     f"memory database {self.path} is open in another process (for example the vmem app or another "
                     "vmem command); close that process, or run this command in it, and try again"
                 ) from None
-            raise
+            raise MemoryFormatError(f"memory database {self.path} cannot be opened: {exc}") from None
+        except duckdb.Error as exc:
+            raise MemoryFormatError(f"memory database {self.path} cannot be opened: {exc}") from None
         self._write_lock = threading.Lock()
         self._create_schema()
 
