@@ -118,3 +118,93 @@ def evaluate_dataset(
     result = evaluate_embeddings(memory, embeddings, labels, k_max, rules, pruning, threshold)
     result.rejected = rejected
     return result
+
+
+def predict_at_k(
+    memory: VisualMemory,
+    neighbor_ids: np.ndarray,
+    distances: np.ndarray,
+    k: int,
+    rule: str = "rank",
+    pruning: str = "none",
+    threshold: float = 1.0,
+) -> list[Optional[str]]:
+    """Predicted label per query from the first k found neighbours (None where there were none)."""
+    *_, predictions = memory.vote(neighbor_ids, distances, rule, pruning, threshold)
+    if predictions.shape[1] == 0:
+        return [None] * len(predictions)
+    column = predictions[:, min(k, predictions.shape[1]) - 1]
+    return [memory.labels[c] if c >= 0 else None for c in column]
+
+
+def confusion_matrix(true_labels: Sequence[str], predicted: Sequence[Optional[str]]):
+    """Counts as a DataFrame: rows are true labels, columns predicted labels (both in sorted order)."""
+    import pandas as pd
+
+    labels = sorted({*true_labels, *(p for p in predicted if p is not None)})
+    frame = pd.crosstab(
+        pd.Categorical(list(true_labels), categories=labels),
+        pd.Categorical([p if p is not None else "(none)" for p in predicted], categories=labels + ["(none)"]),
+        dropna=False,
+    )
+    frame.index.name, frame.columns.name = "true", "predicted"
+    return frame.loc[:, (frame.sum(axis=0) > 0) | (frame.columns != "(none)")]
+
+
+def per_class_accuracy(true_labels: Sequence[str], predicted: Sequence[Optional[str]]) -> dict[str, float]:
+    out: dict[str, list[bool]] = {}
+    for truth, guess in zip(true_labels, predicted):
+        out.setdefault(truth, []).append(truth == guess)
+    return {label: float(np.mean(hits)) for label, hits in sorted(out.items())}
+
+
+def accuracy_vs_memory_size(
+    memory: VisualMemory,
+    query_embeddings: np.ndarray,
+    true_labels: Sequence[str],
+    per_class: Sequence[int] = (1, 2, 5, 10, 20, 50, 100),
+    seeds: Sequence[int] = (0, 1, 2),
+    k: int = 10,
+    rule: str = "rank",
+    progress: Optional[Callable[[int, int], None]] = None,
+):
+    """Accuracy when the memory holds only n exemplars per class (random subsets, one per seed).
+
+    Search within each subset is exact (one query x memory similarity matrix, reused for every subset), so small
+    subsets are measured correctly rather than approximated from a fixed top-K list.
+
+    Returns:
+        DataFrame with columns per_class, seed, exemplars, accuracy.
+    """
+    import pandas as pd
+
+    from .voting import prepare_votes, vote_all_k
+
+    ids, vectors = memory.embeddings()
+    classes = memory.class_indices(ids)
+    similarity = np.asarray(query_embeddings, np.float32) @ vectors.T
+    position = {label: i for i, label in enumerate(memory.labels)}
+    truth = np.asarray([position.get(label, -2) for label in true_labels])
+    by_class = [np.flatnonzero(classes == c) for c in range(len(memory.labels))]
+    largest = max((len(members) for members in by_class), default=0)
+    sizes = sorted({min(int(n), largest) for n in per_class if int(n) >= 1})
+    rows, total, done = [], len(sizes) * len(seeds), 0
+    for size in sizes:
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            subset = np.concatenate(
+                [rng.choice(members, min(size, len(members)), replace=False) for members in by_class if len(members)]
+            )
+            depth = min(k, len(subset))
+            sims = similarity[:, subset]
+            top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
+            order = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
+            distances = 1.0 - np.take_along_axis(sims, order, axis=1)
+            votes, weights, _ = prepare_votes(classes[subset][order], distances, rule)
+            predicted = vote_all_k(votes, weights, len(memory.labels))[:, -1]
+            rows.append({"per_class": size, "seed": seed, "exemplars": len(subset),
+                         "accuracy": float(np.mean(predicted == truth))})
+            done += 1
+            if progress:
+                progress(done, total)
+    return pd.DataFrame(rows, columns=["per_class", "seed", "exemplars", "accuracy"])

@@ -596,6 +596,14 @@ class VisualMemory:
         names = [str(i) if isinstance(i, (str, Path)) else None for i in images]
         return self.classify_embeddings(self.encode(images), k, voting, pruning, threshold, names)
 
+    def embeddings(self, ids: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, embeddings) of the given live ids, or of every live exemplar, read from the database."""
+        if ids is None:
+            return self._store.embeddings()
+        return self._store.embeddings(
+            "deleted_at IS NULL AND id IN (SELECT UNNEST(?::BIGINT[]))", [[int(i) for i in ids]]
+        )
+
     def exemplars(self, ids: Sequence[int]):
         """Metadata rows (label, source, sha256, thumbnail, added_at, ...) of the given ids as a DataFrame."""
         return self._store.rows(ids)

@@ -1,0 +1,74 @@
+"""Curation suggestions: exemplars that look mislabelled or harmful, and near-duplicates. Nothing is changed here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    id: int
+    label: str
+    suggested_label: Optional[str]  # what its own neighbours vote for (leave-one-out)
+    reliability: int  # v: times it sits among the neighbours of differently-labelled items
+    reason: str
+
+
+def suspicious_exemplars(
+    memory: VisualMemory, k: int = 10, top_n: int = DEFAULT_RELIABILITY_TOP_N, limit: int = 50
+) -> list[Suggestion]:
+    """Exemplars whose leave-one-out neighbours vote for another label, or that often sit among other classes'
+    neighbours, most harmful (highest v) first."""
+    if len(memory) < 2:
+        return []
+    v = memory.reliability(top_n)
+    item_ids, neighbor_ids, distances = memory.memory_neighbors(k)
+    *_, predictions = memory.vote(neighbor_ids, distances, "rank")
+    own = memory.class_indices(item_ids)
+    voted = predictions[:, -1] if predictions.shape[1] else np.full(len(item_ids), -1)
+    out = []
+    for item, own_class, vote in zip(item_ids, own, voted):
+        score = v.get(int(item), 0)
+        disagrees = vote >= 0 and vote != own_class
+        if not disagrees and score == 0:
+            continue
+        suggested = memory.labels[vote] if disagrees else None
+        reason = []
+        if disagrees:
+            reason.append(f"its {k} nearest exemplars vote '{suggested}'")
+        if score:
+            reason.append(f"among the top-{top_n} neighbours of {score} differently-labelled item(s)")
+        out.append(Suggestion(int(item), memory.labels[own_class], suggested, score, "; ".join(reason)))
+    out.sort(key=lambda s: (-s.reliability, s.suggested_label is None, s.id))
+    return out[:limit]
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    id: int
+    other_id: int
+    distance: float
+    same_label: bool
+
+
+def near_duplicates(memory: VisualMemory, max_distance: float = 0.01, limit: int = 100) -> list[DuplicatePair]:
+    """Pairs of live exemplars closer than `max_distance` (each pair once, closest first)."""
+    if len(memory) < 2:
+        return []
+    item_ids, neighbor_ids, distances = memory.memory_neighbors(5)
+    pairs = {}
+    for item, row_ids, row_d in zip(item_ids, neighbor_ids, distances):
+        for other, d in zip(row_ids, row_d):
+            if d <= max_distance and other >= 0:
+                key = (min(int(item), int(other)), max(int(item), int(other)))
+                pairs[key] = min(float(d), pairs.get(key, np.inf))
+    out = [
+        DuplicatePair(a, b, d, memory.label_of(a) == memory.label_of(b))
+        for (a, b), d in sorted(pairs.items(), key=lambda kv: kv[1])
+    ]
+    return out[:limit]
