@@ -283,3 +283,19 @@ def test_concurrent_readers_and_writers(memory, small_folder):
         t.join()
     assert not errors
     assert len(memory) == 12 and memory.stats()["deleted"] == 10
+
+
+def test_browse_filters_and_pagination(memory):
+    import datetime as dt
+
+    assert memory.count() == 12 and memory.count(label="bag") == 4
+    assert memory.count(source="SNEAKER/") == 4  # case-insensitive substring
+    page = memory.browse(limit=5, offset=10)
+    assert page["id"].tolist() == [10, 11]
+    tomorrow = dt.datetime.now() + dt.timedelta(days=1)
+    assert memory.count(added_from=tomorrow) == 0 and memory.count(added_to=tomorrow) == 12
+    memory.delete([0])
+    assert memory.count() == 11 and memory.count(include_deleted=True) == 12
+    assert memory.count(label="bag'; DROP TABLE exemplars; --") == 0 and memory.count() == 11
+    thumbs = memory.thumbnails([1, 2])
+    assert set(thumbs) == {1, 2} and all(t.startswith(b"\x89PNG") for t in thumbs.values())

@@ -115,7 +115,7 @@ def cmd_classify(args) -> int:
     with _open(args) as memory:
         images = _expand_images(args.images)
         results = memory.classify(images, k=args.k, voting=args.voting, pruning=args.pruning,
-                                  threshold=args.threshold)
+                                  threshold=args.threshold, top_n=args.top_n)
     if args.json:
         _print_json([r.to_dict() for r in results])
         return 0
@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pruning", default="none", choices=PRUNING_MODES,
                        help="skip (hard) or down-weight (soft) unreliable exemplars")
         p.add_argument("--threshold", type=float, default=1.0, help="hard pruning skips exemplars with v >= this")
+        p.add_argument("--top-n", type=int, default=10,
+                       help="reliability v counts appearances among this many leave-one-out neighbours")
 
     p = sub.add_parser("build", help="create or extend a memory from an ImageFolder directory or a path,label CSV")
     p.add_argument("data", help="DIR/<label>/<image> or a CSV with columns path,label")

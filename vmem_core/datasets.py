@@ -70,3 +70,37 @@ def scan_dataset(location: Path) -> list[LabelledImage]:
             f"{location}: no labelled images found; expected DIR/<label>/<image> (png, jpg, ...) or a CSV of path,label"
         )
     return items
+
+
+MAX_ZIP_MEMBERS = 50_000
+MAX_ZIP_BYTES = 2 * 1024**3
+
+
+def extract_labelled_zip(data: bytes, destination: Path) -> Path:
+    """Safely unpack a .zip holding `<label>/<image>` folders (optionally under one top folder).
+
+    Refuses absolute paths and `..` (zip slip), more than MAX_ZIP_MEMBERS files, or more than MAX_ZIP_BYTES
+    uncompressed. Returns the folder to scan as an ImageFolder.
+    """
+    import io
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise DatasetError("not a zip file; expected a .zip of <label>/<image> folders") from None
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise DatasetError(f"zip holds {len(members):,} files; the limit is {MAX_ZIP_MEMBERS:,}")
+    if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+        raise DatasetError(f"zip unpacks to more than {MAX_ZIP_BYTES:,} bytes")
+    destination = Path(destination).resolve()
+    for member in members:
+        target = (destination / member.filename).resolve()
+        if destination not in target.parents:
+            raise DatasetError(f"zip member {member.filename!r} would land outside the target folder")
+    archive.extractall(destination)
+    entries = [p for p in destination.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir() and all(c.is_dir() for c in entries[0].iterdir()):
+        return entries[0]  # a single top folder holding the label folders
+    return destination

@@ -546,8 +546,19 @@ class VisualMemory:
         pruning: str = "none",
         threshold: float = 1.0,
         names: Optional[Sequence[Optional[str]]] = None,
+        top_n: int = DEFAULT_RELIABILITY_TOP_N,
     ) -> list[Classification]:
-        """Classify precomputed query embeddings by the weighted vote of their k nearest exemplars."""
+        """Classify precomputed query embeddings by the weighted vote of their k nearest exemplars.
+
+        Args:
+            embeddings: (n, dim) query features.
+            k: neighbours that vote (clamped to the live exemplars).
+            voting: rank (default), plurality, distance or softmax.
+            pruning: none, hard (skip exemplars with reliability v >= threshold) or soft (x 1.75 / (1 + v)).
+            threshold: the hard-pruning threshold.
+            names: recorded as each result's `image`.
+            top_n: reliability v counts appearances among this many leave-one-out neighbours.
+        """
         voting = check_rule(voting)
         if int(k) < 1:
             raise VmemError(f"k must be at least 1, got {k}")
@@ -555,7 +566,9 @@ class VisualMemory:
         # Hard pruning drops neighbours, so search deeper to still have k after it.
         depth = int(k) * 3 if pruning == "hard" else int(k)
         neighbor_ids, distances = self.search(queries, depth)
-        classes, weights, positions, predictions = self.vote(neighbor_ids, distances, voting, pruning, threshold)
+        classes, weights, positions, predictions = self.vote(
+            neighbor_ids, distances, voting, pruning, threshold, top_n
+        )
         k_used = min(int(k), classes.shape[1])
         classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
         scores = class_scores(classes, weights, len(self.labels))
@@ -590,11 +603,12 @@ class VisualMemory:
         voting: str = DEFAULT_RULE,
         pruning: str = "none",
         threshold: float = 1.0,
+        top_n: int = DEFAULT_RELIABILITY_TOP_N,
     ) -> list[Classification]:
         """Classify images (paths, bytes or PIL images). See `classify_embeddings` for the options."""
         images = list(images)
         names = [str(i) if isinstance(i, (str, Path)) else None for i in images]
-        return self.classify_embeddings(self.encode(images), k, voting, pruning, threshold, names)
+        return self.classify_embeddings(self.encode(images), k, voting, pruning, threshold, names, top_n)
 
     def embeddings(self, ids: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, embeddings) of the given live ids, or of every live exemplar, read from the database."""
@@ -609,7 +623,16 @@ class VisualMemory:
         return self._store.rows(ids)
 
     def browse(self, **filters):
+        """A page of exemplar metadata; filters: label, source, added_from, added_to, include_deleted, limit, offset."""
         return self._store.browse(**filters)
+
+    def count(self, **filters) -> int:
+        """How many exemplars match the same filters as `browse` (without limit and offset)."""
+        return self._store.count_matching(**filters)
+
+    def thumbnails(self, ids: Sequence[int]) -> dict[int, Optional[bytes]]:
+        rows = self._store.rows(ids)
+        return {int(i): (bytes(t) if t is not None else None) for i, t in zip(rows["id"], rows["thumbnail"])}
 
     def stats(self) -> dict:
         counts = self._store.counts()

@@ -90,3 +90,10 @@ def reliability_histogram(reliability: Mapping[int, int]) -> go.Figure:
     fig.update_layout(title="Reliability v per exemplar (0 = never among other classes' neighbours)",
                       xaxis_title="v", yaxis_title="exemplars", **_LAYOUT)
     return fig
+
+
+def label_counts_figure(counts: Mapping[str, int]) -> go.Figure:
+    labels = list(counts)
+    fig = go.Figure(go.Bar(x=labels, y=[counts[label] for label in labels], marker_color=WINNER))
+    fig.update_layout(title="Live exemplars per label", yaxis_title="exemplars", height=300, **_LAYOUT)
+    return fig

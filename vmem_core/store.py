@@ -222,23 +222,43 @@ class Store:
             ).df()
         return frame.set_index("id").reindex([i for i in ids if i in set(frame["id"])]).reset_index()
 
+    @staticmethod
+    def _browse_filter(label, source, added_from, added_to, include_deleted) -> tuple[str, list]:
+        where = """(? IS NULL OR label = ?) AND (? IS NULL OR contains(lower(source), lower(?)))
+                   AND (? IS NULL OR added_at >= ?) AND (? IS NULL OR added_at < ?)
+                   AND (? OR deleted_at IS NULL)"""
+        return where, [label, label, source, source, added_from, added_from, added_to, added_to, include_deleted]
+
     def browse(
         self,
         label: Optional[str] = None,
         source: Optional[str] = None,
+        added_from: Optional[dt.datetime] = None,
+        added_to: Optional[dt.datetime] = None,
         include_deleted: bool = False,
         limit: int = 100,
         offset: int = 0,
     ) -> pd.DataFrame:
-        """A page of exemplar metadata filtered by label and source substring (bound parameters, never built SQL)."""
+        """A page of exemplar metadata, filtered by label, source substring and time added (bound parameters only)."""
+        where, params = self._browse_filter(label, source, added_from, added_to, include_deleted)
         with self._cursor() as cur:
             return cur.execute(
-                """SELECT id, label, source, sha256, thumbnail, added_at, deleted_at FROM exemplars
-                   WHERE (? IS NULL OR label = ?) AND (? IS NULL OR contains(source, ?))
-                     AND (? OR deleted_at IS NULL)
-                   ORDER BY id LIMIT ? OFFSET ?""",
-                [label, label, source, source, include_deleted, limit, offset],
+                f"""SELECT id, label, source, sha256, thumbnail, added_at, deleted_at FROM exemplars
+                    WHERE {where} ORDER BY id LIMIT ? OFFSET ?""",
+                params + [int(limit), int(offset)],
             ).df()
+
+    def count_matching(
+        self,
+        label: Optional[str] = None,
+        source: Optional[str] = None,
+        added_from: Optional[dt.datetime] = None,
+        added_to: Optional[dt.datetime] = None,
+        include_deleted: bool = False,
+    ) -> int:
+        where, params = self._browse_filter(label, source, added_from, added_to, include_deleted)
+        with self._cursor() as cur:
+            return int(cur.execute(f"SELECT count(*) FROM exemplars WHERE {where}", params).fetchone()[0])
 
     def label_counts(self) -> dict[str, int]:
         with self._cursor() as cur:

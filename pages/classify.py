@@ -1,0 +1,37 @@
+"""Classify: a prediction, its class scores, and the exemplars that voted for it."""
+
+import streamlit as st
+
+from vmem_core import ui
+from vmem_core.ood import judge
+from vmem_core.plots import class_scores_figure
+
+memory = ui.get_memory()
+settings = st.session_state["settings"]
+st.title("Classify")
+st.caption("Each image is labelled by a weighted vote of its nearest exemplars in memory. Change the rule, k or "
+           "pruning in the sidebar: the images are not encoded again.")
+queries = ui.query_picker(memory, "classify", default_samples=ui.first_sample("sneaker/"))
+if not len(memory):
+    st.info("The memory is empty: add exemplars on the Memory page.")
+    st.stop()
+for query, result in zip(queries, ui.classify(memory, queries, settings)):
+    st.divider()
+    left, middle, right = st.columns([1, 2, 3])
+    with left:
+        st.image(query.image, caption=query.name, width=160)
+    with middle:
+        st.subheader(f"Prediction: {result.label}")
+        total = sum(result.scores.values())
+        st.write(f"{result.scores.get(result.label, 0) / total:.0%} of the vote from k={len(result.neighbors)} "
+                 f"neighbours ({settings.voting} voting, pruning {settings.pruning}).")
+        if result.neighbors:
+            verdict = judge(memory, result.neighbors[0].distance)
+            if verdict.is_ood:
+                st.warning(f"Possibly out of distribution: {verdict.explain()}.")
+            else:
+                st.caption(verdict.explain().capitalize() + ".")
+    with right:
+        st.plotly_chart(class_scores_figure(result), width="stretch", key=f"scores-{query.sha256}")
+    st.markdown("**Neighbours that voted** (nearest first; bold = the predicted label)")
+    ui.neighbor_gallery(memory, result)

@@ -1,0 +1,63 @@
+"""Curate: find exemplars that look mislabelled or harmful, and near-duplicates; accept or dismiss each."""
+
+import streamlit as st
+
+from vmem_core import ui
+from vmem_core.curate import near_duplicates, suspicious_exemplars
+from vmem_core.plots import reliability_histogram
+
+memory = ui.get_memory()
+settings = st.session_state["settings"]
+st.title("Curate")
+st.caption("Reliability v counts how often an exemplar sits among the nearest neighbours of exemplars with another "
+           "label. High v marks likely mislabelled or harmful exemplars. Nothing changes until you accept.")
+if len(memory) < 2:
+    st.info("Curation needs at least two exemplars.")
+    st.stop()
+
+
+def soft_prune_toggled() -> None:
+    st.session_state["pruning"] = "soft" if st.session_state["curate-soft"] else "none"
+
+
+st.toggle("Soft-prune the whole memory (weight x 1.75/(1+v) for every exemplar with v > 0)",
+          value=st.session_state.get("pruning") == "soft", key="curate-soft", on_change=soft_prune_toggled)
+
+reliability = memory.reliability(settings.top_n)
+st.plotly_chart(reliability_histogram(reliability), width="stretch")
+
+dismissed = st.session_state.setdefault("curate-dismissed", set())
+suggestions = [s for s in suspicious_exemplars(memory, k=settings.k, top_n=settings.top_n, limit=200)
+               if s.id not in dismissed]
+st.subheader(f"Suggestions ({len(suggestions)})")
+thumbs = memory.thumbnails([s.id for s in suggestions[:15]])
+for s in suggestions[:15]:
+    image, text, actions = st.columns([1, 4, 3])
+    image.image(ui.enlarge(thumbs.get(s.id), 72))
+    text.markdown(f"**id {s.id}**, labelled **{s.label}**, v = {s.reliability}  \n{s.reason}")
+    delete, relabel, dismiss = actions.columns(3)
+    if delete.button("Delete", key=f"curate-del-{s.id}"):
+        memory.delete([s.id])
+        st.rerun()
+    if s.suggested_label and relabel.button(f"Relabel '{s.suggested_label}'", key=f"curate-rel-{s.id}"):
+        memory.relabel([s.id], s.suggested_label)
+        st.rerun()
+    if dismiss.button("Dismiss", key=f"curate-dis-{s.id}"):
+        dismissed.add(s.id)
+        st.rerun()
+
+st.subheader("Near-duplicates")
+max_distance = st.slider("Pairs closer than distance", 0.0, 0.1, 0.01, 0.001, format="%.3f", key="curate-dup")
+pairs = near_duplicates(memory, max_distance=max_distance, limit=30)
+if not pairs:
+    st.caption("No pairs that close.")
+pair_thumbs = memory.thumbnails([i for p in pairs for i in (p.id, p.other_id)])
+for p in pairs:
+    a, b, text, action = st.columns([1, 1, 4, 2])
+    a.image(ui.enlarge(pair_thumbs.get(p.id), 64))
+    b.image(ui.enlarge(pair_thumbs.get(p.other_id), 64))
+    text.markdown(f"ids {p.id} ({memory.label_of(p.id)}) and {p.other_id} ({memory.label_of(p.other_id)}), "
+                  f"distance {p.distance:.4f}" + ("" if p.same_label else ": **labels disagree**"))
+    if action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
+        memory.delete([p.other_id])
+        st.rerun()

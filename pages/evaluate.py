@@ -1,0 +1,92 @@
+"""Evaluate: accuracy of every voting rule at every k, accuracy vs memory size, per class and confusion."""
+
+import tempfile
+
+import numpy as np
+import streamlit as st
+
+from vmem_core import VmemError, ui
+from vmem_core.datasets import extract_labelled_zip, scan_dataset
+from vmem_core.evaluate import (
+    BEST_LABEL,
+    accuracy_vs_memory_size,
+    confusion_matrix,
+    evaluate_embeddings,
+    per_class_accuracy,
+    predict_at_k,
+)
+from vmem_core.plots import (
+    accuracy_vs_k_figure,
+    confusion_matrix_figure,
+    memory_size_figure,
+    per_class_accuracy_figure,
+)
+
+memory = ui.get_memory()
+settings = st.session_state["settings"]
+st.title("Evaluate")
+st.caption("Neighbours are retrieved once per query; every rule and every k = 1..100 is scored from them.")
+
+source = st.radio("Queries", ["Shipped query split", "Upload a labelled .zip (<label>/<image>)"], horizontal=True,
+                  key="eval-source")
+if source.startswith("Shipped"):
+    split = ui.query_split_embeddings(memory)
+else:
+    archive = st.file_uploader("Labelled .zip", type=["zip"], key="eval-zip")
+    if archive is None:
+        st.stop()
+    cache = st.session_state.setdefault("eval-uploads", {})
+    key = (memory.config["encoder"]["identity"], archive.file_id)
+    if key not in cache:
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                items = scan_dataset(extract_labelled_zip(archive.getvalue(), folder))
+                bar = st.progress(0.0, text="Encoding queries...")
+                cache[key] = ui.encode_split(memory, items, progress=lambda d, t: bar.progress(d / t))
+                bar.empty()
+        except VmemError as exc:
+            st.error(str(exc))
+            st.stop()
+    split = cache[key]
+for name, reason in split.rejected:
+    st.warning(f"Skipped {reason}")
+if not len(split.names) or not len(memory):
+    st.info("Nothing to evaluate: no readable queries, or an empty memory.")
+    st.stop()
+
+result = evaluate_embeddings(memory, split.embeddings, split.labels, k_max=100, pruning=settings.pruning,
+                             threshold=settings.threshold)
+st.plotly_chart(accuracy_vs_k_figure(result), width="stretch")
+best = result.best()
+k = min(settings.k, result.k_max)
+st.dataframe(
+    {"rule": list(best), f"accuracy at k={k}": [round(float(result.accuracy[r][k - 1]), 4) for r in best],
+     "best-over-k accuracy": [round(best[r]["accuracy"], 4) for r in best], "best k": [best[r]["k"] for r in best]},
+    hide_index=True,
+)
+st.caption(f"Best = {BEST_LABEL}.")
+if result.unknown_labels:
+    st.warning(f"Query labels absent from the memory (always counted wrong): {', '.join(result.unknown_labels)}")
+
+st.subheader(f"Per class and confusion at k={k}, {settings.voting} voting")
+neighbor_ids, distances = memory.search(split.embeddings, k)
+predicted = predict_at_k(memory, neighbor_ids, distances, k, settings.voting, settings.pruning, settings.threshold)
+left, right = st.columns(2)
+left.plotly_chart(per_class_accuracy_figure(per_class_accuracy(split.labels, predicted)), width="stretch")
+right.plotly_chart(confusion_matrix_figure(confusion_matrix(split.labels, predicted)), width="stretch")
+
+st.subheader("Accuracy vs memory size")
+seeds = st.slider("Seeds (random subsets per size)", 1, 10, 3, key="eval-seeds")
+if st.button("Run memory-size experiment", key="eval-size"):
+    bar = st.progress(0.0, text="Subsampling the memory...")
+    frame = accuracy_vs_memory_size(memory, split.embeddings, split.labels, seeds=list(range(seeds)), k=k,
+                                    rule=settings.voting, progress=lambda d, t: bar.progress(d / t))
+    bar.empty()
+    st.session_state["eval-size-result"] = frame
+frame = st.session_state.get("eval-size-result")
+if frame is not None:
+    st.plotly_chart(memory_size_figure(frame), width="stretch")
+    summary = frame.groupby("per_class")["accuracy"].agg(["mean", "std", "min", "max"]).round(4)
+    st.dataframe(summary)
+    st.caption(f"Mean accuracy over {frame['seed'].nunique()} seed(s); "
+               f"{np.unique(frame['exemplars']).size} memory sizes.")

@@ -1,0 +1,75 @@
+"""Memory: browse, add, relabel and delete exemplars."""
+
+import datetime as dt
+
+import streamlit as st
+
+from vmem_core import BadImageError, VmemError, ui
+from vmem_core.plots import label_counts_figure
+
+PAGE_SIZE = 30
+NEW_LABEL = "(new label...)"
+
+memory = ui.get_memory()
+st.title("Memory")
+st.caption("Every exemplar is a labelled image in the database. Changes apply at once to every page and session.")
+
+counts = memory.stats()["labels"]
+with st.expander(f"{len(memory):,} live exemplars in {len(counts)} labels", expanded=False):
+    st.plotly_chart(label_counts_figure(counts), width="stretch")
+
+# --- add -----------------------------------------------------------------------------------------------------------
+with st.expander("Add exemplars", expanded=not len(memory)):
+    files = st.file_uploader("Images", type=ui.UPLOAD_TYPES, accept_multiple_files=True, key="add-files")
+    choice = st.selectbox("Label", list(counts) + [NEW_LABEL], key="add-label-choice")
+    label = st.text_input("New label", key="add-new-label").strip() if choice == NEW_LABEL else choice
+    if st.button("Add to memory", type="primary", disabled=not files or not label, key="add-button"):
+        try:
+            ids = memory.add([f.getvalue() for f in files], label, sources=[f"upload/{f.name}" for f in files])
+            st.success(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}).")
+        except (BadImageError, VmemError) as exc:
+            st.error(f"Nothing was added: {exc}")
+
+# --- browse ----------------------------------------------------------------------------------------------------------
+left, middle, right = st.columns(3)
+label_filter = left.selectbox("Label", ["(all)"] + list(counts), key="browse-label")
+source_filter = middle.text_input("Source contains", key="browse-source").strip() or None
+dates = right.date_input("Added between", value=(), key="browse-dates")
+filters = {"label": None if label_filter == "(all)" else label_filter, "source": source_filter}
+if len(dates) == 2:
+    filters["added_from"] = dt.datetime.combine(dates[0], dt.time.min)
+    filters["added_to"] = dt.datetime.combine(dates[1], dt.time.min) + dt.timedelta(days=1)
+total = memory.count(**filters)
+pages = max(1, -(-total // PAGE_SIZE))
+page = st.number_input(f"Page (of {pages}; {total:,} matching)", 1, pages, 1, key="browse-page")
+rows = memory.browse(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **filters)
+selected = ui.exemplar_grid(memory, rows["id"].tolist(), [f"{r.label} (id {r.id})" for r in rows.itertuples()],
+                            key="browse")
+
+# --- act on the selection --------------------------------------------------------------------------------------------
+if selected:
+    st.write(f"Selected: {', '.join(map(str, selected))}")
+    relabel_col, delete_col = st.columns(2)
+    with relabel_col:
+        new_label = st.text_input("Relabel the selected as", key="relabel-to").strip()
+        if st.button("Relabel", disabled=not new_label, key="relabel-button"):
+            memory.relabel(selected, new_label)
+            st.success(f"Relabelled {len(selected)} exemplar(s) as '{new_label}'.")
+            st.rerun()
+    with delete_col:
+        if st.button(f"Delete {len(selected)} selected", key="delete-button"):
+            st.session_state["confirm-delete"] = selected
+    pending = st.session_state.get("confirm-delete")
+    if pending:
+        st.warning(f"Delete exemplar(s) {', '.join(map(str, pending))}? They stop counting at once "
+                   "(restorable from the command line with `vmem restore`).")
+        yes, no = st.columns(2)
+        if yes.button("Yes, delete", type="primary", key="confirm-yes"):
+            memory.delete(pending)
+            st.session_state.pop("confirm-delete")
+            for exemplar_id in pending:
+                st.session_state.pop(f"browse-{exemplar_id}", None)
+            st.rerun()
+        if no.button("Cancel", key="confirm-no"):
+            st.session_state.pop("confirm-delete")
+            st.rerun()

@@ -1,0 +1,64 @@
+"""Unlearning: forget exemplars and show, side by side, how a prediction changes."""
+
+import time
+
+import numpy as np
+import streamlit as st
+
+from vmem_core import ui
+from vmem_core.attribution import dependent_queries
+from vmem_core.plots import class_scores_figure
+
+memory = ui.get_memory()
+settings = st.session_state["settings"]
+st.title("Unlearning")
+st.caption("Deleting an exemplar removes its influence on every prediction at once: no retraining. Pick a "
+           "prediction, choose exemplars to forget, and compare before and after.")
+
+queries = ui.query_picker(memory, "unlearn", default_samples=ui.first_sample("photo/chelsea"), multiple=False)
+if not queries or not len(memory):
+    st.info("Pick or upload a query image.")
+    st.stop()
+query = queries[0]
+(before,) = ui.classify(memory, [query], settings)
+
+drivers = [n.id for n in before.neighbors if n.label == before.label]
+st.markdown(f"**Prediction now: {before.label}**, driven by {len(drivers)} neighbour(s) labelled '{before.label}'.")
+options = [n.id for n in before.neighbors]
+labels_by_id = {n.id: f"id {n.id} ({n.label}, rank {n.rank})" for n in before.neighbors}
+to_forget = st.multiselect("Exemplars to forget (default: the neighbours that drove this prediction)", options,
+                           default=drivers, format_func=labels_by_id.get, key=f"forget-{query.sha256}")
+ui.exemplar_grid(memory, to_forget, [labels_by_id[i] for i in to_forget], key="forget", selectable=False)
+
+split = ui.query_split_embeddings(memory)
+dependent = dependent_queries(memory, split.embeddings, to_forget, settings.k) if to_forget else []
+st.write(f"{len(dependent)} of the {len(split.names)} shipped test queries have at least one of these exemplars "
+         f"among their k={settings.k} neighbours: their predictions depend on them.")
+
+if st.button(f"Forget {len(to_forget)} exemplar(s)", type="primary", disabled=not to_forget, key="forget-button"):
+    dependents_before = ui.classify_embeddings(memory, split.embeddings[dependent], settings)
+    start = time.perf_counter()
+    memory.delete(to_forget)
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    dependents_after = ui.classify_embeddings(memory, split.embeddings[dependent], settings)
+    changed = int(np.sum([a.label != b.label for a, b in zip(dependents_before, dependents_after)]))
+    st.session_state["unlearning"] = {"query": query.sha256, "before": before, "ids": to_forget,
+                                      "ms": elapsed_ms, "dependents": len(dependent), "changed": changed}
+    st.rerun()
+
+last = st.session_state.get("unlearning")
+if last and last["query"] == query.sha256:
+    (after,) = ui.classify(memory, [query], settings)
+    st.success(f"Forgot {len(last['ids'])} exemplar(s) in {last['ms']:.1f} ms (the paper reports under 20 ms). "
+               f"{last['changed']} of {last['dependents']} dependent test predictions changed.")
+    old, new = st.columns(2)
+    for column, title, result in ((old, "Before", last["before"]), (new, "After", after)):
+        with column:
+            st.subheader(f"{title}: {result.label}")
+            st.plotly_chart(class_scores_figure(result, title=f"{title}: class scores"), width="stretch",
+                            key=f"unlearn-{title}")
+            ui.neighbor_gallery(memory, result, columns=4, limit=8)
+    if st.button("Undo: restore them", key="restore-button"):
+        memory.restore(last["ids"])
+        st.session_state.pop("unlearning")
+        st.rerun()

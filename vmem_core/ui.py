@@ -1,0 +1,271 @@
+"""Streamlit glue shared by the pages: the cached memory, the sidebar settings, query inputs and galleries.
+
+The only vmem_core module that imports streamlit. The memory is one `st.cache_resource` object shared by every
+session (VisualMemory is thread-safe: its own readers-writer lock guards writes); query embeddings are cached per
+session by image hash, so changing k, rule or pruning never re-encodes an image.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from .attribution import winning_shares
+from .errors import BadImageError, VmemError
+from .images import IMAGE_SUFFIXES, load_image
+from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
+from .voting import PRUNING_MODES, RULES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO_ROOT / "data" / "fashion-mnist"
+OOD_DIR = REPO_ROOT / "data" / "ood"
+DEFAULT_MEMORY = REPO_ROOT / "sample.vmem"
+UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
+RULE_HELP = {
+    "rank": "rank: weight 1/(rank+2), the paper's default",
+    "plurality": "plurality: one vote each",
+    "distance": "distance: weight exp(-d)",
+    "softmax": "softmax: weight exp((1-d)/0.07)",
+}
+_BUILD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Settings:
+    k: int
+    voting: str
+    pruning: str
+    threshold: float
+    top_n: int
+
+
+@dataclass
+class Query:
+    name: str
+    image: Image.Image
+    sha256: str
+    embedding: np.ndarray
+
+
+def memory_path() -> Path:
+    """The memory the app shows: $VMEM_MEMORY (set by `vmem app MEM`), else the sample memory."""
+    return Path(os.environ.get("VMEM_MEMORY") or DEFAULT_MEMORY)
+
+
+@st.cache_resource(show_spinner="Opening the memory...")
+def _open_memory(path: str) -> VisualMemory:
+    return VisualMemory.open(path)
+
+
+def _build_sample(path: Path) -> None:
+    with _BUILD_LOCK:
+        if (path / "vmem.json").exists():
+            return
+        bar = st.progress(0.0, text="Building the sample memory (first start only)...")
+        with VisualMemory.create(path) as memory:
+            memory.build(
+                SAMPLE_DATA / "memory",
+                progress=lambda done, total: bar.progress(done / total, text=f"Building the sample memory: "
+                                                                             f"{done}/{total} images"),
+            )
+        bar.empty()
+
+
+def get_memory() -> VisualMemory:
+    """The shared memory handle; builds the sample memory on first start. Stops the page with a message on error."""
+    path = memory_path()
+    if not (path / "vmem.json").exists():
+        if path.resolve() != DEFAULT_MEMORY.resolve():
+            st.error(f"`{path}` is not a vmem memory. Build one with `vmem build DATA --memory {path}`.")
+            st.stop()
+        _build_sample(path)
+    try:
+        return _open_memory(str(path.resolve()))
+    except VmemError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def sidebar(memory: VisualMemory) -> Settings:
+    """Voting settings shared by every page (kept in session state across pages)."""
+    live = len(memory)
+    state = st.session_state
+    state.setdefault("k", 10)
+    state.setdefault("voting", "rank")
+    state.setdefault("pruning", "none")
+    state.setdefault("threshold", 2)
+    state.setdefault("top_n", DEFAULT_RELIABILITY_TOP_N)
+    with st.sidebar:
+        st.markdown(f"**Memory** `{memory.path.name}`  \n{live:,} exemplars, {len(memory.labels)} classes  \n"
+                    f"encoder `{memory.config['encoder']['name']}`")
+        st.selectbox("Voting rule", RULES, key="voting", format_func=lambda r: RULE_HELP[r])
+        max_k = max(2, min(100, live))
+        state["k"] = min(state["k"], max_k)
+        st.slider("k: neighbours that vote", 1, max_k, key="k")
+        st.radio("Pruning of unreliable exemplars", PRUNING_MODES, key="pruning", horizontal=True,
+                 help="hard: skip exemplars with reliability v >= threshold; soft: weight x 1.75/(1+v) where v > 0")
+        if state["pruning"] == "hard":
+            st.number_input("skip exemplars with v >=", min_value=1, max_value=1000, step=1, key="threshold")
+        if state["pruning"] != "none":
+            st.number_input("reliability from top-N neighbours, N =", min_value=1, max_value=100, key="top_n")
+    return Settings(int(state["k"]), state["voting"], state["pruning"], float(state["threshold"]),
+                    int(state["top_n"]))
+
+
+def classify_embeddings(memory: VisualMemory, embeddings: np.ndarray, settings: Settings,
+                        names: Optional[Sequence[str]] = None) -> list[Classification]:
+    if len(embeddings) == 0:
+        return []
+    return memory.classify_embeddings(embeddings, settings.k, settings.voting, settings.pruning, settings.threshold,
+                                      names=names, top_n=settings.top_n)
+
+
+def classify(memory: VisualMemory, queries: Sequence[Query], settings: Settings) -> list[Classification]:
+    if not queries:
+        return []
+    return classify_embeddings(memory, np.stack([q.embedding for q in queries]), settings, [q.name for q in queries])
+
+
+@dataclass(frozen=True)
+class LabelledSplit:
+    names: list[str]
+    labels: list[str]
+    embeddings: np.ndarray
+    rejected: list[tuple[str, str]]
+
+
+def encode_split(memory: VisualMemory, items, progress=None) -> LabelledSplit:
+    """Encode labelled images (datasets.LabelledImage); unreadable ones are listed, not fatal."""
+    names, labels, images, rejected = [], [], [], []
+    for item in items:
+        try:
+            images.append(load_image(item.path, item.source).image)
+            names.append(item.source)
+            labels.append(item.label)
+        except BadImageError as exc:
+            rejected.append((item.source, str(exc)))
+    embeddings = memory.encoder.encode(images, progress=progress) if images else np.zeros((0, memory.dim), np.float32)
+    return LabelledSplit(names, labels, embeddings, rejected)
+
+
+@st.cache_resource(show_spinner="Encoding the shipped query split (once)...")
+def _shipped_split(encoder_identity: str, _memory: VisualMemory) -> LabelledSplit:
+    from .datasets import scan_dataset
+
+    return encode_split(_memory, scan_dataset(SAMPLE_DATA / "queries"))
+
+
+def query_split_embeddings(memory: VisualMemory) -> LabelledSplit:
+    """The shipped held-out queries, encoded once per encoder and shared by every session."""
+    return _shipped_split(memory.config["encoder"]["identity"], memory)
+
+
+# --- query inputs ----------------------------------------------------------------------------------------------------
+def sample_query_files() -> dict[str, Path]:
+    """Shipped queries by display name: the held-out Fashion-MNIST split, then the out-of-distribution photos."""
+    files = {f"{p.parent.name}/{p.name}": p for p in sorted((SAMPLE_DATA / "queries").glob("*/*.png"))}
+    files.update({f"photo/{p.name}": p for p in sorted(OOD_DIR.glob("*.jpg"))})
+    return files
+
+
+def first_sample(prefix: str) -> list[str]:
+    """The first shipped query whose name starts with `prefix` (a one-item list), or none."""
+    return [name for name in sample_query_files() if name.startswith(prefix)][:1]
+
+
+def encode_queries(memory: VisualMemory, items: Sequence[tuple[str, bytes]]) -> tuple[list[Query], list[str]]:
+    """Decode and encode (name, bytes) pairs, reusing this session's embeddings; returns (queries, error messages)."""
+    cache = st.session_state.setdefault("vmem_embeddings", {})
+    identity = memory.config["encoder"]["identity"]
+    loaded, errors = [], []
+    for name, data in items:
+        try:
+            loaded.append(load_image(data, name))
+        except BadImageError as exc:
+            errors.append(str(exc))
+    missing = [item for item in loaded if (identity, item.sha256) not in cache]
+    if missing:
+        for item, vector in zip(missing, memory.encoder.encode([item.image for item in missing])):
+            cache[(identity, item.sha256)] = vector
+    return [Query(item.source, item.image, item.sha256, cache[(identity, item.sha256)]) for item in loaded], errors
+
+
+def query_picker(memory: VisualMemory, key: str, default_samples: Sequence[str] = (),
+                 multiple: bool = True) -> list[Query]:
+    """Upload images or pick shipped samples; shows errors for bad uploads. Returns the encoded queries."""
+    samples = sample_query_files()
+    left, right = st.columns(2)
+    with left:
+        uploads = st.file_uploader("Upload image(s)", type=UPLOAD_TYPES, accept_multiple_files=multiple,
+                                   key=f"{key}-upload")
+    with right:
+        if multiple:
+            chosen = st.multiselect("...or pick sample queries", list(samples), default=list(default_samples),
+                                    key=f"{key}-samples")
+        else:
+            options = ["(none)"] + list(samples)
+            index = options.index(default_samples[0]) if default_samples else 0
+            picked = st.selectbox("...or pick a sample query", options, index=index, key=f"{key}-samples")
+            chosen = [] if picked == "(none)" else [picked]
+    if uploads is not None and not isinstance(uploads, list):
+        uploads = [uploads]
+    items = [(f.name, f.getvalue()) for f in (uploads or [])] + [(name, samples[name].read_bytes()) for name in chosen]
+    if not multiple:
+        items = items[:1]
+    queries, errors = encode_queries(memory, items)
+    for message in errors:
+        st.error(f"Skipped: {message}")
+    return queries
+
+
+# --- galleries -------------------------------------------------------------------------------------------------------
+def enlarge(png: Optional[bytes], size: int = 112) -> Image.Image:
+    """A thumbnail scaled up to `size` (pixel-sharp for tiny images), or a grey square where none was stored."""
+    if png is None:
+        return Image.new("RGB", (size, size), (230, 230, 230))
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    scale = size / max(image.size)
+    if scale > 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+    return image
+
+
+def neighbor_gallery(memory: VisualMemory, result: Classification, columns: int = 5, limit: int = 20) -> None:
+    """Thumbnails of the neighbours that voted, with label, distance, rank, weight and share of the winning score."""
+    shown = result.neighbors[:limit]
+    thumbs = memory.thumbnails([n.id for n in shown])
+    shares = winning_shares(result)
+    grid = st.columns(columns)
+    for i, (neighbor, share) in enumerate(zip(shown, shares)):
+        with grid[i % columns]:
+            st.image(enlarge(thumbs.get(neighbor.id)))
+            mark = "**" if neighbor.label == result.label else ""
+            st.caption(f"#{neighbor.rank} {mark}{neighbor.label}{mark} (id {neighbor.id})  \n"
+                       f"d {neighbor.distance:.3f} | w {neighbor.weight:.3f} | {share:.0%} of win")
+    if len(result.neighbors) > limit:
+        st.caption(f"...and {len(result.neighbors) - limit} more neighbours (all counted in the scores).")
+
+
+def exemplar_grid(memory: VisualMemory, ids: Sequence[int], captions: Sequence[str], key: str,
+                  columns: int = 6, selectable: bool = True) -> list[int]:
+    """Thumbnails of exemplars with a checkbox each; returns the ids ticked."""
+    thumbs = memory.thumbnails(ids)
+    grid = st.columns(columns)
+    selected = []
+    for i, (exemplar_id, caption) in enumerate(zip(ids, captions)):
+        with grid[i % columns]:
+            st.image(enlarge(thumbs.get(int(exemplar_id)), 96))
+            if selectable:
+                if st.checkbox(caption, key=f"{key}-{exemplar_id}"):
+                    selected.append(int(exemplar_id))
+            else:
+                st.caption(caption)
+    return selected
