@@ -2,8 +2,6 @@
 
 import streamlit as st
 
-from vmem_core import ui
-
 st.set_page_config(page_title="vmem: visual memory", page_icon=":material/photo_library:", layout="wide")
 
 navigation = st.navigation(
@@ -15,6 +13,4 @@ navigation = st.navigation(
         st.Page("pages/curate.py", title="Curate", icon=":material/rule:"),
     ]
 )
-memory = ui.get_memory()
-st.session_state["settings"] = ui.sidebar(memory)
 navigation.run()

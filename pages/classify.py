@@ -6,8 +6,7 @@ from vmem_core import ui
 from vmem_core.ood import judge
 from vmem_core.plots import class_scores_figure
 
-memory = ui.get_memory()
-settings = st.session_state["settings"]
+memory, settings = ui.page_setup()
 st.title("Classify")
 st.caption("Each image is labelled by a weighted vote of its nearest exemplars in memory. Change the rule, k or "
            "pruning in the sidebar: the images are not encoded again.")

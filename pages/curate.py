@@ -6,8 +6,7 @@ from vmem_core import ui
 from vmem_core.curate import near_duplicates, suspicious_exemplars
 from vmem_core.plots import reliability_histogram
 
-memory = ui.get_memory()
-settings = st.session_state["settings"]
+memory, settings = ui.page_setup()
 st.title("Curate")
 st.caption("Reliability v counts how often an exemplar sits among the nearest neighbours of exemplars with another "
            "label. High v marks likely mislabelled or harmful exemplars. Nothing changes until you accept.")
@@ -17,7 +16,7 @@ if len(memory) < 2:
 
 
 def soft_prune_toggled() -> None:
-    st.session_state["pruning"] = "soft" if st.session_state["curate-soft"] else "none"
+    ui.set_setting("pruning", "soft" if st.session_state["curate-soft"] else "none")
 
 
 st.toggle("Soft-prune the whole memory (weight x 1.75/(1+v) for every exemplar with v > 0)",
@@ -38,10 +37,10 @@ for s in suggestions[:15]:
     delete, relabel, dismiss = actions.columns(3)
     if delete.button("Delete", key=f"curate-del-{s.id}"):
         memory.delete([s.id])
-        st.rerun()
+        ui.flash(f"Deleted exemplar {s.id}.")
     if s.suggested_label and relabel.button(f"Relabel '{s.suggested_label}'", key=f"curate-rel-{s.id}"):
         memory.relabel([s.id], s.suggested_label)
-        st.rerun()
+        ui.flash(f"Relabelled exemplar {s.id} as '{s.suggested_label}'.")
     if dismiss.button("Dismiss", key=f"curate-dis-{s.id}"):
         dismissed.add(s.id)
         st.rerun()
@@ -60,4 +59,4 @@ for p in pairs:
                   f"distance {p.distance:.4f}" + ("" if p.same_label else ": **labels disagree**"))
     if action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
         memory.delete([p.other_id])
-        st.rerun()
+        ui.flash(f"Deleted exemplar {p.other_id}, a near-duplicate of {p.id}.")

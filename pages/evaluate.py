@@ -22,8 +22,7 @@ from vmem_core.plots import (
     per_class_accuracy_figure,
 )
 
-memory = ui.get_memory()
-settings = st.session_state["settings"]
+memory, settings = ui.page_setup()
 st.title("Evaluate")
 st.caption("Neighbours are retrieved once per query; every rule and every k = 1..100 is scored from them.")
 

@@ -10,7 +10,7 @@ from vmem_core.plots import label_counts_figure
 PAGE_SIZE = 30
 NEW_LABEL = "(new label...)"
 
-memory = ui.get_memory()
+memory, settings = ui.page_setup()
 st.title("Memory")
 st.caption("Every exemplar is a labelled image in the database. Changes apply at once to every page and session.")
 
@@ -26,9 +26,10 @@ with st.expander("Add exemplars", expanded=not len(memory)):
     if st.button("Add to memory", type="primary", disabled=not files or not label, key="add-button"):
         try:
             ids = memory.add([f.getvalue() for f in files], label, sources=[f"upload/{f.name}" for f in files])
-            st.success(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}).")
         except (BadImageError, VmemError) as exc:
             st.error(f"Nothing was added: {exc}")
+        else:
+            ui.flash(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}).")
 
 # --- browse ----------------------------------------------------------------------------------------------------------
 left, middle, right = st.columns(3)
@@ -54,8 +55,7 @@ if selected:
         new_label = st.text_input("Relabel the selected as", key="relabel-to").strip()
         if st.button("Relabel", disabled=not new_label, key="relabel-button"):
             memory.relabel(selected, new_label)
-            st.success(f"Relabelled {len(selected)} exemplar(s) as '{new_label}'.")
-            st.rerun()
+            ui.flash(f"Relabelled {len(selected)} exemplar(s) as '{new_label}'.")
     with delete_col:
         if st.button(f"Delete {len(selected)} selected", key="delete-button"):
             st.session_state["confirm-delete"] = selected
@@ -69,7 +69,7 @@ if selected:
             st.session_state.pop("confirm-delete")
             for exemplar_id in pending:
                 st.session_state.pop(f"browse-{exemplar_id}", None)
-            st.rerun()
+            ui.flash(f"Deleted {len(pending)} exemplar(s): {', '.join(map(str, pending))}.")
         if no.button("Cancel", key="confirm-no"):
             st.session_state.pop("confirm-delete")
             st.rerun()

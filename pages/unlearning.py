@@ -9,8 +9,7 @@ from vmem_core import ui
 from vmem_core.attribution import dependent_queries
 from vmem_core.plots import class_scores_figure
 
-memory = ui.get_memory()
-settings = st.session_state["settings"]
+memory, settings = ui.page_setup()
 st.title("Unlearning")
 st.caption("Deleting an exemplar removes its influence on every prediction at once: no retraining. Pick a "
            "prediction, choose exemplars to forget, and compare before and after.")
@@ -23,6 +22,7 @@ query = queries[0]
 (before,) = ui.classify(memory, [query], settings)
 
 drivers = [n.id for n in before.neighbors if n.label == before.label]
+st.image(query.image, caption=query.name, width=120)
 st.markdown(f"**Prediction now: {before.label}**, driven by {len(drivers)} neighbour(s) labelled '{before.label}'.")
 options = [n.id for n in before.neighbors]
 labels_by_id = {n.id: f"id {n.id} ({n.label}, rank {n.rank})" for n in before.neighbors}

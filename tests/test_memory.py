@@ -299,3 +299,8 @@ def test_browse_filters_and_pagination(memory):
     assert memory.count(label="bag'; DROP TABLE exemplars; --") == 0 and memory.count() == 11
     thumbs = memory.thumbnails([1, 2])
     assert set(thumbs) == {1, 2} and all(t.startswith(b"\x89PNG") for t in thumbs.values())
+
+
+def test_thumbnails_absent_for_embedding_only_exemplars(memory):
+    (new,) = memory.add_embeddings(np.ones((1, 64)), ["vector"])
+    assert memory.thumbnails([new, 0]) == {new: None, 0: memory.thumbnails([0])[0]}

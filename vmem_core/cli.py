@@ -169,7 +169,8 @@ def cmd_app(args) -> int:
     app = REPO_ROOT / "app.py"
     if not app.exists():
         raise UsageError(f"the app is not installed: {app} is missing")
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", str(args.headless).lower()]
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "minimal", "--server.headless", str(args.headless).lower()]
     if args.port:
         command += ["--server.port", str(args.port)]
     env = dict(os.environ)
@@ -182,6 +183,7 @@ def cmd_demo(args) -> int:
     """Build the sample memory (once), then classify sample queries and evaluate on the query split."""
     from .evaluate import evaluate_dataset
     from .memory import VisualMemory
+    from .ood import judge
 
     memory_path = Path(args.memory)
     with VisualMemory.open_or_create(memory_path) as memory:
@@ -189,18 +191,24 @@ def cmd_demo(args) -> int:
             print(f"building the sample memory at {memory_path} from {SAMPLE_DATA / 'memory'} ...")
             memory.build(SAMPLE_DATA / "memory", progress=_progress_bar("build"))
         queries = sorted((SAMPLE_DATA / "queries").glob("*/*.png"))[:: 40] + sorted((REPO_ROOT / "data" / "ood").glob("*"))
-        print(f"\nclassifying {len(queries)} sample queries (true label = folder name; ood/ = photos not in memory):")
+        print(f"\nclassifying {len(queries)} sample queries (true label = folder name; ood/ = photos of things the "
+              "memory has never seen):")
         for result in memory.classify(queries, k=args.k):
             near = result.neighbors[0]
-            print(f"  {Path(result.image).parent.name}/{Path(result.image).name:<18} -> {result.label:<12}"
-                  f" nearest exemplar {near.id} ({near.label}) at distance {near.distance:.3f}")
+            name = f"{Path(result.image).parent.name}/{Path(result.image).name}"
+            flag = "  <- out of distribution?" if judge(memory, near.distance).is_ood else ""
+            print(f"  {name:<22} -> {result.label:<11} nearest exemplar {near.id:>4} ({near.label}) "
+                  f"at distance {near.distance:.3f}{flag}")
         result = evaluate_dataset(memory, SAMPLE_DATA / "queries", progress=_progress_bar("eval"))
     k = min(args.k, result.k_max)
     print(f"\naccuracy on the {result.queries}-image query split at k={k}: "
           + ", ".join(f"{rule} {curve[k - 1]:.3f}" for rule, curve in result.accuracy.items()))
-    print(f"next: vmem stats {memory_path} | vmem classify {memory_path} IMAGE | vmem eval {memory_path} "
+    print(f"more: vmem stats {memory_path} | vmem classify {memory_path} IMAGE | vmem eval {memory_path} "
           f"{SAMPLE_DATA / 'queries'}")
-    return 0
+    if args.no_app:
+        return 0
+    print(f"\nstarting the app on {memory_path} (Ctrl+C to stop) ...", flush=True)
+    return cmd_app(argparse.Namespace(memory=str(memory_path), port=args.port, headless=args.headless))
 
 
 # --- parser ---------------------------------------------------------------------------------------------------------
@@ -270,9 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true")
     p.set_defaults(func=cmd_app)
 
-    p = sub.add_parser("demo", help="build the shipped sample memory and classify sample queries")
-    p.add_argument("--memory", default="sample.vmem")
+    p = sub.add_parser("demo", help="build the shipped sample memory, classify sample queries, open the app")
+    p.add_argument("--memory", default=str(REPO_ROOT / "sample.vmem"))
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--no-app", action="store_true", help="stop after the printed summary")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--headless", action="store_true", help="do not try to open a browser")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -632,7 +632,10 @@ class VisualMemory:
 
     def thumbnails(self, ids: Sequence[int]) -> dict[int, Optional[bytes]]:
         rows = self._store.rows(ids)
-        return {int(i): (bytes(t) if t is not None else None) for i, t in zip(rows["id"], rows["thumbnail"])}
+        return {
+            int(i): bytes(t) if isinstance(t, (bytes, bytearray, memoryview)) else None
+            for i, t in zip(rows["id"], rows["thumbnail"])
+        }
 
     def stats(self) -> dict:
         counts = self._store.counts()

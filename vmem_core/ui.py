@@ -30,10 +30,10 @@ OOD_DIR = REPO_ROOT / "data" / "ood"
 DEFAULT_MEMORY = REPO_ROOT / "sample.vmem"
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 RULE_HELP = {
-    "rank": "rank: weight 1/(rank+2), the paper's default",
-    "plurality": "plurality: one vote each",
-    "distance": "distance: weight exp(-d)",
-    "softmax": "softmax: weight exp((1-d)/0.07)",
+    "rank": "rank: 1/(rank+2) (default)",
+    "plurality": "plurality: 1 each",
+    "distance": "distance: exp(-d)",
+    "softmax": "softmax: exp((1-d)/0.07)",
 }
 _BUILD_LOCK = threading.Lock()
 
@@ -94,30 +94,62 @@ def get_memory() -> VisualMemory:
         st.stop()
 
 
+_SETTING_DEFAULTS = {"voting": "rank", "k": 10, "pruning": "none", "threshold": 2, "top_n": DEFAULT_RELIABILITY_TOP_N}
+
+
+def _keep(name: str) -> None:
+    # Widget values are dropped when a page that lacks the widget runs; a plain key survives page switches.
+    st.session_state[f"_{name}"] = st.session_state[name]
+
+
+def set_setting(name: str, value) -> None:
+    """Change a sidebar setting from a callback (e.g. Curate's soft-pruning toggle)."""
+    st.session_state[f"_{name}"] = value
+    st.session_state[name] = value
+
+
 def sidebar(memory: VisualMemory) -> Settings:
-    """Voting settings shared by every page (kept in session state across pages)."""
+    """Voting settings shared by every page: the same sidebar widgets on each, their values kept across pages."""
     live = len(memory)
     state = st.session_state
-    state.setdefault("k", 10)
-    state.setdefault("voting", "rank")
-    state.setdefault("pruning", "none")
-    state.setdefault("threshold", 2)
-    state.setdefault("top_n", DEFAULT_RELIABILITY_TOP_N)
+    max_k = max(2, min(100, live))
+    for name, default in _SETTING_DEFAULTS.items():
+        state.setdefault(f"_{name}", default)
+    state["_k"] = min(int(state["_k"]), max_k)
+    for name in _SETTING_DEFAULTS:
+        state[name] = state[f"_{name}"]
     with st.sidebar:
         st.markdown(f"**Memory** `{memory.path.name}`  \n{live:,} exemplars, {len(memory.labels)} classes  \n"
                     f"encoder `{memory.config['encoder']['name']}`")
-        st.selectbox("Voting rule", RULES, key="voting", format_func=lambda r: RULE_HELP[r])
-        max_k = max(2, min(100, live))
-        state["k"] = min(state["k"], max_k)
-        st.slider("k: neighbours that vote", 1, max_k, key="k")
-        st.radio("Pruning of unreliable exemplars", PRUNING_MODES, key="pruning", horizontal=True,
+        st.selectbox("Voting rule", RULES, key="voting", format_func=lambda r: RULE_HELP[r], on_change=_keep,
+                     args=("voting",))
+        st.slider("k: neighbours that vote", 1, max_k, key="k", on_change=_keep, args=("k",))
+        st.radio("Pruning of unreliable exemplars", PRUNING_MODES, key="pruning", horizontal=True, on_change=_keep,
+                 args=("pruning",),
                  help="hard: skip exemplars with reliability v >= threshold; soft: weight x 1.75/(1+v) where v > 0")
         if state["pruning"] == "hard":
-            st.number_input("skip exemplars with v >=", min_value=1, max_value=1000, step=1, key="threshold")
+            st.number_input("skip exemplars with v >=", min_value=1, max_value=1000, step=1, key="threshold",
+                            on_change=_keep, args=("threshold",))
         if state["pruning"] != "none":
-            st.number_input("reliability from top-N neighbours, N =", min_value=1, max_value=100, key="top_n")
+            st.number_input("reliability from top-N neighbours, N =", min_value=1, max_value=100, key="top_n",
+                            on_change=_keep, args=("top_n",))
     return Settings(int(state["k"]), state["voting"], state["pruning"], float(state["threshold"]),
                     int(state["top_n"]))
+
+
+def flash(message: str) -> None:
+    """Show `message` as a success note after the rerun that follows a change (so every count is fresh)."""
+    st.session_state.setdefault("_flash", []).append(message)
+    st.rerun()
+
+
+def page_setup() -> tuple[VisualMemory, Settings]:
+    """What every page starts with: the shared memory, the sidebar's voting settings, notes from the last change."""
+    memory = get_memory()
+    settings = sidebar(memory)
+    for message in st.session_state.pop("_flash", []):
+        st.success(message)
+    return memory, settings
 
 
 def classify_embeddings(memory: VisualMemory, embeddings: np.ndarray, settings: Settings,

@@ -1,0 +1,145 @@
+"""Every page of the Streamlit app, driven in-process with AppTest on a small memory (pixel encoder)."""
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vmem_core import VisualMemory
+from vmem_core.encoders import load_encoder
+
+from .conftest import REPO, SAMPLE, png_bytes
+
+TIMEOUT = 120
+
+
+@pytest.fixture
+def app(tmp_path, small_folder, monkeypatch):
+    path = tmp_path / "app.vmem"
+    with VisualMemory.create(path, encoder="test-pixels") as memory:
+        memory.build(small_folder)
+    monkeypatch.setenv("VMEM_MEMORY", str(path))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("title", "subheader", "markdown", "caption", "success", "warning", "error", "info")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_classify_shows_prediction_scores_and_neighbours(app):
+    assert app.title[0].value == "Classify"
+    assert any(s.value.startswith("Prediction: ") for s in app.subheader)
+    assert "Neighbours that voted" in texts(app)
+    assert len(app.get("plotly_chart")) == 1
+    assert "| w 0.500 |" in texts(app)  # rank 0 has rank-voting weight 1/2
+
+
+def test_changing_rule_and_k_never_re_encodes(app, monkeypatch):
+    encoder = load_encoder("test-pixels")
+    calls = []
+    original = encoder.encode_batch
+    monkeypatch.setattr(encoder, "encode_batch", lambda images: calls.append(len(images)) or original(images))
+    app.selectbox(key="voting").set_value("plurality").run()
+    app.slider(key="k").set_value(5).run()
+    assert "k=5 neighbours (plurality voting, pruning none)" in texts(app)
+    assert texts(app).count("| w 1.000 |") == 5  # plurality: every neighbour weighs 1
+    app.radio(key="pruning").set_value("soft").run()
+    assert "pruning soft" in texts(app)
+    assert not app.exception and calls == []
+
+
+def test_upload_good_and_bad_images(app):
+    good = (SAMPLE / "queries" / "bag").glob("*.png").__next__().read_bytes()
+    app.file_uploader(key="classify-upload").set_value(
+        [("mine.png", good, "image/png"), ("broken.png", b"not an image", "image/png")]
+    ).run()
+    assert not app.exception
+    assert sum(s.value.startswith("Prediction: ") for s in app.subheader) == 2  # the upload and the default sample
+    assert any("broken.png: not a recognised image" in e.value for e in app.error)
+
+
+def test_memory_page_add_then_delete(app):
+    app.switch_page("pages/memory.py").run()
+    assert app.title[0].value == "Memory" and not app.exception
+    image = png_bytes(np.full((28, 28), 200))
+    app.file_uploader(key="add-files").set_value([("new.png", image, "image/png")]).run()
+    app.selectbox(key="add-label-choice").set_value("(new label...)").run()
+    app.text_input(key="add-new-label").input("hat").run()
+    app.button(key="add-button").click().run()
+    assert not app.exception
+    assert any("Added 1 exemplar(s) labelled 'hat'" in s.value for s in app.success)
+    assert "13 exemplars" in texts(app)
+
+    app.checkbox(key="browse-0").check().run()
+    app.button(key="delete-button").click().run()
+    assert any("Delete exemplar(s) 0?" in w.value for w in app.warning)
+    app.button(key="confirm-yes").click().run()
+    assert not app.exception and "12 exemplars" in texts(app)
+
+
+def test_memory_page_rejects_a_bad_upload_whole(app):
+    app.switch_page("pages/memory.py").run()
+    good = png_bytes(np.full((28, 28), 10))
+    app.file_uploader(key="add-files").set_value(
+        [("ok.png", good, "image/png"), ("bad.png", b"\x89PNG broken", "image/png")]
+    ).run()
+    app.button(key="add-button").click().run()
+    assert any("Nothing was added" in e.value and "bad.png" in e.value for e in app.error)
+    assert "12 exemplars" in texts(app)
+
+
+def test_memory_page_relabel(app):
+    app.switch_page("pages/memory.py").run()
+    app.checkbox(key="browse-3").check().run()
+    app.text_input(key="relabel-to").input("renamed").run()
+    app.button(key="relabel-button").click().run()
+    assert not app.exception
+    app.selectbox(key="browse-label").set_value("renamed").run()
+    assert "1 matching" in app.number_input(key="browse-page").label
+
+
+def test_unlearning_forget_and_restore(app):
+    app.switch_page("pages/unlearning.py").run()
+    assert not app.exception and "Prediction now:" in texts(app)
+    app.button(key="forget-button").click().run()
+    assert not app.exception
+    done = [s.value for s in app.success if s.value.startswith("Forgot")]
+    assert done and " ms " in done[0]
+    assert [s.value.split(":")[0] for s in app.subheader] == ["Before", "After"]
+    app.button(key="restore-button").click().run()
+    assert not app.exception and "12 exemplars" in texts(app)
+
+
+def test_evaluate_page(app):
+    app.switch_page("pages/evaluate.py").run()
+    assert not app.exception and len(app.dataframe) == 1
+    assert len(app.get("plotly_chart")) == 3
+    app.button(key="eval-size").click().run()
+    assert not app.exception and len(app.dataframe) == 2 and len(app.get("plotly_chart")) == 4
+
+
+def test_curate_page_and_soft_pruning_toggle(app):
+    app.switch_page("pages/curate.py").run()
+    assert not app.exception and app.title[0].value == "Curate"
+    app.toggle(key="curate-soft").set_value(True).run()
+    assert app.session_state["pruning"] == "soft" and not app.exception
+
+
+def test_curate_accept_relabel_and_dismiss(app, tmp_path):
+    from vmem_core import ui
+
+    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    bag = memory.embeddings([0])[1]
+    (wrong,) = memory.add_embeddings(bag + 1e-3, ["trouser"])  # a bag labelled trouser
+    app.switch_page("pages/curate.py").run()
+    assert f"**id {wrong}**, labelled **trouser**" in texts(app)
+    app.button(key=f"curate-rel-{wrong}").click().run()
+    assert not app.exception and f"Relabelled exemplar {wrong} as 'bag'" in texts(app)
+    assert memory.label_of(wrong) == "bag"
+    first = next(b.key for b in app.button if b.key.startswith("curate-dis-"))
+    app.button(key=first).click().run()
+    assert not any(b.key == first for b in app.button)
