@@ -26,19 +26,21 @@ reliability = memory.reliability(settings.top_n)
 st.plotly_chart(reliability_histogram(reliability), width="stretch")
 
 dismissed = st.session_state.setdefault("curate-dismissed", set())
-suggestions = [s for s in suspicious_exemplars(memory, k=settings.k, top_n=settings.top_n, limit=200)
+suggestions = [s for s in suspicious_exemplars(memory, k=settings.k, top_n=settings.top_n, limit=len(memory))
                if s.id not in dismissed]
-st.subheader(f"Suggestions ({len(suggestions)})")
+st.subheader(f"Suggestions: {len(suggestions)} exemplar(s), most harmful first")
 thumbs = memory.thumbnails([s.id for s in suggestions[:15]])
+if len(suggestions) > 15:
+    st.caption("Showing the first 15; accept or dismiss some to see more.")
 for s in suggestions[:15]:
-    image, text, actions = st.columns([1, 4, 3])
+    image, text, actions = st.columns([1, 4, 4])
     image.image(ui.enlarge(thumbs.get(s.id), 72))
     text.markdown(f"**id {s.id}**, labelled **{s.label}**, v = {s.reliability}  \n{s.reason}")
-    delete, relabel, dismiss = actions.columns(3)
+    delete, relabel, dismiss = actions.columns([2, 3, 2])
     if delete.button("Delete", key=f"curate-del-{s.id}"):
         memory.delete([s.id])
         ui.flash(f"Deleted exemplar {s.id}.")
-    if s.suggested_label and relabel.button(f"Relabel '{s.suggested_label}'", key=f"curate-rel-{s.id}"):
+    if s.suggested_label and relabel.button(f"Make it {s.suggested_label}", key=f"curate-rel-{s.id}"):
         memory.relabel([s.id], s.suggested_label)
         ui.flash(f"Relabelled exemplar {s.id} as '{s.suggested_label}'.")
     if dismiss.button("Dismiss", key=f"curate-dis-{s.id}"):

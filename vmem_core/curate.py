@@ -26,6 +26,11 @@ def suspicious_exemplars(
     neighbours, most harmful (highest v) first."""
     if len(memory) < 2:
         return []
+    found = memory.derived(("suspicious", k, top_n), lambda: _suspicious(memory, k, top_n))
+    return found[:limit]
+
+
+def _suspicious(memory: VisualMemory, k: int, top_n: int) -> list[Suggestion]:
     v = memory.reliability(top_n)
     item_ids, neighbor_ids, distances = memory.memory_neighbors(k)
     *_, predictions = memory.vote(neighbor_ids, distances, "rank")
@@ -45,7 +50,7 @@ def suspicious_exemplars(
             reason.append(f"among the top-{top_n} neighbours of {score} differently-labelled item(s)")
         out.append(Suggestion(int(item), memory.labels[own_class], suggested, score, "; ".join(reason)))
     out.sort(key=lambda s: (-s.reliability, s.suggested_label is None, s.id))
-    return out[:limit]
+    return out
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,11 @@ def near_duplicates(memory: VisualMemory, max_distance: float = 0.01, limit: int
     """Pairs of live exemplars closer than `max_distance` (each pair once, closest first)."""
     if len(memory) < 2:
         return []
+    found = memory.derived(("duplicates", max_distance), lambda: _near_duplicates(memory, max_distance))
+    return found[:limit]
+
+
+def _near_duplicates(memory: VisualMemory, max_distance: float) -> list[DuplicatePair]:
     item_ids, neighbor_ids, distances = memory.memory_neighbors(5)
     pairs = {}
     for item, row_ids, row_d in zip(item_ids, neighbor_ids, distances):
@@ -67,8 +77,7 @@ def near_duplicates(memory: VisualMemory, max_distance: float = 0.01, limit: int
             if d <= max_distance and other >= 0:
                 key = (min(int(item), int(other)), max(int(item), int(other)))
                 pairs[key] = min(float(d), pairs.get(key, np.inf))
-    out = [
+    return [
         DuplicatePair(a, b, d, memory.label_of(a) == memory.label_of(b))
         for (a, b), d in sorted(pairs.items(), key=lambda kv: kv[1])
     ]
-    return out[:limit]

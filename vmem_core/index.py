@@ -47,6 +47,7 @@ class AnnIndex:
         self._index.init_index(max_elements=max(capacity, 16), M=params.M, ef_construction=params.ef_construction)
         self._index.set_ef(params.ef_search)
         self._deleted: set[int] = set()
+        self._live_matrix: Optional[tuple[np.ndarray, np.ndarray]] = None
 
     @classmethod
     def load(cls, path: Path, dim: int, params: IndexParams, deleted: Iterable[int] = ()) -> "AnnIndex":
@@ -56,6 +57,7 @@ class AnnIndex:
         self._index = hnswlib.Index(space="cosine", dim=dim)
         self._index.load_index(str(path), allow_replace_deleted=False)
         self._index.set_ef(params.ef_search)
+        self._live_matrix = None
         present = set(self.ids())
         self._deleted = {int(i) for i in deleted if int(i) in present}
         for item in self._deleted:
@@ -85,10 +87,12 @@ class AnnIndex:
         if len(ids) == 0:
             return
         self._reserve(len(ids))
+        self._live_matrix = None
         self._index.add_items(np.asarray(vectors, dtype=np.float32), ids.astype(np.uint64), num_threads=threads)
         self._deleted.difference_update(int(i) for i in ids)
 
     def mark_deleted(self, ids: Iterable[int]) -> None:
+        self._live_matrix = None
         for item in ids:
             item = int(item)
             if item in self._deleted:
@@ -100,6 +104,7 @@ class AnnIndex:
             self._deleted.add(item)
 
     def unmark_deleted(self, ids: Iterable[int]) -> None:
+        self._live_matrix = None
         for item in ids:
             item = int(item)
             if item in self._deleted:
@@ -134,7 +139,7 @@ class AnnIndex:
         if k <= 0:
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
         if candidates <= EXACT_SEARCH_BELOW:
-            return self._exact(queries, k, self.live_ids() if allowed_ids is None else np.asarray(allowed_ids))
+            return self._exact(queries, k, allowed_ids)
         allowed = None if allowed_ids is None else set(int(i) for i in allowed_ids)
         filter_fn = None if allowed is None else (lambda label: label in allowed)
         ef = max(self.params.ef_search, k)
@@ -148,11 +153,20 @@ class AnnIndex:
             finally:
                 self._index.set_ef(self.params.ef_search)
         log.info("hnswlib could not return %d neighbours; falling back to exact search", k)
-        return self._exact(queries, k, self.live_ids() if allowed_ids is None else np.asarray(allowed_ids))
+        return self._exact(queries, k, allowed_ids)
 
-    def _exact(self, queries: np.ndarray, k: int, candidate_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        candidate_ids = np.asarray(candidate_ids, dtype=np.int64)
-        matrix = self.vectors(candidate_ids)
+    def _exact(
+        self, queries: np.ndarray, k: int, allowed_ids: Optional[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if allowed_ids is None:
+            # hnswlib's get_items is slow (~0.1 ms per vector): keep the live matrix until the next change
+            if self._live_matrix is None:
+                live = self.live_ids()
+                self._live_matrix = (live, self.vectors(live))
+            candidate_ids, matrix = self._live_matrix
+        else:
+            candidate_ids = np.asarray(allowed_ids, dtype=np.int64)
+            matrix = self.vectors(candidate_ids)
         norms = np.linalg.norm(queries, axis=1, keepdims=True)
         distances = 1.0 - (queries / np.maximum(norms, 1e-12)) @ matrix.T
         order = np.argsort(distances, axis=1, kind="stable")[:, :k]

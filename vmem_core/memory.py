@@ -478,18 +478,35 @@ class VisualMemory:
         """Leave-one-out neighbours of memory items: each item's k nearest other live exemplars.
 
         Returns:
-            (item ids (n,), neighbour ids (n, k'), distances (n, k')), with -1 / inf padding where fewer exist.
+            (item ids (n,), neighbour ids (n, k'), distances (n, k')), k' = min(k, live exemplars - 1).
         """
+        if ids is None:
+            # every live item: computed once per change and per depth, shared by reliability, curation and OOD
+            cached = self._derived.get(("loo", "deepest"))
+            if cached is not None and cached[0] == self._store.seq() and cached[1][1].shape[1] >= min(
+                int(k), max(len(self._live_ids) - 1, 0)
+            ):
+                items, found, distances = cached[1]
+                return items, found[:, :k], distances[:, :k]
+            result = self._memory_neighbors(int(k), None)
+            self._derived[("loo", "deepest")] = (self._store.seq(), result)
+            return result
+        return self._memory_neighbors(int(k), np.asarray(ids, dtype=np.int64))
+
+    def _memory_neighbors(
+        self, k: int, ids: Optional[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with self._lock.read():
-            item_ids = self._live_ids.copy() if ids is None else np.asarray(ids, dtype=np.int64)
+            item_ids = self._live_ids.copy() if ids is None else ids
             unknown = item_ids[self.class_indices(item_ids) < 0]
             if len(unknown):
                 raise UnknownIdError(f"no live exemplar with id(s) {', '.join(map(str, unknown[:20]))}")
-            k = min(int(k), max(len(self._live_ids) - 1, 0))
+            k = min(k, max(len(self._live_ids) - 1, 0))
             if len(item_ids) == 0 or k == 0:
                 return item_ids, np.zeros((len(item_ids), 0), np.int64), np.zeros((len(item_ids), 0), np.float32)
-            vectors = self._index.vectors(item_ids)
-            found, distances = self._index.search(vectors, k + 1)
+            stored_ids, vectors = self.embeddings(item_ids)  # the database reads faster than hnswlib's get_items
+            order = np.searchsorted(stored_ids, item_ids)
+            found, distances = self._index.search(vectors[order], k + 1)
         is_self = found == item_ids[:, None]
         # Drop the item itself; if the approximate search missed it, drop the farthest instead.
         drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), found.shape[1] - 1)

@@ -1,0 +1,61 @@
+"""End to end in a real headless Chromium: upload an image on Classify and see the neighbour gallery."""
+
+import os
+import shutil
+
+import pytest
+
+from vmem_core import VisualMemory
+
+from .browser import browser_available, chromium, streamlit_server, wait_for
+from .conftest import SAMPLE
+
+pytestmark = pytest.mark.skipif(
+    not browser_available() and not os.environ.get("CI"),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
+
+
+@pytest.fixture(scope="module")
+def real_memory(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    data = root / "data"
+    for label in ("bag", "sneaker", "trouser"):
+        (data / label).mkdir(parents=True)
+        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:6]:
+            shutil.copy(path, data / label / path.name)
+    with VisualMemory.create(root / "mem.vmem") as memory:  # the default encoder, as a user would have
+        memory.build(data)
+    return root / "mem.vmem"
+
+
+def test_upload_shows_prediction_and_neighbour_gallery(real_memory):
+    from selenium.webdriver.common.by import By
+
+    query = sorted((SAMPLE / "queries" / "trouser").glob("*.png"))[0]
+    with streamlit_server(real_memory) as url, chromium() as driver:
+        driver.get(url)
+        wait_for(driver, lambda d: "Classify" in d.find_element(By.TAG_NAME, "h1").text, what="the Classify page")
+        wait_for(driver, lambda d: any("Prediction:" in h.text for h in d.find_elements(By.TAG_NAME, "h3")),
+                 what="the default sample's prediction")
+        driver.find_element(By.CSS_SELECTOR, "input[type='file']").send_keys(str(query))
+        headings = wait_for(
+            driver,
+            lambda d: [h.text for h in d.find_elements(By.TAG_NAME, "h3") if "Prediction:" in h.text][1:] and
+            [h.text for h in d.find_elements(By.TAG_NAME, "h3") if "Prediction:" in h.text],
+            what="a prediction for the upload beside the sample's",
+        )
+        heading = headings[0]  # uploads are listed before picked samples
+        assert heading == "Prediction: trouser"
+        captions = wait_for(
+            driver,
+            lambda d: [c.text for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stCaptionContainer']")
+                       if "of win" in c.text] or None,
+            what="the neighbour gallery",
+        )
+        assert len(captions) == 20  # k = 10 neighbours for each of the two queries
+        assert "w 0.500" in captions[0] and captions[0].startswith("#0") and "trouser" in captions[0]
+        images = [img for img in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
+                  if img.get_attribute("naturalWidth") not in (None, "0")]
+        assert len(images) >= 22  # both queries and their ten neighbours each, all loaded
+        assert driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")  # the class-score chart rendered
