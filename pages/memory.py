@@ -31,6 +31,11 @@ with st.expander("Add exemplars", expanded=not len(memory)):
         else:
             ui.flash(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}).")
 
+changes = memory.label_changes(limit=50)
+if len(changes):
+    with st.expander(f"Recent label changes ({len(changes)})"):
+        st.dataframe(changes, hide_index=True)
+
 # --- browse ----------------------------------------------------------------------------------------------------------
 left, middle, right = st.columns(3)
 label_filter = left.selectbox("Label", ["(all)"] + list(counts), key="browse-label")

@@ -28,6 +28,19 @@ options = [n.id for n in before.neighbors]
 labels_by_id = {n.id: f"id {n.id} ({n.label}, rank {n.rank})" for n in before.neighbors}
 to_forget = st.multiselect("Exemplars to forget (default: the neighbours that drove this prediction)", options,
                            default=drivers, format_func=labels_by_id.get, key=f"forget-{query.sha256}")
+extra = st.text_input("...and any other exemplar ids (comma-separated, e.g. from the Memory page)", key="forget-extra")
+try:
+    extra_ids = [int(part) for part in extra.replace(" ", "").split(",") if part]
+except ValueError:
+    st.error(f"Exemplar ids are whole numbers separated by commas; got {extra!r}.")
+    extra_ids = []
+unknown = [i for i in extra_ids if memory.class_indices([i])[0] < 0]
+if unknown:
+    st.error(f"No live exemplar with id(s) {', '.join(map(str, unknown))}.")
+for exemplar_id in extra_ids:
+    if exemplar_id not in unknown and exemplar_id not in to_forget:
+        to_forget.append(exemplar_id)
+        labels_by_id[exemplar_id] = f"id {exemplar_id} ({memory.label_of(exemplar_id)})"
 ui.exemplar_grid(memory, to_forget, [labels_by_id[i] for i in to_forget], key="forget", selectable=False)
 
 split = ui.query_split_embeddings(memory)

@@ -143,3 +143,12 @@ def test_curate_accept_relabel_and_dismiss(app, tmp_path):
     first = next(b.key for b in app.button if b.key.startswith("curate-dis-"))
     app.button(key=first).click().run()
     assert not any(b.key == first for b in app.button)
+
+
+def test_unlearning_extra_ids_validated(app):
+    app.switch_page("pages/unlearning.py").run()
+    app.text_input(key="forget-extra").input("3, 999").run()
+    assert any("No live exemplar with id(s) 999" in e.value for e in app.error)
+    assert "Forget" in app.button(key="forget-button").label
+    app.text_input(key="forget-extra").input("three").run()
+    assert any("whole numbers" in e.value for e in app.error) and not app.exception

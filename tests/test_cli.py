@@ -148,3 +148,27 @@ def test_sample_memory_accuracy(tmp_path):
     payload = json.loads(vmem("eval", memory, SAMPLE / "queries", "--json").stdout)
     assert payload["accuracy"]["rank"][9] > 0.75
     assert all(payload["best"][rule]["accuracy"] > 0.75 for rule in payload["best"])
+
+
+def test_vmem_app_serves_the_memory(built):
+    import time
+    import urllib.request
+
+    from .browser import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "vmem_core.cli", "app", str(built), "--port", str(port),
+                               "--headless"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
+                    assert reply.read() == b"ok"
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "vmem app did not start"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -112,6 +112,19 @@ def test_adding_a_new_class_keeps_old_predictions(memory, small_folder):
     assert memory.classify([dress[0]], k=1)[0].label == "dress"
 
 
+def test_relabel_is_recorded(memory):
+    memory.relabel([2, 3], "hat")
+    memory.relabel([2], "cap")
+    memory.relabel([2], "cap")  # no change, nothing recorded
+    changes = memory.label_changes()
+    assert changes[["exemplar_id", "old_label", "new_label"]].values.tolist() == [
+        [2, "hat", "cap"], [2, "bag", "hat"], [3, "bag", "hat"]
+    ]
+    assert memory.label_of(2) == "cap" and memory.label_of(3) == "hat"
+    with pytest.raises(UnknownIdError, match="999"):
+        memory.relabel([999], "x")
+
+
 def test_reopen_sees_the_same_memory(memory):
     memory.delete([0, 1])
     memory.relabel([2], "relabelled")

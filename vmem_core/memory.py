@@ -408,6 +408,7 @@ class VisualMemory:
             self._refresh_labels()
 
     def relabel(self, ids: Sequence[int], label: str) -> None:
+        """Give exemplars a new label (recorded in `label_changes`); takes effect in the next query."""
         label = str(label).strip()
         if not label:
             raise VmemError("empty label; every exemplar needs a non-empty label")
@@ -642,6 +643,10 @@ class VisualMemory:
     def browse(self, **filters):
         """A page of exemplar metadata; filters: label, source, added_from, added_to, include_deleted, limit, offset."""
         return self._store.browse(**filters)
+
+    def label_changes(self, limit: int = 100):
+        """Recent relabellings as a DataFrame (exemplar_id, old_label, new_label, changed_at), newest first."""
+        return self._store.label_changes(limit)
 
     def count(self, **filters) -> int:
         """How many exemplars match the same filters as `browse` (without limit and offset)."""

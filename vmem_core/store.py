@@ -75,6 +75,13 @@ class Store:
                 changed_seq BIGINT NOT NULL
             );
             CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
+            CREATE TABLE IF NOT EXISTS label_changes (
+                exemplar_id BIGINT NOT NULL,
+                old_label VARCHAR NOT NULL,
+                new_label VARCHAR NOT NULL,
+                changed_at TIMESTAMP NOT NULL,
+                seq BIGINT NOT NULL
+            );
             INSERT INTO meta VALUES ('seq', 0), ('next_id', 0), ('schema_version', {SCHEMA_VERSION})
                 ON CONFLICT DO NOTHING;
             """
@@ -162,6 +169,7 @@ class Store:
         return seq
 
     def relabel(self, ids: Sequence[int], label: str) -> int:
+        """Change labels, recording each change (old label, new label, time) in `label_changes`."""
         ids = [int(i) for i in ids]
         with self._transaction() as (cur, seq):
             found = {r[0] for r in cur.execute(
@@ -169,6 +177,12 @@ class Store:
             missing = [i for i in ids if i not in found]
             if missing:
                 raise UnknownIdError(f"unknown exemplar id(s): {', '.join(map(str, missing[:20]))}")
+            cur.execute(
+                """INSERT INTO label_changes
+                   SELECT id, label, ?, ?, ? FROM exemplars
+                   WHERE id IN (SELECT UNNEST(?::BIGINT[])) AND label <> ?""",
+                [str(label), dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), seq, ids, str(label)],
+            )
             cur.execute(
                 "UPDATE exemplars SET label = ?, changed_seq = ? WHERE id IN (SELECT UNNEST(?::BIGINT[]))",
                 [str(label), seq, ids],
@@ -259,6 +273,14 @@ class Store:
         where, params = self._browse_filter(label, source, added_from, added_to, include_deleted)
         with self._cursor() as cur:
             return int(cur.execute(f"SELECT count(*) FROM exemplars WHERE {where}", params).fetchone()[0])
+
+    def label_changes(self, limit: int = 100) -> pd.DataFrame:
+        """The most recent label changes, newest first."""
+        with self._cursor() as cur:
+            return cur.execute(
+                "SELECT exemplar_id, old_label, new_label, changed_at FROM label_changes ORDER BY seq DESC, exemplar_id LIMIT ?",
+                [int(limit)],
+            ).df()
 
     def label_counts(self) -> dict[str, int]:
         with self._cursor() as cur:
