@@ -112,17 +112,24 @@ def cmd_restore(args) -> int:
 
 
 def cmd_classify(args) -> int:
+    from .ood import judge
+
     with _open(args) as memory:
         images = _expand_images(args.images)
         results = memory.classify(images, k=args.k, voting=args.voting, pruning=args.pruning,
                                   threshold=args.threshold, top_n=args.top_n)
+        # the OOD threshold needs a leave-one-out pass over the memory: only the text output shows it
+        verdicts = [] if args.json else [judge(memory, r.neighbors[0].distance) if r.neighbors else None
+                                         for r in results]
     if args.json:
         _print_json([r.to_dict() for r in results])
         return 0
-    for result in results:
+    for result, verdict in zip(results, verdicts):
         total = sum(result.scores.values()) or 1.0
         share = result.scores.get(result.label, 0.0) / total
         print(f"{result.image}: {result.label}  ({share:.0%} of the vote, k={len(result.neighbors)}, {args.voting})")
+        if verdict is not None and verdict.is_ood:
+            print(f"    out of distribution? {verdict.explain()}")
         for n in result.neighbors[: args.show]:
             print(f"    #{n.rank:<3} id {n.id:<7} {n.label:<16} distance {n.distance:.4f}  weight {n.weight:.4f}")
     return 0
