@@ -20,10 +20,14 @@ for query, result in zip(queries, ui.classify(memory, queries, settings)):
     with left:
         st.image(query.image, caption=query.name, width=160)
     with middle:
-        st.subheader(f"Prediction: {result.label}")
-        total = sum(result.scores.values())
-        st.write(f"{result.scores.get(result.label, 0) / total:.0%} of the vote from k={len(result.neighbors)} "
-                 f"neighbours ({settings.voting} voting, pruning {settings.pruning}).")
+        if result.label is None:
+            st.subheader("No prediction")
+            st.write(f"No exemplar voted (pruning {settings.pruning} kept none); relax the pruning threshold.")
+        else:
+            st.subheader(f"Prediction: {result.label}")
+            total = sum(result.scores.values()) or 1.0
+            st.write(f"{result.scores.get(result.label, 0) / total:.0%} of the vote from k={len(result.neighbors)} "
+                     f"neighbours ({settings.voting} voting, pruning {settings.pruning}).")
         if result.neighbors:
             verdict = judge(memory, result.neighbors[0].distance)
             if verdict.is_ood:
@@ -31,6 +35,7 @@ for query, result in zip(queries, ui.classify(memory, queries, settings)):
             else:
                 st.caption(verdict.explain().capitalize() + ".")
     with right:
-        st.plotly_chart(class_scores_figure(result), width="stretch", key=f"scores-{query.sha256}")
+        if result.scores:
+            st.plotly_chart(class_scores_figure(result), width="stretch", key=f"scores-{query.sha256}")
     st.markdown("**Neighbours that voted** (nearest first; bold = the predicted label)")
     ui.neighbor_gallery(memory, result)

@@ -38,11 +38,10 @@ for s in suggestions[:15]:
     text.markdown(f"**id {s.id}**, labelled **{s.label}**, v = {s.reliability}  \n{s.reason}")
     delete, relabel, dismiss = actions.columns([2, 3, 2])
     if delete.button("Delete", key=f"curate-del-{s.id}"):
-        memory.delete([s.id])
-        ui.flash(f"Deleted exemplar {s.id}.")
+        ui.apply(lambda: memory.delete([s.id]), f"Deleted exemplar {s.id}.")
     if s.suggested_label and relabel.button(f"Make it {s.suggested_label}", key=f"curate-rel-{s.id}"):
-        memory.relabel([s.id], s.suggested_label)
-        ui.flash(f"Relabelled exemplar {s.id} as '{s.suggested_label}'.")
+        ui.apply(lambda: memory.relabel([s.id], s.suggested_label),
+                 f"Relabelled exemplar {s.id} as '{s.suggested_label}'.")
     if dismiss.button("Dismiss", key=f"curate-dis-{s.id}"):
         dismissed.add(s.id)
         st.rerun()
@@ -57,8 +56,7 @@ for p in pairs:
     a, b, text, action = st.columns([1, 1, 4, 2])
     a.image(ui.enlarge(pair_thumbs.get(p.id), 64))
     b.image(ui.enlarge(pair_thumbs.get(p.other_id), 64))
-    text.markdown(f"ids {p.id} ({memory.label_of(p.id)}) and {p.other_id} ({memory.label_of(p.other_id)}), "
+    text.markdown(f"ids {p.id} ({p.label}) and {p.other_id} ({p.other_label}), "
                   f"distance {p.distance:.4f}" + ("" if p.same_label else ": **labels disagree**"))
     if action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
-        memory.delete([p.other_id])
-        ui.flash(f"Deleted exemplar {p.other_id}, a near-duplicate of {p.id}.")
+        ui.apply(lambda: memory.delete([p.other_id]), f"Deleted exemplar {p.other_id}, a near-duplicate of {p.id}.")

@@ -59,8 +59,8 @@ if selected:
     with relabel_col:
         new_label = st.text_input("Relabel the selected as", key="relabel-to").strip()
         if st.button("Relabel", disabled=not new_label, key="relabel-button"):
-            memory.relabel(selected, new_label)
-            ui.flash(f"Relabelled {len(selected)} exemplar(s) as '{new_label}'.")
+            ui.apply(lambda: memory.relabel(selected, new_label),
+                     f"Relabelled {len(selected)} exemplar(s) as '{new_label}'.")
     with delete_col:
         if st.button(f"Delete {len(selected)} selected", key="delete-button"):
             st.session_state["confirm-delete"] = selected
@@ -70,11 +70,10 @@ if selected:
                    "(restorable from the command line with `vmem restore`).")
         yes, no = st.columns(2)
         if yes.button("Yes, delete", type="primary", key="confirm-yes"):
-            memory.delete(pending)
             st.session_state.pop("confirm-delete")
             for exemplar_id in pending:
                 st.session_state.pop(f"browse-{exemplar_id}", None)
-            ui.flash(f"Deleted {len(pending)} exemplar(s): {', '.join(map(str, pending))}.")
+            ui.apply(lambda: memory.delete(pending), f"Deleted {len(pending)} exemplar(s): {', '.join(map(str, pending))}.")
         if no.button("Cancel", key="confirm-no"):
             st.session_state.pop("confirm-delete")
             st.rerun()

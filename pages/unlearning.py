@@ -5,7 +5,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from vmem_core import ui
+from vmem_core import VmemError, ui
 from vmem_core.attribution import dependent_queries
 from vmem_core.plots import class_scores_figure
 
@@ -51,7 +51,11 @@ st.write(f"{len(dependent)} of the {len(split.names)} shipped test queries have 
 if st.button(f"Forget {len(to_forget)} exemplar(s)", type="primary", disabled=not to_forget, key="forget-button"):
     dependents_before = ui.classify_embeddings(memory, split.embeddings[dependent], settings)
     start = time.perf_counter()
-    memory.delete(to_forget)
+    try:
+        memory.delete(to_forget)
+    except VmemError as exc:
+        st.error(f"Nothing changed: {exc}")
+        st.stop()
     elapsed_ms = (time.perf_counter() - start) * 1000
     dependents_after = ui.classify_embeddings(memory, split.embeddings[dependent], settings)
     changed = int(np.sum([a.label != b.label for a, b in zip(dependents_before, dependents_after)]))
@@ -72,6 +76,5 @@ if last and last["query"] == query.sha256:
                             key=f"unlearn-{title}")
             ui.neighbor_gallery(memory, result, columns=4, limit=8)
     if st.button("Undo: restore them", key="restore-button"):
-        memory.restore(last["ids"])
         st.session_state.pop("unlearning")
-        st.rerun()
+        ui.apply(lambda: memory.restore(last["ids"]), f"Restored {len(last['ids'])} exemplar(s).")

@@ -152,3 +152,15 @@ def test_unlearning_extra_ids_validated(app):
     assert "Forget" in app.button(key="forget-button").label
     app.text_input(key="forget-extra").input("three").run()
     assert any("whole numbers" in e.value for e in app.error) and not app.exception
+
+
+def test_classify_when_hard_pruning_keeps_no_voter(tmp_path, monkeypatch):
+    path = tmp_path / "two.vmem"
+    with VisualMemory.create(path, encoder="test-pixels") as memory:
+        memory.add_embeddings(np.stack([np.eye(64)[0], np.eye(64)[0] + 1e-3]), ["left", "right"])
+    monkeypatch.setenv("VMEM_MEMORY", str(path))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    at.radio(key="pruning").set_value("hard").run()
+    at.number_input(key="threshold").set_value(1).run()  # both exemplars have v = 1: nothing is kept
+    assert not at.exception
+    assert any(s.value == "No prediction" for s in at.subheader)

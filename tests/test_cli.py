@@ -121,9 +121,17 @@ def test_bad_image_add_is_one_line_and_changes_nothing(tmp_path, built, make, ex
         (["stats", "{tmp}/nowhere"], "no such memory directory"),
         (["build", "{tmp}/nodata", "--memory", "{tmp}/m"], "nodata: no such file or directory"),
         (["classify", "{mem}", "{tmp}/nope.jpg"], "nope.jpg: no such file"),
+        (["eval", "{mem}", "{tmp}", "--k-max", "0"], "--k-max must be at least 1, got 0"),
+        (["classify", "{mem}", "{tmp}/x.png", "--pruning", "soft", "--top-n", "-1"], "--top-n must be at least 1"),
+        (["delete", "{mem}", "99999999999999999999999"], "is not an exemplar id"),
+        (["build", "{tmp}/latin1.csv", "--memory", "{tmp}/m"], "latin1.csv: not UTF-8 text"),
+        (["stats", "{tmp}/badconfig"], "badconfig/vmem.json: not a vmem memory"),
     ],
 )
-def test_other_errors_are_one_line(tmp_path, built, args, expected):
+def test_other_errors_are_clear(tmp_path, built, args, expected):
+    (tmp_path / "latin1.csv").write_bytes("path,label\ncaf\xe9.png,caf\xe9\n".encode("latin-1"))
+    (tmp_path / "badconfig").mkdir()
+    (tmp_path / "badconfig" / "vmem.json").write_text("[]")
     result = vmem(*[a.format(mem=built, tmp=tmp_path) for a in args])
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr

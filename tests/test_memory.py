@@ -219,7 +219,7 @@ def test_memory_locked_by_another_process(memory):
         holder.wait()
 
 
-CRASH_AFTER_COMMIT = """
+CRASH_PREAMBLE = """
 import os, sys
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
@@ -227,17 +227,19 @@ import numpy as np
 import conftest  # registers the test encoder
 from vmem_core import VisualMemory
 mem = VisualMemory.open({path!r})
-mem.add_embeddings(np.eye(64)[:5] + 0.01, ["new"] * 5)
-mem.delete([0, 1])
-os._exit(9)  # no close, no snapshot: like kill -9 after the database committed
 """
+
+
+def run_then_crash(path, body: str) -> None:
+    """Run `body` on the memory at `path` in another process that then dies without closing (like kill -9)."""
+    script = CRASH_PREAMBLE.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path)) + body + "\nos._exit(9)\n"
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
 
 
 def test_crash_after_commit_is_replayed_on_open(memory):
     path = memory.path
     memory.close()
-    script = CRASH_AFTER_COMMIT.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path))
-    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    run_then_crash(path, 'mem.add_embeddings(np.eye(64)[:5] + 0.01, ["new"] * 5)\nmem.delete([0, 1])')
     with VisualMemory.open(path) as mem:
         assert len(mem) == 15 and "new" in mem.labels
         assert sorted(mem._index.live_ids().tolist()) == list(range(2, 17))
@@ -317,3 +319,91 @@ def test_browse_filters_and_pagination(memory):
 def test_thumbnails_absent_for_embedding_only_exemplars(memory):
     (new,) = memory.add_embeddings(np.ones((1, 64)), ["vector"])
     assert memory.thumbnails([new, 0]) == {new: None, 0: memory.thumbnails([0])[0]}
+
+
+def test_restore_of_a_row_the_index_never_saw(memory):
+    """Added and deleted after the last snapshot, then a crash: replay skips it, so restore must add it."""
+    path = memory.path
+    memory.close()
+    run_then_crash(path, '(new,) = mem.add_embeddings(np.eye(64)[7:8] + 0.01, ["ghost"])\nmem.delete([new])')
+    with VisualMemory.open(path) as mem:
+        mem.restore([12])
+        assert mem.classify_embeddings(np.eye(64)[7:8] + 0.01, k=1)[0].neighbors[0].id == 12
+    with VisualMemory.open(path) as mem:  # and the snapshot written on close has it too
+        assert mem.classify_embeddings(np.eye(64)[7:8] + 0.01, k=1)[0].label == "ghost"
+
+
+def test_restore_after_the_snapshot_recorded_the_delete(memory):
+    """The snapshot holds id 4 as deleted; it is restored and the process dies: searches must work and find it."""
+    vector = memory.embeddings([4])[1]
+    memory.delete([4])
+    path = memory.path
+    memory.close()
+    run_then_crash(path, "mem.restore([4])")
+    for _ in range(2):  # and again after a clean close and reopen
+        with VisualMemory.open(path) as mem:
+            assert mem.search(vector, 1)[0][0, 0] == 4
+            assert len(mem.classify_embeddings(vector, k=12)[0].neighbors) == 12
+
+
+def test_readers_never_see_labels_mid_relabel(memory):
+    """Relabelling to a label that sorts first shifts every class index; a reader must still see one state."""
+    vector = memory.embeddings([8])[1]  # a trouser; its own nearest neighbour
+    stop = threading.Event()
+    wrong = []
+
+    def reader():
+        while not stop.is_set():
+            label = memory.classify_embeddings(vector, k=1)[0].label
+            if label != "trouser":
+                wrong.append(label)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(40):
+        memory.relabel([0], "aaa" if i % 2 == 0 else "bag")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_leave_one_out_cache_not_stamped_with_a_later_change(memory, monkeypatch):
+    original = memory._memory_neighbors
+
+    def slow(k, ids):
+        result = original(k, ids)
+        monkeypatch.setattr(memory, "_memory_neighbors", original)
+        memory.delete([0])  # a write lands while the neighbours are being computed
+        return result
+
+    monkeypatch.setattr(memory, "_memory_neighbors", slow)
+    memory.memory_neighbors(3)
+    items, neighbors, _ = memory.memory_neighbors(3)
+    assert 0 not in items and 0 not in neighbors
+
+
+def test_hard_pruning_keeps_k_voters_and_matches_evaluation(tmp_path):
+    from vmem_core.evaluate import evaluate_embeddings
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(3, 64))
+    vectors = np.concatenate([c + 0.6 * rng.normal(size=(40, 64)) for c in centres])
+    labels = [f"c{i}" for i in range(3) for _ in range(40)]
+    flipped = rng.choice(len(labels), 15, replace=False)
+    for i in flipped:
+        labels[i] = f"c{(int(labels[i][1]) + 1) % 3}"
+    queries = np.concatenate([c + 0.6 * rng.normal(size=(10, 64)) for c in centres])
+    truth = [f"c{i}" for i in range(3) for _ in range(10)]
+    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+        mem.add_embeddings(vectors, labels)
+        kept = set(mem.kept_ids(threshold=2, top_n=5).tolist())
+        assert 0 < len(kept) < len(mem)
+        results = mem.classify_embeddings(queries, k=10, pruning="hard", threshold=2, top_n=5)
+        assert all(len(r.neighbors) == 10 for r in results)
+        assert all(n.id in kept for r in results for n in r.neighbors)
+        assert all([n.rank for n in r.neighbors] == list(range(10)) for r in results)
+        accuracy = np.mean([r.label == t for r, t in zip(results, truth)])
+        curve = evaluate_embeddings(mem, queries, truth, k_max=20, pruning="hard", threshold=2, top_n=5)
+        assert curve.accuracy["rank"][9] == pytest.approx(accuracy)

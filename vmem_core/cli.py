@@ -56,6 +56,17 @@ def _expand_images(paths: Sequence[str]) -> list[Path]:
     return out
 
 
+def _exemplar_id(text: str) -> int:
+    """An exemplar id as argparse type: a non-negative integer that fits the database's BIGINT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an exemplar id (a whole number)") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} is not an exemplar id (ids are 0 .. 2^63-1)")
+    return value
+
+
 def _print_json(payload) -> None:
     json.dump(payload, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -147,6 +158,9 @@ def cmd_eval(args) -> int:
     print(f"{result.queries} queries, k = 1..{result.k_max}, pruning {result.pruning}")
     shown = [k for k in (1, 5, 10, 20, 50, 100) if k <= result.k_max]
     print(f"{'rule':<10}" + "".join(f"{'k=' + str(k):>9}" for k in shown) + f"{'best':>16}")
+    if result.k_max == 0:
+        print("the memory has no live exemplars: nothing to evaluate against")
+        return 0
     for rule, curve in result.accuracy.items():
         best = result.best()[rule]
         print(f"{rule:<10}" + "".join(f"{curve[k - 1]:>9.3f}" for k in shown) + f"{best['accuracy']:>9.3f} (k={best['k']})")
@@ -200,6 +214,9 @@ def cmd_demo(args) -> int:
         queries = sorted((SAMPLE_DATA / "queries").glob("*/*.png"))[:: 40] + sorted((REPO_ROOT / "data" / "ood").glob("*"))
         print(f"\nclassifying {len(queries)} sample queries (true label = folder name; ood/ = photos of things the "
               "memory has never seen):")
+        if len(memory) == 0:
+            raise UsageError(f"{memory_path} holds no live exemplars; restore some (`vmem restore`) or remove the "
+                             "folder so that the demo builds it again")
         for result in memory.classify(queries, k=args.k):
             near = result.neighbors[0]
             name = f"{Path(result.image).parent.name}/{Path(result.image).name}"
@@ -254,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("restore", cmd_restore, "bring back deleted exemplars")):
         p = sub.add_parser(name, help=text)
         p.add_argument("memory")
-        p.add_argument("ids", nargs="+", type=int)
+        p.add_argument("ids", nargs="+", type=_exemplar_id, metavar="ID")
         p.set_defaults(func=func)
 
     p = sub.add_parser("classify", help="classify images by their nearest exemplars")
@@ -302,8 +319,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         stream=sys.stderr)
     for noisy in ("huggingface_hub", "urllib3", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
-        parser.error(f"--k must be at least 1, got {args.k}")
+    for option in ("k", "k_max", "top_n", "threshold"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     try:
         return args.func(args)
     except VmemError as exc:

@@ -31,10 +31,11 @@ def suspicious_exemplars(
 
 
 def _suspicious(memory: VisualMemory, k: int, top_n: int) -> list[Suggestion]:
+    table = memory.table
     v = memory.reliability(top_n)
     item_ids, neighbor_ids, distances = memory.memory_neighbors(k)
-    *_, predictions = memory.vote(neighbor_ids, distances, "rank")
-    own = memory.class_indices(item_ids)
+    *_, predictions = memory.vote(neighbor_ids, distances, "rank", table=table)
+    own = table.class_indices(item_ids)
     voted = predictions[:, -1] if predictions.shape[1] else np.full(len(item_ids), -1)
     out = []
     for item, own_class, vote in zip(item_ids, own, voted):
@@ -42,13 +43,15 @@ def _suspicious(memory: VisualMemory, k: int, top_n: int) -> list[Suggestion]:
         disagrees = vote >= 0 and vote != own_class
         if not disagrees and score == 0:
             continue
-        suggested = memory.labels[vote] if disagrees else None
+        if own_class < 0:
+            continue  # deleted since the neighbours were found
+        suggested = table.labels[vote] if disagrees else None
         reason = []
         if disagrees:
             reason.append(f"its {k} nearest exemplars vote '{suggested}'")
         if score:
             reason.append(f"among the top-{top_n} neighbours of {score} differently-labelled item(s)")
-        out.append(Suggestion(int(item), memory.labels[own_class], suggested, score, "; ".join(reason)))
+        out.append(Suggestion(int(item), table.labels[own_class], suggested, score, "; ".join(reason)))
     out.sort(key=lambda s: (-s.reliability, s.suggested_label is None, s.id))
     return out
 
@@ -58,7 +61,12 @@ class DuplicatePair:
     id: int
     other_id: int
     distance: float
-    same_label: bool
+    label: str
+    other_label: str
+
+    @property
+    def same_label(self) -> bool:
+        return self.label == self.other_label
 
 
 def near_duplicates(memory: VisualMemory, max_distance: float = 0.01, limit: int = 100) -> list[DuplicatePair]:
@@ -77,7 +85,10 @@ def _near_duplicates(memory: VisualMemory, max_distance: float) -> list[Duplicat
             if d <= max_distance and other >= 0:
                 key = (min(int(item), int(other)), max(int(item), int(other)))
                 pairs[key] = min(float(d), pairs.get(key, np.inf))
-    return [
-        DuplicatePair(a, b, d, memory.label_of(a) == memory.label_of(b))
-        for (a, b), d in sorted(pairs.items(), key=lambda kv: kv[1])
-    ]
+    table = memory.table
+    out = []
+    for (a, b), d in sorted(pairs.items(), key=lambda kv: kv[1]):
+        class_a, class_b = table.class_indices([a, b])
+        if class_a >= 0 and class_b >= 0:  # both still live
+            out.append(DuplicatePair(a, b, d, table.labels[class_a], table.labels[class_b]))
+    return out

@@ -31,6 +31,15 @@ def scan_image_folder(root: Path) -> list[LabelledImage]:
 def scan_csv(csv_path: Path) -> list[LabelledImage]:
     """Rows of a CSV with a header holding `path` and `label`; relative paths are taken from the CSV's folder."""
     csv_path = Path(csv_path)
+    try:
+        return _scan_csv(csv_path)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{csv_path}: not a readable CSV ({exc})") from None
+
+
+def _scan_csv(csv_path: Path) -> list[LabelledImage]:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = [c.strip().lower() for c in (reader.fieldnames or [])]

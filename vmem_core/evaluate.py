@@ -13,9 +13,9 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from .datasets import LabelledImage, scan_dataset
-from .errors import BadImageError, DatasetError
+from .errors import BadImageError, DatasetError, VmemError
 from .images import load_image
-from .memory import VisualMemory
+from .memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
 from .voting import RULES, check_rule
 
 DEFAULT_K_MAX = 100
@@ -61,14 +61,17 @@ def accuracy_curves(
     rules: Sequence[str] = RULES,
     pruning: str = "none",
     threshold: float = 1.0,
+    top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> dict[str, np.ndarray]:
-    """Accuracy at every k for each rule, from one neighbour retrieval (n, K)."""
-    position = {label: i for i, label in enumerate(memory.labels)}
+    """Accuracy at every k for each rule, from one neighbour retrieval (n, K) made by `memory.neighbors` with the
+    same pruning."""
+    table = memory.table
+    position = {label: i for i, label in enumerate(table.labels)}
     truth = np.asarray([position.get(label, -2) for label in true_labels], dtype=np.int64)
     curves = {}
     for rule in rules:
         rule = check_rule(rule)
-        *_, predictions = memory.vote(neighbor_ids, distances, rule, pruning, threshold)
+        *_, predictions = memory.vote(neighbor_ids, distances, rule, pruning, threshold, top_n, table)
         curves[rule] = (predictions == truth[:, None]).mean(axis=0) if len(truth) else np.zeros(0)
     return curves
 
@@ -81,9 +84,13 @@ def evaluate_embeddings(
     rules: Sequence[str] = RULES,
     pruning: str = "none",
     threshold: float = 1.0,
+    top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> EvalResult:
-    neighbor_ids, distances = memory.search(embeddings, k_max)
-    curves = accuracy_curves(memory, neighbor_ids, distances, true_labels, rules, pruning, threshold)
+    """Accuracy of each rule at every k = 1..k_max for labelled query embeddings (one retrieval)."""
+    if int(k_max) < 1:
+        raise VmemError(f"k_max must be at least 1, got {k_max}")
+    neighbor_ids, distances = memory.neighbors(embeddings, int(k_max), pruning, threshold, top_n)
+    curves = accuracy_curves(memory, neighbor_ids, distances, true_labels, rules, pruning, threshold, top_n)
     known = set(memory.labels)
     return EvalResult(
         accuracy=curves,
@@ -102,6 +109,7 @@ def evaluate_dataset(
     pruning: str = "none",
     threshold: float = 1.0,
     progress: Optional[Callable[[int, int], None]] = None,
+    top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> EvalResult:
     """Evaluate on a labelled query set (ImageFolder directory or CSV); unreadable images are reported, not fatal."""
     items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
@@ -115,7 +123,7 @@ def evaluate_dataset(
     if not images:
         raise DatasetError(f"{data}: none of the {len(items)} query images could be read; first: {rejected[0][1]}")
     embeddings = memory.encoder.encode(images, progress=progress)
-    result = evaluate_embeddings(memory, embeddings, labels, k_max, rules, pruning, threshold)
+    result = evaluate_embeddings(memory, embeddings, labels, k_max, rules, pruning, threshold, top_n)
     result.rejected = rejected
     return result
 
@@ -128,13 +136,15 @@ def predict_at_k(
     rule: str = "rank",
     pruning: str = "none",
     threshold: float = 1.0,
+    top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> list[Optional[str]]:
-    """Predicted label per query from the first k found neighbours (None where there were none)."""
-    *_, predictions = memory.vote(neighbor_ids, distances, rule, pruning, threshold)
+    """Predicted label per query from the first k neighbours found by `memory.neighbors` (None where none voted)."""
+    table = memory.table
+    *_, predictions = memory.vote(neighbor_ids, distances, rule, pruning, threshold, top_n, table)
     if predictions.shape[1] == 0:
         return [None] * len(predictions)
     column = predictions[:, min(k, predictions.shape[1]) - 1]
-    return [memory.labels[c] if c >= 0 else None for c in column]
+    return [table.labels[c] if c >= 0 else None for c in column]
 
 
 def confusion_matrix(true_labels: Sequence[str], predicted: Sequence[Optional[str]]):
@@ -180,12 +190,15 @@ def accuracy_vs_memory_size(
 
     from .voting import prepare_votes, vote_all_k
 
+    table = memory.table
     ids, vectors = memory.embeddings()
-    classes = memory.class_indices(ids)
+    classes = table.class_indices(ids)
+    keep = classes >= 0  # rows added after the table was taken
+    ids, vectors, classes = ids[keep], vectors[keep], classes[keep]
     similarity = np.asarray(query_embeddings, np.float32) @ vectors.T
-    position = {label: i for i, label in enumerate(memory.labels)}
+    position = {label: i for i, label in enumerate(table.labels)}
     truth = np.asarray([position.get(label, -2) for label in true_labels])
-    by_class = [np.flatnonzero(classes == c) for c in range(len(memory.labels))]
+    by_class = [np.flatnonzero(classes == c) for c in range(len(table.labels))]
     largest = max((len(members) for members in by_class), default=0)
     sizes = sorted({min(int(n), largest) for n in per_class if int(n) >= 1})
     rows, total, done = [], len(sizes) * len(seeds), 0
@@ -201,7 +214,7 @@ def accuracy_vs_memory_size(
             order = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
             distances = 1.0 - np.take_along_axis(sims, order, axis=1)
             votes, weights, _ = prepare_votes(classes[subset][order], distances, rule)
-            predicted = vote_all_k(votes, weights, len(memory.labels))[:, -1]
+            predicted = vote_all_k(votes, weights, len(table.labels))[:, -1]
             rows.append({"per_class": size, "seed": seed, "exemplars": len(subset),
                          "accuracy": float(np.mean(predicted == truth))})
             done += 1

@@ -104,12 +104,15 @@ class AnnIndex:
             self._deleted.add(item)
 
     def unmark_deleted(self, ids: Iterable[int]) -> None:
+        """Make ids searchable again. hnswlib's own mark is cleared even where our record disagrees with it."""
         self._live_matrix = None
         for item in ids:
             item = int(item)
-            if item in self._deleted:
+            try:
                 self._index.unmark_deleted(item)
-                self._deleted.discard(item)
+            except RuntimeError:
+                pass  # not marked (or not present: the caller adds those)
+            self._deleted.discard(item)
 
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
         ids = [int(i) for i in ids]
@@ -158,15 +161,16 @@ class AnnIndex:
     def _exact(
         self, queries: np.ndarray, k: int, allowed_ids: Optional[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        if allowed_ids is None:
-            # hnswlib's get_items is slow (~0.1 ms per vector): keep the live matrix until the next change
-            if self._live_matrix is None:
-                live = self.live_ids()
-                self._live_matrix = (live, self.vectors(live))
-            candidate_ids, matrix = self._live_matrix
-        else:
-            candidate_ids = np.asarray(allowed_ids, dtype=np.int64)
-            matrix = self.vectors(candidate_ids)
+        # hnswlib's get_items is slow (~0.1 ms per vector): keep the live matrix until the next change
+        if self._live_matrix is None:
+            live = self.live_ids()
+            order = np.argsort(live)
+            self._live_matrix = (live[order], self.vectors(live[order]))
+        candidate_ids, matrix = self._live_matrix
+        if allowed_ids is not None:
+            keep = np.isin(candidate_ids, np.asarray(allowed_ids, dtype=np.int64))
+            candidate_ids, matrix = candidate_ids[keep], matrix[keep]
+        k = min(k, len(candidate_ids))
         norms = np.linalg.norm(queries, axis=1, keepdims=True)
         distances = 1.0 - (queries / np.maximum(norms, 1e-12)) @ matrix.T
         order = np.argsort(distances, axis=1, kind="stable")[:, :k]

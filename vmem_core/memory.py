@@ -38,7 +38,7 @@ from .images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .index import AnnIndex, IndexParams, find_snapshot
 from .locks import ReadWriteLock
 from .store import NewExemplars, Store
-from .voting import DEFAULT_RULE, check_rule, class_scores, prepare_votes, vote_all_k
+from .voting import DEFAULT_RULE, PRUNING_MODES, check_rule, class_scores, prepare_votes, vote_all_k
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,30 @@ class Classification:
         }
 
 
+@dataclass(frozen=True)
+class LabelTable:
+    """The live exemplars' labels at one moment. Replaced whole on every change, so a reader that takes it once sees
+    one consistent state even while another thread relabels."""
+
+    ids: np.ndarray  # live ids, sorted
+    classes: np.ndarray  # class index of each id
+    labels: tuple[str, ...]  # class index -> label, sorted
+
+    @classmethod
+    def from_rows(cls, ids: np.ndarray, labels: Sequence[str]) -> "LabelTable":
+        names = tuple(sorted(set(labels)))
+        position = {label: i for i, label in enumerate(names)}
+        return cls(np.asarray(ids, dtype=np.int64), np.asarray([position[x] for x in labels], dtype=np.int64), names)
+
+    def class_indices(self, ids) -> np.ndarray:
+        """Class index of each id; -1 for ids that are not live."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        where = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
+        return np.where(self.ids[where] == ids, self.classes[where], -1)
+
+
 @dataclass
 class BuildReport:
     added: int = 0
@@ -98,12 +122,17 @@ def _read_config(path: Path) -> dict:
         config = json.loads(config_path.read_text())
     except ValueError as exc:
         raise MemoryFormatError(f"{config_path}: unreadable ({exc})") from None
+    if not isinstance(config, dict):
+        raise MemoryFormatError(f"{config_path}: not a vmem memory (expected a JSON object)")
     if config.get("format") != FORMAT_NAME:
         raise MemoryFormatError(f"{config_path}: not a vmem memory (format {config.get('format')!r})")
     if not isinstance(config.get("version"), int) or config["version"] > FORMAT_VERSION:
         raise MemoryFormatError(
             f"{path}: memory format version {config.get('version')!r}; this vmem reads versions up to {FORMAT_VERSION}"
         )
+    encoder = config.get("encoder")
+    if not isinstance(encoder, dict) or not all(key in encoder for key in ("name", "identity", "dim")):
+        raise MemoryFormatError(f"{config_path}: the encoder record (name, identity, dim) is missing or incomplete")
     return config
 
 
@@ -278,11 +307,17 @@ class VisualMemory:
 
     def _refresh_labels(self) -> None:
         ids, labels = self._store.live_labels()
-        self._live_ids = ids  # sorted by id
-        self.labels: list[str] = sorted(set(labels))
-        position = {label: i for i, label in enumerate(self.labels)}
-        self._live_class = np.asarray([position[label] for label in labels], dtype=np.int64)
+        self._table = LabelTable.from_rows(ids, labels)
         self._derived.clear()
+
+    @property
+    def table(self) -> LabelTable:
+        """The current labels of live exemplars; take it once for several steps that must agree."""
+        return self._table
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._table.labels)
 
     def derived(self, key: object, compute: Callable[[], object]) -> object:
         """A value computed from the memory's contents, cached until the next change (reliability, OOD threshold)."""
@@ -294,22 +329,19 @@ class VisualMemory:
         self._derived[key] = (seq, value)
         return value
 
-    def class_indices(self, ids: np.ndarray) -> np.ndarray:
+    def class_indices(self, ids) -> np.ndarray:
         """Class index (into self.labels) of each id; -1 for ids that are not live."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(self._live_ids) == 0:
-            return np.full(ids.shape, -1, dtype=np.int64)
-        where = np.clip(np.searchsorted(self._live_ids, ids), 0, len(self._live_ids) - 1)
-        return np.where(self._live_ids[where] == ids, self._live_class[where], -1)
+        return self._table.class_indices(ids)
 
     def label_of(self, exemplar_id: int) -> str:
-        cls = int(self.class_indices(np.asarray([exemplar_id]))[0])
+        table = self._table
+        cls = int(table.class_indices([exemplar_id])[0])
         if cls < 0:
             raise UnknownIdError(f"no live exemplar with id {exemplar_id}")
-        return self.labels[cls]
+        return table.labels[cls]
 
     def __len__(self) -> int:
-        return len(self._live_ids)
+        return len(self._table.ids)
 
     # --- images -----------------------------------------------------------------------------------------------------
     def load_images(self, images: Sequence[ImageInput], names: Optional[Sequence[str]] = None) -> list[LoadedImage]:
@@ -404,7 +436,8 @@ class VisualMemory:
         ids = [int(i) for i in ids]
         with self._lock.write():
             self._store.set_deleted(ids, False)
-            self._index.unmark_deleted(ids)
+            # a row deleted before this process's index saw it (e.g. replayed after a crash) may be absent: add it
+            self._replay(self._index, np.asarray(ids, dtype=np.int64), np.zeros(0, np.int64))
             self._refresh_labels()
 
     def relabel(self, ids: Sequence[int], label: str) -> None:
@@ -467,11 +500,41 @@ class VisualMemory:
         return report
 
     # --- reads ------------------------------------------------------------------------------------------------------
-    def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest live exemplars of each embedding: (ids (n, k'), distances (n, k')), k' = min(k, live)."""
+    def search(
+        self, embeddings: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest live exemplars of each embedding: (ids (n, k'), distances (n, k')), k' = min(k, candidates).
+
+        `allowed_ids` restricts the search to those exemplars.
+        """
         queries = _check_embeddings(embeddings, self.dim)
         with self._lock.read():
-            return self._index.search(queries, k)
+            return self._index.search(queries, k, allowed_ids=allowed_ids)
+
+    def kept_ids(self, threshold: float, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
+        """Live exemplars that hard pruning keeps: reliability v < threshold."""
+
+        def compute() -> np.ndarray:
+            v = self.reliability(top_n)
+            return np.asarray(sorted(i for i, count in v.items() if count < threshold), dtype=np.int64)
+
+        return self.derived(("kept", threshold, top_n), compute)
+
+    def neighbors(
+        self,
+        embeddings: np.ndarray,
+        k: int,
+        pruning: str = "none",
+        threshold: float = 1.0,
+        top_n: int = DEFAULT_RELIABILITY_TOP_N,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbours that vote: with hard pruning, the k nearest among the kept exemplars (ranks renumbered
+        over them), so every k has k voters wherever enough exemplars are kept."""
+        if pruning not in PRUNING_MODES:
+            raise VmemError(f"unknown pruning {pruning!r}; accepted: {', '.join(PRUNING_MODES)}")
+        if pruning == "hard":
+            return self.search(embeddings, k, allowed_ids=self.kept_ids(threshold, top_n))
+        return self.search(embeddings, k)
 
     def memory_neighbors(
         self, k: int, ids: Optional[Sequence[int]] = None
@@ -483,14 +546,15 @@ class VisualMemory:
         """
         if ids is None:
             # every live item: computed once per change and per depth, shared by reliability, curation and OOD
+            seq = self._store.seq()  # read before computing: a write meanwhile makes this result stale, not current
             cached = self._derived.get(("loo", "deepest"))
-            if cached is not None and cached[0] == self._store.seq() and cached[1][1].shape[1] >= min(
-                int(k), max(len(self._live_ids) - 1, 0)
+            if cached is not None and cached[0] == seq and cached[1][1].shape[1] >= min(
+                int(k), max(len(self) - 1, 0)
             ):
                 items, found, distances = cached[1]
                 return items, found[:, :k], distances[:, :k]
             result = self._memory_neighbors(int(k), None)
-            self._derived[("loo", "deepest")] = (self._store.seq(), result)
+            self._derived[("loo", "deepest")] = (seq, result)
             return result
         return self._memory_neighbors(int(k), np.asarray(ids, dtype=np.int64))
 
@@ -498,11 +562,12 @@ class VisualMemory:
         self, k: int, ids: Optional[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with self._lock.read():
-            item_ids = self._live_ids.copy() if ids is None else ids
-            unknown = item_ids[self.class_indices(item_ids) < 0]
+            table = self._table
+            item_ids = table.ids.copy() if ids is None else ids
+            unknown = item_ids[table.class_indices(item_ids) < 0]
             if len(unknown):
                 raise UnknownIdError(f"no live exemplar with id(s) {', '.join(map(str, unknown[:20]))}")
-            k = min(k, max(len(self._live_ids) - 1, 0))
+            k = min(k, max(len(table.ids) - 1, 0))
             if len(item_ids) == 0 or k == 0:
                 return item_ids, np.zeros((len(item_ids), 0), np.int64), np.zeros((len(item_ids), 0), np.float32)
             stored_ids, vectors = self.embeddings(item_ids)  # the database reads faster than hnswlib's get_items
@@ -527,11 +592,14 @@ class VisualMemory:
         return self.derived(("reliability", top_n), lambda: self._compute_reliability(top_n))
 
     def _compute_reliability(self, top_n: int) -> dict[int, int]:
+        if top_n < 1:
+            raise VmemError(f"top_n must be at least 1, got {top_n}")
+        table = self._table
         item_ids, neighbor_ids, _ = self.memory_neighbors(top_n)
-        item_class = self.class_indices(item_ids)
-        neighbor_class = self.class_indices(neighbor_ids)
+        item_class = table.class_indices(item_ids)
+        neighbor_class = table.class_indices(neighbor_ids)
         disagree = (neighbor_class != item_class[:, None]) & (neighbor_ids >= 0)
-        counted, counts = np.unique(neighbor_ids[disagree], return_counts=True)
+        counted, counts = np.unique(neighbor_ids[disagree], return_counts=True) if disagree.any() else ([], [])
         result = {int(i): 0 for i in item_ids}
         result.update({int(i): int(c) for i, c in zip(counted, counts)})
         return result
@@ -544,17 +612,21 @@ class VisualMemory:
         pruning: str = "none",
         threshold: float = 1.0,
         top_n: int = DEFAULT_RELIABILITY_TOP_N,
+        table: Optional[LabelTable] = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Votes over found neighbours: (class indices, weights, positions kept, predictions for every k)."""
+        """Votes over found neighbours: (class indices into table.labels, weights, positions kept, predictions for
+        every k). Neighbours for hard pruning should come from `neighbors(..., pruning="hard")`; the hard mask applied
+        here then drops nothing."""
+        table = table or self._table
         neighbor_ids = np.atleast_2d(neighbor_ids)
         reliability = None
         if pruning != "none":
             v = self.reliability(top_n)
             reliability = np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(neighbor_ids)
         classes, weights, positions = prepare_votes(
-            self.class_indices(neighbor_ids), distances, voting, reliability, pruning, threshold
+            table.class_indices(neighbor_ids), distances, voting, reliability, pruning, threshold
         )
-        return classes, weights, positions, vote_all_k(classes, weights, len(self.labels))
+        return classes, weights, positions, vote_all_k(classes, weights, len(table.labels))
 
     def classify_embeddings(
         self,
@@ -581,33 +653,33 @@ class VisualMemory:
         if int(k) < 1:
             raise VmemError(f"k must be at least 1, got {k}")
         queries = _check_embeddings(embeddings, self.dim)
-        # Hard pruning drops neighbours, so search deeper to still have k after it.
-        depth = int(k) * 3 if pruning == "hard" else int(k)
-        neighbor_ids, distances = self.search(queries, depth)
+        table = self._table
+        labels = table.labels
+        neighbor_ids, distances = self.neighbors(queries, int(k), pruning, threshold, top_n)
         classes, weights, positions, predictions = self.vote(
-            neighbor_ids, distances, voting, pruning, threshold, top_n
+            neighbor_ids, distances, voting, pruning, threshold, top_n, table
         )
         k_used = min(int(k), classes.shape[1])
         classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
-        scores = class_scores(classes, weights, len(self.labels))
+        scores = class_scores(classes, weights, len(labels))
         results = []
         for row in range(len(queries)):
             neighbors = [
                 Neighbor(
                     id=int(neighbor_ids[row, pos]),
-                    label=self.labels[classes[row, slot]],
+                    label=labels[classes[row, slot]],
                     distance=float(distances[row, pos]),
                     rank=slot,
                     weight=float(weights[row, slot]),
                 )
                 for slot, pos in enumerate(positions[row])
-                if pos >= 0
+                if pos >= 0 and classes[row, slot] >= 0
             ]
             predicted = int(predictions[row, k_used - 1]) if k_used else -1
             results.append(
                 Classification(
-                    label=self.labels[predicted] if predicted >= 0 else None,
-                    scores={self.labels[c]: float(scores[row, c]) for c in np.flatnonzero(scores[row] > 0)},
+                    label=labels[predicted] if predicted >= 0 else None,
+                    scores={labels[c]: float(scores[row, c]) for c in np.flatnonzero(scores[row] > 0)},
                     neighbors=neighbors,
                     image=names[row] if names is not None else None,
                 )
@@ -671,7 +743,7 @@ class VisualMemory:
             "dim": self.dim,
             "exemplars": counts["live"],
             "deleted": counts["deleted"],
-            "classes": len(self.labels),
+            "classes": len(self._table.labels),
             "labels": self._store.label_counts(),
             "bytes": total_bytes,
             "bytes_per_exemplar": round(total_bytes / max(counts["live"] + counts["deleted"], 1), 1),

@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import streamlit as st
@@ -135,6 +135,17 @@ def sidebar(memory: VisualMemory) -> Settings:
                             on_change=_keep, args=("top_n",))
     return Settings(int(state["k"]), state["voting"], state["pruning"], float(state["threshold"]),
                     int(state["top_n"]))
+
+
+def apply(change: Callable[[], object], message: str) -> None:
+    """Run a change to the memory; on success rerun with `message`, else show the error (e.g. another session
+    deleted those exemplars first) and change nothing."""
+    try:
+        change()
+    except VmemError as exc:
+        st.error(f"Nothing changed: {exc}")
+        return
+    flash(message)
 
 
 def flash(message: str) -> None:
