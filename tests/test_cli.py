@@ -180,3 +180,26 @@ def test_vmem_app_serves_the_memory(built):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_delete_warns_of_near_duplicates_and_purge_certifies(tmp_path, built):
+    memory = tmp_path / "copy.vmem"
+    shutil.copytree(built, memory)
+    photo = REPO / "data" / "ood" / "coffee.jpg"
+    first = json.loads(vmem("add", memory, photo, "--label", "cup", "--json").stdout)["ids"][0]
+    second = json.loads(vmem("add", memory, photo, "--label", "cup", "--json").stdout)["ids"][0]
+    deleted = vmem("delete", memory, first)
+    assert deleted.returncode == 0
+    assert f"exemplar {first} has near-duplicates still in memory: {second} (distance 0.0000)" in deleted.stderr
+    result = vmem("purge", memory, "--all", "--json")
+    assert result.returncode == 0, result.stderr
+    certificate = json.loads(result.stdout)
+    assert certificate["ids"] == [first] and certificate["passed"] is True
+    assert {"purge_id", "removed", "digest_before", "digest_after", "checks", "purge_seconds"} <= set(certificate)
+    assert [c["passed"] for c in certificate["checks"]] == [True, True, True]
+    again = vmem("purge", memory, first)
+    assert again.returncode == 2 and "unknown or already purged exemplar id(s)" in again.stderr
+    verified = vmem("audit", "verify", memory, "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
+    log = json.loads(vmem("audit", memory, "--json").stdout)
+    assert [entry["action"] for entry in log][-4:] == ["add", "add", "delete", "purge"]

@@ -73,16 +73,22 @@ def _print_json(payload) -> None:
 
 
 def _open(args, encoder: Optional[str] = None):
+    from .audit import default_actor
     from .memory import VisualMemory
 
-    return VisualMemory.open(args.memory, encoder=encoder or getattr(args, "encoder", None))
+    memory = VisualMemory.open(args.memory, encoder=encoder or getattr(args, "encoder", None))
+    memory.actor = default_actor("cli")
+    return memory
 
 
 # --- commands -------------------------------------------------------------------------------------------------------
 def cmd_build(args) -> int:
     from .memory import VisualMemory
 
+    from .audit import default_actor
+
     memory = VisualMemory.open_or_create(args.memory, encoder=args.encoder)
+    memory.actor = default_actor("cli")
     with memory:
         report = memory.build(args.data, progress=_progress_bar("build", not args.json), strict=args.strict)
         stats = memory.stats()
@@ -111,7 +117,57 @@ def cmd_add(args) -> int:
 def cmd_delete(args) -> int:
     with _open(args) as memory:
         memory.delete(args.ids)
-    print(f"deleted {len(args.ids)} exemplar(s) (tombstoned: excluded from queries; `vmem restore` undoes it)")
+        duplicates = memory.near_duplicates_of(args.ids)
+    print(f"deleted {len(args.ids)} exemplar(s) (tombstoned: excluded from queries; `vmem restore` undoes it, "
+          "`vmem purge` removes them for good)")
+    for exemplar_id, close in duplicates.items():
+        listed = ", ".join(f"{other} (distance {d:.4f})" for other, d in close)
+        print(f"warning: exemplar {exemplar_id} has near-duplicates still in memory: {listed}; they keep nearly the "
+              f"same influence (delete them too: vmem delete {args.memory} {' '.join(str(o) for o, _ in close)})",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_purge(args) -> int:
+    from .unlearn import purge
+
+    if not args.ids and not args.all:
+        raise UsageError("give exemplar ids to purge, or --all for every tombstoned exemplar")
+    if args.ids and args.all:
+        raise UsageError("give either exemplar ids or --all, not both")
+    with _open(args) as memory:
+        certificate = purge(memory, None if args.all else args.ids)
+    if args.json:
+        _print_json(certificate.to_dict())
+    else:
+        print(certificate.explain())
+    return 0 if certificate.passed else 1
+
+
+def cmd_audit(args) -> int:
+    from .audit import verify
+
+    words = list(args.words)
+    verify_mode = words[:1] == ["verify"]
+    if verify_mode:
+        words = words[1:]
+    if len(words) != 1:
+        raise UsageError("usage: vmem audit MEM | vmem audit verify MEM")
+    args.memory = words[0]
+    with _open(args) as memory:
+        entries = memory.audit_log()
+    if verify_mode:
+        result = verify(entries)
+        if args.json:
+            _print_json(result.to_dict())
+        else:
+            print(("audit log intact: " if result.ok else "audit log BROKEN: ") + result.reason)
+        return 0 if result.ok else 1
+    if args.json:
+        _print_json([{**entry.__dict__, "details": entry.payload()} for entry in entries])
+        return 0
+    for entry in entries[-args.limit:]:
+        print(f"#{entry.seq:<5} {entry.at}  {entry.actor}  {entry.action:<8} {entry.details}")
     return 0
 
 
@@ -273,6 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("memory")
         p.add_argument("ids", nargs="+", type=_exemplar_id, metavar="ID")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("purge", help="remove exemplars physically, with a certificate of the checks")
+    p.add_argument("memory")
+    p.add_argument("ids", nargs="*", type=_exemplar_id, metavar="ID")
+    p.add_argument("--all", action="store_true", help="purge every tombstoned exemplar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser("audit", help="show the hash-chained audit log (vmem audit MEM), or check it (vmem audit "
+                                     "verify MEM)")
+    p.add_argument("words", nargs="+", metavar="[verify] MEM")
+    p.add_argument("--limit", type=int, default=50, help="entries to show (newest)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("classify", help="classify images by their nearest exemplars")
     p.add_argument("memory")

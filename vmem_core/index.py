@@ -1,4 +1,4 @@
-"""The approximate nearest-neighbour index over hnswlib (cosine space), and its crash-safe snapshots.
+"""The approximate nearest-neighbour index over hnswlib (cosine distance on unit vectors), and crash-safe snapshots.
 
 hnswlib gotchas handled here: `knn_query` raises when fewer than k live items are reachable (k is clamped to the live
 count, then the search is widened, then it falls back to exact search); `ef` is not saved with the index; capacity is
@@ -24,6 +24,10 @@ from .atomic import fsync_file, sha256_file, write_json_atomic
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+# Cosine distance on unit vectors, computed as hnswlib's inner-product space: 1 - <q, x>. Vectors arrive already
+# L2-normalised, and "ip" stores them byte for byte (the "cosine" space renormalises them, changing last bits), so
+# the index holds exactly the embeddings in the database and a byte scan can prove a purged one is gone.
+SPACE = "ip"
 SNAPSHOT_FORMAT = 1
 EXACT_SEARCH_BELOW = 2048  # live items or allowed ids: exact search is as fast and perfectly recalled
 
@@ -43,7 +47,7 @@ class AnnIndex:
     def __init__(self, dim: int, params: IndexParams = IndexParams(), capacity: int = 1024) -> None:
         self.dim = dim
         self.params = params
-        self._index = hnswlib.Index(space="cosine", dim=dim)
+        self._index = hnswlib.Index(space=SPACE, dim=dim)
         self._index.init_index(max_elements=max(capacity, 16), M=params.M, ef_construction=params.ef_construction)
         self._index.set_ef(params.ef_search)
         self._deleted: set[int] = set()
@@ -54,7 +58,7 @@ class AnnIndex:
         self = cls.__new__(cls)
         self.dim = dim
         self.params = params
-        self._index = hnswlib.Index(space="cosine", dim=dim)
+        self._index = hnswlib.Index(space=SPACE, dim=dim)
         self._index.load_index(str(path), allow_replace_deleted=False)
         self._index.set_ef(params.ef_search)
         self._live_matrix = None
@@ -92,7 +96,9 @@ class AnnIndex:
         self._deleted.difference_update(int(i) for i in ids)
 
     def mark_deleted(self, ids: Iterable[int]) -> None:
+        """Hide ids from searches; ids not in the index are ignored, ids already marked (in a loaded file) are fine."""
         self._live_matrix = None
+        present = None
         for item in ids:
             item = int(item)
             if item in self._deleted:
@@ -100,7 +106,9 @@ class AnnIndex:
             try:
                 self._index.mark_deleted(item)
             except RuntimeError:
-                continue  # not in the index: nothing to hide
+                present = set(self.ids().tolist()) if present is None else present
+                if item not in present:
+                    continue  # not in the index: nothing to hide
             self._deleted.add(item)
 
     def unmark_deleted(self, ids: Iterable[int]) -> None:
@@ -113,6 +121,23 @@ class AnnIndex:
             except RuntimeError:
                 pass  # not marked (or not present: the caller adds those)
             self._deleted.discard(item)
+
+    def scrub(self, ids: Iterable[int], seed: Optional[int] = None) -> list[int]:
+        """Overwrite the stored vectors of ids with random unit vectors and mark them deleted, so that the next
+        snapshot holds none of their bytes; returns the ids that were present."""
+        present = set(self.ids().tolist())
+        targets = [int(i) for i in ids if int(i) in present]
+        if not targets:
+            return []
+        rng = np.random.default_rng(seed)
+        noise = rng.normal(size=(len(targets), self.dim)).astype(np.float32)
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        self._live_matrix = None
+        # hnswlib updates an existing label's vector in place (unmarking it first if it was deleted)
+        self._index.add_items(noise, np.asarray(targets, dtype=np.uint64), num_threads=1)
+        self._deleted.difference_update(targets)
+        self.mark_deleted(targets)
+        return targets
 
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
         ids = [int(i) for i in ids]
@@ -150,7 +175,7 @@ class AnnIndex:
             self._index.set_ef(ef)
             try:
                 labels, distances = self._index.knn_query(queries, k=k, num_threads=threads, filter=filter_fn)
-                return labels.astype(np.int64), distances
+                return labels.astype(np.int64), np.maximum(distances, 0)  # 1 - <q, x> rounds below 0 for twins
             except RuntimeError:
                 ef *= 2  # too few live items reachable: widen the beam
             finally:
@@ -174,7 +199,7 @@ class AnnIndex:
         norms = np.linalg.norm(queries, axis=1, keepdims=True)
         distances = 1.0 - (queries / np.maximum(norms, 1e-12)) @ matrix.T
         order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-        return candidate_ids[order], np.take_along_axis(distances, order, axis=1).astype(np.float32)
+        return candidate_ids[order], np.maximum(np.take_along_axis(distances, order, axis=1), 0).astype(np.float32)
 
     # --- snapshots ------------------------------------------------------------------------------------------------
     def save_snapshot(self, directory: Path, applied_seq: int) -> Path:

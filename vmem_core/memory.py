@@ -47,6 +47,7 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "vmem.json"
 DATABASE_NAME = "memory.duckdb"
 INDEX_DIR = "index"
+PURGE_JOURNAL = "purge.journal.json"
 DEFAULT_K = 50
 DEFAULT_RELIABILITY_TOP_N = 10
 BUILD_CHUNK = 256
@@ -165,6 +166,9 @@ class VisualMemory:
         try:
             self._index, self._index_seq = self._open_index()
             self._refresh_labels()
+            if (self.path / PURGE_JOURNAL).exists():
+                log.warning("finishing a purge that was interrupted (%s)", self.path / PURGE_JOURNAL)
+                self._finish_purge()
         except BaseException:
             self._store.close()
             raise
@@ -192,7 +196,9 @@ class VisualMemory:
         path.mkdir(parents=True, exist_ok=True)
         try:
             write_json_atomic(path / CONFIG_NAME, config)
-            return cls(path, config, encoder)
+            memory = cls(path, config, encoder)
+            memory._store.log_event("create", {"encoder": config["encoder"], "format_version": FORMAT_VERSION})
+            return memory
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
@@ -274,11 +280,13 @@ class VisualMemory:
                     live, deleted = self._store.changed_since(snapshot.applied_seq)
                     self._replay(index, live, deleted)
                     log.info("index replayed %d change(s) made after its last snapshot", seq - snapshot.applied_seq)
+                # purged rows stay in hnswlib as scrubbed, deleted elements: keep them out of every count
+                index.mark_deleted(np.setdiff1d(index.ids(), self._store.all_ids()))
                 return index, snapshot.applied_seq
         elif snapshot is not None:
             why = f"index snapshot is ahead of the database (seq {snapshot.applied_seq} > {seq})"
-        if seq == 0 and why == "no index snapshot":
-            return AnnIndex(self.dim, self.index_params), 0
+        if why == "no index snapshot" and not len(self._store.all_ids()):
+            return AnnIndex(self.dim, self.index_params), -1  # a new memory: nothing to rebuild
         log.warning("rebuilding the index of %s from its database: %s", self.path, why)
         return self._rebuild_index(), -1
 
@@ -309,6 +317,15 @@ class VisualMemory:
         ids, labels = self._store.live_labels()
         self._table = LabelTable.from_rows(ids, labels)
         self._derived.clear()
+
+    @property
+    def actor(self) -> str:
+        """Who the audit log names for this handle's changes (default: user@host via library)."""
+        return self._store.actor
+
+    @actor.setter
+    def actor(self, value: str) -> None:
+        self._store.actor = str(value)
 
     @property
     def table(self) -> LabelTable:
@@ -448,6 +465,58 @@ class VisualMemory:
         with self._lock.write():
             self._store.relabel(ids, label)
             self._refresh_labels()
+
+    # --- physical removal -------------------------------------------------------------------------------------------
+    def purge_physically(self, ids: Sequence[int], purge_id: str, details: dict) -> None:
+        """Remove exemplars' bytes from the index and the database files (see vmem_core.unlearn for the certified
+        version). A journal written first makes an interrupted purge finish on the next open."""
+        ids = sorted({int(i) for i in ids})
+        known = set(self._store.all_ids().tolist())
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
+        if not ids:
+            raise VmemError("nothing to purge: give exemplar ids, or tombstone some first (`vmem delete`)")
+        write_json_atomic(self.path / PURGE_JOURNAL, {"purge_id": purge_id, "ids": ids, "details": details})
+        self._finish_purge()
+
+    def _finish_purge(self) -> None:
+        journal = json.loads((self.path / PURGE_JOURNAL).read_text())
+        ids = journal["ids"]
+        with self._lock.write():
+            self._index.scrub(ids)  # idempotent: scrubbing again only draws new noise
+            self._store.purge(ids, journal["purge_id"], journal["details"])
+            self._refresh_labels()
+            seq = self._store.seq()
+            self._index.save_snapshot(self.path / INDEX_DIR, seq)  # replaces the file that held their vectors
+            self._index_seq = seq
+        (self.path / PURGE_JOURNAL).unlink()
+
+    def tombstoned_ids(self) -> list[int]:
+        return sorted(int(i) for i in self._store.deleted_ids())
+
+    def stored_embeddings(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, embeddings) of rows that exist, live or tombstoned."""
+        return self._store.embeddings("id IN (SELECT UNNEST(?::BIGINT[]))", [[int(i) for i in ids]])
+
+    def near_duplicates_of(self, ids: Sequence[int], max_distance: float = 0.02) -> dict[int, list[tuple[int, float]]]:
+        """For each given exemplar (live or tombstoned), the live exemplars within `max_distance` of it: after a
+        deletion they keep nearly the same influence."""
+        found_ids, vectors = self.stored_embeddings(ids)
+        if not len(found_ids) or not len(self):
+            return {}
+        neighbor_ids, distances = self.search(vectors, 10)
+        excluded = set(int(i) for i in ids)
+        out = {}
+        for item, row_ids, row_d in zip(found_ids, neighbor_ids, distances):
+            close = [(int(n), float(d)) for n, d in zip(row_ids, row_d) if d <= max_distance and int(n) not in excluded]
+            if close:
+                out[int(item)] = close
+        return out
+
+    def audit_log(self):
+        """Every change ever made, as hash-chained entries (vmem_core.audit.verify checks them)."""
+        return self._store.audit_entries()
 
     def build(
         self,

@@ -8,6 +8,8 @@ the last seq it includes can be brought up to date by replaying the rows changed
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +21,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .atomic import fsync_dir, fsync_file
+from .audit import GENESIS, AuditEntry, canonical, default_actor, entry_hash, id_summary
 from .errors import MemoryFormatError, MemoryLockedError, UnknownIdError
+from .locks import ReadWriteLock
 
 SCHEMA_VERSION = 1
 
@@ -45,8 +50,16 @@ class Store:
         self.path = Path(path)
         self.dim = dim
         self.encoder_identity = encoder_identity
+        self.actor = default_actor()
+        # readers share the connection; a purge swaps the database file under the write side
+        self._connection_lock = ReadWriteLock()
+        self._con = self._connect()
+        self._write_lock = threading.Lock()
+        self._create_schema()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            self._con = duckdb.connect(str(self.path))
+            return duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise MemoryLockedError(
@@ -56,8 +69,6 @@ class Store:
             raise MemoryFormatError(f"memory database {self.path} cannot be opened: {exc}") from None
         except duckdb.Error as exc:
             raise MemoryFormatError(f"memory database {self.path} cannot be opened: {exc}") from None
-        self._write_lock = threading.Lock()
-        self._create_schema()
 
     def _create_schema(self) -> None:
         self._con.execute(
@@ -82,6 +93,15 @@ class Store:
                 changed_at TIMESTAMP NOT NULL,
                 seq BIGINT NOT NULL
             );
+            CREATE TABLE IF NOT EXISTS audit_log (
+                seq BIGINT PRIMARY KEY,
+                "at" VARCHAR NOT NULL,
+                actor VARCHAR NOT NULL,
+                action VARCHAR NOT NULL,
+                details VARCHAR NOT NULL,
+                prev_hash VARCHAR NOT NULL,
+                hash VARCHAR NOT NULL
+            );
             INSERT INTO meta VALUES ('seq', 0), ('next_id', 0), ('schema_version', {SCHEMA_VERSION})
                 ON CONFLICT DO NOTHING;
             """
@@ -92,11 +112,12 @@ class Store:
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cursor = self._con.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
+        with self._connection_lock.read():
+            cursor = self._con.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
@@ -110,6 +131,27 @@ class Store:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+
+    def _audit(self, cur: duckdb.DuckDBPyConnection, action: str, details: dict) -> AuditEntry:
+        """Append a hash-chained audit entry inside the caller's transaction."""
+        last = cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+        text = canonical(details)
+        entry = AuditEntry(seq, at, self.actor, action, text, prev, entry_hash(prev, seq, at, self.actor, action, text))
+        cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [entry.seq, entry.at, entry.actor, entry.action, entry.details, entry.prev_hash, entry.hash])
+        return entry
+
+    def log_event(self, action: str, details: dict) -> None:
+        """An audit entry for a change that touches no exemplar row (e.g. the memory's creation)."""
+        with self._transaction() as (cur, _):
+            self._audit(cur, action, details)
+
+    def audit_entries(self) -> list[AuditEntry]:
+        with self._cursor() as cur:
+            rows = cur.execute("SELECT * FROM audit_log ORDER BY seq").fetchall()
+        return [AuditEntry(*row) for row in rows]
 
     # --- writes ---------------------------------------------------------------------------------------------------
     def insert(self, rows: NewExemplars) -> tuple[np.ndarray, int]:
@@ -144,6 +186,10 @@ class Store:
                 )
             finally:
                 cur.unregister("new_rows")
+            labels: dict[str, int] = {}
+            for label in batch.column("label").to_pylist():
+                labels[label] = labels.get(label, 0) + 1
+            self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels})
         return ids, seq
 
     def set_deleted(self, ids: Sequence[int], deleted: bool) -> int:
@@ -166,6 +212,7 @@ class Store:
                 "UPDATE exemplars SET deleted_at = ?, changed_seq = ? WHERE id IN (SELECT UNNEST(?::BIGINT[]))",
                 [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) if deleted else None, seq, ids],
             )
+            self._audit(cur, "delete" if deleted else "restore", {"ids": id_summary(ids)})
         return seq
 
     def relabel(self, ids: Sequence[int], label: str) -> int:
@@ -187,7 +234,48 @@ class Store:
                 "UPDATE exemplars SET label = ?, changed_seq = ? WHERE id IN (SELECT UNNEST(?::BIGINT[]))",
                 [str(label), seq, ids],
             )
+            self._audit(cur, "relabel", {"ids": id_summary(ids), "label": str(label)})
         return seq
+
+    def purge(self, ids: Sequence[int], purge_id: str, details: dict) -> None:
+        """Remove rows physically: delete them and their label history and log the purge in one transaction (once per
+        purge_id, so a resumed purge does not log twice), then rewrite the database into a fresh file so that no
+        free block keeps their bytes."""
+        ids = [int(i) for i in ids]
+        logged = any(entry.action == "purge" and entry.payload().get("purge_id") == purge_id
+                     for entry in self.audit_entries())
+        if not logged:
+            with self._transaction() as (cur, seq):
+                cur.execute("DELETE FROM exemplars WHERE id IN (SELECT UNNEST(?::BIGINT[]))", [ids])
+                cur.execute("DELETE FROM label_changes WHERE exemplar_id IN (SELECT UNNEST(?::BIGINT[]))", [ids])
+                self._audit(cur, "purge", {**details, "purge_id": purge_id})
+        self.rewrite()
+
+    def rewrite(self) -> None:
+        """Copy every table into a new file and swap it in atomically (readers wait; DELETE and VACUUM alone leave
+        deleted values' bytes in the file)."""
+        fresh = self.path.with_name(self.path.name + ".rewrite")
+        with self._connection_lock.write(), self._write_lock:
+            for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+            name = self._con.execute("SELECT current_database()").fetchone()[0]
+            quoted = str(fresh).replace("'", "''")
+            self._con.execute(f"ATTACH '{quoted}' AS vmem_fresh")
+            try:
+                self._con.execute(f'COPY FROM DATABASE "{name}" TO vmem_fresh')
+            finally:
+                self._con.execute("DETACH vmem_fresh")
+            self._con.close()  # checkpoints and removes the old write-ahead log
+            fsync_file(fresh)
+            self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
+            os.replace(fresh, self.path)
+            fsync_dir(self.path.parent)
+            self._con = self._connect()
+
+    def all_ids(self) -> np.ndarray:
+        """Every id with a row, live or tombstoned (purged ids have none)."""
+        with self._cursor() as cur:
+            return np.asarray([r[0] for r in cur.execute("SELECT id FROM exemplars").fetchall()], dtype=np.int64)
 
     # --- reads ----------------------------------------------------------------------------------------------------
     def seq(self) -> int:

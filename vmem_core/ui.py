@@ -62,7 +62,11 @@ def memory_path() -> Path:
 
 @st.cache_resource(show_spinner="Opening the memory...")
 def _open_memory(path: str) -> VisualMemory:
-    return VisualMemory.open(path)
+    from .audit import default_actor
+
+    memory = VisualMemory.open(path)
+    memory.actor = default_actor("app")
+    return memory
 
 
 def _build_sample(path: Path) -> None:

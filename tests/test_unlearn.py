@@ -1,0 +1,195 @@
+"""Verifiable unlearning: tombstones, physical purge, the certificate, the audit log, crash safety."""
+
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pytest
+
+from vmem_core import UnknownIdError, VisualMemory
+from vmem_core.audit import verify
+from vmem_core.unlearn import byte_patterns, byte_scan, memory_digest, purge
+
+from .conftest import REPO
+
+
+def leftovers(memory, ids):
+    """Byte patterns of exemplars (embeddings, thumbnails), for scanning the memory directory."""
+    rows = memory.exemplars(ids)
+    _, vectors = memory.stored_embeddings(ids)
+    return byte_patterns(vectors, [bytes(t) if t is not None else None for t in rows["thumbnail"]])
+
+
+def test_byte_scan_finds_the_bytes_before_purge_and_not_after(memory):
+    memory.delete([3])
+    memory.flush()  # the snapshot on disk now holds id 3 as a deleted element, its vector intact
+    patterns = leftovers(memory, [3])
+    before = byte_scan(memory.path, patterns)
+    assert any(path.startswith("index/") and "float32" in name for path, name in before)
+    certificate = purge(memory, [3])
+    assert certificate.passed, certificate.explain()
+    assert byte_scan(memory.path, patterns) == []
+    assert 3 not in memory.exemplars([3])["id"].tolist()
+    names = [c.name for c in certificate.checks]
+    assert names == ["byte scan", "removed images return none of their ids", "exactness"]
+    assert certificate.removed[0].id == 3 and len(certificate.removed[0].embedding_sha256) == 64
+
+
+def test_purge_all_tombstones_and_nothing_else(memory):
+    memory.delete([1, 2])
+    live_before = sorted(memory.table.ids.tolist())
+    certificate = purge(memory)
+    assert [r.id for r in certificate.removed] == [1, 2]
+    assert sorted(memory.table.ids.tolist()) == live_before
+    assert memory.stats()["deleted"] == 0
+    assert certificate.digest_before != certificate.digest_after
+
+
+def test_purge_of_unknown_or_purged_ids_changes_nothing(memory):
+    purge(memory, [4])
+    digest = memory_digest(memory)
+    entries = len(memory.audit_log())
+    for bad in ([4], [999], [5, 4]):
+        with pytest.raises(UnknownIdError, match="unknown or already purged"):
+            purge(memory, bad)
+    assert memory_digest(memory) == digest and len(memory.audit_log()) == entries
+    assert 5 in memory.table.ids  # not purged with the bad id
+
+
+def test_purged_memory_reopens_consistently(memory):
+    purge(memory, [0, 6])
+    path = memory.path
+    memory.close()
+    with VisualMemory.open(path) as mem:
+        assert len(mem) == 10 and mem._index.live_count == 10
+        assert set(mem._index.live_ids().tolist()) == set(range(12)) - {0, 6}
+        ids, _ = mem.search(mem.embeddings()[1], 10)
+        assert not np.isin(ids, [0, 6]).any()
+
+
+def test_audit_log_records_every_change_and_chains(memory):
+    memory.delete([1])
+    memory.restore([1])
+    memory.relabel([2], "hat")
+    purge(memory, [2])
+    entries = memory.audit_log()
+    assert [e.action for e in entries] == ["create", "add", "delete", "restore", "relabel", "purge"]
+    assert entries[1].payload() == {"ids": {"count": 12, "runs": [[0, 11]]},
+                                    "labels": {"bag": 4, "sneaker": 4, "trouser": 4}}
+    assert all(e.actor.endswith("via library") for e in entries)
+    assert verify(entries).ok and verify(entries).entries == len(entries)
+    assert entries[-1].payload()["ids"] == [2]
+
+
+@pytest.mark.parametrize("tamper", ["edit", "remove", "rehash-one"])
+def test_audit_tampering_is_detected(memory, tamper):
+    memory.delete([1])
+    memory.restore([1])
+    delete_seq = next(e.seq for e in memory.audit_log() if e.action == "delete")
+    path = memory.path
+    memory.close()
+    con = duckdb.connect(str(path / "memory.duckdb"))
+    if tamper == "edit":
+        con.execute("UPDATE audit_log SET details = '{\"ids\":{\"count\":1,\"runs\":[[9,9]]}}' WHERE action='delete'")
+    elif tamper == "remove":
+        con.execute("DELETE FROM audit_log WHERE action = 'delete'")
+    else:  # a careful forger recomputes the edited entry's own hash: the next link still breaks
+        from vmem_core.audit import entry_hash
+
+        seq, at, actor, action, _, prev, _ = con.execute("SELECT * FROM audit_log WHERE action='delete'").fetchone()
+        forged = '{"ids":{"count":1,"runs":[[9,9]]}}'
+        con.execute("UPDATE audit_log SET details = ?, hash = ? WHERE seq = ?",
+                    [forged, entry_hash(prev, seq, at, actor, action, forged), seq])
+    con.close()
+    with VisualMemory.open(path) as mem:
+        result = verify(mem.audit_log())
+    assert not result.ok
+    # an edit breaks its own entry; a removal or a re-hashed forgery breaks the link of the entry after it
+    assert result.first_broken == (delete_seq if tamper == "edit" else delete_seq + 1)
+    cli = subprocess.run([sys.executable, "-m", "vmem_core.cli", "audit", "verify", str(path)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 1 and "BROKEN" in cli.stdout
+
+
+def test_near_duplicates_of_a_deleted_exemplar_are_listed(memory):
+    vector = memory.embeddings([7])[1]
+    (twin,) = memory.add_embeddings(vector * 1.0001, ["bag"])
+    memory.delete([7])
+    assert [other for other, _ in memory.near_duplicates_of([7], max_distance=1e-3)[7]] == [twin]
+    memory.delete([twin])
+    assert memory.near_duplicates_of([7, twin], max_distance=1e-3) == {}
+
+
+CRASH_DURING_PURGE = """
+import os, sys
+sys.path.insert(0, {repo!r})
+sys.path.insert(0, {tests!r})
+import conftest
+from vmem_core import VisualMemory, store, index
+from vmem_core.unlearn import purge
+
+where = {where!r}
+def crash_around(cls, name, before):
+    original = getattr(cls, name)
+    def wrapper(self, *a, **kw):
+        if before:
+            os._exit(9)
+        result = original(self, *a, **kw)
+        os._exit(9)
+    setattr(cls, name, wrapper)
+
+if where == "before-database":
+    crash_around(store.Store, "purge", True)
+elif where == "before-rewrite":
+    crash_around(store.Store, "rewrite", True)
+elif where == "after-rewrite":
+    crash_around(store.Store, "rewrite", False)
+elif where == "before-snapshot":
+    crash_around(index.AnnIndex, "save_snapshot", True)
+mem = VisualMemory.open({path!r})
+purge(mem, [3, 8])
+"""
+
+
+@pytest.mark.parametrize("where", ["before-database", "before-rewrite", "after-rewrite", "before-snapshot"])
+def test_crash_during_purge_is_finished_on_open(memory, where):
+    patterns = leftovers(memory, [3, 8])
+    memory.flush()
+    path = memory.path
+    memory.close()
+    script = CRASH_DURING_PURGE.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path), where=where)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    assert (path / "purge.journal.json").exists()
+    with VisualMemory.open(path) as mem:
+        assert not (path / "purge.journal.json").exists()
+        assert len(mem) == 10 and mem._index.live_count == 10
+        assert mem.exemplars([3, 8]).empty
+        assert [e.action for e in mem.audit_log()].count("purge") == 1
+        assert verify(mem.audit_log()).ok
+    assert byte_scan(path, patterns) == []
+
+
+def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
+    rng = np.random.default_rng(11)
+    for attempt in range(3):
+        path = tmp_path / f"m{attempt}"
+        with VisualMemory.create(path, encoder="test-pixels") as mem:
+            mem.add_embeddings(rng.normal(size=(3000, 64)), [f"c{i % 5}" for i in range(3000)])
+            vectors = mem.stored_embeddings([10, 20])[1]
+        script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r});"
+                  f"import conftest; from vmem_core import VisualMemory; from vmem_core.unlearn import purge;"
+                  f"purge(VisualMemory.open({str(path)!r}), [10, 20])")
+        process = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            process.wait(timeout=float(rng.uniform(1.0, 4.0)))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        with VisualMemory.open(path) as mem:
+            assert not (path / "purge.journal.json").exists()
+            purged = mem.exemplars([10, 20]).empty
+            assert len(mem) == (2998 if purged else 3000) and mem._index.live_count == len(mem)
+            assert verify(mem.audit_log()).ok
+            if purged:
+                assert byte_scan(path, byte_patterns(vectors, [])) == []

@@ -1,0 +1,250 @@
+"""Certified unlearning: purge exemplars physically and prove it.
+
+`delete` is a tombstone (instant, undoable). `purge` removes the bytes: the vectors are overwritten in the index and
+its snapshot rewritten, the rows (thumbnails included) leave a freshly rewritten database, derived caches are dropped.
+The certificate records what was removed (ids, sha256 of each image and embedding), digests of the memory before and
+after, and three checks:
+
+1. byte scan: no file in the memory directory holds any removed embedding (float32 or float16) or thumbnail;
+2. the removed embeddings, queried, return none of the removed ids;
+3. exactness: the memory after the purge holds exactly the exemplars it held before minus the removed ones (exact
+   nearest-neighbour predictions over its stored embeddings equal those of a memory built from scratch without
+   them), and its index agrees with that exact search.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import mmap
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .atomic import write_json_atomic
+from .errors import VmemError
+from .memory import VisualMemory
+from .voting import prepare_votes, vote_all_k
+
+CERTIFICATE_DIR = "certificates"
+PROBE_SAMPLE = 200
+EXACT_K = 10
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class RemovedExemplar:
+    id: int
+    label: str
+    source: str
+    image_sha256: str
+    embedding_sha256: str
+
+
+@dataclass
+class Certificate:
+    purge_id: str
+    started_at: str
+    purge_seconds: float
+    removed: list[RemovedExemplar]
+    digest_before: str
+    digest_after: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict:
+        return {
+            "purge_id": self.purge_id,
+            "started_at": self.started_at,
+            "purge_seconds": round(self.purge_seconds, 4),
+            "ids": [r.id for r in self.removed],
+            "removed": [asdict(r) for r in self.removed],
+            "digest_before": self.digest_before,
+            "digest_after": self.digest_after,
+            "checks": [asdict(c) for c in self.checks],
+            "passed": self.passed,
+        }
+
+    def explain(self) -> str:
+        """The certificate in plain words."""
+        lines = [f"Purged {len(self.removed)} exemplar(s) in {self.purge_seconds * 1000:.0f} ms "
+                 f"(ids {', '.join(str(r.id) for r in self.removed[:20])}{' ...' if len(self.removed) > 20 else ''})."]
+        for check in self.checks:
+            lines.append(f"{'PASSED' if check.passed else 'FAILED'}  {check.name}: {check.detail}")
+        lines.append(f"memory digest {self.digest_before[:16]} -> {self.digest_after[:16]}")
+        return "\n".join(lines)
+
+
+def memory_digest(memory: VisualMemory) -> str:
+    """sha256 over every stored row (id, label, state, image sha256) and every embedding, in id order."""
+    digest = hashlib.sha256()
+    frame = memory.browse(include_deleted=True, limit=2**62)
+    for row in frame.itertuples():
+        state = "deleted" if row.deleted_at is not None and str(row.deleted_at) != "NaT" else "live"
+        digest.update(f"{row.id}\t{row.label}\t{state}\t{row.sha256}\n".encode())
+    ids, vectors = memory.stored_embeddings(frame["id"].tolist())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def byte_patterns(vectors: np.ndarray, thumbnails: Sequence[Optional[bytes]]) -> list[tuple[str, bytes]]:
+    """What a removed exemplar leaves behind: its embedding as float32 and float16 bytes, and its thumbnail."""
+    patterns = []
+    for i, vector in enumerate(np.asarray(vectors, dtype=np.float32)):
+        patterns.append((f"embedding[{i}] float32", vector.tobytes()))
+        patterns.append((f"embedding[{i}] float16", vector.astype(np.float16).tobytes()))
+    for i, thumb in enumerate(thumbnails):
+        if thumb:
+            patterns.append((f"thumbnail[{i}]", bytes(thumb)))
+    return patterns
+
+
+def byte_scan(directory: Path, patterns: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    """(file, pattern name) for every pattern found in any file under `directory`."""
+    hits = []
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        if path.stat().st_size == 0:
+            continue
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for name, pattern in patterns:
+                if data.find(pattern) >= 0:
+                    hits.append((str(path.relative_to(directory)), name))
+    return hits
+
+
+def _exact_predictions(ids: np.ndarray, vectors: np.ndarray, classes: np.ndarray, probes: np.ndarray, k: int,
+                       num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k-NN (rank voting) over the given exemplars: (neighbour ids, predictions) per probe."""
+    k = min(k, len(ids))
+    similarity = probes @ vectors.T
+    order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    distances = 1.0 - np.take_along_axis(similarity, order, axis=1)
+    votes, weights, _ = prepare_votes(classes[order], distances, "rank")
+    return ids[order], vote_all_k(votes, weights, num_classes)[:, -1]
+
+
+def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Optional[np.ndarray] = None,
+          seed: int = 0) -> Certificate:
+    """Purge `ids` (default: every tombstoned exemplar), verify it, write and return the certificate.
+
+    Args:
+        ids: exemplars to remove, live or tombstoned.
+        probes: query embeddings for the exactness check (default: the removed embeddings and up to 200 live
+            exemplars).
+
+    Raises:
+        UnknownIdError: an id does not exist or was already purged (nothing is changed).
+    """
+    ids = sorted({int(i) for i in (memory.tombstoned_ids() if ids is None else ids)})
+    if not ids:
+        raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
+    rows = memory.exemplars(ids)
+    found = set(rows["id"].tolist())
+    missing = [i for i in ids if i not in found]
+    if missing:
+        from .errors import UnknownIdError
+
+        raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, missing[:20]))}")
+    _, removed_vectors = memory.stored_embeddings(ids)
+    removed = [
+        RemovedExemplar(int(r.id), str(r.label), str(r.source), str(r.sha256),
+                        hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest())
+        for r, v in zip(rows.itertuples(), removed_vectors)
+    ]
+    thumbnails = [t if isinstance(t, (bytes, bytearray, memoryview)) else None for t in rows["thumbnail"]]
+    patterns = byte_patterns(removed_vectors, thumbnails)
+
+    # the memory as it would be built from scratch without these exemplars
+    table = memory.table
+    kept_ids, kept_vectors = memory.embeddings()
+    keep = ~np.isin(kept_ids, ids)
+    kept_ids, kept_vectors = kept_ids[keep], kept_vectors[keep]
+    if probes is None:
+        rng = np.random.default_rng(seed)
+        sample = rng.choice(len(kept_ids), min(PROBE_SAMPLE, len(kept_ids)), replace=False) if len(kept_ids) else []
+        probes = np.concatenate([removed_vectors, kept_vectors[sample]]) if len(sample) else removed_vectors
+    probes = np.asarray(probes, dtype=np.float32)
+
+    digest_before = memory_digest(memory)
+    purge_id = uuid.uuid4().hex
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    start = time.perf_counter()
+    memory.purge_physically(ids, purge_id, {"ids": ids, "image_sha256": [r.image_sha256 for r in removed]})
+    seconds = time.perf_counter() - start
+    certificate = Certificate(purge_id, started, seconds, removed, digest_before, memory_digest(memory))
+
+    hits = byte_scan(memory.path, patterns)
+    files = [p for p in memory.path.rglob("*") if p.is_file()]
+    certificate.checks.append(Check(
+        "byte scan",
+        not hits,
+        f"{len(patterns)} byte patterns (embeddings as float32 and float16, thumbnails) searched in {len(files)} "
+        f"files ({sum(p.stat().st_size for p in files):,} bytes): "
+        + ("none found" if not hits else "found " + "; ".join(f"{name} in {path}" for path, name in hits[:5])),
+    ))
+
+    if len(memory):
+        found_ids, _ = memory.search(removed_vectors, min(50, len(memory)))
+        leaked = sorted(set(found_ids.ravel().tolist()) & set(ids))
+    else:
+        leaked = []
+    certificate.checks.append(Check(
+        "removed images return none of their ids",
+        not leaked,
+        f"each removed embedding queried for its {min(50, len(memory))} nearest exemplars: "
+        + ("no removed id among them" if not leaked else f"returned removed id(s) {leaked[:10]}"),
+    ))
+
+    after_ids, after_vectors = memory.embeddings()
+    if len(kept_ids) == 0:
+        same = len(after_ids) == 0
+        detail = "the memory is empty, as one built from scratch without them would be" if same else \
+            f"{len(after_ids)} exemplars remain where none should"
+        certificate.checks.append(Check("exactness", same, detail))
+    else:
+        position = {label: i for i, label in enumerate(table.labels)}
+        current = memory.table
+        kept_classes = table.class_indices(kept_ids)
+        after_classes = np.asarray([position.get(current.labels[c], -1) for c in current.class_indices(after_ids)])
+        scratch_neighbours, scratch_pred = _exact_predictions(kept_ids, kept_vectors, kept_classes, probes,
+                                                              EXACT_K, len(table.labels))
+        after_neighbours, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,
+                                                          EXACT_K, len(table.labels))
+        same_rows = np.array_equal(kept_ids, after_ids) and np.array_equal(kept_vectors, after_vectors)
+        same_predictions = np.array_equal(scratch_pred, after_pred) and np.array_equal(scratch_neighbours,
+                                                                                       after_neighbours)
+        index_ids, _ = memory.search(probes, min(EXACT_K, len(after_ids)))
+        index_agrees = float(np.mean([set(a) == set(b) for a, b in zip(index_ids, after_neighbours)]))
+        certificate.checks.append(Check(
+            "exactness",
+            bool(same_rows and same_predictions),
+            f"{len(probes)} probe queries: predictions and {EXACT_K} nearest neighbours "
+            f"{'equal' if same_predictions else 'DIFFER from'} those of a memory built from scratch without the "
+            f"removed exemplars; stored exemplars {'identical' if same_rows else 'DIFFER'} "
+            f"({len(after_ids)} live); the index returns the exact neighbours for {index_agrees:.1%} of probes"
+            + ("" if index_agrees == 1 else " (approximate search)"),
+        ))
+
+    directory = memory.path / CERTIFICATE_DIR
+    directory.mkdir(exist_ok=True)
+    write_json_atomic(directory / f"purge-{started.replace(':', '')}-{purge_id[:8]}.json", certificate.to_dict())
+    return certificate
+
+
+def load_certificates(memory: VisualMemory) -> list[dict]:
+    directory = memory.path / CERTIFICATE_DIR
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("purge-*.json"))] if directory.exists() else []
