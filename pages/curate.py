@@ -4,6 +4,7 @@ import streamlit as st
 
 from vmem_core import ui
 from vmem_core.curate import near_duplicates, suspicious_exemplars
+from vmem_core.memory import NEAR_DUPLICATE_DISTANCE
 from vmem_core.plots import reliability_histogram
 
 memory, settings = ui.page_setup()
@@ -47,7 +48,8 @@ for s in suggestions[:15]:
         st.rerun()
 
 st.subheader("Near-duplicates")
-max_distance = st.slider("Pairs closer than distance", 0.0, 0.1, 0.01, 0.001, format="%.3f", key="curate-dup")
+max_distance = st.slider("Pairs closer than distance", 0.0, 0.2, NEAR_DUPLICATE_DISTANCE, 0.005, format="%.3f",
+                         key="curate-dup")
 pairs = near_duplicates(memory, max_distance=max_distance, limit=30)
 if not pairs:
     st.caption("No pairs that close.")

@@ -185,12 +185,16 @@ def test_vmem_app_serves_the_memory(built):
 def test_delete_warns_of_near_duplicates_and_purge_certifies(tmp_path, built):
     memory = tmp_path / "copy.vmem"
     shutil.copytree(built, memory)
+    from PIL import Image
+
     photo = REPO / "data" / "ood" / "coffee.jpg"
+    recompressed = tmp_path / "coffee-again.jpg"  # the same photo saved again: other bytes, nearly the same vector
+    Image.open(photo).save(recompressed, quality=80)
     first = json.loads(vmem("add", memory, photo, "--label", "cup", "--json").stdout)["ids"][0]
-    second = json.loads(vmem("add", memory, photo, "--label", "cup", "--json").stdout)["ids"][0]
+    second = json.loads(vmem("add", memory, recompressed, "--label", "cup", "--json").stdout)["ids"][0]
     deleted = vmem("delete", memory, first)
     assert deleted.returncode == 0
-    assert f"exemplar {first} has near-duplicates still in memory: {second} (distance 0.0000)" in deleted.stderr
+    assert f"exemplar {first} has near-duplicates still in memory: {second} (distance 0.0" in deleted.stderr
     result = vmem("purge", memory, "--all", "--json")
     assert result.returncode == 0, result.stderr
     certificate = json.loads(result.stdout)

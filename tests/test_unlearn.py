@@ -193,3 +193,13 @@ def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
             assert verify(mem.audit_log()).ok
             if purged:
                 assert byte_scan(path, byte_patterns(vectors, [])) == []
+
+
+def test_identical_image_that_stays_is_named_not_failed(memory):
+    """Purging one of two byte-identical exemplars cannot remove bytes the other one still holds: say so."""
+    image = memory.thumbnails([5])[5]
+    first, second = memory.add([image, image], "twin")
+    certificate = purge(memory, [first])
+    assert certificate.passed, certificate.explain()
+    assert "not searched: byte-identical to an exemplar that stays" in certificate.checks[0].detail
+    assert second in memory.table.ids

@@ -117,7 +117,7 @@ def cmd_add(args) -> int:
 def cmd_delete(args) -> int:
     with _open(args) as memory:
         memory.delete(args.ids)
-        duplicates = memory.near_duplicates_of(args.ids)
+        duplicates = memory.near_duplicates_of(args.ids, args.duplicate_distance)
     print(f"deleted {len(args.ids)} exemplar(s) (tombstoned: excluded from queries; `vmem restore` undoes it, "
           "`vmem purge` removes them for good)")
     for exemplar_id, close in duplicates.items():
@@ -329,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("memory")
         p.add_argument("ids", nargs="+", type=_exemplar_id, metavar="ID")
         p.set_defaults(func=func)
+        if name == "delete":
+            from .memory import NEAR_DUPLICATE_DISTANCE
+
+            p.add_argument("--duplicate-distance", type=float, default=NEAR_DUPLICATE_DISTANCE,
+                           help="warn of live exemplars closer than this to a deleted one")
 
     p = sub.add_parser("purge", help="remove exemplars physically, with a certificate of the checks")
     p.add_argument("memory")

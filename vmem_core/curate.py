@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from .memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
+from .memory import DEFAULT_RELIABILITY_TOP_N, NEAR_DUPLICATE_DISTANCE, VisualMemory
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,9 @@ class DuplicatePair:
         return self.label == self.other_label
 
 
-def near_duplicates(memory: VisualMemory, max_distance: float = 0.01, limit: int = 100) -> list[DuplicatePair]:
+def near_duplicates(
+    memory: VisualMemory, max_distance: float = NEAR_DUPLICATE_DISTANCE, limit: int = 100
+) -> list[DuplicatePair]:
     """Pairs of live exemplars closer than `max_distance` (each pair once, closest first)."""
     if len(memory) < 2:
         return []

@@ -126,6 +126,24 @@ def byte_scan(directory: Path, patterns: Sequence[tuple[str, bytes]]) -> list[tu
     return hits
 
 
+def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np.ndarray,
+                           thumbnails: Sequence[Optional[bytes]]) -> set[bytes]:
+    """Byte patterns of removed exemplars that a remaining exemplar holds too (an identical image added twice):
+    they legitimately stay on disk, so the byte scan cannot expect them gone."""
+    removed = set(int(i) for i in ids)
+    candidates = memory.table.ids[~np.isin(memory.table.ids, list(removed))]
+    if not len(candidates) or not len(vectors):
+        return set()
+    found, distances = memory.search(vectors, min(5, len(candidates)), allowed_ids=candidates)
+    twins = sorted({int(i) for i, d in zip(found.ravel(), distances.ravel()) if d < 1e-6})
+    if not twins:
+        return set()
+    _, twin_vectors = memory.stored_embeddings(twins)
+    twin_thumbs = memory.thumbnails(twins)
+    remaining = {p for _, p in byte_patterns(twin_vectors, list(twin_thumbs.values()))}
+    return {p for _, p in byte_patterns(vectors, thumbnails)} & remaining
+
+
 def _exact_predictions(ids: np.ndarray, vectors: np.ndarray, classes: np.ndarray, probes: np.ndarray, k: int,
                        num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN (rank voting) over the given exemplars: (neighbour ids, predictions) per probe."""
@@ -165,8 +183,10 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
                         hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest())
         for r, v in zip(rows.itertuples(), removed_vectors)
     ]
-    thumbnails = [t if isinstance(t, (bytes, bytearray, memoryview)) else None for t in rows["thumbnail"]]
+    thumbnails = [bytes(t) if isinstance(t, (bytes, bytearray, memoryview)) else None for t in rows["thumbnail"]]
     patterns = byte_patterns(removed_vectors, thumbnails)
+    shared = _shared_with_remaining(memory, ids, removed_vectors, thumbnails)
+    patterns = [(name, pattern) for name, pattern in patterns if pattern not in shared]
 
     # the memory as it would be built from scratch without these exemplars
     table = memory.table
@@ -194,7 +214,9 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
         not hits,
         f"{len(patterns)} byte patterns (embeddings as float32 and float16, thumbnails) searched in {len(files)} "
         f"files ({sum(p.stat().st_size for p in files):,} bytes): "
-        + ("none found" if not hits else "found " + "; ".join(f"{name} in {path}" for path, name in hits[:5])),
+        + ("none found" if not hits else "found " + "; ".join(f"{name} in {path}" for path, name in hits[:5]))
+        + (f"; {len(shared)} pattern(s) not searched: byte-identical to an exemplar that stays (the same image "
+           "added twice; delete and purge it too to remove them)" if shared else ""),
     ))
 
     if len(memory):
