@@ -1,5 +1,6 @@
 """Unlearning: forget exemplars and show, side by side, how a prediction changes."""
 
+import json
 import time
 
 import numpy as np
@@ -8,6 +9,7 @@ import streamlit as st
 from vmem_core import VmemError, ui
 from vmem_core.attribution import dependent_queries
 from vmem_core.plots import class_scores_figure
+from vmem_core.unlearn import purge
 
 memory, settings = ui.page_setup()
 st.title("Unlearning")
@@ -75,6 +77,32 @@ if last and last["query"] == query.sha256:
             st.plotly_chart(class_scores_figure(result, title=f"{title}: class scores"), width="stretch",
                             key=f"unlearn-{title}")
             ui.neighbor_gallery(memory, result, columns=4, limit=8)
-    if st.button("Undo: restore them", key="restore-button"):
+    undo, purge_column = st.columns(2)
+    if undo.button("Undo: restore them", key="restore-button"):
         st.session_state.pop("unlearning")
         ui.apply(lambda: memory.restore(last["ids"]), f"Restored {len(last['ids'])} exemplar(s).")
+    if purge_column.button("Purge them for good, with a certificate", type="primary", key="purge-button"):
+        with st.spinner("Purging and checking..."):
+            try:
+                certificate = purge(memory, last["ids"])
+            except VmemError as exc:
+                st.error(f"Nothing was purged: {exc}")
+                st.stop()
+        st.session_state.pop("unlearning")
+        st.session_state["certificate"] = certificate.to_dict()
+        st.rerun()
+
+certificate = st.session_state.get("certificate")
+if certificate:
+    st.subheader("Purge certificate")
+    verdict = "All checks passed" if certificate["passed"] else "A check FAILED"
+    (st.success if certificate["passed"] else st.error)(
+        f"{verdict}: {len(certificate['ids'])} exemplar(s) removed from every file in "
+        f"{certificate['purge_seconds'] * 1000:.0f} ms. They cannot be restored.")
+    for check in certificate["checks"]:
+        st.markdown(f"{'✅' if check['passed'] else '❌'} **{check['name']}**: {check['detail']}")
+    st.caption(f"Memory digest before {certificate['digest_before'][:16]}..., after "
+               f"{certificate['digest_after'][:16]}...; recorded in the audit log as purge {certificate['purge_id']}.")
+    st.download_button("Download the certificate (JSON)", json.dumps(certificate, indent=2),
+                       file_name=f"purge-{certificate['purge_id'][:8]}.json", mime="application/json",
+                       key="certificate-download")

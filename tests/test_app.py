@@ -114,6 +114,17 @@ def test_unlearning_forget_and_restore(app):
     assert not app.exception and "12 exemplars" in texts(app)
 
 
+def test_unlearning_purge_shows_certificate(app):
+    app.switch_page("pages/unlearning.py").run()
+    app.button(key="forget-button").click().run()
+    app.button(key="purge-button").click().run()
+    assert not app.exception
+    assert app.subheader[-1].value == "Purge certificate"
+    assert any(s.value.startswith("All checks passed") for s in app.success)
+    assert sum("✅" in m.value for m in app.markdown) == 3
+    assert "12 exemplars" not in texts(app) and "(0 deleted" not in texts(app)
+
+
 def test_evaluate_page(app):
     app.switch_page("pages/evaluate.py").run()
     assert not app.exception and len(app.dataframe) == 1
