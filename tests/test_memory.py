@@ -407,3 +407,23 @@ def test_hard_pruning_keeps_k_voters_and_matches_evaluation(tmp_path):
         accuracy = np.mean([r.label == t for r, t in zip(results, truth)])
         curve = evaluate_embeddings(mem, queries, truth, k_max=20, pruning="hard", threshold=2, top_n=5)
         assert curve.accuracy["rank"][9] == pytest.approx(accuracy)
+
+
+def test_incremental_label_table_matches_a_fresh_read(memory):
+    from vmem_core.memory import LabelTable
+
+    def fresh():
+        return LabelTable.from_rows(*memory._store.live_labels())
+
+    steps = [
+        lambda: memory.add_embeddings(np.ones((2, 64)), ["aaa", "zzz"]),  # new labels sorting first and last
+        lambda: memory.delete([0, 1, 2, 3]),  # every "bag": the label disappears
+        lambda: memory.restore([1]),
+        lambda: memory.delete([12]),
+        lambda: memory.relabel([5], "mmm"),
+    ]
+    for step in steps:
+        step()
+        table, expected = memory.table, fresh()
+        assert table.labels == expected.labels
+        assert table.ids.tolist() == expected.ids.tolist() and table.classes.tolist() == expected.classes.tolist()

@@ -100,6 +100,27 @@ class LabelTable:
         position = {label: i for i, label in enumerate(names)}
         return cls(np.asarray(ids, dtype=np.int64), np.asarray([position[x] for x in labels], dtype=np.int64), names)
 
+    def without(self, ids) -> "LabelTable":
+        """This table less the given ids (labels left with no exemplar are dropped)."""
+        keep = ~np.isin(self.ids, np.asarray(list(ids), dtype=np.int64))
+        used = np.unique(self.classes[keep])
+        if len(used) == len(self.labels):
+            return LabelTable(self.ids[keep], self.classes[keep], self.labels)
+        remap = np.full(len(self.labels), -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        return LabelTable(self.ids[keep], remap[self.classes[keep]], tuple(self.labels[i] for i in used))
+
+    def merged(self, ids, labels: Sequence[str]) -> "LabelTable":
+        """This table plus rows (ids not already in it), re-indexed if a new label sorts among the old ones."""
+        names = tuple(sorted(set(self.labels) | set(labels)))
+        position = {label: i for i, label in enumerate(names)}
+        remap = np.asarray([position[label] for label in self.labels], dtype=np.int64)
+        all_ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
+        all_classes = np.concatenate([remap[self.classes] if len(self.classes) else self.classes,
+                                      np.asarray([position[label] for label in labels], dtype=np.int64)])
+        order = np.argsort(all_ids, kind="stable")
+        return LabelTable(all_ids[order], all_classes[order], names)
+
     def class_indices(self, ids) -> np.ndarray:
         """Class index of each id; -1 for ids that are not live."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -316,9 +337,9 @@ class VisualMemory:
                 self._index.save_snapshot(self.path / INDEX_DIR, seq)
                 self._index_seq = seq
 
-    def _refresh_labels(self) -> None:
-        ids, labels = self._store.live_labels()
-        self._table = LabelTable.from_rows(ids, labels)
+    def _refresh_labels(self, table: Optional[LabelTable] = None) -> None:
+        """Publish a new label table: `table` when the caller built it incrementally, else re-read the database."""
+        self._table = table if table is not None else LabelTable.from_rows(*self._store.live_labels())
         self._derived.clear()
 
     @property
@@ -440,7 +461,7 @@ class VisualMemory:
             except BaseException:
                 self._index = self._rebuild_index()
                 raise
-            self._refresh_labels()
+            self._refresh_labels(self._table.merged(ids, labels))
         return ids.tolist()
 
     def delete(self, ids: Sequence[int]) -> None:
@@ -449,7 +470,7 @@ class VisualMemory:
         with self._lock.write():
             self._store.set_deleted(ids, True)
             self._index.mark_deleted(ids)
-            self._refresh_labels()
+            self._refresh_labels(self._table.without(ids))
 
     def restore(self, ids: Sequence[int]) -> None:
         """Undo `delete` for exemplars that are still tombstoned."""
@@ -458,7 +479,7 @@ class VisualMemory:
             self._store.set_deleted(ids, False)
             # a row deleted before this process's index saw it (e.g. replayed after a crash) may be absent: add it
             self._replay(self._index, np.asarray(ids, dtype=np.int64), np.zeros(0, np.int64))
-            self._refresh_labels()
+            self._refresh_labels(self._table.merged(*self._store.labels_of(ids)))
 
     def relabel(self, ids: Sequence[int], label: str) -> None:
         """Give exemplars a new label (recorded in `label_changes`); takes effect in the next query."""

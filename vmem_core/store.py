@@ -55,6 +55,8 @@ class Store:
         self._connection_lock = ReadWriteLock()
         self._con = self._connect()
         self._write_lock = threading.Lock()
+        self._audit_head: Optional[tuple[int, str]] = None  # (seq, hash) of the last committed audit entry
+        self._pending_audit: Optional[tuple[int, str]] = None
         self._create_schema()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -124,6 +126,7 @@ class Store:
         """A write transaction with the next seq; the seq is only consumed if the transaction commits."""
         with self._write_lock, self._cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
+            self._pending_audit = None
             try:
                 seq = cur.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value").fetchone()[0]
                 yield cur, seq
@@ -131,16 +134,22 @@ class Store:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            if self._pending_audit is not None:  # the chain's head moves only once the entry is committed
+                self._audit_head = self._pending_audit
 
     def _audit(self, cur: duckdb.DuckDBPyConnection, action: str, details: dict) -> AuditEntry:
         """Append a hash-chained audit entry inside the caller's transaction."""
-        last = cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        if self._audit_head is None:  # one process writes at a time (DuckDB's lock), so the head can be cached
+            self._audit_head = cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone() \
+                or (0, GENESIS)
+        last_seq, prev = self._pending_audit or self._audit_head
+        seq = last_seq + 1
         at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
         text = canonical(details)
         entry = AuditEntry(seq, at, self.actor, action, text, prev, entry_hash(prev, seq, at, self.actor, action, text))
         cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [entry.seq, entry.at, entry.actor, entry.action, entry.details, entry.prev_hash, entry.hash])
+        self._pending_audit = (entry.seq, entry.hash)
         return entry
 
     def log_event(self, action: str, details: dict) -> None:
@@ -194,26 +203,34 @@ class Store:
 
     def set_deleted(self, ids: Sequence[int], deleted: bool) -> int:
         """Tombstone (deleted=True) or restore exemplars; every id must exist and be in the opposite state."""
-        ids = [int(i) for i in ids]
+        ids = sorted({int(i) for i in ids})
         with self._transaction() as (cur, seq):
-            found = dict(
-                cur.execute(
-                    "SELECT id, deleted_at IS NOT NULL FROM exemplars WHERE id IN (SELECT UNNEST(?::BIGINT[]))", [ids]
-                ).fetchall()
-            )
-            missing = [i for i in ids if i not in found]
-            if missing:
-                raise UnknownIdError(f"unknown exemplar id(s): {', '.join(map(str, missing[:20]))}")
-            wrong = [i for i in ids if found[i] == deleted]
-            if wrong:
-                state = "already deleted" if deleted else "not deleted"
-                raise UnknownIdError(f"exemplar id(s) {state}: {', '.join(map(str, wrong[:20]))}")
-            cur.execute(
-                "UPDATE exemplars SET deleted_at = ?, changed_seq = ? WHERE id IN (SELECT UNNEST(?::BIGINT[]))",
+            # one statement on the common path: update the rows in the expected state, then count them
+            changed = cur.execute(
+                f"""UPDATE exemplars SET deleted_at = ?, changed_seq = ?
+                    WHERE id IN (SELECT UNNEST(?::BIGINT[])) AND deleted_at IS {'NULL' if deleted else 'NOT NULL'}
+                    RETURNING id""",
                 [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) if deleted else None, seq, ids],
-            )
+            ).fetchall()
+            if len(changed) != len(ids):
+                done = {r[0] for r in changed}
+                existing = {r[0] for r in cur.execute(
+                    "SELECT id FROM exemplars WHERE id IN (SELECT UNNEST(?::BIGINT[]))", [ids]).fetchall()}
+                missing = [i for i in ids if i not in existing]
+                if missing:
+                    raise UnknownIdError(f"unknown exemplar id(s): {', '.join(map(str, missing[:20]))}")
+                state = "already deleted" if deleted else "not deleted"
+                wrong = [i for i in ids if i not in done]
+                raise UnknownIdError(f"exemplar id(s) {state}: {', '.join(map(str, wrong[:20]))}")
             self._audit(cur, "delete" if deleted else "restore", {"ids": id_summary(ids)})
         return seq
+
+    def labels_of(self, ids: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+        """(ids, labels) of the given rows, ordered by id."""
+        with self._cursor() as cur:
+            rows = cur.execute("SELECT id, label FROM exemplars WHERE id IN (SELECT UNNEST(?::BIGINT[])) ORDER BY id",
+                               [[int(i) for i in ids]]).fetchall()
+        return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
     def relabel(self, ids: Sequence[int], label: str) -> int:
         """Change labels, recording each change (old label, new label, time) in `label_changes`."""
