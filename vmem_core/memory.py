@@ -103,7 +103,7 @@ class LabelTable:
     def without(self, ids) -> "LabelTable":
         """This table less the given ids (labels left with no exemplar are dropped)."""
         keep = ~np.isin(self.ids, np.asarray(list(ids), dtype=np.int64))
-        used = np.unique(self.classes[keep])
+        used = np.flatnonzero(np.bincount(self.classes[keep], minlength=len(self.labels)))
         if len(used) == len(self.labels):
             return LabelTable(self.ids[keep], self.classes[keep], self.labels)
         remap = np.full(len(self.labels), -1, dtype=np.int64)
@@ -515,6 +515,9 @@ class VisualMemory:
             self._index.save_snapshot(self.path / INDEX_DIR, seq)  # replaces the file that held their vectors
             self._index_seq = seq
         (self.path / PURGE_JOURNAL).unlink()
+
+    def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
+        return self._store.thumbnails_kept_elsewhere(thumbnails, excluding)
 
     def tombstoned_ids(self) -> list[int]:
         return sorted(int(i) for i in self._store.deleted_ids())

@@ -206,11 +206,13 @@ class Store:
         ids = sorted({int(i) for i in ids})
         with self._transaction() as (cur, seq):
             # one statement on the common path: update the rows in the expected state, then count them
+            # a single id compares directly: the primary-key lookup is ~1 ms faster than a list membership
+            match = "id = ?" if len(ids) == 1 else "id IN (SELECT UNNEST(?::BIGINT[]))"
             changed = cur.execute(
                 f"""UPDATE exemplars SET deleted_at = ?, changed_seq = ?
-                    WHERE id IN (SELECT UNNEST(?::BIGINT[])) AND deleted_at IS {'NULL' if deleted else 'NOT NULL'}
-                    RETURNING id""",
-                [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) if deleted else None, seq, ids],
+                    WHERE {match} AND deleted_at IS {'NULL' if deleted else 'NOT NULL'} RETURNING id""",
+                [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) if deleted else None, seq,
+                 ids[0] if len(ids) == 1 else ids],
             ).fetchall()
             if len(changed) != len(ids):
                 done = {r[0] for r in changed}
@@ -288,6 +290,18 @@ class Store:
             os.replace(fresh, self.path)
             fsync_dir(self.path.parent)
             self._con = self._connect()
+
+    def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
+        """Those of `thumbnails` that a row outside `excluding` also holds (the same small image stored twice)."""
+        if not thumbnails:
+            return set()
+        with self._cursor() as cur:
+            rows = cur.execute(
+                """SELECT DISTINCT thumbnail FROM exemplars
+                   WHERE thumbnail IN (SELECT UNNEST(?::BLOB[])) AND id NOT IN (SELECT UNNEST(?::BIGINT[]))""",
+                [list(thumbnails), [int(i) for i in excluding]],
+            ).fetchall()
+        return {bytes(r[0]) for r in rows}
 
     def all_ids(self) -> np.ndarray:
         """Every id with a row, live or tombstoned (purged ids have none)."""

@@ -128,20 +128,20 @@ def byte_scan(directory: Path, patterns: Sequence[tuple[str, bytes]]) -> list[tu
 
 def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np.ndarray,
                            thumbnails: Sequence[Optional[bytes]]) -> set[bytes]:
-    """Byte patterns of removed exemplars that a remaining exemplar holds too (an identical image added twice):
-    they legitimately stay on disk, so the byte scan cannot expect them gone."""
+    """Byte patterns of removed exemplars that a remaining exemplar holds too (the same image added twice, or two
+    images with the same thumbnail): they legitimately stay on disk, so the byte scan cannot expect them gone."""
     removed = set(int(i) for i in ids)
+    shared = memory.thumbnails_kept_elsewhere([t for t in thumbnails if t], removed)
     candidates = memory.table.ids[~np.isin(memory.table.ids, list(removed))]
     if not len(candidates) or not len(vectors):
-        return set()
+        return shared
     found, distances = memory.search(vectors, min(5, len(candidates)), allowed_ids=candidates)
     twins = sorted({int(i) for i, d in zip(found.ravel(), distances.ravel()) if d < 1e-6})
-    if not twins:
-        return set()
-    _, twin_vectors = memory.stored_embeddings(twins)
-    twin_thumbs = memory.thumbnails(twins)
-    remaining = {p for _, p in byte_patterns(twin_vectors, list(twin_thumbs.values()))}
-    return {p for _, p in byte_patterns(vectors, thumbnails)} & remaining
+    if twins:
+        _, twin_vectors = memory.stored_embeddings(twins)
+        remaining = {p for _, p in byte_patterns(twin_vectors, [])}
+        shared |= {p for _, p in byte_patterns(vectors, [])} & remaining
+    return shared
 
 
 def _exact_predictions(ids: np.ndarray, vectors: np.ndarray, classes: np.ndarray, probes: np.ndarray, k: int,
