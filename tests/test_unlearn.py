@@ -126,38 +126,40 @@ import os, sys
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
 import conftest
-from vmem_core import VisualMemory, store, index
+from vmem_core import VisualMemory, memory, store, vault
 from vmem_core.unlearn import purge
 
 where = {where!r}
-def crash_around(cls, name, before):
-    original = getattr(cls, name)
-    def wrapper(self, *a, **kw):
+def crash_around(owner, name, before):
+    original = getattr(owner, name)
+    def wrapper(*a, **kw):
         if before:
             os._exit(9)
-        result = original(self, *a, **kw)
+        original(*a, **kw)
         os._exit(9)
-    setattr(cls, name, wrapper)
+    setattr(owner, name, wrapper)
 
-if where == "before-database":
-    crash_around(store.Store, "purge", True)
-elif where == "before-rewrite":
-    crash_around(store.Store, "rewrite", True)
-elif where == "after-rewrite":
-    crash_around(store.Store, "rewrite", False)
-elif where == "before-snapshot":
-    crash_around(index.AnnIndex, "save_snapshot", True)
+owner, name, before = {{
+    "before-snapshot-patch": (memory, "patch_snapshot", True),
+    "after-snapshot-patch": (memory, "patch_snapshot", False),
+    "after-vault-erase": (vault.Vault, "erase", False),
+    "before-rewrite": (store.Store, "rewrite", True),
+    "after-rewrite": (store.Store, "rewrite", False),
+}}[where]
+crash_around(owner, name, before)
 mem = VisualMemory.open({path!r})
 purge(mem, [3, 8])
 """
 
 
-@pytest.mark.parametrize("where", ["before-database", "before-rewrite", "after-rewrite", "before-snapshot"])
+@pytest.mark.parametrize("where", ["before-snapshot-patch", "after-snapshot-patch", "after-vault-erase",
+                                   "before-rewrite", "after-rewrite"])
 def test_crash_during_purge_is_finished_on_open(memory, where):
     patterns = leftovers(memory, [3, 8])
     memory.flush()
     path = memory.path
     memory.close()
+    assert byte_scan(path, patterns)  # the snapshot and the vault hold them before
     script = CRASH_DURING_PURGE.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path), where=where)
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     assert (path / "purge.journal.json").exists()
@@ -167,7 +169,8 @@ def test_crash_during_purge_is_finished_on_open(memory, where):
         assert mem.exemplars([3, 8]).empty
         assert [e.action for e in mem.audit_log()].count("purge") == 1
         assert verify(mem.audit_log()).ok
-    assert byte_scan(path, patterns) == []
+        assert byte_scan(path, patterns) == []
+    assert byte_scan(path, patterns) == []  # and after the snapshot written on close
 
 
 def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):

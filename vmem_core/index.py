@@ -8,18 +8,20 @@ temp file, are fsynced and renamed, and a manifest keeps their sha256 and the la
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import mmap
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import hnswlib
 import numpy as np
 
-from .atomic import fsync_file, sha256_file, write_json_atomic
+from .atomic import fsync_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,8 @@ MANIFEST_NAME = "manifest.json"
 # L2-normalised, and "ip" stores them byte for byte (the "cosine" space renormalises them, changing last bits), so
 # the index holds exactly the embeddings in the database and a byte scan can prove a purged one is gone.
 SPACE = "ip"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+CHECKSUM_CHUNK = 16 * 1024 * 1024  # checksums per 16 MiB chunk: a purge patches one record and re-hashes one chunk
 EXACT_SEARCH_BELOW = 2048  # live items or allowed ids: exact search is as fast and perfectly recalled
 
 
@@ -122,13 +125,13 @@ class AnnIndex:
                 pass  # not marked (or not present: the caller adds those)
             self._deleted.discard(item)
 
-    def scrub(self, ids: Iterable[int], seed: Optional[int] = None) -> list[int]:
+    def scrub(self, ids: Iterable[int], seed: Optional[int] = None) -> dict[int, np.ndarray]:
         """Overwrite the stored vectors of ids with random unit vectors and mark them deleted, so that the next
-        snapshot holds none of their bytes; returns the ids that were present."""
+        snapshot holds none of their bytes; returns the noise written for each id that was present."""
         present = set(self.ids().tolist())
         targets = [int(i) for i in ids if int(i) in present]
         if not targets:
-            return []
+            return {}
         rng = np.random.default_rng(seed)
         noise = rng.normal(size=(len(targets), self.dim)).astype(np.float32)
         noise /= np.linalg.norm(noise, axis=1, keepdims=True)
@@ -137,7 +140,7 @@ class AnnIndex:
         self._index.add_items(noise, np.asarray(targets, dtype=np.uint64), num_threads=1)
         self._deleted.difference_update(targets)
         self.mark_deleted(targets)
-        return targets
+        return dict(zip(targets, noise))
 
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
         ids = [int(i) for i in ids]
@@ -211,7 +214,7 @@ class AnnIndex:
         try:
             self._index.save_index(tmp)
             fsync_file(Path(tmp))
-            digest = sha256_file(Path(tmp))
+            chunks = chunk_digests(Path(tmp))
             os.replace(tmp, final)
         finally:
             if os.path.exists(tmp):
@@ -219,7 +222,8 @@ class AnnIndex:
         manifest = {
             "format": SNAPSHOT_FORMAT,
             "file": final.name,
-            "sha256": digest,
+            "chunk_size": CHECKSUM_CHUNK,
+            "chunks": chunks,
             "applied_seq": applied_seq,
             "dim": self.dim,
             "M": self.params.M,
@@ -247,13 +251,69 @@ def find_snapshot(directory: Path, dim: int) -> tuple[Optional[Snapshot], str]:
     try:
         manifest = json.loads(manifest_path.read_text())
         path = directory / manifest["file"]
-        expected, applied_seq = manifest["sha256"], int(manifest["applied_seq"])
+        expected, applied_seq = manifest["chunks"], int(manifest["applied_seq"])
+        if int(manifest["chunk_size"]) != CHECKSUM_CHUNK:
+            return None, f"index snapshot checksummed in chunks of {manifest['chunk_size']} bytes"
     except (ValueError, KeyError, TypeError) as exc:
         return None, f"index manifest unreadable ({exc})"
     if manifest.get("dim") != dim:
         return None, f"index snapshot has dimension {manifest.get('dim')}, the memory {dim}"
     if not path.exists():
         return None, f"index file {path.name} missing"
-    if sha256_file(path) != expected:
+    if chunk_digests(path) != expected:
         return None, f"index file {path.name} does not match its checksum (truncated or corrupted)"
     return Snapshot(path, applied_seq), "ok"
+
+
+def chunk_digests(path: Path, chunk: int = CHECKSUM_CHUNK) -> list[str]:
+    """sha256 of each `chunk`-byte piece of a file (an empty file has one empty piece)."""
+    digests = []
+    with open(path, "rb") as f:
+        while True:
+            piece = f.read(chunk)
+            if not piece and digests:
+                break
+            digests.append(hashlib.sha256(piece).hexdigest())
+            if len(piece) < chunk:
+                break
+    return digests
+
+
+def patch_snapshot(directory: Path, replacements: Sequence[tuple[bytes, bytes]]) -> int:
+    """Overwrite byte runs in the current snapshot file in place, then re-hash only the chunks touched.
+
+    Each (old, new) pair is an element's stored vector followed by its 8-byte label (unique per element), as hnswlib
+    lays them out; pairs not found (already patched, or added after the snapshot) are skipped. A crash midway leaves
+    a file that fails its checksum, which the next open rebuilds from the store. Returns how many were patched.
+    """
+    manifest_path = directory / MANIFEST_NAME
+    if not manifest_path.exists():
+        return 0
+    manifest = json.loads(manifest_path.read_text())
+    path = directory / manifest["file"]
+    if not path.exists():
+        return 0
+    touched, patched = set(), 0
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as data:
+        for old, new in replacements:
+            if len(old) != len(new):
+                raise ValueError("a patch must keep the length of what it replaces")
+            at = data.find(old)
+            if at < 0:
+                continue
+            data[at:at + len(new)] = new
+            touched.update(range(at // CHECKSUM_CHUNK, (at + len(new) - 1) // CHECKSUM_CHUNK + 1))
+            patched += 1
+        data.flush()
+        os.fsync(f.fileno())
+        chunks = list(manifest["chunks"])
+        for index in sorted(touched):
+            chunks[index] = hashlib.sha256(data[index * CHECKSUM_CHUNK:(index + 1) * CHECKSUM_CHUNK]).hexdigest()
+    if touched:
+        write_json_atomic(manifest_path, {**manifest, "chunks": chunks})
+    return patched
+
+
+def element_bytes(vector: np.ndarray, label: int) -> bytes:
+    """How hnswlib stores an element in level 0: its float32 vector followed by its label as a 64-bit integer."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes() + int(label).to_bytes(8, "little")

@@ -35,7 +35,7 @@ from .errors import (
     VmemError,
 )
 from .images import ImageInput, LoadedImage, load_image, make_thumbnail
-from .index import AnnIndex, IndexParams, find_snapshot
+from .index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
 from .locks import ReadWriteLock
 from .store import NewExemplars, Store
 from .voting import DEFAULT_RULE, PRUNING_MODES, check_rule, class_scores, prepare_votes, vote_all_k
@@ -501,19 +501,27 @@ class VisualMemory:
             raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
         if not ids:
             raise VmemError("nothing to purge: give exemplar ids, or tombstone some first (`vmem delete`)")
-        write_json_atomic(self.path / PURGE_JOURNAL, {"purge_id": purge_id, "ids": ids, "details": details})
+        write_json_atomic(self.path / PURGE_JOURNAL, {
+            "purge_id": purge_id, "ids": ids, "details": details,
+            "thumbnails": self._store.thumbnail_places(ids),  # the rows that say where they lie are about to go
+        })
         self._finish_purge()
 
     def _finish_purge(self) -> None:
+        """Carry out the journal's purge; every step is idempotent, so a crash anywhere is finished by a re-run.
+
+        Order matters: the snapshot is patched while the vault still holds the vectors it must find there."""
         journal = json.loads((self.path / PURGE_JOURNAL).read_text())
         ids = journal["ids"]
         with self._lock.write():
-            self._index.scrub(ids)  # idempotent: scrubbing again only draws new noise
-            self._store.purge(ids, journal["purge_id"], journal["details"])
+            noise = self._index.scrub(ids)  # the in-memory index: vectors overwritten, elements marked deleted
+            originals = dict(zip(ids, self._store.vault.read_vectors(ids)))
+            patch_snapshot(self.path / INDEX_DIR, [
+                (element_bytes(originals[i], i), element_bytes(noise[i], i)) for i in noise if i in originals
+            ])
+            self._store.purge(ids, journal["purge_id"], journal["details"],
+                              [tuple(p) for p in journal["thumbnails"]])
             self._refresh_labels()
-            seq = self._store.seq()
-            self._index.save_snapshot(self.path / INDEX_DIR, seq)  # replaces the file that held their vectors
-            self._index_seq = seq
         (self.path / PURGE_JOURNAL).unlink()
 
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:

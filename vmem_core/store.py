@@ -1,12 +1,15 @@
-"""The DuckDB database of a memory: exemplar rows (embeddings included) and a change counter.
+"""The store of a memory: a DuckDB database of exemplar rows and changes, and the vault of their bytes.
 
-The database is the source of truth: the hnswlib index can always be rebuilt from it. Every write runs in one
-transaction that bumps `seq` and stamps the rows it touched with it (`changed_seq`), so an index snapshot that records
-the last seq it includes can be brought up to date by replaying the rows changed since.
+Together they are the source of truth: the hnswlib index can always be rebuilt from them. Rows hold the metadata
+(label, source, image sha256, time, state) and where the exemplar's thumbnail lies in the vault; the embedding of id i
+is record i of the vault's vector file. Every write runs in one transaction that bumps `seq` and stamps the rows it
+touched with it (`changed_seq`), so an index snapshot that records the last seq it includes can be brought up to date
+by replaying the rows changed since.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -25,8 +28,9 @@ from .atomic import fsync_dir, fsync_file
 from .audit import GENESIS, AuditEntry, canonical, default_actor, entry_hash, id_summary
 from .errors import MemoryFormatError, MemoryLockedError, UnknownIdError
 from .locks import ReadWriteLock
+from .vault import Vault
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -57,7 +61,10 @@ class Store:
         self._write_lock = threading.Lock()
         self._audit_head: Optional[tuple[int, str]] = None  # (seq, hash) of the last committed audit entry
         self._pending_audit: Optional[tuple[int, str]] = None
+        self.vault = Vault(self.path.parent, dim)
         self._create_schema()
+        self._migrate_embedded_bytes()
+        self.vault.trim_thumbnails(self._thumbnails_end())
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
@@ -80,12 +87,13 @@ class Store:
                 label VARCHAR NOT NULL,
                 source VARCHAR NOT NULL,
                 sha256 VARCHAR NOT NULL,
-                thumbnail BLOB,
                 added_at TIMESTAMP NOT NULL,
                 encoder VARCHAR NOT NULL,
-                embedding FLOAT[{self.dim}] NOT NULL,
                 deleted_at TIMESTAMP,
-                changed_seq BIGINT NOT NULL
+                changed_seq BIGINT NOT NULL,
+                thumb_offset BIGINT NOT NULL,
+                thumb_len INTEGER NOT NULL,
+                thumb_sha256 VARCHAR
             );
             CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
             CREATE TABLE IF NOT EXISTS label_changes (
@@ -106,8 +114,37 @@ class Store:
             );
             INSERT INTO meta VALUES ('seq', 0), ('next_id', 0), ('schema_version', {SCHEMA_VERSION})
                 ON CONFLICT DO NOTHING;
+            ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_offset BIGINT DEFAULT -1;
+            ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_len INTEGER DEFAULT 0;
+            ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_sha256 VARCHAR;
             """
         )
+
+    def _migrate_embedded_bytes(self) -> None:
+        """Memories written by vmem 0.1's first schema kept embeddings and thumbnails in the database: move them
+        into the vault once, then rewrite the database without them."""
+        columns = {r[0] for r in self._con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'exemplars'").fetchall()}
+        if "embedding" not in columns:
+            return
+        import hashlib
+
+        rows = self._con.execute("SELECT id, embedding, thumbnail FROM exemplars ORDER BY id").fetchall()
+        for exemplar_id, embedding, thumbnail in rows:
+            self.vault.write_vectors(exemplar_id, np.asarray(embedding, dtype=np.float32)[None, :])
+            ((offset, length),) = self.vault.append_thumbnails([bytes(thumbnail) if thumbnail else None])
+            self._con.execute(
+                "UPDATE exemplars SET thumb_offset = ?, thumb_len = ?, thumb_sha256 = ? WHERE id = ?",
+                [offset, length, hashlib.sha256(bytes(thumbnail)).hexdigest() if thumbnail else None, exemplar_id])
+        self._con.execute("ALTER TABLE exemplars DROP COLUMN embedding")
+        self._con.execute("ALTER TABLE exemplars DROP COLUMN thumbnail")
+        self._con.execute(f"UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version'")
+        self.rewrite()
+
+    def _thumbnails_end(self) -> int:
+        with self._cursor() as cur:
+            return int(cur.execute("SELECT coalesce(max(thumb_offset + thumb_len), 0) FROM exemplars "
+                                   "WHERE thumb_offset >= 0").fetchone()[0])
 
     def close(self) -> None:
         self._con.close()
@@ -122,9 +159,10 @@ class Store:
                 cursor.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
-        """A write transaction with the next seq; the seq is only consumed if the transaction commits."""
-        with self._write_lock, self._cursor() as cur:
+    def _transaction(self, locked: bool = False) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
+        """A write transaction with the next seq; the seq is only consumed if the transaction commits.
+        `locked`: the caller already holds the write lock."""
+        with (contextlib.nullcontext() if locked else self._write_lock), self._cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             self._pending_audit = None
             try:
@@ -164,41 +202,51 @@ class Store:
 
     # --- writes ---------------------------------------------------------------------------------------------------
     def insert(self, rows: NewExemplars) -> tuple[np.ndarray, int]:
-        """Insert rows in one transaction; returns (their new ids, the seq of the change)."""
+        """Insert rows: their bytes into the vault first (fsynced), then the rows in one transaction; returns (their
+        new ids, the seq of the change)."""
+        import hashlib
+
         n = len(rows)
         embeddings = np.ascontiguousarray(rows.embeddings, dtype=np.float32)
         if embeddings.shape != (n, self.dim):
             raise ValueError(f"embeddings have shape {embeddings.shape}, expected ({n}, {self.dim})")
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        with self._transaction() as (cur, seq):
-            first = cur.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0]
-            cur.execute(f"UPDATE meta SET value = value + {int(n)} WHERE key = 'next_id'")
+        with self._write_lock:  # one writer: the ids read here are the ids the transaction will take
+            with self._cursor() as cur:
+                first = cur.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0]
             ids = np.arange(first, first + n, dtype=np.int64)
+            self.vault.write_vectors(first, embeddings)
+            places = self.vault.append_thumbnails(list(rows.thumbnails))
             batch = pa.table(
                 {
                     "id": pa.array(ids),
                     "label": pa.array([str(x) for x in rows.labels], pa.string()),
                     "source": pa.array([str(x) for x in rows.sources], pa.string()),
                     "sha256": pa.array(list(rows.sha256), pa.string()),
-                    "thumbnail": pa.array(list(rows.thumbnails), pa.binary()),
-                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.ravel()), self.dim),
+                    "thumb_offset": pa.array([p[0] for p in places], pa.int64()),
+                    "thumb_len": pa.array([p[1] for p in places], pa.int32()),
+                    "thumb_sha256": pa.array([hashlib.sha256(t).hexdigest() if t else None for t in rows.thumbnails],
+                                             pa.string()),
                 }
             )
-            cur.register("new_rows", batch)
-            try:
-                cur.execute(
-                    f"""INSERT INTO exemplars
-                        SELECT id, label, source, sha256, thumbnail, ?::TIMESTAMP, ?, embedding::FLOAT[{self.dim}],
-                               NULL, ?
-                        FROM new_rows""",
-                    [now, self.encoder_identity, seq],
-                )
-            finally:
-                cur.unregister("new_rows")
-            labels: dict[str, int] = {}
-            for label in batch.column("label").to_pylist():
-                labels[label] = labels.get(label, 0) + 1
-            self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels})
+            with self._transaction(locked=True) as (cur, seq):
+                cur.execute(f"UPDATE meta SET value = value + {int(n)} WHERE key = 'next_id'")
+                cur.register("new_rows", batch)
+                try:
+                    cur.execute(
+                        """INSERT INTO exemplars (id, label, source, sha256, added_at, encoder, deleted_at,
+                                                  changed_seq, thumb_offset, thumb_len, thumb_sha256)
+                           SELECT id, label, source, sha256, ?::TIMESTAMP, ?, NULL, ?, thumb_offset, thumb_len,
+                                  thumb_sha256
+                           FROM new_rows""",
+                        [now, self.encoder_identity, seq],
+                    )
+                finally:
+                    cur.unregister("new_rows")
+                labels: dict[str, int] = {}
+                for label in batch.column("label").to_pylist():
+                    labels[label] = labels.get(label, 0) + 1
+                self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels})
         return ids, seq
 
     def set_deleted(self, ids: Sequence[int], deleted: bool) -> int:
@@ -256,11 +304,20 @@ class Store:
             self._audit(cur, "relabel", {"ids": id_summary(ids), "label": str(label)})
         return seq
 
-    def purge(self, ids: Sequence[int], purge_id: str, details: dict) -> None:
-        """Remove rows physically: delete them and their label history and log the purge in one transaction (once per
-        purge_id, so a resumed purge does not log twice), then rewrite the database into a fresh file so that no
-        free block keeps their bytes."""
+    def thumbnail_places(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """(offset, length) in the vault of each existing id's thumbnail."""
+        with self._cursor() as cur:
+            return [(int(o), int(n)) for o, n in cur.execute(
+                "SELECT thumb_offset, thumb_len FROM exemplars WHERE id IN (SELECT UNNEST(?::BIGINT[])) ORDER BY id",
+                [[int(i) for i in ids]]).fetchall()]
+
+    def purge(self, ids: Sequence[int], purge_id: str, details: dict,
+              thumbnail_places: Sequence[tuple[int, int]]) -> None:
+        """Remove exemplars physically: zero their bytes in the vault, delete their rows and label history and log
+        the purge in one transaction (once per purge_id, so a resumed purge does not log twice), then rewrite the
+        database into a fresh file so that no free block keeps the rows."""
         ids = [int(i) for i in ids]
+        self.vault.erase(ids, thumbnail_places)
         logged = any(entry.action == "purge" and entry.payload().get("purge_id") == purge_id
                      for entry in self.audit_entries())
         if not logged:
@@ -293,15 +350,18 @@ class Store:
 
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
         """Those of `thumbnails` that a row outside `excluding` also holds (the same small image stored twice)."""
-        if not thumbnails:
+        import hashlib
+
+        by_hash = {hashlib.sha256(t).hexdigest(): bytes(t) for t in thumbnails if t}
+        if not by_hash:
             return set()
         with self._cursor() as cur:
             rows = cur.execute(
-                """SELECT DISTINCT thumbnail FROM exemplars
-                   WHERE thumbnail IN (SELECT UNNEST(?::BLOB[])) AND id NOT IN (SELECT UNNEST(?::BIGINT[]))""",
-                [list(thumbnails), [int(i) for i in excluding]],
+                """SELECT DISTINCT thumb_sha256 FROM exemplars
+                   WHERE thumb_sha256 IN (SELECT UNNEST(?::VARCHAR[])) AND id NOT IN (SELECT UNNEST(?::BIGINT[]))""",
+                [list(by_hash), [int(i) for i in excluding]],
             ).fetchall()
-        return {bytes(r[0]) for r in rows}
+        return {by_hash[r[0]] for r in rows}
 
     def all_ids(self) -> np.ndarray:
         """Every id with a row, live or tombstoned (purged ids have none)."""
@@ -328,11 +388,10 @@ class Store:
         """(ids, (n, dim) float32 embeddings) of the rows matching a fixed SQL condition with bound parameters."""
         with self._cursor() as cur:
             table = cur.sql(
-                f"SELECT id, embedding FROM exemplars WHERE {where} ORDER BY id", params=list(params) or None
+                f"SELECT id FROM exemplars WHERE {where} ORDER BY id", params=list(params) or None
             ).to_arrow_table()
         ids = table.column("id").to_numpy().astype(np.int64)
-        flat = table.column("embedding").combine_chunks().flatten().to_numpy()
-        return ids, np.asarray(flat, dtype=np.float32).reshape(len(ids), self.dim)
+        return ids, self.vault.read_vectors(ids)
 
     def changed_since(self, seq: int) -> tuple[np.ndarray, np.ndarray]:
         """(live ids, deleted ids) among the rows changed after `seq`."""
@@ -344,16 +403,21 @@ class Store:
         deleted = np.asarray([r[0] for r in rows if r[1]], dtype=np.int64)
         return live, deleted
 
+    def _with_thumbnails(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame["thumbnail"] = self.vault.read_thumbnails(list(zip(frame.pop("thumb_offset"), frame.pop("thumb_len"))))
+        return frame
+
     def rows(self, ids: Sequence[int]) -> pd.DataFrame:
-        """Metadata (no embedding) of the given ids, in the given order; unknown ids are absent."""
+        """Metadata and thumbnail (no embedding) of the given ids, in the given order; unknown ids are absent."""
         ids = [int(i) for i in ids]
         with self._cursor() as cur:
             frame = cur.execute(
-                """SELECT id, label, source, sha256, thumbnail, added_at, encoder, deleted_at
+                """SELECT id, label, source, sha256, thumb_offset, thumb_len, added_at, encoder, deleted_at
                    FROM exemplars WHERE id IN (SELECT UNNEST(?::BIGINT[]))""",
                 [ids],
             ).df()
-        return frame.set_index("id").reindex([i for i in ids if i in set(frame["id"])]).reset_index()
+        frame = frame.set_index("id").reindex([i for i in ids if i in set(frame["id"])]).reset_index()
+        return self._with_thumbnails(frame)
 
     @staticmethod
     def _browse_filter(label, source, added_from, added_to, include_deleted) -> tuple[str, list]:
@@ -375,11 +439,12 @@ class Store:
         """A page of exemplar metadata, filtered by label, source substring and time added (bound parameters only)."""
         where, params = self._browse_filter(label, source, added_from, added_to, include_deleted)
         with self._cursor() as cur:
-            return cur.execute(
-                f"""SELECT id, label, source, sha256, thumbnail, added_at, deleted_at FROM exemplars
+            frame = cur.execute(
+                f"""SELECT id, label, source, sha256, thumb_offset, thumb_len, added_at, deleted_at FROM exemplars
                     WHERE {where} ORDER BY id LIMIT ? OFFSET ?""",
                 params + [int(limit), int(offset)],
             ).df()
+        return self._with_thumbnails(frame)
 
     def count_matching(
         self,

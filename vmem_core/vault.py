@@ -1,0 +1,101 @@
+"""The bytes of exemplars, beside the database: embeddings and thumbnails in two flat files.
+
+Kept out of DuckDB so that a purge can overwrite an exemplar's bytes where they lie (DuckDB keeps deleted values in
+its file until the whole database is rewritten, which takes seconds at 100k exemplars).
+
+    vectors.f32   exemplar id i's embedding at byte offset i * dim * 4 (ids are never reused)
+    thumbs.bin    thumbnails appended one after another; the database row keeps (offset, length)
+
+Writes land here and are fsynced before the database commits the rows that point at them, so a crash leaves at most
+unreferenced bytes past the end, which the next write overwrites (vectors) or `trim` cuts off (thumbnails).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+VECTORS_NAME = "vectors.f32"
+THUMBNAILS_NAME = "thumbs.bin"
+
+
+class Vault:
+    def __init__(self, directory: Path, dim: int) -> None:
+        self.dim = dim
+        self.record = dim * 4
+        self.vectors_path = Path(directory) / VECTORS_NAME
+        self.thumbnails_path = Path(directory) / THUMBNAILS_NAME
+        for path in (self.vectors_path, self.thumbnails_path):
+            path.touch(exist_ok=True)
+
+    # --- writes ---------------------------------------------------------------------------------------------------
+    def write_vectors(self, first_id: int, vectors: np.ndarray) -> None:
+        """Store consecutive ids' embeddings from `first_id` on, durably."""
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        with open(self.vectors_path, "r+b") as f:
+            f.seek(first_id * self.record)
+            f.write(data.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append_thumbnails(self, thumbnails: Sequence[Optional[bytes]]) -> list[tuple[int, int]]:
+        """Append thumbnails durably; returns (offset, length) for each, (-1, 0) where there is none."""
+        places = []
+        with open(self.thumbnails_path, "ab") as f:
+            offset = f.seek(0, os.SEEK_END)
+            for thumb in thumbnails:
+                if thumb:
+                    f.write(thumb)
+                    places.append((offset, len(thumb)))
+                    offset += len(thumb)
+                else:
+                    places.append((-1, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        return places
+
+    def erase(self, ids: Sequence[int], thumbnails: Sequence[tuple[int, int]]) -> None:
+        """Overwrite ids' embeddings and the given thumbnail ranges with zeros, durably."""
+        for path, places in ((self.vectors_path, [(int(i) * self.record, self.record) for i in ids]),
+                             (self.thumbnails_path, [p for p in thumbnails if p[0] >= 0 and p[1] > 0])):
+            size = path.stat().st_size
+            with open(path, "r+b") as f:
+                for offset, length in places:
+                    if offset < size:
+                        f.seek(offset)
+                        f.write(bytes(min(length, size - offset)))
+                f.flush()
+                os.fsync(f.fileno())
+
+    def trim_thumbnails(self, end: int) -> None:
+        """Cut thumbnail bytes past `end` (left by a write whose database commit never happened)."""
+        if self.thumbnails_path.stat().st_size > end:
+            with open(self.thumbnails_path, "r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
+
+    # --- reads ----------------------------------------------------------------------------------------------------
+    def read_vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """(n, dim) float32 embeddings of ids, in the given order."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        size = self.vectors_path.stat().st_size
+        if int(ids.max()) * self.record + self.record > size:
+            raise ValueError(f"{self.vectors_path} holds no vector for id {int(ids.max())} (file too short)")
+        mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(size // self.record, self.dim))
+        return np.array(mapped[ids], dtype=np.float32)
+
+    def read_thumbnails(self, places: Sequence[tuple[int, int]]) -> list[Optional[bytes]]:
+        out: list[Optional[bytes]] = []
+        with open(self.thumbnails_path, "rb") as f:
+            for offset, length in places:
+                if offset is None or offset < 0 or not length:
+                    out.append(None)
+                    continue
+                f.seek(int(offset))
+                out.append(f.read(int(length)))
+        return out
