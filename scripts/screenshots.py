@@ -2,8 +2,8 @@
 
     python scripts/screenshots.py [--memory sample.vmem] [--out docs/screenshots]
 
-Needs Debian's chromium and chromium-driver. On the Unlearning page it clicks "Forget" to show before and after;
-that happens on the copy, so the memory given is never changed.
+Needs Debian's chromium and chromium-driver. On the Unlearning page it clicks "Forget" (before and after), then
+"Purge" (the certificate); that happens on the copy, so the memory given is never changed.
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ def main() -> None:
                                                      if b.text.startswith("Forget")), None),
                              what="the Forget button").click()
                     wait_for(driver, lambda d: "Forgot" in d.page_source, what="the deletion")
+                    settle(driver, "Unlearning")
+                    driver.save_screenshot(str(args.out / "unlearning-before-after.png"))
+                    print(f"saved {args.out / 'unlearning-before-after.png'}")
+                    wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
+                                                     if b.text.startswith("Purge them")), None),
+                             what="the Purge button").click()
+                    wait_for(driver, lambda d: "Purge certificate" in d.page_source, what="the certificate")
                     settle(driver, "Unlearning")
                 driver.save_screenshot(str(args.out / f"{name}.png"))
                 print(f"saved {args.out / f'{name}.png'}")

@@ -38,7 +38,7 @@ def test_build_records_everything_per_exemplar(memory, small_folder):
 
 def test_config_records_format_and_encoder(memory):
     config = json.loads((memory.path / "vmem.json").read_text())
-    assert config["format"] == "vmem-memory" and config["version"] == 1
+    assert config["format"] == "vmem-memory" and config["version"] == 2
     assert config["encoder"] == {"name": "test-pixels", "identity": "test-pixels:v1", "dim": 64}
 
 
@@ -427,3 +427,37 @@ def test_incremental_label_table_matches_a_fresh_read(memory):
         table, expected = memory.table, fresh()
         assert table.labels == expected.labels
         assert table.ids.tolist() == expected.ids.tolist() and table.classes.tolist() == expected.classes.tolist()
+
+
+def test_memory_of_the_first_schema_migrates_on_open(tmp_path):
+    """vmem's first schema kept embeddings and thumbnails inside DuckDB; opening moves them to the vault."""
+    import duckdb
+
+    path = tmp_path / "old.vmem"
+    path.mkdir()
+    (path / "vmem.json").write_text(json.dumps({
+        "format": "vmem-memory", "version": 1,
+        "encoder": {"name": "test-pixels", "identity": "test-pixels:v1", "dim": 64}, "index": {}}))
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(3, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    con = duckdb.connect(str(path / "memory.duckdb"))
+    con.execute("""CREATE TABLE exemplars (id BIGINT PRIMARY KEY, label VARCHAR NOT NULL, source VARCHAR NOT NULL,
+                   sha256 VARCHAR NOT NULL, thumbnail BLOB, added_at TIMESTAMP NOT NULL, encoder VARCHAR NOT NULL,
+                   embedding FLOAT[64] NOT NULL, deleted_at TIMESTAMP, changed_seq BIGINT NOT NULL)""")
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL)")
+    con.execute("INSERT INTO meta VALUES ('seq', 1), ('next_id', 3), ('schema_version', 1)")
+    for i in range(3):
+        con.execute("INSERT INTO exemplars VALUES (?, ?, 's', 'h', ?, now(), 'test-pixels:v1', ?, NULL, 1)",
+                    [i, "ab"[i % 2], b"thumb%d" % i if i else None, vectors[i].tolist()])
+    con.close()
+    with VisualMemory.open(path) as mem:
+        ids, stored = mem.embeddings()
+        assert ids.tolist() == [0, 1, 2] and np.array_equal(stored, vectors)
+        assert mem.thumbnails([0, 1, 2]) == {0: None, 1: b"thumb1", 2: b"thumb2"}
+        assert mem.search(vectors[2:], 1)[0][0, 0] == 2
+        assert mem.add_embeddings(vectors[:1], ["c"]) == [3]
+    columns = duckdb.connect(str(path / "memory.duckdb")).execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'exemplars'").fetchall()
+    assert ("embedding",) not in columns and ("thumbnail",) not in columns
+    assert json.loads((path / "vmem.json").read_text())["version"] == 2

@@ -43,7 +43,7 @@ from .voting import DEFAULT_RULE, PRUNING_MODES, check_rule, class_scores, prepa
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "vmem-memory"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: embeddings and thumbnails in the vault files (1: inside DuckDB; migrated on open)
 CONFIG_NAME = "vmem.json"
 DATABASE_NAME = "memory.duckdb"
 INDEX_DIR = "index"
@@ -186,6 +186,9 @@ class VisualMemory:
         self._encoder = encoder
         self._lock = ReadWriteLock()
         self._store = Store(self.path / DATABASE_NAME, self.dim, config["encoder"]["identity"])
+        if config["version"] < FORMAT_VERSION:  # the store has just migrated the layout
+            self.config = config = {**config, "version": FORMAT_VERSION}
+            write_json_atomic(self.path / CONFIG_NAME, config)
         self._derived: dict[object, tuple[int, object]] = {}
         try:
             self._index, self._index_seq = self._open_index()
