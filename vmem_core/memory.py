@@ -102,7 +102,10 @@ class LabelTable:
 
     def without(self, ids) -> "LabelTable":
         """This table less the given ids (labels left with no exemplar are dropped)."""
-        keep = ~np.isin(self.ids, np.asarray(list(ids), dtype=np.int64))
+        gone = np.asarray(list(ids), dtype=np.int64)
+        where = np.clip(np.searchsorted(self.ids, gone), 0, max(len(self.ids) - 1, 0))
+        keep = np.ones(len(self.ids), dtype=bool)
+        keep[where[self.ids[where] == gone] if len(self.ids) else []] = False  # ids are sorted: no hashing needed
         used = np.flatnonzero(np.bincount(self.classes[keep], minlength=len(self.labels)))
         if len(used) == len(self.labels):
             return LabelTable(self.ids[keep], self.classes[keep], self.labels)
