@@ -206,3 +206,22 @@ def test_identical_image_that_stays_is_named_not_failed(memory):
     assert certificate.passed, certificate.explain()
     assert "not searched: byte-identical to an exemplar that stays" in certificate.checks[0].detail
     assert second in memory.table.ids
+
+
+def test_purge_when_the_snapshot_is_of_an_older_format(memory):
+    """An old-format snapshot cannot be patched: the purge writes a fresh one, and no stale file survives."""
+    import json
+
+    memory.flush()
+    path = memory.path
+    patterns = leftovers(memory, [6])
+    memory.close()
+    manifest_path = path / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({"format": 1, "file": manifest["file"], "sha256": "x",
+                                         "applied_seq": manifest["applied_seq"], "dim": 64}))
+    with VisualMemory.open(path) as mem:  # the index is rebuilt; the old file still holds the vectors
+        assert byte_scan(path, patterns)
+        certificate = purge(mem, [6])
+        assert certificate.passed, certificate.explain()
+    assert byte_scan(path, patterns) == []

@@ -279,20 +279,29 @@ def chunk_digests(path: Path, chunk: int = CHECKSUM_CHUNK) -> list[str]:
     return digests
 
 
-def patch_snapshot(directory: Path, replacements: Sequence[tuple[bytes, bytes]]) -> int:
+def patch_snapshot(directory: Path, replacements: Sequence[tuple[bytes, bytes]]) -> Optional[int]:
     """Overwrite byte runs in the current snapshot file in place, then re-hash only the chunks touched.
 
     Each (old, new) pair is an element's stored vector followed by its 8-byte label (unique per element), as hnswlib
     lays them out; pairs not found (already patched, or added after the snapshot) are skipped. A crash midway leaves
-    a file that fails its checksum, which the next open rebuilds from the store. Returns how many were patched.
+    a file that fails its checksum, which the next open rebuilds from the store. Index files the manifest does not
+    name (left by a crash during a snapshot) are removed. Returns how many were patched, or None when the snapshot
+    cannot be patched (no manifest, another format): the caller must then write a fresh one.
     """
     manifest_path = directory / MANIFEST_NAME
-    if not manifest_path.exists():
-        return 0
-    manifest = json.loads(manifest_path.read_text())
-    path = directory / manifest["file"]
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        path = directory / manifest["file"]
+        if manifest.get("format") != SNAPSHOT_FORMAT or int(manifest["chunk_size"]) != CHECKSUM_CHUNK:
+            return None
+        manifest["chunks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for stale in directory.glob("*"):
+        if stale.is_file() and stale != path and stale != manifest_path:
+            stale.unlink(missing_ok=True)
     if not path.exists():
-        return 0
+        return None
     touched, patched = set(), 0
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as data:
         for old, new in replacements:

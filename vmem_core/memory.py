@@ -522,9 +522,12 @@ class VisualMemory:
         with self._lock.write():
             noise = self._index.scrub(ids)  # the in-memory index: vectors overwritten, elements marked deleted
             originals = dict(zip(ids, self._store.vault.read_vectors(ids)))
-            patch_snapshot(self.path / INDEX_DIR, [
+            patched = patch_snapshot(self.path / INDEX_DIR, [
                 (element_bytes(originals[i], i), element_bytes(noise[i], i)) for i in noise if i in originals
             ])
+            if patched is None:  # no snapshot in the current format: write the scrubbed index whole instead
+                self._index_seq = self._store.seq()  # the live index holds every committed change
+                self._index.save_snapshot(self.path / INDEX_DIR, self._index_seq)
             self._store.purge(ids, journal["purge_id"], journal["details"],
                               [tuple(p) for p in journal["thumbnails"]])
             self._refresh_labels()
