@@ -100,7 +100,8 @@ if certificate:
         f"{verdict}: {len(certificate['ids'])} exemplar(s) removed from every file in "
         f"{certificate['purge_seconds'] * 1000:.0f} ms. They cannot be restored.")
     for check in certificate["checks"]:
-        st.markdown(f"{'✅' if check['passed'] else '❌'} **{check['name']}**: {check['detail']}")
+        icon = ':green[:material/check_circle:]' if check['passed'] else ':red[:material/cancel:]'
+        st.markdown(f"{icon} **{check['name']}**: {check['detail']}")
     st.caption(f"Memory digest before {certificate['digest_before'][:16]}..., after "
                f"{certificate['digest_after'][:16]}...; recorded in the audit log as purge {certificate['purge_id']}.")
     st.download_button("Download the certificate (JSON)", json.dumps(certificate, indent=2),
