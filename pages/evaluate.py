@@ -81,8 +81,9 @@ if st.button("Run memory-size experiment", key="eval-size"):
     frame = accuracy_vs_memory_size(memory, split.embeddings, split.labels, seeds=list(range(seeds)), k=k,
                                     rule=settings.voting, progress=lambda d, t: bar.progress(d / t))
     bar.empty()
-    st.session_state["eval-size-result"] = frame
-frame = st.session_state.get("eval-size-result")
+    st.session_state["eval-size-result"] = (memory.table, frame)
+stored = st.session_state.get("eval-size-result")
+frame = stored[1] if stored is not None and stored[0] is memory.table else None  # stale after any change
 if frame is not None:
     st.plotly_chart(memory_size_figure(frame), width="stretch")
     summary = frame.groupby("per_class")["accuracy"].agg(["mean", "std", "min", "max"]).round(4)

@@ -97,3 +97,68 @@ def test_thumbnail_shrinks_but_never_enlarges():
 
     assert Image.open(io.BytesIO(make_thumbnail(big))).size == (96, 48)
     assert Image.open(io.BytesIO(make_thumbnail(small))).size == (28, 28)
+
+
+# --- fuzzing: whatever the bytes, the answer is an RGB image or a BadImageError, never another exception ---------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _seed_files() -> dict[str, bytes]:
+    import io
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 255, (12, 9, 3), dtype=np.uint8)
+    out = {}
+    for fmt in ("PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP"):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format=fmt)
+        out[fmt] = buffer.getvalue()
+    return out
+
+
+SEEDS = _seed_files()
+
+
+def _decodes_or_rejects(data: bytes) -> None:
+    try:
+        loaded = load_image(data, "fuzzed")
+    except BadImageError as exc:
+        assert "fuzzed" in str(exc)
+        return
+    assert loaded.image.mode == "RGB" and loaded.image.width * loaded.image.height <= MAX_IMAGE_PIXELS
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096))
+def test_fuzz_random_bytes(data):
+    _decodes_or_rejects(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(SEEDS)), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=8),
+       st.integers(0, 3))
+def test_fuzz_mutated_headers(fmt, flips, cut):
+    data = bytearray(SEEDS[fmt])
+    for position, value in flips:
+        data[min(position, len(data) - 1)] = value  # headers live in the first 200 bytes
+    if cut:
+        data = data[: len(data) * (4 - cut) // 4]
+    _decodes_or_rejects(bytes(data))
+
+
+def test_special_images():
+    import io
+
+    frames = [Image.new("P", (5, 4), i) for i in range(3)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    assert load_image(gif.getvalue()).image.size == (5, 4)  # animated: the first frame
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (4, 4), (0, 255, 0, 0)).save(cmyk, format="JPEG")
+    assert load_image(cmyk.getvalue()).image.mode == "RGB"
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.new("RGB", (8, 2)).save(rotated, format="JPEG", exif=exif)
+    assert load_image(rotated.getvalue()).image.size == (2, 8)

@@ -87,6 +87,7 @@ def load_image(item: ImageInput, name: str | None = None) -> LoadedImage:
     data = _read_bytes(item, label)
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # damaged-tag notes: the image is decoded or rejected anyway
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
             width, height = opened.size  # header only: checked before any pixel is decoded
