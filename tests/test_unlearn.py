@@ -78,11 +78,11 @@ def test_audit_log_records_every_change_and_chains(memory):
     assert entries[1].payload() == {"ids": {"count": 12, "runs": [[0, 11]]},
                                     "labels": {"bag": 4, "sneaker": 4, "trouser": 4}}
     assert all(e.actor.endswith("via library") for e in entries)
-    assert verify(entries).ok and verify(entries).entries == len(entries)
+    assert memory.verify_audit().ok and memory.verify_audit().entries == len(entries)
     assert entries[-1].payload()["ids"] == [2]
 
 
-@pytest.mark.parametrize("tamper", ["edit", "remove", "rehash-one"])
+@pytest.mark.parametrize("tamper", ["edit", "remove", "rehash-one", "cut-the-end"])
 def test_audit_tampering_is_detected(memory, tamper):
     memory.delete([1])
     memory.restore([1])
@@ -94,6 +94,8 @@ def test_audit_tampering_is_detected(memory, tamper):
         con.execute("UPDATE audit_log SET details = '{\"ids\":{\"count\":1,\"runs\":[[9,9]]}}' WHERE action='delete'")
     elif tamper == "remove":
         con.execute("DELETE FROM audit_log WHERE action = 'delete'")
+    elif tamper == "cut-the-end":
+        con.execute("DELETE FROM audit_log WHERE seq >= ?", [delete_seq])
     else:  # a careful forger recomputes the edited entry's own hash: the next link still breaks
         from vmem_core.audit import entry_hash
 
@@ -103,10 +105,10 @@ def test_audit_tampering_is_detected(memory, tamper):
                     [forged, entry_hash(prev, seq, at, actor, action, forged), seq])
     con.close()
     with VisualMemory.open(path) as mem:
-        result = verify(mem.audit_log())
+        result = mem.verify_audit()
     assert not result.ok
     # an edit breaks its own entry; a removal or a re-hashed forgery breaks the link of the entry after it
-    assert result.first_broken == (delete_seq if tamper == "edit" else delete_seq + 1)
+    assert result.first_broken == (delete_seq if tamper in ("edit", "cut-the-end") else delete_seq + 1)
     cli = subprocess.run([sys.executable, "-m", "vmem_core.cli", "audit", "verify", str(path)],
                          capture_output=True, text=True, cwd=REPO)
     assert cli.returncode == 1 and "BROKEN" in cli.stdout
@@ -168,7 +170,7 @@ def test_crash_during_purge_is_finished_on_open(memory, where):
         assert len(mem) == 10 and mem._index.live_count == 10
         assert mem.exemplars([3, 8]).empty
         assert [e.action for e in mem.audit_log()].count("purge") == 1
-        assert verify(mem.audit_log()).ok
+        assert mem.verify_audit().ok
         assert byte_scan(path, patterns) == []
     assert byte_scan(path, patterns) == []  # and after the snapshot written on close
 
@@ -193,7 +195,7 @@ def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
             assert not (path / "purge.journal.json").exists()
             purged = mem.exemplars([10, 20]).empty
             assert len(mem) == (2998 if purged else 3000) and mem._index.live_count == len(mem)
-            assert verify(mem.audit_log()).ok
+            assert mem.verify_audit().ok
             if purged:
                 assert byte_scan(path, byte_patterns(vectors, [])) == []
 
@@ -225,3 +227,87 @@ def test_purge_when_the_snapshot_is_of_an_older_format(memory):
         certificate = purge(mem, [6])
         assert certificate.passed, certificate.explain()
     assert byte_scan(path, patterns) == []
+
+
+def test_crashed_add_leaves_no_bytes_for_a_later_purge_to_miss(memory):
+    """An add killed after its vault write but before its commit: those bytes must not outlive the next open."""
+    extra = np.stack([np.eye(64)[9], np.eye(64)[10]]) + 0.02
+    path = memory.path
+    memory.close()
+    script = (f"import os, sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r});"
+              "import numpy as np, conftest; from vmem_core import VisualMemory, store;"
+              "store.Store._insert_rows = lambda *a, **k: os._exit(9);"
+              f"VisualMemory.open({str(path)!r}).add_embeddings(np.stack([np.eye(64)[9], np.eye(64)[10]]) + 0.02,"
+              " ['x', 'y'], thumbnails=[b'ghost-thumbnail-one', b'ghost-thumbnail-two'])")
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    orphans = byte_patterns(extra / np.linalg.norm(extra, axis=1, keepdims=True),
+                            [b"ghost-thumbnail-one", b"ghost-thumbnail-two"])
+    with VisualMemory.open(path) as mem:
+        assert byte_scan(path, orphans) == []  # trimmed on open
+        (again,) = mem.add_embeddings(extra[1:], ["y"])
+        assert again == 12 and purge(mem, [again]).passed
+
+
+def test_failed_add_writes_nothing(memory):
+    before = memory._store.vault.sizes()
+    with pytest.raises(Exception):
+        memory.add_embeddings(np.ones((1, 64)), ["x"], sha256=[123], thumbnails=[b"never-stored"])
+    assert memory._store.vault.sizes() == before
+
+
+def test_purge_removes_stray_index_files_and_stale_snapshots(memory):
+    vector = memory.stored_embeddings([2])[1]
+    memory.flush()
+    (memory.path / "index" / ".index.crashed.tmp").write_bytes(b"x" + vector.tobytes())
+    assert purge(memory, [2]).passed
+    assert not (memory.path / "index" / ".index.crashed.tmp").exists()
+
+
+def test_purge_after_the_index_was_rebuilt_from_a_damaged_snapshot(memory):
+    memory.delete([3])
+    memory.flush()
+    patterns = leftovers(memory, [3])
+    path = memory.path
+    memory.close()
+    snapshot = next((path / "index").glob("index.*.hnsw"))
+    data = bytearray(snapshot.read_bytes())
+    data[-1] ^= 0xFF  # damage far from id 3's record: the file still holds its vector
+    snapshot.write_bytes(bytes(data))
+    with VisualMemory.open(path) as mem:  # rebuilt from the store, without the tombstoned id 3
+        assert purge(mem, [3]).passed
+        assert byte_scan(path, patterns) == []
+
+
+def test_patch_refuses_a_damaged_chunk(memory):
+    from vmem_core.index import element_bytes, patch_snapshot
+
+    memory.flush()
+    snapshot = next((memory.path / "index").glob("index.*.hnsw"))
+    vector = memory.stored_embeddings([4])[1][0]
+    data = bytearray(snapshot.read_bytes())
+    data[-1] ^= 0xFF
+    snapshot.write_bytes(bytes(data))
+    assert patch_snapshot(memory.path / "index", [(element_bytes(vector, 4), element_bytes(vector * 0, 4))]) is None
+
+
+def test_concurrent_purges_both_complete(memory):
+    import threading
+
+    errors = []
+    threads = [threading.Thread(target=lambda i=i: errors.append(None) if purge(memory, [i]).passed
+                                else errors.append(i)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [None, None]
+    assert memory.exemplars([1, 2]).empty and memory.verify_audit().ok
+
+
+def test_twin_kept_only_as_a_tombstone_is_named(memory):
+    vector = memory.stored_embeddings([5])[1]
+    (twin,) = memory.add_embeddings(vector, ["twin"])
+    memory.delete([5])  # the original stays, tombstoned
+    certificate = purge(memory, [twin])
+    assert certificate.passed, certificate.explain()
+    assert "byte-identical to an exemplar that stays" in certificate.checks[0].detail

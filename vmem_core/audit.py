@@ -65,8 +65,13 @@ class Verification:
         return {"ok": self.ok, "entries": self.entries, "first_broken": self.first_broken, "reason": self.reason}
 
 
-def verify(entries: Iterable[AuditEntry]) -> Verification:
-    """Check the chain from the first entry: sequence numbers, links and hashes."""
+def verify(entries: Iterable[AuditEntry], head: Optional[tuple[int, str]] = None) -> Verification:
+    """Check the chain from the first entry: sequence numbers, links and hashes; and, given the recorded head
+    (seq, hash) of the last entry written, that nothing was cut from the end.
+
+    The chain proves the log consistent with itself and with its head; someone able to rewrite both the whole log
+    and the head could forge it, so keep copies of heads elsewhere (each purge certificate records one).
+    """
     prev, count, expected_seq = GENESIS, 0, 1
     for entry in entries:
         count += 1
@@ -79,6 +84,9 @@ def verify(entries: Iterable[AuditEntry]) -> Verification:
         if recomputed != entry.hash:
             return Verification(False, count, entry.seq, f"entry {entry.seq} was altered after it was written")
         prev, expected_seq = entry.hash, expected_seq + 1
+    if head is not None and (expected_seq - 1, prev) != tuple(head):
+        return Verification(False, count, expected_seq, f"the log ends at entry {expected_seq - 1} but entry "
+                                                        f"{head[0]} was written: entries were removed from the end")
     return Verification(True, count, None, f"all {count} entries chain correctly")
 
 

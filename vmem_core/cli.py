@@ -145,8 +145,6 @@ def cmd_purge(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .audit import verify
-
     words = list(args.words)
     verify_mode = words[:1] == ["verify"]
     if verify_mode:
@@ -156,8 +154,8 @@ def cmd_audit(args) -> int:
     args.memory = words[0]
     with _open(args) as memory:
         entries = memory.audit_log()
+        result = memory.verify_audit()
     if verify_mode:
-        result = verify(entries)
         if args.json:
             _print_json(result.to_dict())
         else:

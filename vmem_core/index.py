@@ -231,9 +231,7 @@ class AnnIndex:
             "count": int(self._index.get_current_count()),
         }
         write_json_atomic(directory / MANIFEST_NAME, manifest)
-        for stale in directory.glob("index.*.hnsw"):
-            if stale != final:
-                stale.unlink(missing_ok=True)
+        remove_unnamed_files(directory, final)
         return final
 
 
@@ -296,31 +294,46 @@ def patch_snapshot(directory: Path, replacements: Sequence[tuple[bytes, bytes]])
             return None
         manifest["chunks"]
     except (OSError, ValueError, KeyError, TypeError):
+        remove_unnamed_files(directory, None)
         return None
-    for stale in directory.glob("*"):
-        if stale.is_file() and stale != path and stale != manifest_path:
-            stale.unlink(missing_ok=True)
+    remove_unnamed_files(directory, path)
     if not path.exists():
         return None
     touched, patched = set(), 0
+    chunks = list(manifest["chunks"])
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as data:
+        found = []
         for old, new in replacements:
             if len(old) != len(new):
                 raise ValueError("a patch must keep the length of what it replaces")
             at = data.find(old)
-            if at < 0:
-                continue
+            if at >= 0:
+                found.append((at, new))
+                touched.update(range(at // CHECKSUM_CHUNK, (at + len(new) - 1) // CHECKSUM_CHUNK + 1))
+        if any(index >= len(chunks) or _chunk_digest(data, index) != chunks[index] for index in touched):
+            return None  # damaged already: re-hashing would bless the damage; the caller writes a fresh snapshot
+        for at, new in found:
             data[at:at + len(new)] = new
-            touched.update(range(at // CHECKSUM_CHUNK, (at + len(new) - 1) // CHECKSUM_CHUNK + 1))
             patched += 1
         data.flush()
         os.fsync(f.fileno())
-        chunks = list(manifest["chunks"])
         for index in sorted(touched):
-            chunks[index] = hashlib.sha256(data[index * CHECKSUM_CHUNK:(index + 1) * CHECKSUM_CHUNK]).hexdigest()
+            chunks[index] = _chunk_digest(data, index)
     if touched:
         write_json_atomic(manifest_path, {**manifest, "chunks": chunks})
     return patched
+
+
+def _chunk_digest(data, index: int) -> str:
+    return hashlib.sha256(data[index * CHECKSUM_CHUNK:(index + 1) * CHECKSUM_CHUNK]).hexdigest()
+
+
+def remove_unnamed_files(directory: Path, keep: Optional[Path]) -> None:
+    """Delete every file in the index directory but the manifest and `keep`: stale snapshots and temp files left
+    by a crash may hold vectors that a purge must not leave behind."""
+    for path in directory.glob("*"):
+        if path.is_file() and path.name != MANIFEST_NAME and path != keep:
+            path.unlink(missing_ok=True)
 
 
 def element_bytes(vector: np.ndarray, label: int) -> bytes:

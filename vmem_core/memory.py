@@ -501,17 +501,19 @@ class VisualMemory:
         """Remove exemplars' bytes from the index and the database files (see vmem_core.unlearn for the certified
         version). A journal written first makes an interrupted purge finish on the next open."""
         ids = sorted({int(i) for i in ids})
-        known = set(self._store.all_ids().tolist())
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
-        if not ids:
-            raise VmemError("nothing to purge: give exemplar ids, or tombstone some first (`vmem delete`)")
-        write_json_atomic(self.path / PURGE_JOURNAL, {
-            "purge_id": purge_id, "ids": ids, "details": details,
-            "thumbnails": self._store.thumbnail_places(ids),  # the rows that say where they lie are about to go
-        })
-        self._finish_purge()
+        with self._lock.write():  # one purge at a time: the journal is a single file
+            known = set(self._store.all_ids().tolist())
+            unknown = [i for i in ids if i not in known]
+            if unknown:
+                raise UnknownIdError(
+                    f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
+            if not ids:
+                raise VmemError("nothing to purge: give exemplar ids, or tombstone some first (`vmem delete`)")
+            write_json_atomic(self.path / PURGE_JOURNAL, {
+                "purge_id": purge_id, "ids": ids, "details": details,
+                "thumbnails": self._store.thumbnail_places(ids),  # the rows that say where they lie are about to go
+            })
+            self._finish_purge()
 
     def _finish_purge(self) -> None:
         """Carry out the journal's purge; every step is idempotent, so a crash anywhere is finished by a re-run.
@@ -522,10 +524,17 @@ class VisualMemory:
         with self._lock.write():
             noise = self._index.scrub(ids)  # the in-memory index: vectors overwritten, elements marked deleted
             originals = dict(zip(ids, self._store.vault.read_vectors(ids)))
-            patched = patch_snapshot(self.path / INDEX_DIR, [
-                (element_bytes(originals[i], i), element_bytes(noise[i], i)) for i in noise if i in originals
-            ])
-            if patched is None:  # no snapshot in the current format: write the scrubbed index whole instead
+            rng = np.random.default_rng()
+            # every journal id, also those the in-memory index lacks (tombstoned before a rebuild): the snapshot on
+            # disk may still hold them
+            replacements = [
+                (element_bytes(originals[i], i),
+                 element_bytes(noise[i] if i in noise else rng.normal(size=self.dim).astype(np.float32), i))
+                for i in ids
+            ]
+            rebuilt = self._index_seq < 0  # the file on disk predates this index: patching it is not enough
+            patched = None if rebuilt else patch_snapshot(self.path / INDEX_DIR, replacements)
+            if patched is None:  # no patchable snapshot (older format, damaged, stale): write the scrubbed index
                 self._index_seq = self._store.seq()  # the live index holds every committed change
                 self._index.save_snapshot(self.path / INDEX_DIR, self._index_seq)
             self._store.purge(ids, journal["purge_id"], journal["details"],
@@ -535,6 +544,10 @@ class VisualMemory:
 
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
         return self._store.thumbnails_kept_elsewhere(thumbnails, excluding)
+
+    def all_ids(self) -> np.ndarray:
+        """Every exemplar with a row, live or tombstoned."""
+        return self._store.all_ids()
 
     def tombstoned_ids(self) -> list[int]:
         return sorted(int(i) for i in self._store.deleted_ids())
@@ -560,9 +573,23 @@ class VisualMemory:
                 out[int(item)] = close
         return out
 
+    def exclusive(self):
+        """A context in which no other thread changes or searches the memory (this thread may do both)."""
+        return self._lock.write()
+
     def audit_log(self):
-        """Every change ever made, as hash-chained entries (vmem_core.audit.verify checks them)."""
+        """Every change ever made, as hash-chained entries (`verify_audit` checks them)."""
         return self._store.audit_entries()
+
+    def audit_head(self):
+        """(seq, hash) of the last audit entry written."""
+        return self._store.audit_head()
+
+    def verify_audit(self):
+        """Check the audit log's chain and that it ends at its recorded head (vmem_core.audit.Verification)."""
+        from .audit import verify
+
+        return verify(self._store.audit_entries(), self._store.audit_head())
 
     def build(
         self,

@@ -64,7 +64,7 @@ class Store:
         self.vault = Vault(self.path.parent, dim)
         self._create_schema()
         self._migrate_embedded_bytes()
-        self.vault.trim_thumbnails(self._thumbnails_end())
+        self._trim_vault()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
@@ -112,6 +112,7 @@ class Store:
                 prev_hash VARCHAR NOT NULL,
                 hash VARCHAR NOT NULL
             );
+            CREATE TABLE IF NOT EXISTS audit_head (seq BIGINT NOT NULL, hash VARCHAR NOT NULL);
             INSERT INTO meta VALUES ('seq', 0), ('next_id', 0), ('schema_version', {SCHEMA_VERSION})
                 ON CONFLICT DO NOTHING;
             ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_offset BIGINT DEFAULT -1;
@@ -129,22 +130,34 @@ class Store:
             return
         import hashlib
 
+        self.vault.trim_thumbnails(0)  # a migration killed earlier left copies no committed row points at
         rows = self._con.execute("SELECT id, embedding, thumbnail FROM exemplars ORDER BY id").fetchall()
-        for exemplar_id, embedding, thumbnail in rows:
-            self.vault.write_vectors(exemplar_id, np.asarray(embedding, dtype=np.float32)[None, :])
-            ((offset, length),) = self.vault.append_thumbnails([bytes(thumbnail) if thumbnail else None])
-            self._con.execute(
-                "UPDATE exemplars SET thumb_offset = ?, thumb_len = ?, thumb_sha256 = ? WHERE id = ?",
-                [offset, length, hashlib.sha256(bytes(thumbnail)).hexdigest() if thumbnail else None, exemplar_id])
-        self._con.execute("ALTER TABLE exemplars DROP COLUMN embedding")
-        self._con.execute("ALTER TABLE exemplars DROP COLUMN thumbnail")
-        self._con.execute(f"UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version'")
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            for exemplar_id, embedding, thumbnail in rows:
+                self.vault.write_vectors(exemplar_id, np.asarray(embedding, dtype=np.float32)[None, :])
+                ((offset, length),) = self.vault.append_thumbnails([bytes(thumbnail) if thumbnail else None])
+                self._con.execute(
+                    "UPDATE exemplars SET thumb_offset = ?, thumb_len = ?, thumb_sha256 = ? WHERE id = ?",
+                    [offset, length, hashlib.sha256(bytes(thumbnail)).hexdigest() if thumbnail else None,
+                     exemplar_id])
+            self._con.execute("ALTER TABLE exemplars DROP COLUMN embedding")
+            self._con.execute("ALTER TABLE exemplars DROP COLUMN thumbnail")
+            self._con.execute(f"UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version'")
+            self._con.execute("COMMIT")
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
         self.rewrite()
 
-    def _thumbnails_end(self) -> int:
+    def _trim_vault(self) -> None:
+        """Drop vault bytes that no committed row points at (an add killed between its vault write and commit)."""
         with self._cursor() as cur:
-            return int(cur.execute("SELECT coalesce(max(thumb_offset + thumb_len), 0) FROM exemplars "
-                                   "WHERE thumb_offset >= 0").fetchone()[0])
+            end = cur.execute("SELECT coalesce(max(thumb_offset + thumb_len), 0) FROM exemplars "
+                              "WHERE thumb_offset >= 0").fetchone()[0]
+            next_id = cur.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0]
+        self.vault.trim_thumbnails(int(end))
+        self.vault.trim_vectors(int(next_id))
 
     def close(self) -> None:
         self._con.close()
@@ -187,6 +200,9 @@ class Store:
         entry = AuditEntry(seq, at, self.actor, action, text, prev, entry_hash(prev, seq, at, self.actor, action, text))
         cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [entry.seq, entry.at, entry.actor, entry.action, entry.details, entry.prev_hash, entry.hash])
+        # the head, kept apart from the log, lets verify notice entries cut from the end
+        cur.execute("DELETE FROM audit_head")
+        cur.execute("INSERT INTO audit_head VALUES (?, ?)", [entry.seq, entry.hash])
         self._pending_audit = (entry.seq, entry.hash)
         return entry
 
@@ -194,6 +210,12 @@ class Store:
         """An audit entry for a change that touches no exemplar row (e.g. the memory's creation)."""
         with self._transaction() as (cur, _):
             self._audit(cur, action, details)
+
+    def audit_head(self) -> Optional[tuple[int, str]]:
+        """(seq, hash) of the last entry ever written, recorded beside the log."""
+        with self._cursor() as cur:
+            row = cur.execute("SELECT seq, hash FROM audit_head").fetchone()
+        return (int(row[0]), str(row[1])) if row else None
 
     def audit_entries(self) -> list[AuditEntry]:
         with self._cursor() as cur:
@@ -211,43 +233,52 @@ class Store:
         if embeddings.shape != (n, self.dim):
             raise ValueError(f"embeddings have shape {embeddings.shape}, expected ({n}, {self.dim})")
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        thumbnail_hashes = [hashlib.sha256(t).hexdigest() if t else None for t in rows.thumbnails]
         with self._write_lock:  # one writer: the ids read here are the ids the transaction will take
             with self._cursor() as cur:
                 first = cur.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0]
             ids = np.arange(first, first + n, dtype=np.int64)
-            self.vault.write_vectors(first, embeddings)
-            places = self.vault.append_thumbnails(list(rows.thumbnails))
-            batch = pa.table(
-                {
-                    "id": pa.array(ids),
-                    "label": pa.array([str(x) for x in rows.labels], pa.string()),
-                    "source": pa.array([str(x) for x in rows.sources], pa.string()),
-                    "sha256": pa.array(list(rows.sha256), pa.string()),
-                    "thumb_offset": pa.array([p[0] for p in places], pa.int64()),
-                    "thumb_len": pa.array([p[1] for p in places], pa.int32()),
-                    "thumb_sha256": pa.array([hashlib.sha256(t).hexdigest() if t else None for t in rows.thumbnails],
-                                             pa.string()),
-                }
-            )
-            with self._transaction(locked=True) as (cur, seq):
-                cur.execute(f"UPDATE meta SET value = value + {int(n)} WHERE key = 'next_id'")
-                cur.register("new_rows", batch)
-                try:
-                    cur.execute(
-                        """INSERT INTO exemplars (id, label, source, sha256, added_at, encoder, deleted_at,
-                                                  changed_seq, thumb_offset, thumb_len, thumb_sha256)
-                           SELECT id, label, source, sha256, ?::TIMESTAMP, ?, NULL, ?, thumb_offset, thumb_len,
-                                  thumb_sha256
-                           FROM new_rows""",
-                        [now, self.encoder_identity, seq],
-                    )
-                finally:
-                    cur.unregister("new_rows")
-                labels: dict[str, int] = {}
-                for label in batch.column("label").to_pylist():
-                    labels[label] = labels.get(label, 0) + 1
-                self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels})
+            columns = {  # built and type-checked before any byte is written
+                "id": pa.array(ids),
+                "label": pa.array([str(x) for x in rows.labels], pa.string()),
+                "source": pa.array([str(x) for x in rows.sources], pa.string()),
+                "sha256": pa.array(list(rows.sha256), pa.string()),
+                "thumb_sha256": pa.array(thumbnail_hashes, pa.string()),
+            }
+            _, thumbnails_end = self.vault.sizes()
+            try:
+                self.vault.write_vectors(first, embeddings)
+                places = self.vault.append_thumbnails(list(rows.thumbnails))
+                batch = pa.table({**columns, "thumb_offset": pa.array([p[0] for p in places], pa.int64()),
+                                  "thumb_len": pa.array([p[1] for p in places], pa.int32())})
+                seq = self._insert_rows(batch, ids, now, n)
+            except BaseException:
+                self.vault.trim_thumbnails(thumbnails_end)  # nothing of a failed add stays on disk
+                self.vault.trim_vectors(first)
+                raise
         return ids, seq
+
+    def _insert_rows(self, batch: pa.Table, ids: np.ndarray, now: dt.datetime, n: int) -> int:
+        """Commit the rows of an add whose bytes are already in the vault; returns the change's seq."""
+        with self._transaction(locked=True) as (cur, seq):
+            cur.execute(f"UPDATE meta SET value = value + {int(n)} WHERE key = 'next_id'")
+            cur.register("new_rows", batch)
+            try:
+                cur.execute(
+                    """INSERT INTO exemplars (id, label, source, sha256, added_at, encoder, deleted_at,
+                                              changed_seq, thumb_offset, thumb_len, thumb_sha256)
+                       SELECT id, label, source, sha256, ?::TIMESTAMP, ?, NULL, ?, thumb_offset, thumb_len,
+                              thumb_sha256
+                       FROM new_rows""",
+                    [now, self.encoder_identity, seq],
+                )
+            finally:
+                cur.unregister("new_rows")
+            labels: dict[str, int] = {}
+            for label in batch.column("label").to_pylist():
+                labels[label] = labels.get(label, 0) + 1
+            self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels})
+        return seq
 
     def set_deleted(self, ids: Sequence[int], deleted: bool) -> int:
         """Tombstone (deleted=True) or restore exemplars; every id must exist and be in the opposite state."""
@@ -331,7 +362,7 @@ class Store:
         """Copy every table into a new file and swap it in atomically (readers wait; DELETE and VACUUM alone leave
         deleted values' bytes in the file)."""
         fresh = self.path.with_name(self.path.name + ".rewrite")
-        with self._connection_lock.write(), self._write_lock:
+        with self._write_lock, self._connection_lock.write():  # the same order as every writer: no deadlock
             for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
                 leftover.unlink(missing_ok=True)
             name = self._con.execute("SELECT current_database()").fetchone()[0]

@@ -61,6 +61,7 @@ class Certificate:
     digest_before: str
     digest_after: str
     checks: list[Check] = field(default_factory=list)
+    audit_head: Optional[tuple[int, str]] = None  # a copy outside the database: anchors the audit log
 
     @property
     def passed(self) -> bool:
@@ -76,6 +77,7 @@ class Certificate:
             "digest_before": self.digest_before,
             "digest_after": self.digest_after,
             "checks": [asdict(c) for c in self.checks],
+            "audit_head": {"seq": self.audit_head[0], "hash": self.audit_head[1]} if self.audit_head else None,
             "passed": self.passed,
         }
 
@@ -128,19 +130,22 @@ def byte_scan(directory: Path, patterns: Sequence[tuple[str, bytes]]) -> list[tu
 
 def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np.ndarray,
                            thumbnails: Sequence[Optional[bytes]]) -> set[bytes]:
-    """Byte patterns of removed exemplars that a remaining exemplar holds too (the same image added twice, or two
-    images with the same thumbnail): they legitimately stay on disk, so the byte scan cannot expect them gone."""
+    """Byte patterns of removed exemplars that a remaining exemplar, live or tombstoned, holds too (the same image
+    added twice, or two images with the same thumbnail): they legitimately stay on disk, so the byte scan cannot
+    expect them gone."""
     removed = set(int(i) for i in ids)
     shared = memory.thumbnails_kept_elsewhere([t for t in thumbnails if t], removed)
-    candidates = memory.table.ids[~np.isin(memory.table.ids, list(removed))]
-    if not len(candidates) or not len(vectors):
+    remaining = np.setdiff1d(memory.all_ids(), np.asarray(sorted(removed), dtype=np.int64))
+    if not len(remaining) or not len(vectors):
         return shared
-    found, distances = memory.search(vectors, min(5, len(candidates)), allowed_ids=candidates)
-    twins = sorted({int(i) for i, d in zip(found.ravel(), distances.ravel()) if d < 1e-6})
-    if twins:
-        _, twin_vectors = memory.stored_embeddings(twins)
-        remaining = {p for _, p in byte_patterns(twin_vectors, [])}
-        shared |= {p for _, p in byte_patterns(vectors, [])} & remaining
+    _, stored = memory.stored_embeddings(remaining)
+    wanted = {np.asarray(v, dtype=np.float32).tobytes() for v in vectors}
+    for start in range(0, len(stored), 65536):  # exact byte comparison, in blocks to bound memory
+        for row in stored[start:start + 65536]:
+            data = row.tobytes()
+            if data in wanted:
+                shared.add(data)
+                shared.add(row.astype(np.float16).tobytes())
     return shared
 
 
@@ -167,6 +172,12 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
     Raises:
         UnknownIdError: an id does not exist or was already purged (nothing is changed).
     """
+    with memory.exclusive():  # the before/after comparison must not see another thread's changes
+        return _certified_purge(memory, ids, probes, seed)
+
+
+def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray],
+                     seed: int) -> Certificate:
     ids = sorted({int(i) for i in (memory.tombstoned_ids() if ids is None else ids)})
     if not ids:
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
@@ -205,7 +216,8 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
     start = time.perf_counter()
     memory.purge_physically(ids, purge_id, {"ids": ids, "image_sha256": [r.image_sha256 for r in removed]})
     seconds = time.perf_counter() - start
-    certificate = Certificate(purge_id, started, seconds, removed, digest_before, memory_digest(memory))
+    certificate = Certificate(purge_id, started, seconds, removed, digest_before, memory_digest(memory),
+                              audit_head=memory.audit_head())
 
     hits = byte_scan(memory.path, patterns)
     files = [p for p in memory.path.rglob("*") if p.is_file()]

@@ -7,7 +7,7 @@ its file until the whole database is rewritten, which takes seconds at 100k exem
     thumbs.bin    thumbnails appended one after another; the database row keeps (offset, length)
 
 Writes land here and are fsynced before the database commits the rows that point at them, so a crash leaves at most
-unreferenced bytes past the end, which the next write overwrites (vectors) or `trim` cuts off (thumbnails).
+unreferenced bytes past the end, which the store cuts off when it opens (and at once when an add fails).
 """
 
 from __future__ import annotations
@@ -72,10 +72,14 @@ class Vault:
 
     def trim_thumbnails(self, end: int) -> None:
         """Cut thumbnail bytes past `end` (left by a write whose database commit never happened)."""
-        if self.thumbnails_path.stat().st_size > end:
-            with open(self.thumbnails_path, "r+b") as f:
-                f.truncate(end)
-                os.fsync(f.fileno())
+        _truncate(self.thumbnails_path, end)
+
+    def trim_vectors(self, next_id: int) -> None:
+        """Cut vector records from `next_id` on (left by a write whose database commit never happened)."""
+        _truncate(self.vectors_path, next_id * self.record)
+
+    def sizes(self) -> tuple[int, int]:
+        return self.vectors_path.stat().st_size, self.thumbnails_path.stat().st_size
 
     # --- reads ----------------------------------------------------------------------------------------------------
     def read_vectors(self, ids: Sequence[int]) -> np.ndarray:
@@ -99,3 +103,10 @@ class Vault:
                 f.seek(int(offset))
                 out.append(f.read(int(length)))
         return out
+
+
+def _truncate(path: Path, end: int) -> None:
+    if path.stat().st_size > end:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            os.fsync(f.fileno())
