@@ -113,6 +113,7 @@ class Store:
                 hash VARCHAR NOT NULL
             );
             CREATE TABLE IF NOT EXISTS audit_head (seq BIGINT NOT NULL, hash VARCHAR NOT NULL);
+            INSERT INTO audit_head SELECT 0, '{GENESIS}' WHERE NOT EXISTS (SELECT 1 FROM audit_head);
             INSERT INTO meta VALUES ('seq', 0), ('next_id', 0), ('schema_version', {SCHEMA_VERSION})
                 ON CONFLICT DO NOTHING;
             ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_offset BIGINT DEFAULT -1;
@@ -201,8 +202,7 @@ class Store:
         cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [entry.seq, entry.at, entry.actor, entry.action, entry.details, entry.prev_hash, entry.hash])
         # the head, kept apart from the log, lets verify notice entries cut from the end
-        cur.execute("DELETE FROM audit_head")
-        cur.execute("INSERT INTO audit_head VALUES (?, ?)", [entry.seq, entry.hash])
+        cur.execute("UPDATE audit_head SET seq = ?, hash = ?", [entry.seq, entry.hash])
         self._pending_audit = (entry.seq, entry.hash)
         return entry
 
@@ -215,7 +215,7 @@ class Store:
         """(seq, hash) of the last entry ever written, recorded beside the log."""
         with self._cursor() as cur:
             row = cur.execute("SELECT seq, hash FROM audit_head").fetchone()
-        return (int(row[0]), str(row[1])) if row else None
+        return (int(row[0]), str(row[1])) if row and row[0] else None
 
     def audit_entries(self) -> list[AuditEntry]:
         with self._cursor() as cur:
