@@ -461,3 +461,24 @@ def test_memory_of_the_first_schema_migrates_on_open(tmp_path):
         "SELECT column_name FROM duckdb_columns() WHERE table_name = 'exemplars'").fetchall()
     assert ("embedding",) not in columns and ("thumbnail",) not in columns
     assert json.loads((path / "vmem.json").read_text())["version"] == 2
+
+
+def test_heavy_deletion_and_selective_filters_still_answer(tmp_path):
+    """hnswlib raises when fewer than k live items are reachable; vmem widens the search or goes exact instead."""
+    rng = np.random.default_rng(4)
+    from vmem_core.index import EXACT_SEARCH_BELOW
+
+    n = 25_000
+    vectors = rng.normal(size=(n, 64)).astype(np.float32)
+    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+        ids = mem.add_embeddings(vectors, [f"c{i % 7}" for i in range(n)])
+        mem.delete(ids[: n * 9 // 10])  # 90% gone; 2,500 live stay above the exact-search size: hnswlib answers
+        assert len(mem) > EXACT_SEARCH_BELOW
+        found, distances = mem.search(vectors[-10:], 50)
+        assert found.shape == (10, 50) and not np.isin(found, ids[: n * 9 // 10]).any()
+        assert (found[:, 0] == np.arange(n - 10, n)).all()  # each finds itself first
+        allowed = np.asarray([n - 300, n - 200, n - 100])  # a filter that matches 3 exemplars
+        found, _ = mem.search(vectors[:2], 10, allowed_ids=allowed)
+        assert found.shape == (2, 3) and set(found.ravel()) == set(allowed.tolist())
+        results = mem.classify_embeddings(vectors[-10:], k=100)
+        assert all(len(r.neighbors) == 100 and r.label for r in results)
