@@ -246,6 +246,7 @@ def cmd_app(args) -> int:
         raise UsageError(f"the app is not installed: {app} is missing")
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal", "--server.headless", str(args.headless).lower()]
+    command += ["--server.address", getattr(args, "address", None) or "127.0.0.1"]
     if args.port:
         command += ["--server.port", str(args.port)]
     env = dict(os.environ)
@@ -286,7 +287,8 @@ def cmd_demo(args) -> int:
     if args.no_app:
         return 0
     print(f"\nstarting the app on {memory_path} (Ctrl+C to stop) ...", flush=True)
-    return cmd_app(argparse.Namespace(memory=str(memory_path), port=args.port, headless=args.headless))
+    return cmd_app(argparse.Namespace(memory=str(memory_path), port=args.port, headless=args.headless,
+                                      address="127.0.0.1"))
 
 
 # --- parser ---------------------------------------------------------------------------------------------------------
@@ -372,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("app", help="start the Streamlit app")
     p.add_argument("memory", nargs="?", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--address", default="127.0.0.1",
+                   help="interface to serve on (default: this machine only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--headless", action="store_true")
     p.set_defaults(func=cmd_app)
 
