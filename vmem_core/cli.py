@@ -294,7 +294,7 @@ def cmd_demo(args) -> int:
 # --- parser ---------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from .encoders import DEFAULT_ENCODER
-    from .voting import DEFAULT_RULE, PRUNING_MODES, RULES
+    from .voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE, PRUNING_MODES, RULES
 
     parser = argparse.ArgumentParser(prog="vmem", description="A visual memory you can see into and edit.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what vmem does")
@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--voting", default=DEFAULT_RULE, choices=RULES, help="voting rule (default: rank)")
         p.add_argument("--pruning", default="none", choices=PRUNING_MODES,
                        help="skip (hard) or down-weight (soft) unreliable exemplars")
-        p.add_argument("--threshold", type=float, default=1.0, help="hard pruning skips exemplars with v >= this")
+        p.add_argument("--threshold", type=float, default=DEFAULT_HARD_THRESHOLD,
+                       help=f"hard pruning skips exemplars with v >= this (default {DEFAULT_HARD_THRESHOLD:g})")
         p.add_argument("--top-n", type=int, default=10,
                        help="reliability v counts appearances among this many leave-one-out neighbours")
 

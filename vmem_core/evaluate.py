@@ -16,7 +16,7 @@ from .datasets import LabelledImage, scan_dataset
 from .errors import BadImageError, DatasetError, VmemError
 from .images import load_image
 from .memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
-from .voting import RULES, check_rule
+from .voting import DEFAULT_HARD_THRESHOLD, RULES, check_rule
 
 DEFAULT_K_MAX = 100
 BEST_LABEL = "best-over-k (k chosen on these same queries: an optimistic figure; compare with a fixed k)"
@@ -60,7 +60,7 @@ def accuracy_curves(
     true_labels: Sequence[str],
     rules: Sequence[str] = RULES,
     pruning: str = "none",
-    threshold: float = 1.0,
+    threshold: float = DEFAULT_HARD_THRESHOLD,
     top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> dict[str, np.ndarray]:
     """Accuracy at every k for each rule, from one neighbour retrieval (n, K) made by `memory.neighbors` with the
@@ -83,7 +83,7 @@ def evaluate_embeddings(
     k_max: int = DEFAULT_K_MAX,
     rules: Sequence[str] = RULES,
     pruning: str = "none",
-    threshold: float = 1.0,
+    threshold: float = DEFAULT_HARD_THRESHOLD,
     top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> EvalResult:
     """Accuracy of each rule at every k = 1..k_max for labelled query embeddings (one retrieval)."""
@@ -107,7 +107,7 @@ def evaluate_dataset(
     k_max: int = DEFAULT_K_MAX,
     rules: Sequence[str] = RULES,
     pruning: str = "none",
-    threshold: float = 1.0,
+    threshold: float = DEFAULT_HARD_THRESHOLD,
     progress: Optional[Callable[[int, int], None]] = None,
     top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> EvalResult:
@@ -135,7 +135,7 @@ def predict_at_k(
     k: int,
     rule: str = "rank",
     pruning: str = "none",
-    threshold: float = 1.0,
+    threshold: float = DEFAULT_HARD_THRESHOLD,
     top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> list[Optional[str]]:
     """Predicted label per query from the first k neighbours found by `memory.neighbors` (None where none voted)."""

@@ -38,7 +38,15 @@ from .images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
 from .locks import ReadWriteLock
 from .store import NewExemplars, Store
-from .voting import DEFAULT_RULE, PRUNING_MODES, check_rule, class_scores, prepare_votes, vote_all_k
+from .voting import (
+    DEFAULT_HARD_THRESHOLD,
+    DEFAULT_RULE,
+    PRUNING_MODES,
+    check_rule,
+    class_scores,
+    prepare_votes,
+    vote_all_k,
+)
 
 log = logging.getLogger(__name__)
 
@@ -667,7 +675,7 @@ class VisualMemory:
         embeddings: np.ndarray,
         k: int,
         pruning: str = "none",
-        threshold: float = 1.0,
+        threshold: float = DEFAULT_HARD_THRESHOLD,
         top_n: int = DEFAULT_RELIABILITY_TOP_N,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The neighbours that vote: with hard pruning, the k nearest among the kept exemplars (ranks renumbered
@@ -752,7 +760,7 @@ class VisualMemory:
         distances: np.ndarray,
         voting: str = DEFAULT_RULE,
         pruning: str = "none",
-        threshold: float = 1.0,
+        threshold: float = DEFAULT_HARD_THRESHOLD,
         top_n: int = DEFAULT_RELIABILITY_TOP_N,
         table: Optional[LabelTable] = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -776,7 +784,7 @@ class VisualMemory:
         k: int = DEFAULT_K,
         voting: str = DEFAULT_RULE,
         pruning: str = "none",
-        threshold: float = 1.0,
+        threshold: float = DEFAULT_HARD_THRESHOLD,
         names: Optional[Sequence[Optional[str]]] = None,
         top_n: int = DEFAULT_RELIABILITY_TOP_N,
     ) -> list[Classification]:
@@ -834,7 +842,7 @@ class VisualMemory:
         k: int = DEFAULT_K,
         voting: str = DEFAULT_RULE,
         pruning: str = "none",
-        threshold: float = 1.0,
+        threshold: float = DEFAULT_HARD_THRESHOLD,
         top_n: int = DEFAULT_RELIABILITY_TOP_N,
     ) -> list[Classification]:
         """Classify images (paths, bytes or PIL images). See `classify_embeddings` for the options."""

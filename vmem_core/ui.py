@@ -22,7 +22,7 @@ from .attribution import winning_shares
 from .errors import BadImageError, VmemError
 from .images import IMAGE_SUFFIXES, load_image
 from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
-from .voting import PRUNING_MODES, RULES
+from .voting import DEFAULT_HARD_THRESHOLD, PRUNING_MODES, RULES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO_ROOT / "data" / "fashion-mnist"
@@ -98,7 +98,7 @@ def get_memory() -> VisualMemory:
         st.stop()
 
 
-_SETTING_DEFAULTS = {"voting": "rank", "k": 10, "pruning": "none", "threshold": 2, "top_n": DEFAULT_RELIABILITY_TOP_N}
+_SETTING_DEFAULTS = {"voting": "rank", "k": 10, "pruning": "none", "threshold": int(DEFAULT_HARD_THRESHOLD), "top_n": DEFAULT_RELIABILITY_TOP_N}
 
 
 def _keep(name: str) -> None:
