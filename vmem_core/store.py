@@ -63,6 +63,11 @@ class Store:
         self._pending_audit: Optional[tuple[int, str]] = None
         self.vault = Vault(self.path.parent, dim)
         self._create_schema()
+        # The change counter: every write transaction logs one audit entry, whose head row also records the counter
+        # (one statement fewer per change than a separate counter row). Older memories kept it in `meta`.
+        self._seq = int(self._con.execute(
+            "SELECT greatest((SELECT value FROM meta WHERE key = 'seq'), (SELECT max(change_seq) FROM audit_head))"
+        ).fetchone()[0] or 0)
         self._migrate_embedded_bytes()
         self._trim_vault()
 
@@ -113,7 +118,8 @@ class Store:
                 hash VARCHAR NOT NULL
             );
             CREATE TABLE IF NOT EXISTS audit_head (seq BIGINT NOT NULL, hash VARCHAR NOT NULL);
-            INSERT INTO audit_head SELECT 0, '{GENESIS}' WHERE NOT EXISTS (SELECT 1 FROM audit_head);
+            ALTER TABLE audit_head ADD COLUMN IF NOT EXISTS change_seq BIGINT DEFAULT 0;
+            INSERT INTO audit_head SELECT 0, '{GENESIS}', 0 WHERE NOT EXISTS (SELECT 1 FROM audit_head);
             INSERT INTO meta VALUES ('seq', 0), ('next_id', 0), ('schema_version', {SCHEMA_VERSION})
                 ON CONFLICT DO NOTHING;
             ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_offset BIGINT DEFAULT -1;
@@ -179,13 +185,16 @@ class Store:
         with (contextlib.nullcontext() if locked else self._write_lock), self._cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             self._pending_audit = None
+            seq = self._transaction_seq = self._seq + 1  # one writer (the write lock, DuckDB's file lock)
             try:
-                seq = cur.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value").fetchone()[0]
                 yield cur, seq
+                if self._pending_audit is None:  # no audit entry carried the counter: store it directly
+                    cur.execute("UPDATE meta SET value = ? WHERE key = 'seq'", [seq])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            self._seq = seq
             if self._pending_audit is not None:  # the chain's head moves only once the entry is committed
                 self._audit_head = self._pending_audit
 
@@ -202,7 +211,8 @@ class Store:
         cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [entry.seq, entry.at, entry.actor, entry.action, entry.details, entry.prev_hash, entry.hash])
         # the head, kept apart from the log, lets verify notice entries cut from the end
-        cur.execute("UPDATE audit_head SET seq = ?, hash = ?", [entry.seq, entry.hash])
+        cur.execute("UPDATE audit_head SET seq = ?, hash = ?, change_seq = ?",
+                    [entry.seq, entry.hash, self._transaction_seq])
         self._pending_audit = (entry.seq, entry.hash)
         return entry
 
@@ -401,8 +411,8 @@ class Store:
 
     # --- reads ----------------------------------------------------------------------------------------------------
     def seq(self) -> int:
-        with self._cursor() as cur:
-            return cur.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]
+        """The number of the last committed change."""
+        return self._seq
 
     def live_labels(self) -> tuple[np.ndarray, list[str]]:
         """(ids, labels) of every live exemplar, ordered by id."""
