@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from vmem_core import UnknownIdError, VisualMemory
-from vmem_core.audit import verify
 from vmem_core.unlearn import byte_patterns, byte_scan, memory_digest, purge
 
 from .conftest import REPO

@@ -508,20 +508,24 @@ class VisualMemory:
     def purge_physically(self, ids: Sequence[int], purge_id: str, details: dict) -> None:
         """Remove exemplars' bytes from the index and the database files (see vmem_core.unlearn for the certified
         version). A journal written first makes an interrupted purge finish on the next open."""
-        ids = sorted({int(i) for i in ids})
         with self._lock.write():  # one purge at a time: the journal is a single file
-            known = set(self._store.all_ids().tolist())
-            unknown = [i for i in ids if i not in known]
-            if unknown:
-                raise UnknownIdError(
-                    f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
-            if not ids:
-                raise VmemError("nothing to purge: give exemplar ids, or tombstone some first (`vmem delete`)")
+            ids = self.check_purgeable(ids)
             write_json_atomic(self.path / PURGE_JOURNAL, {
                 "purge_id": purge_id, "ids": ids, "details": details,
                 "thumbnails": self._store.thumbnail_places(ids),  # the rows that say where they lie are about to go
             })
             self._finish_purge()
+
+    def check_purgeable(self, ids: Sequence[int]) -> list[int]:
+        """The ids, sorted and unique, if every one has a row (live or tombstoned); else UnknownIdError."""
+        ids = sorted({int(i) for i in ids})
+        if not ids:
+            raise VmemError("nothing to purge: give exemplar ids, or tombstone some first (`vmem delete`)")
+        known = set(self._store.all_ids().tolist())
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
+        return ids
 
     def _finish_purge(self) -> None:
         """Carry out the journal's purge; every step is idempotent, so a crash anywhere is finished by a re-run.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import threading
 from contextlib import contextmanager
@@ -476,8 +475,10 @@ class Store:
         include_deleted: bool = False,
         limit: int = 100,
         offset: int = 0,
+        thumbnails: bool = True,
     ) -> pd.DataFrame:
-        """A page of exemplar metadata, filtered by label, source substring and time added (bound parameters only)."""
+        """A page of exemplar metadata, filtered by label, source substring and time added (bound parameters only);
+        `thumbnails=False` skips reading them from the vault."""
         where, params = self._browse_filter(label, source, added_from, added_to, include_deleted)
         with self._cursor() as cur:
             frame = cur.execute(
@@ -485,6 +486,8 @@ class Store:
                     WHERE {where} ORDER BY id LIMIT ? OFFSET ?""",
                 params + [int(limit), int(offset)],
             ).df()
+        if not thumbnails:
+            return frame.drop(columns=["thumb_offset", "thumb_len"])
         return self._with_thumbnails(frame)
 
     def count_matching(

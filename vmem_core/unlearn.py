@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import mmap
 import time
 import uuid
@@ -94,7 +93,7 @@ class Certificate:
 def memory_digest(memory: VisualMemory) -> str:
     """sha256 over every stored row (id, label, state, image sha256) and every embedding, in id order."""
     digest = hashlib.sha256()
-    frame = memory.browse(include_deleted=True, limit=2**62)
+    frame = memory.browse(include_deleted=True, limit=2**62, thumbnails=False)
     for row in frame.itertuples():
         state = "deleted" if row.deleted_at is not None and str(row.deleted_at) != "NaT" else "live"
         digest.update(f"{row.id}\t{row.label}\t{state}\t{row.sha256}\n".encode())
@@ -178,16 +177,10 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
 
 def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray],
                      seed: int) -> Certificate:
-    ids = sorted({int(i) for i in (memory.tombstoned_ids() if ids is None else ids)})
-    if not ids:
+    if ids is None and not memory.tombstoned_ids():
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
+    ids = memory.check_purgeable(memory.tombstoned_ids() if ids is None else ids)
     rows = memory.exemplars(ids)
-    found = set(rows["id"].tolist())
-    missing = [i for i in ids if i not in found]
-    if missing:
-        from .errors import UnknownIdError
-
-        raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, missing[:20]))}")
     _, removed_vectors = memory.stored_embeddings(ids)
     removed = [
         RemovedExemplar(int(r.id), str(r.label), str(r.source), str(r.sha256),
@@ -277,8 +270,3 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
     directory.mkdir(exist_ok=True)
     write_json_atomic(directory / f"purge-{started.replace(':', '')}-{purge_id[:8]}.json", certificate.to_dict())
     return certificate
-
-
-def load_certificates(memory: VisualMemory) -> list[dict]:
-    directory = memory.path / CERTIFICATE_DIR
-    return [json.loads(p.read_text()) for p in sorted(directory.glob("purge-*.json"))] if directory.exists() else []
