@@ -2,6 +2,8 @@
 
 import ast
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -17,6 +19,8 @@ EDGES = {
     "hnswlib": ("index.py",),
     "duckdb": ("store.py",),
     "streamlit": ("ui.py",),
+    "google": ("rerank/gemini.py",),  # google-genai, only when a Gemini re-ranker is made
+    "openai": (),  # the OpenAI-compatible re-ranker speaks plain HTTP
 }
 
 
@@ -38,6 +42,16 @@ def test_heavy_imports_stay_at_their_edges(module, allowed):
         and not any(path.relative_to(REPO / "vmem_core").as_posix().startswith(a) for a in allowed)
     ]
     assert not offenders, f"{module} imported outside {allowed}: {offenders}"
+
+
+def test_importing_vmem_core_loads_no_model_sdk():
+    # importing the library (and the CLI's parser, and the re-ranking package) must not pay for an SDK import
+    code = ("import sys, vmem_core, vmem_core.rerank, vmem_core.text_query, vmem_core.cli; "
+            "vmem_core.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('google', 'openai', 'httpx', 'httpx2')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_every_cli_command_is_in_the_readme():

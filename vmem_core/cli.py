@@ -179,22 +179,28 @@ def cmd_restore(args) -> int:
 def cmd_classify(args) -> int:
     from .ood import judge
 
+    from .cli_rerank import print_extras, query_extras
+
     with _open(args) as memory:
         images = _expand_images(args.images)
-        results = memory.classify(images, k=args.k, voting=args.voting, pruning=args.pruning,
-                                  threshold=args.threshold, top_n=args.top_n)
+        loaded = memory.load_images(images)
+        embeddings = memory.encoder.encode([item.image for item in loaded])
+        results = memory.classify_embeddings(embeddings, args.k, args.voting, args.pruning, args.threshold,
+                                             names=[str(p) for p in images], top_n=args.top_n)
+        extras = query_extras(args, memory, loaded, embeddings, _progress_bar("ask the model", not args.json))
         # the OOD threshold needs a leave-one-out pass over the memory: only the text output shows it
         verdicts = [] if args.json else [judge(memory, r.neighbors[0].distance) if r.neighbors else None
                                          for r in results]
     if args.json:
-        _print_json([r.to_dict() for r in results])
+        _print_json([{**r.to_dict(), **extra} for r, extra in zip(results, extras)])
         return 0
-    for result, verdict in zip(results, verdicts):
+    for result, verdict, extra in zip(results, verdicts, extras):
         total = sum(result.scores.values()) or 1.0
         share = result.scores.get(result.label, 0.0) / total
         print(f"{result.image}: {result.label}  ({share:.0%} of the vote, k={len(result.neighbors)}, {args.voting})")
         if verdict is not None and verdict.is_ood:
             print(f"    out of distribution? {verdict.explain()}")
+        print_extras(extra)
         for n in result.neighbors[: args.show]:
             print(f"    #{n.rank:<3} id {n.id:<7} {n.label:<16} distance {n.distance:.4f}  weight {n.weight:.4f}")
     return 0
@@ -203,8 +209,22 @@ def cmd_classify(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import BEST_LABEL, evaluate_dataset
 
+    if args.rerank:
+        from .cli_rerank import cmd_eval_rerank
+
+        with _open(args) as memory:
+            payload = cmd_eval_rerank(args, memory, _progress_bar)
+        if args.json:
+            _print_json(payload)
+        return 0
+    queries = args.queries
+    if args.limit is not None:
+        from .datasets import scan_dataset
+        from .rerank.pipeline import sample_items
+
+        queries = sample_items(scan_dataset(Path(args.queries)), args.limit, args.seed)
     with _open(args) as memory:
-        result = evaluate_dataset(memory, args.queries, k_max=args.k_max, pruning=args.pruning,
+        result = evaluate_dataset(memory, queries, k_max=args.k_max, pruning=args.pruning,
                                   threshold=args.threshold, progress=_progress_bar("eval", not args.json))
     if args.json:
         _print_json(result.to_dict())
@@ -224,6 +244,13 @@ def cmd_eval(args) -> int:
     for path, reason in result.rejected:
         print(f"skipped unreadable query: {reason}", file=sys.stderr)
     return 0
+
+
+def cmd_search_text(args) -> int:
+    from .cli_rerank import cmd_search_text as search
+
+    with _open(args) as memory:
+        return search(args, memory)
 
 
 def cmd_stats(args) -> int:
@@ -252,6 +279,11 @@ def cmd_app(args) -> int:
     env = dict(os.environ)
     if args.memory:
         env["VMEM_MEMORY"] = str(Path(args.memory).resolve())
+    if getattr(args, "rerank", None):
+        from .rerank import parse_spec
+
+        parse_spec(args.rerank)  # a typo is reported here, not in the browser
+        env["VMEM_RERANK"] = args.rerank
     return subprocess.call(command, env=env)
 
 
@@ -293,6 +325,7 @@ def cmd_demo(args) -> int:
 
 # --- parser ---------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_rerank import add_rerank_options
     from .encoders import DEFAULT_ENCODER
     from .voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE, PRUNING_MODES, RULES
 
@@ -356,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=50)
     voting_options(p)
     p.add_argument("--show", type=int, default=5, help="neighbours to print per image (text output)")
+    p.add_argument("--zero-shot", action="store_true",
+                   help="also score each label by its name (CLIP encoders only): see vmem search-text")
     p.add_argument("--json", action="store_true")
+    add_rerank_options(p, batch=False)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("eval", help="accuracy of every rule at every k on a labelled query folder or CSV")
@@ -365,7 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-max", type=int, default=100)
     voting_options(p)
     p.add_argument("--json", action="store_true")
+    add_rerank_options(p, batch=True)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("search-text", help="the exemplars nearest to a sentence (memories with a CLIP encoder)")
+    p.add_argument("memory")
+    p.add_argument("text")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search_text)
 
     p = sub.add_parser("stats", help="counts per label, encoder, size on disk")
     p.add_argument("memory")
@@ -378,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1",
                    help="interface to serve on (default: this machine only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--headless", action="store_true")
+    p.add_argument("--rerank", metavar="SPEC", default=None,
+                   help="offer 'Ask the model' on the Classify page (gemini:<model> or openai:<base-url>:<model>)")
     p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("demo", help="build the shipped sample memory, classify sample queries, open the app")
@@ -397,7 +443,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         stream=sys.stderr)
     for noisy in ("huggingface_hub", "urllib3", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    for option in ("k", "k_max", "top_n", "threshold"):
+    for option in ("k", "k_max", "top_n", "threshold", "rerank_shown", "limit"):
         value = getattr(args, option, None)
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")

@@ -28,6 +28,7 @@ import numpy as np
 from .atomic import write_json_atomic
 from .errors import VmemError
 from .memory import VisualMemory
+from .rerank.cache import RerankCache
 from .voting import prepare_votes, vote_all_k
 
 CERTIFICATE_DIR = "certificates"
@@ -208,6 +209,7 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
     memory.purge_physically(ids, purge_id, {"ids": ids, "image_sha256": [r.image_sha256 for r in removed]})
+    RerankCache(memory.path).forget_exemplars(ids)  # a model's answers given with these exemplars in view
     seconds = time.perf_counter() - start
     certificate = Certificate(purge_id, started, seconds, removed, digest_before, memory_digest(memory),
                               audit_head=memory.audit_head())
