@@ -14,6 +14,12 @@ queries = ui.query_picker(memory, "classify", default_samples=ui.first_sample("s
 if not len(memory):
     st.info("The memory is empty: add exemplars on the Memory page.")
     st.stop()
+reranker, rerank_problem = ui.configured_reranker()
+if rerank_problem:
+    st.warning(rerank_problem)
+with_text = ui.text_queries_supported(memory)
+if with_text:
+    ui.text_search(memory)
 for query, result in zip(queries, ui.classify(memory, queries, settings)):
     st.divider()
     left, middle, right = st.columns([1, 2, 3])
@@ -34,6 +40,10 @@ for query, result in zip(queries, ui.classify(memory, queries, settings)):
                 st.warning(f"Possibly out of distribution: {verdict.explain()}.")
             else:
                 st.caption(verdict.explain().capitalize() + ".")
+        if with_text:
+            ui.zero_shot_caption(memory, query)
+        if reranker is not None:
+            ui.ask_the_model(memory, reranker, query, result, settings)
     with right:
         if result.scores:
             st.plotly_chart(class_scores_figure(result), width="stretch", key=f"scores-{query.sha256}")
