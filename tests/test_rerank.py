@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -13,7 +14,16 @@ from PIL import Image
 
 from vmem_core import VisualMemory
 from vmem_core.images import load_image
-from vmem_core.rerank import CachingReranker, RerankCache, RerankError, interpret, load_reranker, parse_spec
+from vmem_core.rerank import (
+    CachingReranker,
+    Reranker,
+    RerankCache,
+    RerankError,
+    RerankResult,
+    interpret,
+    load_reranker,
+    parse_spec,
+)
 from vmem_core.rerank.pipeline import make_requests, plan_batch, with_cache
 
 from .conftest import SAMPLE
@@ -167,6 +177,18 @@ def test_malformed_responses_give_no_label(memory60, fake, body):
     assert len(fake.requests) == 1
 
 
+def test_an_unreachable_server_stops_at_once(memory60, fake, monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", closed)
+    spec = "gemini:fake-gemini" if fake.api == "gemini" else f"openai:{closed}/v1:fake-vlm"
+    sleeps = []
+    with pytest.raises(RerankError, match="cannot reach"):
+        load_reranker(spec, sleep=sleeps.append).rerank(request_for(memory60, shown=5))
+    assert sleeps == []  # not retried: every query would fail the same way
+
+
 def test_gemini_without_a_key_fails_before_any_request(monkeypatch):
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
@@ -243,6 +265,27 @@ def test_cost_estimate_counts_images_and_price(memory60, fake):
 def test_bad_specs_are_named(spec, message):
     with pytest.raises(RerankError, match=message):
         parse_spec(spec)
+
+
+def test_any_object_with_a_name_and_rerank_is_a_reranker(memory60):
+    class NearestLabel:  # e.g. a local model called in-process
+        name = "nearest-label"
+
+        def __init__(self):
+            self.calls = 0
+
+        def rerank(self, request):
+            self.calls += 1
+            label = request.neighbors[0].label
+            return RerankResult(label, "candidate", label, self.name, "exact")
+
+    plain = NearestLabel()
+    assert isinstance(plain, Reranker)
+    cached = with_cache(plain, memory60)
+    request = request_for(memory60, shown=7)
+    assert cached.rerank(request).label == memory60.label_of(request.neighbors[0].id)
+    again = cached.rerank(request)
+    assert again.cached and again.label == request.neighbors[0].label and plain.calls == 1
 
 
 def test_interpretation_with_synonyms_and_new_labels():

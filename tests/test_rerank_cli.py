@@ -12,7 +12,7 @@ from vmem_core.cli import main
 from vmem_core.rerank import RerankCache
 
 from .conftest import SAMPLE
-from .fake_vlm import FakeVLM
+from .fake_vlm import FakeVLM, Step
 from .test_rerank import KEY, LABELS
 
 
@@ -114,6 +114,18 @@ def test_eval_confirmation_on_a_terminal(mem, fake, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
     code, out, err = run(capsys, "eval", mem, SAMPLE / "queries", "--rerank", fake.spec, "--limit", "3", "--json")
     assert code == 0 and len(fake.requests) == 3
+
+
+def test_a_batch_stopped_by_the_server_resumes_from_the_cache(mem, fake, capsys):
+    fake.script = [Step(answer="bag"), Step(answer="bag"), Step(status=404)]
+    args = ("eval", mem, SAMPLE / "queries", "--rerank", fake.spec, "--limit", "4", "--yes")
+    code, out, err = run(capsys, *args)
+    assert code == 2 and "(stopped at query 3 of 4; the answers received before it are cached" in err
+    assert len(fake.requests) == 3
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    assert len(fake.requests) == 5  # only the two unanswered queries were asked again
+    assert [r["cached"] for r in json.loads(out)["rerank"]["per_query"]] == [True, True, False, False]
 
 
 def test_missing_key_is_one_clear_line(mem, capsys, monkeypatch):

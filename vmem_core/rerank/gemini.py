@@ -42,13 +42,8 @@ def _import_genai():
     return genai, types, errors
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    # The SDK sends through httpx (or its fork httpx2); match the class name rather than import either.
-    return any(cls.__name__ in ("TimeoutException", "ReadTimeout", "ConnectTimeout") for cls in type(exc).__mro__)
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    return any(cls.__name__ in ("ConnectError", "RemoteProtocolError", "ReadError") for cls in type(exc).__mro__)
+def _class_named(exc: BaseException, *names: str) -> bool:
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
 
 
 @dataclass(repr=False)
@@ -97,10 +92,14 @@ class GeminiReranker(ChatReranker):
         except self._errors.APIError as exc:
             raise self._classify_api_error(exc) from None
         except Exception as exc:
-            if _is_timeout(exc):
+            # The SDK sends through httpx (or its fork httpx2): match class names rather than import either.
+            if _class_named(exc, "TimeoutException"):
                 raise CallFailed(f"no answer from {self.name} within {self.timeout:g} s (timeout)") from None
-            if _is_connection_error(exc):
-                raise TransientFailure(f"connection to {self.name} failed: {self._redact(str(exc))}") from None
+            if _class_named(exc, "ConnectError"):  # every other query would fail the same way
+                raise RerankError(f"cannot reach {self.name} ({self._redact(str(exc))}): check the network, or "
+                                  f"{BASE_URL_VARIABLE} if set") from None
+            if _class_named(exc, "RemoteProtocolError", "ReadError", "WriteError"):
+                raise TransientFailure(f"connection to {self.name} dropped: {self._redact(str(exc))}") from None
             # the SDK validates the 200 body into its response model; a body it cannot read is malformed
             raise MalformedResponse(f"unreadable response from {self.name}: {type(exc).__name__}: "
                                     f"{self._redact(str(exc))[:300]}", self._redact(str(exc))) from None

@@ -89,7 +89,9 @@ class OpenAICompatibleReranker(ChatReranker):
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 raise CallFailed(f"no answer from {self.name} within {self.timeout:g} s (timeout)") from None
-            raise TransientFailure(f"cannot reach {url}: {exc.reason}") from None
+            # nothing listens there, or the name does not resolve: every other query would fail the same way
+            raise RerankError(f"cannot reach {url} ({exc.reason}): is the server running, and is the base URL "
+                              "right?") from None
         except (ConnectionError, OSError) as exc:
             raise TransientFailure(f"connection to {url} failed: {exc}") from None
         return _answer_text(self._redact(body), self.name)

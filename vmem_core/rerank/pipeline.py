@@ -13,7 +13,7 @@ from ..errors import BadImageError, DatasetError, VmemError
 from ..images import load_image
 from ..memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
 from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE
-from .base import Reranker, RerankRequest, RerankResult, ShownNeighbor
+from .base import Reranker, RerankError, RerankRequest, RerankResult, ShownNeighbor
 from .cache import CachingReranker, RerankCache
 from .prompt import query_png
 
@@ -100,10 +100,17 @@ def rerank_all(
     requests: Sequence[RerankRequest],
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> list[RerankResult]:
-    """Ask about each request in turn; a RerankError (no key, key refused, unknown model) stops the batch."""
+    """Ask about each request in turn; a RerankError (no key, key refused, unknown model, server unreachable) stops
+    the batch, and the answers received so far stay cached, so a rerun goes on from there."""
     results = []
     for done, request in enumerate(requests, start=1):
-        results.append(reranker.rerank(request))
+        try:
+            results.append(reranker.rerank(request))
+        except RerankError as exc:
+            if done == 1:
+                raise
+            raise RerankError(f"{exc} (stopped at query {done} of {len(requests)}; the answers received before it "
+                              "are cached: a rerun asks only for the rest)") from None
         if progress:
             progress(done, len(requests))
     return results
