@@ -118,7 +118,8 @@ def cmd_eval_rerank(args, memory, progress_bar) -> dict:
     from .rerank.pipeline import evaluate_rerank, load_labelled, sample_items
 
     reranker = reranker_from_args(args)  # before any encoding: a missing key is reported at once
-    items = sample_items(scan_dataset(Path(args.queries)), args.limit, args.seed)
+    every = scan_dataset(Path(args.queries))
+    items = sample_items(every, args.limit, args.seed)
     loaded, truths, rejected = load_labelled(items)
     embeddings = memory.encoder.encode([i.image for i in loaded], progress=progress_bar("encode", not args.json))
     knn = evaluate_embeddings(memory, embeddings, truths, args.k_max, pruning=args.pruning, threshold=args.threshold,
@@ -133,7 +134,8 @@ def cmd_eval_rerank(args, memory, progress_bar) -> dict:
     payload = {**knn.to_dict(), "rerank": evaluation.to_dict()}
     if args.json:
         return payload
-    print(f"{len(truths)} queries" + (f" (a random sample of {args.limit}, seed {args.seed})" if args.limit else "")
+    print(f"{len(truths)} queries" + (f" (a random sample of {len(every)}, seed {args.seed})"
+                                      if len(items) < len(every) else "")
           + f"; the model is shown the {evaluation.k} nearest exemplars with their labels")
     best = knn.best().get(args.voting)
     rows = [(f"kNN vote ({args.voting}, k={evaluation.k})", evaluation.knn_accuracy, ""),
