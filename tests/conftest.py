@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +80,20 @@ def memory_state(path: Path) -> dict:
             "stats": {k: v for k, v in mem.stats().items() if k not in ("bytes", "bytes_per_exemplar")},
             "live": sorted(mem._index.live_ids().tolist()),
         }
+
+
+@contextmanager
+def database_held_elsewhere(path: Path):
+    """Another process (not a vmem app: it serves no commands) holding the memory's database open."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(path / 'memory.duckdb')!r}); print('ready', flush=True);"
+         " time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

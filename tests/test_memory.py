@@ -20,7 +20,7 @@ from vmem_core import (
 )
 from vmem_core.index import MANIFEST_NAME
 
-from .conftest import REPO, SAMPLE, memory_state
+from .conftest import REPO, SAMPLE, database_held_elsewhere, memory_state
 
 
 def test_build_records_everything_per_exemplar(memory, small_folder):
@@ -203,19 +203,8 @@ def test_reliability_counts_differently_labelled_neighbourhoods(memory):
 def test_memory_locked_by_another_process(memory):
     path = memory.path
     memory.close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb, sys, time; c = duckdb.connect({str(path / 'memory.duckdb')!r}); print('ready', flush=True);"
-         " time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(MemoryLockedError, match="open in another process"):
-            VisualMemory.open(path)
-    finally:
-        holder.kill()
-        holder.wait()
+    with database_held_elsewhere(path), pytest.raises(MemoryLockedError, match="open in another process"):
+        VisualMemory.open(path)
 
 
 CRASH_PREAMBLE = """

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import VmemError
+from .errors import EncoderMismatchError, MemoryLockedError, VmemError
 
 EXIT_ERROR = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,10 @@ def _progress_bar(description: str, enabled: bool = True):
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=not enabled, leave=False)
+            from .host import serving_a_client
+
+            bar = tqdm(total=total, desc=description, unit="img", file=sys.stderr,
+                       disable=not enabled or serving_a_client(), leave=False)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -72,24 +75,123 @@ def _print_json(payload) -> None:
     sys.stdout.write("\n")
 
 
-def _open(args, encoder: Optional[str] = None):
+# Memories this process holds and serves to CLI commands from other processes (see vmem_core.host): resolved path
+# -> the open VisualMemory. Commands run for a client borrow the handle instead of opening the file again.
+_HOSTED: dict = {}
+
+
+class _Borrowed:
+    """A hosted memory lent to one command: changes are named after the CLI, and the end of the command leaves
+    the memory open for its holder."""
+
+    def __init__(self, memory) -> None:
+        from .audit import default_actor
+
+        self.memory = memory
+        self._acting = memory.acting_as(default_actor("cli through app"))
+
+    def __enter__(self):
+        self._acting.__enter__()
+        return self.memory
+
+    def __exit__(self, *exc) -> None:
+        self._acting.__exit__(*exc)
+
+
+def _hosted(path) -> Optional[object]:
+    for held_path, memory in list(_HOSTED.items()):
+        try:
+            if os.path.samefile(held_path, path):
+                return memory
+        except OSError:
+            continue
+    return None
+
+
+def _open(args, encoder: Optional[str] = None, create: bool = False):
     from .audit import default_actor
     from .memory import VisualMemory
 
-    memory = VisualMemory.open(args.memory, encoder=encoder or getattr(args, "encoder", None))
+    encoder = encoder or getattr(args, "encoder", None)
+    held = _hosted(args.memory)
+    if held is not None:
+        if encoder is not None and encoder != held.config["encoder"]["name"]:
+            raise EncoderMismatchError(f"memory {args.memory} was built with encoder "
+                                       f"{held.config['encoder']['name']!r}; it cannot be used with {encoder!r}")
+        return _Borrowed(held)
+    opener = VisualMemory.open_or_create if create else VisualMemory.open
+    memory = opener(args.memory, encoder=encoder)
     memory.actor = default_actor("cli")
     return memory
 
 
+def host_memory(memory):
+    """Serve CLI commands on `memory` (held open by this process, e.g. the app) to other processes; returns the
+    vmem_core.host.Host."""
+    from .host import Host
+
+    _HOSTED[str(Path(memory.path).resolve())] = memory
+    return Host(memory.path, run_for_client)
+
+
+# commands a process holding the memory can run for the CLI (app and demo start processes of their own)
+_HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "stats")
+_PATH_ARGUMENTS = ("memory", "data", "queries")
+
+
+def _memory_argument(args) -> Optional[str]:
+    if args.command == "audit":
+        return args.words[-1] if args.words else None
+    return getattr(args, "memory", None)
+
+
+def _client_request(args) -> dict:
+    """The parsed command as JSON, paths made absolute (the holder has another working directory)."""
+    values = {key: value for key, value in vars(args).items() if key != "func"}
+    for key in _PATH_ARGUMENTS:
+        if isinstance(values.get(key), str):
+            values[key] = str(Path(values[key]).resolve())
+    if isinstance(values.get("images"), list):
+        values["images"] = [str(Path(p).resolve()) for p in values["images"]]
+    if args.command == "audit" and values["words"]:
+        values["words"] = values["words"][:-1] + [str(Path(values["words"][-1]).resolve())]
+    return values
+
+
+def _run_in_holder(args, locked: MemoryLockedError) -> int:
+    """Run the command in the process that holds the memory open, if it serves commands; else re-raise."""
+    from .host import find_host, send, serving_a_client
+
+    memory = _memory_argument(args)
+    if serving_a_client() or args.command not in _HOSTABLE or not memory:
+        raise locked
+    address = find_host(Path(memory))
+    if address is None:
+        raise locked
+    print(f"vmem: {memory} is open in the vmem app (pid {address.pid}); running the command there", file=sys.stderr)
+    reply = send(address, _client_request(args))
+    sys.stdout.write(reply["stdout"])
+    sys.stderr.write(reply["stderr"])
+    return int(reply["status"])
+
+
+def run_for_client(request: dict) -> int:
+    """Run a command sent by `vmem` in another process on a memory this process holds; returns its exit status."""
+    command = request.get("command")
+    if command not in _HOSTABLE:
+        print(f"vmem: error: {command!r} cannot be run in the app; accepted: {', '.join(_HOSTABLE)}",
+              file=sys.stderr)
+        return EXIT_ERROR
+    args = argparse.Namespace(**request, func=globals()[f"cmd_{command}"])
+    if _hosted(_memory_argument(args)) is None:
+        print(f"vmem: error: {_memory_argument(args)} is not the memory this app holds", file=sys.stderr)
+        return EXIT_ERROR
+    return _execute(args)
+
+
 # --- commands -------------------------------------------------------------------------------------------------------
 def cmd_build(args) -> int:
-    from .memory import VisualMemory
-
-    from .audit import default_actor
-
-    memory = VisualMemory.open_or_create(args.memory, encoder=args.encoder)
-    memory.actor = default_actor("cli")
-    with memory:
+    with _open(args, create=True) as memory:
         report = memory.build(args.data, progress=_progress_bar("build", not args.json), strict=args.strict)
         stats = memory.stats()
     if args.json:
@@ -447,8 +549,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         value = getattr(args, option, None)
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    return _execute(args)
+
+
+def _execute(args) -> int:
+    """Run a parsed command: errors vmem raises on purpose become one line on stderr and exit status 2."""
     try:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except MemoryLockedError as locked:
+            return _run_in_holder(args, locked)
     except VmemError as exc:
         print(f"vmem: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

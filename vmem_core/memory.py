@@ -365,6 +365,10 @@ class VisualMemory:
     def actor(self, value: str) -> None:
         self._store.actor = str(value)
 
+    def acting_as(self, actor: str):
+        """A context naming `actor` in the audit log for this thread's changes (e.g. a CLI command the app runs)."""
+        return self._store.acting_as(actor)
+
     @property
     def table(self) -> LabelTable:
         """The current labels of live exemplars; take it once for several steps that must agree."""

@@ -53,7 +53,8 @@ class Store:
         self.path = Path(path)
         self.dim = dim
         self.encoder_identity = encoder_identity
-        self.actor = default_actor()
+        self._actor = default_actor()
+        self._thread_actor = threading.local()  # a command run for another process names its own actor
         # readers share the connection; a purge swaps the database file under the write side
         self._connection_lock = ReadWriteLock()
         self._con = self._connect()
@@ -69,6 +70,25 @@ class Store:
         ).fetchone()[0] or 0)
         self._migrate_embedded_bytes()
         self._trim_vault()
+
+    @property
+    def actor(self) -> str:
+        """Who the audit log names for changes made by this thread."""
+        return getattr(self._thread_actor, "value", None) or self._actor
+
+    @actor.setter
+    def actor(self, value: str) -> None:
+        self._actor = str(value)
+
+    @contextmanager
+    def acting_as(self, actor: str) -> Iterator[None]:
+        """Name `actor` for the changes this thread makes inside the block (other threads keep theirs)."""
+        previous = getattr(self._thread_actor, "value", None)
+        self._thread_actor.value = str(actor)
+        try:
+            yield
+        finally:
+            self._thread_actor.value = previous
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:

@@ -36,6 +36,7 @@ RULE_HELP = {
     "softmax": "softmax: exp((1-d)/0.07)",
 }
 _BUILD_LOCK = threading.Lock()
+_HOSTS: dict = {}  # memory path -> vmem_core.host.Host serving CLI commands on it
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,12 @@ def memory_path() -> Path:
 @st.cache_resource(show_spinner="Opening the memory...")
 def _open_memory(path: str) -> VisualMemory:
     from .audit import default_actor
+    from .cli import host_memory
 
     memory = VisualMemory.open(path)
     memory.actor = default_actor("app")
+    # DuckDB lets one process open the file: `vmem` commands run while the app is open are sent here instead
+    _HOSTS[path] = host_memory(memory)
     return memory
 
 

@@ -1,0 +1,123 @@
+"""The app and the CLI on one memory: `vmem` commands sent to the process that holds the memory open."""
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vmem_core import VisualMemory
+from vmem_core.host import HOST_FILE
+
+from .browser import browser_available, chromium, streamlit_server, wait_for
+from .conftest import REPO, SAMPLE, database_held_elsewhere, png_bytes
+from .test_app import TIMEOUT, app  # noqa: F401 - app is a fixture used here
+from .test_cli import vmem
+
+
+@pytest.fixture
+def app_holding(app):
+    """An app session (AppTest, in this process) that has opened a 12-exemplar memory, and the memory's path."""
+    assert "12 exemplars" in app.sidebar.markdown[0].value
+    return app, Path(os.environ["VMEM_MEMORY"])
+
+
+def test_cli_commands_run_in_the_app_and_the_app_sees_them(app_holding, tmp_path):
+    at, path = app_holding
+    assert (path / HOST_FILE).stat().st_mode & 0o077 == 0  # the token is for the memory's owner only
+    stats = vmem("stats", path, "--json", cwd=tmp_path)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["exemplars"] == 12
+    assert "is open in the vmem app" in stats.stderr and "Traceback" not in stats.stderr
+
+    image = tmp_path / "hat.png"
+    image.write_bytes(png_bytes(np.full((28, 28), 90)))
+    added = vmem("add", "app.vmem", "hat.png", "--label", "hat", "--json", cwd=tmp_path)  # relative paths
+    assert added.returncode == 0, added.stderr
+    new_id = json.loads(added.stdout)["ids"][0]
+    assert vmem("delete", path, 0).returncode == 0
+    classified = vmem("classify", path, image, "--k", "1", "--json")
+    assert json.loads(classified.stdout)[0]["label"] == "hat"
+
+    at.run()  # the session's next rerun shows both changes
+    assert "12 exemplars, 4 classes" in at.sidebar.markdown[0].value
+    fresh = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)  # so does another session
+    fresh.switch_page("pages/memory.py").run()
+    assert "12 live exemplars in 4 labels" in [e.label for e in fresh.expander]
+
+    failed = vmem("delete", path, 999)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1] == "vmem: error: unknown exemplar id(s): 999"
+    log = json.loads(vmem("audit", path, "--json").stdout)
+    assert [(e["action"], e["actor"].split(" via ")[1]) for e in log[-2:]] == [
+        ("add", "cli through app"), ("delete", "cli through app")]
+    assert json.loads(added.stdout)["ids"] == [new_id] and new_id == 12
+
+
+def test_holder_that_serves_nothing_gives_a_one_line_error(memory, tmp_path):
+    path = memory.path
+    memory.close()
+    with database_held_elsewhere(path) as holder:
+        (path / HOST_FILE).write_text(json.dumps({"pid": 2**22 + 12345, "port": 1, "token": "x"}))  # stale
+        result = vmem("stats", path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "is open in another process" in result.stderr and "close that process" in result.stderr
+        (path / HOST_FILE).write_text(json.dumps({"pid": holder.pid, "port": 1, "token": "x"}))  # answers nothing
+        result = vmem("delete", path, 1)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "did not answer" in result.stderr.splitlines()[-1]
+    with VisualMemory.open(path) as mem:
+        assert len(mem) == 12  # nothing was deleted
+
+
+def test_host_refuses_requests_without_its_token(app_holding):
+    at, path = app_holding
+    port = json.loads((path / HOST_FILE).read_text())["port"]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/run", method="POST",
+                                     data=json.dumps({"command": "delete", "memory": str(path), "ids": [1]}).encode(),
+                                     headers={"X-Vmem-Token": "guess"})
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(request, timeout=10)
+    at.run()
+    assert "12 exemplars" in at.sidebar.markdown[0].value
+
+
+@pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
+                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+def test_cli_beside_a_running_app_server(tmp_path):
+    """The real thing: `streamlit run` in a subprocess with a browser session open on it, `vmem` in another."""
+    from selenium.webdriver.common.by import By
+
+    data = tmp_path / "data"
+    for label in ("bag", "trouser"):
+        (data / label).mkdir(parents=True)
+        for image in sorted((SAMPLE / "memory" / label).glob("*.png"))[:3]:
+            shutil.copy(image, data / label / image.name)
+    path = tmp_path / "mem.vmem"
+    with VisualMemory.create(path) as memory:  # the default encoder: the app process has no test encoders
+        memory.build(data)
+
+    def sidebar(driver):
+        return driver.find_element(By.CSS_SELECTOR, "[data-testid='stSidebar']").text
+
+    with streamlit_server(path) as url, chromium() as driver:
+        driver.get(url)
+        wait_for(driver, lambda d: "6 exemplars, 2 classes" in sidebar(d), what="the app opening the memory")
+        added = vmem("add", path, REPO / "data" / "ood" / "coffee.jpg", "--label", "cup", "--json")
+        assert added.returncode == 0, added.stderr
+        assert "is open in the vmem app" in added.stderr
+        deleted = vmem("delete", path, 0)
+        assert deleted.returncode == 0 and "Traceback" not in deleted.stderr
+        stats = json.loads(vmem("stats", path, "--json").stdout)
+        assert stats["exemplars"] == 6 and stats["labels"] == {"bag": 2, "cup": 1, "trouser": 3}
+        driver.refresh()
+        wait_for(driver, lambda d: "6 exemplars, 3 classes" in sidebar(d), what="the app showing the CLI's changes")
+    assert not (path / HOST_FILE).exists()  # the app removed its address when it stopped
+    with VisualMemory.open(path) as memory:  # and the file is free again
+        assert memory.labels == ["bag", "cup", "trouser"] and len(memory) == 6

@@ -1,0 +1,189 @@
+"""Commands for a memory that another process holds: the holder serves them, the CLI sends them there.
+
+DuckDB lets one process open a database file, so while the app has a memory open, `vmem add MEM ...` cannot open it.
+Instead the app serves a small HTTP endpoint on the loopback interface and writes where it listens, with a random
+token, to `MEM/host.json` (readable by its owner only: whoever can read it could change the memory's files anyway).
+The CLI, refused by the lock, reads that file and asks the app to run the command on its own open handle; the output
+and exit status come back as if the command had run locally, and every session of the app sees the change on its next
+rerun (they share that handle).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hmac
+import io
+import json
+import os
+import secrets
+import sys
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import VmemError
+
+HOST_FILE = "host.json"
+TOKEN_HEADER = "X-Vmem-Token"
+
+Runner = Callable[[dict], int]  # runs a command given as a JSON object of CLI arguments, returns its exit status
+
+
+class HostUnreachableError(VmemError):
+    """The process that holds a memory does not answer (it stopped, or is not a vmem app)."""
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    pid: int
+    port: int
+    token: str
+
+
+# --- output of commands run for a client -----------------------------------------------------------------------------
+class _ThreadRoutedStream(io.TextIOBase):
+    """Stands in for sys.stdout or sys.stderr: writes from a thread running a client's command go to that command's
+    buffer, every other write to the stream it replaced (the app's other threads keep printing where they did)."""
+
+    def __init__(self, fallback, routes: threading.local, name: str) -> None:
+        self.fallback = fallback
+        self._routes = routes
+        self._name = name
+
+    def _target(self):
+        return getattr(self._routes, self._name, None) or self.fallback
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def isatty(self) -> bool:
+        return False if getattr(self._routes, self._name, None) else self.fallback.isatty()
+
+    def fileno(self) -> int:
+        return self.fallback.fileno()
+
+
+_routes = threading.local()
+
+
+def _route_output() -> None:
+    """Install the routing streams (again, if something replaced them since)."""
+    for name in ("stdout", "stderr"):
+        current = getattr(sys, name)
+        if not isinstance(current, _ThreadRoutedStream):
+            setattr(sys, name, _ThreadRoutedStream(current, _routes, name))
+
+
+def run_captured(runner: Runner, request: dict) -> dict:
+    """Run a client's command in this thread with its output captured: {"status", "stdout", "stderr"}."""
+    _route_output()
+    _routes.stdout, _routes.stderr = io.StringIO(), io.StringIO()
+    try:
+        status = runner(request)
+        return {"status": status, "stdout": _routes.stdout.getvalue(), "stderr": _routes.stderr.getvalue()}
+    finally:
+        _routes.stdout = _routes.stderr = None
+
+
+def serving_a_client() -> bool:
+    """Whether this thread is running a command for a client (progress bars are pointless there)."""
+    return getattr(_routes, "stdout", None) is not None
+
+
+# --- the holder's side ------------------------------------------------------------------------------------------------
+class Host:
+    """Serves commands on one memory from a daemon thread until `stop` (or the process ends)."""
+
+    def __init__(self, memory_path: Path, runner: Runner) -> None:
+        self.memory_path = Path(memory_path)
+        self.token = secrets.token_urlsafe(32)
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                if self.path != "/run" or not hmac.compare_digest(self.headers.get(TOKEN_HEADER, ""), host.token):
+                    self.send_error(403, "not a vmem command from this memory's owner")
+                    return
+                try:
+                    request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                    if not isinstance(request, dict):
+                        raise ValueError("expected a JSON object")
+                except ValueError as exc:
+                    self.send_error(400, f"bad request: {exc}")
+                    return
+                body = json.dumps(run_captured(runner, request)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # requests are not worth a line on the app's console
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="vmem-host", daemon=True)
+        self._thread.start()
+        self._write_address()
+        atexit.register(self._forget_address)
+
+    def _write_address(self) -> None:
+        path = self.memory_path / HOST_FILE
+        temp = path.with_name(f".{HOST_FILE}.{os.getpid()}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "port": self.port, "token": self.token}, f)
+        os.replace(temp, path)
+
+    def _forget_address(self) -> None:
+        address = find_host(self.memory_path, check_alive=False)
+        if address is not None and address.token == self.token:  # not a later holder's
+            (self.memory_path / HOST_FILE).unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._forget_address()
+
+
+# --- the client's side ------------------------------------------------------------------------------------------------
+def find_host(memory_path: Path, check_alive: bool = True) -> Optional[HostAddress]:
+    """Where the process holding this memory serves commands, if one says so and is still running."""
+    try:
+        record = json.loads((Path(memory_path) / HOST_FILE).read_text())
+        address = HostAddress(int(record["pid"]), int(record["port"]), str(record["token"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if check_alive:
+        try:
+            os.kill(address.pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's: its token file was readable, so let it answer
+    return address
+
+
+def send(address: HostAddress, request: dict) -> dict:
+    """Run a command in the holder; returns {"status", "stdout", "stderr"}. No timeout: a build may take hours."""
+    message = urllib.request.Request(
+        f"http://127.0.0.1:{address.port}/run", data=json.dumps(request).encode(),
+        headers={"Content-Type": "application/json", TOKEN_HEADER: address.token}, method="POST",
+    )
+    try:
+        with urllib.request.urlopen(message) as reply:
+            return json.loads(reply.read())
+    except (urllib.error.URLError, ConnectionError, ValueError) as exc:
+        raise HostUnreachableError(
+            f"the process holding this memory (pid {address.pid}) did not answer on port {address.port} ({exc}); "
+            "if it has stopped, run the command again"
+        ) from None
