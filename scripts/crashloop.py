@@ -12,7 +12,7 @@ child after a random delay (sometimes before it has even finished opening the me
 - the index, the label table and the database hold the same live ids;
 - every acknowledged operation is there, and the operation that was running when the kill came is either wholly
   applied or not at all (rows, labels and states compared with a model replayed from the log);
-- purged exemplars' embeddings are zeros in the vault;
+- purged exemplars' embeddings are zeros in the vault, and no file of the memory holds their bytes;
 - the audit chain verifies; queries answer (each probed exemplar is its own nearest neighbour, a search for every
   live exemplar returns exactly them).
 
@@ -145,6 +145,7 @@ class Figures:
     applied: Counter = field(default_factory=Counter)  # of those, how many were found wholly applied
     acknowledged: int = 0  # operations acknowledged by children, all verified
     recoveries: Counter = field(default_factory=Counter)  # what reopening had to do, from vmem's log
+    known_vectors: dict = field(default_factory=dict)  # id -> float32 bytes, to look for after it is purged
     inconsistencies: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -202,11 +203,13 @@ def _describe(expected: dict[int, Exemplar], actual: dict[int, Exemplar]) -> str
 
 
 def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], purged: set[int],
-                 figures: Figures) -> tuple[Optional[str], dict[int, Exemplar], str]:
+                 figures: Figures, snapshot: bool) -> tuple[Optional[str], dict[int, Exemplar], str]:
     """Reopen the memory after a kill and compare it with the model advanced by the round's log.
 
-    Returns (the first inconsistency or None, the model now, the operation that was in flight)."""
+    Returns (the first inconsistency or None, the model now, the operation that was in flight). `snapshot`: close
+    the memory properly (an index snapshot is written), else leave the snapshot behind for the next round."""
     from vmem_core import VisualMemory
+    from vmem_core.unlearn import byte_scan
 
     memory = VisualMemory.open(path)
     try:
@@ -264,6 +267,12 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
             record_bytes = raw[i * vault.record:(i + 1) * vault.record]
             if record_bytes.strip(b"\0"):
                 return f"purged exemplar {i} still has its embedding in the vault", model, in_flight
+        newly_purged = [i for i in purged if i in figures.known_vectors]
+        hits = byte_scan(path, [(f"embedding of {i}", figures.known_vectors.pop(i)) for i in newly_purged])
+        if hits:
+            return f"purged embeddings still on disk: {hits[:3]}", model, in_flight
+        known_ids, known = memory.stored_embeddings(sorted(actual))
+        figures.known_vectors.update({int(i): v.astype("<f4").tobytes() for i, v in zip(known_ids, known)})
         verification = memory.verify_audit()
         if not verification.ok:
             return f"audit chain broken: {verification.reason}", model, in_flight
@@ -282,7 +291,7 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
                 return "classification returned a label the memory does not hold", model, in_flight
         return None, model, in_flight
     finally:
-        if random.random() < 0.5:
+        if snapshot:
             memory.close()  # snapshot written: the next round loads it
         else:
             memory._store.close()  # no snapshot: the next round replays or rebuilds
@@ -307,12 +316,25 @@ def run(kills: int, workdir: Path, seed: int = 1, max_delay: float = 0.6,
     from vmem_core import VisualMemory
 
     rng = random.Random(seed)
-    random.seed(seed)
     figures = Figures()
     vmem_log = logging.getLogger("vmem_core")
+    saved = vmem_log.level, vmem_log.propagate
+    counter = _RecoveryCounter(figures.recoveries)
     vmem_log.setLevel(logging.INFO)
-    vmem_log.propagate = False
-    vmem_log.addHandler(_RecoveryCounter(figures.recoveries))
+    vmem_log.propagate = False  # counted, not printed
+    vmem_log.addHandler(counter)
+    try:
+        _kill_rounds(kills, workdir, rng, max_delay, figures, out)
+    finally:
+        vmem_log.removeHandler(counter)
+        vmem_log.setLevel(saved[0])
+        vmem_log.propagate = saved[1]
+    return figures
+
+
+def _kill_rounds(kills: int, workdir: Path, rng: random.Random, max_delay: float, figures: Figures, out) -> None:
+    from vmem_core import VisualMemory
+
     path = workdir / "crash.vmem"
     with VisualMemory.create(path, encoder=ENCODER) as memory:
         ids = memory.add([_random_png(rng) for _ in range(12)], [LABELS[i % 3] for i in range(12)],
@@ -344,7 +366,7 @@ def run(kills: int, workdir: Path, seed: int = 1, max_delay: float = 0.6,
         os.kill(child.pid, signal.SIGKILL)
         child.join()
         records = _read_log(log_path) if log_path.exists() else []
-        problem, model, in_flight = check_memory(path, model, records, purged, figures)
+        problem, model, in_flight = check_memory(path, model, records, purged, figures, snapshot=rng.random() < 0.5)
         figures.kills[in_flight] += 1
         if problem:
             figures.inconsistencies.append({"round": round_no, "operation": in_flight, "problem": problem})
@@ -353,7 +375,6 @@ def run(kills: int, workdir: Path, seed: int = 1, max_delay: float = 0.6,
             print(f"{round_no + 1} kills, {figures.acknowledged} acknowledged operations verified, "
                   f"{len(model)} rows", file=out, flush=True)
     figures.seconds = time.monotonic() - started
-    return figures
 
 
 def main(argv=None) -> int:
