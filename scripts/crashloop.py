@@ -312,8 +312,7 @@ class _RecoveryCounter(logging.Handler):
 def run(kills: int, workdir: Path, seed: int = 1, max_delay: float = 0.6,
         out=sys.stderr) -> Figures:
     """Kill `kills` children at random moments; stop at the first inconsistency."""
-    import tests.conftest  # noqa: F401
-    from vmem_core import VisualMemory
+    import tests.conftest  # noqa: F401 - registers the test-pixels encoder
 
     rng = random.Random(seed)
     figures = Figures()

@@ -18,7 +18,6 @@ from vmem_core import (
     VisualMemory,
     VmemError,
 )
-from vmem_core.index import MANIFEST_NAME
 
 from .conftest import REPO, SAMPLE, database_held_elsewhere, memory_state
 
@@ -232,30 +231,6 @@ def test_crash_after_commit_is_replayed_on_open(memory):
         assert len(mem) == 15 and "new" in mem.labels
         assert sorted(mem._index.live_ids().tolist()) == list(range(2, 17))
         assert mem.classify_embeddings(np.eye(64)[:1] + 0.01, k=1)[0].label == "new"
-
-
-@pytest.mark.parametrize("damage", ["delete", "truncate", "flip", "manifest"])
-def test_damaged_index_is_rebuilt_from_the_database(memory, damage, caplog):
-    memory.delete([5])
-    path = memory.path
-    memory.close()
-    manifest = json.loads((path / "index" / MANIFEST_NAME).read_text())
-    index_file = path / "index" / manifest["file"]
-    data = index_file.read_bytes()
-    if damage == "delete":
-        index_file.unlink()
-    elif damage == "truncate":
-        index_file.write_bytes(data[: len(data) // 3])
-    elif damage == "flip":
-        index_file.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
-    else:
-        (path / "index" / MANIFEST_NAME).write_text("{not json")
-    with caplog.at_level("WARNING"), VisualMemory.open(path) as mem:
-        assert len(mem) == 11 and mem._index.live_count == 11
-        assert 5 not in mem._index.live_ids()
-    assert any("rebuilding the index" in r.message for r in caplog.records)
-    with VisualMemory.open(path) as mem:  # the rebuilt index was snapshotted: no second rebuild
-        assert mem._index_seq == mem._store.seq()
 
 
 def test_concurrent_readers_and_writers(memory, small_folder):

@@ -370,12 +370,16 @@ def cmd_stats(args) -> int:
 
 
 def cmd_app(args) -> int:
+    from .images import MAX_UPLOAD_MEGABYTES
+
     app = REPO_ROOT / "app.py"
     if not app.exists():
         raise UsageError(f"the app is not installed: {app} is missing")
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal", "--server.headless", str(args.headless).lower()]
     command += ["--server.address", getattr(args, "address", None) or "127.0.0.1"]
+    # the upload limit of .streamlit/config.toml, which streamlit reads only when started in this repository
+    command += ["--server.maxUploadSize", str(MAX_UPLOAD_MEGABYTES)]
     if args.port:
         command += ["--server.port", str(args.port)]
     env = dict(os.environ)

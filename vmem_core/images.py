@@ -22,6 +22,9 @@ ImageInput = Union[str, Path, bytes, Image.Image]
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
+# The app's upload limit per file (`vmem app` passes it; .streamlit/config.toml says the same for `streamlit run`):
+# above one image's limit because the Evaluate page takes a .zip of labelled images.
+MAX_UPLOAD_MEGABYTES = 200
 THUMBNAIL_SIZE = 96
 ACCEPTED = "PNG, JPEG, GIF, BMP, TIFF or WebP"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
@@ -70,6 +73,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _check_size(label: str, width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise BadImageError(f"{label}: {width}x{height} pixels: an image needs at least one")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise BadImageError(f"{label}: {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,} pixels")
+
+
 def load_image(item: ImageInput, name: str | None = None) -> LoadedImage:
     """Decode `item` (a path, raw bytes or a PIL image) into RGB, enforcing the size limits.
 
@@ -78,9 +88,7 @@ def load_image(item: ImageInput, name: str | None = None) -> LoadedImage:
     """
     if isinstance(item, Image.Image):
         label = name or "<image>"
-        width, height = item.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise BadImageError(f"{label}: {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,} pixels")
+        _check_size(label, *item.size)
         rgb = _to_rgb(item)
         return LoadedImage(rgb, hashlib.sha256(rgb.tobytes()).hexdigest(), label)
     label = name or (str(item) if not isinstance(item, bytes) else "<bytes>")
@@ -90,11 +98,7 @@ def load_image(item: ImageInput, name: str | None = None) -> LoadedImage:
             warnings.simplefilter("ignore", UserWarning)  # damaged-tag notes: the image is decoded or rejected anyway
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
-            width, height = opened.size  # header only: checked before any pixel is decoded
-            if width * height > MAX_IMAGE_PIXELS:
-                raise BadImageError(
-                    f"{label}: {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,} pixels"
-                )
+            _check_size(label, *opened.size)  # from the header: before any pixel is decoded
             opened.load()
             oriented = ImageOps.exif_transpose(opened)
             rgb = _to_rgb(oriented)

@@ -37,6 +37,7 @@ from .errors import (
 from .images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
 from .locks import ReadWriteLock
+from .names import check_label
 from .store import NewExemplars, Store
 from .voting import (
     DEFAULT_HARD_THRESHOLD,
@@ -434,6 +435,7 @@ class VisualMemory:
         labels = [labels] * len(images) if isinstance(labels, str) else list(labels)
         if len(labels) != len(images):
             raise VmemError(f"{len(images)} images but {len(labels)} labels; give one label or one per image")
+        labels = [check_label(label) for label in labels]  # before the encoder spends any time
         if sources is None:
             sources = [str(i) if isinstance(i, (str, Path)) else "upload" for i in images]
         loaded = self.load_images(images, [str(s) for s in sources])
@@ -457,12 +459,9 @@ class VisualMemory:
         """Add precomputed embeddings (normalised here); all or none."""
         vectors = _check_embeddings(embeddings, self.dim)
         n = len(vectors)
-        labels = [str(label).strip() for label in labels]
+        labels = [check_label(label) for label in labels]
         if len(labels) != n:
             raise VmemError(f"{n} embeddings but {len(labels)} labels")
-        bad = [label for label in labels if not label]
-        if bad:
-            raise VmemError("empty label; every exemplar needs a non-empty label")
         rows = NewExemplars(
             labels=labels,
             sources=list(sources) if sources is not None else ["embedding"] * n,
@@ -501,9 +500,7 @@ class VisualMemory:
 
     def relabel(self, ids: Sequence[int], label: str) -> None:
         """Give exemplars a new label (recorded in `label_changes`); takes effect in the next query."""
-        label = str(label).strip()
-        if not label:
-            raise VmemError("empty label; every exemplar needs a non-empty label")
+        label = check_label(label)
         with self._lock.write():
             self._store.relabel(ids, label)
             self._refresh_labels()

@@ -22,6 +22,7 @@ from .attribution import winning_shares
 from .errors import BadImageError, VmemError
 from .images import IMAGE_SUFFIXES, load_image
 from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
+from .names import upload_name
 from .voting import DEFAULT_HARD_THRESHOLD, PRUNING_MODES, RULES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -268,7 +269,7 @@ def query_picker(memory: VisualMemory, key: str, default_samples: Sequence[str] 
             chosen = [] if picked == "(none)" else [picked]
     if uploads is not None and not isinstance(uploads, list):
         uploads = [uploads]
-    items = [(f.name, f.getvalue()) for f in (uploads or [])] + [(name, samples[name].read_bytes()) for name in chosen]
+    items = [(upload_name(f.name), f.getvalue()) for f in (uploads or [])] + [(name, samples[name].read_bytes()) for name in chosen]
     if not multiple:
         items = items[:1]
     queries, errors = encode_queries(memory, items)

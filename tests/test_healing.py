@@ -1,0 +1,71 @@
+"""A damaged or stale index snapshot heals on open from the database, and says so in exactly one log line."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from vmem_core import VisualMemory
+from vmem_core.index import MANIFEST_NAME
+
+
+def damage_snapshot(path, how: str) -> None:
+    manifest_path = path / "index" / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    index_file = path / "index" / manifest["file"]
+    data = index_file.read_bytes()
+    if how == "missing":
+        index_file.unlink()
+    elif how == "truncated":
+        index_file.write_bytes(data[: len(data) // 2])
+    elif how == "flipped":
+        index_file.write_bytes(data[:-10] + bytes([data[-10] ^ 0x01]) + data[-9:])
+    elif how == "manifest":
+        manifest_path.write_text(json.dumps({**manifest, "chunks": "garbled"})[:40])
+    elif how == "ahead":  # e.g. the database was restored from an older backup
+        manifest_path.write_text(json.dumps({**manifest, "applied_seq": manifest["applied_seq"] + 5}))
+
+
+EXPECTED = {
+    "missing": ("WARNING", "rebuilding the index of {path} from its database: index file index.{seq}.hnsw missing"),
+    "truncated": ("WARNING", "rebuilding the index of {path} from its database: index file index.{seq}.hnsw does "
+                             "not match its checksum (truncated or corrupted)"),
+    "flipped": ("WARNING", "rebuilding the index of {path} from its database: index file index.{seq}.hnsw does "
+                           "not match its checksum (truncated or corrupted)"),
+    "manifest": ("WARNING", "rebuilding the index of {path} from its database: index manifest unreadable"),
+    "ahead": ("WARNING", "rebuilding the index of {path} from its database: index snapshot is ahead of the database"),
+    "behind": ("INFO", "index replayed 3 change(s) made after its last snapshot"),
+}
+
+
+@pytest.mark.parametrize("how", list(EXPECTED))
+def test_snapshot_damage_heals_with_one_log_line(memory, how, caplog):
+    memory.delete([5])
+    memory.flush()
+    seq = memory._store.seq()
+    path = memory.path
+    if how == "behind":  # three changes committed after the snapshot, then the process died
+        memory.add_embeddings(np.eye(64)[:2] + 0.01, ["late", "late"])
+        memory.relabel([0], "renamed")
+        memory.delete([1])
+        memory._store.close()
+    else:
+        memory.close()
+        damage_snapshot(path, how)
+    with caplog.at_level(logging.INFO, logger="vmem_core"), VisualMemory.open(path) as mem:
+        lines = [r for r in caplog.records if r.name.startswith("vmem_core")]
+        live = sorted(mem._index.live_ids().tolist())
+        assert live == sorted(mem.table.ids.tolist())  # index and database agree: nothing lost
+        if how == "behind":
+            assert live == [i for i in range(14) if i not in (1, 5)] and "renamed" in mem.labels
+        else:
+            assert live == [i for i in range(12) if i != 5]
+    level, text = EXPECTED[how]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelname == level and "\n" not in lines[0].getMessage()
+    assert lines[0].getMessage().startswith(text.format(path=path, seq=seq))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vmem_core"), VisualMemory.open(path):
+        pass  # healed for good: the next open has nothing to say
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("vmem_core")] == []
