@@ -121,3 +121,23 @@ def test_cli_beside_a_running_app_server(tmp_path):
     assert not (path / HOST_FILE).exists()  # the app removed its address when it stopped
     with VisualMemory.open(path) as memory:  # and the file is free again
         assert memory.labels == ["bag", "cup", "trouser"] and len(memory) == 6
+
+
+def test_a_command_run_for_a_client_has_its_own_streams_and_no_terminal():
+    import sys
+    import threading
+
+    from vmem_core.host import run_captured
+
+    def command(request):
+        print(sys.stdin.isatty(), repr(sys.stdin.readline()))  # a question would get no answer, never the app's tty
+        print("warning", file=sys.stderr)
+        return 3
+
+    elsewhere = []
+    other = threading.Thread(target=lambda: elsewhere.append(sys.stdout.isatty() in (True, False)))
+    reply = run_captured(command, {})
+    other.start()
+    other.join()
+    assert reply == {"status": 3, "stdout": "False ''\n", "stderr": "warning\n"}
+    assert elsewhere == [True]  # other threads keep the process's own streams

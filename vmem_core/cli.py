@@ -135,8 +135,8 @@ def host_memory(memory):
 
 
 # commands a process holding the memory can run for the CLI (app and demo start processes of their own)
-_HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "stats")
-_PATH_ARGUMENTS = ("memory", "data", "queries")
+_HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "search-text", "stats")
+_PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms")
 
 
 def _memory_argument(args) -> Optional[str]:
@@ -182,7 +182,7 @@ def run_for_client(request: dict) -> int:
         print(f"vmem: error: {command!r} cannot be run in the app; accepted: {', '.join(_HOSTABLE)}",
               file=sys.stderr)
         return EXIT_ERROR
-    args = argparse.Namespace(**request, func=globals()[f"cmd_{command}"])
+    args = argparse.Namespace(**request, func=globals()[f"cmd_{command.replace('-', '_')}"])
     if _hosted(_memory_argument(args)) is None:
         print(f"vmem: error: {_memory_argument(args)} is not the memory this app holds", file=sys.stderr)
         return EXIT_ERROR

@@ -69,27 +69,36 @@ class _ThreadRoutedStream(io.TextIOBase):
     def fileno(self) -> int:
         return self.fallback.fileno()
 
+    def readline(self, *args) -> str:
+        return self._target().readline(*args)
+
+    def read(self, *args) -> str:
+        return self._target().read(*args)
+
 
 _routes = threading.local()
+STREAMS = ("stdin", "stdout", "stderr")
 
 
-def _route_output() -> None:
+def _route_streams() -> None:
     """Install the routing streams (again, if something replaced them since)."""
-    for name in ("stdout", "stderr"):
+    for name in STREAMS:
         current = getattr(sys, name)
-        if not isinstance(current, _ThreadRoutedStream):
+        if current is not None and not isinstance(current, _ThreadRoutedStream):
             setattr(sys, name, _ThreadRoutedStream(current, _routes, name))
 
 
 def run_captured(runner: Runner, request: dict) -> dict:
-    """Run a client's command in this thread with its output captured: {"status", "stdout", "stderr"}."""
-    _route_output()
-    _routes.stdout, _routes.stderr = io.StringIO(), io.StringIO()
+    """Run a client's command in this thread with its output captured: {"status", "stdout", "stderr"}. Its stdin
+    is empty and no terminal, so a command that would ask a question asks for a flag instead (e.g. --yes): the
+    holder's own terminal is never prompted."""
+    _route_streams()
+    _routes.stdin, _routes.stdout, _routes.stderr = io.StringIO(""), io.StringIO(), io.StringIO()
     try:
         status = runner(request)
         return {"status": status, "stdout": _routes.stdout.getvalue(), "stderr": _routes.stderr.getvalue()}
     finally:
-        _routes.stdout = _routes.stderr = None
+        _routes.stdin = _routes.stdout = _routes.stderr = None
 
 
 def serving_a_client() -> bool:
