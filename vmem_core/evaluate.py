@@ -14,6 +14,7 @@ import numpy as np
 
 from .datasets import LabelledImage, scan_dataset
 from .errors import BadImageError, DatasetError, VmemError
+from .experiments import hit_rate_every_k
 from .images import load_image
 from .memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
 from .voting import DEFAULT_HARD_THRESHOLD, RULES, check_rule
@@ -30,6 +31,7 @@ class EvalResult:
     pruning: str = "none"
     unknown_labels: list[str] = field(default_factory=list)  # query labels the memory has never seen
     rejected: list[tuple[str, str]] = field(default_factory=list)  # unreadable query images
+    hit_rate: Optional[np.ndarray] = None  # fraction of queries whose true label is among the first k neighbours
 
     def best(self) -> dict[str, dict]:
         """Per rule, the k with the highest accuracy (smallest such k on ties)."""
@@ -50,6 +52,7 @@ class EvalResult:
             "pruning": self.pruning,
             "unknown_labels": self.unknown_labels,
             "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
+            **({} if self.hit_rate is None else {"hit_rate": [round(float(h), 6) for h in self.hit_rate]}),
         }
 
 
@@ -92,7 +95,11 @@ def evaluate_embeddings(
     neighbor_ids, distances = memory.neighbors(embeddings, int(k_max), pruning, threshold, top_n)
     curves = accuracy_curves(memory, neighbor_ids, distances, true_labels, rules, pruning, threshold, top_n)
     known = set(memory.labels)
+    table = memory.table
+    found = np.asarray([table.labels[c] if c >= 0 else None for c in table.class_indices(neighbor_ids).ravel()],
+                       dtype=object).reshape(neighbor_ids.shape)
     return EvalResult(
+        hit_rate=hit_rate_every_k(found, np.asarray(list(true_labels), dtype=object)),
         accuracy=curves,
         queries=len(true_labels),
         k_max=neighbor_ids.shape[1],
@@ -178,46 +185,19 @@ def accuracy_vs_memory_size(
     rule: str = "rank",
     progress: Optional[Callable[[int, int], None]] = None,
 ):
-    """Accuracy when the memory holds only n exemplars per class (random subsets, one per seed).
+    """Accuracy when the memory holds only n exemplars per class (random subsets, one per seed), at one k and rule.
 
-    Search within each subset is exact (one query x memory similarity matrix, reused for every subset), so small
-    subsets are measured correctly rather than approximated from a fixed top-K list.
+    Search within each subset is exact (see `experiments.memory_size_sweep`, which this narrows to one rule).
 
     Returns:
         DataFrame with columns per_class, seed, exemplars, accuracy.
     """
-    import pandas as pd
+    from .experiments import memory_size_sweep
+    from .neighbour_cache import build_cache, memory_arrays
 
-    from .voting import prepare_votes, vote_all_k
-
-    table = memory.table
-    ids, vectors = memory.embeddings()
-    classes = table.class_indices(ids)
-    keep = classes >= 0  # rows added after the table was taken
-    ids, vectors, classes = ids[keep], vectors[keep], classes[keep]
-    similarity = np.asarray(query_embeddings, np.float32) @ vectors.T
-    position = {label: i for i, label in enumerate(table.labels)}
-    truth = np.asarray([position.get(label, -2) for label in true_labels])
-    by_class = [np.flatnonzero(classes == c) for c in range(len(table.labels))]
-    largest = max((len(members) for members in by_class), default=0)
-    sizes = sorted({min(int(n), largest) for n in per_class if int(n) >= 1})
-    rows, total, done = [], len(sizes) * len(seeds), 0
-    for size in sizes:
-        for seed in seeds:
-            rng = np.random.default_rng(seed)
-            subset = np.concatenate(
-                [rng.choice(members, min(size, len(members)), replace=False) for members in by_class if len(members)]
-            )
-            depth = min(k, len(subset))
-            sims = similarity[:, subset]
-            top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
-            order = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
-            distances = 1.0 - np.take_along_axis(sims, order, axis=1)
-            votes, weights, _ = prepare_votes(classes[subset][order], distances, rule)
-            predicted = vote_all_k(votes, weights, len(table.labels))[:, -1]
-            rows.append({"per_class": size, "seed": seed, "exemplars": len(subset),
-                         "accuracy": float(np.mean(predicted == truth))})
-            done += 1
-            if progress:
-                progress(done, total)
-    return pd.DataFrame(rows, columns=["per_class", "seed", "exemplars", "accuracy"])
+    _, vectors, labels = memory_arrays(memory)
+    if not len(labels):
+        raise VmemError("the memory has no live exemplars: nothing to subsample")
+    cache = build_cache(vectors, labels, query_embeddings, true_labels, k=int(k))
+    frame = memory_size_sweep(cache, per_class, seeds, rules=[rule], k=int(k), progress=progress)
+    return frame[["per_class", "seed", "exemplars", "accuracy"]].reset_index(drop=True)

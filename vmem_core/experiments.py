@@ -1,0 +1,476 @@
+"""The paper's experiments, each computed from one NeighbourCache (search once, vote many times).
+
+1. accuracy and hit rate vs k for every rule            `accuracy_and_hit_rate`
+2. accuracy vs memory size, several seeds, log-log fit  `memory_size_sweep`, `fit_log_error`
+3. new classes without forgetting                       `new_classes`
+4. hard / soft pruning vs none, per rule                `pruning_comparison` (reliability from `reliability_from_loo`)
+5. label noise                                          `label_noise`
+6. taxonomy levels, and a held-out class added at k=1   `taxonomy_accuracy`, `held_out_class_levels`
+7. out-of-distribution AUROC                            `ood_auroc`
+
+Accuracies at every k = 1..K come from one pass of `vote_all_k`; "best-over-k" picks k on the same queries
+(optimistic), so fixed-k figures are always reported beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .errors import DatasetError, VmemError
+from .neighbour_cache import NeighbourCache, exact_top_k
+from .voting import DEFAULT_HARD_THRESHOLD, RULES, check_rule, prepare_votes, vote_all_k
+
+Progress = Callable[[int, int], None]
+DEFAULT_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+DEFAULT_NOISE = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8)
+DEFAULT_ADDED = (0, 1, 2, 5, 10, 20)
+DEFAULT_FIXED_K = 10
+
+
+def _classes(memory_labels: np.ndarray, query_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Class indices of memory and query labels (queries with a label the memory lacks get -2: always wrong)."""
+    names = sorted(set(memory_labels.tolist()))
+    position = {label: i for i, label in enumerate(names)}
+    memory_classes = np.asarray([position[label] for label in memory_labels], dtype=np.int64)
+    query_classes = np.asarray([position.get(label, -2) for label in query_labels], dtype=np.int64)
+    return memory_classes, query_classes, len(names)
+
+
+def predictions_every_k(
+    positions: np.ndarray,
+    distances: np.ndarray,
+    memory_labels: np.ndarray,
+    query_labels: np.ndarray,
+    rule: str,
+    reliability: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions (n, K) as class indices, true classes (n,)) for one rule; `reliability` (per memory item)
+    switches on soft pruning."""
+    memory_classes, truth, num_classes = _classes(memory_labels, query_labels)
+    labels = np.where(positions >= 0, memory_classes[np.maximum(positions, 0)], -1)
+    if reliability is None:
+        votes, weights, _ = prepare_votes(labels, distances, rule)
+    else:
+        votes, weights, _ = prepare_votes(labels, distances, rule, reliability[np.maximum(positions, 0)], "soft")
+    return vote_all_k(votes, weights, num_classes), truth
+
+
+def accuracy_every_k(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return (predictions == truth[:, None]).mean(axis=0) if len(truth) else np.zeros(predictions.shape[1])
+
+
+def best_over_k(curve: np.ndarray) -> dict:
+    """{"k", "accuracy"} at the highest accuracy (smallest k on ties)."""
+    if not len(curve):
+        return {"k": 0, "accuracy": float("nan")}
+    k = int(np.argmax(curve)) + 1
+    return {"k": k, "accuracy": float(curve[k - 1])}
+
+
+def _curves(cache: NeighbourCache, positions, distances, rules, memory_labels=None, reliability=None):
+    labels = cache.memory_labels if memory_labels is None else memory_labels
+    return {check_rule(rule): accuracy_every_k(*predictions_every_k(positions, distances, labels, cache.query_labels,
+                                                                     rule, reliability))
+            for rule in rules}
+
+
+def _at(curve: np.ndarray, k: int) -> float:
+    return float(curve[min(k, len(curve)) - 1]) if len(curve) else float("nan")
+
+
+def _round(curve) -> list[float]:
+    return [round(float(a), 6) for a in curve]
+
+
+# --- 1. accuracy and hit rate vs k ----------------------------------------------------------------------------------
+@dataclass
+class AccuracyCurves:
+    accuracy: dict[str, np.ndarray]  # rule -> accuracy at k = 1..K
+    hit_rate: np.ndarray  # fraction of queries whose true label is among the first k neighbours
+    queries: int
+
+    def to_dict(self) -> dict:
+        return {"accuracy": {r: _round(c) for r, c in self.accuracy.items()},
+                "best_over_k": {r: best_over_k(c) for r, c in self.accuracy.items()},
+                "hit_rate": _round(self.hit_rate), "queries": self.queries}
+
+
+def hit_rate_every_k(neighbour_labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray:
+    """Fraction of rows whose true label appears among the first k neighbours, for k = 1..K.
+
+    >>> hit_rate_every_k(np.array([["a", "b"], ["b", "b"]]), np.array(["b", "a"])).tolist()
+    [0.0, 0.5]
+    """
+    if neighbour_labels.shape[1] == 0 or len(true_labels) == 0:
+        return np.zeros(neighbour_labels.shape[1])
+    hits = np.logical_or.accumulate(neighbour_labels == np.asarray(true_labels)[:, None], axis=1)
+    return hits.mean(axis=0)
+
+
+def accuracy_and_hit_rate(cache: NeighbourCache, rules: Sequence[str] = RULES) -> AccuracyCurves:
+    """Experiment 1: every rule's accuracy and the hit rate at every k = 1..K of the cache."""
+    curves = _curves(cache, cache.positions, cache.distances, rules)
+    hit = hit_rate_every_k(cache.memory_labels[cache.positions], cache.query_labels)
+    return AccuracyCurves(curves, hit, len(cache))
+
+
+# --- 2. memory size -------------------------------------------------------------------------------------------------
+def memory_size_sweep(
+    cache: NeighbourCache,
+    per_class: Sequence[int] = DEFAULT_SIZES,
+    seeds: Sequence[int] = (0, 1, 2),
+    rules: Sequence[str] = RULES,
+    k: int = DEFAULT_FIXED_K,
+    progress: Optional[Progress] = None,
+):
+    """Experiment 2: accuracy with only n random exemplars per class (one subset per seed).
+
+    Returns:
+        DataFrame: per_class, seed, exemplars, rule, accuracy (at k), best_accuracy, best_k (best-over-k up to the
+        cache depth).
+    """
+    import pandas as pd
+
+    if not seeds:
+        raise VmemError("give at least one seed")
+    labels = cache.memory_labels
+    by_class = [np.flatnonzero(labels == name) for name in sorted(set(labels.tolist()))]
+    largest = max((len(members) for members in by_class), default=0)
+    sizes = sorted({min(int(n), largest) for n in per_class if int(n) >= 1})
+    if not sizes:
+        raise VmemError(f"memory sizes per class must be at least 1, got {list(per_class)}")
+    rows, total, done = [], len(sizes) * len(seeds), 0
+    for size in sizes:
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            keep = np.zeros(len(labels), dtype=bool)
+            for members in by_class:
+                keep[rng.choice(members, min(size, len(members)), replace=False)] = True
+            positions, distances = cache.restricted(keep)
+            for rule, curve in _curves(cache, positions, distances, rules).items():
+                best = best_over_k(curve)
+                rows.append({"per_class": size, "seed": seed, "exemplars": int(keep.sum()), "rule": rule,
+                             "accuracy": _at(curve, k), "best_accuracy": best["accuracy"], "best_k": best["k"]})
+            done += 1
+            if progress:
+                progress(done, total)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class PowerFit:
+    """log10(error) = intercept + slope * log10(exemplars), fitted on the mean error per memory size."""
+
+    slope: float
+    intercept: float
+    r_squared: float
+    points: int
+
+    def to_dict(self) -> dict:
+        return {"slope": self.slope, "intercept": self.intercept, "r_squared": self.r_squared, "points": self.points}
+
+
+def fit_log_error(frame, rule: str, column: str = "accuracy") -> PowerFit:
+    """Least-squares line through (log10 exemplars, log10 mean error) for one rule; sizes with zero error are left
+    out (their log is undefined)."""
+    rows = frame[frame["rule"] == check_rule(rule)]
+    mean = rows.groupby("exemplars")[column].mean()
+    error = 1.0 - mean.to_numpy()
+    x, y = np.log10(mean.index.to_numpy(dtype=float)), error
+    usable = y > 0
+    if usable.sum() < 2:
+        return PowerFit(float("nan"), float("nan"), float("nan"), int(usable.sum()))
+    x, y = x[usable], np.log10(y[usable])
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (intercept + slope * x)
+    total = ((y - y.mean()) ** 2).sum()
+    r2 = 1.0 - (residual ** 2).sum() / total if total > 0 else 1.0
+    return PowerFit(float(slope), float(intercept), float(r2), int(usable.sum()))
+
+
+# --- 3. new classes -------------------------------------------------------------------------------------------------
+@dataclass
+class NewClassesResult:
+    new_labels: list[str]
+    k: int
+    old_before: dict[str, float]  # rule -> accuracy on old-class queries, memory of old classes only
+    old_after: dict[str, float]  # ... after the new classes were added
+    new_after: dict[str, float]  # rule -> accuracy on new-class queries after adding them
+    old_queries: int
+    new_queries: int
+
+    def to_dict(self) -> dict:
+        return {"new_labels": self.new_labels, "k": self.k, "old_queries": self.old_queries,
+                "new_queries": self.new_queries, "old_before": self.old_before, "old_after": self.old_after,
+                "old_delta_pp": {r: 100 * (self.old_after[r] - self.old_before[r]) for r in self.old_before},
+                "new_after": self.new_after}
+
+
+def _check_labels(cache: NeighbourCache, labels: Sequence[str], what: str) -> list[str]:
+    known = set(cache.memory_labels.tolist())
+    labels = list(dict.fromkeys(labels))
+    unknown = [label for label in labels if label not in known]
+    if unknown or not labels:
+        raise VmemError(f"{what}: {', '.join(map(repr, unknown)) or 'none given'}; the memory's labels are: "
+                        f"{', '.join(sorted(known))}")
+    if len(labels) >= len(known):
+        raise VmemError(f"{what}: at least one memory label must stay in memory")
+    return labels
+
+
+def new_classes(
+    cache: NeighbourCache, new_labels: Sequence[str], rules: Sequence[str] = RULES, k: int = DEFAULT_FIXED_K
+) -> NewClassesResult:
+    """Experiment 3: memory of the other classes, then `new_labels` added: old-class accuracy before and after
+    (forgetting), new-class accuracy after."""
+    new_labels = _check_labels(cache, new_labels, "new classes must be memory labels")
+    is_new_memory = np.isin(cache.memory_labels, new_labels)
+    is_new_query = np.isin(cache.query_labels, new_labels)
+    old = cache.subset_queries(np.flatnonzero(~is_new_query))
+    new = cache.subset_queries(np.flatnonzero(is_new_query))
+    positions, distances = old.restricted(~is_new_memory, max(k, 1))
+    before = {r: _at(c, k) for r, c in _curves(old, positions, distances, rules).items()}
+    after = {r: _at(c, k) for r, c in _curves(old, old.positions, old.distances, rules).items()}
+    new_after = {r: _at(c, k) for r, c in _curves(new, new.positions, new.distances, rules).items()}
+    return NewClassesResult(new_labels, k, before, after, new_after, len(old), len(new))
+
+
+# --- 4. pruning -----------------------------------------------------------------------------------------------------
+def reliability_from_loo(loo: NeighbourCache, top_n: int = 10) -> np.ndarray:
+    """v per memory item: how often it is among the top-N leave-one-out neighbours of a differently-labelled item
+    (the same definition as VisualMemory.reliability, over the cache's exact search)."""
+    if (loo.self_positions < 0).any():
+        raise VmemError("reliability needs a leave-one-out cache (build_cache without queries)")
+    found = loo.positions[:, :top_n]
+    differs = loo.memory_labels[found] != loo.query_labels[:, None]
+    return np.bincount(found[differs], minlength=len(loo.memory_labels)).astype(np.int64)
+
+
+@dataclass
+class PruningResult:
+    accuracy: dict[str, dict[str, np.ndarray]]  # mode -> rule -> accuracy at k = 1..K
+    threshold: float
+    pruned: int  # exemplars hard pruning skips
+    soft_weighted: int  # exemplars soft pruning down-weights (v > 0)
+    memory: int
+
+    def to_dict(self, k: int = DEFAULT_FIXED_K) -> dict:
+        return {"threshold": self.threshold, "pruned": self.pruned, "soft_weighted": self.soft_weighted,
+                "memory": self.memory,
+                "accuracy": {m: {r: _round(c) for r, c in rules.items()} for m, rules in self.accuracy.items()},
+                f"accuracy_at_k{k}": {m: {r: _at(c, k) for r, c in rules.items()}
+                                      for m, rules in self.accuracy.items()},
+                "best_over_k": {m: {r: best_over_k(c) for r, c in rules.items()}
+                                for m, rules in self.accuracy.items()}}
+
+
+def pruning_comparison(
+    cache: NeighbourCache, reliability: np.ndarray, rules: Sequence[str] = RULES,
+    threshold: float = DEFAULT_HARD_THRESHOLD,
+) -> PruningResult:
+    """Experiment 4: accuracy curves with no pruning, hard pruning (skip v >= threshold, ranks renumbered over the
+    kept exemplars) and soft pruning (weights x 1.75 / (1 + v) where v > 0)."""
+    reliability = np.asarray(reliability)
+    if reliability.shape != cache.memory_labels.shape:
+        raise VmemError(f"reliability has shape {reliability.shape}; expected one value per memory item "
+                        f"({len(cache.memory_labels)})")
+    keep = reliability < threshold
+    hard_positions, hard_distances = cache.restricted(keep)
+    accuracy = {
+        "none": _curves(cache, cache.positions, cache.distances, rules),
+        "hard": _curves(cache, hard_positions, hard_distances, rules),
+        "soft": _curves(cache, cache.positions, cache.distances, rules, reliability=reliability),
+    }
+    return PruningResult(accuracy, float(threshold), int((~keep).sum()), int((reliability > 0).sum()),
+                         len(reliability))
+
+
+# --- 5. label noise -------------------------------------------------------------------------------------------------
+def flip_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """A copy of `labels` with round(fraction * n) of them, chosen at random, changed to another label at random."""
+    if not 0 <= fraction <= 1:
+        raise VmemError(f"noise fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    names = np.asarray(sorted(set(labels.tolist())), dtype=object)
+    if len(names) < 2:
+        raise VmemError("label noise needs at least two labels")
+    out = labels.copy()
+    chosen = rng.choice(len(labels), int(round(fraction * len(labels))), replace=False)
+    position = {name: i for i, name in enumerate(names)}
+    current = np.asarray([position[label] for label in labels[chosen]], dtype=np.int64)
+    shift = rng.integers(1, len(names), size=len(chosen))  # never 0: the label always changes
+    out[chosen] = names[(current + shift) % len(names)]
+    return out
+
+
+def label_noise(
+    cache: NeighbourCache, fractions: Sequence[float] = DEFAULT_NOISE, rules: Sequence[str] = RULES,
+    k: int = DEFAULT_FIXED_K, seed: int = 0,
+):
+    """Experiment 5: accuracy per rule when a fraction of memory labels is wrong. DataFrame: noise, rule,
+    accuracy (at k), best_accuracy, best_k."""
+    import pandas as pd
+
+    rows = []
+    for fraction in fractions:
+        noisy = flip_labels(cache.memory_labels, float(fraction), seed)
+        for rule, curve in _curves(cache, cache.positions, cache.distances, rules, memory_labels=noisy).items():
+            best = best_over_k(curve)
+            rows.append({"noise": float(fraction), "rule": rule, "accuracy": _at(curve, k),
+                         "best_accuracy": best["accuracy"], "best_k": best["k"]})
+    return pd.DataFrame(rows)
+
+
+# --- 6. taxonomy ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Taxonomy:
+    """Levels of labels, finest first: levels[0] is the memory's own label; mappings[i] sends a label to level i."""
+
+    levels: tuple[str, ...]
+    mappings: tuple[dict[str, str], ...]
+
+    def map(self, labels: np.ndarray, level: int) -> np.ndarray:
+        mapping = self.mappings[level]
+        return np.asarray([mapping.get(label, label) for label in labels], dtype=object)
+
+
+def load_taxonomy(path: Path) -> Taxonomy:
+    """A CSV with a header naming the levels, finest first (e.g. `class,group,supergroup`), one row per label.
+
+    Raises:
+        DatasetError: missing file, fewer than two columns, a label listed twice or a blank cell.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such taxonomy file (expected a CSV: class,group,... one row per label)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    if not rows or len(rows[0]) < 2:
+        raise DatasetError(f"{path}: needs a header with at least two levels, e.g. class,group")
+    header = [cell.strip() for cell in rows[0]]
+    mappings: list[dict[str, str]] = [{} for _ in header]
+    for line, row in enumerate(rows[1:], start=2):
+        cells = [cell.strip() for cell in row]
+        if len(cells) != len(header) or not all(cells):
+            raise DatasetError(f"{path}:{line}: expected {len(header)} non-empty cells ({','.join(header)}), "
+                               f"got {row}")
+        if cells[0] in mappings[0]:
+            raise DatasetError(f"{path}:{line}: label {cells[0]!r} listed twice")
+        for level, cell in enumerate(cells):
+            mappings[level][cells[0]] = cell
+    return Taxonomy(tuple(header), tuple(mappings))
+
+
+def _check_taxonomy(cache: NeighbourCache, taxonomy: Taxonomy) -> None:
+    missing = sorted(set(cache.memory_labels.tolist()) - set(taxonomy.mappings[0]))
+    if missing:
+        raise VmemError(f"the taxonomy has no row for memory label(s): {', '.join(missing)}")
+
+
+def taxonomy_accuracy(
+    cache: NeighbourCache, taxonomy: Taxonomy, rules: Sequence[str] = RULES, k: int = DEFAULT_FIXED_K
+) -> dict[str, dict[str, float]]:
+    """Experiment 6a: accuracy at each level (memory and query labels mapped to that level before voting):
+    level -> rule -> accuracy at k."""
+    _check_taxonomy(cache, taxonomy)
+    out = {}
+    for level, name in enumerate(taxonomy.levels):
+        mapped = NeighbourCache(cache.memory_vectors, taxonomy.map(cache.memory_labels, level), cache.query_vectors,
+                                taxonomy.map(cache.query_labels, level), cache.positions, cache.distances,
+                                cache.self_positions)
+        out[name] = {r: _at(c, k) for r, c in _curves(mapped, mapped.positions, mapped.distances, rules).items()}
+    return out
+
+
+def held_out_class_levels(
+    cache: NeighbourCache, taxonomy: Taxonomy, held_out: str, added: Sequence[int] = DEFAULT_ADDED,
+    seeds: Sequence[int] = (0, 1, 2), rule: str = "rank",
+):
+    """Experiment 6b: queries of a class the memory lacks, then with n = 0, 1, 2, 5, ... of its exemplars added;
+    accuracy at each taxonomy level at k = 1. DataFrame: added, seed, level, accuracy."""
+    import pandas as pd
+
+    _check_taxonomy(cache, taxonomy)
+    _check_labels(cache, [held_out], "held-out class must be a memory label")
+    members = np.flatnonzero(cache.memory_labels == held_out)
+    queries = cache.subset_queries(np.flatnonzero(cache.query_labels == held_out))
+    if not len(queries):
+        raise VmemError(f"no query is labelled {held_out!r}: nothing to measure")
+    rows = []
+    for n in sorted({int(a) for a in added}):
+        if n < 0 or n > len(members):
+            raise VmemError(f"cannot add {n} exemplars of {held_out!r}: the memory has {len(members)}")
+        for seed in (seeds if n else seeds[:1]):  # adding none is the same subset for every seed
+            keep = cache.memory_labels != held_out
+            keep[np.random.default_rng(seed).choice(members, n, replace=False)] = True
+            positions, distances = queries.restricted(keep, 1)
+            for level, name in enumerate(taxonomy.levels):
+                predictions, truth = predictions_every_k(positions, distances,
+                                                         taxonomy.map(cache.memory_labels, level),
+                                                         taxonomy.map(queries.query_labels, level), rule)
+                rows.append({"added": n, "seed": seed, "level": name,
+                             "accuracy": float(np.mean(predictions[:, 0] == truth))})
+    return pd.DataFrame(rows)
+
+
+# --- 7. out of distribution -----------------------------------------------------------------------------------------
+def auroc(in_scores: Sequence[float], out_scores: Sequence[float]) -> float:
+    """Probability that an out-of-distribution score exceeds an in-distribution one (ties count half): the area
+    under the ROC curve, by the Mann-Whitney statistic.
+
+    >>> auroc([0.1, 0.2], [0.3, 0.2])
+    0.875
+    """
+    inside, outside = np.asarray(in_scores, float), np.asarray(out_scores, float)
+    if not len(inside) or not len(outside):
+        raise VmemError("AUROC needs at least one in- and one out-of-distribution score")
+    scores = np.concatenate([inside, outside])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks over ties
+    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(scores)]])
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2.0
+    rank_sum = ranks[len(inside):].sum()
+    return float((rank_sum - len(outside) * (len(outside) + 1) / 2) / (len(inside) * len(outside)))
+
+
+@dataclass
+class OodResult:
+    held_out: list[str]
+    k: int
+    auroc: float
+    in_scores: np.ndarray
+    out_scores: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"held_out": self.held_out, "k": self.k, "auroc": self.auroc, "in_queries": len(self.in_scores),
+                "out_queries": len(self.out_scores),
+                "in_score_median": float(np.median(self.in_scores)) if len(self.in_scores) else None,
+                "out_score_median": float(np.median(self.out_scores)) if len(self.out_scores) else None}
+
+
+def ood_auroc(cache: NeighbourCache, held_out: Sequence[str], k: int = 1) -> OodResult:
+    """Experiment 7: memory without the `held_out` classes; score = mean distance to the k nearest exemplars;
+    AUROC of held-out-class queries (out) against the other queries (in)."""
+    held_out = _check_labels(cache, held_out, "held-out classes must be memory labels")
+    positions, distances = cache.restricted(~np.isin(cache.memory_labels, held_out), k)
+    scores = distances[:, :k].mean(axis=1)
+    out = np.isin(cache.query_labels, held_out)
+    return OodResult(held_out, k, auroc(scores[~out], scores[out]), scores[~out], scores[out])
+
+
+def ood_auroc_of_images(cache: NeighbourCache, outside_vectors: np.ndarray, k: int = 1) -> OodResult:
+    """AUROC of other images (e.g. natural photos) against the cache's queries, by the same distance score."""
+    _, inside = exact_top_k(cache.query_vectors, cache.memory_vectors, k)
+    _, outside = exact_top_k(np.asarray(outside_vectors, np.float32), cache.memory_vectors, k)
+    in_scores, out_scores = inside.mean(axis=1), outside.mean(axis=1)
+    return OodResult([], k, auroc(in_scores, out_scores), in_scores, out_scores)
