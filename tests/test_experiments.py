@@ -281,3 +281,34 @@ def test_held_out_classes_are_detected_as_out_of_distribution():
     cache = build_cache(memory, labels, queries, query_labels, k=5)
     result = ood_auroc(cache, ["c3"])
     assert result.auroc > 0.95 and len(result.out_scores) == 15 and len(result.in_scores) == 45
+
+
+@pytest.mark.parametrize("rule,pruning", [("rank", "none"), ("plurality", "none"), ("softmax", "soft")])
+def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
+    """The counterfactual from k + 1 cached neighbours is what the memory predicts once the exemplar is gone
+    (reliability held fixed: soft pruning recomputes v after a delete, so that case compares with v frozen)."""
+    from vmem_core import VisualMemory
+    from vmem_core.attribution import attribute, exemplar_influence
+
+    memory, labels, queries, query_labels = blobs(per_class=12, classes=3, dim=64, spread=4.0)
+    mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
+    mem.add_embeddings(memory, list(labels))
+    queries, query_labels = queries[:12], query_labels[:12]
+    explained = attribute(mem, queries, k=4, rule=rule, pruning=pruning)
+    v = dict(mem.reliability(10))
+    mem.reliability = lambda top_n=10: v  # frozen, as the counterfactual assumes
+    flips_seen = 0
+    for row, neighbours in enumerate(explained):
+        assert sum(n.share for n in neighbours) == pytest.approx(1.0)
+        for n in neighbours:
+            mem.delete([n.id])
+            [after] = mem.classify_embeddings(queries[row:row + 1], k=4, voting=rule, pruning=pruning)
+            assert after.label == n.without, (row, n)
+            flips_seen += n.flips
+            mem.restore([n.id])
+    assert flips_seen > 0  # some exemplar mattered, so the comparison tested something
+    frame = exemplar_influence(mem, queries, list(query_labels), k=4, rule=rule, pruning=pruning)
+    assert frame["flips"].sum() == flips_seen
+    by_id = {n.id for neighbours in explained for n in neighbours}
+    assert set(frame["id"]) == by_id
+    mem.close()

@@ -308,9 +308,76 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def _experiment_options(args):
+    from .evaluate import ExperimentOptions
+
+    return ExperimentOptions(
+        k=args.k, k_max=args.k_max, sizes=args.sizes, seeds=list(range(args.seeds)), new_classes=args.new_classes,
+        threshold=args.threshold, top_n=args.top_n, noise=args.noise, taxonomy=args.taxonomy,
+        held_out=args.held_out, added=args.added, ood_held_out=args.ood_held_out,
+    )
+
+
+def _print_experiments(results: dict, k: int) -> None:
+    for name, result in results.items():
+        print(f"\n== {name} ==")
+        if name == "accuracy":
+            shown = [x for x in (1, 10, 100) if x <= len(result["hit_rate"])]
+            print(f"{'rule':<10}" + "".join(f"{'k=' + str(x):>9}" for x in shown) + f"{'best-over-k':>20}")
+            for rule, curve in result["accuracy"].items():
+                best = result["best_over_k"][rule]
+                print(f"{rule:<10}" + "".join(f"{curve[x - 1]:>9.4f}" for x in shown)
+                      + f"{best['accuracy']:>11.4f} (k={best['k']})")
+            print(f"{'hit rate':<10}" + "".join(f"{result['hit_rate'][x - 1]:>9.4f}" for x in shown))
+        elif name == "memory-size":
+            import pandas as pd
+
+            frame = pd.DataFrame(result["rows"])
+            table = frame.groupby(["exemplars", "rule"])["accuracy"].agg(["mean", "std"]).unstack("rule")
+            print(f"accuracy at k={result['k']} (mean and std over seeds) by memory size:")
+            print(table.round(4).to_string())
+            for rule, fit in result["fit"].items():
+                print(f"{rule}: log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} log10(memory size) "
+                      f"(R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
+        elif name == "new-classes":
+            print(f"new classes {', '.join(result['new_labels'])}; {result['old_queries']} old-class and "
+                  f"{result['new_queries']} new-class queries, k={result['k']}")
+            for rule in result["old_before"]:
+                print(f"  {rule:<10} old before {result['old_before'][rule]:.4f}  after {result['old_after'][rule]:.4f}"
+                      f"  ({result['old_delta_pp'][rule]:+.2f} pp)  new {result['new_after'][rule]:.4f}")
+        elif name == "pruning":
+            print(f"hard pruning skips {result['pruned']} of {result['memory']} exemplars (v >= "
+                  f"{result['threshold']:g}); soft pruning down-weights {result['soft_weighted']}")
+            at = result[f"accuracy_at_k{k}"]
+            for mode, rules in at.items():
+                print(f"  {mode:<5}" + "".join(f"  {rule} {value:.4f} (best {result['best_over_k'][mode][rule]['accuracy']:.4f})"
+                                               for rule, value in rules.items()))
+        elif name == "noise":
+            import pandas as pd
+
+            frame = pd.DataFrame(result["rows"])
+            print(f"accuracy at k={result['k']} by fraction of memory labels flipped:")
+            print(frame.pivot(index="noise", columns="rule", values="accuracy").round(4).to_string())
+        elif name == "taxonomy":
+            for level, rules in result["accuracy"].items():
+                print(f"  {level:<12}" + "".join(f"  {rule} {value:.4f}" for rule, value in rules.items()))
+            print(f"held-out class {result['held_out']!r}, its queries at k=1 after adding n exemplars:")
+            for row in result["held_out_k1"]:
+                print(f"  n={row['added']:<3}" + "".join(f"  {level} {row[level]:.4f}" for level in result["levels"]))
+        elif name == "ood":
+            for what, r in result.items():
+                print(f"  {what}: AUROC {r['auroc']:.4f} ({r['out_queries']} out vs {r['in_queries']} in, mean "
+                      f"distance to {r['k']} nearest; medians {r['in_score_median']:.4f} in, "
+                      f"{r['out_score_median']:.4f} out)")
+
+
 def cmd_eval(args) -> int:
     from .evaluate import BEST_LABEL, evaluate_dataset
 
+    if args.experiment:
+        if args.rerank or args.limit is not None:
+            raise UsageError("--experiment runs on every query without re-ranking: drop --rerank and --limit")
+        return _run_experiments(args)
     if args.rerank:
         from .cli_rerank import cmd_eval_rerank
 
@@ -353,6 +420,72 @@ def cmd_search_text(args) -> int:
 
     with _open(args) as memory:
         return search(args, memory)
+
+
+def _run_experiments(args) -> int:
+    from .evaluate import EXPERIMENTS, encode_labelled, run_experiments
+
+    names = list(EXPERIMENTS) if "all" in args.experiment else list(dict.fromkeys(args.experiment))
+    if "taxonomy" in names and args.taxonomy is None:
+        if "all" in args.experiment:
+            names.remove("taxonomy")
+        else:
+            raise UsageError("--experiment taxonomy needs --taxonomy FILE (CSV: class,group,... one row per label)")
+    bar = _progress_bar("experiments", not args.json)
+    with _open(args) as memory:
+        embeddings, labels, rejected = encode_labelled(memory, args.queries, _progress_bar("encode", not args.json))
+        ood = None
+        if args.ood_images:
+            ood = memory.encode(_expand_images([args.ood_images]))
+        results = run_experiments(memory, embeddings, labels, names, _experiment_options(args),
+                                  progress=lambda stage, done, total: bar(done, total), ood_embeddings=ood)
+    if args.json:
+        _print_json({"queries": len(labels), "rejected": [{"path": p, "reason": r} for p, r in rejected],
+                     "experiments": results})
+        return 0
+    print(f"{len(labels)} queries; exact search of the memory's live exemplars, once")
+    _print_experiments(results, args.k)
+    for path, reason in rejected:
+        print(f"skipped unreadable query: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_attribute(args) -> int:
+    from .attribution import attribute, exemplar_influence
+    from .evaluate import encode_labelled
+
+    if bool(args.images) == bool(args.queries):
+        raise UsageError("give images to explain, or --queries DIR for per-exemplar influence over a labelled set")
+    with _open(args) as memory:
+        if args.queries:
+            embeddings, labels, _ = encode_labelled(memory, args.queries, _progress_bar("encode", not args.json))
+            frame = exemplar_influence(memory, embeddings, labels, args.k, args.voting, args.pruning, args.threshold,
+                                       args.top_n)
+        else:
+            paths = _expand_images(args.images)
+            explained = attribute(memory, memory.encode(paths), args.k, args.voting, args.pruning, args.threshold,
+                                  args.top_n)
+    if args.queries:
+        if args.json:
+            _print_json({"queries": len(labels), "k": args.k, "voting": args.voting,
+                         "exemplars": frame.to_dict("records")})
+            return 0
+        print(f"{len(labels)} queries, k={args.k}, {args.voting} voting: exemplars by predictions that flip without "
+              f"them")
+        print(frame.head(args.show).to_string(index=False))
+        return 0
+    if args.json:
+        _print_json([{"image": str(path), "label": rows[0].prediction if rows else None,
+                      "neighbors": [{"id": r.id, "label": r.label, "rank": r.rank, "share": r.share,
+                                     "without": r.without, "flips": r.flips} for r in rows]}
+                     for path, rows in zip(paths, explained)])
+        return 0
+    for path, rows in zip(paths, explained):
+        print(f"{path}: {rows[0].prediction if rows else None}")
+        for r in rows[: args.show]:
+            flip = f"  -> without it: {r.without}" if r.flips else ""
+            print(f"    #{r.rank:<3} id {r.id:<7} {r.label:<16} share {r.share:6.1%}{flip}")
+    return 0
 
 
 def cmd_stats(args) -> int:
@@ -507,6 +640,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-max", type=int, default=100)
     voting_options(p)
     p.add_argument("--json", action="store_true")
+    from .evaluate import EXPERIMENTS, ExperimentOptions
+
+    defaults = ExperimentOptions()
+    group = p.add_argument_group("experiments (exact search once, every rule and k from it)")
+    group.add_argument("--experiment", action="append", choices=(*EXPERIMENTS, "all"),
+                       help="run one of the paper's experiments instead of the plain evaluation (repeatable)")
+    group.add_argument("--k", type=int, default=defaults.k, help="the fixed k reported beside best-over-k")
+    group.add_argument("--sizes", type=int, nargs="+", default=list(defaults.sizes), help="exemplars per class")
+    group.add_argument("--seeds", type=int, default=len(defaults.seeds), help="random subsets per memory size")
+    group.add_argument("--new-classes", nargs="+", default=None, metavar="LABEL",
+                       help="classes added later in new-classes (default: the last label)")
+    group.add_argument("--noise", type=float, nargs="+", default=list(defaults.noise),
+                       help="fractions of memory labels flipped")
+    group.add_argument("--taxonomy", type=Path, default=None, help="CSV class,group,... for the taxonomy experiment")
+    group.add_argument("--held-out", default=None, metavar="LABEL", help="class held out in taxonomy")
+    group.add_argument("--added", type=int, nargs="+", default=list(defaults.added),
+                       help="exemplars of the held-out class added back (taxonomy, k=1)")
+    group.add_argument("--ood-held-out", nargs="+", default=None, metavar="LABEL",
+                       help="classes left out of memory for ood (default: as --new-classes)")
+    group.add_argument("--ood-images", default=None, metavar="DIR", help="other images scored as out of distribution")
     add_rerank_options(p, batch=True)
     p.set_defaults(func=cmd_eval)
 
@@ -516,6 +669,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search_text)
+
+    p = sub.add_parser("attribute", help="which exemplars drove predictions, and what each prediction would be "
+                                         "without each of them")
+    p.add_argument("memory")
+    p.add_argument("images", nargs="*")
+    p.add_argument("--queries", default=None, help="labelled folder or CSV: per-exemplar influence over it")
+    p.add_argument("--k", type=int, default=10)
+    voting_options(p)
+    p.add_argument("--show", type=int, default=10, help="rows to print (text output)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("stats", help="counts per label, encoder, size on disk")
     p.add_argument("memory")

@@ -108,6 +108,25 @@ def evaluate_embeddings(
     )
 
 
+def encode_labelled(
+    memory: VisualMemory,
+    data: Union[str, Path, Sequence[LabelledImage]],
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """(embeddings, labels, rejected (path, reason)) of a labelled query set (ImageFolder directory or CSV)."""
+    items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
+    images, labels, rejected = [], [], []
+    for item in items:
+        try:
+            images.append(load_image(item.path, item.source).image)
+            labels.append(item.label)
+        except BadImageError as exc:  # evaluation goes on without that query
+            rejected.append((str(item.path), str(exc)))
+    if not images:
+        raise DatasetError(f"{data}: none of the {len(items)} query images could be read; first: {rejected[0][1]}")
+    return memory.encoder.encode(images, progress=progress), labels, rejected
+
+
 def evaluate_dataset(
     memory: VisualMemory,
     data: Union[str, Path, Sequence[LabelledImage]],
@@ -119,17 +138,7 @@ def evaluate_dataset(
     top_n: int = DEFAULT_RELIABILITY_TOP_N,
 ) -> EvalResult:
     """Evaluate on a labelled query set (ImageFolder directory or CSV); unreadable images are reported, not fatal."""
-    items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
-    images, labels, rejected = [], [], []
-    for item in items:
-        try:
-            images.append(load_image(item.path, item.source).image)
-            labels.append(item.label)
-        except BadImageError as exc:  # evaluation goes on without that query
-            rejected.append((str(item.path), str(exc)))
-    if not images:
-        raise DatasetError(f"{data}: none of the {len(items)} query images could be read; first: {rejected[0][1]}")
-    embeddings = memory.encoder.encode(images, progress=progress)
+    embeddings, labels, rejected = encode_labelled(memory, data, progress)
     result = evaluate_embeddings(memory, embeddings, labels, k_max, rules, pruning, threshold, top_n)
     result.rejected = rejected
     return result
@@ -201,3 +210,101 @@ def accuracy_vs_memory_size(
     cache = build_cache(vectors, labels, query_embeddings, true_labels, k=int(k))
     frame = memory_size_sweep(cache, per_class, seeds, rules=[rule], k=int(k), progress=progress)
     return frame[["per_class", "seed", "exemplars", "accuracy"]].reset_index(drop=True)
+
+
+EXPERIMENTS = ("accuracy", "memory-size", "new-classes", "pruning", "noise", "taxonomy", "ood")
+
+
+@dataclass
+class ExperimentOptions:
+    """Settings of `run_experiments`; defaults follow the paper where it gives one."""
+
+    k: int = 10  # the fixed k reported beside best-over-k
+    k_max: int = DEFAULT_K_MAX
+    rules: Sequence[str] = RULES
+    sizes: Sequence[int] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+    seeds: Sequence[int] = (0, 1, 2)
+    new_classes: Optional[Sequence[str]] = None  # default: the last label in sorted order
+    threshold: float = DEFAULT_HARD_THRESHOLD
+    top_n: int = DEFAULT_RELIABILITY_TOP_N
+    noise: Sequence[float] = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8)
+    taxonomy: Optional[Path] = None
+    held_out: Optional[str] = None  # taxonomy's held-out class; default: the last label
+    added: Sequence[int] = (0, 1, 2, 5, 10, 20)
+    ood_held_out: Optional[Sequence[str]] = None  # default: the same as new_classes
+    ood_k: int = 1
+
+
+def run_experiments(
+    memory: VisualMemory,
+    query_embeddings: np.ndarray,
+    true_labels: Sequence[str],
+    experiments: Sequence[str] = EXPERIMENTS,
+    options: Optional[ExperimentOptions] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+    ood_embeddings: Optional[np.ndarray] = None,
+) -> dict[str, dict]:
+    """Run the named experiments over one exact neighbour search of the memory's live exemplars.
+
+    Args:
+        experiments: any of EXPERIMENTS.
+        progress: called as progress(stage, done, total).
+        ood_embeddings: extra out-of-distribution images (e.g. photos) scored against the queries in "ood".
+
+    Returns:
+        experiment name -> JSON-ready dict (see each function in `vmem_core.experiments`).
+    """
+    from . import experiments as ex
+    from .neighbour_cache import build_cache, memory_arrays
+
+    unknown = [name for name in experiments if name not in EXPERIMENTS]
+    if unknown:
+        raise VmemError(f"unknown experiment(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(EXPERIMENTS)}")
+    options = options or ExperimentOptions()
+
+    def stage(name: str):
+        return (lambda done, total: progress(name, done, total)) if progress else None
+
+    _, vectors, labels = memory_arrays(memory)
+    if len(set(labels.tolist())) < 2:
+        raise VmemError("the experiments need a memory with at least two labels")
+    cache = build_cache(vectors, labels, query_embeddings, true_labels, k=options.k_max, progress=stage("search"))
+    last_label = sorted(set(labels.tolist()))[-1]
+    new = list(options.new_classes or [last_label])
+    out: dict[str, dict] = {}
+    for name in experiments:
+        if name == "accuracy":
+            out[name] = ex.accuracy_and_hit_rate(cache, options.rules).to_dict()
+        elif name == "memory-size":
+            frame = ex.memory_size_sweep(cache, options.sizes, options.seeds, options.rules, options.k,
+                                         stage("memory-size"))
+            out[name] = {"k": options.k, "rows": frame.to_dict("records"),
+                         "fit": {rule: ex.fit_log_error(frame, rule).to_dict() for rule in frame["rule"].unique()},
+                         "fit_best_over_k": {rule: ex.fit_log_error(frame, rule, "best_accuracy").to_dict()
+                                             for rule in frame["rule"].unique()}}
+        elif name == "new-classes":
+            out[name] = ex.new_classes(cache, new, options.rules, options.k).to_dict()
+        elif name == "pruning":
+            loo = build_cache(vectors, labels, k=options.top_n, progress=stage("leave-one-out"))
+            reliability = ex.reliability_from_loo(loo, options.top_n)
+            out[name] = ex.pruning_comparison(cache, reliability, options.rules, options.threshold).to_dict(options.k)
+        elif name == "noise":
+            frame = ex.label_noise(cache, options.noise, options.rules, options.k)
+            out[name] = {"k": options.k, "rows": frame.to_dict("records")}
+        elif name == "taxonomy":
+            if options.taxonomy is None:
+                raise VmemError("the taxonomy experiment needs a mapping file (CSV: class,group,...)")
+            taxonomy = ex.load_taxonomy(options.taxonomy)
+            held_out = options.held_out or last_label
+            frame = ex.held_out_class_levels(cache, taxonomy, held_out, options.added, options.seeds)
+            out[name] = {"k": options.k, "levels": list(taxonomy.levels),
+                         "accuracy": ex.taxonomy_accuracy(cache, taxonomy, options.rules, options.k),
+                         "held_out": held_out,
+                         "held_out_k1": frame.groupby(["added", "level"], sort=False)["accuracy"].mean()
+                         .unstack().reindex(columns=list(taxonomy.levels)).reset_index().to_dict("records")}
+        elif name == "ood":
+            result = ex.ood_auroc(cache, list(options.ood_held_out or new), options.ood_k)
+            out[name] = {"held_out_classes": result.to_dict()}
+            if ood_embeddings is not None and len(ood_embeddings):
+                out[name]["images"] = ex.ood_auroc_of_images(cache, ood_embeddings, options.ood_k).to_dict()
+    return out

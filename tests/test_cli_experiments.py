@@ -1,0 +1,101 @@
+"""`vmem eval --experiment ...` and `vmem attribute`, in-process on a pixel-encoder memory of the shipped sample."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vmem_core import VisualMemory
+from vmem_core.cli import main
+
+from .conftest import SAMPLE
+
+TAXONOMY = SAMPLE / "taxonomy.csv"
+
+
+@pytest.fixture(scope="module")
+def sample_memory(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("subset")
+    for label_dir in sorted((SAMPLE / "memory").iterdir()):
+        (root / label_dir.name).mkdir()
+        for path in sorted(label_dir.glob("*.png"))[:30]:
+            shutil.copy(path, root / label_dir.name / path.name)
+    path = tmp_path_factory.mktemp("mem") / "m.vmem"
+    with VisualMemory.create(path, encoder="test-pixels") as memory:
+        memory.build(root)
+    return path
+
+
+def run_json(capsys, *args):
+    capsys.readouterr()
+    code = main([*map(str, args), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out)
+
+
+def test_every_experiment_runs_from_the_cli(sample_memory, capsys):
+    report = run_json(capsys, "eval", sample_memory, SAMPLE / "queries", "--experiment", "all", "--taxonomy",
+                      TAXONOMY, "--sizes", 1, 5, 30, "--seeds", 2, "--new-classes", "bag", "sandal", "--held-out",
+                      "sneaker", "--added", 0, 1, 5, "--k-max", 40, "--ood-images", SAMPLE.parent / "ood")
+    experiments = report["experiments"]
+    assert report["queries"] == 200
+    assert list(experiments) == ["accuracy", "memory-size", "new-classes", "pruning", "noise", "taxonomy", "ood"]
+    accuracy = experiments["accuracy"]
+    assert len(accuracy["hit_rate"]) == 40 and set(accuracy["accuracy"]) == {"rank", "plurality", "distance",
+                                                                             "softmax"}
+    sizes = experiments["memory-size"]
+    assert {row["exemplars"] for row in sizes["rows"]} == {10, 50, 300}
+    assert sizes["fit"]["rank"]["slope"] < 0
+    new = experiments["new-classes"]
+    assert new["new_labels"] == ["bag", "sandal"] and new["new_queries"] == 40 and new["old_queries"] == 160
+    assert set(experiments["pruning"]["accuracy"]) == {"none", "hard", "soft"}
+    assert [row["noise"] for row in experiments["noise"]["rows"][::4]] == [0.0, 0.1, 0.2, 0.4, 0.6, 0.8]
+    taxonomy = experiments["taxonomy"]
+    assert taxonomy["levels"] == ["class", "group", "supergroup"]
+    rows = {row["added"]: row for row in taxonomy["held_out_k1"]}
+    assert rows[0]["class"] == 0.0 and rows[0]["group"] > 0.5  # an unseen sneaker still lands among footwear
+    ood = experiments["ood"]
+    assert ood["held_out_classes"]["held_out"] == ["bag", "sandal"] and ood["images"]["out_queries"] == 5
+    assert 0.0 <= ood["held_out_classes"]["auroc"] <= 1.0
+
+
+def test_plain_eval_keeps_its_keys_and_adds_the_hit_rate(sample_memory, capsys):
+    report = run_json(capsys, "eval", sample_memory, SAMPLE / "queries", "--k-max", 20)
+    assert {"accuracy", "best", "best_is", "queries", "k_max", "pruning", "unknown_labels", "rejected"} <= set(report)
+    assert len(report["hit_rate"]) == 20 and report["hit_rate"][0] == pytest.approx(report["accuracy"]["plurality"][0])
+
+
+def test_experiment_text_output_names_the_figures(sample_memory, capsys):
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), "--experiment", "accuracy",
+                 "--experiment", "new-classes"]) == 0
+    out = capsys.readouterr().out
+    assert "best-over-k" in out and "hit rate" in out and "pp)" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--experiment", "taxonomy"], "--taxonomy FILE"),
+    (["--experiment", "new-classes", "--new-classes", "unicorn"], "'unicorn'"),
+    (["--experiment", "taxonomy", "--taxonomy", "missing.csv"], "missing.csv"),
+])
+def test_experiment_errors_name_the_bad_value(sample_memory, capsys, args, message):
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_attribute_one_image_and_influence_over_a_query_set(sample_memory, capsys):
+    image = sorted((SAMPLE / "queries" / "sneaker").glob("*.png"))[0]
+    [explained] = run_json(capsys, "attribute", sample_memory, image, "--k", 5)
+    neighbours = explained["neighbors"]
+    assert len(neighbours) == 5
+    winners = [n for n in neighbours if n["label"] == explained["label"]]
+    assert sum(n["share"] for n in winners) == pytest.approx(1.0)
+    assert all(n["share"] == 0 for n in neighbours if n["label"] != explained["label"])
+    influence = run_json(capsys, "attribute", sample_memory, "--queries", SAMPLE / "queries", "--k", 5)
+    rows = influence["exemplars"]
+    assert influence["queries"] == 200 and rows
+    assert sum(r["supported_correct"] + r["drove_wrong"] for r in rows) > 0
+    assert [r["flips"] for r in rows] == sorted((r["flips"] for r in rows), reverse=True)
+    assert main(["attribute", str(sample_memory)]) == 2
+    assert "give images to explain" in capsys.readouterr().err
