@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from vmem_core.evaluate import EvalResult
 from vmem_core.memory import Classification, Neighbor
@@ -47,3 +48,56 @@ def test_confusion_and_per_class_and_reliability():
     assert list(bar.y) == [0.75, 1.0]
     hist = reliability_histogram({1: 0, 2: 0, 3: 2}).data[0]
     assert list(hist.y) == [2, 0, 1]
+
+
+def test_experiment_figures_carry_the_results(tmp_path):
+    from vmem_core import experiment_plots as ep
+    from vmem_core.experiments import (
+        accuracy_and_hit_rate, fit_log_error, held_out_class_levels, label_noise, load_taxonomy, memory_size_sweep,
+        new_classes, ood_auroc, pruning_comparison, reliability_from_loo,
+    )
+    from vmem_core.neighbour_cache import build_cache
+
+    from .test_experiments import blobs
+
+    memory, labels, queries, query_labels = blobs(per_class=40)
+    cache = build_cache(memory, labels, queries, query_labels, k=20)
+    curves = accuracy_and_hit_rate(cache).to_dict()
+    fig = ep.accuracy_and_hit_rate_figure(curves)
+    assert list(fig.data[0].y) == curves["hit_rate"] and len(fig.data) == 1 + 2 * 4
+    assert fig.data[2].x[0] == curves["best_over_k"]["rank"]["k"]
+
+    frame = memory_size_sweep(cache, [1, 10, 40], seeds=[0, 1], rules=["rank", "softmax"], k=5)
+    sizes = {"k": 5, "rows": frame.to_dict("records"),
+             "fit": {r: fit_log_error(frame, r).to_dict() for r in ("rank", "softmax")}}
+    fig = ep.memory_size_error_figure(sizes)
+    rank_errors = 1 - frame[frame.rule == "rank"].groupby("exemplars")["accuracy"].mean()
+    assert np.allclose(fig.data[0].y, rank_errors.to_numpy()) and fig.layout.yaxis.type == "log"
+    assert "slope" in fig.data[1].name
+
+    new = new_classes(cache, ["c3"], k=5).to_dict()
+    fig = ep.new_classes_figure(new)
+    assert [t.name for t in fig.data] == ["old classes, before", "old classes, after", "new classes, after"]
+    assert fig.data[2].y[0] == new["new_after"]["rank"]
+
+    v = reliability_from_loo(build_cache(memory, labels, k=10))
+    pruned = pruning_comparison(cache, v, threshold=3).to_dict(5)
+    fig = ep.pruning_figure(pruned, 5)
+    assert [t.name for t in fig.data] == ["none", "hard", "soft"]
+    assert fig.data[1].y[0] == pruned["accuracy_at_k5"]["hard"]["rank"]
+
+    noise = {"k": 5, "rows": label_noise(cache, [0, 0.5], k=5).to_dict("records")}
+    fig = ep.noise_figure(noise)
+    assert list(fig.data[0].x) == [0, 0.5] and len(fig.data) == 4
+
+    path = tmp_path / "t.csv"
+    path.write_text("class,group\nc0,a\nc1,a\nc2,b\nc3,b\n")
+    taxonomy = load_taxonomy(path)
+    held = held_out_class_levels(cache, taxonomy, "c3", [0, 2], seeds=[0])
+    rows = held.groupby(["added", "level"], sort=False)["accuracy"].mean().unstack().reset_index()
+    fig = ep.taxonomy_figure({"levels": ["class", "group"], "held_out": "c3", "held_out_k1": rows.to_dict("records")})
+    assert list(fig.data[0].x) == ["0", "2"] and fig.data[0].y[0] == 0.0
+
+    ood = ood_auroc(cache, ["c3"]).to_dict()
+    fig = ep.ood_figure(ood, "held-out c3")
+    assert sum(fig.data[1].y) == pytest.approx(1.0) and f"{ood['auroc']:.3f}" in fig.layout.title.text

@@ -455,7 +455,15 @@ class OodResult:
         return {"held_out": self.held_out, "k": self.k, "auroc": self.auroc, "in_queries": len(self.in_scores),
                 "out_queries": len(self.out_scores),
                 "in_score_median": float(np.median(self.in_scores)) if len(self.in_scores) else None,
-                "out_score_median": float(np.median(self.out_scores)) if len(self.out_scores) else None}
+                "out_score_median": float(np.median(self.out_scores)) if len(self.out_scores) else None,
+                "histogram": self.histogram()}
+
+    def histogram(self, bins: int = 30) -> dict:
+        """Fractions of in- and out-of-distribution queries per score bin (shared edges), for plotting."""
+        both = np.concatenate([self.in_scores, self.out_scores])
+        edges = np.histogram_bin_edges(both, bins=bins) if len(both) else np.zeros(bins + 1)
+        fraction = [np.histogram(s, edges)[0] / max(len(s), 1) for s in (self.in_scores, self.out_scores)]
+        return {"edges": _round(edges), "in": _round(fraction[0]), "out": _round(fraction[1])}
 
 
 def ood_auroc(cache: NeighbourCache, held_out: Sequence[str], k: int = 1) -> OodResult:
