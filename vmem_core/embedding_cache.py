@@ -75,16 +75,18 @@ def idx_embeddings(
         encoder: any registered encoder; greyscale images are converted to RGB by it.
         images_file: an IDX file of shape (n, height, width).
         progress: called as progress(done, total) while encoding.
-        limit: encode only the first `limit` images (not cached; for quick checks).
+        limit: only the first `limit` images (for quick checks; a partial encoding is not cached).
     """
     from PIL import Image
 
     images_file = Path(images_file)
-    target = cache_path(encoder, images_file) if limit is None else None
-    if target is not None and target.exists():
+    target = cache_path(encoder, images_file)
+    if target.exists():
         cached = np.load(target)
         if cached.ndim == 2 and cached.shape[1] == encoder.dim:
-            return cached
+            return cached if limit is None else cached[:limit]
+    if limit is not None:
+        target = None  # a partial encoding is never cached
     pixels = read_idx(images_file)
     if pixels.ndim != 3:
         raise DatasetError(f"{images_file}: expected images of shape (n, height, width), got {pixels.shape}")

@@ -254,9 +254,28 @@ def run_experiments(
     Returns:
         experiment name -> JSON-ready dict (see each function in `vmem_core.experiments`).
     """
-    from . import experiments as ex
-    from .neighbour_cache import build_cache, memory_arrays
+    from .neighbour_cache import memory_arrays
 
+    _, vectors, labels = memory_arrays(memory)
+    return run_experiments_on_arrays(vectors, labels, query_embeddings, true_labels, experiments, options, progress,
+                                     ood_embeddings)
+
+
+def run_experiments_on_arrays(
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    query_embeddings: np.ndarray,
+    true_labels: Sequence[str],
+    experiments: Sequence[str] = EXPERIMENTS,
+    options: Optional[ExperimentOptions] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+    ood_embeddings: Optional[np.ndarray] = None,
+) -> dict[str, dict]:
+    """`run_experiments` over a memory given as unit vectors and labels (no VisualMemory needed)."""
+    from . import experiments as ex
+    from .neighbour_cache import build_cache
+
+    labels = np.asarray(list(labels), dtype=object)
     unknown = [name for name in experiments if name not in EXPERIMENTS]
     if unknown:
         raise VmemError(f"unknown experiment(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(EXPERIMENTS)}")
@@ -265,7 +284,6 @@ def run_experiments(
     def stage(name: str):
         return (lambda done, total: progress(name, done, total)) if progress else None
 
-    _, vectors, labels = memory_arrays(memory)
     if len(set(labels.tolist())) < 2:
         raise VmemError("the experiments need a memory with at least two labels")
     cache = build_cache(vectors, labels, query_embeddings, true_labels, k=options.k_max, progress=stage("search"))
