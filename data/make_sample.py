@@ -11,30 +11,20 @@ splits never share an image. Out-of-distribution photos are scikit-image's bundl
 from __future__ import annotations
 
 import argparse
-import gzip
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-# Directory names double as label names in the memory, so they avoid spaces and slashes.
-CLASS_NAMES = [
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle-boot",
-]
 OOD_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera"]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from vmem_core.embedding_cache import FASHION_MNIST_CLASSES, read_idx  # noqa: E402
 
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a numpy array of its declared shape."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+# Directory names double as label names in the memory, so they avoid spaces and slashes.
+CLASS_NAMES = list(FASHION_MNIST_CLASSES)
 
 
 def write_split(images: np.ndarray, labels: np.ndarray, per_class: int, out: Path) -> int:

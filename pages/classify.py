@@ -3,6 +3,7 @@
 import streamlit as st
 
 from vmem_core import ui
+from vmem_core.attribution import attribute, attribution_rows
 from vmem_core.ood import judge
 from vmem_core.plots import class_scores_figure
 
@@ -49,3 +50,10 @@ for query, result in zip(queries, ui.classify(memory, queries, settings)):
             st.plotly_chart(class_scores_figure(result), width="stretch", key=f"scores-{query.sha256}")
     st.markdown("**Neighbours that voted** (nearest first; bold = the predicted label)")
     ui.neighbor_gallery(memory, result)
+    if result.neighbors:
+        with st.expander("Attribution: each neighbour's share of the winning score, and the prediction without it"):
+            [explained] = attribute(memory, query.embedding[None, :], settings.k, settings.voting, settings.pruning,
+                                    settings.threshold, settings.top_n)
+            st.dataframe(attribution_rows(explained), hide_index=True, key=f"attr-{query.sha256}")
+            st.caption("'Without it' is exact: the vote over the k nearest exemplars once that one is gone (the "
+                       "next nearest moves up). Reliability v is held fixed.")

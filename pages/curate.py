@@ -3,6 +3,7 @@
 import streamlit as st
 
 from vmem_core import ui
+from vmem_core.attribution import exemplar_influence
 from vmem_core.curate import near_duplicates, suspicious_exemplars
 from vmem_core.memory import NEAR_DUPLICATE_DISTANCE
 from vmem_core.plots import reliability_histogram
@@ -62,3 +63,18 @@ for p in pairs:
                   f"distance {p.distance:.4f}" + ("" if p.same_label else ": **labels disagree**"))
     if action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
         ui.apply(lambda: memory.delete([p.other_id]), f"Deleted exemplar {p.other_id}, a near-duplicate of {p.id}.")
+
+st.subheader("Influence on the shipped query split")
+st.caption("Per exemplar, over the held-out queries: correct predictions it voted for, wrong ones it drove, and "
+           "predictions that change when it is left out (exact, from k + 1 neighbours).")
+if st.button("Measure influence", key="curate-influence"):
+    split = ui.query_split_embeddings(memory)
+    frame = exemplar_influence(memory, split.embeddings, split.labels, settings.k, settings.voting, settings.pruning,
+                               settings.threshold, settings.top_n)
+    st.session_state["curate-influence-result"] = (memory.table, frame)
+stored = st.session_state.get("curate-influence-result")
+if stored is not None and stored[0] is memory.table:  # stale after any change
+    frame = stored[1]
+    st.dataframe(frame.head(50), hide_index=True)
+    st.caption(f"{len(frame)} exemplars voted for at least one query; {int((frame['flips'] > 0).sum())} of them "
+               "change some prediction when left out. Sorted by predictions flipped, then wrong ones driven.")

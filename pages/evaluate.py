@@ -1,6 +1,7 @@
 """Evaluate: accuracy of every voting rule at every k, accuracy vs memory size, per class and confusion."""
 
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -9,11 +10,23 @@ from vmem_core import VmemError, ui
 from vmem_core.datasets import extract_labelled_zip, scan_dataset
 from vmem_core.evaluate import (
     BEST_LABEL,
+    EXPERIMENTS,
+    ExperimentOptions,
+    run_experiments,
     accuracy_vs_memory_size,
     confusion_matrix,
     evaluate_embeddings,
     per_class_accuracy,
     predict_at_k,
+)
+from vmem_core.experiment_plots import (
+    accuracy_and_hit_rate_figure,
+    memory_size_error_figure,
+    new_classes_figure,
+    noise_figure,
+    ood_figure,
+    pruning_figure,
+    taxonomy_figure,
 )
 from vmem_core.plots import (
     accuracy_vs_k_figure,
@@ -22,6 +35,7 @@ from vmem_core.plots import (
     per_class_accuracy_figure,
 )
 
+SHIPPED_TAXONOMY = ui.SAMPLE_DATA / "taxonomy.csv"
 memory, settings = ui.page_setup()
 st.title("Evaluate")
 st.caption("Neighbours are retrieved once per query; every rule and every k = 1..100 is scored from them.")
@@ -90,3 +104,52 @@ if frame is not None:
     st.dataframe(summary)
     st.caption(f"Mean accuracy over {frame['seed'].nunique()} seed(s); "
                f"{np.unique(frame['exemplars']).size} memory sizes.")
+
+st.subheader("The paper's experiments")
+st.caption("One exact search of the memory for these queries; every experiment votes from it (subsets of the memory "
+           "reuse it where it is exact and search again where it is not).")
+labels = list(memory.labels)
+chosen = st.multiselect("Experiments", list(EXPERIMENTS), default=["accuracy", "new-classes", "pruning", "noise", "ood"],
+                        key="exp-names")
+new_classes = st.multiselect("Classes added later (new classes) and held out (OOD)", labels, default=labels[-1:],
+                             key="exp-new")
+taxonomy_file = st.file_uploader("Taxonomy CSV (class,group,...; default: the shipped Fashion-MNIST one)", type=["csv"],
+                                 key="exp-taxonomy")
+held_out = st.selectbox("Held-out class (taxonomy)", labels, index=len(labels) - 1, key="exp-held")
+if st.button("Run experiments", key="exp-run", disabled=not chosen or len(labels) < 2):
+    bar = st.progress(0.0, text="Searching once...")
+    with tempfile.TemporaryDirectory() as folder:
+        taxonomy = SHIPPED_TAXONOMY
+        if taxonomy_file is not None:
+            taxonomy = Path(folder) / "taxonomy.csv"
+            taxonomy.write_bytes(taxonomy_file.getvalue())
+        options = ExperimentOptions(k=min(settings.k, 100), new_classes=new_classes or None, taxonomy=taxonomy,
+                                    held_out=held_out, seeds=list(range(seeds)), threshold=settings.threshold,
+                                    top_n=settings.top_n)
+        try:
+            results = run_experiments(memory, split.embeddings, split.labels, chosen, options,
+                                      progress=lambda stage, done, total: bar.progress(done / total, text=stage))
+        except VmemError as exc:
+            results = None
+            st.error(str(exc))
+    bar.empty()
+    if results is not None:
+        st.session_state["exp-result"] = (memory.table, options.k, results)
+stored = st.session_state.get("exp-result")
+if stored is not None and stored[0] is memory.table:  # stale after any change to the memory
+    _, fixed_k, results = stored
+    figures = {
+        "accuracy": lambda r: [accuracy_and_hit_rate_figure(r)],
+        "memory-size": lambda r: [memory_size_error_figure(r)],
+        "new-classes": lambda r: [new_classes_figure(r)],
+        "pruning": lambda r: [pruning_figure(r, fixed_k)],
+        "noise": lambda r: [noise_figure(r)],
+        "taxonomy": lambda r: [taxonomy_figure(r)],
+        "ood": lambda r: [ood_figure(v, "held-out classes" if key == "held_out_classes" else "other images")
+                          for key, v in r.items()],
+    }
+    for name, result in results.items():
+        for figure in figures[name](result):
+            st.plotly_chart(figure, width="stretch", key=f"exp-fig-{name}-{figure.layout.title.text}")
+    st.caption(f"Fixed k = {fixed_k} (the sidebar's k); best-over-k = {BEST_LABEL}. The full numbers: "
+               "`vmem eval MEM QUERIES --experiment all --json`.")

@@ -175,3 +175,30 @@ def test_classify_when_hard_pruning_keeps_no_voter(tmp_path, monkeypatch):
     at.number_input(key="threshold").set_value(1).run()  # both exemplars have v = 1: nothing is kept
     assert not at.exception
     assert any(s.value == "No prediction" for s in at.subheader)
+
+
+def test_evaluate_page_runs_the_experiments(app, tmp_path):
+    app.switch_page("pages/evaluate.py").run()
+    app.multiselect(key="exp-names").set_value(["accuracy", "new-classes", "pruning", "noise", "ood", "taxonomy"])
+    app.multiselect(key="exp-new").set_value(["bag"])
+    app.button(key="exp-run").click().run()
+    assert not app.exception, app.exception
+    assert not app.error, app.error[0].value
+    figures = app.get("plotly_chart")
+    assert len(figures) == 3 + 6  # the page's own three, then one per experiment
+    app.multiselect(key="exp-new").set_value(["bag", "sneaker", "trouser"]).run()
+    app.button(key="exp-run").click().run()
+    assert "at least one memory label must stay" in texts(app)
+
+
+def test_classify_attribution_and_curate_influence(app):
+    assert "share of winning score" in str(app.dataframe[0].value.columns.tolist())
+    frame = app.dataframe[0].value
+    winners = frame[frame["share of winning score"] > 0]
+    assert winners["label"].nunique() == 1 and abs(winners["share of winning score"].sum() - 1) < 1e-3
+    assert len(frame) == app.session_state["k"] or len(frame) == 12  # k neighbours (clamped to the memory)
+    app.switch_page("pages/curate.py").run()
+    app.button(key="curate-influence").click().run()
+    assert not app.exception
+    influence = app.dataframe[-1].value
+    assert {"supported_correct", "drove_wrong", "flips"} <= set(influence.columns) and len(influence)

@@ -248,8 +248,9 @@ def test_taxonomy_levels_get_easier_and_held_out_class_rises_with_exemplars(cach
     cls = frame[frame.level == "class"].groupby("added")["accuracy"].mean()
     assert cls[0] == 0.0 and cls[30] > cls[1] > 0.0  # none in memory: never named; all 30: often
     assert frame[(frame.level == "supergroup")]["accuracy"].min() == 1.0
-    with pytest.raises(VmemError, match="memory has 30"):
-        held_out_class_levels(cache, taxonomy, "c3", added=[31])
+    assert set(held_out_class_levels(cache, taxonomy, "c3", added=[31, 99], seeds=[0])["added"]) == {30}
+    with pytest.raises(VmemError, match="-1"):
+        held_out_class_levels(cache, taxonomy, "c3", added=[-1])
 
 
 @pytest.mark.parametrize("text,message", [("class\nc0\n", "at least two levels"),

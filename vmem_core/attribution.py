@@ -92,6 +92,12 @@ class NeighbourAttribution:
         return self.without != self.prediction
 
 
+def attribution_rows(explained: Sequence[NeighbourAttribution]) -> list[dict]:
+    """One query's attribution as table rows (for the app and the CLI)."""
+    return [{"rank": n.rank, "id": n.id, "label": n.label, "share of winning score": round(n.share, 4),
+             "prediction without it": n.without, "flips": n.flips} for n in explained]
+
+
 def _neighbour_votes(memory: VisualMemory, embeddings: np.ndarray, k: int, pruning: str, threshold: float,
                      top_n: int):
     """k + 1 voting neighbours per query (hard pruning already applied by the search) as class indices."""

@@ -402,9 +402,9 @@ def held_out_class_levels(
     if not len(queries):
         raise VmemError(f"no query is labelled {held_out!r}: nothing to measure")
     rows = []
-    for n in sorted({int(a) for a in added}):
-        if n < 0 or n > len(members):
-            raise VmemError(f"cannot add {n} exemplars of {held_out!r}: the memory has {len(members)}")
+    if any(int(a) < 0 for a in added):
+        raise VmemError(f"exemplars to add must be 0 or more, got {list(added)}")
+    for n in sorted({min(int(a), len(members)) for a in added}):  # more than the memory holds: all of them
         for seed in (seeds if n else seeds[:1]):  # adding none is the same subset for every seed
             keep = cache.memory_labels != held_out
             keep[np.random.default_rng(seed).choice(members, n, replace=False)] = True
