@@ -106,12 +106,12 @@ def write_report(results: dict, out: Path, meta: dict) -> str:
            export(plots.accuracy_and_hit_rate_figure(acc), out, "accuracy_vs_k"), ""]
     last = shown[-1]
     drop = {r: c[acc["best_over_k"][r]["k"] - 1] - c[last - 1] for r, c in acc["accuracy"].items()}
-    stable = [r for r, d in drop.items() if d < 0.005]
-    falling = [r for r, d in drop.items() if d >= 0.005]
+    stable = [r for r, d in drop.items() if d < 0.01]
+    falling = [r for r, d in drop.items() if d >= 0.01]
     md.append(f"Paper's shape: plurality and distance voting fall as k grows while rank and softmax voting stay near "
               f"their best. Here, from the best k to k={last}: " + ", ".join(f"{r} -{100 * d:.2f} pp"
                                                                              for r, d in drop.items())
-              + f". Stable within 0.5 pp: {', '.join(stable) or 'none'}; falling: {', '.join(falling) or 'none'}. "
+              + f". Within 1 pp of their best: {', '.join(stable) or 'none'}; falling: {', '.join(falling) or 'none'}. "
               + ("The shape holds." if set(stable) >= {"rank", "softmax"} and set(falling) >= {"plurality"}
                  else "The shape holds only in part (see the numbers).") + "\n")
 
