@@ -141,3 +141,19 @@ def test_a_command_run_for_a_client_has_its_own_streams_and_no_terminal():
     other.join()
     assert reply == {"status": 3, "stdout": "False ''\n", "stderr": "warning\n"}
     assert elsewhere == [True]  # other threads keep the process's own streams
+
+
+def test_a_failing_command_is_reported_not_mistaken_for_a_dead_app(tmp_path):
+    from vmem_core.host import Host, find_host, send
+
+    def broken(request):
+        raise RuntimeError(f"bug while running {request['command']}")
+
+    host = Host(tmp_path, broken)
+    try:
+        reply = send(find_host(tmp_path), {"command": "stats"})
+        assert reply["status"] == 1
+        assert reply["stderr"] == "vmem: internal error in the app process: RuntimeError('bug while running stats')\n"
+    finally:
+        host.stop()
+    assert find_host(tmp_path) is None  # stopping removed its address

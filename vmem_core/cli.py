@@ -99,6 +99,8 @@ class _Borrowed:
 
 
 def _hosted(path) -> Optional[object]:
+    if not isinstance(path, (str, os.PathLike)) or not _HOSTED:
+        return None
     for held_path, memory in list(_HOSTED.items()):
         try:
             if os.path.samefile(held_path, path):

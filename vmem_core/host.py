@@ -18,6 +18,7 @@ import os
 import secrets
 import sys
 import threading
+import traceback
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -127,7 +128,12 @@ class Host:
                 except ValueError as exc:
                     self.send_error(400, f"bad request: {exc}")
                     return
-                body = json.dumps(run_captured(runner, request)).encode()
+                try:
+                    reply = run_captured(runner, request)
+                except Exception as exc:  # noqa: BLE001 - a bug in a command must not look like a dead app
+                    traceback.print_exc()  # the whole story on the app's console
+                    reply = {"status": 1, "stdout": "", "stderr": f"vmem: internal error in the app process: {exc!r}\n"}
+                body = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
