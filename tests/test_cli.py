@@ -1,7 +1,9 @@
 """The `vmem` command line, run as a user would: real encoder, real processes, JSON contracts, one-line errors."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -165,8 +167,10 @@ def test_vmem_app_serves_the_memory(built):
     from .browser import free_port
 
     port = free_port()
+    # a session of its own: `vmem app` starts streamlit as its child, and both must stop at the end
     server = subprocess.Popen([sys.executable, "-m", "vmem_core.cli", "app", str(built), "--port", str(port),
-                               "--headless"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--headless"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -178,7 +182,7 @@ def test_vmem_app_serves_the_memory(built):
                 assert server.poll() is None and time.monotonic() < deadline, "vmem app did not start"
                 time.sleep(0.5)
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=10)
 
 
