@@ -498,7 +498,10 @@ def cmd_stats(args) -> int:
         return 0
     print(f"{stats['path']}: {stats['exemplars']} exemplars ({stats['deleted']} deleted, restorable), "
           f"{stats['classes']} classes, encoder {stats['encoder']} ({stats['dim']}-d)")
-    print(f"on disk: {stats['bytes']:,} bytes, {stats['bytes_per_exemplar']:,} bytes per exemplar")
+    print(f"on disk: {stats['bytes']:,} bytes, {stats['bytes_per_exemplar']:,} bytes per exemplar ("
+          + ", ".join(f"{part} {size:,}" for part, size in stats["bytes_per_exemplar_by_part"].items() if size) + ")")
+    print(f"in RAM (index and labels, estimated): {stats['ram_bytes']:,} bytes, {stats['ram_bytes_per_exemplar']:,} "
+          "bytes per exemplar")
     for label, count in stats["labels"].items():
         print(f"    {label:<20} {count}")
     return 0

@@ -98,6 +98,15 @@ class AnnIndex:
         self._index.add_items(np.asarray(vectors, dtype=np.float32), ids.astype(np.uint64), num_threads=threads)
         self._deleted.difference_update(int(i) for i in ids)
 
+    def resident_bytes(self) -> int:
+        """Bytes hnswlib holds in RAM for this index, from its layout (hnswalg.h, 0.8): 65,536 label locks; per
+        allocated slot a lock, a level and a link-list pointer; per element its vector, level-0 links (2M + 1
+        ints), label, upper-level links and label-map node (~48 bytes together, measured). Level-0 space for unused
+        capacity is allocated but not touched, so it is not counted."""
+        count = self._index.get_current_count()
+        per_element = 4 * self.dim + 4 * (2 * self.params.M + 1) + 8 + 48
+        return int(65_536 * 40 + self._index.get_max_elements() * (40 + 4 + 8) + count * per_element)
+
     def mark_deleted(self, ids: Iterable[int]) -> None:
         """Hide ids from searches; ids not in the index are ignored, ids already marked (in a loaded file) are fine."""
         self._live_matrix = None

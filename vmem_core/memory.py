@@ -16,8 +16,7 @@ import datetime as dt
 import json
 import logging
 import shutil
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -27,7 +26,6 @@ from .atomic import write_json_atomic
 from .datasets import LabelledImage, scan_dataset
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import (
-    BadImageError,
     BadVectorError,
     EncoderMismatchError,
     MemoryFormatError,
@@ -38,7 +36,9 @@ from .images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
 from .locks import ReadWriteLock
 from .names import check_label
+from .pipeline import BUILD_CHUNK, BuildReport, run_build
 from .store import NewExemplars, Store
+from .vault import THUMBNAILS_NAME, VECTORS_NAME
 from .voting import (
     DEFAULT_HARD_THRESHOLD,
     DEFAULT_RULE,
@@ -62,7 +62,6 @@ PURGE_JOURNAL = "purge.journal.json"
 NEAR_DUPLICATE_DISTANCE = 0.05
 DEFAULT_K = 50
 DEFAULT_RELIABILITY_TOP_N = 10
-BUILD_CHUNK = 256
 
 Progress = Callable[[int, int], None]
 
@@ -140,13 +139,6 @@ class LabelTable:
             return np.full(ids.shape, -1, dtype=np.int64)
         where = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
         return np.where(self.ids[where] == ids, self.classes[where], -1)
-
-
-@dataclass
-class BuildReport:
-    added: int = 0
-    skipped_existing: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
 def _read_config(path: Path) -> dict:
@@ -610,47 +602,21 @@ class VisualMemory:
         progress: Optional[Progress] = None,
         strict: bool = False,
         workers: int = 2,
+        chunk_size: int = BUILD_CHUNK,
     ) -> BuildReport:
-        """Add a labelled collection (ImageFolder directory, CSV, or scanned items) in chunks.
+        """Add a labelled collection (ImageFolder directory, CSV, or scanned items), decoding, encoding and inserting
+        in overlapped chunks (vmem_core.pipeline).
 
         Images already in the memory under the same source name are skipped, so an interrupted build resumes.
         Undecodable images are reported in the result and skipped (or, with strict=True, stop the build).
         """
         items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
         known = self._store.sources()
-        report = BuildReport()
         todo = [item for item in items if item.source not in known]
-        report.skipped_existing = len(items) - len(todo)
-        done = report.skipped_existing
+        report = BuildReport(skipped_existing=len(items) - len(todo))
         if progress:
-            progress(done, len(items))
-
-        def decode(item: LabelledImage):
-            try:
-                return item, load_image(item.path, item.source)
-            except BadImageError as exc:
-                return item, exc
-
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            chunks = [todo[i:i + BUILD_CHUNK] for i in range(0, len(todo), BUILD_CHUNK)]
-            pending = pool.map(lambda chunk: list(map(decode, chunk)), chunks)
-            for decoded in pending:  # decoding of the next chunk overlaps encoding of this one
-                good = []
-                for item, result in decoded:
-                    if isinstance(result, BadImageError):
-                        if strict:
-                            raise result
-                        report.rejected.append((str(item.path), str(result)))
-                    else:
-                        good.append((item, result))
-                if good:
-                    embeddings = self.encoder.encode([loaded.image for _, loaded in good])
-                    self._insert([g[1] for g in good], [g[0].label for g in good], [g[0].source for g in good],
-                                 embeddings)
-                    report.added += len(good)
-                done += len(decoded)
-                if progress:
-                    progress(done, len(items))
+            progress(report.skipped_existing, len(items))
+        run_build(self, todo, report, len(items), progress, strict, workers, chunk_size)
         self.flush()
         return report
 
@@ -888,8 +854,21 @@ class VisualMemory:
 
     def stats(self) -> dict:
         counts = self._store.counts()
-        files = {p.name: p.stat().st_size for p in self.path.rglob("*") if p.is_file()}
-        total_bytes = sum(files.values())
+        files = [p for p in self.path.rglob("*") if p.is_file()]
+        total_bytes = sum(p.stat().st_size for p in files)
+        rows = max(counts["live"] + counts["deleted"], 1)
+        parts = {"vectors": 0, "thumbnails": 0, "database": 0, "index": 0, "other": 0}
+        for p in files:
+            part = ("index" if p.parent.name == INDEX_DIR else "vectors" if p.name == VECTORS_NAME
+                    else "thumbnails" if p.name == THUMBNAILS_NAME else "database" if p.name.startswith(DATABASE_NAME)
+                    else "other")
+            parts[part] += p.stat().st_size
+        with self._lock.read():
+            index_ram = self._index.resident_bytes()
+        table = self._table
+        # what an open memory keeps in RAM: the hnswlib graph with its vectors, and the label table (vault vectors
+        # and thumbnails are read from disk on demand; DuckDB's cache is bounded by its own settings)
+        ram = index_ram + table.ids.nbytes + table.classes.nbytes
         return {
             "path": str(self.path),
             "format_version": self.config["version"],
@@ -901,6 +880,9 @@ class VisualMemory:
             "classes": len(self._table.labels),
             "labels": self._store.label_counts(),
             "bytes": total_bytes,
-            "bytes_per_exemplar": round(total_bytes / max(counts["live"] + counts["deleted"], 1), 1),
+            "bytes_per_exemplar": round(total_bytes / rows, 1),
+            "bytes_per_exemplar_by_part": {part: round(size / rows, 1) for part, size in parts.items()},
+            "ram_bytes": int(ram),
+            "ram_bytes_per_exemplar": round(ram / rows, 1),
             "index": asdict(self.index_params),
         }
