@@ -183,6 +183,8 @@ class AnnIndex:
         allowed = None if allowed_ids is None else set(int(i) for i in allowed_ids)
         filter_fn = None if allowed is None else (lambda label: label in allowed)
         ef = max(self.params.ef_search, k)
+        if len(queries) == 1:
+            threads = 1  # hnswlib would start threads for one query: their start-up costs more than the search
         while ef <= 8 * max(self.params.ef_search, k):
             self._index.set_ef(ef)
             try:
