@@ -859,9 +859,11 @@ class VisualMemory:
         rows = max(counts["live"] + counts["deleted"], 1)
         parts = {"vectors": 0, "thumbnails": 0, "database": 0, "index": 0, "other": 0}
         for p in files:
-            part = ("index" if p.parent.name == INDEX_DIR else "vectors" if p.name == VECTORS_NAME
-                    else "thumbnails" if p.name == THUMBNAILS_NAME else "database" if p.name.startswith(DATABASE_NAME)
-                    else "other")
+            top = p.relative_to(self.path).parts[0]
+            part = ("vectors" if top == VECTORS_NAME else "thumbnails" if top == THUMBNAILS_NAME
+                    else "database" if top.startswith(DATABASE_NAME)
+                    else "other" if top in (CONFIG_NAME, "certificates") or p.parent == self.path
+                    else "index")  # the index's own folder
             parts[part] += p.stat().st_size
         with self._lock.read():
             index_ram = self._index.resident_bytes()
