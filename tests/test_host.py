@@ -123,24 +123,32 @@ def test_cli_beside_a_running_app_server(tmp_path):
         assert memory.labels == ["bag", "cup", "trouser"] and len(memory) == 6
 
 
-def test_a_command_run_for_a_client_has_its_own_streams_and_no_terminal():
+def test_a_command_run_for_a_client_has_its_own_streams_and_no_terminal(capsys):
     import sys
     import threading
 
     from vmem_core.host import run_captured
 
+    running, printed = threading.Event(), threading.Event()
+
+    def app_thread():  # another session of the app printing while the client's command runs
+        running.wait(30)
+        print("from the app")
+        printed.set()
+
     def command(request):
         print(sys.stdin.isatty(), repr(sys.stdin.readline()))  # a question would get no answer, never the app's tty
+        running.set()
+        assert printed.wait(30)
         print("warning", file=sys.stderr)
         return 3
 
-    elsewhere = []
-    other = threading.Thread(target=lambda: elsewhere.append(sys.stdout.isatty() in (True, False)))
-    reply = run_captured(command, {})
+    other = threading.Thread(target=app_thread)
     other.start()
+    reply = run_captured(command, {})
     other.join()
     assert reply == {"status": 3, "stdout": "False ''\n", "stderr": "warning\n"}
-    assert elsewhere == [True]  # other threads keep the process's own streams
+    assert capsys.readouterr().out == "from the app\n"  # other threads keep the process's own streams
 
 
 def test_a_failing_command_is_reported_not_mistaken_for_a_dead_app(tmp_path):
@@ -157,3 +165,18 @@ def test_a_failing_command_is_reported_not_mistaken_for_a_dead_app(tmp_path):
     finally:
         host.stop()
     assert find_host(tmp_path) is None  # stopping removed its address
+
+
+def test_a_token_with_non_ascii_characters_is_refused_not_dropped(tmp_path):
+    from vmem_core.host import TOKEN_HEADER, Host
+
+    ran = []
+    host = Host(tmp_path, ran.append)
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{host.port}/run", method="POST", data=b"{}",
+                                         headers={TOKEN_HEADER: "caf\u00e9"})  # sent as Latin-1
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(request, timeout=10)
+    finally:
+        host.stop()
+    assert ran == []

@@ -107,6 +107,12 @@ def serving_a_client() -> bool:
     return getattr(_routes, "stdout", None) is not None
 
 
+def _token_matches(given: str, token: str) -> bool:
+    # compared as bytes: hmac.compare_digest raises TypeError on a str with non-ASCII characters, which any client
+    # can send (headers are decoded as Latin-1), and the connection would drop instead of a 403
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
+
+
 # --- the holder's side ------------------------------------------------------------------------------------------------
 class Host:
     """Serves commands on one memory from a daemon thread until `stop` (or the process ends)."""
@@ -118,7 +124,7 @@ class Host:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server name
-                if self.path != "/run" or not hmac.compare_digest(self.headers.get(TOKEN_HEADER, ""), host.token):
+                if self.path != "/run" or not _token_matches(self.headers.get(TOKEN_HEADER, ""), host.token):
                     self.send_error(403, "not a vmem command from this memory's owner")
                     return
                 try:
