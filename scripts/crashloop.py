@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:
 OPERATIONS = ("add", "delete", "restore", "relabel", "purge", "build", "snapshot")
 LABELS = ("c0", "c1", "c2", "c3", "c4")
 ENCODER = "test-pixels"
+MAX_BUILD_IMAGES = 8  # below vmem_core.memory.BUILD_CHUNK: each build is one transaction, applied whole or not at all
 SIZE_CAP = 400  # rows: above this the child deletes and purges more than it adds, so rounds stay quick
 PRELOAD = ["numpy", "duckdb", "hnswlib", "PIL.Image", "pandas", "vmem_core.memory", "vmem_core.unlearn",
            "tests.conftest"]
@@ -98,7 +99,7 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
             note({"ack": n, "ids": ids})
         elif op == "build":
             folder = Path(log_path).parent / f"build-{round_no}-{n}"
-            labels = [rng.choice(LABELS) for _ in range(rng.randint(2, 8))]
+            labels = [rng.choice(LABELS) for _ in range(rng.randint(2, MAX_BUILD_IMAGES))]
             sources = [f"{label}/b{round_no}-{n}-{j}.png" for j, label in enumerate(labels)]
             for source in sources:
                 (folder / source).parent.mkdir(parents=True, exist_ok=True)
@@ -237,12 +238,14 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
                 figures.acknowledged += 1
                 in_flight = "between operations"
         if in_flight in OPERATIONS and in_flight != "snapshot":
-            if pending["op"] == "add":
-                new_ids = [source_ids[s] for s in pending["sources"] if s in source_ids]
-            elif pending["op"] == "build":
-                new_ids = [(source_ids[s], s) for s in pending["sources"] if s in source_ids]
-            else:
-                new_ids = []
+            new_ids = []
+            if pending["op"] in ("add", "build"):
+                # an add, and a build of at most MAX_BUILD_IMAGES, is one transaction: all its sources or none
+                present = [s for s in pending["sources"] if s in source_ids]
+                if 0 < len(present) < len(pending["sources"]):
+                    return (f"{in_flight} killed midway is half-applied: {len(present)} of its "
+                            f"{len(pending['sources'])} images are in the memory"), model, in_flight
+                new_ids = [source_ids[s] if pending["op"] == "add" else (source_ids[s], s) for s in present]
             applied = _apply(model, pending, new_ids)
             if actual == applied and actual != model:
                 figures.applied[in_flight] += 1

@@ -2,6 +2,8 @@
 
 import importlib
 
+import numpy as np
+
 from .conftest import REPO
 
 CI_KILLS = 30
@@ -17,3 +19,30 @@ def test_random_kills_leave_a_consistent_memory(tmp_path, monkeypatch):
     killed_during = set(figures.kills) & set(crashloop.OPERATIONS)
     assert len(killed_during) >= 4, figures.kills  # kills landed inside several kinds of operation
     assert sum(figures.recoveries.values()) > 0  # reopening had something to recover: replay, rebuild or purge
+
+
+def test_an_add_killed_midway_must_be_whole_or_absent(tmp_path, monkeypatch):
+    """The loop's own check: an add found with some of its images, not all, is reported, not counted as applied."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    crashloop = importlib.import_module("crashloop")
+    from vmem_core import VisualMemory
+    from vmem_core.memory import BUILD_CHUNK
+
+    from .conftest import png_bytes
+
+    assert crashloop.MAX_BUILD_IMAGES < BUILD_CHUNK
+    path = tmp_path / "m.vmem"
+    rng = np.random.default_rng(0)
+    with VisualMemory.create(path, encoder=crashloop.ENCODER) as memory:
+        memory.add([png_bytes(rng.integers(0, 256, (8, 8)))], "c0", sources=["seed"])
+        memory.add([png_bytes(rng.integers(0, 256, (8, 8)))], "c1", sources=["add-0-0"])  # one of the intended two
+    model = {0: crashloop.Exemplar("c0", False)}
+    intent = {"op": "add", "n": 0, "label": "c1", "sources": ["add-0-0", "add-0-1"]}
+    problem, _, in_flight = crashloop.check_memory(path, model, [{"ready": True}, intent], set(),
+                                                   crashloop.Figures(), snapshot=True)
+    assert in_flight == "add" and problem and "half-applied: 1 of its 2 images" in problem
+
+    whole = {**intent, "sources": ["add-0-0"]}
+    figures = crashloop.Figures()
+    problem, after, _ = crashloop.check_memory(path, model, [{"ready": True}, whole], set(), figures, snapshot=True)
+    assert problem is None and figures.applied["add"] == 1 and after[1] == crashloop.Exemplar("c1", False)
