@@ -44,6 +44,15 @@ def test_odd_labels_are_stored_shown_and_filtered_exactly(memory):
         assert set(ODD_LABELS[1:]) <= set(reopened.labels)
 
 
+@pytest.mark.parametrize("separator, name", [("\u2028", "line separator"), ("\u2029", "paragraph separator")])
+def test_unicode_line_breaks_in_labels_are_refused(separator, name):
+    label = f"two{separator}lines"
+    assert len(label.splitlines()) == 2  # what a viewer, or a reader of the CLI's output, would see
+    with pytest.raises(BadLabelError, match=f"{name} U\\+{ord(separator):04X} at position 3"):
+        check_label(label)
+    assert upload_name(f"a{separator}b.png") == "ab.png"
+
+
 def test_labels_are_normalised_to_one_form():
     with pytest.raises(BadLabelError, match="empty label"):
         check_label("   ")

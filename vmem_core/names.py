@@ -13,7 +13,14 @@ import unicodedata
 
 from .errors import VmemError
 
-UNPRINTABLE = ("Cc", "Cs")  # control characters (tab, newline, NUL, escape, C1) and lone surrogates
+# Unicode category -> what the error calls it. Line and paragraph separators count: str.splitlines() and many
+# viewers break lines there, so a label holding one would not be one line.
+UNPRINTABLE = {
+    "Cc": "control character",  # tab, newline, NUL, escape, C1
+    "Cs": "lone surrogate",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
 
 
 class BadLabelError(VmemError):
@@ -26,9 +33,10 @@ def check_label(label: object) -> str:
     if not text:
         raise BadLabelError("empty label; every exemplar needs a non-empty label")
     for position, char in enumerate(text):
-        if unicodedata.category(char) in UNPRINTABLE:
+        kind = UNPRINTABLE.get(unicodedata.category(char))
+        if kind is not None:
             raise BadLabelError(
-                f"label {text!r} has control character U+{ord(char):04X} at position {position}; a label is one "
+                f"label {text!r} has {kind} U+{ord(char):04X} at position {position}; a label is one "
                 "line of printable text (letters of any script, digits, spaces, punctuation)"
             )
     return text
