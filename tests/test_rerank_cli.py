@@ -151,6 +151,13 @@ def test_bad_spec_and_options(mem, capsys):
     assert "--limit must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_a_negative_price_is_refused_before_any_call(mem, fake, capsys):
+    code, out, err = run(capsys, "classify", mem, queries("bag", 1)[0], "--rerank", fake.spec, "--price-per-mtok",
+                         "-3", "--yes")
+    assert code == 2 and "--price-per-mtok must be a price in US dollars, 0 or more, got -3.0" in err
+    assert fake.requests == []
+
+
 def test_text_queries_on_an_image_only_memory_say_why(mem, capsys):
     code, out, err = run(capsys, "search-text", mem, "a red sneaker")
     assert code == 2 and "embeds images only; text search and zero-shot scores need a CLIP encoder" in err

@@ -56,6 +56,8 @@ def reranker_from_args(args):
 
     if args.rerank_timeout <= 0:
         raise UsageError(f"--rerank-timeout must be positive, got {args.rerank_timeout}")
+    if args.price_per_mtok is not None and not args.price_per_mtok >= 0:  # a negative price hides the cost
+        raise UsageError(f"--price-per-mtok must be a price in US dollars, 0 or more, got {args.price_per_mtok}")
     return load_reranker(args.rerank, timeout=args.rerank_timeout, synonyms=_synonyms(args.synonyms),
                          price_per_million_tokens=args.price_per_mtok)
 
