@@ -26,7 +26,8 @@ with st.expander("Add exemplars", expanded=not len(memory)):
     label = st.text_input("New label", key="add-new-label").strip() if choice == NEW_LABEL else choice
     if st.button("Add to memory", type="primary", disabled=not files or not label, key="add-button"):
         try:
-            ids = memory.add([f.getvalue() for f in files], label, sources=[f"upload/{upload_name(f.name)}" for f in files])
+            ids = memory.add([f.getvalue() for f in files], label,
+                             sources=[f"upload/{upload_name(f.name)}" for f in files])
         except (BadImageError, VmemError) as exc:
             st.error(f"Nothing was added: {exc}")
         else:
