@@ -203,7 +203,7 @@ def test_refused_keys_stop_with_a_clear_error(memory60, fake, monkeypatch):
     fake.required_key = "the-right-key"
     request = request_for(memory60, shown=5)
     if fake.api == "openai":  # a server that needs a key, and none is set
-        with pytest.raises(RerankError, match="set OPENAI_API_KEY") as caught:
+        with pytest.raises(RerankError, match="set VMEM_RERANK_API_KEY") as caught:
             reranker(fake).rerank(request)
         monkeypatch.setenv("OPENAI_API_KEY", "the-right-key")
         assert reranker(fake).rerank(request).label == "sneaker"
@@ -297,3 +297,16 @@ def test_interpretation_with_synonyms_and_new_labels():
     new = interpret("Sandal.", candidates, allow_new=True)
     assert (new.label, new.status) == ("Sandal", "new")
     assert interpret("", candidates).status == "malformed"
+
+
+def test_an_openai_key_never_travels_in_clear_text_to_another_machine(monkeypatch):
+    from vmem_core.rerank.openai_compat import _key_for
+
+    monkeypatch.delenv("VMEM_RERANK_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert _key_for("https://api.openai.com/v1") == "sk-openai"
+    assert _key_for("http://localhost:8000/v1") == "sk-openai"
+    assert _key_for("http://127.0.0.1:8000/v1") == "sk-openai"
+    assert _key_for("http://gpu-box.lan:8000/v1") is None  # plain http to another host: not OpenAI's key
+    monkeypatch.setenv("VMEM_RERANK_API_KEY", "server-key")  # a key meant for that server goes where it points
+    assert _key_for("http://gpu-box.lan:8000/v1") == "server-key"

@@ -2,7 +2,8 @@
 
 Specs, as the CLI and the app take them:
     gemini:<model>                     e.g. gemini:gemini-2.5-flash (key in GEMINI_API_KEY or GOOGLE_API_KEY)
-    openai:<base-url>:<model>          e.g. openai:http://localhost:8000/v1:Qwen2-VL-7B (key, if any, in OPENAI_API_KEY)
+    openai:<base-url>:<model>          e.g. openai:http://localhost:8000/v1:Qwen2-VL-7B
+                                       (key, if any, in VMEM_RERANK_API_KEY; OPENAI_API_KEY only over https)
 """
 
 from __future__ import annotations

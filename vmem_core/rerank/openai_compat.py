@@ -3,7 +3,8 @@ OpenAI itself) as a re-ranker.
 
 Plain HTTP through the standard library rather than the openai SDK: the re-ranker needs one POST and one JSON shape;
 local servers often need no key (the SDK insists on one); and the SDK's own retry loop would have to be switched off
-to keep one retry policy for both APIs. OPENAI_API_KEY, when set, is sent as a Bearer token and never stored.
+to keep one retry policy for both APIs. VMEM_RERANK_API_KEY, or else OPENAI_API_KEY
+(never sent in clear text to another machine), is sent as a Bearer token and never stored.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -30,6 +32,9 @@ from .base import (
 from .prompt import PromptPart
 
 KEY_VARIABLE = "OPENAI_API_KEY"
+# Meant for this one server: sent wherever the base URL points. OPENAI_API_KEY is usually a key for OpenAI itself,
+# so it is never sent in clear text to another machine (plain http to a host that is not this one).
+SERVER_KEY_VARIABLE = "VMEM_RERANK_API_KEY"
 # OpenAI bills a low-detail image as 85 tokens; local servers vary, and usually cost nothing.
 LOW_DETAIL_IMAGE_TOKENS = 85
 
@@ -53,7 +58,7 @@ class OpenAICompatibleReranker(ChatReranker):
                               "e.g. http://localhost:8000/v1")
         self.base_url = self.base_url.rstrip("/")
         self.name = f"openai:{self.base_url}:{self.model}"
-        self._key = os.environ.get(KEY_VARIABLE, "").strip() or None
+        self._key = _key_for(self.base_url)
         price = self.price_per_million_tokens
         self.cost = CostModel(LOW_DETAIL_IMAGE_TOKENS, 0.0 if price is None else price,
                               "unknown: a local server costs nothing; pass a price for a paid API" if price is None
@@ -107,8 +112,9 @@ class OpenAICompatibleReranker(ChatReranker):
         if code == 408 or code >= 500:
             return TransientFailure(f"{self.name} server error ({code}): {detail}")
         if code in (401, 403):
-            hint = (f"{KEY_VARIABLE} is set but the server rejected it" if self._key
-                    else f"set {KEY_VARIABLE} to the key this server expects")
+            hint = ("the key sent was rejected" if self._key
+                    else f"set {SERVER_KEY_VARIABLE} (or {KEY_VARIABLE}: sent only over https or to this machine) "
+                         "to the key this server expects")
             return RerankError(f"{url} refused the request ({code}): {hint}. Server said: {detail}")
         if code == 404:
             return RerankError(f"{url} not found (404): check the base URL (usually ends in /v1) and the model "
@@ -130,3 +136,13 @@ def _answer_text(body: str, name: str) -> str:
         reason = message.get("refusal") if isinstance(message, dict) else None
         raise MalformedResponse(f"{name} returned no answer text" + (f" (refusal: {reason})" if reason else ""), body)
     return content
+
+
+def _key_for(base_url: str) -> Optional[str]:
+    explicit = os.environ.get(SERVER_KEY_VARIABLE, "").strip()
+    if explicit:
+        return explicit
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    if base_url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+        return None
+    return os.environ.get(KEY_VARIABLE, "").strip() or None
