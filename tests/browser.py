@@ -54,7 +54,7 @@ def streamlit_server(memory: Path, timeout: float = 60) -> Iterator[str]:
     finally:
         server.terminate()
         try:
-            server.wait(timeout=10)
+            server.wait(timeout=60)  # a loaded machine can take a while to close the memory
         except subprocess.TimeoutExpired:
             server.kill()
 
