@@ -90,7 +90,7 @@ def main() -> None:
         steps = {}
         originals = {}
         from vmem_core import index as index_module
-        from vmem_core import memory as memory_module
+        from vmem_core.backends import hnsw as hnsw_backend_module
         from vmem_core import store as store_module
         from vmem_core import vault as vault_module
 
@@ -107,7 +107,7 @@ def main() -> None:
 
             setattr(owner, name, wrapper)
 
-        for owner, name in ((index_module.AnnIndex, "scrub"), (memory_module, "patch_snapshot"),
+        for owner, name in ((index_module.AnnIndex, "scrub"), (hnsw_backend_module, "patch_snapshot"),
                             (vault_module.Vault, "erase"), (store_module.Store, "rewrite")):
             timed(owner, name)
         t = time.perf_counter()

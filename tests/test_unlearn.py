@@ -31,7 +31,8 @@ def test_byte_scan_finds_the_bytes_before_purge_and_not_after(memory):
     assert byte_scan(memory.path, patterns) == []
     assert 3 not in memory.exemplars([3])["id"].tolist()
     names = [c.name for c in certificate.checks]
-    assert names == ["byte scan", "removed images return none of their ids", "exactness"]
+    assert names == ["byte scan", "removed images return none of their ids", "exactness", "index (hnswlib)"]
+    assert "1 record(s) overwritten in place in the snapshot file" in certificate.checks[3].detail
     assert certificate.removed[0].id == 3 and len(certificate.removed[0].embedding_sha256) == 64
 
 
@@ -127,7 +128,8 @@ import os, sys
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
 import conftest
-from vmem_core import VisualMemory, memory, store, vault
+from vmem_core import VisualMemory, store, vault
+from vmem_core.backends import hnsw
 from vmem_core.unlearn import purge
 
 where = {where!r}
@@ -141,8 +143,8 @@ def crash_around(owner, name, before):
     setattr(owner, name, wrapper)
 
 owner, name, before = {{
-    "before-snapshot-patch": (memory, "patch_snapshot", True),
-    "after-snapshot-patch": (memory, "patch_snapshot", False),
+    "before-snapshot-patch": (hnsw, "patch_snapshot", True),
+    "after-snapshot-patch": (hnsw, "patch_snapshot", False),
     "after-vault-erase": (vault.Vault, "erase", False),
     "before-rewrite": (store.Store, "rewrite", True),
     "after-rewrite": (store.Store, "rewrite", False),

@@ -1,13 +1,14 @@
-"""VisualMemory: the facade over an encoder, an hnswlib index and a DuckDB store.
+"""VisualMemory: the facade over an encoder, an index backend (hnswlib or Milvus) and a DuckDB store.
 
 A memory is a directory:
-    vmem.json        format version, encoder name, identity and dimension, index parameters
+    vmem.json        format version, encoder name, identity and dimension, index parameters and backend
     memory.duckdb    exemplar rows, embeddings included: the source of truth
-    index/           hnswlib snapshots and their manifest (rebuildable from the database)
+    index/           hnswlib snapshots and their manifest (rebuildable from the database), or
+    milvus/          milvus-lite's data when the memory uses embedded Milvus (vmem_core.backends)
 
-Crash safety: every change is committed to DuckDB first, then applied to the in-memory index. Index snapshots are
-written atomically and record the last database change they include; on open, vmem loads the snapshot and replays
-the rows changed since, or rebuilds the index from the database when the snapshot is missing or damaged.
+Crash safety: every change is committed to DuckDB first, then applied to the index backend. The backend records the
+last database change it holds durably; on open, vmem replays the rows changed since, or (hnswlib) rebuilds the index
+from the database when its snapshot is missing or damaged.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from .errors import (
     VmemError,
 )
 from .images import ImageInput, LoadedImage, load_image, make_thumbnail
-from .index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
+from .backends import Evidence, IndexBackend, new_backend_record, open_backend, store_rows
+from .index import IndexParams
 from .locks import ReadWriteLock
 from .names import check_label
 from .pipeline import BUILD_CHUNK, BuildReport, run_build
@@ -55,7 +57,6 @@ FORMAT_NAME = "vmem-memory"
 FORMAT_VERSION = 2  # 2: embeddings and thumbnails in the vault files (1: inside DuckDB; migrated on open)
 CONFIG_NAME = "vmem.json"
 DATABASE_NAME = "memory.duckdb"
-INDEX_DIR = "index"
 PURGE_JOURNAL = "purge.journal.json"
 # Below this distance two exemplars count as near-duplicates. With efficientnet-lite0 the same photo saved again as
 # JPEG lands at ~0.04, while distinct Fashion-MNIST exemplars are rarely closer than 0.05 (4 of the 1,000 samples).
@@ -182,7 +183,8 @@ def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
 class VisualMemory:
     """An editable visual memory. Thread-safe: many concurrent readers (classify, search) or one writer."""
 
-    def __init__(self, path: Path, config: dict, encoder: Optional[Encoder] = None) -> None:
+    def __init__(self, path: Path, config: dict, encoder: Optional[Encoder] = None,
+                 index_uri: Optional[str] = None) -> None:
         self.path = Path(path)
         self.config = config
         self.dim = int(config["encoder"]["dim"])
@@ -194,13 +196,16 @@ class VisualMemory:
             self.config = config = {**config, "version": FORMAT_VERSION}
             write_json_atomic(self.path / CONFIG_NAME, config)
         self._derived: dict[object, tuple[int, object]] = {}
+        self._index_uri = index_uri
         try:
-            self._index, self._index_seq = self._open_index()
             self._refresh_labels()
+            self._index: IndexBackend = self._open_index()
             if (self.path / PURGE_JOURNAL).exists():
                 log.warning("finishing a purge that was interrupted (%s)", self.path / PURGE_JOURNAL)
                 self._finish_purge()
         except BaseException:
+            if getattr(self, "_index", None) is not None:
+                self._index.close()
             self._store.close()
             raise
 
@@ -211,8 +216,13 @@ class VisualMemory:
         path: Union[str, Path],
         encoder: Union[str, Encoder] = DEFAULT_ENCODER,
         index_params: IndexParams = IndexParams(),
+        backend: str = "hnswlib",
+        index_uri: Optional[str] = None,
     ) -> "VisualMemory":
-        """Create an empty memory at `path` (a new or empty directory) for `encoder`."""
+        """Create an empty memory at `path` (a new or empty directory) for `encoder`.
+
+        `backend` is "hnswlib" (embedded, the default) or "milvus" (embedded milvus-lite inside the memory folder,
+        or the Milvus server at `index_uri`, e.g. http://host:19530)."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise MemoryFormatError(f"{path}: already exists and is not an empty directory; open it instead")
@@ -224,6 +234,8 @@ class VisualMemory:
             "encoder": {"name": encoder.name, "identity": encoder.identity, "dim": int(encoder.dim)},
             "index": asdict(index_params),
         }
+        if backend != "hnswlib" or index_uri:
+            config["backend"] = new_backend_record(backend, index_uri)
         path.mkdir(parents=True, exist_ok=True)
         try:
             write_json_atomic(path / CONFIG_NAME, config)
@@ -236,9 +248,10 @@ class VisualMemory:
 
     @classmethod
     def open(
-        cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None
+        cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None, index_uri: Optional[str] = None
     ) -> "VisualMemory":
-        """Open an existing memory; `encoder`, if given, must be the one that built it.
+        """Open an existing memory; `encoder`, if given, must be the one that built it. `index_uri` serves a Milvus
+        memory from that address instead of the one recorded (e.g. the same cluster behind another name).
 
         Raises:
             MemoryFormatError: not a memory, or a newer format.
@@ -261,22 +274,27 @@ class VisualMemory:
                 )
             if isinstance(encoder, str):
                 encoder = None  # same name: load lazily
-        return cls(path, config, encoder)
+        return cls(path, config, encoder, index_uri=index_uri)
 
     @classmethod
-    def open_or_create(cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None) -> "VisualMemory":
+    def open_or_create(cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None,
+                       backend: str = "hnswlib", index_uri: Optional[str] = None) -> "VisualMemory":
+        """Open the memory at `path`, or create it (with `backend`) when there is none."""
         path = Path(path)
         if (path / CONFIG_NAME).exists():
-            return cls.open(path, encoder)
-        return cls.create(path, encoder or DEFAULT_ENCODER)
+            return cls.open(path, encoder, index_uri=index_uri)
+        return cls.create(path, encoder or DEFAULT_ENCODER, backend=backend, index_uri=index_uri)
 
     def close(self) -> None:
-        """Write an index snapshot if the database is ahead of the last one, then release the database."""
+        """Persist the index if the database is ahead of it, then release the index and the database."""
         with self._lock.write():
             try:
                 self.flush()
             finally:
-                self._store.close()
+                try:
+                    self._index.close()
+                finally:
+                    self._store.close()
 
     def __enter__(self) -> "VisualMemory":
         return self
@@ -297,52 +315,31 @@ class VisualMemory:
         return self._encoder
 
     # --- index maintenance ----------------------------------------------------------------------------------------
-    def _open_index(self) -> tuple[AnnIndex, int]:
-        index_dir = self.path / INDEX_DIR
-        snapshot, why = find_snapshot(index_dir, self.dim)
-        seq = self._store.seq()
-        if snapshot is not None and snapshot.applied_seq <= seq:
-            try:
-                index = AnnIndex.load(snapshot.path, self.dim, self.index_params, self._store.deleted_ids())
-            except RuntimeError as exc:
-                why = f"index file unreadable ({exc})"
-            else:
-                if snapshot.applied_seq < seq:
-                    live, deleted = self._store.changed_since(snapshot.applied_seq)
-                    self._replay(index, live, deleted)
-                    log.info("index replayed %d change(s) made after its last snapshot", seq - snapshot.applied_seq)
-                # purged rows stay in hnswlib as scrubbed, deleted elements: keep them out of every count
-                index.mark_deleted(np.setdiff1d(index.ids(), self._store.all_ids()))
-                return index, snapshot.applied_seq
-        elif snapshot is not None:
-            why = f"index snapshot is ahead of the database (seq {snapshot.applied_seq} > {seq})"
-        if why == "no index snapshot" and not len(self._store.all_ids()):
-            return AnnIndex(self.dim, self.index_params), -1  # a new memory: nothing to rebuild
-        log.warning("rebuilding the index of %s from its database: %s", self.path, why)
-        return self._rebuild_index(), -1
+    def _open_index(self) -> IndexBackend:
+        return open_backend(self.path, self.config, self._store, self.index_params, self._ids_with_labels,
+                            index_uri=self._index_uri)
 
-    def _replay(self, index: AnnIndex, live: np.ndarray, deleted: np.ndarray) -> None:
-        present = set(index.ids().tolist())
-        missing = np.asarray([i for i in live if int(i) not in present], dtype=np.int64)
-        index.unmark_deleted(int(i) for i in live if int(i) in present)
-        if len(missing):
-            ids, vectors = self._store.embeddings("id IN (SELECT UNNEST(?::BIGINT[]))", [missing.tolist()])
-            index.add(ids, vectors)
-        index.mark_deleted(deleted)
+    def _ids_with_labels(self, labels: Sequence[str]) -> np.ndarray:
+        table = self._table
+        wanted = [i for i, label in enumerate(table.labels) if label in set(labels)]
+        return table.ids[np.isin(table.classes, wanted)]
 
-    def _rebuild_index(self) -> AnnIndex:
-        ids, vectors = self._store.embeddings()
-        index = AnnIndex(self.dim, self.index_params, capacity=max(1024, len(ids)))
-        index.add(ids, vectors)
-        return index
+    @property
+    def index_backend(self) -> IndexBackend:
+        """The backend that searches this memory's vectors (vmem_core.backends)."""
+        return self._index
+
+    def _reopen_index(self) -> None:
+        """After a failed index write: drop the backend's state in this process and bring it back from the store."""
+        try:
+            self._index.close()
+        finally:
+            self._index = self._open_index()
 
     def flush(self) -> None:
-        """Snapshot the index if the database has changed since the last snapshot."""
+        """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush)."""
         with self._lock.write():
-            seq = self._store.seq()
-            if seq != self._index_seq:
-                self._index.save_snapshot(self.path / INDEX_DIR, seq)
-                self._index_seq = seq
+            self._index.persist(self._store.seq())
 
     def _refresh_labels(self, table: Optional[LabelTable] = None) -> None:
         """Publish a new label table: `table` when the caller built it incrementally, else re-read the database."""
@@ -466,9 +463,9 @@ class VisualMemory:
         with self._lock.write():
             ids, _ = self._store.insert(rows)  # the database commits first: it is the source of truth
             try:
-                self._index.add(ids, vectors)
+                self._index.add(ids, vectors, labels)
             except BaseException:
-                self._index = self._rebuild_index()
+                self._reopen_index()
                 raise
             self._refresh_labels(self._table.merged(ids, labels))
         return ids.tolist()
@@ -487,7 +484,7 @@ class VisualMemory:
         with self._lock.write():
             self._store.set_deleted(ids, False)
             # a row deleted before this process's index saw it (e.g. replayed after a crash) may be absent: add it
-            self._replay(self._index, np.asarray(ids, dtype=np.int64), np.zeros(0, np.int64))
+            self._index.sync(np.asarray(ids, dtype=np.int64), np.zeros(0, np.int64), store_rows(self._store))
             self._refresh_labels(self._table.merged(*self._store.labels_of(ids)))
 
     def relabel(self, ids: Sequence[int], label: str) -> None:
@@ -495,19 +492,21 @@ class VisualMemory:
         label = check_label(label)
         with self._lock.write():
             self._store.relabel(ids, label)
+            self._index.relabel(ids, label)
             self._refresh_labels()
 
     # --- physical removal -------------------------------------------------------------------------------------------
-    def purge_physically(self, ids: Sequence[int], purge_id: str, details: dict) -> None:
+    def purge_physically(self, ids: Sequence[int], purge_id: str, details: dict) -> list[Evidence]:
         """Remove exemplars' bytes from the index and the database files (see vmem_core.unlearn for the certified
-        version). A journal written first makes an interrupted purge finish on the next open."""
+        version). A journal written first makes an interrupted purge finish on the next open. Returns what the
+        index backend did and verified."""
         with self._lock.write():  # one purge at a time: the journal is a single file
             ids = self.check_purgeable(ids)
             write_json_atomic(self.path / PURGE_JOURNAL, {
                 "purge_id": purge_id, "ids": ids, "details": details,
                 "thumbnails": self._store.thumbnail_places(ids),  # the rows that say where they lie are about to go
             })
-            self._finish_purge()
+            return self._finish_purge()
 
     def check_purgeable(self, ids: Sequence[int]) -> list[int]:
         """The ids, sorted and unique, if every one has a row (live or tombstoned); else UnknownIdError."""
@@ -520,32 +519,19 @@ class VisualMemory:
             raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
         return ids
 
-    def _finish_purge(self) -> None:
+    def _finish_purge(self) -> list[Evidence]:
         """Carry out the journal's purge; every step is idempotent, so a crash anywhere is finished by a re-run.
 
-        Order matters: the snapshot is patched while the vault still holds the vectors it must find there."""
+        Order matters: the index goes first, while the vault still holds the vectors it must find there."""
         journal = json.loads((self.path / PURGE_JOURNAL).read_text())
         ids = journal["ids"]
         with self._lock.write():
-            noise = self._index.scrub(ids)  # the in-memory index: vectors overwritten, elements marked deleted
-            originals = dict(zip(ids, self._store.vault.read_vectors(ids)))
-            rng = np.random.default_rng()
-            # every journal id, also those the in-memory index lacks (tombstoned before a rebuild): the snapshot on
-            # disk may still hold them
-            replacements = [
-                (element_bytes(originals[i], i),
-                 element_bytes(noise[i] if i in noise else rng.normal(size=self.dim).astype(np.float32), i))
-                for i in ids
-            ]
-            rebuilt = self._index_seq < 0  # the file on disk predates this index: patching it is not enough
-            patched = None if rebuilt else patch_snapshot(self.path / INDEX_DIR, replacements)
-            if patched is None:  # no patchable snapshot (older format, damaged, stale): write the scrubbed index
-                self._index_seq = self._store.seq()  # the live index holds every committed change
-                self._index.save_snapshot(self.path / INDEX_DIR, self._index_seq)
+            evidence = self._index.purge(ids, self._store.vault.read_vectors(ids), self._store.seq())
             self._store.purge(ids, journal["purge_id"], journal["details"],
                               [tuple(p) for p in journal["thumbnails"]])
             self._refresh_labels()
         (self.path / PURGE_JOURNAL).unlink()
+        return evidence
 
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
         return self._store.thumbnails_kept_elsewhere(thumbnails, excluding)
@@ -622,15 +608,18 @@ class VisualMemory:
 
     # --- reads ------------------------------------------------------------------------------------------------------
     def search(
-        self, embeddings: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None
+        self, embeddings: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None,
+        labels: Optional[Sequence[str]] = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest live exemplars of each embedding: (ids (n, k'), distances (n, k')), k' = min(k, candidates).
 
-        `allowed_ids` restricts the search to those exemplars.
+        `allowed_ids` restricts the search to those exemplars, `labels` to exemplars with one of those labels.
         """
         queries = _check_embeddings(embeddings, self.dim)
+        if isinstance(labels, str):
+            labels = [labels]
         with self._lock.read():
-            return self._index.search(queries, k, allowed_ids=allowed_ids)
+            return self._index.search(queries, k, allowed_ids=allowed_ids, labels=labels)
 
     def kept_ids(self, threshold: float, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
         """Live exemplars that hard pruning keeps: reliability v < threshold."""
@@ -887,4 +876,5 @@ class VisualMemory:
             "ram_bytes": int(ram),
             "ram_bytes_per_exemplar": round(ram / rows, 1),
             "index": asdict(self.index_params),
+            "index_backend": self._index.describe(),
         }

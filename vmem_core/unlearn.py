@@ -9,7 +9,11 @@ after, and three checks:
 2. the removed embeddings, queried, return none of the removed ids;
 3. exactness: the memory after the purge holds exactly the exemplars it held before minus the removed ones (exact
    nearest-neighbour predictions over its stored embeddings equal those of a memory built from scratch without
-   them), and its index agrees with that exact search.
+   them), and its index agrees with that exact search;
+4. whatever the index backend verified itself (vmem_core.backends): hnswlib says how its snapshot was scrubbed;
+   Milvus says whether compaction was run and waited for, whether the ids are gone from the collection, and whether
+   its files could be inspected at all (only an embedded milvus-lite folder lies inside the memory, where the byte
+   scan reaches; a server's storage is beyond it and the certificate says so).
 """
 
 from __future__ import annotations
@@ -208,7 +212,8 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
     purge_id = uuid.uuid4().hex
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
-    memory.purge_physically(ids, purge_id, {"ids": ids, "image_sha256": [r.image_sha256 for r in removed]})
+    evidence = memory.purge_physically(ids, purge_id,
+                                       {"ids": ids, "image_sha256": [r.image_sha256 for r in removed]})
     RerankCache(memory.path).forget_exemplars(ids)  # a model's answers given with these exemplars in view
     seconds = time.perf_counter() - start
     certificate = Certificate(purge_id, started, seconds, removed, digest_before, memory_digest(memory),
@@ -267,6 +272,9 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
             f"({len(after_ids)} live); the index returns the exact neighbours for {index_agrees:.1%} of probes"
             + ("" if index_agrees == 1 else " (approximate search)"),
         ))
+
+    # what the index backend did and verified itself (e.g. Milvus: compaction waited for, ids no longer stored)
+    certificate.checks.extend(Check(e.name, e.passed, e.detail) for e in evidence)
 
     directory = memory.path / CERTIFICATE_DIR
     directory.mkdir(exist_ok=True)

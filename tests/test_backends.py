@@ -1,0 +1,200 @@
+"""The index-backend contract, run against every backend: hnswlib (embedded) and Milvus (milvus-lite in a folder).
+
+The same assertions hold for both: searches agree with exact search, tombstones hide at once and restore, purges
+remove the data and say what was verified, everything survives a reopen and a crash, label filters hold.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vmem_core import VisualMemory
+from vmem_core.unlearn import byte_patterns, byte_scan, purge
+
+from .conftest import REPO
+from .optional import require
+
+BACKENDS = ["hnswlib"]  # milvus joins with vmem_core.backends.milvus
+DIM = 64  # the test-pixels encoder's
+N = 2600  # above the exact-search threshold (2048): hnswlib answers through its graph
+LABELS = [f"class-{c}" for c in range(8)]
+
+
+def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Unit vectors in 8 labelled clusters (a centre per label plus noise), like embeddings of 8 classes."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(LABELS), DIM))
+    which = rng.integers(0, len(LABELS), n)
+    vectors = centres[which] + 0.6 * rng.normal(size=(n, DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), [LABELS[c] for c in which]
+
+
+def exact(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    distances = 1.0 - queries @ vectors.T
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return ids[order], np.take_along_axis(distances, order, axis=1)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    if request.param == "milvus":
+        require("pymilvus")
+        require("milvus_lite")
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, list[str], np.ndarray]:
+    vectors, labels = clustered(N)
+    queries, _ = clustered(60, seed=1)
+    return vectors, labels, queries
+
+
+@pytest.fixture
+def filled(tmp_path, backend, data):
+    vectors, labels, _ = data
+    memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels", backend=backend)
+    ids = memory.add_embeddings(vectors, labels)
+    assert ids == list(range(N))
+    yield memory
+    try:
+        memory.close()
+    except Exception:
+        pass
+
+
+def test_the_memory_names_its_backend(filled, backend):
+    assert filled.index_backend.name == backend
+    assert filled.stats()["index_backend"]["name"] == backend
+
+
+def test_search_agrees_with_exact_search(filled, data):
+    vectors, _, queries = data
+    found, distances = filled.search(queries, 50)
+    truth, true_distances = exact(vectors, np.arange(N), queries, 50)
+    assert found.shape == (len(queries), 50) and found.dtype == np.int64
+    assert recall(found, truth) >= 0.95
+    assert np.all(np.diff(distances, axis=1) >= -1e-6)  # nearest first
+    # where both name the same neighbour, they give it the same distance (1 - cosine)
+    for row in range(len(queries)):
+        expected = dict(zip(truth[row], true_distances[row]))
+        common = [j for j, i in enumerate(found[row]) if i in expected]
+        assert np.allclose(distances[row, common], [expected[found[row, j]] for j in common], atol=1e-4)
+    # an exemplar's own vector finds it first, at distance 0
+    own, own_distance = filled.search(vectors[:20], 1)
+    assert own[:, 0].tolist() == list(range(20)) and np.allclose(own_distance, 0, atol=1e-5)
+
+
+def test_k_is_clamped_to_the_candidates(filled, data):
+    _, _, queries = data
+    found, distances = filled.search(queries[:2], 10, allowed_ids=np.array([5, 7, 9]))
+    assert found.shape == (2, 3) and set(found[0]) == {5, 7, 9}
+    found, _ = filled.search(queries[:2], 10, allowed_ids=np.array([], dtype=np.int64))
+    assert found.shape == (2, 0)
+
+
+def test_tombstone_hides_at_once_and_restore_brings_back(filled, data):
+    vectors, _, _ = data
+    gone = list(range(0, 200, 2))
+    filled.delete(gone)
+    assert filled.index_backend.live_count == N - len(gone)
+    found, _ = filled.search(vectors[gone], 20)
+    assert not set(found.ravel().tolist()) & set(gone)
+    assert not set(filled.index_backend.live_ids().tolist()) & set(gone)
+    filled.restore(gone[:10])
+    found, distances = filled.search(vectors[gone[:10]], 1)
+    assert found[:, 0].tolist() == gone[:10] and np.allclose(distances, 0, atol=1e-5)
+    assert filled.index_backend.live_count == N - len(gone) + 10
+
+
+def test_filtered_search_by_label(filled, data):
+    vectors, labels, queries = data
+    wanted = ["class-2", "class-5"]
+    members = np.asarray([i for i, label in enumerate(labels) if label in wanted])
+    found, distances = filled.search(queries, 20, labels=wanted)
+    assert set(found.ravel().tolist()) <= set(members.tolist())
+    truth, _ = exact(vectors[members], members, queries, 20)
+    assert recall(found, truth) >= 0.95
+    # a relabel moves an exemplar in or out of the filter at once
+    outsider = int(next(i for i, label in enumerate(labels) if label not in wanted))
+    filled.relabel([outsider], "class-2")
+    found, _ = filled.search(vectors[[outsider]], 1, labels=["class-2"])
+    assert found[0, 0] == outsider
+    found, _ = filled.search(vectors[[outsider]], 5, labels=[labels[outsider]])
+    assert outsider not in found[0]
+    # label and id filters together; an unknown label matches nothing
+    found, _ = filled.search(queries[:3], 5, allowed_ids=members[:4], labels=["class-2"])
+    assert set(found.ravel().tolist()) <= {int(i) for i in members[:4] if labels[i] == "class-2"}
+    assert filled.search(queries[:3], 5, labels=["no-such-label"])[0].shape == (3, 0)
+
+
+def test_state_survives_reopen(filled, data):
+    vectors, labels, queries = data
+    filled.delete([1, 2, 3])
+    filled.relabel([10], "renamed")
+    before = filled.search(queries, 10)
+    path = filled.path
+    filled.close()
+    with VisualMemory.open(path) as memory:
+        assert memory.index_backend.live_count == N - 3
+        assert sorted(memory.index_backend.live_ids().tolist()) == [i for i in range(N) if i not in (1, 2, 3)]
+        after = memory.search(queries, 10)
+        assert recall(after[0], before[0]) >= 0.95
+        assert memory.search(vectors[[10]], 1, labels=["renamed"])[0][0, 0] == 10
+
+
+CRASH_AFTER_COMMIT = """
+import os, sys
+sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
+import numpy as np, conftest
+from vmem_core import VisualMemory
+mem = VisualMemory.open({path!r})
+mem.add_embeddings(np.eye(64)[:3], ["new"] * 3)
+mem.delete([4, 5])
+mem.relabel([6], "moved")
+os._exit(9)  # no close: the backend's last persisted state is behind the database
+"""
+
+
+def test_changes_after_the_last_persist_are_replayed_on_open(filled):
+    filled.flush()
+    path = filled.path
+    filled.close()
+    script = CRASH_AFTER_COMMIT.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path))
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    with VisualMemory.open(path) as memory:
+        live = set(memory.index_backend.live_ids().tolist())
+        assert {N, N + 1, N + 2} <= live and not {4, 5} & live and len(live) == N + 1
+        found, distances = memory.search(np.eye(64)[:3], 1)
+        assert found[:, 0].tolist() == [N, N + 1, N + 2] and np.allclose(distances, 0, atol=1e-5)
+        assert memory.search(memory.stored_embeddings([6])[1], 1, labels=["moved"])[0][0, 0] == 6
+
+
+def test_purge_removes_the_data_and_says_what_was_verified(filled, data, backend):
+    vectors, _, _ = data
+    filled.delete([7, 8])
+    filled.flush()
+    patterns = byte_patterns(vectors[[7, 8, 9]], [])
+    certificate = purge(filled, [7, 8, 9])
+    assert certificate.passed, certificate.explain()
+    index_checks = [c for c in certificate.checks if c.name.startswith("index")]
+    assert index_checks and all(c.passed for c in index_checks)
+    assert not {7, 8, 9} & set(filled.index_backend.live_ids().tolist())
+    assert filled.index_backend.live_count == N - 3
+    assert byte_scan(filled.path, patterns) == []  # the index's files lie in the memory folder for both
+    path = filled.path
+    filled.close()
+    with VisualMemory.open(path) as memory:
+        found, _ = memory.search(vectors[[7, 8, 9]], 50)
+        assert not {7, 8, 9} & set(found.ravel().tolist())
+        assert memory.index_backend.live_count == N - 3
+    assert byte_scan(path, patterns) == []

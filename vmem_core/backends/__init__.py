@@ -1,0 +1,186 @@
+"""Index backends: where a memory's vectors are searched.
+
+The database and the vault (vmem_core.store) are the source of truth for every exemplar; an index backend holds a
+derived, searchable copy of the live vectors. Two implement the same `IndexBackend` protocol:
+
+- `hnswlib` (vmem_core.backends.hnsw): embedded, in-process, snapshots in the memory's `index/` folder (default);
+- `milvus` (vmem_core.backends.milvus): a Milvus collection through pymilvus, embedded with milvus-lite (a local
+  folder inside the memory) or on a Milvus server or cluster given by its URI (`http://host:19530`).
+
+Every change is committed to the store first and then applied to the backend; a backend records the last store
+change it holds durably (`applied_seq`) and is brought up to date from the store when the memory opens (`catch_up`).
+The memory's `vmem.json` names its backend under "backend"; a memory without that key uses hnswlib.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import VmemError
+
+if TYPE_CHECKING:
+    from ..index import IndexParams
+    from ..store import Store
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("hnswlib", "milvus")
+DEFAULT_BACKEND = "hnswlib"
+HNSW_DIR = "index"  # hnswlib snapshots and their manifest
+MILVUS_LITE_DIR = "milvus"  # milvus-lite's data folder when Milvus runs embedded
+
+# (ids) -> (ids found, their vectors, their labels), all ordered by id: rows read back from the source of truth
+RowFetcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, list]]
+# (labels) -> ids of the live exemplars carrying any of them, sorted
+LabelLookup = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a backend did and verified during a purge (becomes a check in the unlearning certificate)."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+class IndexBackend(Protocol):
+    """The operations a memory needs from its index. Not locked: the memory serialises writers against readers.
+
+    Ids are the store's exemplar ids; vectors are L2-normalised float32; distance = 1 - cosine similarity.
+    """
+
+    name: str
+    dim: int
+
+    @property
+    def applied_seq(self) -> int:
+        """The last store change the backend holds durably (-1: none), as recorded by `persist`."""
+
+    @property
+    def live_count(self) -> int:
+        """How many items searches can return."""
+
+    def live_ids(self) -> np.ndarray:
+        """Every searchable id (reads the whole index: for checks and migration, not for queries)."""
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str]) -> None:
+        """Insert (or overwrite) items."""
+
+    def relabel(self, ids: Sequence[int], label: str) -> None:
+        """Record a new label for items (used by label-filtered search)."""
+
+    def mark_deleted(self, ids: Sequence[int]) -> None:
+        """Tombstone: hide items from searches at once (ids the backend does not hold are ignored)."""
+
+    def sync(self, live: np.ndarray, deleted: np.ndarray, fetch: RowFetcher) -> None:
+        """Bring rows up to date with the store: `live` searchable with their current vectors and labels (rows
+        the backend does not hold are read with `fetch`), `deleted` hidden. Idempotent: replays after a crash."""
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest live items of each query: (ids int64 (n, k'), distances float32 (n, k')), nearest first,
+        k' = min(k, candidates). `allowed_ids` and `labels` (either or both) restrict the candidates."""
+
+    def purge(self, ids: Sequence[int], originals: np.ndarray, seq: int) -> list[Evidence]:
+        """Remove items physically (not just hide them), `originals` being their vectors as stored; `seq` is the
+        store's current change. Idempotent. Returns what was done and verified."""
+
+    def persist(self, seq: int) -> None:
+        """Make everything applied so far durable and record `seq` as applied."""
+
+    def describe(self) -> dict:
+        """What `vmem stats` shows about the backend (name, location, parameters)."""
+
+    def close(self) -> None:
+        """Release connections (does not persist: call `persist` first)."""
+
+
+def backend_config(config: dict) -> dict:
+    """The memory config's backend record, defaulting to hnswlib; a clear error for an unknown name."""
+    record = dict(config.get("backend") or {"name": DEFAULT_BACKEND})
+    if record.get("name") not in BACKENDS:
+        raise VmemError(f"index backend {record.get('name')!r} in vmem.json is unknown; accepted: {', '.join(BACKENDS)}")
+    return record
+
+
+def new_backend_record(name: str, uri: Optional[str] = None) -> dict:
+    """The vmem.json record of a backend a memory is about to use (a fresh Milvus collection name each time)."""
+    if name not in BACKENDS:
+        raise VmemError(f"unknown index backend {name!r}; accepted: {', '.join(BACKENDS)}")
+    if name == "hnswlib":
+        if uri:
+            raise VmemError(f"the hnswlib index lives in the memory folder and takes no URI (got {uri!r}); "
+                            "use --backend milvus with --index-uri")
+        return {"name": "hnswlib"}
+    return {"name": "milvus", "uri": uri or None, "collection": f"vmem_{uuid.uuid4().hex[:16]}"}
+
+
+def store_rows(store: "Store") -> RowFetcher:
+    """Read rows (vectors and labels) back from the store, for `IndexBackend.sync` and rebuilds."""
+
+    def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+        found, vectors = store.embeddings("id IN (SELECT UNNEST(?::BIGINT[]))", [[int(i) for i in ids]])
+        labelled, labels = store.labels_of(found)
+        if not np.array_equal(labelled, found):  # both ordered by id: a row purged in between would break pairing
+            raise VmemError("rows changed while the index was being brought up to date; reopen the memory")
+        return found, vectors, labels
+
+    return fetch
+
+
+def catch_up(backend: IndexBackend, store: "Store") -> None:
+    """Replay the store's changes made after the backend's last persisted one (a crash, or another process)."""
+    seq = store.seq()
+    if backend.applied_seq >= seq:
+        return
+    live, deleted = store.changed_since(backend.applied_seq)
+    backend.sync(live, deleted, store_rows(store))
+    if backend.applied_seq >= 0:
+        log.info("index replayed %d change(s) made after its last persisted state", seq - backend.applied_seq)
+
+
+def open_backend(
+    path: Path, config: dict, store: "Store", params: "IndexParams", label_lookup: LabelLookup,
+    index_uri: Optional[str] = None,
+) -> IndexBackend:
+    """Open (or create) the memory's index backend, up to date with the store.
+
+    `index_uri` overrides the Milvus location recorded in vmem.json (the same memory served by another address).
+    """
+    record = backend_config(config)
+    dim = int(config["encoder"]["dim"])
+    remove_stale_local_indexes(path, record)
+    if record["name"] == "milvus":
+        from .milvus import MilvusBackend
+
+        return MilvusBackend.open(path, record, dim, params, store, index_uri=index_uri)
+    if index_uri:
+        raise VmemError(f"--index-uri {index_uri!r} given, but {path} uses the hnswlib index, which lives in the "
+                        f"memory folder; move it to Milvus first with `vmem migrate {path} --to milvus`")
+    from .hnsw import HnswlibBackend
+
+    return HnswlibBackend.open(path / HNSW_DIR, dim, params, store, label_lookup)
+
+
+def remove_stale_local_indexes(path: Path, record: dict) -> None:
+    """Delete the local files of a backend the memory no longer uses (left by an interrupted `vmem migrate`):
+    they hold vectors that a later purge would not reach."""
+    stale = []
+    if record["name"] != "hnswlib":
+        stale.append(path / HNSW_DIR)
+    if record["name"] != "milvus" or record.get("uri"):
+        stale.append(path / MILVUS_LITE_DIR)
+    for folder in stale:
+        if folder.exists():
+            log.warning("removing %s: index files of a backend this memory no longer uses", folder)
+            shutil.rmtree(folder)
