@@ -121,7 +121,7 @@ def test_unlearning_purge_shows_certificate(app):
     assert not app.exception
     assert app.subheader[-1].value == "Purge certificate"
     assert any(s.value.startswith("All checks passed") for s in app.success)
-    assert sum("check_circle" in m.value for m in app.markdown) == 3
+    assert sum("check_circle" in m.value for m in app.markdown) == 4  # three checks and the index backend's
     assert "12 exemplars" not in texts(app) and "(0 deleted" not in texts(app)
 
 
