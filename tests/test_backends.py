@@ -18,7 +18,7 @@ from vmem_core.unlearn import byte_patterns, byte_scan, purge
 from .conftest import REPO
 from .optional import require
 
-BACKENDS = ["hnswlib"]  # milvus joins with vmem_core.backends.milvus
+BACKENDS = ["hnswlib", "milvus"]
 DIM = 64  # the test-pixels encoder's
 N = 2600  # above the exact-search threshold (2048): hnswlib answers through its graph
 LABELS = [f"class-{c}" for c in range(8)]
@@ -179,15 +179,29 @@ def test_changes_after_the_last_persist_are_replayed_on_open(filled):
         assert memory.search(memory.stored_embeddings([6])[1], 1, labels=["moved"])[0][0, 0] == 6
 
 
+def index_files_holding(memory, backend: str, ids: list[int], vectors: np.ndarray) -> list:
+    """Where the backend's own files hold these exemplars: hnswlib's snapshot byte for byte; milvus-lite's
+    compressed Parquet and Arrow files read row by row."""
+    if backend == "hnswlib":
+        return [hit for hit in byte_scan(memory.path, byte_patterns(vectors, [])) if hit[0].startswith("index/")]
+    from vmem_core.backends.milvus import lite_rows_holding
+
+    return lite_rows_holding(memory.index_backend.lite_path, ids, vectors)[1]
+
+
 def test_purge_removes_the_data_and_says_what_was_verified(filled, data, backend):
     vectors, _, _ = data
+    filled.flush()  # on disk in the index's files, then tombstoned: deleted rows stay in them until purged
     filled.delete([7, 8])
     filled.flush()
-    patterns = byte_patterns(vectors[[7, 8, 9]], [])
+    _, stored = filled.stored_embeddings([7, 8, 9])
+    patterns = byte_patterns(stored, [])
+    assert index_files_holding(filled, backend, [7, 8, 9], stored)
     certificate = purge(filled, [7, 8, 9])
     assert certificate.passed, certificate.explain()
     index_checks = [c for c in certificate.checks if c.name.startswith("index")]
     assert index_checks and all(c.passed for c in index_checks)
+    assert index_files_holding(filled, backend, [7, 8, 9], stored) == []
     assert not {7, 8, 9} & set(filled.index_backend.live_ids().tolist())
     assert filled.index_backend.live_count == N - 3
     assert byte_scan(filled.path, patterns) == []  # the index's files lie in the memory folder for both
@@ -198,3 +212,51 @@ def test_purge_removes_the_data_and_says_what_was_verified(filled, data, backend
         assert not {7, 8, 9} & set(found.ravel().tolist())
         assert memory.index_backend.live_count == N - 3
     assert byte_scan(path, patterns) == []
+
+
+def test_migrate_to_milvus_and_back_keeps_the_memory(tmp_path, data):
+    require("pymilvus")
+    require("milvus_lite")
+    from vmem_core.cli import main
+
+    vectors, labels, queries = data
+    path = tmp_path / "mem"
+    with VisualMemory.create(path, encoder="test-pixels") as memory:
+        memory.add_embeddings(vectors[:800], labels[:800])
+        memory.delete([0, 1, 2])
+        memory.relabel([3], "renamed")
+        before = memory.search(queries, 10)
+    assert main(["migrate", str(path), "--to", "milvus", "--json"]) == 0
+    assert not (path / "index").exists() and (path / "milvus").is_dir()
+    with VisualMemory.open(path) as memory:
+        assert memory.index_backend.name == "milvus" and memory.index_backend.live_count == 797
+        after = memory.search(queries, 10)
+        assert recall(after[0], before[0]) >= 0.95 and not {0, 1, 2} & set(after[0].ravel().tolist())
+        assert memory.search(vectors[[3]], 1, labels=["renamed"])[0][0, 0] == 3
+        memory.delete([4])
+        memory.restore([0])
+        moved = memory.move_index("hnswlib")
+        assert moved["from"]["name"] == "milvus" and moved["to"]["name"] == "hnswlib"
+    assert not (path / "milvus").exists() and not (path / "milvus.json").exists() and (path / "index").is_dir()
+    with VisualMemory.open(path) as memory:
+        assert memory.index_backend.name == "hnswlib"
+        assert sorted(memory.index_backend.live_ids().tolist()) == [0] + list(range(3, 4)) + list(range(5, 800))
+        assert [e.action for e in memory.audit_log()].count("migrate") == 2 and memory.verify_audit().ok
+
+
+def test_migrate_refuses_what_it_cannot_do(tmp_path, capsys):
+    from vmem_core.cli import main
+
+    path = tmp_path / "mem"
+    VisualMemory.create(path, encoder="test-pixels").close()
+    assert main(["migrate", str(path), "--to", "hnswlib"]) == 2
+    assert "already uses the hnswlib index" in capsys.readouterr().err
+    assert main(["migrate", str(path), "--to", "hnswlib", "--index-uri", "http://host:19530"]) == 2
+    assert "takes no URI" in capsys.readouterr().err
+    assert main(["migrate", str(path), "--to", "milvus", "--index-uri", "host:19530"]) == 2
+    err = capsys.readouterr().err
+    assert "'host:19530' is not a Milvus server address" in err and "http://" in err
+    assert main(["stats", str(path), "--index-uri", "http://host:19530"]) == 2
+    assert "uses the hnswlib index" in capsys.readouterr().err
+    with VisualMemory.open(path) as memory:  # nothing changed
+        assert memory.index_backend.name == "hnswlib" and memory.verify_audit().ok

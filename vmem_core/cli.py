@@ -121,8 +121,12 @@ def _open(args, encoder: Optional[str] = None, create: bool = False):
             raise EncoderMismatchError(f"memory {args.memory} was built with encoder "
                                        f"{held.config['encoder']['name']!r}; it cannot be used with {encoder!r}")
         return _Borrowed(held)
-    opener = VisualMemory.open_or_create if create else VisualMemory.open
-    memory = opener(args.memory, encoder=encoder)
+    index_uri = getattr(args, "index_uri", None)
+    if create:
+        memory = VisualMemory.open_or_create(args.memory, encoder=encoder, backend=getattr(args, "backend", "hnswlib"),
+                                             index_uri=index_uri)
+    else:
+        memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri)
     memory.actor = default_actor("cli")
     return memory
 
@@ -193,8 +197,19 @@ def run_for_client(request: dict) -> int:
 
 # --- commands -------------------------------------------------------------------------------------------------------
 def cmd_build(args) -> int:
+    if args.engine == "local" and (args.ray_address or args.ray_cpus):
+        raise UsageError("--ray-address and --ray-cpus go with --engine ray")
     with _open(args, create=True) as memory:
-        report = memory.build(args.data, progress=_progress_bar("build", not args.json), strict=args.strict)
+        progress = _progress_bar("build", not args.json)
+        if args.engine == "ray":
+            try:
+                from .ray_build import build_with_ray
+            except ImportError as exc:
+                raise UsageError(f"--engine ray needs Ray: pip install -r requirements-scale.txt ({exc})") from None
+            report = build_with_ray(memory, args.data, address=args.ray_address, num_cpus=args.ray_cpus,
+                                    progress=progress, strict=args.strict)
+        else:
+            report = memory.build(args.data, progress=progress, strict=args.strict)
         stats = memory.stats()
     if args.json:
         _print_json({"added": report.added, "skipped_existing": report.skipped_existing,
@@ -205,6 +220,23 @@ def cmd_build(args) -> int:
               f"{stats['classes']} classes); {report.skipped_existing} already present")
         for path, reason in report.rejected:
             print(f"skipped unreadable image: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    import time
+
+    start = time.perf_counter()
+    with _open(args) as memory:
+        moved = memory.move_index(args.to, index_uri=args.target_uri)
+        live = len(memory)
+    seconds = time.perf_counter() - start
+    if args.json:
+        _print_json({**moved, "exemplars": live, "seconds": round(seconds, 3)})
+    else:
+        print(f"moved the index of {args.memory} from {moved['from']['name']} ({moved['from']['location']}) to "
+              f"{moved['to']['name']} ({moved['to']['location']}): {live} live exemplars, {seconds:.1f} s; "
+              "the old index was removed")
     return 0
 
 
@@ -569,6 +601,7 @@ def cmd_demo(args) -> int:
 
 # --- parser ---------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import BACKENDS
     from .cli_rerank import add_rerank_options
     from .encoders import DEFAULT_ENCODER
     from .voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE, PRUNING_MODES, RULES
@@ -586,15 +619,38 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--top-n", type=int, default=10,
                        help="reliability v counts appearances among this many leave-one-out neighbours")
 
-    p = sub.add_parser("build", help="create or extend a memory from an ImageFolder directory or a path,label CSV")
+    index_uri = argparse.ArgumentParser(add_help=False)
+    index_uri.add_argument("--index-uri", default=None, metavar="URI",
+                           help="a Milvus memory's server (e.g. http://host:19530; token in $VMEM_MILVUS_TOKEN), "
+                                "overriding the one it records")
+
+    p = sub.add_parser("build", parents=[index_uri],
+                       help="create or extend a memory from an ImageFolder directory or a path,label CSV")
     p.add_argument("data", help="DIR/<label>/<image> or a CSV with columns path,label")
     p.add_argument("--memory", required=True, help="memory directory (created if missing)")
     p.add_argument("--encoder", default=None, help=f"encoder for a new memory (default: {DEFAULT_ENCODER})")
+    p.add_argument("--backend", default="hnswlib", choices=BACKENDS,
+                   help="index of a new memory: hnswlib (embedded, default) or milvus (embedded milvus-lite, or the "
+                        "server given by --index-uri)")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local (this process) or ray (Ray Data: a local Ray instance, or --ray-address)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to run on (e.g. ray://head:10001 or auto)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("add", help="add images (files or folders) under one label")
+    p = sub.add_parser("migrate",
+                       help="move a memory's index to another backend (hnswlib or Milvus), rebuilt from its database")
+    p.add_argument("memory")
+    p.add_argument("--to", required=True, choices=BACKENDS, help="the backend to move to")
+    p.add_argument("--index-uri", dest="target_uri", default=None, metavar="URI",
+                   help="with --to milvus: the Milvus server to move to (e.g. http://host:19530); without it, Milvus "
+                        "runs embedded in the memory folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("add", parents=[index_uri], help="add images (files or folders) under one label")
     p.add_argument("memory")
     p.add_argument("images", nargs="+")
     p.add_argument("--label", required=True)
@@ -603,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, text in (("delete", cmd_delete, "tombstone exemplars by id (undo with restore)"),
                              ("restore", cmd_restore, "bring back deleted exemplars")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, parents=[index_uri], help=text)
         p.add_argument("memory")
         p.add_argument("ids", nargs="+", type=_exemplar_id, metavar="ID")
         p.set_defaults(func=func)
@@ -613,21 +669,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--duplicate-distance", type=float, default=NEAR_DUPLICATE_DISTANCE,
                            help="warn of live exemplars closer than this to a deleted one")
 
-    p = sub.add_parser("purge", help="remove exemplars physically, with a certificate of the checks")
+    p = sub.add_parser("purge", parents=[index_uri],
+                       help="remove exemplars physically, with a certificate of the checks")
     p.add_argument("memory")
     p.add_argument("ids", nargs="*", type=_exemplar_id, metavar="ID")
     p.add_argument("--all", action="store_true", help="purge every tombstoned exemplar")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_purge)
 
-    p = sub.add_parser("audit", help="show the hash-chained audit log (vmem audit MEM), or check it (vmem audit "
-                                     "verify MEM)")
+    p = sub.add_parser("audit", parents=[index_uri],
+                       help="show the hash-chained audit log (vmem audit MEM), or check it (vmem audit verify MEM)")
     p.add_argument("words", nargs="+", metavar="[verify] MEM")
     p.add_argument("--limit", type=int, default=50, help="entries to show (newest)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("classify", help="classify images by their nearest exemplars")
+    p = sub.add_parser("classify", parents=[index_uri], help="classify images by their nearest exemplars")
     p.add_argument("memory")
     p.add_argument("images", nargs="+")
     p.add_argument("--k", type=int, default=50)
@@ -639,7 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_rerank_options(p, batch=False)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("eval", help="accuracy of every rule at every k on a labelled query folder or CSV")
+    p = sub.add_parser("eval", parents=[index_uri],
+                       help="accuracy of every rule at every k on a labelled query folder or CSV")
     p.add_argument("memory")
     p.add_argument("queries")
     p.add_argument("--k-max", type=int, default=100)
@@ -668,15 +726,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_rerank_options(p, batch=True)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("search-text", help="the exemplars nearest to a sentence (memories with a CLIP encoder)")
+    p = sub.add_parser("search-text", parents=[index_uri],
+                       help="the exemplars nearest to a sentence (memories with a CLIP encoder)")
     p.add_argument("memory")
     p.add_argument("text")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search_text)
 
-    p = sub.add_parser("attribute", help="which exemplars drove predictions, and what each prediction would be "
-                                         "without each of them")
+    p = sub.add_parser("attribute", parents=[index_uri],
+                       help="which exemplars drove predictions, and what each prediction would be without each of them")
     p.add_argument("memory")
     p.add_argument("images", nargs="*")
     p.add_argument("--queries", default=None, help="labelled folder or CSV: per-exemplar influence over it")
@@ -686,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_attribute)
 
-    p = sub.add_parser("stats", help="counts per label, encoder, size on disk")
+    p = sub.add_parser("stats", parents=[index_uri], help="counts per label, encoder, size on disk, index backend")
     p.add_argument("memory")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
@@ -716,7 +775,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="vmem: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("huggingface_hub", "urllib3", "root"):
+    for noisy in ("huggingface_hub", "urllib3", "root", "pymilvus"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     for option in ("k", "k_max", "top_n", "threshold", "rerank_shown", "limit"):
         value = getattr(args, option, None)

@@ -34,7 +34,7 @@ from .errors import (
     VmemError,
 )
 from .images import ImageInput, LoadedImage, load_image, make_thumbnail
-from .backends import Evidence, IndexBackend, new_backend_record, open_backend, store_rows
+from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
 from .index import IndexParams
 from .locks import ReadWriteLock
 from .names import check_label
@@ -336,6 +336,19 @@ class VisualMemory:
         finally:
             self._index = self._open_index()
 
+    def move_index(self, backend: str, index_uri: Optional[str] = None) -> dict:
+        """Move the index to another backend ("hnswlib", or "milvus": embedded, or on the server at `index_uri`),
+        rebuilt from the database; the old one is removed. Returns {"from": ..., "to": ...} backend descriptions."""
+        with self._lock.write():
+            before = self._index.describe()
+            self._index, self.config = migrate(self.path, self.config, self._store, self.index_params,
+                                               self._ids_with_labels, self._index, backend, index_uri)
+            self._index_uri = None
+            after = self._index.describe()
+            self._store.log_event("migrate", {"from": before, "to": after})
+            self._index.persist(self._store.seq())
+        return {"from": before, "to": after}
+
     def flush(self) -> None:
         """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush)."""
         with self._lock.write():
@@ -535,6 +548,10 @@ class VisualMemory:
 
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
         return self._store.thumbnails_kept_elsewhere(thumbnails, excluding)
+
+    def sources(self) -> set[str]:
+        """The source names of every exemplar with a row (a build skips images under these names)."""
+        return self._store.sources()
 
     def all_ids(self) -> np.ndarray:
         """Every exemplar with a row, live or tombstoned."""

@@ -35,6 +35,7 @@ BACKENDS = ("hnswlib", "milvus")
 DEFAULT_BACKEND = "hnswlib"
 HNSW_DIR = "index"  # hnswlib snapshots and their manifest
 MILVUS_LITE_DIR = "milvus"  # milvus-lite's data folder when Milvus runs embedded
+MILVUS_STATE = "milvus.json"  # the last database change the Milvus collection holds
 
 # (ids) -> (ids found, their vectors, their labels), all ordered by id: rows read back from the source of truth
 RowFetcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, list]]
@@ -105,11 +106,40 @@ class IndexBackend(Protocol):
         """Release connections (does not persist: call `persist` first)."""
 
 
+SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+
+
+class MilvusIndexError(VmemError):
+    pass
+
+
+def check_uri(uri: Optional[str]) -> Optional[str]:
+    """A server URI as given, or None for the embedded milvus-lite; a clear error for anything else."""
+    if uri is None or uri == "":
+        return None
+    if not uri.startswith(SERVER_SCHEMES):
+        raise MilvusIndexError(
+            f"index URI {uri!r} is not a Milvus server address; accepted: {', '.join(SERVER_SCHEMES)}... (e.g. "
+            "http://host:19530), or none for Milvus embedded in the memory folder")
+    return uri
+
+
+def load_milvus():
+    """The Milvus backend module, or a clear error when the optional extra is not installed."""
+    try:
+        from . import milvus
+    except ImportError as exc:
+        raise MilvusIndexError(f"the Milvus index needs pymilvus and milvus-lite: pip install -r "
+                               f"requirements-scale.txt ({exc})") from None
+    return milvus
+
+
 def backend_config(config: dict) -> dict:
     """The memory config's backend record, defaulting to hnswlib; a clear error for an unknown name."""
     record = dict(config.get("backend") or {"name": DEFAULT_BACKEND})
     if record.get("name") not in BACKENDS:
-        raise VmemError(f"index backend {record.get('name')!r} in vmem.json is unknown; accepted: {', '.join(BACKENDS)}")
+        raise VmemError(f"index backend {record.get('name')!r} in vmem.json is unknown; accepted: "
+                        f"{', '.join(BACKENDS)}")
     return record
 
 
@@ -122,7 +152,7 @@ def new_backend_record(name: str, uri: Optional[str] = None) -> dict:
             raise VmemError(f"the hnswlib index lives in the memory folder and takes no URI (got {uri!r}); "
                             "use --backend milvus with --index-uri")
         return {"name": "hnswlib"}
-    return {"name": "milvus", "uri": uri or None, "collection": f"vmem_{uuid.uuid4().hex[:16]}"}
+    return {"name": "milvus", "uri": check_uri(uri), "collection": f"vmem_{uuid.uuid4().hex[:16]}"}
 
 
 def store_rows(store: "Store") -> RowFetcher:
@@ -161,9 +191,7 @@ def open_backend(
     dim = int(config["encoder"]["dim"])
     remove_stale_local_indexes(path, record)
     if record["name"] == "milvus":
-        from .milvus import MilvusBackend
-
-        return MilvusBackend.open(path, record, dim, params, store, index_uri=index_uri)
+        return load_milvus().MilvusBackend.open(path, record, dim, params, store, index_uri=index_uri)
     if index_uri:
         raise VmemError(f"--index-uri {index_uri!r} given, but {path} uses the hnswlib index, which lives in the "
                         f"memory folder; move it to Milvus first with `vmem migrate {path} --to milvus`")
@@ -178,9 +206,58 @@ def remove_stale_local_indexes(path: Path, record: dict) -> None:
     stale = []
     if record["name"] != "hnswlib":
         stale.append(path / HNSW_DIR)
+    if record["name"] != "milvus":
+        stale.append(path / MILVUS_STATE)
     if record["name"] != "milvus" or record.get("uri"):
         stale.append(path / MILVUS_LITE_DIR)
-    for folder in stale:
-        if folder.exists():
-            log.warning("removing %s: index files of a backend this memory no longer uses", folder)
-            shutil.rmtree(folder)
+    for item in stale:
+        if item.exists():
+            log.warning("removing %s: index files of a backend this memory no longer uses", item)
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def migrate(path: Path, config: dict, store: "Store", params: "IndexParams", label_lookup: LabelLookup,
+            current: IndexBackend, to: str, index_uri: Optional[str] = None) -> tuple[IndexBackend, dict]:
+    """Move a memory's index to another backend: build it from the store, persist it, switch vmem.json to it
+    (atomically), then remove the old one. Returns (the new backend, the new config). The caller holds the
+    memory's write lock and closes nothing else.
+
+    A crash before the switch leaves the old backend in use (the half-built one is removed by the next migrate or
+    open); after it, the next open removes the old local files. A collection on a Milvus server that was being
+    left is dropped only at the end: after a crash there, drop it by hand (its name is in the audit log)."""
+    from ..atomic import write_json_atomic
+
+    record = new_backend_record(to, index_uri)
+    old = backend_config(config)
+    if old["name"] == record["name"] and (old.get("uri") or None) == record.get("uri"):
+        where = f" at {record['uri']}" if record.get("uri") else ""
+        raise VmemError(f"{path} already uses the {to} index{where}; nothing to migrate")
+    dim = int(config["encoder"]["dim"])
+    new_config = {**config, "backend": record}
+    if to == "hnswlib":
+        from .hnsw import HnswlibBackend
+
+        shutil.rmtree(path / HNSW_DIR, ignore_errors=True)  # a half-built index from an interrupted migrate
+        target: IndexBackend = HnswlibBackend.from_store(path / HNSW_DIR, dim, params, store, label_lookup)
+    else:
+        MilvusBackend = load_milvus().MilvusBackend
+        if not record.get("uri") and old["name"] != "milvus":
+            shutil.rmtree(path / MILVUS_LITE_DIR, ignore_errors=True)
+            (path / MILVUS_STATE).unlink(missing_ok=True)
+        target = MilvusBackend.open(path, record, dim, params, store)  # empty collection: filled from the store
+    try:
+        target.persist(store.seq())
+        if target.live_count != len(store.live_labels()[0]):
+            raise VmemError(f"the new {to} index holds {target.live_count} exemplars where the database has "
+                            f"{len(store.live_labels()[0])} live; the memory keeps its {old['name']} index")
+    except BaseException:
+        target.close()
+        raise
+    write_json_atomic(path / "vmem.json", new_config)
+    try:
+        current.close()
+    finally:
+        if old["name"] == "milvus":
+            load_milvus().drop(path, old)
+        remove_stale_local_indexes(path, record)
+    return target, new_config
