@@ -97,3 +97,21 @@ def test_ray_build_resumes_and_writes_to_milvus(ray_instance, tmp_path, collecti
     for key in ("ids", "labels", "sources", "sha256", "thumbnails"):
         assert got[key] == expected[key], key
     assert np.array_equal(got["vectors"], expected["vectors"])
+
+
+def test_cli_build_with_ray_into_milvus(ray_instance, tmp_path, small_folder, capsys):
+    require("pymilvus")
+    require("milvus_lite")
+    import json
+
+    from vmem_core.cli import main
+
+    path = tmp_path / "mem"
+    assert main(["build", str(small_folder), "--memory", str(path), "--encoder", "test-pixels", "--engine", "ray",
+                 "--backend", "milvus", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["added"] == 12 and out["exemplars"] == 12 and out["rejected"] == []
+    with VisualMemory.open(path) as memory:
+        assert memory.index_backend.name == "milvus" and memory.index_backend.live_count == 12
+    assert main(["build", str(small_folder), "--memory", str(path), "--ray-address", "auto"]) == 2
+    assert "--ray-address and --ray-cpus go with --engine ray" in capsys.readouterr().err

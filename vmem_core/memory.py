@@ -320,8 +320,8 @@ class VisualMemory:
                             index_uri=self._index_uri)
 
     def _ids_with_labels(self, labels: Sequence[str]) -> np.ndarray:
-        table = self._table
-        wanted = [i for i, label in enumerate(table.labels) if label in set(labels)]
+        table, labels = self._table, set(labels)
+        wanted = [i for i, label in enumerate(table.labels) if label in labels]
         return table.ids[np.isin(table.classes, wanted)]
 
     @property
