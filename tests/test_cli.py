@@ -64,6 +64,9 @@ def test_stats_json_contract(built):
     stats = json.loads(result.stdout)
     assert stats["exemplars"] == 150 and stats["labels"]["sneaker"] == 15
     assert stats["encoder"] == "efficientnet-lite0" and stats["dim"] == 1280
+    assert stats["index_backend"]["name"] == "hnswlib" and stats["index_backend"]["live"] == 150
+    text = vmem("stats", built).stdout
+    assert f"index: hnswlib at {Path(built) / 'index'}, 150 searchable" in text
 
 
 def test_eval_json_contract(built):

@@ -534,6 +534,8 @@ def cmd_stats(args) -> int:
           + ", ".join(f"{part} {size:,}" for part, size in stats["bytes_per_exemplar_by_part"].items() if size) + ")")
     print(f"in RAM (index and labels, estimated): {stats['ram_bytes']:,} bytes, {stats['ram_bytes_per_exemplar']:,} "
           "bytes per exemplar")
+    backend = stats["index_backend"]
+    print(f"index: {backend['name']} at {backend['location']}, {backend['live']} searchable")
     for label, count in stats["labels"].items():
         print(f"    {label:<20} {count}")
     return 0
