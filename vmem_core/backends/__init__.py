@@ -176,7 +176,7 @@ def catch_up(backend: IndexBackend, store: "Store") -> None:
     live, deleted = store.changed_since(backend.applied_seq)
     backend.sync(live, deleted, store_rows(store))
     if backend.applied_seq >= 0:
-        log.info("index replayed %d change(s) made after its last persisted state", seq - backend.applied_seq)
+        log.info("index replayed %d change(s) made after its last snapshot", seq - backend.applied_seq)
 
 
 def open_backend(
