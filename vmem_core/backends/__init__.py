@@ -99,6 +99,9 @@ class IndexBackend(Protocol):
     def persist(self, seq: int) -> None:
         """Make everything applied so far durable and record `seq` as applied."""
 
+    def resident_bytes(self) -> int:
+        """RAM this process holds for the index (0 where a server holds it)."""
+
     def describe(self) -> dict:
         """What `vmem stats` shows about the backend (name, location, parameters)."""
 

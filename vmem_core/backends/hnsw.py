@@ -134,6 +134,9 @@ class HnswlibBackend:
                          f"{len(noise)} vector(s) overwritten with random unit vectors in the in-memory index and "
                          f"marked deleted; {how}")]
 
+    def resident_bytes(self) -> int:
+        return self.index.resident_bytes()
+
     def describe(self) -> dict:
         return {"name": self.name, "location": str(self.directory), "live": self.live_count}
 

@@ -327,6 +327,9 @@ class MilvusBackend:
         matches = [p for p in self.lite_path.rglob(name) if p.is_dir()]
         return matches[0] if matches else None
 
+    def resident_bytes(self) -> int:
+        return 0  # held by the Milvus server, or by milvus-lite, whose footprint it does not report
+
     def describe(self) -> dict:
         return {"name": self.name, "location": self.server_uri or str(self.lite_path),
                 "collection": self.collection, "live": self.live_count}
