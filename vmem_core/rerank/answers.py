@@ -29,6 +29,11 @@ def _singular(word: str) -> str:
     return word
 
 
+# A sentence naming one candidate is read as that candidate, unless it says no to something ("not a sneaker").
+# Matched on the raw text: normalise() would turn "isn't" into "isn t", and "T-shirt" into "t shirt".
+_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|cannot|nothing|none)\b|n['\u2019]t\b", re.IGNORECASE)
+
+
 def normalise(text: str) -> str:
     """Lower case, punctuation as spaces, singular words, no leading article.
 
@@ -71,6 +76,10 @@ def interpret(
     'sneaker'
     >>> interpret("a bicycle", ["sneaker", "sandal"]).status
     'not_a_candidate'
+    >>> [interpret(text, ["sneaker", "sandal"]).status for text in ("It is not a sneaker.", "It isn't a sandal")]
+    ['not_a_candidate', 'not_a_candidate']
+    >>> interpret("The answer is T-shirt/top.", ["T-shirt/top", "shirt"]).label
+    'T-shirt/top'
     """
     synonyms = synonyms or {}
     line = _first_line(text)
@@ -99,6 +108,9 @@ def interpret(
     # "ankle boot" also contains "boot": the longer phrase is the one meant
     found = [form for form in found if not any(other != form and _contains(other, form) for other in found)]
     named = set().union(*(phrases[form] for form in found)) if found else set()
+    if len(named) == 1 and _NEGATION.search(text):
+        return Answer(None, "not_a_candidate", detail=f"the answer names {next(iter(named))!r} but also a negation, "
+                                                      f"so it may mean the opposite: {line[:100]!r}")
     if len(named) == 1:
         return Answer(next(iter(named)), "candidate", "mentioned")
     if len(named) > 1:
