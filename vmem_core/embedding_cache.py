@@ -7,13 +7,13 @@ never reuses stale vectors. Entries live in `<cache dir>/embeddings/` ($VMEM_CAC
 from __future__ import annotations
 
 import gzip
-import hashlib
 import re
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from .atomic import sha256_file
 from .encoders import Encoder
 from .encoders.efficientnet import cache_dir
 from .errors import DatasetError
@@ -52,18 +52,10 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_path(encoder: Encoder, images_file: Path) -> Path:
     """Where the embeddings of `images_file` under `encoder` are (or would be) cached."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder.identity)
-    return cache_dir() / "embeddings" / f"{safe}-{file_digest(images_file)[:24]}.npy"
+    return cache_dir() / "embeddings" / f"{safe}-{sha256_file(images_file)[:24]}.npy"
 
 
 def idx_embeddings(
