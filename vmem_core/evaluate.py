@@ -14,7 +14,7 @@ import numpy as np
 
 from .datasets import LabelledImage, scan_dataset
 from .errors import BadImageError, DatasetError, VmemError
-from .experiments import hit_rate_every_k
+from .experiments import DEFAULT_FIXED_K, hit_rate_every_k
 from .images import load_image
 from .memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
 from .voting import DEFAULT_HARD_THRESHOLD, RULES, check_rule
@@ -219,7 +219,7 @@ EXPERIMENTS = ("accuracy", "memory-size", "new-classes", "pruning", "noise", "ta
 class ExperimentOptions:
     """Settings of `run_experiments`; defaults follow the paper where it gives one."""
 
-    k: int = 10  # the fixed k reported beside best-over-k
+    k: int = DEFAULT_FIXED_K  # the fixed k reported beside best-over-k
     k_max: int = DEFAULT_K_MAX
     rules: Sequence[str] = RULES
     sizes: Sequence[int] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import DatasetError, VmemError
 from .neighbour_cache import NeighbourCache, exact_top_k
-from .voting import DEFAULT_HARD_THRESHOLD, RULES, check_rule, prepare_votes, vote_all_k
+from .voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, RULES, check_rule, prepare_votes, vote_all_k
 
 Progress = Callable[[int, int], None]
 DEFAULT_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -241,7 +241,7 @@ def new_classes(
 
 
 # --- 4. pruning -----------------------------------------------------------------------------------------------------
-def reliability_from_loo(loo: NeighbourCache, top_n: int = 10) -> np.ndarray:
+def reliability_from_loo(loo: NeighbourCache, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
     """v per memory item: how often it is among the top-N leave-one-out neighbours of a differently-labelled item
     (the same definition as VisualMemory.reliability, over the cache's exact search)."""
     if (loo.self_positions < 0).any():

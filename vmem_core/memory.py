@@ -43,6 +43,7 @@ from .store import NewExemplars, Store
 from .vault import THUMBNAILS_NAME, VECTORS_NAME
 from .voting import (
     DEFAULT_HARD_THRESHOLD,
+    DEFAULT_RELIABILITY_TOP_N,
     DEFAULT_RULE,
     PRUNING_MODES,
     check_rule,
@@ -62,7 +63,6 @@ PURGE_JOURNAL = "purge.journal.json"
 # JPEG lands at ~0.04, while distinct Fashion-MNIST exemplars are rarely closer than 0.05 (4 of the 1,000 samples).
 NEAR_DUPLICATE_DISTANCE = 0.05
 DEFAULT_K = 50
-DEFAULT_RELIABILITY_TOP_N = 10
 
 Progress = Callable[[int, int], None]
 

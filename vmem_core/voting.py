@@ -30,6 +30,8 @@ PRUNING_MODES = ("none", "hard", "soft")
 # Hard pruning skips exemplars with v >= this. At 1 every exemplar ever seen among another class's neighbours goes
 # (two thirds of the Fashion-MNIST sample); 2 keeps the ones that strayed once.
 DEFAULT_HARD_THRESHOLD = 2.0
+# v counts appearances among each memory item's N nearest leave-one-out neighbours.
+DEFAULT_RELIABILITY_TOP_N = 10
 
 _ALIASES = {"rankvoting": "rank", "rank_voting": "rank", "uniform": "plurality", "majority": "plurality"}
 
