@@ -549,10 +549,6 @@ class VisualMemory:
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
         return self._store.thumbnails_kept_elsewhere(thumbnails, excluding)
 
-    def sources(self) -> set[str]:
-        """The source names of every exemplar with a row (a build skips images under these names)."""
-        return self._store.sources()
-
     def all_ids(self) -> np.ndarray:
         """Every exemplar with a row, live or tombstoned."""
         return self._store.all_ids()
@@ -613,15 +609,23 @@ class VisualMemory:
         Images already in the memory under the same source name are skipped, so an interrupted build resumes.
         Undecodable images are reported in the result and skipped (or, with strict=True, stop the build).
         """
+        total, todo, report = self.plan_build(data)
+        if progress:
+            progress(report.skipped_existing, total)
+        run_build(self, todo, report, total, progress, strict, workers, chunk_size)
+        self.flush()
+        return report
+
+    def plan_build(
+        self, data: Union[str, Path, Sequence[LabelledImage]]
+    ) -> tuple[int, list[LabelledImage], BuildReport]:
+        """What a build of `data` still has to add: (images in the collection, those whose source is not in the
+        memory yet, a report counting the ones skipped), the same for every build engine so that any of them resumes
+        any other's build."""
         items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
         known = self._store.sources()
         todo = [item for item in items if item.source not in known]
-        report = BuildReport(skipped_existing=len(items) - len(todo))
-        if progress:
-            progress(report.skipped_existing, len(items))
-        run_build(self, todo, report, len(items), progress, strict, workers, chunk_size)
-        self.flush()
-        return report
+        return len(items), todo, BuildReport(skipped_existing=len(items) - len(todo))
 
     # --- reads ------------------------------------------------------------------------------------------------------
     def search(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 import numpy as np
 import ray
 
-from .datasets import LabelledImage, scan_dataset
+from .datasets import LabelledImage
 from .encoders import _FACTORIES, load_encoder, register_encoder
 from .errors import BadImageError, VmemError
 from .images import load_image, make_thumbnail
@@ -127,15 +127,12 @@ def build_with_ray(
         actors: encoder actors (default: one per CPU of the local instance, 2 on a cluster).
         strict: stop at the first unreadable image (as `VisualMemory.build`).
     """
-    from .memory import BUILD_CHUNK, BuildReport
+    from .memory import BUILD_CHUNK
 
-    items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
-    known = memory.sources()
-    todo = [item for item in items if item.source not in known]
-    report = BuildReport(skipped_existing=len(items) - len(todo))
+    total, todo, report = memory.plan_build(data)
     done = report.skipped_existing
     if progress:
-        progress(done, len(items))
+        progress(done, total)
     if not todo:
         return report
     encoder_name = memory.config["encoder"]["name"]
@@ -173,7 +170,7 @@ def build_with_ray(
                     report.added += len(chunk.labels)
                 done += len(chunks[chunk.index])
                 if progress:
-                    progress(done, len(items))
+                    progress(done, total)
     finally:
         if started:
             ray.shutdown()
