@@ -22,6 +22,7 @@ import hnswlib
 import numpy as np
 
 from .atomic import fsync_file, write_json_atomic
+from .hugepages import huge_pages_for_new_mappings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class AnnIndex:
         self.dim = dim
         self.params = params
         self._index = hnswlib.Index(space=SPACE, dim=dim)
-        self._index.init_index(max_elements=max(capacity, 16), M=params.M, ef_construction=params.ef_construction)
+        with huge_pages_for_new_mappings():  # before any element is written, so every page it touches comes huge
+            self._index.init_index(max_elements=max(capacity, 16), M=params.M, ef_construction=params.ef_construction)
         self._index.set_ef(params.ef_search)
         self._deleted: set[int] = set()
         self._live_matrix: Optional[tuple[np.ndarray, np.ndarray]] = None
@@ -62,7 +64,8 @@ class AnnIndex:
         self.dim = dim
         self.params = params
         self._index = hnswlib.Index(space=SPACE, dim=dim)
-        self._index.load_index(str(path), allow_replace_deleted=False)
+        with huge_pages_for_new_mappings(collapse=True):  # loading touches every page: remap them as huge pages
+            self._index.load_index(str(path), allow_replace_deleted=False)
         self._index.set_ef(params.ef_search)
         self._live_matrix = None
         present = set(self.ids())
@@ -86,7 +89,8 @@ class AnnIndex:
         needed = self._index.get_current_count() + extra
         capacity = self._index.get_max_elements()
         if needed > capacity:
-            self._index.resize_index(max(needed, int(capacity * 1.5)))
+            with huge_pages_for_new_mappings(collapse=True):  # the block moved: its pages are small again
+                self._index.resize_index(max(needed, int(capacity * 1.5)))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, threads: int = -1) -> None:
         """Insert unit vectors under ids (ids already present are overwritten in place by hnswlib)."""
