@@ -214,3 +214,34 @@ def test_delete_warns_of_near_duplicates_and_purge_certifies(tmp_path, built):
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
     log = json.loads(vmem("audit", memory, "--json").stdout)
     assert [entry["action"] for entry in log][-4:] == ["add", "add", "delete", "purge"]
+
+
+def test_build_sets_a_new_memorys_index_parameters_and_keeps_an_old_ones(tmp_path, subset):
+    memory = tmp_path / "tuned.vmem"
+    result = vmem("build", subset, "--memory", memory, "--index-m", 8, "--index-ef-construction", 40,
+                  "--index-ef", 60, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((memory / "vmem.json").read_text())["index"] == {"M": 8, "ef_construction": 40, "ef_search": 60}
+    stats = json.loads(vmem("stats", memory, "--json").stdout)
+    assert stats["index"] == {"M": 8, "ef_construction": 40, "ef_search": 60}
+
+    # an existing memory's graph is fixed: a different M is refused, naming both values, and nothing is added
+    more = tmp_path / "more" / "shirt"
+    more.mkdir(parents=True)
+    shutil.copy(sorted((SAMPLE / "queries" / "shirt").glob("*.png"))[0], more / "extra.png")
+    result = vmem("build", more.parent, "--memory", memory, "--index-m", 12)
+    assert result.returncode == 2
+    assert "--index-m 12 (this memory has 8)" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(vmem("stats", memory, "--json").stdout)["exemplars"] == stats["exemplars"]
+    # the same values, or none, are accepted
+    result = vmem("build", more.parent, "--memory", memory, "--index-m", 8, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["exemplars"] == stats["exemplars"] + 1
+
+
+def test_build_refuses_a_non_positive_index_parameter(tmp_path, subset):
+    memory = tmp_path / "bad.vmem"
+    result = vmem("build", subset, "--memory", memory, "--index-ef", 0)
+    assert result.returncode == 2
+    assert "--index-ef 0: must be a positive integer" in result.stderr
+    assert not memory.exists()

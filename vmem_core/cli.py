@@ -120,15 +120,49 @@ def _open(args, encoder: Optional[str] = None, create: bool = False):
         if encoder is not None and encoder != held.config["encoder"]["name"]:
             raise EncoderMismatchError(f"memory {args.memory} was built with encoder "
                                        f"{held.config['encoder']['name']!r}; it cannot be used with {encoder!r}")
+        if create:
+            _check_index_params(args, held)
         return _Borrowed(held)
     index_uri = getattr(args, "index_uri", None)
     if create:
         memory = VisualMemory.open_or_create(args.memory, encoder=encoder, backend=getattr(args, "backend", "hnswlib"),
-                                             index_uri=index_uri)
+                                             index_uri=index_uri, index_params=_index_params(args))
+        try:
+            _check_index_params(args, memory)
+        except UsageError:
+            memory.close()
+            raise
     else:
         memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri)
     memory.actor = default_actor("cli")
     return memory
+
+
+_INDEX_OPTIONS = {"M": "--index-m", "ef_construction": "--index-ef-construction", "ef_search": "--index-ef"}
+
+
+def _index_params(args):
+    """The index parameters a new memory gets: IndexParams' defaults, with the --index-* options given."""
+    from dataclasses import replace
+
+    from .index import IndexParams
+
+    given = {field: getattr(args, field) for field in _INDEX_OPTIONS if getattr(args, field, None) is not None}
+    for field, value in given.items():
+        if value < 1:
+            raise UsageError(f"{_INDEX_OPTIONS[field]} {value}: must be a positive integer")
+    return replace(IndexParams(), **given)
+
+
+def _check_index_params(args, memory) -> None:
+    """An existing memory keeps the graph it was built with: refuse --index-* values that differ from it."""
+    built = memory.index_params
+    differing = [f"{option} {getattr(args, field)} (this memory has {getattr(built, field)})"
+                 for field, option in _INDEX_OPTIONS.items()
+                 if getattr(args, field, None) is not None and getattr(args, field) != getattr(built, field)]
+    if differing:
+        raise UsageError(f"memory {args.memory} already exists and its index parameters are fixed: "
+                         f"{'; '.join(differing)}. Leave the options out, or build a new memory")
 
 
 def host_memory(memory):
@@ -639,6 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, help="Ray cluster to run on (e.g. ray://head:10001 or auto)")
     p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    p.add_argument("--index-m", dest="M", type=int, default=None,
+                   help="a new memory's HNSW graph degree M (default 16; bench/search.py shows the trade-off)")
+    p.add_argument("--index-ef-construction", dest="ef_construction", type=int, default=None,
+                   help="a new memory's HNSW build beam (default 200; lower builds faster, with lower recall)")
+    p.add_argument("--index-ef", dest="ef_search", type=int, default=None,
+                   help="a new memory's HNSW search beam (default 128; at least k is used)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_build)
 

@@ -278,12 +278,14 @@ class VisualMemory:
 
     @classmethod
     def open_or_create(cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None,
-                       backend: str = "hnswlib", index_uri: Optional[str] = None) -> "VisualMemory":
-        """Open the memory at `path`, or create it (with `backend`) when there is none."""
+                       backend: str = "hnswlib", index_uri: Optional[str] = None,
+                       index_params: Optional[IndexParams] = None) -> "VisualMemory":
+        """Open the memory at `path`, or create it (with `backend` and `index_params`) when there is none."""
         path = Path(path)
         if (path / CONFIG_NAME).exists():
             return cls.open(path, encoder, index_uri=index_uri)
-        return cls.create(path, encoder or DEFAULT_ENCODER, backend=backend, index_uri=index_uri)
+        return cls.create(path, encoder or DEFAULT_ENCODER, index_params=index_params or IndexParams(),
+                          backend=backend, index_uri=index_uri)
 
     def close(self) -> None:
         """Persist the index if the database is ahead of it, then release the index and the database."""
