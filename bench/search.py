@@ -107,13 +107,22 @@ def run(n: int, dim: int, model, args) -> dict:
     index_ram = allocated_bytes() - before
     huge_share = (huge_page_bytes() - huge_before) / max(index_ram, 1)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        index.save_index(os.path.join(tmp, "index.hnsw"))
-        file_bytes = os.path.getsize(os.path.join(tmp, "index.hnsw"))
+        path = os.path.join(tmp, "index.hnsw")
+        index.save_index(path)
+        file_bytes = os.path.getsize(path)
+        # opening a memory loads its index: with huge pages the load also collapses the pages it touched
+        reloaded = hnswlib.Index(space="ip", dim=dim)
+        started = time.perf_counter()
+        with huge_pages_for_new_mappings(collapse=args.huge_pages) as advice:
+            reloaded.load_index(path)
+        load_s = time.perf_counter() - started
+        del reloaded
     print(f"hnswlib M={args.M} ef_construction={args.ef_construction}: build {build_s:7.1f} s on {args.threads} "
           f"threads ({n / build_s:,.0f} vectors/s; {build_cpu:.0f} CPU-s, i.e. {build_cpu / args.threads:.0f} s on "
           f"{args.threads} idle cores); memory +{index_ram / 1e6:,.0f} MB "
           f"({index_ram / n:,.0f} B/vector); file {file_bytes / 1e6:,.0f} MB ({file_bytes / n:,.0f} B/vector); "
-          f"{min(huge_share, 1):.0%} of it on huge pages")
+          f"{min(huge_share, 1):.0%} of it on huge pages; reloaded from the file in {load_s:.1f} s"
+          f"{f' ({advice[0].collapsed / 1e6:,.0f} MB collapsed onto huge pages)' if args.huge_pages else ''}")
     print(f"{'ef':>6} {'recall@' + str(k):>10} {'ms/query':>9} {'CPU ms/q':>9} {'x faster':>9} {'QPS batched':>12}"
           f"   (ms/query: median of {args.passes} passes of {args.single} single queries)")
     efs = [ef for ef in args.ef if ef >= k]
