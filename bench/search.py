@@ -21,6 +21,7 @@ machine with that much memory to spare; the default run skips it (see --skip).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import statistics
@@ -78,6 +79,39 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
+def build_index(data: np.ndarray, args, huge: bool):
+    """Build the hnswlib index (with or without huge pages), measure it, save and reload it; (index, figures)."""
+    n, dim = data.shape
+    index = hnswlib.Index(space="ip", dim=dim)
+    before = allocated_bytes()
+    huge_before = huge_page_bytes()
+    started, cpu = time.perf_counter(), time.process_time()
+    with huge_pages_for_new_mappings() if huge else contextlib.nullcontext():  # as vmem_core.index.AnnIndex does
+        index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction)
+    index.add_items(data, np.arange(n), num_threads=args.threads)
+    build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu
+    index_ram = allocated_bytes() - before
+    huge_share = (huge_page_bytes() - huge_before) / max(index_ram, 1)
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        path = os.path.join(tmp, "index.hnsw")
+        index.save_index(path)
+        file_bytes = os.path.getsize(path)
+        # opening a memory loads its index: with huge pages the load also collapses the pages it touched
+        reloaded = hnswlib.Index(space="ip", dim=dim)
+        started = time.perf_counter()
+        with huge_pages_for_new_mappings(collapse=huge) as advice:
+            reloaded.load_index(path)
+        load_s = time.perf_counter() - started
+        del reloaded
+    print(f"hnswlib M={args.M} ef_construction={args.ef_construction}, {'huge' if huge else '4 KiB'} pages: build "
+          f"{build_s:7.1f} s on {args.threads} threads ({n / build_s:,.0f} vectors/s; {build_cpu:.0f} CPU-s, i.e. "
+          f"{build_cpu / args.threads:.0f} s on {args.threads} idle cores); memory +{index_ram / 1e6:,.0f} MB "
+          f"({index_ram / n:,.0f} B/vector); file {file_bytes / 1e6:,.0f} MB ({file_bytes / n:,.0f} B/vector); "
+          f"{min(huge_share, 1):.0%} of it on huge pages; reloaded from the file in {load_s:.1f} s"
+          f"{f' ({advice[0].collapsed / 1e6:,.0f} MB collapsed onto huge pages)' if huge else ''}", flush=True)
+    return index, {"build_s": build_s, "build_cpu": build_cpu}
+
+
 def run(n: int, dim: int, model, args) -> dict:
     k = args.k
     started = time.perf_counter()
@@ -93,61 +127,47 @@ def run(n: int, dim: int, model, args) -> dict:
     print(f"exact numpy matmul: {exact_single:8.2f} ms/query single ({exact_cpu:.2f} ms CPU on all cores), "
           f"{exact_qps:8.1f} queries/s batched (64/batch)")
 
-    index = hnswlib.Index(space="ip", dim=dim)
-    before = allocated_bytes()
-    started, cpu = time.perf_counter(), time.process_time()
-    huge_before = huge_page_bytes()
-    if args.huge_pages:
-        with huge_pages_for_new_mappings():  # what vmem_core.index.AnnIndex does around hnswlib's allocations
-            index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction)
-    else:
-        index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction)
-    index.add_items(data, np.arange(n), num_threads=args.threads)
-    build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu
-    index_ram = allocated_bytes() - before
-    huge_share = (huge_page_bytes() - huge_before) / max(index_ram, 1)
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        path = os.path.join(tmp, "index.hnsw")
-        index.save_index(path)
-        file_bytes = os.path.getsize(path)
-        # opening a memory loads its index: with huge pages the load also collapses the pages it touched
-        reloaded = hnswlib.Index(space="ip", dim=dim)
-        started = time.perf_counter()
-        with huge_pages_for_new_mappings(collapse=args.huge_pages) as advice:
-            reloaded.load_index(path)
-        load_s = time.perf_counter() - started
-        del reloaded
-    print(f"hnswlib M={args.M} ef_construction={args.ef_construction}: build {build_s:7.1f} s on {args.threads} "
-          f"threads ({n / build_s:,.0f} vectors/s; {build_cpu:.0f} CPU-s, i.e. {build_cpu / args.threads:.0f} s on "
-          f"{args.threads} idle cores); memory +{index_ram / 1e6:,.0f} MB "
-          f"({index_ram / n:,.0f} B/vector); file {file_bytes / 1e6:,.0f} MB ({file_bytes / n:,.0f} B/vector); "
-          f"{min(huge_share, 1):.0%} of it on huge pages; reloaded from the file in {load_s:.1f} s"
-          f"{f' ({advice[0].collapsed / 1e6:,.0f} MB collapsed onto huge pages)' if args.huge_pages else ''}")
-    print(f"{'ef':>6} {'recall@' + str(k):>10} {'ms/query':>9} {'CPU ms/q':>9} {'x faster':>9} {'QPS batched':>12}"
-          f"   (ms/query: median of {args.passes} passes of {args.single} single queries)")
+    variants = {"huge pages": True, "4 KiB pages": False}
+    if not args.compare_huge_pages:
+        variants = {name: huge for name, huge in variants.items() if huge == args.huge_pages}
+    built = {name: build_index(data, args, huge) for name, huge in variants.items()}
     efs = [ef for ef in args.ef if ef >= k]
-    timings = {ef: [] for ef in efs}
-    # the passes sweep every ef in turn, so that a slow spell of the (shared) machine lands on all of them
+    timings = {(name, ef): [] for name in built for ef in efs}
+    # each pass sweeps every ef (of every variant) in turn, so a slow spell of the shared machine lands on all of them
     for _ in range(args.passes):
+        for name, (index, _) in built.items():
+            for ef in efs:
+                index.set_ef(ef)
+                timings[name, ef].append(
+                    per_query_ms(lambda q: index.knn_query(q, k=k, num_threads=1), queries[: args.single]))
+    curves = {}
+    for name, (index, _) in built.items():
+        print(f"{name}: {'ef':>4} {'recall@' + str(k):>10} {'ms/query':>9} {'CPU ms/q':>9} {'x faster':>9} "
+              f"{'QPS batched':>12}   (ms/query: median of {args.passes} passes of {args.single} single queries)")
+        curve = curves[name] = []
         for ef in efs:
             index.set_ef(ef)
-            timings[ef].append(per_query_ms(lambda q: index.knn_query(q, k=k, num_threads=1), queries[: args.single]))
-    curve = []
-    for ef in efs:
-        index.set_ef(ef)
-        ms = statistics.median(t[0] for t in timings[ef])
-        ms_cpu = statistics.median(t[1] for t in timings[ef])
-        started = time.perf_counter()
-        found, _ = index.knn_query(queries, k=k, num_threads=args.threads)
-        qps = len(queries) / (time.perf_counter() - started)
-        r = recall(found, truth)
-        curve.append((ef, r, ms, qps, ms_cpu))
-        print(f"{ef:>6} {r:>10.4f} {ms:>9.3f} {ms_cpu:>9.3f} {exact_single / ms:>8.0f}x {qps:>12.0f}"
-              f"   passes: {' '.join(f'{t[0]:.2f}' for t in timings[ef])}", flush=True)
+            ms = statistics.median(t[0] for t in timings[name, ef])
+            ms_cpu = statistics.median(t[1] for t in timings[name, ef])
+            started = time.perf_counter()
+            found, _ = index.knn_query(queries, k=k, num_threads=args.threads)
+            qps = len(queries) / (time.perf_counter() - started)
+            r = recall(found, truth)
+            curve.append((ef, r, ms, qps, ms_cpu))
+            print(f"{'':>{len(name) + 2}}{ef:>4} {r:>10.4f} {ms:>9.3f} {ms_cpu:>9.3f} {exact_single / ms:>8.0f}x "
+                  f"{qps:>12.0f}   passes: {' '.join(f'{t[0]:.2f}' for t in timings[name, ef])}", flush=True)
+    if len(built) == 2:
+        print("huge pages vs 4 KiB pages, same process: build "
+              f"{built['4 KiB pages'][1]['build_s'] / built['huge pages'][1]['build_s']:.2f}x faster; per ef, single "
+              "query " + ", ".join(f"ef {a[0]}: {b[2] / a[2]:.2f}x" for a, b in zip(curves["huge pages"],
+                                                                                curves["4 KiB pages"])))
+    name = next(iter(built))
+    curve, stats = curves[name], built[name][1]
+    build_s, build_cpu = stats["build_s"], stats["build_cpu"]
     good = [c for c in curve if c[1] >= args.target_recall]
     if good:
         ef, r, ms, qps, ms_cpu = good[0]
-        print(f"operating point: ef={ef}, recall@{k} {r:.3f}, {ms:.2f} ms/query ({ms_cpu:.2f} ms CPU) = "
+        print(f"operating point ({name}): ef={ef}, recall@{k} {r:.3f}, {ms:.2f} ms/query ({ms_cpu:.2f} ms CPU) = "
               f"1/{exact_single / ms:.0f} of exact ({exact_single:.1f} ms), {qps / exact_qps:.0f}x exact's batched QPS")
     else:
         print(f"no ef reached recall@{k} >= {args.target_recall}")
@@ -175,6 +195,8 @@ def main() -> None:
     parser.add_argument("--tmp", default=None, help="where to write the index file to measure its size")
     parser.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
                         help="leave hnswlib's memory on 4 KiB pages (the baseline vmem_core.hugepages improves on)")
+    parser.add_argument("--compare-huge-pages", action="store_true",
+                        help="build the index twice, with and without huge pages, and time both in the same passes")
     args = parser.parse_args()
     skip = {tuple(int(x) for x in pair.split("x")) for pair in args.skip.split(",") if pair}
 
