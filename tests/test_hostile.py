@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 import struct
 import tomllib
 import zipfile
@@ -58,6 +59,66 @@ def test_labels_are_normalised_to_one_form():
         check_label("   ")
     assert check_label("  cafe\u0301 ") == "caf\u00e9"  # e + combining accent and the precomposed letter: one class
     assert check_label("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645") == "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # ZWNJ kept
+
+
+INVISIBLE = [("\u202e", "RIGHT-TO-LEFT OVERRIDE"), ("\u200b", "ZERO WIDTH SPACE"), ("\ufeff", "ZERO WIDTH NO-BREAK SPACE"),
+             ("\u00ad", "SOFT HYPHEN"), ("\u2066", "LEFT-TO-RIGHT ISOLATE")]
+
+
+@pytest.mark.parametrize("char, name", INVISIBLE)
+def test_invisible_format_characters_in_labels_are_refused_by_name(char, name):
+    label = f"bag{char}"  # shown as "bag", yet another class than "bag"
+    assert label.strip() != "bag"
+    with pytest.raises(BadLabelError, match=f"invisible format character U\\+{ord(char):04X} {name} at position 3"):
+        check_label(label)
+    assert upload_name(f"photo{char}gnp.exe") == "photognp.exe"  # an override cannot disguise what was uploaded
+
+
+def test_invisible_labels_change_nothing_wherever_labels_enter(memory, small_folder, tmp_path):
+    label = "\u202ebag"
+    path = memory.path
+    memory.close()
+    before = memory_state(path)
+    data = tmp_path / "data"
+    (data / "aaa").mkdir(parents=True)  # a good folder first: a build must not commit it and then stop
+    (data / label).mkdir()
+    for image in sorted((small_folder / "bag").glob("*.png"))[:2]:
+        shutil.copy(image, data / "aaa" / image.name)
+        shutil.copy(image, data / label / image.name)
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\n" + f"{data / 'aaa' / image.name},aaa\n{data / 'aaa' / image.name},bag\ufeff\n")
+    with VisualMemory.open(path) as mem:
+        refused = f"invisible format character U\\+202E RIGHT-TO-LEFT OVERRIDE at position 0"
+        with pytest.raises(BadLabelError, match=refused):
+            mem.add_embeddings(np.ones((1, 64)), [label])
+        with pytest.raises(BadLabelError, match=refused):
+            mem.add([image], label)
+        with pytest.raises(BadLabelError, match=refused):
+            mem.relabel([1], label)
+        with pytest.raises(BadLabelError, match=f"^'\\\\u202ebag/.*{refused}.*nothing was added"):
+            mem.build(data, chunk_size=1)
+        with pytest.raises(BadLabelError, match="U\\+FEFF ZERO WIDTH NO-BREAK SPACE at position 3"):
+            mem.build(table, chunk_size=1)
+    assert memory_state(path) == before
+
+
+def test_labels_with_zero_width_joiners_are_kept_exactly(memory, small_folder, tmp_path):
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # ZWNJ: two words' letters kept apart
+    scientist = "\U0001f469\u200d\U0001f52c"  # ZWJ: woman + microscope, one emoji
+    hindi = "\u0915\u094d\u200d\u0937"  # ZWJ: the half form of ka before ssa
+    data = tmp_path / "data"
+    (data / persian).mkdir(parents=True)
+    for image in sorted((small_folder / "bag").glob("*.png"))[:2]:
+        shutil.copy(image, data / persian / image.name)
+    report = memory.build(data)
+    assert report.added == 2
+    ids = memory.add_embeddings(np.ones((2, 64)), [scientist, hindi])
+    memory.relabel(ids[1:], f"{hindi} {scientist}")
+    path = memory.path
+    memory.close()
+    with VisualMemory.open(path) as reopened:
+        assert reopened.label_of(ids[0]) == scientist and reopened.label_of(ids[1]) == f"{hindi} {scientist}"
+        assert reopened.count(label=persian) == 2
 
 
 @pytest.mark.parametrize("label", CONTROL)
@@ -202,3 +263,7 @@ def test_app_shows_odd_labels_and_refuses_control_characters(app):
     app.text_input(key="relabel-to").input("bad\x1b[31m").run()
     app.button(key="relabel-button").click().run()
     assert any("Nothing changed" in e.value and "U+001B" in e.value for e in app.error)
+    app.text_input(key="relabel-to").input("bag\u200b").run()  # looks like "bag"
+    app.button(key="relabel-button").click().run()
+    assert any("Nothing changed" in e.value and "U+200B ZERO WIDTH SPACE" in e.value for e in app.error)
+    assert "bag\u200b" not in app.selectbox(key="browse-label").options

@@ -37,7 +37,7 @@ from .images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
 from .index import IndexParams
 from .locks import ReadWriteLock
-from .names import check_label
+from .names import BadLabelError, check_label
 from .pipeline import BUILD_CHUNK, BuildReport, run_build
 from .store import NewExemplars, Store
 from .vault import THUMBNAILS_NAME, VECTORS_NAME
@@ -627,6 +627,15 @@ class VisualMemory:
         items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
         known = self._store.sources()
         todo = [item for item in items if item.source not in known]
+        # a bad folder name or CSV label is refused before any image is encoded, not after the chunks before it
+        first_source = {}
+        for item in todo:
+            first_source.setdefault(item.label, item.source)
+        for label, source in first_source.items():
+            try:
+                check_label(label)
+            except BadLabelError as exc:
+                raise BadLabelError(f"{source!r}: {exc}; nothing was added") from None
         return len(items), todo, BuildReport(skipped_existing=len(items) - len(todo))
 
     # --- reads ------------------------------------------------------------------------------------------------------

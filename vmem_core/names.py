@@ -3,13 +3,16 @@
 Labels are stored and shown as given (any script, quotes, semicolons: the database only ever sees them as bound
 parameters), normalised to NFC so that the same word typed on two keyboards is one class. Control characters are
 rejected, not stripped: a label that silently changed would merge or split classes behind the user's back, and a
-newline or escape sequence would break the CLI's one-line output. Upload names come from the browser and are only
+newline or escape sequence would break the CLI's one-line output. So are invisible format characters (bidi overrides,
+zero-width spaces, BOMs), which make two labels that look identical differ, except the zero-width (non-)joiners that
+Persian, Indic scripts and emoji sequences need. Upload names come from the browser and are only
 ever recorded, never used as paths: they keep their last path component, printable characters only.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from typing import Optional
 
 from .errors import VmemError
 
@@ -20,7 +23,12 @@ UNPRINTABLE = {
     "Cs": "lone surrogate",
     "Zl": "line separator",
     "Zp": "paragraph separator",
+    "Cf": "invisible format character",  # U+202E RIGHT-TO-LEFT OVERRIDE, U+200B ZERO WIDTH SPACE, U+FEFF, ...
 }
+# Format characters that change how the text around them is written, not only how it is displayed: U+200C keeps
+# Persian or Indic letters apart that would join (a different spelling), U+200D joins emoji into one (woman + microscope
+# = woman scientist, families). Refusing them would refuse real words.
+JOINERS = {"\u200c", "\u200d"}
 
 
 class BadLabelError(VmemError):
@@ -33,17 +41,27 @@ def check_label(label: object) -> str:
     if not text:
         raise BadLabelError("empty label; every exemplar needs a non-empty label")
     for position, char in enumerate(text):
-        kind = UNPRINTABLE.get(unicodedata.category(char))
+        kind = _unprintable(char)
         if kind is not None:
             raise BadLabelError(
-                f"label {text!r} has {kind} U+{ord(char):04X} at position {position}; a label is one "
+                f"label {text!r} has {kind} at position {position}; a label is one "
                 "line of printable text (letters of any script, digits, spaces, punctuation)"
             )
     return text
 
 
+def _unprintable(char: str) -> Optional[str]:
+    """What an error calls a character that labels and upload names cannot hold (with its code point), or None."""
+    category = unicodedata.category(char)
+    if category not in UNPRINTABLE or char in JOINERS:
+        return None
+    # an invisible character is only identifiable by its name; control characters have none in unicodedata
+    name = f" {unicodedata.name(char, '')}".rstrip() if category == "Cf" else ""
+    return f"{UNPRINTABLE[category]} U+{ord(char):04X}{name}"
+
+
 def upload_name(name: object) -> str:
     """A browser-supplied file name made harmless to record and show: its last path component, printable only."""
     text = str(name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    text = "".join(c for c in text if unicodedata.category(c) not in UNPRINTABLE).strip()
+    text = "".join(c for c in text if _unprintable(c) is None).strip()
     return text if text not in ("", ".", "..") else "upload"
