@@ -94,6 +94,7 @@ def test_eval_reports_knn_and_reranked_accuracy_side_by_side(mem, fake, capsys, 
     assert rerank["reranked_accuracy"] == pytest.approx(sum(t == "sneaker" for t in truths) / 6)
     assert rerank["knn_accuracy"] == pytest.approx(sum(r["knn"] == r["true"] for r in rows) / 6)
     assert rerank["k"] == 50 and rerank["plan"]["calls"] == 6
+    assert payload["sample"] == {"size": 6, "of": 200, "seed": 0}
 
     # the same sample again costs nothing, and the text output puts both accuracies side by side
     code, out, err = run(capsys, "eval", mem, data, "--rerank", fake.spec, "--limit", "6")
@@ -101,6 +102,7 @@ def test_eval_reports_knn_and_reranked_accuracy_side_by_side(mem, fake, capsys, 
     assert len(fake.requests) == 6 and "0 call(s) for 6 queries (6 answered from the cache" in err
     assert "kNN vote (rank, k=50)" in out and f"re-ranked by {fake.spec}" in out
     assert "0 call(s) made" in out
+    assert out.startswith("6 queries (a random sample of 6 of 200, seed 0); the model is shown the 50 nearest")
 
 
 def test_eval_confirmation_on_a_terminal(mem, fake, capsys, monkeypatch):
@@ -137,10 +139,21 @@ def test_missing_key_is_one_clear_line(mem, capsys, monkeypatch):
     assert err.startswith("vmem: error: gemini re-ranking needs an API key in GEMINI_API_KEY")
 
 
-def test_limit_without_rerank_samples_the_plain_evaluation(mem, capsys):
-    code, out, err = run(capsys, "eval", mem, SAMPLE / "queries", "--limit", "7", "--k-max", "5", "--json")
+def test_limit_without_rerank_samples_the_plain_evaluation_and_says_so(mem, capsys):
+    code, out, err = run(capsys, "eval", mem, SAMPLE / "queries", "--limit", "7", "--seed", "3", "--k-max", "5",
+                         "--json")
     assert code == 0, err
-    assert json.loads(out)["queries"] == 7
+    payload = json.loads(out)
+    assert payload["queries"] == 7 and payload["sample"] == {"size": 7, "of": 200, "seed": 3}
+    code, out, err = run(capsys, "eval", mem, SAMPLE / "queries", "--limit", "7", "--seed", "3", "--k-max", "5")
+    assert code == 0, err
+    assert out.splitlines()[0] == "7 queries (a random sample of 7 of 200, seed 3), k = 1..5, pruning none"
+    # every query evaluated, with or without a --limit above their number: no sample to speak of
+    for limit in ((), ("--limit", "500")):
+        code, out, err = run(capsys, "eval", mem, SAMPLE / "queries", *limit, "--k-max", "5", "--json")
+        assert code == 0 and json.loads(out)["sample"] is None and json.loads(out)["queries"] == 200
+    code, out, err = run(capsys, "eval", mem, SAMPLE / "queries", "--k-max", "5")
+    assert out.splitlines()[0] == "200 queries, k = 1..5, pruning none"
 
 
 def test_bad_spec_and_options(mem, capsys):

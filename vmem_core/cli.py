@@ -454,19 +454,21 @@ def cmd_eval(args) -> int:
         if args.json:
             _print_json(payload)
         return 0
-    queries = args.queries
+    queries, sample = args.queries, None
     if args.limit is not None:
         from .datasets import scan_dataset
         from .rerank.pipeline import sample_items
 
-        queries = sample_items(scan_dataset(Path(args.queries)), args.limit, args.seed)
+        every = scan_dataset(Path(args.queries))
+        queries = sample_items(every, args.limit, args.seed)
+        sample = sample_summary(len(queries), len(every), args.seed)
     with _open(args) as memory:
         result = evaluate_dataset(memory, queries, k_max=args.k_max, pruning=args.pruning,
                                   threshold=args.threshold, progress=_progress_bar("eval", not args.json))
     if args.json:
-        _print_json(result.to_dict())
+        _print_json({**result.to_dict(), "sample": sample})
         return 0
-    print(f"{result.queries} queries, k = 1..{result.k_max}, pruning {result.pruning}")
+    print(f"{result.queries} queries{sample_note(sample)}, k = 1..{result.k_max}, pruning {result.pruning}")
     shown = [k for k in (1, 5, 10, 20, 50, 100) if k <= result.k_max]
     print(f"{'rule':<10}" + "".join(f"{'k=' + str(k):>9}" for k in shown) + f"{'best':>16}")
     if result.k_max == 0:
@@ -481,6 +483,16 @@ def cmd_eval(args) -> int:
     for path, reason in result.rejected:
         print(f"skipped unreadable query: {reason}", file=sys.stderr)
     return 0
+
+
+def sample_summary(size: int, total: int, seed: int) -> Optional[dict]:
+    """eval --json's "sample": which part of the queries --limit evaluated, or None when it took them all."""
+    return {"size": size, "of": total, "seed": seed} if size < total else None
+
+
+def sample_note(sample: Optional[dict]) -> str:
+    """What eval's text output says after the number of queries when --limit evaluated only some of them."""
+    return f" (a random sample of {sample['size']} of {sample['of']}, seed {sample['seed']})" if sample else ""
 
 
 def cmd_search_text(args) -> int:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .cli import UsageError
+from .cli import UsageError, sample_note, sample_summary
 
 ASK_ABOVE_CALLS = 1  # one call for one image is what `classify --rerank` was asked for; more are confirmed first
 
@@ -133,11 +133,11 @@ def cmd_eval_rerank(args, memory, progress_bar) -> dict:
                                  progress=progress_bar("ask the model", not args.json))
     if evaluation is None:
         raise UsageError("cancelled before any model call")
-    payload = {**knn.to_dict(), "rerank": evaluation.to_dict()}
+    payload = {**knn.to_dict(), "sample": sample_summary(len(items), len(every), args.seed),
+               "rerank": evaluation.to_dict()}
     if args.json:
         return payload
-    print(f"{len(truths)} queries" + (f" (a random sample of {len(every)}, seed {args.seed})"
-                                      if len(items) < len(every) else "")
+    print(f"{len(truths)} queries{sample_note(payload['sample'])}"
           + f"; the model is shown the {evaluation.k} nearest exemplars with their labels")
     best = knn.best().get(args.voting)
     rows = [(f"kNN vote ({args.voting}, k={evaluation.k})", evaluation.knn_accuracy, ""),
