@@ -59,6 +59,34 @@ def test_cli_commands_run_in_the_app_and_the_app_sees_them(app_holding, tmp_path
     assert json.loads(added.stdout)["ids"] == [new_id] and new_id == 12
 
 
+def test_attribute_runs_in_the_app_with_paths_from_the_callers_folder(app_holding, tmp_path):
+    at, path = app_holding  # tmp_path/app.vmem, built from the 12 images in tmp_path/small
+    influence = vmem("attribute", "app.vmem", "--queries", "small", "--k", "3", "--json", cwd=tmp_path)
+    assert influence.returncode == 0, influence.stderr
+    assert "is open in the vmem app" in influence.stderr and "Traceback" not in influence.stderr
+    payload = json.loads(influence.stdout)
+    assert payload["queries"] == 12 and payload["k"] == 3
+    assert payload["exemplars"] and {row["id"] for row in payload["exemplars"]} <= set(range(12))
+
+    explained = vmem("attribute", "app.vmem", "small/bag", "--k", "3", "--json", cwd=tmp_path)
+    assert explained.returncode == 0, explained.stderr
+    rows = json.loads(explained.stdout)
+    assert [Path(r["image"]).resolve() for r in rows] == sorted((tmp_path / "small" / "bag").resolve().glob("*.png"))
+    assert all(r["label"] == "bag" and len(r["neighbors"]) == 3 for r in rows)  # each image is its own exemplar
+
+
+def test_path_options_reach_the_holder_as_absolute_paths(tmp_path, monkeypatch):
+    from vmem_core.cli import _client_request, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["eval", "mem", "queries", "--experiment", "all", "--taxonomy", "levels.csv",
+                                      "--ood-images", "ood", "--synonyms", "words.json"])
+    request = json.loads(json.dumps(_client_request(args)))  # what the holder, in another folder, receives
+    names = {"memory": "mem", "queries": "queries", "taxonomy": "levels.csv", "ood_images": "ood",
+             "synonyms": "words.json"}
+    assert {key: request[key] for key in names} == {key: str(tmp_path.resolve() / name) for key, name in names.items()}
+
+
 def test_holder_that_serves_nothing_gives_a_one_line_error(memory, tmp_path):
     path = memory.path
     memory.close()

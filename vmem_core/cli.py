@@ -175,8 +175,9 @@ def host_memory(memory):
 
 
 # commands a process holding the memory can run for the CLI (app and demo start processes of their own)
-_HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "search-text", "stats")
-_PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms")
+_HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "attribute", "search-text",
+             "stats")
+_PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms", "taxonomy", "ood_images")
 
 
 def _memory_argument(args) -> Optional[str]:
@@ -189,7 +190,7 @@ def _client_request(args) -> dict:
     """The parsed command as JSON, paths made absolute (the holder has another working directory)."""
     values = {key: value for key, value in vars(args).items() if key != "func"}
     for key in _PATH_ARGUMENTS:
-        if isinstance(values.get(key), str):
+        if isinstance(values.get(key), (str, Path)):  # --taxonomy is parsed as a Path, which JSON cannot carry
             values[key] = str(Path(values[key]).resolve())
     if isinstance(values.get("images"), list):
         values["images"] = [str(Path(p).resolve()) for p in values["images"]]
