@@ -208,3 +208,43 @@ def test_a_token_with_non_ascii_characters_is_refused_not_dropped(tmp_path):
     finally:
         host.stop()
     assert ran == []
+
+
+def test_a_holder_that_accepts_and_never_answers_is_given_up_with_its_address(tmp_path):
+    import socket
+    import threading
+    import time
+
+    from vmem_core.host import HostAddress, HostUnreachableError, send
+
+    connections = []
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a stopped or hung app: the connection opens, then nothing
+        threading.Thread(target=lambda: connections.append(server.accept()), daemon=True).start()
+        port = server.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(HostUnreachableError) as info:
+            send(HostAddress(os.getpid(), port, "token"), {"command": "stats"}, silence_timeout_s=0.3)
+        assert time.monotonic() - started < 10
+    for connection, _ in connections:
+        connection.close()
+    assert len(connections) == 1  # it did connect: the reply is what never came
+    message = str(info.value)
+    assert f"at 127.0.0.1:{port} sent nothing for 0.3 s" in message and "\n" not in message
+
+
+def test_a_command_longer_than_the_silence_limit_is_kept_alive_by_the_heartbeat(tmp_path):
+    import time
+
+    from vmem_core.host import Host, find_host, send
+
+    def slow(request):  # a build, shortened: three times the client's silence limit
+        time.sleep(0.9)
+        print(f"{request['command']} done")
+        return 0
+
+    host = Host(tmp_path, slow, heartbeat_s=0.05)
+    try:
+        reply = send(find_host(tmp_path), {"command": "build"}, silence_timeout_s=0.3)
+    finally:
+        host.stop()
+    assert reply == {"status": 0, "stdout": "build done\n", "stderr": ""}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import hmac
+import http.client
 import io
 import json
 import os
@@ -19,8 +20,8 @@ import secrets
 import sys
 import threading
 import traceback
-import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,6 +31,16 @@ from .errors import VmemError
 
 HOST_FILE = "host.json"
 TOKEN_HEADER = "X-Vmem-Token"
+
+# A command may rightly run for hours in the holder (a build of a million images), so the client cannot bound the
+# reply's time; it bounds the holder's silence instead. The holder sends its headers at once and then a space every
+# HEARTBEAT_S seconds until the reply (JSON ignores leading whitespace), and the client gives up after
+# SILENCE_TIMEOUT_S without a byte: a holder stopped with Ctrl+Z or hung as a whole. A timeout on connecting alone
+# would catch neither (the kernel still accepts connections into a stopped process's backlog), and a holder that died
+# needs no timeout at all (on the loopback interface its kernel closes the connection at once). The limit is generous
+# so that a holder busy on every core still gets a heartbeat out.
+HEARTBEAT_S = 5.0
+SILENCE_TIMEOUT_S = 60.0
 
 Runner = Callable[[dict], int]  # runs a command given as a JSON object of CLI arguments, returns its exit status
 
@@ -114,10 +125,40 @@ def _token_matches(given: str, token: str) -> bool:
 
 
 # --- the holder's side ------------------------------------------------------------------------------------------------
+@contextmanager
+def _heartbeat(stream, interval_s: float):
+    """Write a space to `stream` every interval_s seconds until the block writes its reply with the function it is
+    given: never in the middle of a space, and nothing after the reply."""
+    writing, replied = threading.Lock(), threading.Event()
+
+    def write(data: bytes, last: bool = False) -> None:
+        with writing:
+            if replied.is_set():
+                return
+            if last:
+                replied.set()
+            try:
+                stream.write(data)
+            except OSError:  # the client left (e.g. Ctrl+C): the command still finishes here, its reply goes nowhere
+                replied.set()
+
+    def beat() -> None:
+        while not replied.wait(interval_s):
+            write(b" ")
+
+    beating = threading.Thread(target=beat, name="vmem-host-heartbeat", daemon=True)
+    beating.start()
+    try:
+        yield lambda reply: write(reply, last=True)
+    finally:
+        replied.set()
+        beating.join()
+
+
 class Host:
     """Serves commands on one memory from a daemon thread until `stop` (or the process ends)."""
 
-    def __init__(self, memory_path: Path, runner: Runner) -> None:
+    def __init__(self, memory_path: Path, runner: Runner, heartbeat_s: float = HEARTBEAT_S) -> None:
         self.memory_path = Path(memory_path)
         self.token = secrets.token_urlsafe(32)
         host = self
@@ -134,21 +175,22 @@ class Host:
                 except ValueError as exc:
                     self.send_error(400, f"bad request: {exc}")
                     return
-                try:
-                    reply = run_captured(runner, request)
-                except Exception as exc:  # noqa: BLE001 - a bug in a command must not look like a dead app
-                    traceback.print_exc()  # the whole story on the app's console
-                    reply = {"status": 1, "stdout": "", "stderr": f"vmem: internal error in the app process: {exc!r}\n"}
-                body = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.end_headers()  # no Content-Length: the reply ends when the connection closes (HTTP/1.0)
+                with _heartbeat(self.wfile, host.heartbeat_s) as write:
+                    try:
+                        reply = run_captured(runner, request)
+                    except Exception as exc:  # noqa: BLE001 - a bug in a command must not look like a dead app
+                        traceback.print_exc()  # the whole story on the app's console
+                        reply = {"status": 1, "stdout": "",
+                                 "stderr": f"vmem: internal error in the app process: {exc!r}\n"}
+                    write(json.dumps(reply).encode())
 
             def log_message(self, *args) -> None:  # requests are not worth a line on the app's console
                 pass
 
+        self.heartbeat_s = heartbeat_s
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -194,17 +236,25 @@ def find_host(memory_path: Path, check_alive: bool = True) -> Optional[HostAddre
     return address
 
 
-def send(address: HostAddress, request: dict) -> dict:
-    """Run a command in the holder; returns {"status", "stdout", "stderr"}. No timeout: a build may take hours."""
+def send(address: HostAddress, request: dict, silence_timeout_s: float = SILENCE_TIMEOUT_S) -> dict:
+    """Run a command in the holder; returns {"status", "stdout", "stderr"}. As long as the holder's heartbeat comes,
+    however long the command takes; HostUnreachableError after silence_timeout_s without one (see HEARTBEAT_S)."""
+    where = f"127.0.0.1:{address.port}"
     message = urllib.request.Request(
-        f"http://127.0.0.1:{address.port}/run", data=json.dumps(request).encode(),
+        f"http://{where}/run", data=json.dumps(request).encode(),
         headers={"Content-Type": "application/json", TOKEN_HEADER: address.token}, method="POST",
     )
     try:
-        with urllib.request.urlopen(message) as reply:
+        with urllib.request.urlopen(message, timeout=silence_timeout_s) as reply:  # per connect and per read
             return json.loads(reply.read())
-    except (urllib.error.URLError, ConnectionError, ValueError) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError and socket timeouts are OSErrors
+        if isinstance(getattr(exc, "reason", exc), TimeoutError):
+            raise HostUnreachableError(
+                f"the process holding this memory (pid {address.pid}) at {where} sent nothing for "
+                f"{silence_timeout_s:g} s: it is stopped (Ctrl+Z?) or hung; the command may still finish there, so "
+                "check `vmem audit` before running it again"
+            ) from None
         raise HostUnreachableError(
-            f"the process holding this memory (pid {address.pid}) did not answer on port {address.port} ({exc}); "
+            f"the process holding this memory (pid {address.pid}) did not answer on {where} ({exc}); "
             "if it has stopped, run the command again"
         ) from None
