@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vmem_core import VisualMemory
+from vmem_core.errors import VmemError
 from vmem_core.unlearn import byte_patterns, byte_scan, purge
 
 from .conftest import REPO
@@ -152,11 +153,40 @@ def test_state_survives_reopen(filled, data):
         assert memory.search(vectors[[10]], 1, labels=["renamed"])[0][0, 0] == 10
 
 
+
+def search_beam(memory) -> int:
+    """The ef the backend searches with now (hnswlib's own setting; the Milvus request's)."""
+    backend = memory.index_backend
+    return backend.index._index.ef if backend.name == "hnswlib" else backend.params.ef_search
+
+
+def test_search_beam_changes_at_once_and_survives_reopen(filled, data):
+    vectors, _, queries = data
+    default = filled.index_params.ef_search
+    with pytest.raises(VmemError, match="search beam ef 0: must be a positive integer"):
+        filled.set_search_ef(0)
+    assert filled.index_params.ef_search == default and search_beam(filled) == default
+    assert filled.set_search_ef(400) == {"from": default, "to": 400}
+    assert search_beam(filled) == 400
+    truth, _ = exact(vectors, np.arange(N), queries, 50)
+    assert recall(filled.search(queries, 50)[0], truth) >= 0.99
+    assert search_beam(filled) == 400  # a search that widened the beam for k put it back
+    path = filled.path
+    filled.close()
+    with VisualMemory.open(path) as memory:
+        assert memory.index_params.ef_search == 400 and search_beam(memory) == 400
+        assert memory.index_params.M == 16  # the graph's own parameters are untouched
+        assert [e.payload() for e in memory.audit_log() if e.action == "tune"] == [
+            {"ef_search": {"from": default, "to": 400}}]
+        assert memory.verify_audit().ok
+
+
 CRASH_AFTER_COMMIT = """
 import os, sys
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
 import numpy as np, conftest
 from vmem_core import VisualMemory
+from vmem_core.errors import VmemError
 mem = VisualMemory.open({path!r})
 mem.add_embeddings(np.eye(64)[:3], ["new"] * 3)
 mem.delete([4, 5])

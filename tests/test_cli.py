@@ -245,3 +245,20 @@ def test_build_refuses_a_non_positive_index_parameter(tmp_path, subset):
     assert result.returncode == 2
     assert "--index-ef 0: must be a positive integer" in result.stderr
     assert not memory.exists()
+
+
+def test_tune_changes_the_search_beam_and_keeps_it(tmp_path, built):
+    memory = tmp_path / "tune.vmem"
+    shutil.copytree(built, memory)
+    result = vmem("tune", memory, "--index-ef", 256, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report == {"index": {"M": 16, "ef_construction": 200, "ef_search": 256}, "previous": {"ef_search": 128}}
+    assert json.loads(vmem("stats", memory, "--json").stdout)["index"]["ef_search"] == 256
+    assert "search ef 256" in vmem("stats", memory).stdout
+    result = vmem("tune", memory, "--index-ef", -3)
+    assert result.returncode == 2 and "search beam ef -3: must be a positive integer" in result.stderr
+    assert json.loads(vmem("stats", memory, "--json").stdout)["index"]["ef_search"] == 256
+    # build still refuses to change the graph, and points at tune for the beam
+    result = vmem("build", tmp_path, "--memory", memory, "--index-ef", 64)
+    assert result.returncode == 2 and f"vmem tune {memory} --index-ef N" in result.stderr

@@ -161,8 +161,9 @@ def _check_index_params(args, memory) -> None:
                  for field, option in _INDEX_OPTIONS.items()
                  if getattr(args, field, None) is not None and getattr(args, field) != getattr(built, field)]
     if differing:
-        raise UsageError(f"memory {args.memory} already exists and its index parameters are fixed: "
-                         f"{'; '.join(differing)}. Leave the options out, or build a new memory")
+        raise UsageError(f"memory {args.memory} already exists and its index graph is fixed: {'; '.join(differing)}. "
+                         "Leave the options out, or build a new memory; the search beam alone changes with "
+                         f"`vmem tune {args.memory} --index-ef N`")
 
 
 def host_memory(memory):
@@ -176,7 +177,7 @@ def host_memory(memory):
 
 # commands a process holding the memory can run for the CLI (app and demo start processes of their own)
 _HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "attribute", "search-text",
-             "stats")
+             "stats", "tune")
 _PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms", "taxonomy", "ood_images")
 
 
@@ -582,9 +583,23 @@ def cmd_stats(args) -> int:
     print(f"in RAM (index and labels, estimated): {stats['ram_bytes']:,} bytes, {stats['ram_bytes_per_exemplar']:,} "
           "bytes per exemplar")
     backend = stats["index_backend"]
-    print(f"index: {backend['name']} at {backend['location']}, {backend['live']} searchable")
+    index = stats["index"]
+    print(f"index: {backend['name']} at {backend['location']}, {backend['live']} searchable; HNSW M {index['M']}, "
+          f"ef_construction {index['ef_construction']}, search ef {index['ef_search']}")
     for label, count in stats["labels"].items():
         print(f"    {label:<20} {count}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    with _open(args) as memory:
+        change = memory.set_search_ef(args.ef_search)
+        index = dict(memory.stats()["index"])
+    if args.json:
+        _print_json({"index": index, "previous": {"ef_search": change["from"]}})
+    else:
+        print(f"{args.memory}: search beam ef {change['from']} -> {change['to']} (M {index['M']}, "
+              f"ef_construction {index['ef_construction']} stay as built); queries use max(ef, k)")
     return 0
 
 
@@ -804,6 +819,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("memory")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("tune", parents=[index_uri], help="change a memory's HNSW search beam (ef)")
+    p.add_argument("memory")
+    p.add_argument("--index-ef", dest="ef_search", type=int, required=True,
+                   help="search beam from now on: higher finds more of the true neighbours, slower")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("app", help="start the Streamlit app")
     p.add_argument("memory", nargs="?", default=None)

@@ -14,7 +14,7 @@ import logging
 import mmap
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -76,6 +76,10 @@ class AnnIndex:
             except RuntimeError:
                 pass  # already marked in the snapshot
         return self
+
+    def set_search_ef(self, ef: int) -> None:
+        self.params = replace(self.params, ef_search=int(ef))
+        self._index.set_ef(self.params.ef_search)
 
     # --- contents -------------------------------------------------------------------------------------------------
     def ids(self) -> np.ndarray:

@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -350,6 +350,21 @@ class VisualMemory:
             self._store.log_event("migrate", {"from": before, "to": after})
             self._index.persist(self._store.seq())
         return {"from": before, "to": after}
+
+    def set_search_ef(self, ef: int) -> dict:
+        """Search with HNSW beam `ef` from now on, and keep it in vmem.json (the graph itself, M and ef_construction,
+        is fixed when built). Returns {"from": old ef, "to": ef}."""
+        if isinstance(ef, bool) or not isinstance(ef, int) or ef < 1:
+            raise VmemError(f"search beam ef {ef!r}: must be a positive integer (k neighbours use max(ef, k))")
+        with self._lock.write():
+            before = self.index_params.ef_search
+            params = replace(self.index_params, ef_search=ef)
+            config = {**self.config, "index": asdict(params)}
+            write_json_atomic(self.path / CONFIG_NAME, config)
+            self.config, self.index_params = config, params
+            self._index.set_search_ef(ef)
+            self._store.log_event("tune", {"ef_search": {"from": before, "to": ef}})
+        return {"from": before, "to": ef}
 
     def flush(self) -> None:
         """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush)."""

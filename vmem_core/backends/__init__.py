@@ -105,6 +105,9 @@ class IndexBackend(Protocol):
     def describe(self) -> dict:
         """What `vmem stats` shows about the backend (name, location, parameters)."""
 
+    def set_search_ef(self, ef: int) -> None:
+        """Search with beam `ef` from now on (M and ef_construction are the built graph's and stay)."""
+
     def close(self) -> None:
         """Release connections (does not persist: call `persist` first)."""
 

@@ -140,6 +140,9 @@ class HnswlibBackend:
     def describe(self) -> dict:
         return {"name": self.name, "location": str(self.directory), "live": self.live_count}
 
+    def set_search_ef(self, ef: int) -> None:
+        self.index.set_search_ef(ef)
+
     def close(self) -> None:
         pass
 

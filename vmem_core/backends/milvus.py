@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -333,6 +334,9 @@ class MilvusBackend:
     def describe(self) -> dict:
         return {"name": self.name, "location": self.server_uri or str(self.lite_path),
                 "collection": self.collection, "live": self.live_count}
+
+    def set_search_ef(self, ef: int) -> None:
+        self.params = replace(self.params, ef_search=int(ef))
 
     def close(self) -> None:
         try:
