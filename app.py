@@ -2,6 +2,13 @@
 
 import streamlit as st
 
+from vmem_core import host
+from vmem_core.cli import run_for_client
+
+# This entry point ties the app to the command line: while the app holds a memory, `vmem add MEM ...` run elsewhere is
+# sent here and runs on the app's open handle (vmem_core.host). The library itself never imports the CLI.
+host.set_command_runner(run_for_client)
+
 st.set_page_config(page_title="vmem: visual memory", page_icon=":material/photo_library:", layout="wide")
 
 navigation = st.navigation(

@@ -76,12 +76,12 @@ def test_attribute_runs_in_the_app_with_paths_from_the_callers_folder(app_holdin
 
 
 def test_path_options_reach_the_holder_as_absolute_paths(tmp_path, monkeypatch):
-    from vmem_core.cli import _client_request, build_parser
+    from vmem_core.cli import build_parser, client_request
 
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["eval", "mem", "queries", "--experiment", "all", "--taxonomy", "levels.csv",
                                       "--ood-images", "ood", "--synonyms", "words.json"])
-    request = json.loads(json.dumps(_client_request(args)))  # what the holder, in another folder, receives
+    request = json.loads(json.dumps(client_request(args)))  # what the holder, in another folder, receives
     names = {"memory": "mem", "queries": "queries", "taxonomy": "levels.csv", "ood_images": "ood",
              "synonyms": "words.json"}
     assert {key: request[key] for key in names} == {key: str(tmp_path.resolve() / name) for key, name in names.items()}

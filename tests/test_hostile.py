@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from vmem_core import VisualMemory, cli
+from vmem_core.cli import app as cli_app
 from vmem_core.datasets import extract_labelled_zip
 from vmem_core.errors import BadImageError, DatasetError
 from vmem_core.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_MEGABYTES, load_image
@@ -234,7 +235,7 @@ def test_app_upload_limits_are_configured_and_enforced(app, monkeypatch):
     assert MAX_UPLOAD_MEGABYTES * 2**20 >= MAX_IMAGE_BYTES  # a labelled zip may be bigger than one image
     assert config["server"]["address"] == "127.0.0.1"
     launched = {}
-    monkeypatch.setattr(cli.subprocess, "call", lambda command, env: launched.setdefault("command", command) and 0)
+    monkeypatch.setattr(cli_app.subprocess, "call", lambda command, env: launched.setdefault("command", command) and 0)
     cli.main(["app", "--headless"])  # `vmem app` sets them itself: the config file is only read from the repo
     command = launched["command"]
     assert command[command.index("--server.maxUploadSize") + 1] == str(MAX_UPLOAD_MEGABYTES)

@@ -27,6 +27,122 @@ EDGES = {
 }
 
 
+def _type_checking_only(tree) -> set[int]:
+    """ids of the import nodes under `if TYPE_CHECKING:` (annotations only, never run)."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(inner) for stmt in node.body for inner in ast.walk(stmt)}
+    return skipped
+
+
+def _module_name(path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_imports() -> dict[str, set[str]]:
+    """vmem_core's import graph, module -> the vmem_core modules it imports (at the top or inside a function).
+
+    `from . import x` counts as importing the submodule x, not its package, so that a package's __init__ that
+    re-exports its parts is not a cycle with each of them."""
+    paths = {_module_name(path): path for path in (REPO / "vmem_core").rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        tree = ast.parse(path.read_text())
+        skipped = _type_checking_only(tree)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                submodules = [f"{module}.{alias.name}" for alias in node.names if f"{module}.{alias.name}" in paths]
+                candidates = submodules if len(submodules) == len(node.names) else [module, *submodules]
+            else:
+                continue
+            for candidate in candidates:
+                while candidate and candidate not in paths:
+                    candidate = candidate.rpartition(".")[0]
+                if candidate and candidate != name:
+                    targets.add(candidate)
+        graph[name] = targets
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_the_package_has_no_import_cycles():
+    assert import_cycles(package_imports()) == []
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_library_imports_neither_the_cli_nor_streamlit():
+    # arrows point down: app.py and pages -> ui -> library; cli -> library; the library imports neither
+    graph = package_imports()
+    entry_points = ("vmem_core.ui", "vmem_core.__main__")  # `python -m vmem_core` is the CLI
+    library = [name for name in graph if not name.startswith("vmem_core.cli") and name not in entry_points]
+    offenders = [name for name in library if any(t.startswith("vmem_core.cli") or t == "vmem_core.ui"
+                                                 for t in graph[name])]
+    assert not offenders, f"library modules importing the CLI or the app's ui module: {offenders}"
+    cli_into_ui = [name for name in graph if name.startswith("vmem_core.cli") and "vmem_core.ui" in graph[name]]
+    assert not cli_into_ui, f"the CLI imports the app's ui module: {cli_into_ui}"
+
+
+def test_pages_use_the_library_never_the_cli():
+    offenders = [page.name for page in (REPO / "pages").glob("*.py")
+                 if any(module.startswith("vmem_core.cli") for module in _absolute_imports(page))]
+    assert not offenders, f"pages importing the CLI: {offenders}"
+
+
+def _absolute_imports(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
 def imported_modules(path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):

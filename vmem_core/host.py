@@ -218,6 +218,43 @@ class Host:
         self._forget_address()
 
 
+# --- the holder's registry ------------------------------------------------------------------------------------------
+# Memories this process holds, by resolved path: commands run for a client borrow the open handle instead of opening
+# the file again (DuckDB would refuse: this process holds its lock).
+_HOSTED: dict = {}
+# What runs a client's command: the CLI's `run_for_client`, named by the process's entry point (app.py) so that the
+# library never imports the command line.
+_command_runner: Optional[Runner] = None
+
+
+def set_command_runner(runner: Optional[Runner]) -> None:
+    """Let memories this process holds run `vmem` commands sent by other processes (None: refuse them)."""
+    global _command_runner
+    _command_runner = runner
+
+
+def host_memory(memory) -> Optional[Host]:
+    """Register `memory` as held by this process and, if a command runner is set, serve CLI commands on it to other
+    processes; returns the Host serving them, or None."""
+    _HOSTED[str(Path(memory.path).resolve())] = memory
+    if _command_runner is None:
+        return None
+    return Host(memory.path, _command_runner)
+
+
+def hosted(path) -> Optional[object]:
+    """The memory at `path` if this process holds it, else None."""
+    if not isinstance(path, (str, os.PathLike)) or not _HOSTED:
+        return None
+    for held_path, memory in list(_HOSTED.items()):
+        try:
+            if os.path.samefile(held_path, path):
+                return memory
+        except OSError:
+            continue
+    return None
+
+
 # --- the client's side ------------------------------------------------------------------------------------------------
 def find_host(memory_path: Path, check_alive: bool = True) -> Optional[HostAddress]:
     """Where the process holding this memory serves commands, if one says so and is still running."""

@@ -22,13 +22,12 @@ from .attribution import winning_shares
 from .errors import BadImageError, VmemError
 from .images import IMAGE_SUFFIXES, load_image
 from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
+from . import resources
 from .names import upload_name
 from .voting import DEFAULT_HARD_THRESHOLD, PRUNING_MODES, RULES
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_DATA = REPO_ROOT / "data" / "fashion-mnist"
-OOD_DIR = REPO_ROOT / "data" / "ood"
-DEFAULT_MEMORY = REPO_ROOT / "sample.vmem"
+SAMPLE_DATA = resources.sample_data()
+OOD_DIR = resources.ood_dir()
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 RULE_HELP = {
     "rank": "rank: 1/(rank+2) (default)",
@@ -36,7 +35,6 @@ RULE_HELP = {
     "distance": "distance: exp(-d)",
     "softmax": "softmax: exp((1-d)/0.07)",
 }
-_BUILD_LOCK = threading.Lock()
 _HOSTS: dict = {}  # memory path -> vmem_core.host.Host serving CLI commands on it
 
 
@@ -59,13 +57,13 @@ class Query:
 
 def memory_path() -> Path:
     """The memory the app shows: $VMEM_MEMORY (set by `vmem app MEM`), else the sample memory."""
-    return Path(os.environ.get("VMEM_MEMORY") or DEFAULT_MEMORY)
+    return Path(os.environ.get("VMEM_MEMORY") or resources.default_memory())
 
 
 @st.cache_resource(show_spinner="Opening the memory...")
 def _open_memory(path: str) -> VisualMemory:
     from .audit import default_actor
-    from .cli import host_memory
+    from .host import host_memory
 
     memory = VisualMemory.open(path)
     memory.actor = default_actor("app")
@@ -74,33 +72,85 @@ def _open_memory(path: str) -> VisualMemory:
     return memory
 
 
+class BackgroundBuild:
+    """The sample memory's first build, run once per process in a thread of its own and shared by every session.
+
+    Streamlit elements can be called only from a session's script thread, so the build thread only records its
+    progress here and each session's script polls it (a page closed mid-build leaves the build running).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._progress = (0, 0)
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="vmem-sample-build", daemon=True)
+        self._thread.start()
+
+    def _record(self, done: int, total: int) -> None:
+        with self._lock:
+            self._progress = (done, total)
+
+    def _run(self) -> None:
+        from .sample_memory import build_sample_memory
+
+        try:
+            build_sample_memory(self.path, progress=self._record)
+        except BaseException as exc:  # noqa: BLE001 - shown on the page by every session that waits for it
+            self.error = exc
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        with self._lock:
+            return self._progress
+
+    def wait(self, timeout: float) -> bool:
+        """True once the build has ended (finished or failed)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+@st.cache_resource(show_spinner=False)
+def _sample_build(path: str) -> BackgroundBuild:
+    return BackgroundBuild(Path(path))
+
+
 def _build_sample(path: Path) -> None:
-    with _BUILD_LOCK:
-        if (path / "vmem.json").exists():
-            return
-        bar = st.progress(0.0, text="Building the sample memory (first start only)...")
-        with VisualMemory.create(path) as memory:
-            memory.build(
-                SAMPLE_DATA / "memory",
-                progress=lambda done, total: bar.progress(done / total, text=f"Building the sample memory: "
-                                                                             f"{done}/{total} images"),
-            )
-        bar.empty()
+    """Build the sample memory (first start only), showing its progress; stops the page if the build failed."""
+    build = _sample_build(str(path.resolve()))
+    bar = st.progress(0.0, text="Building the sample memory (first start only)...")
+    while not build.wait(0.25):
+        done, total = build.progress
+        if total:
+            bar.progress(done / total, text=f"Building the sample memory (first start only): {done}/{total} images")
+    bar.empty()
+    if build.error is not None:
+        _sample_build.clear()  # the next rerun tries again
+        st.error(f"Building the sample memory at `{path}` failed: {build.error}")
+        st.stop()
 
 
 def get_memory() -> VisualMemory:
     """The shared memory handle; builds the sample memory on first start. Stops the page with a message on error."""
     path = memory_path()
+    is_sample = path.resolve() == resources.default_memory().resolve()
     if not (path / "vmem.json").exists():
-        if path.resolve() != DEFAULT_MEMORY.resolve():
+        if not is_sample:
             st.error(f"`{path}` is not a vmem memory. Build one with `vmem build DATA --memory {path}`.")
             st.stop()
         _build_sample(path)
     try:
-        return _open_memory(str(path.resolve()))
+        memory = _open_memory(str(path.resolve()))
     except VmemError as exc:
         st.error(str(exc))
         st.stop()
+    if is_sample:
+        from .sample_memory import completeness
+
+        shipped = memory.derived("sample completeness", lambda: completeness(memory))
+        if not shipped.complete:
+            st.warning(shipped.explain(path))
+    return memory
 
 
 _SETTING_DEFAULTS = {"voting": "rank", "k": 10, "pruning": "none", "threshold": int(DEFAULT_HARD_THRESHOLD), "top_n": DEFAULT_RELIABILITY_TOP_N}

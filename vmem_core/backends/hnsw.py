@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from ..index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
-from . import Evidence, LabelLookup, RowFetcher, catch_up
+from .base import Evidence, LabelLookup, RowFetcher, catch_up
 
 if TYPE_CHECKING:
     from ..store import Store

@@ -29,7 +29,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from ..atomic import write_json_atomic
-from . import MILVUS_LITE_DIR, MILVUS_STATE, Evidence, MilvusIndexError, RowFetcher, catch_up, check_uri, store_rows
+from .base import MILVUS_LITE_DIR, MILVUS_STATE, Evidence, MilvusIndexError, RowFetcher, catch_up, check_uri, store_rows
 
 if TYPE_CHECKING:
     from ..index import IndexParams

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import EncoderError
-from . import BatchedEncoder
+from .base import BatchedEncoder
 
 log = logging.getLogger(__name__)
 

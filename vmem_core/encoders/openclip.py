@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..atomic import sha256_file
 from ..errors import EncoderError
-from . import BatchedEncoder, l2_normalise
+from .base import BatchedEncoder, l2_normalise
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 

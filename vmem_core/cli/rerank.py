@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .cli import UsageError, sample_note, sample_summary
+from .common import UsageError, sample_note, sample_summary
 
 ASK_ABOVE_CALLS = 1  # one call for one image is what `classify --rerank` was asked for; more are confirmed first
 
 
 def add_rerank_options(parser, batch: bool) -> None:
-    from .rerank import SPEC_HELP
-    from .rerank.pipeline import DEFAULT_SHOWN
+    from ..rerank import SPEC_HELP
+    from ..rerank.pipeline import DEFAULT_SHOWN
 
     group = parser.add_argument_group("re-ranking by a vision-language model")
     group.add_argument("--rerank", metavar="SPEC", help=f"ask a model for the label after the vote: {SPEC_HELP}")
@@ -52,7 +52,7 @@ def _synonyms(path: Optional[str]) -> dict:
 
 
 def reranker_from_args(args):
-    from .rerank import load_reranker
+    from ..rerank import load_reranker
 
     if args.rerank_timeout <= 0:
         raise UsageError(f"--rerank-timeout must be positive, got {args.rerank_timeout}")
@@ -81,12 +81,12 @@ def query_extras(args, memory, loaded, embeddings, progress) -> list[dict]:
     """Per query, what `classify --rerank` / `--zero-shot` add: {"rerank": ...} and/or {"zero_shot": ...}."""
     extras: list[dict] = [{} for _ in loaded]
     if getattr(args, "zero_shot", False):
-        from .text_query import zero_shot_scores
+        from ..text_query import zero_shot_scores
 
         for extra, scores in zip(extras, zero_shot_scores(memory, embeddings)):
             extra["zero_shot"] = scores
     if getattr(args, "rerank", None):
-        from .rerank.pipeline import make_requests, plan_batch, rerank_all, with_cache
+        from ..rerank.pipeline import make_requests, plan_batch, rerank_all, with_cache
 
         reranker = with_cache(reranker_from_args(args), memory)
         requests = make_requests(memory, [i.image for i in loaded], [i.sha256 for i in loaded], embeddings,
@@ -115,9 +115,9 @@ def print_extras(extra: dict) -> None:
 
 def cmd_eval_rerank(args, memory, progress_bar) -> dict:
     """kNN and re-ranked accuracy on the same (optionally sampled) queries; returns the JSON payload."""
-    from .datasets import scan_dataset
-    from .evaluate import evaluate_embeddings
-    from .rerank.pipeline import evaluate_rerank, load_labelled, sample_items
+    from ..datasets import scan_dataset
+    from ..evaluate import evaluate_embeddings
+    from ..rerank.pipeline import evaluate_rerank, load_labelled, sample_items
 
     reranker = reranker_from_args(args)  # before any encoding: a missing key is reported at once
     every = scan_dataset(Path(args.queries))
@@ -159,7 +159,7 @@ def cmd_eval_rerank(args, memory, progress_bar) -> dict:
 
 
 def cmd_search_text(args, memory) -> int:
-    from .text_query import search_text, text_unsupported_reason
+    from ..text_query import search_text, text_unsupported_reason
 
     reason = text_unsupported_reason(memory)
     if reason:

@@ -1,0 +1,67 @@
+"""The `vmem` command line: everything the library does, with one-line errors and progress bars.
+
+Modules: `parser` (the options), `commands` (one function per command), `app` (app and demo), `rerank` (re-ranking
+and text queries), `forward` (commands sent to the app that holds a memory), `common` (what they share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from ..errors import MemoryLockedError, VmemError
+from . import commands
+from .common import EXIT_ERROR, UsageError
+from .forward import HOSTABLE, client_request, memory_argument, run_in_holder
+from .parser import build_parser
+
+__all__ = ["EXIT_ERROR", "UsageError", "build_parser", "client_request", "main", "run_for_client"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="vmem: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("huggingface_hub", "urllib3", "root", "pymilvus"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    for option in ("k", "k_max", "top_n", "threshold", "rerank_shown", "limit"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    return _execute(args)
+
+def _execute(args) -> int:
+    """Run a parsed command: errors vmem raises on purpose become one line on stderr and exit status 2."""
+    try:
+        try:
+            return args.func(args)
+        except MemoryLockedError as locked:
+            return run_in_holder(args, locked)
+    except VmemError as exc:
+        print(f"vmem: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # e.g. piped into `head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("vmem: interrupted; committed changes are kept", file=sys.stderr)
+        return 130
+
+
+def run_for_client(request: dict) -> int:
+    """Run a command sent by `vmem` in another process on a memory this process holds; returns its exit status."""
+    from ..host import hosted
+
+    command = request.get("command")
+    if command not in HOSTABLE:
+        print(f"vmem: error: {command!r} cannot be run in the app; accepted: {', '.join(HOSTABLE)}",
+              file=sys.stderr)
+        return EXIT_ERROR
+    args = argparse.Namespace(**request, func=getattr(commands, f"cmd_{command.replace('-', '_')}"))
+    if hosted(memory_argument(args)) is None:
+        print(f"vmem: error: {memory_argument(args)} is not the memory this app holds", file=sys.stderr)
+        return EXIT_ERROR
+    return _execute(args)

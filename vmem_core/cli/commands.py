@@ -1,0 +1,371 @@
+"""The commands on a memory: build, add, delete, purge, classify, evaluate, ... (one function each, `cmd_<name>`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .common import (UsageError, expand_images, open_memory, print_json, progress_bar, sample_note,
+                     sample_summary)
+
+def cmd_build(args) -> int:
+    if args.engine == "local" and (args.ray_address or args.ray_cpus):
+        raise UsageError("--ray-address and --ray-cpus go with --engine ray")
+    with open_memory(args, create=True) as memory:
+        progress = progress_bar("build", not args.json)
+        if args.engine == "ray":
+            try:
+                from ..ray_build import build_with_ray
+            except ImportError as exc:
+                raise UsageError(f"--engine ray needs Ray: pip install -r requirements-scale.txt ({exc})") from None
+            report = build_with_ray(memory, args.data, address=args.ray_address, num_cpus=args.ray_cpus,
+                                    progress=progress, strict=args.strict)
+        else:
+            report = memory.build(args.data, progress=progress, strict=args.strict)
+        stats = memory.stats()
+    if args.json:
+        print_json({"added": report.added, "skipped_existing": report.skipped_existing,
+                     "rejected": [{"path": p, "reason": r} for p, r in report.rejected],
+                     "exemplars": stats["exemplars"], "labels": stats["labels"]})
+    else:
+        print(f"added {report.added} exemplar(s) to {args.memory} ({stats['exemplars']} live, "
+              f"{stats['classes']} classes); {report.skipped_existing} already present")
+        for path, reason in report.rejected:
+            print(f"skipped unreadable image: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    import time
+
+    start = time.perf_counter()
+    with open_memory(args) as memory:
+        moved = memory.move_index(args.to, index_uri=args.target_uri)
+        live = len(memory)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print_json({**moved, "exemplars": live, "seconds": round(seconds, 3)})
+    else:
+        print(f"moved the index of {args.memory} from {moved['from']['name']} ({moved['from']['location']}) to "
+              f"{moved['to']['name']} ({moved['to']['location']}): {live} live exemplars, {seconds:.1f} s; "
+              "the old index was removed")
+    return 0
+
+
+def cmd_add(args) -> int:
+    with open_memory(args) as memory:
+        ids = memory.add(expand_images(args.images), args.label, progress=progress_bar("encode", not args.json))
+    if args.json:
+        print_json({"ids": ids, "label": args.label})
+    else:
+        print(f"added {len(ids)} exemplar(s) labelled {args.label!r}: ids {', '.join(map(str, ids))}")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    with open_memory(args) as memory:
+        memory.delete(args.ids)
+        duplicates = memory.near_duplicates_of(args.ids, args.duplicate_distance)
+    print(f"deleted {len(args.ids)} exemplar(s) (tombstoned: excluded from queries; `vmem restore` undoes it, "
+          "`vmem purge` removes them for good)")
+    for exemplar_id, close in duplicates.items():
+        listed = ", ".join(f"{other} (distance {d:.4f})" for other, d in close)
+        print(f"warning: exemplar {exemplar_id} has near-duplicates still in memory: {listed}; they keep nearly the "
+              f"same influence (delete them too: vmem delete {args.memory} {' '.join(str(o) for o, _ in close)})",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_purge(args) -> int:
+    from ..unlearn import purge
+
+    if not args.ids and not args.all:
+        raise UsageError("give exemplar ids to purge, or --all for every tombstoned exemplar")
+    if args.ids and args.all:
+        raise UsageError("give either exemplar ids or --all, not both")
+    with open_memory(args) as memory:
+        certificate = purge(memory, None if args.all else args.ids)
+    if args.json:
+        print_json(certificate.to_dict())
+    else:
+        print(certificate.explain())
+    return 0 if certificate.passed else 1
+
+
+def cmd_audit(args) -> int:
+    words = list(args.words)
+    verify_mode = words[:1] == ["verify"]
+    if verify_mode:
+        words = words[1:]
+    if len(words) != 1:
+        raise UsageError("usage: vmem audit MEM | vmem audit verify MEM")
+    args.memory = words[0]
+    with open_memory(args) as memory:
+        entries = memory.audit_log()
+        result = memory.verify_audit()
+    if verify_mode:
+        if args.json:
+            print_json(result.to_dict())
+        else:
+            print(("audit log intact: " if result.ok else "audit log BROKEN: ") + result.reason)
+        return 0 if result.ok else 1
+    if args.json:
+        print_json([{**entry.__dict__, "details": entry.payload()} for entry in entries])
+        return 0
+    for entry in entries[-args.limit:]:
+        print(f"#{entry.seq:<5} {entry.at}  {entry.actor}  {entry.action:<8} {entry.details}")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    with open_memory(args) as memory:
+        memory.restore(args.ids)
+    print(f"restored {len(args.ids)} exemplar(s)")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from ..ood import judge
+
+    from .rerank import print_extras, query_extras
+
+    with open_memory(args) as memory:
+        images = expand_images(args.images)
+        loaded = memory.load_images(images)
+        embeddings = memory.encoder.encode([item.image for item in loaded])
+        results = memory.classify_embeddings(embeddings, args.k, args.voting, args.pruning, args.threshold,
+                                             names=[str(p) for p in images], top_n=args.top_n)
+        extras = query_extras(args, memory, loaded, embeddings, progress_bar("ask the model", not args.json))
+        # the OOD threshold needs a leave-one-out pass over the memory: only the text output shows it
+        verdicts = [] if args.json else [judge(memory, r.neighbors[0].distance) if r.neighbors else None
+                                         for r in results]
+    if args.json:
+        print_json([{**r.to_dict(), **extra} for r, extra in zip(results, extras)])
+        return 0
+    for result, verdict, extra in zip(results, verdicts, extras):
+        total = sum(result.scores.values()) or 1.0
+        share = result.scores.get(result.label, 0.0) / total
+        print(f"{result.image}: {result.label}  ({share:.0%} of the vote, k={len(result.neighbors)}, {args.voting})")
+        if verdict is not None and verdict.is_ood:
+            print(f"    out of distribution? {verdict.explain()}")
+        print_extras(extra)
+        for n in result.neighbors[: args.show]:
+            print(f"    #{n.rank:<3} id {n.id:<7} {n.label:<16} distance {n.distance:.4f}  weight {n.weight:.4f}")
+    return 0
+
+
+def _experiment_options(args):
+    from ..evaluate import ExperimentOptions
+
+    return ExperimentOptions(
+        k=args.k, k_max=args.k_max, sizes=args.sizes, seeds=list(range(args.seeds)), new_classes=args.new_classes,
+        threshold=args.threshold, top_n=args.top_n, noise=args.noise, taxonomy=args.taxonomy,
+        held_out=args.held_out, added=args.added, ood_held_out=args.ood_held_out,
+    )
+
+
+def _print_experiments(results: dict, k: int) -> None:
+    for name, result in results.items():
+        print(f"\n== {name} ==")
+        if name == "accuracy":
+            shown = [x for x in (1, 10, 100) if x <= len(result["hit_rate"])]
+            print(f"{'rule':<10}" + "".join(f"{'k=' + str(x):>9}" for x in shown) + f"{'best-over-k':>20}")
+            for rule, curve in result["accuracy"].items():
+                best = result["best_over_k"][rule]
+                print(f"{rule:<10}" + "".join(f"{curve[x - 1]:>9.4f}" for x in shown)
+                      + f"{best['accuracy']:>11.4f} (k={best['k']})")
+            print(f"{'hit rate':<10}" + "".join(f"{result['hit_rate'][x - 1]:>9.4f}" for x in shown))
+        elif name == "memory-size":
+            import pandas as pd
+
+            frame = pd.DataFrame(result["rows"])
+            table = frame.groupby(["exemplars", "rule"])["accuracy"].agg(["mean", "std"]).unstack("rule")
+            print(f"accuracy at k={result['k']} (mean and std over seeds) by memory size:")
+            print(table.round(4).to_string())
+            for rule, fit in result["fit"].items():
+                print(f"{rule}: log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} log10(memory size) "
+                      f"(R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
+        elif name == "new-classes":
+            print(f"new classes {', '.join(result['new_labels'])}; {result['old_queries']} old-class and "
+                  f"{result['new_queries']} new-class queries, k={result['k']}")
+            for rule in result["old_before"]:
+                print(f"  {rule:<10} old before {result['old_before'][rule]:.4f}  after {result['old_after'][rule]:.4f}"
+                      f"  ({result['old_delta_pp'][rule]:+.2f} pp)  new {result['new_after'][rule]:.4f}")
+        elif name == "pruning":
+            print(f"hard pruning skips {result['pruned']} of {result['memory']} exemplars (v >= "
+                  f"{result['threshold']:g}); soft pruning down-weights {result['soft_weighted']}")
+            at = result[f"accuracy_at_k{k}"]
+            for mode, rules in at.items():
+                print(f"  {mode:<5}" + "".join(f"  {rule} {value:.4f} (best {result['best_over_k'][mode][rule]['accuracy']:.4f})"
+                                               for rule, value in rules.items()))
+        elif name == "noise":
+            import pandas as pd
+
+            frame = pd.DataFrame(result["rows"])
+            print(f"accuracy at k={result['k']} by fraction of memory labels flipped:")
+            print(frame.pivot(index="noise", columns="rule", values="accuracy").round(4).to_string())
+        elif name == "taxonomy":
+            for level, rules in result["accuracy"].items():
+                print(f"  {level:<12}" + "".join(f"  {rule} {value:.4f}" for rule, value in rules.items()))
+            print(f"held-out class {result['held_out']!r}, its queries at k=1 after adding n exemplars:")
+            for row in result["held_out_k1"]:
+                print(f"  n={row['added']:<3}" + "".join(f"  {level} {row[level]:.4f}" for level in result["levels"]))
+        elif name == "ood":
+            for what, r in result.items():
+                print(f"  {what}: AUROC {r['auroc']:.4f} ({r['out_queries']} out vs {r['in_queries']} in, mean "
+                      f"distance to {r['k']} nearest; medians {r['in_score_median']:.4f} in, "
+                      f"{r['out_score_median']:.4f} out)")
+
+
+def cmd_eval(args) -> int:
+    from ..evaluate import BEST_LABEL, evaluate_dataset
+
+    if args.experiment:
+        if args.rerank or args.limit is not None:
+            raise UsageError("--experiment runs on every query without re-ranking: drop --rerank and --limit")
+        return _run_experiments(args)
+    if args.rerank:
+        from .rerank import cmd_eval_rerank
+
+        with open_memory(args) as memory:
+            payload = cmd_eval_rerank(args, memory, progress_bar)
+        if args.json:
+            print_json(payload)
+        return 0
+    queries, sample = args.queries, None
+    if args.limit is not None:
+        from ..datasets import scan_dataset
+        from ..rerank.pipeline import sample_items
+
+        every = scan_dataset(Path(args.queries))
+        queries = sample_items(every, args.limit, args.seed)
+        sample = sample_summary(len(queries), len(every), args.seed)
+    with open_memory(args) as memory:
+        result = evaluate_dataset(memory, queries, k_max=args.k_max, pruning=args.pruning,
+                                  threshold=args.threshold, progress=progress_bar("eval", not args.json))
+    if args.json:
+        print_json({**result.to_dict(), "sample": sample})
+        return 0
+    print(f"{result.queries} queries{sample_note(sample)}, k = 1..{result.k_max}, pruning {result.pruning}")
+    shown = [k for k in (1, 5, 10, 20, 50, 100) if k <= result.k_max]
+    print(f"{'rule':<10}" + "".join(f"{'k=' + str(k):>9}" for k in shown) + f"{'best':>16}")
+    if result.k_max == 0:
+        print("the memory has no live exemplars: nothing to evaluate against")
+        return 0
+    for rule, curve in result.accuracy.items():
+        best = result.best()[rule]
+        print(f"{rule:<10}" + "".join(f"{curve[k - 1]:>9.3f}" for k in shown) + f"{best['accuracy']:>9.3f} (k={best['k']})")
+    print(f"best = {BEST_LABEL}")
+    if result.unknown_labels:
+        print(f"query labels absent from the memory (always wrong): {', '.join(result.unknown_labels)}")
+    for path, reason in result.rejected:
+        print(f"skipped unreadable query: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_search_text(args) -> int:
+    from .rerank import cmd_search_text as search
+
+    with open_memory(args) as memory:
+        return search(args, memory)
+
+
+def _run_experiments(args) -> int:
+    from ..evaluate import EXPERIMENTS, encode_labelled, run_experiments
+
+    names = list(EXPERIMENTS) if "all" in args.experiment else list(dict.fromkeys(args.experiment))
+    if "taxonomy" in names and args.taxonomy is None:
+        if "all" in args.experiment:
+            names.remove("taxonomy")
+        else:
+            raise UsageError("--experiment taxonomy needs --taxonomy FILE (CSV: class,group,... one row per label)")
+    bar = progress_bar("experiments", not args.json)
+    with open_memory(args) as memory:
+        embeddings, labels, rejected = encode_labelled(memory, args.queries, progress_bar("encode", not args.json))
+        ood = None
+        if args.ood_images:
+            ood = memory.encode(expand_images([args.ood_images]))
+        results = run_experiments(memory, embeddings, labels, names, _experiment_options(args),
+                                  progress=lambda stage, done, total: bar(done, total), ood_embeddings=ood)
+    if args.json:
+        print_json({"queries": len(labels), "rejected": [{"path": p, "reason": r} for p, r in rejected],
+                     "experiments": results})
+        return 0
+    print(f"{len(labels)} queries; exact search of the memory's live exemplars, once")
+    _print_experiments(results, args.k)
+    for path, reason in rejected:
+        print(f"skipped unreadable query: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_attribute(args) -> int:
+    from ..attribution import attribute, exemplar_influence
+    from ..evaluate import encode_labelled
+
+    if bool(args.images) == bool(args.queries):
+        raise UsageError("give images to explain, or --queries DIR for per-exemplar influence over a labelled set")
+    with open_memory(args) as memory:
+        if args.queries:
+            embeddings, labels, _ = encode_labelled(memory, args.queries, progress_bar("encode", not args.json))
+            frame = exemplar_influence(memory, embeddings, labels, args.k, args.voting, args.pruning, args.threshold,
+                                       args.top_n)
+        else:
+            paths = expand_images(args.images)
+            explained = attribute(memory, memory.encode(paths), args.k, args.voting, args.pruning, args.threshold,
+                                  args.top_n)
+    if args.queries:
+        if args.json:
+            print_json({"queries": len(labels), "k": args.k, "voting": args.voting,
+                         "exemplars": frame.to_dict("records")})
+            return 0
+        print(f"{len(labels)} queries, k={args.k}, {args.voting} voting: exemplars by predictions that flip without "
+              f"them")
+        print(frame.head(args.show).to_string(index=False))
+        return 0
+    if args.json:
+        print_json([{"image": str(path), "label": rows[0].prediction if rows else None,
+                      "neighbors": [{"id": r.id, "label": r.label, "rank": r.rank, "share": r.share,
+                                     "without": r.without, "flips": r.flips} for r in rows]}
+                     for path, rows in zip(paths, explained)])
+        return 0
+    for path, rows in zip(paths, explained):
+        print(f"{path}: {rows[0].prediction if rows else None}")
+        for r in rows[: args.show]:
+            flip = f"  -> without it: {r.without}" if r.flips else ""
+            print(f"    #{r.rank:<3} id {r.id:<7} {r.label:<16} share {r.share:6.1%}{flip}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    with open_memory(args) as memory:
+        stats = memory.stats()
+    if args.json:
+        print_json(stats)
+        return 0
+    print(f"{stats['path']}: {stats['exemplars']} exemplars ({stats['deleted']} deleted, restorable), "
+          f"{stats['classes']} classes, encoder {stats['encoder']} ({stats['dim']}-d)")
+    print(f"on disk: {stats['bytes']:,} bytes, {stats['bytes_per_exemplar']:,} bytes per exemplar ("
+          + ", ".join(f"{part} {size:,}" for part, size in stats["bytes_per_exemplar_by_part"].items() if size) + ")")
+    print(f"in RAM (index and labels, estimated): {stats['ram_bytes']:,} bytes, {stats['ram_bytes_per_exemplar']:,} "
+          "bytes per exemplar")
+    backend = stats["index_backend"]
+    index = stats["index"]
+    print(f"index: {backend['name']} at {backend['location']}, {backend['live']} searchable; HNSW M {index['M']}, "
+          f"ef_construction {index['ef_construction']}, search ef {index['ef_search']}")
+    for label, count in stats["labels"].items():
+        print(f"    {label:<20} {count}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    with open_memory(args) as memory:
+        change = memory.set_search_ef(args.ef_search)
+        index = dict(memory.stats()["index"])
+    if args.json:
+        print_json({"index": index, "previous": {"ef_search": change["from"]}})
+    else:
+        print(f"{args.memory}: search beam ef {change['from']} -> {change['to']} (M {index['M']}, "
+              f"ef_construction {index['ef_construction']} stay as built); queries use max(ef, k)")
+    return 0
+
+

@@ -1,0 +1,51 @@
+"""Commands on a memory that another process (the app) holds: the client sends them there, the holder runs them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from ..errors import MemoryLockedError
+
+# commands a process holding the memory can run for the CLI (app and demo start processes of their own)
+HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "attribute", "search-text",
+             "stats", "tune")
+_PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms", "taxonomy", "ood_images")
+
+
+def memory_argument(args) -> Optional[str]:
+    if args.command == "audit":
+        return args.words[-1] if args.words else None
+    return getattr(args, "memory", None)
+
+
+def client_request(args) -> dict:
+    """The parsed command as JSON, paths made absolute (the holder has another working directory)."""
+    values = {key: value for key, value in vars(args).items() if key != "func"}
+    for key in _PATH_ARGUMENTS:
+        if isinstance(values.get(key), (str, Path)):  # --taxonomy is parsed as a Path, which JSON cannot carry
+            values[key] = str(Path(values[key]).resolve())
+    if isinstance(values.get("images"), list):
+        values["images"] = [str(Path(p).resolve()) for p in values["images"]]
+    if args.command == "audit" and values["words"]:
+        values["words"] = values["words"][:-1] + [str(Path(values["words"][-1]).resolve())]
+    return values
+
+
+def run_in_holder(args, locked: MemoryLockedError) -> int:
+    """Run the command in the process that holds the memory open, if it serves commands; else re-raise."""
+    from ..host import find_host, send, serving_a_client
+
+    memory = memory_argument(args)
+    if serving_a_client() or args.command not in HOSTABLE or not memory:
+        raise locked
+    address = find_host(Path(memory))
+    if address is None:
+        raise locked
+    print(f"vmem: {memory} is open in the vmem app (pid {address.pid}); running the command there", file=sys.stderr)
+    reply = send(address, client_request(args))
+    sys.stdout.write(reply["stdout"])
+    sys.stderr.write(reply["stderr"])
+    return int(reply["status"])
+

@@ -1,0 +1,196 @@
+"""The `vmem` argument parser: every command, its options and their defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .app import cmd_app, cmd_demo
+from .commands import (cmd_add, cmd_attribute, cmd_audit, cmd_build, cmd_classify, cmd_delete, cmd_eval, cmd_migrate,
+                       cmd_purge, cmd_restore, cmd_search_text, cmd_stats, cmd_tune)
+from .common import exemplar_id
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..backends import BACKENDS
+    from .rerank import add_rerank_options
+    from ..encoders import DEFAULT_ENCODER
+    from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE, PRUNING_MODES, RULES
+
+    parser = argparse.ArgumentParser(prog="vmem", description="A visual memory you can see into and edit.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what vmem does")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def voting_options(p):
+        p.add_argument("--voting", default=DEFAULT_RULE, choices=RULES, help="voting rule (default: rank)")
+        p.add_argument("--pruning", default="none", choices=PRUNING_MODES,
+                       help="skip (hard) or down-weight (soft) unreliable exemplars")
+        p.add_argument("--threshold", type=float, default=DEFAULT_HARD_THRESHOLD,
+                       help=f"hard pruning skips exemplars with v >= this (default {DEFAULT_HARD_THRESHOLD:g})")
+        p.add_argument("--top-n", type=int, default=10,
+                       help="reliability v counts appearances among this many leave-one-out neighbours")
+
+    index_uri = argparse.ArgumentParser(add_help=False)
+    index_uri.add_argument("--index-uri", default=None, metavar="URI",
+                           help="a Milvus memory's server (e.g. http://host:19530; token in $VMEM_MILVUS_TOKEN), "
+                                "overriding the one it records")
+
+    p = sub.add_parser("build", parents=[index_uri],
+                       help="create or extend a memory from an ImageFolder directory or a path,label CSV")
+    p.add_argument("data", help="DIR/<label>/<image> or a CSV with columns path,label")
+    p.add_argument("--memory", required=True, help="memory directory (created if missing)")
+    p.add_argument("--encoder", default=None, help=f"encoder for a new memory (default: {DEFAULT_ENCODER})")
+    p.add_argument("--backend", default="hnswlib", choices=BACKENDS,
+                   help="index of a new memory: hnswlib (embedded, default) or milvus (embedded milvus-lite, or the "
+                        "server given by --index-uri)")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local (this process) or ray (Ray Data: a local Ray instance, or --ray-address)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to run on (e.g. ray://head:10001 or auto)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    p.add_argument("--index-m", dest="M", type=int, default=None,
+                   help="a new memory's HNSW graph degree M (default 16; bench/search.py shows the trade-off)")
+    p.add_argument("--index-ef-construction", dest="ef_construction", type=int, default=None,
+                   help="a new memory's HNSW build beam (default 200; lower builds faster, with lower recall)")
+    p.add_argument("--index-ef", dest="ef_search", type=int, default=None,
+                   help="a new memory's HNSW search beam (default 128; at least k is used)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("migrate",
+                       help="move a memory's index to another backend (hnswlib or Milvus), rebuilt from its database")
+    p.add_argument("memory")
+    p.add_argument("--to", required=True, choices=BACKENDS, help="the backend to move to")
+    p.add_argument("--index-uri", dest="target_uri", default=None, metavar="URI",
+                   help="with --to milvus: the Milvus server to move to (e.g. http://host:19530); without it, Milvus "
+                        "runs embedded in the memory folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("add", parents=[index_uri], help="add images (files or folders) under one label")
+    p.add_argument("memory")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--label", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_add)
+
+    for name, func, text in (("delete", cmd_delete, "tombstone exemplars by id (undo with restore)"),
+                             ("restore", cmd_restore, "bring back deleted exemplars")):
+        p = sub.add_parser(name, parents=[index_uri], help=text)
+        p.add_argument("memory")
+        p.add_argument("ids", nargs="+", type=exemplar_id, metavar="ID")
+        p.set_defaults(func=func)
+        if name == "delete":
+            from ..memory import NEAR_DUPLICATE_DISTANCE
+
+            p.add_argument("--duplicate-distance", type=float, default=NEAR_DUPLICATE_DISTANCE,
+                           help="warn of live exemplars closer than this to a deleted one")
+
+    p = sub.add_parser("purge", parents=[index_uri],
+                       help="remove exemplars physically, with a certificate of the checks")
+    p.add_argument("memory")
+    p.add_argument("ids", nargs="*", type=exemplar_id, metavar="ID")
+    p.add_argument("--all", action="store_true", help="purge every tombstoned exemplar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser("audit", parents=[index_uri],
+                       help="show the hash-chained audit log (vmem audit MEM), or check it (vmem audit verify MEM)")
+    p.add_argument("words", nargs="+", metavar="[verify] MEM")
+    p.add_argument("--limit", type=int, default=50, help="entries to show (newest)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("classify", parents=[index_uri], help="classify images by their nearest exemplars")
+    p.add_argument("memory")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--k", type=int, default=50)
+    voting_options(p)
+    p.add_argument("--show", type=int, default=5, help="neighbours to print per image (text output)")
+    p.add_argument("--zero-shot", action="store_true",
+                   help="also score each label by its name (CLIP encoders only): see vmem search-text")
+    p.add_argument("--json", action="store_true")
+    add_rerank_options(p, batch=False)
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("eval", parents=[index_uri],
+                       help="accuracy of every rule at every k on a labelled query folder or CSV")
+    p.add_argument("memory")
+    p.add_argument("queries")
+    p.add_argument("--k-max", type=int, default=100)
+    voting_options(p)
+    p.add_argument("--json", action="store_true")
+    from ..evaluate import EXPERIMENTS, ExperimentOptions
+
+    defaults = ExperimentOptions()
+    group = p.add_argument_group("experiments (exact search once, every rule and k from it)")
+    group.add_argument("--experiment", action="append", choices=(*EXPERIMENTS, "all"),
+                       help="run one of the paper's experiments instead of the plain evaluation (repeatable)")
+    group.add_argument("--k", type=int, default=defaults.k, help="the fixed k reported beside best-over-k")
+    group.add_argument("--sizes", type=int, nargs="+", default=list(defaults.sizes), help="exemplars per class")
+    group.add_argument("--seeds", type=int, default=len(defaults.seeds), help="random subsets per memory size")
+    group.add_argument("--new-classes", nargs="+", default=None, metavar="LABEL",
+                       help="classes added later in new-classes (default: the last label)")
+    group.add_argument("--noise", type=float, nargs="+", default=list(defaults.noise),
+                       help="fractions of memory labels flipped")
+    group.add_argument("--taxonomy", type=Path, default=None, help="CSV class,group,... for the taxonomy experiment")
+    group.add_argument("--held-out", default=None, metavar="LABEL", help="class held out in taxonomy")
+    group.add_argument("--added", type=int, nargs="+", default=list(defaults.added),
+                       help="exemplars of the held-out class added back (taxonomy, k=1)")
+    group.add_argument("--ood-held-out", nargs="+", default=None, metavar="LABEL",
+                       help="classes left out of memory for ood (default: as --new-classes)")
+    group.add_argument("--ood-images", default=None, metavar="DIR", help="other images scored as out of distribution")
+    add_rerank_options(p, batch=True)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("search-text", parents=[index_uri],
+                       help="the exemplars nearest to a sentence (memories with a CLIP encoder)")
+    p.add_argument("memory")
+    p.add_argument("text")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search_text)
+
+    p = sub.add_parser("attribute", parents=[index_uri],
+                       help="which exemplars drove predictions, and what each prediction would be without each of them")
+    p.add_argument("memory")
+    p.add_argument("images", nargs="*")
+    p.add_argument("--queries", default=None, help="labelled folder or CSV: per-exemplar influence over it")
+    p.add_argument("--k", type=int, default=10)
+    voting_options(p)
+    p.add_argument("--show", type=int, default=10, help="rows to print (text output)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("stats", parents=[index_uri], help="counts per label, encoder, size on disk, index backend")
+    p.add_argument("memory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("tune", parents=[index_uri], help="change a memory's HNSW search beam (ef)")
+    p.add_argument("memory")
+    p.add_argument("--index-ef", dest="ef_search", type=int, required=True,
+                   help="search beam from now on: higher finds more of the true neighbours, slower")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("app", help="start the Streamlit app")
+    p.add_argument("memory", nargs="?", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--address", default="127.0.0.1",
+                   help="interface to serve on (default: this machine only; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--headless", action="store_true")
+    p.add_argument("--rerank", metavar="SPEC", default=None,
+                   help="offer 'Ask the model' on the Classify page (gemini:<model> or openai:<base-url>:<model>)")
+    p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("demo", help="build the shipped sample memory, classify sample queries, open the app")
+    p.add_argument("--memory", default=None,
+                   help="where the sample memory goes (default: sample.vmem in a checkout, else in the user's data "
+                        "folder, or $VMEM_HOME)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--no-app", action="store_true", help="stop after the printed summary")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--headless", action="store_true", help="do not try to open a browser")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
