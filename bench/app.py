@@ -23,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from vmem_core import VisualMemory  # noqa: E402
-from vmem_core.images import load_image, make_thumbnail  # noqa: E402
+from vmem_core.ingest.images import load_image, make_thumbnail  # noqa: E402
 
 
 def build(path: Path, size: int) -> None:

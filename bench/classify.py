@@ -25,8 +25,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 from embedding_model import model_for  # noqa: E402
+
 from vmem_core import VisualMemory, load_encoder  # noqa: E402
-from vmem_core.images import load_image  # noqa: E402
+from vmem_core.ingest.images import load_image  # noqa: E402
 
 
 def median_ms(samples: list[float]) -> float:

@@ -46,9 +46,9 @@ def guide_embeddings(count: int = GUIDE_IMAGES) -> np.ndarray:
     path = cache_dir() / f"fashion-mnist-train{count}-efficientnet-lite0.npy"
     if path.exists():
         return np.load(path)
-    from PIL import Image
-
     import sys
+
+    from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from vmem_core import load_encoder
@@ -71,7 +71,7 @@ def project(embeddings: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
-def neighbour_profile(vectors: np.ndarray, ranks=PROFILE_RANKS) -> dict[int, tuple[float, float, float]]:
+def neighbor_profile(vectors: np.ndarray, ranks=PROFILE_RANKS) -> dict[int, tuple[float, float, float]]:
     """Cosine distance from each point to its r-th nearest other point: (10%, median, 90%) for each r."""
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)
@@ -137,13 +137,13 @@ class EmbeddingModel:
         """Pick cluster_size, between and spread so that the synthetic neighbour profile (10%, median and 90% of
         the 1st, 10th and 50th neighbour distance) at len(guide) matches the guide's; returns (real profile,
         synthetic profile, squared log error)."""
-        real = neighbour_profile(guide)
+        real = neighbor_profile(guide)
         best = None
         for size in sizes:
             for between in betweens:
                 for spread in spreads:
                     self.cluster_size, self.between, self.spread = size, between, spread
-                    synthetic = neighbour_profile(self.sample(len(guide), seed=1))
+                    synthetic = neighbor_profile(self.sample(len(guide), seed=1))
                     error = sum((np.log(s) - np.log(r)) ** 2 for rank in real
                                 for s, r in zip(synthetic[rank], real[rank]))
                     if best is None or error < best[0]:

@@ -36,7 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from embedding_model import model_for  # noqa: E402
-from vmem_core.hugepages import huge_page_bytes, huge_pages_for_new_mappings, thp_mode  # noqa: E402
+
+from vmem_core.backends.hugepages import huge_page_bytes, huge_pages_for_new_mappings, thp_mode  # noqa: E402
 
 
 class _MallInfo2(ctypes.Structure):
@@ -86,7 +87,7 @@ def build_index(data: np.ndarray, args, huge: bool):
     before = allocated_bytes()
     huge_before = huge_page_bytes()
     started, cpu = time.perf_counter(), time.process_time()
-    with huge_pages_for_new_mappings() if huge else contextlib.nullcontext():  # as vmem_core.index.AnnIndex does
+    with huge_pages_for_new_mappings() if huge else contextlib.nullcontext():  # as vmem_core.backends.hnsw_index.AnnIndex does
         index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction)
     index.add_items(data, np.arange(n), num_threads=args.threads)
     build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -194,7 +195,7 @@ def main() -> None:
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--tmp", default=None, help="where to write the index file to measure its size")
     parser.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
-                        help="leave hnswlib's memory on 4 KiB pages (the baseline vmem_core.hugepages improves on)")
+                        help="leave hnswlib's memory on 4 KiB pages (the baseline vmem_core.backends.hugepages improves on)")
     parser.add_argument("--compare-huge-pages", action="store_true",
                         help="build the index twice, with and without huge pages, and time both in the same passes")
     args = parser.parse_args()

@@ -89,10 +89,10 @@ def main() -> None:
         target = ids[0]
         steps = {}
         originals = {}
-        from vmem_core import index as index_module
         from vmem_core.backends import hnsw as hnsw_backend_module
-        from vmem_core import store as store_module
-        from vmem_core import vault as vault_module
+        from vmem_core.backends import hnsw_index as index_module
+        from vmem_core.storage import store as store_module
+        from vmem_core.storage import vault as vault_module
 
         def timed(owner, name):
             original = getattr(owner, name)

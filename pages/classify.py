@@ -3,9 +3,9 @@
 import streamlit as st
 
 from vmem_core import ui
-from vmem_core.attribution import attribute, attribution_rows
-from vmem_core.ood import judge
-from vmem_core.plots import class_scores_figure
+from vmem_core.analysis.attribution import attribute, attribution_rows
+from vmem_core.analysis.ood import judge
+from vmem_core.analysis.plots import class_scores_figure
 
 memory, settings = ui.page_setup()
 st.title("Classify")

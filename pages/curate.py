@@ -3,10 +3,10 @@
 import streamlit as st
 
 from vmem_core import ui
-from vmem_core.attribution import exemplar_influence
-from vmem_core.curate import near_duplicates, suspicious_exemplars
+from vmem_core.analysis.attribution import exemplar_influence
+from vmem_core.analysis.curate import near_duplicates, suspicious_exemplars
+from vmem_core.analysis.plots import reliability_histogram
 from vmem_core.memory import NEAR_DUPLICATE_DISTANCE
-from vmem_core.plots import reliability_histogram
 
 memory, settings = ui.page_setup()
 st.title("Curate")

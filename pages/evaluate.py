@@ -7,19 +7,18 @@ import numpy as np
 import streamlit as st
 
 from vmem_core import VmemError, ui
-from vmem_core.datasets import extract_labelled_zip, scan_dataset
-from vmem_core.evaluate import (
+from vmem_core.analysis.evaluate import (
     BEST_LABEL,
     EXPERIMENTS,
     ExperimentOptions,
-    run_experiments,
     accuracy_vs_memory_size,
     confusion_matrix,
     evaluate_embeddings,
     per_class_accuracy,
     predict_at_k,
+    run_experiments,
 )
-from vmem_core.experiment_plots import (
+from vmem_core.analysis.experiment_plots import (
     accuracy_and_hit_rate_figure,
     memory_size_error_figure,
     new_classes_figure,
@@ -28,12 +27,13 @@ from vmem_core.experiment_plots import (
     pruning_figure,
     taxonomy_figure,
 )
-from vmem_core.plots import (
+from vmem_core.analysis.plots import (
     accuracy_vs_k_figure,
     confusion_matrix_figure,
     memory_size_figure,
     per_class_accuracy_figure,
 )
+from vmem_core.ingest.datasets import extract_labelled_zip, scan_dataset
 
 SHIPPED_TAXONOMY = ui.SAMPLE_DATA / "taxonomy.csv"
 memory, settings = ui.page_setup()

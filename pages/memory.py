@@ -5,8 +5,8 @@ import datetime as dt
 import streamlit as st
 
 from vmem_core import BadImageError, VmemError, ui
-from vmem_core.names import upload_name
-from vmem_core.plots import label_counts_figure
+from vmem_core.analysis.plots import label_counts_figure
+from vmem_core.ingest.names import upload_name
 
 PAGE_SIZE = 30
 NEW_LABEL = "(new label...)"

@@ -7,8 +7,8 @@ import numpy as np
 import streamlit as st
 
 from vmem_core import VmemError, ui
-from vmem_core.attribution import dependent_queries
-from vmem_core.plots import class_scores_figure
+from vmem_core.analysis.attribution import dependent_queries
+from vmem_core.analysis.plots import class_scores_figure
 from vmem_core.unlearn import purge
 
 memory, settings = ui.page_setup()

@@ -28,11 +28,11 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vmem_core import experiment_plots as plots  # noqa: E402
-from vmem_core.embedding_cache import FASHION_MNIST_CLASSES, cache_path, idx_embeddings, read_idx  # noqa: E402
+from vmem_core.analysis import experiment_plots as plots  # noqa: E402
+from vmem_core.analysis.evaluate import ExperimentOptions, run_experiments_on_arrays  # noqa: E402
 from vmem_core.encoders import DEFAULT_ENCODER, load_encoder  # noqa: E402
-from vmem_core.evaluate import ExperimentOptions, run_experiments_on_arrays  # noqa: E402
-from vmem_core.images import load_image  # noqa: E402
+from vmem_core.ingest.embedding_cache import FASHION_MNIST_CLASSES, cache_path, idx_embeddings, read_idx  # noqa: E402
+from vmem_core.ingest.images import load_image  # noqa: E402
 
 LOCK = Path("/tmp/vmem-bench.lock")
 NEW_CLASSES = ["shirt", "sneaker"]  # one class easily confused with old ones (shirt), one that is not (sneaker)

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 
 from vmem_core import VisualMemory
-from vmem_core.attribution import dependent_queries, winning_shares
-from vmem_core.curate import near_duplicates, suspicious_exemplars
-from vmem_core.evaluate import (
+from vmem_core.analysis.attribution import dependent_queries, winning_shares
+from vmem_core.analysis.curate import near_duplicates, suspicious_exemplars
+from vmem_core.analysis.evaluate import (
     accuracy_vs_memory_size,
     confusion_matrix,
     evaluate_embeddings,
     per_class_accuracy,
     predict_at_k,
 )
-from vmem_core.ood import judge, nearest_distance_threshold
+from vmem_core.analysis.ood import judge, nearest_distance_threshold
 
 
 def clustered(n_per_class=20, classes=3, dim=64, spread=0.15, seed=0):

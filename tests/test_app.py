@@ -30,7 +30,7 @@ def texts(at) -> str:
     return "\n".join(str(p) for p in parts)
 
 
-def test_classify_shows_prediction_scores_and_neighbours(app):
+def test_classify_shows_prediction_scores_and_neighbors(app):
     assert app.title[0].value == "Classify"
     assert any(s.value.startswith("Prediction: ") for s in app.subheader)
     assert "Neighbours that voted" in texts(app)

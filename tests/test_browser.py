@@ -29,7 +29,7 @@ def real_memory(tmp_path_factory):
     return root / "mem.vmem"
 
 
-def test_upload_shows_prediction_and_neighbour_gallery(real_memory):
+def test_upload_shows_prediction_and_neighbor_gallery(real_memory):
     from selenium.webdriver.common.by import By
 
     query = sorted((SAMPLE / "queries" / "trouser").glob("*.png"))[0]

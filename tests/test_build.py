@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from vmem_core import BadImageError, VisualMemory
-from vmem_core.datasets import scan_dataset
+from vmem_core.ingest.datasets import scan_dataset
 
 from .conftest import REPO, PixelEncoder
 

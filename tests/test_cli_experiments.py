@@ -87,11 +87,11 @@ def test_experiment_errors_name_the_bad_value(sample_memory, capsys, args, messa
 def test_attribute_one_image_and_influence_over_a_query_set(sample_memory, capsys):
     image = sorted((SAMPLE / "queries" / "sneaker").glob("*.png"))[0]
     [explained] = run_json(capsys, "attribute", sample_memory, image, "--k", 5)
-    neighbours = explained["neighbors"]
-    assert len(neighbours) == 5
-    winners = [n for n in neighbours if n["label"] == explained["label"]]
+    neighbors = explained["neighbors"]
+    assert len(neighbors) == 5
+    winners = [n for n in neighbors if n["label"] == explained["label"]]
     assert sum(n["share"] for n in winners) == pytest.approx(1.0)
-    assert all(n["share"] == 0 for n in neighbours if n["label"] != explained["label"])
+    assert all(n["share"] == 0 for n in neighbors if n["label"] != explained["label"])
     influence = run_json(capsys, "attribute", sample_memory, "--queries", SAMPLE / "queries", "--k", 5)
     rows = influence["exemplars"]
     assert influence["queries"] == 200 and rows

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 
 from vmem_core import UnknownIdError, VisualMemory
-from vmem_core.index import EXACT_SEARCH_BELOW
+from vmem_core.backends.hnsw_index import EXACT_SEARCH_BELOW
 
 from .conftest import png_bytes
 

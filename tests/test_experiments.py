@@ -6,8 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from vmem_core.errors import DatasetError, VmemError
-from vmem_core.experiments import (
+from vmem_core.analysis.experiments import (
     accuracy_and_hit_rate,
     auroc,
     fit_log_error,
@@ -23,7 +22,8 @@ from vmem_core.experiments import (
     reliability_from_loo,
     taxonomy_accuracy,
 )
-from vmem_core.neighbour_cache import build_cache, exact_top_k
+from vmem_core.analysis.neighbor_cache import build_cache, exact_top_k
+from vmem_core.errors import DatasetError, VmemError
 from vmem_core.voting import SOFTMAX_TEMPERATURE
 
 
@@ -68,7 +68,7 @@ def test_exact_top_k_matches_a_full_sort_and_leave_one_out_skips_self(data):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_restricted_neighbours_equal_a_fresh_search_of_the_subset(data, cache, seed):
+def test_restricted_neighbors_equal_a_fresh_search_of_the_subset(data, cache, seed):
     memory, _, queries, _ = data
     keep = np.random.default_rng(seed).random(len(memory)) < [0.05, 0.3, 0.7, 0.95][seed]
     positions, distances = cache.restricted(keep, 10)
@@ -289,7 +289,7 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     """The counterfactual from k + 1 cached neighbours is what the memory predicts once the exemplar is gone
     (reliability held fixed: soft pruning recomputes v after a delete, so that case compares with v frozen)."""
     from vmem_core import VisualMemory
-    from vmem_core.attribution import attribute, exemplar_influence
+    from vmem_core.analysis.attribution import attribute, exemplar_influence
 
     memory, labels, queries, query_labels = blobs(per_class=12, classes=3, dim=64, spread=4.0)
     mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
@@ -299,9 +299,9 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     v = dict(mem.reliability(10))
     mem.reliability = lambda top_n=10: v  # frozen, as the counterfactual assumes
     flips_seen = 0
-    for row, neighbours in enumerate(explained):
-        assert sum(n.share for n in neighbours) == pytest.approx(1.0)
-        for n in neighbours:
+    for row, neighbors in enumerate(explained):
+        assert sum(n.share for n in neighbors) == pytest.approx(1.0)
+        for n in neighbors:
             mem.delete([n.id])
             [after] = mem.classify_embeddings(queries[row:row + 1], k=4, voting=rule, pruning=pruning)
             assert after.label == n.without, (row, n)
@@ -310,6 +310,6 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     assert flips_seen > 0  # some exemplar mattered, so the comparison tested something
     frame = exemplar_influence(mem, queries, list(query_labels), k=4, rule=rule, pruning=pruning)
     assert frame["flips"].sum() == flips_seen
-    by_id = {n.id for neighbours in explained for n in neighbours}
+    by_id = {n.id for neighbors in explained for n in neighbors}
     assert set(frame["id"]) == by_id
     mem.close()

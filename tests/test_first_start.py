@@ -12,8 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from vmem_core import VisualMemory
-from vmem_core.datasets import scan_dataset
-from vmem_core.sample_memory import build_sample_memory, completeness
+from vmem_core.ingest.datasets import scan_dataset
+from vmem_core.ingest.sample import build_sample_memory, completeness
 
 from .conftest import REPO, SAMPLE
 

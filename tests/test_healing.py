@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vmem_core import VisualMemory
-from vmem_core.index import MANIFEST_NAME
+from vmem_core.backends.hnsw_index import MANIFEST_NAME
 
 
 def damage_snapshot(path, how: str) -> None:

@@ -4,19 +4,19 @@ import io
 import json
 import shutil
 import struct
-import tomllib
 import zipfile
 
 import numpy as np
 import pytest
+import tomllib
 from PIL import Image, ImageFile
 
 from vmem_core import VisualMemory, cli
 from vmem_core.cli import app as cli_app
-from vmem_core.datasets import extract_labelled_zip
 from vmem_core.errors import BadImageError, DatasetError
-from vmem_core.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_MEGABYTES, load_image
-from vmem_core.names import BadLabelError, check_label, upload_name
+from vmem_core.ingest.datasets import extract_labelled_zip
+from vmem_core.ingest.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_MEGABYTES, load_image
+from vmem_core.ingest.names import BadLabelError, check_label, upload_name
 
 from .conftest import REPO, memory_state, png_bytes
 from .test_app import app, texts  # noqa: F401 - app is a fixture used here

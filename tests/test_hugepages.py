@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vmem_core import hugepages
-from vmem_core.index import AnnIndex, IndexParams
+from vmem_core.backends import hugepages
+from vmem_core.backends.hnsw_index import AnnIndex, IndexParams
 
 DIM = 512
 THP_ON = hugepages.thp_mode() in ("always", "madvise")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vmem_core.errors import BadImageError
-from vmem_core.images import MAX_IMAGE_PIXELS, load_image, make_thumbnail
+from vmem_core.ingest.images import MAX_IMAGE_PIXELS, load_image, make_thumbnail
 
 from .conftest import png_bytes
 

@@ -16,14 +16,14 @@ EDGES = {
     "torch": ("encoders/",),
     "open_clip": ("encoders/",),
     "onnxruntime": ("encoders/",),
-    "hnswlib": ("index.py",),
-    "duckdb": ("store.py",),
+    "hnswlib": ("backends/hnsw_index.py",),
+    "duckdb": ("storage/store.py",),
     "streamlit": ("ui.py",),
     "google": ("rerank/gemini.py",),  # google-genai, only when a Gemini re-ranker is made
     "openai": (),  # the OpenAI-compatible re-ranker speaks plain HTTP
     "pymilvus": ("backends/milvus.py",),
     "milvus_lite": ("backends/milvus.py",),
-    "ray": ("ray_build.py",),
+    "ray": ("ingest/ray_build.py",),
 }
 
 
@@ -166,7 +166,7 @@ def test_heavy_imports_stay_at_their_edges(module, allowed):
 def test_importing_vmem_core_loads_no_model_sdk():
     # importing the library (and the CLI's parser, the re-ranking package, the index backends) must not pay for an
     # SDK import, nor for the optional scale-out engines (requirements-scale.txt), which may not even be installed
-    code = ("import sys, vmem_core, vmem_core.rerank, vmem_core.text_query, vmem_core.cli, vmem_core.backends, "
+    code = ("import sys, vmem_core, vmem_core.rerank, vmem_core.analysis.text_query, vmem_core.cli, vmem_core.backends, "
             "vmem_core.memory, vmem_core.unlearn; vmem_core.cli.build_parser(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('google', 'openai', 'httpx', 'httpx2', 'ray', "
             "'pymilvus', 'milvus_lite')))")

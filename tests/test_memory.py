@@ -40,7 +40,7 @@ def test_config_records_format_and_encoder(memory):
     assert config["encoder"] == {"name": "test-pixels", "identity": "test-pixels:v1", "dim": 64}
 
 
-def test_an_exemplar_is_its_own_nearest_neighbour(memory, small_folder):
+def test_an_exemplar_is_its_own_nearest_neighbor(memory, small_folder):
     image = sorted((small_folder / "sneaker").glob("*.png"))[0]
     result = memory.classify([image], k=3)[0]
     assert result.label == "sneaker"
@@ -188,7 +188,7 @@ def test_memory_neighbors_leave_the_item_out(memory):
     assert np.all(np.diff(distances, axis=1) >= -1e-6)
 
 
-def test_reliability_counts_differently_labelled_neighbourhoods(memory):
+def test_reliability_counts_differently_labelled_neighborhoods(memory):
     v = memory.reliability(top_n=3)
     items, neighbors, _ = memory.memory_neighbors(3)
     expected = {int(i): 0 for i in items}
@@ -348,7 +348,7 @@ def test_leave_one_out_cache_not_stamped_with_a_later_change(memory, monkeypatch
 
 
 def test_hard_pruning_keeps_k_voters_and_matches_evaluation(tmp_path):
-    from vmem_core.evaluate import evaluate_embeddings
+    from vmem_core.analysis.evaluate import evaluate_embeddings
 
     rng = np.random.default_rng(5)
     centres = rng.normal(size=(3, 64))
@@ -429,7 +429,7 @@ def test_memory_of_the_first_schema_migrates_on_open(tmp_path):
 def test_heavy_deletion_and_selective_filters_still_answer(tmp_path):
     """hnswlib raises when fewer than k live items are reachable; vmem widens the search or goes exact instead."""
     rng = np.random.default_rng(4)
-    from vmem_core.index import EXACT_SEARCH_BELOW
+    from vmem_core.backends.hnsw_index import EXACT_SEARCH_BELOW
 
     n = 25_000
     vectors = rng.normal(size=(n, 64)).astype(np.float32)

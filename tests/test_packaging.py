@@ -8,12 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from .conftest import REPO, SAMPLE
 

@@ -4,9 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vmem_core.evaluate import EvalResult
-from vmem_core.memory import Classification, Neighbor
-from vmem_core.plots import (
+from vmem_core.analysis.evaluate import EvalResult
+from vmem_core.analysis.plots import (
     accuracy_vs_k_figure,
     class_scores_figure,
     confusion_matrix_figure,
@@ -14,6 +13,7 @@ from vmem_core.plots import (
     per_class_accuracy_figure,
     reliability_histogram,
 )
+from vmem_core.memory import Classification, Neighbor
 
 
 def test_class_scores_sorted_with_winner_highlighted():
@@ -51,12 +51,20 @@ def test_confusion_and_per_class_and_reliability():
 
 
 def test_experiment_figures_carry_the_results(tmp_path):
-    from vmem_core import experiment_plots as ep
-    from vmem_core.experiments import (
-        accuracy_and_hit_rate, fit_log_error, held_out_class_levels, label_noise, load_taxonomy, memory_size_sweep,
-        new_classes, ood_auroc, pruning_comparison, reliability_from_loo,
+    from vmem_core.analysis import experiment_plots as ep
+    from vmem_core.analysis.experiments import (
+        accuracy_and_hit_rate,
+        fit_log_error,
+        held_out_class_levels,
+        label_noise,
+        load_taxonomy,
+        memory_size_sweep,
+        new_classes,
+        ood_auroc,
+        pruning_comparison,
+        reliability_from_loo,
     )
-    from vmem_core.neighbour_cache import build_cache
+    from vmem_core.analysis.neighbor_cache import build_cache
 
     from .test_experiments import blobs
 

@@ -19,7 +19,7 @@ from .optional import require
 @pytest.fixture(scope="module")
 def ray_instance():
     ray = require("ray")
-    from vmem_core.ray_build import start
+    from vmem_core.ingest.ray_build import start
 
     start(num_cpus=2)  # workers get the driver's sys.path: they can import the tests' pixel encoder
     yield ray
@@ -58,7 +58,7 @@ def single_process(tmp_path_factory, collection):
 
 
 def test_ray_build_equals_the_single_process_build(ray_instance, tmp_path, collection, single_process):
-    from vmem_core.ray_build import build_with_ray
+    from vmem_core.ingest.ray_build import build_with_ray
 
     expected_report, expected = single_process
     progress = []
@@ -81,8 +81,8 @@ def test_ray_build_resumes_and_writes_to_milvus(ray_instance, tmp_path, collecti
     """An interrupted build (here: the first 300 images) is finished by Ray, into a Milvus-backed memory."""
     require("pymilvus")
     require("milvus_lite")
-    from vmem_core.datasets import scan_dataset
-    from vmem_core.ray_build import build_with_ray
+    from vmem_core.ingest.datasets import scan_dataset
+    from vmem_core.ingest.ray_build import build_with_ray
 
     _, expected = single_process
     items = scan_dataset(collection)

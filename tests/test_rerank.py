@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from vmem_core import VisualMemory
-from vmem_core.images import load_image
+from vmem_core.ingest.images import load_image
 from vmem_core.rerank import (
     CachingReranker,
-    Reranker,
     RerankCache,
+    Reranker,
     RerankError,
     RerankResult,
     interpret,
@@ -74,7 +74,7 @@ def reranker(fake, sleeps=None, **options):
     return load_reranker(fake.spec, **options)
 
 
-def test_request_carries_the_query_then_50_labelled_neighbours(memory60, fake):
+def test_request_carries_the_query_then_50_labelled_neighbors(memory60, fake):
     item = query()
     request = request_for(memory60, item)
     result = reranker(fake).rerank(request)

@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from vmem_core import VisualMemory
-from vmem_core.text_query import search_text
+from vmem_core.analysis.text_query import search_text
 
 from .conftest import REPO
 from .fake_vlm import FakeVLM

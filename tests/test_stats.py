@@ -7,7 +7,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from vmem_core.index import AnnIndex, IndexParams
+from vmem_core.backends.hnsw_index import AnnIndex, IndexParams
 
 
 class MallInfo2(ctypes.Structure):

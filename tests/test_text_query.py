@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vmem_core import VisualMemory
+from vmem_core.analysis.text_query import TextQueryError, search_text, text_unsupported_reason, zero_shot_scores
 from vmem_core.cli import main
-from vmem_core.text_query import TextQueryError, search_text, text_unsupported_reason, zero_shot_scores
 
 from .conftest import SAMPLE
 from .test_encoders import TINY_CLIP

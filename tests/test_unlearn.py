@@ -97,7 +97,7 @@ def test_audit_tampering_is_detected(memory, tamper):
     elif tamper == "cut-the-end":
         con.execute("DELETE FROM audit_log WHERE seq >= ?", [delete_seq])
     else:  # a careful forger recomputes the edited entry's own hash: the next link still breaks
-        from vmem_core.audit import entry_hash
+        from vmem_core.storage.audit import entry_hash
 
         seq, at, actor, action, _, prev, _ = con.execute("SELECT * FROM audit_log WHERE action='delete'").fetchone()
         forged = '{"ids":{"count":1,"runs":[[9,9]]}}'
@@ -280,7 +280,7 @@ def test_purge_after_the_index_was_rebuilt_from_a_damaged_snapshot(memory):
 
 
 def test_patch_refuses_a_damaged_chunk(memory):
-    from vmem_core.index import element_bytes, patch_snapshot
+    from vmem_core.backends.hnsw_index import element_bytes, patch_snapshot
 
     memory.flush()
     snapshot = next((memory.path / "index").glob("index.*.hnsw"))

@@ -71,7 +71,7 @@ def test_rank_voting_worked_example():
     assert vote_all_k(labels, weights, 2)[0].tolist() == [0, 0, 1]
 
 
-def test_softmax_favours_a_much_closer_neighbour():
+def test_softmax_favours_a_much_closer_neighbor():
     labels, weights, _ = prepare_votes(np.array([[0, 1, 1]]), np.array([[0.1, 0.4, 0.41]]), "softmax")
     assert vote_all_k(labels, weights, 2)[0, -1] == 0  # exp(0.9/.07) outweighs 2 x exp(0.6/.07)
     labels, weights, _ = prepare_votes(np.array([[0, 1, 1]]), np.array([[0.1, 0.4, 0.41]]), "plurality")
@@ -79,7 +79,7 @@ def test_softmax_favours_a_much_closer_neighbour():
 
 
 @pytest.mark.parametrize("rule", ["rank", "plurality", "distance", "softmax"])
-def test_one_pass_matches_naive_reference_on_random_neighbours(rule):
+def test_one_pass_matches_naive_reference_on_random_neighbors(rule):
     rng = np.random.default_rng(7)
     labels = rng.integers(0, 4, size=(200, 30))
     distances = np.sort(rng.uniform(0, 1.2, size=(200, 30)), axis=1)

@@ -1,5 +1,7 @@
 """vmem: a visual memory you can see into and edit (Geirhos et al., "Towards flexible perception with visual memory")."""
 
+from .analysis.evaluate import EvalResult, evaluate_dataset, evaluate_embeddings
+from .backends.hnsw_index import IndexParams
 from .encoders import DEFAULT_ENCODER, Encoder, available_encoders, load_encoder, register_encoder
 from .errors import (
     BadImageError,
@@ -13,8 +15,6 @@ from .errors import (
     UnknownLabelError,
     VmemError,
 )
-from .evaluate import EvalResult, evaluate_dataset, evaluate_embeddings
-from .index import IndexParams
 from .memory import BuildReport, Classification, Neighbor, VisualMemory
 from .voting import RULES, class_scores, prepare_votes, rule_weights, vote_all_k
 

@@ -23,8 +23,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .atomic import write_json_atomic
-from .datasets import LabelledImage, scan_dataset
+from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
+from .backends.hnsw_index import IndexParams
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import (
     BadVectorError,
@@ -33,14 +33,14 @@ from .errors import (
     UnknownIdError,
     VmemError,
 )
-from .images import ImageInput, LoadedImage, load_image, make_thumbnail
-from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
-from .index import IndexParams
-from .locks import ReadWriteLock
-from .names import BadLabelError, check_label
-from .pipeline import BUILD_CHUNK, BuildReport, run_build
-from .store import NewExemplars, Store
-from .vault import THUMBNAILS_NAME, VECTORS_NAME
+from .ingest.datasets import LabelledImage, scan_dataset
+from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
+from .ingest.names import BadLabelError, check_label
+from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
+from .storage.atomic import write_json_atomic
+from .storage.locks import ReadWriteLock
+from .storage.store import NewExemplars, Store
+from .storage.vault import THUMBNAILS_NAME, VECTORS_NAME
 from .voting import (
     DEFAULT_HARD_THRESHOLD,
     DEFAULT_RELIABILITY_TOP_N,
@@ -607,8 +607,8 @@ class VisualMemory:
         return self._store.audit_head()
 
     def verify_audit(self):
-        """Check the audit log's chain and that it ends at its recorded head (vmem_core.audit.Verification)."""
-        from .audit import verify
+        """Check the audit log's chain and that it ends at its recorded head (vmem_core.storage.audit.Verification)."""
+        from .storage.audit import verify
 
         return verify(self._store.audit_entries(), self._store.audit_head())
 
@@ -621,7 +621,7 @@ class VisualMemory:
         chunk_size: int = BUILD_CHUNK,
     ) -> BuildReport:
         """Add a labelled collection (ImageFolder directory, CSV, or scanned items), decoding, encoding and inserting
-        in overlapped chunks (vmem_core.pipeline).
+        in overlapped chunks (vmem_core.ingest.pipeline).
 
         Images already in the memory under the same source name are skipped, so an interrupted build resumes.
         Undecodable images are reported in the result and skipped (or, with strict=True, stop the build).

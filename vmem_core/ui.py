@@ -18,12 +18,12 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from .attribution import winning_shares
-from .errors import BadImageError, VmemError
-from .images import IMAGE_SUFFIXES, load_image
-from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
 from . import resources
-from .names import upload_name
+from .analysis.attribution import winning_shares
+from .errors import BadImageError, VmemError
+from .ingest.images import IMAGE_SUFFIXES, load_image
+from .ingest.names import upload_name
+from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
 from .voting import DEFAULT_HARD_THRESHOLD, PRUNING_MODES, RULES
 
 SAMPLE_DATA = resources.sample_data()
@@ -62,8 +62,8 @@ def memory_path() -> Path:
 
 @st.cache_resource(show_spinner="Opening the memory...")
 def _open_memory(path: str) -> VisualMemory:
-    from .audit import default_actor
     from .host import host_memory
+    from .storage.audit import default_actor
 
     memory = VisualMemory.open(path)
     memory.actor = default_actor("app")
@@ -92,7 +92,7 @@ class BackgroundBuild:
             self._progress = (done, total)
 
     def _run(self) -> None:
-        from .sample_memory import build_sample_memory
+        from .ingest.sample import build_sample_memory
 
         try:
             build_sample_memory(self.path, progress=self._record)
@@ -145,7 +145,7 @@ def get_memory() -> VisualMemory:
         st.error(str(exc))
         st.stop()
     if is_sample:
-        from .sample_memory import completeness
+        from .ingest.sample import completeness
 
         shipped = memory.derived("sample completeness", lambda: completeness(memory))
         if not shipped.complete:
@@ -260,7 +260,7 @@ def encode_split(memory: VisualMemory, items, progress=None) -> LabelledSplit:
 
 @st.cache_resource(show_spinner="Encoding the shipped query split (once)...")
 def _shipped_split(encoder_identity: str, _memory: VisualMemory) -> LabelledSplit:
-    from .datasets import scan_dataset
+    from .ingest.datasets import scan_dataset
 
     return encode_split(_memory, scan_dataset(SAMPLE_DATA / "queries"))
 
@@ -425,13 +425,13 @@ def ask_the_model(memory: VisualMemory, reranker, query: Query, result: Classifi
 
 
 def text_queries_supported(memory: VisualMemory) -> bool:
-    from .text_query import text_unsupported_reason
+    from .analysis.text_query import text_unsupported_reason
 
     return text_unsupported_reason(memory) is None
 
 
 def zero_shot_caption(memory: VisualMemory, query: Query, shown: int = 3) -> None:
-    from .text_query import zero_shot_scores
+    from .analysis.text_query import zero_shot_scores
 
     (scores,) = zero_shot_scores(memory, query.embedding[None])
     st.caption("Zero-shot from the label names: " + ", ".join(f"{label} {p:.0%}" for label, p in
@@ -440,7 +440,7 @@ def zero_shot_caption(memory: VisualMemory, query: Query, shown: int = 3) -> Non
 
 def text_search(memory: VisualMemory, k: int = 12) -> None:
     """A text box that searches the memory by a sentence and shows the nearest exemplars."""
-    from .text_query import search_text
+    from .analysis.text_query import search_text
 
     text = st.text_input("Search the memory by text", key="text-search", placeholder="e.g. a red sneaker")
     if not text.strip():

@@ -29,10 +29,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .atomic import write_json_atomic
 from .errors import VmemError
 from .memory import VisualMemory
 from .rerank.cache import RerankCache
+from .storage.atomic import write_json_atomic
 from .voting import prepare_votes, vote_all_k
 
 CERTIFICATE_DIR = "certificates"
@@ -254,15 +254,15 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
         current = memory.table
         kept_classes = table.class_indices(kept_ids)
         after_classes = np.asarray([position.get(current.labels[c], -1) for c in current.class_indices(after_ids)])
-        scratch_neighbours, scratch_pred = _exact_predictions(kept_ids, kept_vectors, kept_classes, probes,
+        scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, kept_vectors, kept_classes, probes,
                                                               EXACT_K, len(table.labels))
-        after_neighbours, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,
+        after_neighbors, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,
                                                           EXACT_K, len(table.labels))
         same_rows = np.array_equal(kept_ids, after_ids) and np.array_equal(kept_vectors, after_vectors)
-        same_predictions = np.array_equal(scratch_pred, after_pred) and np.array_equal(scratch_neighbours,
-                                                                                       after_neighbours)
+        same_predictions = np.array_equal(scratch_pred, after_pred) and np.array_equal(scratch_neighbors,
+                                                                                       after_neighbors)
         index_ids, _ = memory.search(probes, min(EXACT_K, len(after_ids)))
-        index_agrees = float(np.mean([set(a) == set(b) for a, b in zip(index_ids, after_neighbours)]))
+        index_agrees = float(np.mean([set(a) == set(b) for a, b in zip(index_ids, after_neighbors)]))
         certificate.checks.append(Check(
             "exactness",
             bool(same_rows and same_predictions),

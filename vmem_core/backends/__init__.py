@@ -1,6 +1,6 @@
 """Index backends: where a memory's vectors are searched.
 
-The database and the vault (vmem_core.store) are the source of truth for every exemplar; an index backend holds a
+The database and the vault (vmem_core.storage.store) are the source of truth for every exemplar; an index backend holds a
 derived, searchable copy of the live vectors. Two implement the same `IndexBackend` protocol:
 
 - `hnswlib` (vmem_core.backends.hnsw): embedded, in-process, snapshots in the memory's `index/` folder (default);
@@ -39,8 +39,8 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..index import IndexParams
-    from ..store import Store
+    from ..storage.store import Store
+    from .hnsw_index import IndexParams
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def migrate(path: Path, config: dict, store: "Store", params: "IndexParams", lab
     A crash before the switch leaves the old backend in use (the half-built one is removed by the next migrate or
     open); after it, the next open removes the old local files. A collection on a Milvus server that was being
     left is dropped only at the end: after a crash there, drop it by hand (its name is in the audit log)."""
-    from ..atomic import write_json_atomic
+    from ..storage.atomic import write_json_atomic
 
     record = new_backend_record(to, index_uri)
     old = backend_config(config)

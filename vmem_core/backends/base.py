@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import VmemError
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..storage.store import Store
 
 log = logging.getLogger(__name__)
 

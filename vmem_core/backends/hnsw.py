@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from ..index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
 from .base import Evidence, LabelLookup, RowFetcher, catch_up
+from .hnsw_index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..storage.store import Store
 
 log = logging.getLogger(__name__)
 

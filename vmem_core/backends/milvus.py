@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
-from ..atomic import write_json_atomic
+from ..storage.atomic import write_json_atomic
 from .base import MILVUS_LITE_DIR, MILVUS_STATE, Evidence, MilvusIndexError, RowFetcher, catch_up, check_uri, store_rows
 
 if TYPE_CHECKING:
-    from ..index import IndexParams
-    from ..store import Store
+    from ..storage.store import Store
+    from .hnsw_index import IndexParams
 
 log = logging.getLogger(__name__)
 

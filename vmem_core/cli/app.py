@@ -10,9 +10,9 @@ from pathlib import Path
 
 from .common import UsageError, progress_bar
 
-def cmd_app(args) -> int:
-    from ..images import MAX_UPLOAD_MEGABYTES
 
+def cmd_app(args) -> int:
+    from ..ingest.images import MAX_UPLOAD_MEGABYTES
     from ..resources import app_script
 
     app = app_script()
@@ -38,11 +38,11 @@ def cmd_app(args) -> int:
 
 def cmd_demo(args) -> int:
     """Build the sample memory (once), then classify sample queries and evaluate on the query split."""
-    from ..evaluate import evaluate_dataset
+    from ..analysis.evaluate import evaluate_dataset
+    from ..analysis.ood import judge
+    from ..ingest.sample import build_sample_memory, completeness
     from ..memory import VisualMemory
-    from ..ood import judge
     from ..resources import default_memory, ood_dir, sample_data
-    from ..sample_memory import build_sample_memory, completeness
 
     memory_path = Path(args.memory) if args.memory else default_memory()
     samples = sample_data()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import (UsageError, expand_images, open_memory, print_json, progress_bar, sample_note,
-                     sample_summary)
+from .common import UsageError, expand_images, open_memory, print_json, progress_bar, sample_note, sample_summary
+
 
 def cmd_build(args) -> int:
     if args.engine == "local" and (args.ray_address or args.ray_cpus):
@@ -15,7 +15,7 @@ def cmd_build(args) -> int:
         progress = progress_bar("build", not args.json)
         if args.engine == "ray":
             try:
-                from ..ray_build import build_with_ray
+                from ..ingest.ray_build import build_with_ray
             except ImportError as exc:
                 raise UsageError(f"--engine ray needs Ray: pip install -r requirements-scale.txt ({exc})") from None
             report = build_with_ray(memory, args.data, address=args.ray_address, num_cpus=args.ray_cpus,
@@ -125,8 +125,7 @@ def cmd_restore(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from ..ood import judge
-
+    from ..analysis.ood import judge
     from .rerank import print_extras, query_extras
 
     with open_memory(args) as memory:
@@ -155,7 +154,7 @@ def cmd_classify(args) -> int:
 
 
 def _experiment_options(args):
-    from ..evaluate import ExperimentOptions
+    from ..analysis.evaluate import ExperimentOptions
 
     return ExperimentOptions(
         k=args.k, k_max=args.k_max, sizes=args.sizes, seeds=list(range(args.seeds)), new_classes=args.new_classes,
@@ -218,7 +217,7 @@ def _print_experiments(results: dict, k: int) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ..evaluate import BEST_LABEL, evaluate_dataset
+    from ..analysis.evaluate import BEST_LABEL, evaluate_dataset
 
     if args.experiment:
         if args.rerank or args.limit is not None:
@@ -234,7 +233,7 @@ def cmd_eval(args) -> int:
         return 0
     queries, sample = args.queries, None
     if args.limit is not None:
-        from ..datasets import scan_dataset
+        from ..ingest.datasets import scan_dataset
         from ..rerank.pipeline import sample_items
 
         every = scan_dataset(Path(args.queries))
@@ -271,7 +270,7 @@ def cmd_search_text(args) -> int:
 
 
 def _run_experiments(args) -> int:
-    from ..evaluate import EXPERIMENTS, encode_labelled, run_experiments
+    from ..analysis.evaluate import EXPERIMENTS, encode_labelled, run_experiments
 
     names = list(EXPERIMENTS) if "all" in args.experiment else list(dict.fromkeys(args.experiment))
     if "taxonomy" in names and args.taxonomy is None:
@@ -299,8 +298,8 @@ def _run_experiments(args) -> int:
 
 
 def cmd_attribute(args) -> int:
-    from ..attribution import attribute, exemplar_influence
-    from ..evaluate import encode_labelled
+    from ..analysis.attribution import attribute, exemplar_influence
+    from ..analysis.evaluate import encode_labelled
 
     if bool(args.images) == bool(args.queries):
         raise UsageError("give images to explain, or --queries DIR for per-exemplar influence over a labelled set")

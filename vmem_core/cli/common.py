@@ -40,7 +40,7 @@ def progress_bar(description: str, enabled: bool = True):
 
 def expand_images(paths: Sequence[str]) -> list[Path]:
     """Files as given; directories expanded to the images inside them (recursively, sorted)."""
-    from ..images import is_image_path
+    from ..ingest.images import is_image_path
 
     out: list[Path] = []
     for raw in paths:
@@ -76,7 +76,7 @@ class _Borrowed:
     the memory open for its holder."""
 
     def __init__(self, memory) -> None:
-        from ..audit import default_actor
+        from ..storage.audit import default_actor
 
         self.memory = memory
         self._acting = memory.acting_as(default_actor("cli through app"))
@@ -91,9 +91,9 @@ class _Borrowed:
 
 def open_memory(args, encoder: Optional[str] = None, create: bool = False):
     """The memory named by args.memory: the handle this process holds for a client, else opened (or created)."""
-    from ..audit import default_actor
     from ..host import hosted
     from ..memory import VisualMemory
+    from ..storage.audit import default_actor
 
     encoder = encoder or getattr(args, "encoder", None)
     held = hosted(args.memory)
@@ -126,7 +126,7 @@ def index_params(args):
     """The index parameters a new memory gets: IndexParams' defaults, with the --index-* options given."""
     from dataclasses import replace
 
-    from ..index import IndexParams
+    from ..backends.hnsw_index import IndexParams
 
     given = {field: getattr(args, field) for field in _INDEX_OPTIONS if getattr(args, field, None) is not None}
     for field, value in given.items():

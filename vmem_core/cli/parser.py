@@ -6,15 +6,29 @@ import argparse
 from pathlib import Path
 
 from .app import cmd_app, cmd_demo
-from .commands import (cmd_add, cmd_attribute, cmd_audit, cmd_build, cmd_classify, cmd_delete, cmd_eval, cmd_migrate,
-                       cmd_purge, cmd_restore, cmd_search_text, cmd_stats, cmd_tune)
+from .commands import (
+    cmd_add,
+    cmd_attribute,
+    cmd_audit,
+    cmd_build,
+    cmd_classify,
+    cmd_delete,
+    cmd_eval,
+    cmd_migrate,
+    cmd_purge,
+    cmd_restore,
+    cmd_search_text,
+    cmd_stats,
+    cmd_tune,
+)
 from .common import exemplar_id
+
 
 def build_parser() -> argparse.ArgumentParser:
     from ..backends import BACKENDS
-    from .rerank import add_rerank_options
     from ..encoders import DEFAULT_ENCODER
     from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE, PRUNING_MODES, RULES
+    from .rerank import add_rerank_options
 
     parser = argparse.ArgumentParser(prog="vmem", description="A visual memory you can see into and edit.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what vmem does")
@@ -119,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-max", type=int, default=100)
     voting_options(p)
     p.add_argument("--json", action="store_true")
-    from ..evaluate import EXPERIMENTS, ExperimentOptions
+    from ..analysis.evaluate import EXPERIMENTS, ExperimentOptions
 
     defaults = ExperimentOptions()
     group = p.add_argument_group("experiments (exact search once, every rule and k from it)")

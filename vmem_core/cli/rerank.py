@@ -81,7 +81,7 @@ def query_extras(args, memory, loaded, embeddings, progress) -> list[dict]:
     """Per query, what `classify --rerank` / `--zero-shot` add: {"rerank": ...} and/or {"zero_shot": ...}."""
     extras: list[dict] = [{} for _ in loaded]
     if getattr(args, "zero_shot", False):
-        from ..text_query import zero_shot_scores
+        from ..analysis.text_query import zero_shot_scores
 
         for extra, scores in zip(extras, zero_shot_scores(memory, embeddings)):
             extra["zero_shot"] = scores
@@ -115,8 +115,8 @@ def print_extras(extra: dict) -> None:
 
 def cmd_eval_rerank(args, memory, progress_bar) -> dict:
     """kNN and re-ranked accuracy on the same (optionally sampled) queries; returns the JSON payload."""
-    from ..datasets import scan_dataset
-    from ..evaluate import evaluate_embeddings
+    from ..analysis.evaluate import evaluate_embeddings
+    from ..ingest.datasets import scan_dataset
     from ..rerank.pipeline import evaluate_rerank, load_labelled, sample_items
 
     reranker = reranker_from_args(args)  # before any encoding: a missing key is reported at once
@@ -159,7 +159,7 @@ def cmd_eval_rerank(args, memory, progress_bar) -> dict:
 
 
 def cmd_search_text(args, memory) -> int:
-    from ..text_query import search_text, text_unsupported_reason
+    from ..analysis.text_query import search_text, text_unsupported_reason
 
     reason = text_unsupported_reason(memory)
     if reason:

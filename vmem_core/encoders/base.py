@@ -7,7 +7,6 @@ from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 import numpy as np
 from PIL import Image
 
-
 ProgressCallback = Callable[[int, int], None]
 DEFAULT_ENCODER = "efficientnet-lite0"
 DEFAULT_BATCH_SIZE = 32

@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..atomic import sha256_file
 from ..errors import EncoderError
+from ..storage.atomic import sha256_file
 from .base import BatchedEncoder, l2_normalise
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, Optional
 
-from ..atomic import write_json_atomic
+from ..storage.atomic import write_json_atomic
 from .base import Reranker, RerankRequest, RerankResult
 from .prompt import PROMPT_VERSION
 

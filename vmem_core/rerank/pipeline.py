@@ -8,9 +8,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..datasets import LabelledImage
 from ..errors import BadImageError, DatasetError, VmemError
-from ..images import load_image
+from ..ingest.datasets import LabelledImage
+from ..ingest.images import load_image
 from ..memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
 from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE
 from .base import Reranker, RerankError, RerankRequest, RerankResult, ShownNeighbor
@@ -209,7 +209,7 @@ def evaluate_rerank(
     Raises:
         RerankError: the re-ranker cannot work (no key, key refused, unknown model): the batch stops there.
     """
-    from ..evaluate import predict_at_k
+    from ..analysis.evaluate import predict_at_k
 
     cached = with_cache(reranker, memory)
     requests = make_requests(memory, [i.image for i in loaded], [i.sha256 for i in loaded], embeddings, shown,

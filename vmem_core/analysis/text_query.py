@@ -8,8 +8,8 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import VmemError
-from .memory import VisualMemory
+from ..errors import VmemError
+from ..memory import VisualMemory
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 # CLIP's learned logit scale ends at 100 (its cap) in the released models: softmax(100 * cosine) gives its probabilities.

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from .memory import DEFAULT_RELIABILITY_TOP_N, NEAR_DUPLICATE_DISTANCE, VisualMemory
+from ..memory import DEFAULT_RELIABILITY_TOP_N, NEAR_DUPLICATE_DISTANCE, VisualMemory
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import VmemError
-from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
-from .voting import DEFAULT_HARD_THRESHOLD, check_rule, prepare_votes, vote_all_k
+from ..errors import VmemError
+from ..memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
+from ..voting import DEFAULT_HARD_THRESHOLD, check_rule, prepare_votes, vote_all_k
 
 
 def winning_shares(result: Classification) -> list[float]:
@@ -79,7 +79,7 @@ def counterfactual_predictions(
 
 
 @dataclass(frozen=True)
-class NeighbourAttribution:
+class NeighborAttribution:
     id: int
     label: str
     rank: int
@@ -92,13 +92,13 @@ class NeighbourAttribution:
         return self.without != self.prediction
 
 
-def attribution_rows(explained: Sequence[NeighbourAttribution]) -> list[dict]:
+def attribution_rows(explained: Sequence[NeighborAttribution]) -> list[dict]:
     """One query's attribution as table rows (for the app and the CLI)."""
     return [{"rank": n.rank, "id": n.id, "label": n.label, "share of winning score": round(n.share, 4),
              "prediction without it": n.without, "flips": n.flips} for n in explained]
 
 
-def _neighbour_votes(memory: VisualMemory, embeddings: np.ndarray, k: int, pruning: str, threshold: float,
+def _neighbor_votes(memory: VisualMemory, embeddings: np.ndarray, k: int, pruning: str, threshold: float,
                      top_n: int):
     """k + 1 voting neighbours per query (hard pruning already applied by the search) as class indices."""
     table = memory.table
@@ -119,13 +119,13 @@ def attribute(
     pruning: str = "none",
     threshold: float = DEFAULT_HARD_THRESHOLD,
     top_n: int = DEFAULT_RELIABILITY_TOP_N,
-) -> list[list[NeighbourAttribution]]:
+) -> list[list[NeighborAttribution]]:
     """For each query, its k voting neighbours with their share of the winning score and the exact counterfactual
     prediction without each of them (from one search of k + 1 neighbours)."""
     if int(k) < 1:
         raise VmemError(f"k must be at least 1, got {k}")
     rule = check_rule(rule)
-    table, ids, distances, classes, reliability = _neighbour_votes(memory, embeddings, k, pruning, threshold, top_n)
+    table, ids, distances, classes, reliability = _neighbor_votes(memory, embeddings, k, pruning, threshold, top_n)
     predicted, without = counterfactual_predictions(classes, distances, k, rule, len(table.labels), reliability)
     used = without.shape[1]
     votes, weights, _ = prepare_votes(classes[:, :used], distances[:, :used], rule,
@@ -137,7 +137,7 @@ def attribute(
         total = weights[row][votes[row] == winner].sum() if winner >= 0 else 0.0
         name = table.labels[winner] if winner >= 0 else None
         out.append([
-            NeighbourAttribution(
+            NeighborAttribution(
                 id=int(ids[row, j]), label=table.labels[classes[row, j]], rank=j,
                 share=float(weights[row, j] / total) if total and classes[row, j] == winner else 0.0,
                 without=table.labels[without[row, j]] if without[row, j] >= 0 else None, prediction=name,
@@ -169,7 +169,7 @@ def exemplar_influence(
     if len(embeddings) != len(true_labels):
         raise VmemError(f"{len(embeddings)} query embeddings but {len(true_labels)} labels")
     rule = check_rule(rule)
-    table, ids, distances, classes, reliability = _neighbour_votes(memory, embeddings, k, pruning, threshold, top_n)
+    table, ids, distances, classes, reliability = _neighbor_votes(memory, embeddings, k, pruning, threshold, top_n)
     predicted, without = counterfactual_predictions(classes, distances, k, rule, len(table.labels), reliability)
     used = without.shape[1]
     position = {label: i for i, label in enumerate(table.labels)}

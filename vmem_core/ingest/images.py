@@ -16,7 +16,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BadImageError
+from ..errors import BadImageError
 
 ImageInput = Union[str, Path, bytes, Image.Image]
 

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 import numpy as np
 import ray
 
+from ..encoders import _FACTORIES, load_encoder, register_encoder
+from ..errors import BadImageError, VmemError
 from .datasets import LabelledImage
-from .encoders import _FACTORIES, load_encoder, register_encoder
-from .errors import BadImageError, VmemError
 from .images import load_image, make_thumbnail
 
 if TYPE_CHECKING:
-    from .memory import BuildReport, VisualMemory
+    from ..memory import BuildReport, VisualMemory
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def build_with_ray(
         actors: encoder actors (default: one per CPU of the local instance, 2 on a cluster).
         strict: stop at the first unreadable image (as `VisualMemory.build`).
     """
-    from .memory import BUILD_CHUNK
+    from ..memory import BUILD_CHUNK
 
     total, todo, report = memory.plan_build(data)
     done = report.skipped_existing

@@ -13,10 +13,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .atomic import sha256_file
-from .encoders import Encoder
-from .encoders.efficientnet import cache_dir
-from .errors import DatasetError
+from ..encoders import Encoder
+from ..encoders.efficientnet import cache_dir
+from ..errors import DatasetError
+from ..storage.atomic import sha256_file
 
 Progress = Callable[[int, int], None]
 ENCODE_CHUNK = 1024

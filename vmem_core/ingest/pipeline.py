@@ -21,8 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from ..errors import BadImageError
 from .datasets import LabelledImage
-from .errors import BadImageError
 from .images import load_image, make_thumbnail
 
 BUILD_CHUNK = 256

@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DatasetError
+from ..errors import DatasetError
 from .images import is_image_path
 
 

@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Sequence
 import hnswlib
 import numpy as np
 
-from .atomic import fsync_file, write_json_atomic
+from ..storage.atomic import fsync_file, write_json_atomic
 from .hugepages import huge_pages_for_new_mappings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .memory import VisualMemory
+from ..memory import VisualMemory
 
 DEFAULT_QUANTILE = 0.99
 

@@ -21,9 +21,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import DatasetError, VmemError
-from .neighbour_cache import NeighbourCache, exact_top_k
-from .voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, RULES, check_rule, prepare_votes, vote_all_k
+from ..errors import DatasetError, VmemError
+from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, RULES, check_rule, prepare_votes, vote_all_k
+from .neighbor_cache import NeighborCache, exact_top_k
 
 Progress = Callable[[int, int], None]
 DEFAULT_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -72,7 +72,7 @@ def best_over_k(curve: np.ndarray) -> dict:
     return {"k": k, "accuracy": float(curve[k - 1])}
 
 
-def _curves(cache: NeighbourCache, positions, distances, rules, memory_labels=None, reliability=None):
+def _curves(cache: NeighborCache, positions, distances, rules, memory_labels=None, reliability=None):
     labels = cache.memory_labels if memory_labels is None else memory_labels
     return {check_rule(rule): accuracy_every_k(*predictions_every_k(positions, distances, labels, cache.query_labels,
                                                                      rule, reliability))
@@ -100,19 +100,19 @@ class AccuracyCurves:
                 "hit_rate": _round(self.hit_rate), "queries": self.queries}
 
 
-def hit_rate_every_k(neighbour_labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray:
+def hit_rate_every_k(neighbor_labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray:
     """Fraction of rows whose true label appears among the first k neighbours, for k = 1..K.
 
     >>> hit_rate_every_k(np.array([["a", "b"], ["b", "b"]]), np.array(["b", "a"])).tolist()
     [0.0, 0.5]
     """
-    if neighbour_labels.shape[1] == 0 or len(true_labels) == 0:
-        return np.zeros(neighbour_labels.shape[1])
-    hits = np.logical_or.accumulate(neighbour_labels == np.asarray(true_labels)[:, None], axis=1)
+    if neighbor_labels.shape[1] == 0 or len(true_labels) == 0:
+        return np.zeros(neighbor_labels.shape[1])
+    hits = np.logical_or.accumulate(neighbor_labels == np.asarray(true_labels)[:, None], axis=1)
     return hits.mean(axis=0)
 
 
-def accuracy_and_hit_rate(cache: NeighbourCache, rules: Sequence[str] = RULES) -> AccuracyCurves:
+def accuracy_and_hit_rate(cache: NeighborCache, rules: Sequence[str] = RULES) -> AccuracyCurves:
     """Experiment 1: every rule's accuracy and the hit rate at every k = 1..K of the cache."""
     curves = _curves(cache, cache.positions, cache.distances, rules)
     hit = hit_rate_every_k(cache.memory_labels[cache.positions], cache.query_labels)
@@ -121,7 +121,7 @@ def accuracy_and_hit_rate(cache: NeighbourCache, rules: Sequence[str] = RULES) -
 
 # --- 2. memory size -------------------------------------------------------------------------------------------------
 def memory_size_sweep(
-    cache: NeighbourCache,
+    cache: NeighborCache,
     per_class: Sequence[int] = DEFAULT_SIZES,
     seeds: Sequence[int] = (0, 1, 2),
     rules: Sequence[str] = RULES,
@@ -211,7 +211,7 @@ class NewClassesResult:
                 "new_after": self.new_after}
 
 
-def _check_labels(cache: NeighbourCache, labels: Sequence[str], what: str) -> list[str]:
+def _check_labels(cache: NeighborCache, labels: Sequence[str], what: str) -> list[str]:
     known = set(cache.memory_labels.tolist())
     labels = list(dict.fromkeys(labels))
     unknown = [label for label in labels if label not in known]
@@ -224,7 +224,7 @@ def _check_labels(cache: NeighbourCache, labels: Sequence[str], what: str) -> li
 
 
 def new_classes(
-    cache: NeighbourCache, new_labels: Sequence[str], rules: Sequence[str] = RULES, k: int = DEFAULT_FIXED_K
+    cache: NeighborCache, new_labels: Sequence[str], rules: Sequence[str] = RULES, k: int = DEFAULT_FIXED_K
 ) -> NewClassesResult:
     """Experiment 3: memory of the other classes, then `new_labels` added: old-class accuracy before and after
     (forgetting), new-class accuracy after."""
@@ -241,7 +241,7 @@ def new_classes(
 
 
 # --- 4. pruning -----------------------------------------------------------------------------------------------------
-def reliability_from_loo(loo: NeighbourCache, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
+def reliability_from_loo(loo: NeighborCache, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
     """v per memory item: how often it is among the top-N leave-one-out neighbours of a differently-labelled item
     (the same definition as VisualMemory.reliability, over the cache's exact search)."""
     if (loo.self_positions < 0).any():
@@ -270,7 +270,7 @@ class PruningResult:
 
 
 def pruning_comparison(
-    cache: NeighbourCache, reliability: np.ndarray, rules: Sequence[str] = RULES,
+    cache: NeighborCache, reliability: np.ndarray, rules: Sequence[str] = RULES,
     threshold: float = DEFAULT_HARD_THRESHOLD,
 ) -> PruningResult:
     """Experiment 4: accuracy curves with no pruning, hard pruning (skip v >= threshold, ranks renumbered over the
@@ -309,7 +309,7 @@ def flip_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarra
 
 
 def label_noise(
-    cache: NeighbourCache, fractions: Sequence[float] = DEFAULT_NOISE, rules: Sequence[str] = RULES,
+    cache: NeighborCache, fractions: Sequence[float] = DEFAULT_NOISE, rules: Sequence[str] = RULES,
     k: int = DEFAULT_FIXED_K, seed: int = 0,
 ):
     """Experiment 5: accuracy per rule when a fraction of memory labels is wrong. DataFrame: noise, rule,
@@ -366,21 +366,21 @@ def load_taxonomy(path: Path) -> Taxonomy:
     return Taxonomy(tuple(header), tuple(mappings))
 
 
-def _check_taxonomy(cache: NeighbourCache, taxonomy: Taxonomy) -> None:
+def _check_taxonomy(cache: NeighborCache, taxonomy: Taxonomy) -> None:
     missing = sorted(set(cache.memory_labels.tolist()) - set(taxonomy.mappings[0]))
     if missing:
         raise VmemError(f"the taxonomy has no row for memory label(s): {', '.join(missing)}")
 
 
 def taxonomy_accuracy(
-    cache: NeighbourCache, taxonomy: Taxonomy, rules: Sequence[str] = RULES, k: int = DEFAULT_FIXED_K
+    cache: NeighborCache, taxonomy: Taxonomy, rules: Sequence[str] = RULES, k: int = DEFAULT_FIXED_K
 ) -> dict[str, dict[str, float]]:
     """Experiment 6a: accuracy at each level (memory and query labels mapped to that level before voting):
     level -> rule -> accuracy at k."""
     _check_taxonomy(cache, taxonomy)
     out = {}
     for level, name in enumerate(taxonomy.levels):
-        mapped = NeighbourCache(cache.memory_vectors, taxonomy.map(cache.memory_labels, level), cache.query_vectors,
+        mapped = NeighborCache(cache.memory_vectors, taxonomy.map(cache.memory_labels, level), cache.query_vectors,
                                 taxonomy.map(cache.query_labels, level), cache.positions, cache.distances,
                                 cache.self_positions)
         out[name] = {r: _at(c, k) for r, c in _curves(mapped, mapped.positions, mapped.distances, rules).items()}
@@ -388,7 +388,7 @@ def taxonomy_accuracy(
 
 
 def held_out_class_levels(
-    cache: NeighbourCache, taxonomy: Taxonomy, held_out: str, added: Sequence[int] = DEFAULT_ADDED,
+    cache: NeighborCache, taxonomy: Taxonomy, held_out: str, added: Sequence[int] = DEFAULT_ADDED,
     seeds: Sequence[int] = (0, 1, 2), rule: str = "rank",
 ):
     """Experiment 6b: queries of a class the memory lacks, then with n = 0, 1, 2, 5, ... of its exemplars added;
@@ -466,7 +466,7 @@ class OodResult:
         return {"edges": _round(edges), "in": _round(fraction[0]), "out": _round(fraction[1])}
 
 
-def ood_auroc(cache: NeighbourCache, held_out: Sequence[str], k: int = 1) -> OodResult:
+def ood_auroc(cache: NeighborCache, held_out: Sequence[str], k: int = 1) -> OodResult:
     """Experiment 7: memory without the `held_out` classes; score = mean distance to the k nearest exemplars;
     AUROC of held-out-class queries (out) against the other queries (in)."""
     held_out = _check_labels(cache, held_out, "held-out classes must be memory labels")
@@ -476,7 +476,7 @@ def ood_auroc(cache: NeighbourCache, held_out: Sequence[str], k: int = 1) -> Ood
     return OodResult(held_out, k, auroc(scores[~out], scores[out]), scores[~out], scores[out])
 
 
-def ood_auroc_of_images(cache: NeighbourCache, outside_vectors: np.ndarray, k: int = 1) -> OodResult:
+def ood_auroc_of_images(cache: NeighborCache, outside_vectors: np.ndarray, k: int = 1) -> OodResult:
     """AUROC of other images (e.g. natural photos) against the cache's queries, by the same distance score."""
     _, inside = exact_top_k(cache.query_vectors, cache.memory_vectors, k)
     _, outside = exact_top_k(np.asarray(outside_vectors, np.float32), cache.memory_vectors, k)

@@ -12,12 +12,12 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .datasets import LabelledImage, scan_dataset
-from .errors import BadImageError, DatasetError, VmemError
+from ..errors import BadImageError, DatasetError, VmemError
+from ..ingest.datasets import LabelledImage, scan_dataset
+from ..ingest.images import load_image
+from ..memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
+from ..voting import DEFAULT_HARD_THRESHOLD, RULES, check_rule
 from .experiments import DEFAULT_FIXED_K, hit_rate_every_k
-from .images import load_image
-from .memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
-from .voting import DEFAULT_HARD_THRESHOLD, RULES, check_rule
 
 DEFAULT_K_MAX = 100
 BEST_LABEL = "best-over-k (k chosen on these same queries: an optimistic figure; compare with a fixed k)"
@@ -202,7 +202,7 @@ def accuracy_vs_memory_size(
         DataFrame with columns per_class, seed, exemplars, accuracy.
     """
     from .experiments import memory_size_sweep
-    from .neighbour_cache import build_cache, memory_arrays
+    from .neighbor_cache import build_cache, memory_arrays
 
     _, vectors, labels = memory_arrays(memory)
     if not len(labels):
@@ -252,9 +252,9 @@ def run_experiments(
         ood_embeddings: extra out-of-distribution images (e.g. photos) scored against the queries in "ood".
 
     Returns:
-        experiment name -> JSON-ready dict (see each function in `vmem_core.experiments`).
+        experiment name -> JSON-ready dict (see each function in `vmem_core.analysis.experiments`).
     """
-    from .neighbour_cache import memory_arrays
+    from .neighbor_cache import memory_arrays
 
     _, vectors, labels = memory_arrays(memory)
     return run_experiments_on_arrays(vectors, labels, query_embeddings, true_labels, experiments, options, progress,
@@ -273,7 +273,7 @@ def run_experiments_on_arrays(
 ) -> dict[str, dict]:
     """`run_experiments` over a memory given as unit vectors and labels (no VisualMemory needed)."""
     from . import experiments as ex
-    from .neighbour_cache import build_cache
+    from .neighbor_cache import build_cache
 
     labels = np.asarray(list(labels), dtype=object)
     unknown = [name for name in experiments if name not in EXPERIMENTS]

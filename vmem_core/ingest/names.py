@@ -14,7 +14,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Optional
 
-from .errors import VmemError
+from ..errors import VmemError
 
 # Unicode category -> what the error calls it. Line and paragraph separators count: str.splitlines() and many
 # viewers break lines there, so a label holding one would not be one line.

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ..errors import MemoryFormatError, MemoryLockedError, UnknownIdError
 from .atomic import fsync_dir, fsync_file
 from .audit import GENESIS, AuditEntry, canonical, default_actor, entry_hash, id_summary
-from .errors import MemoryFormatError, MemoryLockedError, UnknownIdError
 from .locks import ReadWriteLock
 from .vault import Vault
 

@@ -7,8 +7,8 @@ from typing import Mapping, Optional
 import numpy as np
 import plotly.graph_objects as go
 
+from ..memory import Classification
 from .evaluate import EvalResult
-from .memory import Classification
 
 WINNER = "#1f77b4"
 OTHER = "#c7c7c7"

@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import VmemError
+from ..errors import VmemError
 
 Progress = Callable[[int, int], None]
 QUERY_BLOCK = 1024
@@ -70,7 +70,7 @@ def exact_top_k(
 
 
 @dataclass
-class NeighbourCache:
+class NeighborCache:
     """Each query's K nearest memory items (positions into the memory arrays), nearest first.
 
     `self_positions[i]` is query i's own position in the memory for leave-one-out caches (-1 otherwise); it is never
@@ -126,7 +126,7 @@ class NeighbourCache:
     def subset_queries(self, rows: np.ndarray) -> "NeighbourCache":
         """The same cache for a subset of the queries."""
         rows = np.asarray(rows)
-        return NeighbourCache(self.memory_vectors, self.memory_labels, self.query_vectors[rows],
+        return NeighborCache(self.memory_vectors, self.memory_labels, self.query_vectors[rows],
                               self.query_labels[rows], self.positions[rows], self.distances[rows],
                               self.self_positions[rows])
 
@@ -138,7 +138,7 @@ def build_cache(
     query_labels: Optional[Sequence[str]] = None,
     k: int = 100,
     progress: Optional[Progress] = None,
-) -> NeighbourCache:
+) -> NeighborCache:
     """Search once: each query's k nearest memory items. Without queries, the memory items themselves are the
     queries, each with its k nearest *other* items (leave-one-out: K + 1 searched, itself removed)."""
     memory_vectors = np.asarray(memory_vectors, dtype=np.float32)
@@ -150,7 +150,7 @@ def build_cache(
     if query_vectors is None:
         own = np.arange(len(memory_vectors), dtype=np.int64)
         positions, distances = exact_top_k(memory_vectors, memory_vectors, k, own, progress)
-        return NeighbourCache(memory_vectors, memory_labels, memory_vectors, memory_labels, positions, distances, own)
+        return NeighborCache(memory_vectors, memory_labels, memory_vectors, memory_labels, positions, distances, own)
     query_vectors = np.asarray(query_vectors, dtype=np.float32)
     query_labels = np.asarray(list(query_labels if query_labels is not None else [None] * len(query_vectors)),
                               dtype=object)
@@ -159,7 +159,7 @@ def build_cache(
     if len(query_vectors) != len(query_labels):
         raise VmemError(f"{len(query_vectors)} query vectors but {len(query_labels)} labels")
     positions, distances = exact_top_k(query_vectors, memory_vectors, k, None, progress)
-    return NeighbourCache(memory_vectors, memory_labels, query_vectors, query_labels, positions, distances,
+    return NeighborCache(memory_vectors, memory_labels, query_vectors, query_labels, positions, distances,
                           np.full(len(query_vectors), -1, dtype=np.int64))
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .memory import BuildReport, VisualMemory
-from .resources import sample_data
+from ..memory import BuildReport, VisualMemory
+from ..resources import sample_data
 
 log = logging.getLogger(__name__)
 

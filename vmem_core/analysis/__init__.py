@@ -1,0 +1,1 @@
+"""Questions asked of a memory: evaluation, the experiments, attribution, curation, OOD, plots."""
