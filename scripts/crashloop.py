@@ -17,7 +17,7 @@ child after a random delay (sometimes before it has even finished opening the me
   live exemplar returns exactly them).
 
 It stops at the first inconsistency (exit status 1) and prints kills per operation. The memory uses the cheap
-`test-pixels` encoder of tests/conftest.py: the encoder plays no part in what is checked.
+`test-pixels` encoder of tests/helpers.py: the encoder plays no part in what is checked.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ ENCODER = "test-pixels"
 MAX_BUILD_IMAGES = 8  # below vmem_core.memory.BUILD_CHUNK: each build is one transaction, applied whole or not at all
 SIZE_CAP = 400  # rows: above this the child deletes and purges more than it adds, so rounds stay quick
 PRELOAD = ["numpy", "duckdb", "hnswlib", "PIL.Image", "pandas", "vmem_core.memory", "vmem_core.unlearn",
-           "tests.conftest"]
+           "tests.helpers"]
 
 
 # --- the child --------------------------------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def _random_png(rng: random.Random) -> bytes:
 
 def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -> None:
     """Run operations on the memory until killed, logging intents and acknowledgements durably."""
-    import tests.conftest  # noqa: F401 - registers the test-pixels encoder
+    import tests.helpers  # noqa: F401 - registers the test-pixels encoder
     from vmem_core import VisualMemory
     from vmem_core.unlearn import purge
 
@@ -315,7 +315,7 @@ class _RecoveryCounter(logging.Handler):
 def run(kills: int, workdir: Path, seed: int = 1, max_delay: float = 0.6,
         out=sys.stderr) -> Figures:
     """Kill `kills` children at random moments; stop at the first inconsistency."""
-    import tests.conftest  # noqa: F401 - registers the test-pixels encoder
+    import tests.helpers  # noqa: F401 - registers the test-pixels encoder
 
     rng = random.Random(seed)
     figures = Figures()

@@ -2,51 +2,16 @@
 
 from __future__ import annotations
 
-import io
+import json
 import shutil
-import subprocess
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from streamlit.testing.v1 import AppTest
 
-from vmem_core import VisualMemory, register_encoder
-from vmem_core.encoders import BatchedEncoder
+from vmem_core import VisualMemory
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "data" / "fashion-mnist"
-
-
-class PixelEncoder(BatchedEncoder):
-    """8x8 greyscale pixels, centred: a deterministic stand-in encoder for storage and CLI tests."""
-
-    name = "test-pixels"
-    identity = "test-pixels:v1"
-    dim = 64
-
-    def encode_batch(self, images):
-        rows = [np.asarray(im.convert("L").resize((8, 8), Image.BILINEAR), np.float32).ravel() for im in images]
-        rows = np.stack(rows) - 127.5
-        rows[:, 0] += 1e-3  # never a zero vector, even for a flat grey image
-        return rows
-
-
-class OtherPixelEncoder(PixelEncoder):
-    name = "test-pixels-other"
-    identity = "test-pixels-other:v1"
-
-
-register_encoder("test-pixels", lambda rest, **kw: PixelEncoder())
-register_encoder("test-pixels-other", lambda rest, **kw: OtherPixelEncoder())
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
+from .helpers import REPO, SAMPLE, TIMEOUT, TINY_CLIP  # importing helpers registers the test encoders
 
 
 @pytest.fixture
@@ -71,29 +36,35 @@ def memory(tmp_path: Path, small_folder: Path):
         pass
 
 
-def memory_state(path: Path) -> dict:
-    """Everything observable about a memory, read back from disk in a fresh handle."""
-    with VisualMemory.open(path) as mem:
-        frame = mem.browse(include_deleted=True, limit=1_000_000)
-        return {
-            "rows": frame.drop(columns=["thumbnail"]).to_dict("records"),
-            "stats": {k: v for k, v in mem.stats().items() if k not in ("bytes", "bytes_per_exemplar")},
-            "live": sorted(mem._index.live_ids().tolist()),
-        }
+@pytest.fixture
+def app(tmp_path, small_folder, monkeypatch):
+    path = tmp_path / "app.vmem"
+    with VisualMemory.create(path, encoder="test-pixels") as memory:
+        memory.build(small_folder)
+    monkeypatch.setenv("VMEM_MEMORY", str(path))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
 
 
-@contextmanager
-def database_held_elsewhere(path: Path):
-    """Another process (not a vmem app: it serves no commands) holding the memory's database open."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb, time; c = duckdb.connect({str(path / 'memory.duckdb')!r}); print('ready', flush=True);"
-         " time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait()
+@pytest.fixture(scope="module")
+def clip_memory(tmp_path_factory):
+    import open_clip
+    import torch
+
+    root = tmp_path_factory.mktemp("clip")
+    config = root / "vmem-tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    checkpoint = root / "tiny.pt"
+    torch.save(open_clip.create_model("vmem-tiny-clip").state_dict(), checkpoint)
+    data = root / "data"
+    for label in ("bag", "sneaker", "trouser"):
+        (data / label).mkdir(parents=True)
+        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:4]:
+            (data / label / path.name).write_bytes(path.read_bytes())
+    with VisualMemory.create(root / "mem", encoder=f"open_clip:vmem-tiny-clip:{checkpoint}") as memory:
+        memory.build(data)
+    return root / "mem"

@@ -1,33 +1,12 @@
 """Every page of the Streamlit app, driven in-process with AppTest on a small memory (pixel encoder)."""
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from vmem_core import VisualMemory
 from vmem_core.encoders import load_encoder
 
-from .conftest import REPO, SAMPLE, png_bytes
-
-TIMEOUT = 120
-
-
-@pytest.fixture
-def app(tmp_path, small_folder, monkeypatch):
-    path = tmp_path / "app.vmem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.build(small_folder)
-    monkeypatch.setenv("VMEM_MEMORY", str(path))
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def texts(at) -> str:
-    parts = [e.value for kind in ("title", "subheader", "markdown", "caption", "success", "warning", "error", "info")
-             for e in getattr(at, kind)]
-    return "\n".join(str(p) for p in parts)
+from .helpers import REPO, SAMPLE, TIMEOUT, png_bytes, texts
 
 
 def test_classify_shows_prediction_scores_and_neighbors(app):

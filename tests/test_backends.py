@@ -16,7 +16,7 @@ from vmem_core import VisualMemory
 from vmem_core.errors import VmemError
 from vmem_core.unlearn import byte_patterns, byte_scan, purge
 
-from .conftest import REPO
+from .helpers import REPO
 from .optional import require
 
 BACKENDS = ["hnswlib", "milvus"]
@@ -157,7 +157,7 @@ def test_state_survives_reopen(filled, data):
 def search_beam(memory) -> int:
     """The ef the backend searches with now (hnswlib's own setting; the Milvus request's)."""
     backend = memory.index_backend
-    return backend.index._index.ef if backend.name == "hnswlib" else backend.params.ef_search
+    return backend.index._index.ef if backend.name == "hnswlib" else backend.params.ef_search  # hnswlib keeps its own
 
 
 def test_search_beam_changes_at_once_and_survives_reopen(filled, data):
@@ -184,7 +184,7 @@ def test_search_beam_changes_at_once_and_survives_reopen(filled, data):
 CRASH_AFTER_COMMIT = """
 import os, sys
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
-import numpy as np, conftest
+import numpy as np, helpers
 from vmem_core import VisualMemory
 from vmem_core.errors import VmemError
 mem = VisualMemory.open({path!r})

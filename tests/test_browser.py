@@ -8,7 +8,7 @@ import pytest
 from vmem_core import VisualMemory
 
 from .browser import browser_available, chromium, streamlit_server, wait_for
-from .conftest import SAMPLE
+from .helpers import SAMPLE
 
 pytestmark = pytest.mark.skipif(
     not browser_available() and not os.environ.get("CI"),
@@ -29,6 +29,7 @@ def real_memory(tmp_path_factory):
     return root / "mem.vmem"
 
 
+@pytest.mark.slow
 def test_upload_shows_prediction_and_neighbor_gallery(real_memory):
     from selenium.webdriver.common.by import By
 

@@ -18,7 +18,7 @@ from PIL import Image
 from vmem_core import BadImageError, VisualMemory
 from vmem_core.ingest.datasets import scan_dataset
 
-from .conftest import REPO, PixelEncoder
+from .helpers import REPO, PixelEncoder
 
 RECORD = PixelEncoder.dim * 4  # bytes per vector in the vault
 
@@ -73,17 +73,18 @@ def test_strict_build_commits_the_chunks_before_the_bad_image(tmp_path):
 SLOW_BUILD = """
 import sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
-import conftest
-original = conftest.PixelEncoder.encode_batch
+import helpers  # registers the test encoder
+original = helpers.PixelEncoder.encode_batch
 def slow(self, images):
     time.sleep(0.02)  # keeps the build running long enough to be killed in the middle
     return original(self, images)
-conftest.PixelEncoder.encode_batch = slow
+helpers.PixelEncoder.encode_batch = slow
 from vmem_core.cli import main
 sys.exit(main(["build", {data!r}, "--memory", {memory!r}, "--encoder", "test-pixels", "--json"]))
 """
 
 
+@pytest.mark.slow
 def test_build_killed_halfway_resumes_without_duplicates_or_loss(tmp_path):
     count = 3000
     root = make_folder(tmp_path / "data", count)
@@ -107,7 +108,7 @@ def test_build_killed_halfway_resumes_without_duplicates_or_loss(tmp_path):
         committed = len(mem)
     assert 0 < committed < count, committed
 
-    rerun = subprocess.run([sys.executable, "-c", script.replace("conftest.PixelEncoder.encode_batch = slow", "")],
+    rerun = subprocess.run([sys.executable, "-c", script.replace("helpers.PixelEncoder.encode_batch = slow", "")],
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads(rerun.stdout)
@@ -121,7 +122,7 @@ def test_build_killed_halfway_resumes_without_duplicates_or_loss(tmp_path):
         ids, stored = mem.embeddings()
         by_source = dict(zip(frame.set_index("id").loc[ids, "source"], stored))
         assert all(np.allclose(by_source[s], v, atol=1e-6) for s, v in expected.items())
-        assert sorted(mem._index.live_ids().tolist()) == list(range(count))
+        assert sorted(mem.index_backend.live_ids().tolist()) == list(range(count))
         found, _ = mem.search(stored[::97], 1)
         assert found[:, 0].tolist() == ids[::97].tolist()
         assert mem.verify_audit().ok

@@ -10,15 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SAMPLE
-from .test_images import png_header_only
-
-
-def vmem(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "vmem_core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
-        timeout=600,
-    )
+from .helpers import REPO, SAMPLE, png_header_only, vmem
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +33,7 @@ def built(tmp_path_factory, subset) -> Path:
     return memory
 
 
+@pytest.mark.slow
 def test_classify_json_contract(built):
     queries = [sorted((SAMPLE / "queries" / label).glob("*.png"))[0] for label in ("trouser", "bag")]
     result = vmem("classify", built, *queries, "--k", "7", "--voting", "plurality", "--json")
@@ -59,6 +52,7 @@ def test_classify_json_contract(built):
     assert [item["label"] for item in payload] == ["trouser", "bag"]
 
 
+@pytest.mark.slow
 def test_stats_json_contract(built):
     result = vmem("stats", built, "--json")
     stats = json.loads(result.stdout)
@@ -69,6 +63,7 @@ def test_stats_json_contract(built):
     assert f"index: hnswlib at {Path(built) / 'index'}, 150 searchable" in text
 
 
+@pytest.mark.slow
 def test_eval_json_contract(built):
     result = vmem("eval", built, SAMPLE / "queries", "--k-max", "30", "--json")
     assert result.returncode == 0, result.stderr
@@ -83,6 +78,7 @@ def test_eval_json_contract(built):
     assert payload["accuracy"]["rank"][9] > 0.6  # 15 exemplars per class already classify most queries
 
 
+@pytest.mark.slow
 def test_add_delete_restore_round_trip(tmp_path, built):
     memory = tmp_path / "copy.vmem"
     shutil.copytree(built, memory)
@@ -154,6 +150,7 @@ def test_wrong_encoder_is_refused(tmp_path, subset):
     assert "built with encoder 'open_clip:RN50:openai'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_sample_memory_accuracy(tmp_path):
     """The shipped sample: 1,000 exemplars, 200 held-out queries. Rank voting at k=10 must beat 0.75."""
     memory = tmp_path / "sample.vmem"
@@ -189,6 +186,7 @@ def test_vmem_app_serves_the_memory(built):
         server.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_delete_warns_of_near_duplicates_and_purge_certifies(tmp_path, built):
     memory = tmp_path / "copy.vmem"
     shutil.copytree(built, memory)
@@ -216,6 +214,7 @@ def test_delete_warns_of_near_duplicates_and_purge_certifies(tmp_path, built):
     assert [entry["action"] for entry in log][-4:] == ["add", "add", "delete", "purge"]
 
 
+@pytest.mark.slow
 def test_build_sets_a_new_memorys_index_parameters_and_keeps_an_old_ones(tmp_path, subset):
     memory = tmp_path / "tuned.vmem"
     result = vmem("build", subset, "--memory", memory, "--index-m", 8, "--index-ef-construction", 40,
@@ -247,6 +246,7 @@ def test_build_refuses_a_non_positive_index_parameter(tmp_path, subset):
     assert not memory.exists()
 
 
+@pytest.mark.slow
 def test_tune_changes_the_search_beam_and_keeps_it(tmp_path, built):
     memory = tmp_path / "tune.vmem"
     shutil.copytree(built, memory)

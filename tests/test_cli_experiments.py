@@ -9,7 +9,7 @@ import pytest
 from vmem_core import VisualMemory
 from vmem_core.cli import main
 
-from .conftest import SAMPLE
+from .helpers import SAMPLE
 
 TAXONOMY = SAMPLE / "taxonomy.csv"
 

@@ -4,11 +4,12 @@ import queue
 import threading
 
 import numpy as np
+import pytest
 
 from vmem_core import UnknownIdError, VisualMemory
 from vmem_core.backends.hnsw_index import EXACT_SEARCH_BELOW
 
-from .conftest import png_bytes
+from .helpers import png_bytes
 
 ROUNDS = 25
 
@@ -33,6 +34,7 @@ def run_threads(*targets) -> list[BaseException]:
     return errors
 
 
+@pytest.mark.slow
 def test_sessions_hammering_one_memory_never_corrupt_it(memory):
     rng = np.random.default_rng(3)
     probes = memory.embeddings()[1]
@@ -86,7 +88,7 @@ def test_sessions_hammering_one_memory_never_corrupt_it(memory):
     assert not errors, errors
 
     live = sorted(memory.table.ids.tolist())
-    assert sorted(memory._index.live_ids().tolist()) == live  # index and database agree
+    assert sorted(memory.index_backend.live_ids().tolist()) == live  # index and database agree
     assert live == sorted(memory.browse(limit=10**6)["id"].tolist())
     assert set(live) == set(range(12)) | set(bulk) | set(kept["a"]) | set(kept["b"]) | set(kept["relabelled"])
     assert memory.verify_audit().ok
@@ -95,5 +97,5 @@ def test_sessions_hammering_one_memory_never_corrupt_it(memory):
     path = memory.path
     memory.close()
     with VisualMemory.open(path) as reopened:  # what the threads left is what the files hold
-        assert sorted(reopened._index.live_ids().tolist()) == live
+        assert sorted(reopened.index_backend.live_ids().tolist()) == live
         assert reopened.stats()["labels"] == labels

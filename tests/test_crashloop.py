@@ -3,12 +3,14 @@
 import importlib
 
 import numpy as np
+import pytest
 
-from .conftest import REPO
+from .helpers import REPO
 
 CI_KILLS = 30
 
 
+@pytest.mark.slow
 def test_random_kills_leave_a_consistent_memory(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "scripts"))  # the forkserver's children import the script by name
     crashloop = importlib.import_module("crashloop")
@@ -29,7 +31,7 @@ def test_an_add_killed_midway_must_be_whole_or_absent(tmp_path, monkeypatch):
     from vmem_core import VisualMemory
     from vmem_core.memory import BUILD_CHUNK
 
-    from .conftest import png_bytes
+    from .helpers import png_bytes
 
     assert crashloop.MAX_BUILD_IMAGES < BUILD_CHUNK
     path = tmp_path / "m.vmem"

@@ -10,7 +10,7 @@ from PIL import Image
 from vmem_core import EncoderError, load_encoder
 from vmem_core.encoders import Encoder
 
-from .conftest import SAMPLE
+from .helpers import SAMPLE, TINY_CLIP
 
 # ImageNet-1k class indices
 EGYPTIAN_CAT, ESPRESSO, MISSILE = 285, 967, 657
@@ -34,6 +34,7 @@ def test_default_encoder_is_the_real_pretrained_network(reference):
     assert top1 == [EGYPTIAN_CAT, ESPRESSO, MISSILE]
 
 
+@pytest.mark.slow
 def test_fast_runtime_matches_torch_reference(fast, reference):
     assert fast.runtime == "onnx" and reference.runtime == "torch"
     images = [Image.open(p) for p in sorted((SAMPLE / "queries").glob("*/*.png"))[::20]]
@@ -60,6 +61,7 @@ def test_progress_is_reported_per_batch(fast):
     assert calls == [(2, 5), (4, 5), (5, 5)]
 
 
+@pytest.mark.slow
 def test_damaged_onnx_cache_is_exported_again(tmp_path, monkeypatch):
     from vmem_core.encoders.efficientnet import EfficientNetLite0Encoder
 
@@ -86,12 +88,6 @@ def test_bad_encoder_names(name, message):
     with pytest.raises(EncoderError, match=message):
         load_encoder(name)
 
-
-TINY_CLIP = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 def test_open_clip_local_checkpoint_round_trip(tmp_path: Path):

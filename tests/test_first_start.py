@@ -13,9 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from vmem_core import VisualMemory
 from vmem_core.ingest.datasets import scan_dataset
-from vmem_core.ingest.sample import build_sample_memory, completeness
+from vmem_core.sample_memory import build_sample_memory, completeness
 
-from .conftest import REPO, SAMPLE
+from .helpers import REPO, SAMPLE
 
 PAGES = sorted(p.name for p in (REPO / "pages").glob("*.py"))
 

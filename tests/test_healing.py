@@ -55,7 +55,7 @@ def test_snapshot_damage_heals_with_one_log_line(memory, how, caplog):
         damage_snapshot(path, how)
     with caplog.at_level(logging.INFO, logger="vmem_core"), VisualMemory.open(path) as mem:
         lines = [r for r in caplog.records if r.name.startswith("vmem_core")]
-        live = sorted(mem._index.live_ids().tolist())
+        live = sorted(mem.index_backend.live_ids().tolist())
         assert live == sorted(mem.table.ids.tolist())  # index and database agree: nothing lost
         if how == "behind":
             assert live == [i for i in range(14) if i not in (1, 5)] and "renamed" in mem.labels

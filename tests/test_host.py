@@ -15,9 +15,7 @@ from vmem_core import VisualMemory
 from vmem_core.host import HOST_FILE
 
 from .browser import browser_available, chromium, streamlit_server, wait_for
-from .conftest import REPO, SAMPLE, database_held_elsewhere, png_bytes
-from .test_app import TIMEOUT, app  # noqa: F401 - app is a fixture used here
-from .test_cli import vmem
+from .helpers import REPO, SAMPLE, TIMEOUT, database_held_elsewhere, png_bytes, vmem
 
 
 @pytest.fixture
@@ -27,6 +25,7 @@ def app_holding(app):
     return app, Path(os.environ["VMEM_MEMORY"])
 
 
+@pytest.mark.slow
 def test_cli_commands_run_in_the_app_and_the_app_sees_them(app_holding, tmp_path):
     at, path = app_holding
     assert (path / HOST_FILE).stat().st_mode & 0o077 == 0  # the token is for the memory's owner only
@@ -118,6 +117,7 @@ def test_host_refuses_requests_without_its_token(app_holding):
 
 @pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
                     reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+@pytest.mark.slow
 def test_cli_beside_a_running_app_server(tmp_path):
     """The real thing: `streamlit run` in a subprocess with a browser session open on it, `vmem` in another."""
     from selenium.webdriver.common.by import By

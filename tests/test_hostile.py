@@ -18,10 +18,7 @@ from vmem_core.ingest.datasets import extract_labelled_zip
 from vmem_core.ingest.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_MEGABYTES, load_image
 from vmem_core.ingest.names import BadLabelError, check_label, upload_name
 
-from .conftest import REPO, memory_state, png_bytes
-from .test_app import app, texts  # noqa: F401 - app is a fixture used here
-from .test_cli import vmem
-from .test_images import png_header_only
+from .helpers import REPO, memory_state, png_bytes, png_header_only, texts, vmem
 
 ODD_LABELS = [
     "it's", 'say "hi"', "a; DROP TABLE exemplars; --", "x'); DELETE FROM exemplars; --", "Ελληνικά", "中文标签",
@@ -89,7 +86,7 @@ def test_invisible_labels_change_nothing_wherever_labels_enter(memory, small_fol
     table = tmp_path / "labels.csv"
     table.write_text("path,label\n" + f"{data / 'aaa' / image.name},aaa\n{data / 'aaa' / image.name},bag\ufeff\n")
     with VisualMemory.open(path) as mem:
-        refused = f"invisible format character U\\+202E RIGHT-TO-LEFT OVERRIDE at position 0"
+        refused = "invisible format character U\\+202E RIGHT-TO-LEFT OVERRIDE at position 0"
         with pytest.raises(BadLabelError, match=refused):
             mem.add_embeddings(np.ones((1, 64)), [label])
         with pytest.raises(BadLabelError, match=refused):
@@ -136,6 +133,7 @@ def test_control_characters_in_labels_are_refused_and_change_nothing(memory, lab
     assert memory_state(path) == before
 
 
+@pytest.mark.slow
 def test_cli_shows_odd_labels_and_refuses_control_characters(tmp_path):
     path = tmp_path / "mem.vmem"
     image = tmp_path / "img.png"

@@ -61,6 +61,7 @@ def test_only_the_blocks_own_new_mapping_is_advised():
     other.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not THP_ON, reason="transparent huge pages are switched off on this machine")
 def test_index_built_and_loaded_sits_on_huge_pages(tmp_path):
     vectors = unit_vectors(30_000, seed=0)  # ~61 MB of vectors in hnswlib's block (numpy's own copy is advised by numpy)
@@ -81,6 +82,7 @@ def test_index_built_and_loaded_sits_on_huge_pages(tmp_path):
     assert np.array_equal(found_ids, expected_ids)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not THP_ON, reason="transparent huge pages are switched off on this machine")
 def test_growing_index_is_advised_after_resize():
     index = AnnIndex(DIM, IndexParams(M=8, ef_construction=16, ef_search=32), capacity=1024)

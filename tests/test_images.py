@@ -1,7 +1,5 @@
 """Hostile and odd image inputs: each a one-line BadImageError naming the file, raised before any write."""
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +9,7 @@ from PIL import Image
 from vmem_core.errors import BadImageError
 from vmem_core.ingest.images import MAX_IMAGE_PIXELS, load_image, make_thumbnail
 
-from .conftest import png_bytes
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG whose header claims width x height (a decompression bomb needs no real pixels to test)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+from .helpers import png_bytes, png_header_only
 
 
 def test_decompression_bomb_rejected_from_header(tmp_path: Path):

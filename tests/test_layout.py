@@ -9,7 +9,7 @@ import pytest
 
 from vmem_core.cli import build_parser
 
-from .conftest import REPO
+from .helpers import REPO
 
 # module -> the only places in vmem_core allowed to import it
 EDGES = {
@@ -134,6 +134,57 @@ def test_pages_use_the_library_never_the_cli():
     assert not offenders, f"pages importing the CLI: {offenders}"
 
 
+# Layers, lowest first: a module imports only from its own layer or below. The folders name the layers.
+LAYERS = [
+    ("errors",),
+    ("storage", "resources"),
+    ("backends", "encoders"),
+    ("ingest", "voting", "label_table"),
+    ("memory", "unlearn", "host", "sample_memory"),
+    ("analysis",),
+    ("rerank",),
+    ("cli", "ui", "__main__", ""),  # the faces: the command line, the app's helpers, the package's public API
+]
+# deliberate exceptions, each with its reason
+UPWARD_ALLOWED = {
+    ("vmem_core.unlearn", "vmem_core.rerank.cache"),  # a purge also forgets the model's cached answers about it
+}
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    return next(rank for rank, names in enumerate(LAYERS) if part in names)
+
+
+def test_every_module_has_a_layer():
+    unplaced = [m for m in package_imports() if not any(
+        (m.split(".")[1] if "." in m else "") in names for names in LAYERS)]
+    assert not unplaced, f"modules outside every layer of LAYERS: {unplaced}"
+
+
+def test_imports_point_down_the_layers():
+    upward = sorted((module, target) for module, targets in package_imports().items() for target in targets
+                    if _layer(target) > _layer(module) and (module, target) not in UPWARD_ALLOWED)
+    assert not upward, f"imports from a higher layer: {upward}"
+
+
+def test_one_module_names_every_file_in_a_memory_folder():
+    from vmem_core.storage import layout
+
+    names = {value for key, value in vars(layout).items() if key.isupper() and isinstance(value, str)
+             and key.endswith(("_NAME", "_DIR", "_FILE", "_STATE", "_JOURNAL"))}
+    assert len(names) >= 10
+    names -= {"index", "milvus"}  # also the config's key and a backend's name: too common a word to police
+    spelled_elsewhere = []
+    for path in (REPO / "vmem_core").rglob("*.py"):
+        if path.name == "layout.py" and path.parent.name == "storage":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                spelled_elsewhere.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert not spelled_elsewhere, spelled_elsewhere
+
+
 def _absolute_imports(path):
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -181,3 +232,19 @@ def test_every_cli_command_is_in_the_readme():
     missing = [name for name in commands if not re.search(rf"vmem {name}\b", readme)]
     assert not missing, f"commands missing from README.md: {missing}"
 
+
+
+def test_a_used_memory_folder_holds_only_what_the_layout_names(memory):
+    from vmem_core.host import Host
+    from vmem_core.storage.layout import ENTRIES
+    from vmem_core.unlearn import purge
+
+    memory.delete([0])
+    purge(memory, [0])
+    host = Host(memory.path, lambda request: 0)
+    try:
+        entries = {path.name for path in memory.path.iterdir()}
+    finally:
+        host.stop()
+    assert {"vmem.json", "memory.duckdb", "certificates", "host.json", "index"} <= entries
+    assert entries <= set(ENTRIES), entries - set(ENTRIES)

@@ -19,7 +19,7 @@ from vmem_core import (
     VmemError,
 )
 
-from .conftest import REPO, SAMPLE, database_held_elsewhere, memory_state
+from .helpers import REPO, SAMPLE, database_held_elsewhere, memory_state
 
 
 def test_build_records_everything_per_exemplar(memory, small_folder):
@@ -130,7 +130,7 @@ def test_reopen_sees_the_same_memory(memory):
     memory.close()
     with VisualMemory.open(path) as mem:
         assert len(mem) == 10 and "relabelled" in mem.labels
-        assert sorted(mem._index.live_ids().tolist()) == list(range(2, 12))
+        assert sorted(mem.index_backend.live_ids().tolist()) == list(range(2, 12))
 
 
 def test_opening_with_another_encoder_is_refused(memory):
@@ -211,7 +211,7 @@ import os, sys
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
 import numpy as np
-import conftest  # registers the test encoder
+import helpers  # registers the test encoder
 from vmem_core import VisualMemory
 mem = VisualMemory.open({path!r})
 """
@@ -229,7 +229,7 @@ def test_crash_after_commit_is_replayed_on_open(memory):
     run_then_crash(path, 'mem.add_embeddings(np.eye(64)[:5] + 0.01, ["new"] * 5)\nmem.delete([0, 1])')
     with VisualMemory.open(path) as mem:
         assert len(mem) == 15 and "new" in mem.labels
-        assert sorted(mem._index.live_ids().tolist()) == list(range(2, 17))
+        assert sorted(mem.index_backend.live_ids().tolist()) == list(range(2, 17))
         assert mem.classify_embeddings(np.eye(64)[:1] + 0.01, k=1)[0].label == "new"
 
 
@@ -426,6 +426,7 @@ def test_memory_of_the_first_schema_migrates_on_open(tmp_path):
     assert json.loads((path / "vmem.json").read_text())["version"] == 2
 
 
+@pytest.mark.slow
 def test_heavy_deletion_and_selective_filters_still_answer(tmp_path):
     """hnswlib raises when fewer than k live items are reachable; vmem widens the search or goes exact instead."""
     rng = np.random.default_rng(4)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from .conftest import REPO, SAMPLE
+from .helpers import REPO, SAMPLE
 
 
 @pytest.fixture(scope="module")

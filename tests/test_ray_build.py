@@ -12,7 +12,7 @@ import pytest
 
 from vmem_core import VisualMemory
 
-from .conftest import SAMPLE
+from .helpers import SAMPLE
 from .optional import require
 
 
@@ -57,6 +57,7 @@ def single_process(tmp_path_factory, collection):
         return report, everything(memory)
 
 
+@pytest.mark.slow
 def test_ray_build_equals_the_single_process_build(ray_instance, tmp_path, collection, single_process):
     from vmem_core.ingest.ray_build import build_with_ray
 
@@ -77,6 +78,7 @@ def test_ray_build_equals_the_single_process_build(ray_instance, tmp_path, colle
     assert np.array_equal(got["vectors"], expected["vectors"])  # bit for bit
 
 
+@pytest.mark.slow
 def test_ray_build_resumes_and_writes_to_milvus(ray_instance, tmp_path, collection, single_process):
     """An interrupted build (here: the first 300 images) is finished by Ray, into a Milvus-backed memory."""
     require("pymilvus")
@@ -99,6 +101,7 @@ def test_ray_build_resumes_and_writes_to_milvus(ray_instance, tmp_path, collecti
     assert np.array_equal(got["vectors"], expected["vectors"])
 
 
+@pytest.mark.slow
 def test_cli_build_with_ray_into_milvus(ray_instance, tmp_path, small_folder, capsys):
     require("pymilvus")
     require("milvus_lite")

@@ -25,8 +25,8 @@ from vmem_core.rerank import (
 )
 from vmem_core.rerank.pipeline import make_requests, plan_batch, with_cache
 
-from .conftest import SAMPLE
 from .fake_vlm import FakeVLM, Step
+from .helpers import SAMPLE
 
 KEY = "test-secret-key-8c1f2e"
 LABELS = ("bag", "sneaker", "trouser")

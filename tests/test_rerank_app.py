@@ -10,10 +10,8 @@ from streamlit.testing.v1 import AppTest
 from vmem_core import VisualMemory
 from vmem_core.analysis.text_query import search_text
 
-from .conftest import REPO
 from .fake_vlm import FakeVLM
-from .test_app import TIMEOUT, texts
-from .test_text_query import clip_memory  # noqa: F401 (a fixture)
+from .helpers import REPO, TIMEOUT, texts
 
 
 def start(monkeypatch, memory_path, rerank=None):

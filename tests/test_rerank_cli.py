@@ -11,8 +11,8 @@ from vmem_core import VisualMemory
 from vmem_core.cli import main
 from vmem_core.rerank import RerankCache
 
-from .conftest import SAMPLE
 from .fake_vlm import FakeVLM, Step
+from .helpers import SAMPLE
 from .test_rerank import KEY, LABELS
 
 

@@ -12,30 +12,7 @@ from vmem_core import VisualMemory
 from vmem_core.analysis.text_query import TextQueryError, search_text, text_unsupported_reason, zero_shot_scores
 from vmem_core.cli import main
 
-from .conftest import SAMPLE
-from .test_encoders import TINY_CLIP
-
-
-@pytest.fixture(scope="module")
-def clip_memory(tmp_path_factory):
-    import open_clip
-    import torch
-
-    root = tmp_path_factory.mktemp("clip")
-    config = root / "vmem-tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    checkpoint = root / "tiny.pt"
-    torch.save(open_clip.create_model("vmem-tiny-clip").state_dict(), checkpoint)
-    data = root / "data"
-    for label in ("bag", "sneaker", "trouser"):
-        (data / label).mkdir(parents=True)
-        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:4]:
-            (data / label / path.name).write_bytes(path.read_bytes())
-    with VisualMemory.create(root / "mem", encoder=f"open_clip:vmem-tiny-clip:{checkpoint}") as memory:
-        memory.build(data)
-    return root / "mem"
+from .helpers import SAMPLE
 
 
 def test_search_by_text_returns_the_exemplars_nearest_to_the_sentence(clip_memory):

@@ -10,7 +10,7 @@ import pytest
 from vmem_core import UnknownIdError, VisualMemory
 from vmem_core.unlearn import byte_patterns, byte_scan, memory_digest, purge
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def leftovers(memory, ids):
@@ -62,8 +62,8 @@ def test_purged_memory_reopens_consistently(memory):
     path = memory.path
     memory.close()
     with VisualMemory.open(path) as mem:
-        assert len(mem) == 10 and mem._index.live_count == 10
-        assert set(mem._index.live_ids().tolist()) == set(range(12)) - {0, 6}
+        assert len(mem) == 10 and mem.index_backend.live_count == 10
+        assert set(mem.index_backend.live_ids().tolist()) == set(range(12)) - {0, 6}
         ids, _ = mem.search(mem.embeddings()[1], 10)
         assert not np.isin(ids, [0, 6]).any()
 
@@ -127,8 +127,9 @@ CRASH_DURING_PURGE = """
 import os, sys
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {tests!r})
-import conftest
-from vmem_core import VisualMemory, store, vault
+import helpers  # registers the test encoder
+from vmem_core import VisualMemory
+from vmem_core.storage import store, vault
 from vmem_core.backends import hnsw
 from vmem_core.unlearn import purge
 
@@ -168,7 +169,7 @@ def test_crash_during_purge_is_finished_on_open(memory, where):
     assert (path / "purge.journal.json").exists()
     with VisualMemory.open(path) as mem:
         assert not (path / "purge.journal.json").exists()
-        assert len(mem) == 10 and mem._index.live_count == 10
+        assert len(mem) == 10 and mem.index_backend.live_count == 10
         assert mem.exemplars([3, 8]).empty
         assert [e.action for e in mem.audit_log()].count("purge") == 1
         assert mem.verify_audit().ok
@@ -176,6 +177,7 @@ def test_crash_during_purge_is_finished_on_open(memory, where):
     assert byte_scan(path, patterns) == []  # and after the snapshot written on close
 
 
+@pytest.mark.slow
 def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
     rng = np.random.default_rng(11)
     for attempt in range(3):
@@ -184,7 +186,7 @@ def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
             mem.add_embeddings(rng.normal(size=(3000, 64)), [f"c{i % 5}" for i in range(3000)])
             vectors = mem.stored_embeddings([10, 20])[1]
         script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r});"
-                  f"import conftest; from vmem_core import VisualMemory; from vmem_core.unlearn import purge;"
+                  f"import helpers; from vmem_core import VisualMemory; from vmem_core.unlearn import purge;"
                   f"purge(VisualMemory.open({str(path)!r}), [10, 20])")
         process = subprocess.Popen([sys.executable, "-c", script])
         try:
@@ -195,7 +197,7 @@ def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
         with VisualMemory.open(path) as mem:
             assert not (path / "purge.journal.json").exists()
             purged = mem.exemplars([10, 20]).empty
-            assert len(mem) == (2998 if purged else 3000) and mem._index.live_count == len(mem)
+            assert len(mem) == (2998 if purged else 3000) and mem.index_backend.live_count == len(mem)
             assert mem.verify_audit().ok
             if purged:
                 assert byte_scan(path, byte_patterns(vectors, [])) == []
@@ -236,7 +238,7 @@ def test_crashed_add_leaves_no_bytes_for_a_later_purge_to_miss(memory):
     path = memory.path
     memory.close()
     script = (f"import os, sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r});"
-              "import numpy as np, conftest; from vmem_core import VisualMemory, store;"
+              "import numpy as np, helpers; from vmem_core import VisualMemory; from vmem_core.storage import store;"
               "store.Store._insert_rows = lambda *a, **k: os._exit(9);"
               f"VisualMemory.open({str(path)!r}).add_embeddings(np.stack([np.eye(64)[9], np.eye(64)[10]]) + 0.02,"
               " ['x', 'y'], thumbnails=[b'ghost-thumbnail-one', b'ghost-thumbnail-two'])")

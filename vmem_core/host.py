@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import VmemError
+from .storage.layout import HOST_FILE
 
-HOST_FILE = "host.json"
 TOKEN_HEADER = "X-Vmem-Token"
 
 # A command may rightly run for hours in the holder (a build of a million images), so the client cannot bound the

@@ -1,10 +1,9 @@
 """VisualMemory: the facade over an encoder, an index backend (hnswlib or Milvus) and a DuckDB store.
 
-A memory is a directory:
-    vmem.json        format version, encoder name, identity and dimension, index parameters and backend
-    memory.duckdb    exemplar rows, embeddings included: the source of truth
-    index/           hnswlib snapshots and their manifest (rebuildable from the database), or
-    milvus/          milvus-lite's data when the memory uses embedded Milvus (vmem_core.backends)
+It keeps the lifecycle (create, open, close), the readers-writer lock, writes and search, and hands the rest to
+small parts: the folder's files (vmem_core.storage.layout), the label table (vmem_core.label_table), stats
+(vmem_core.storage.stats), the voting rules (vmem_core.voting), the purge journal and certificates
+(vmem_core.unlearn).
 
 Crash safety: every change is committed to DuckDB first, then applied to the index backend. The backend records the
 last database change it holds durably; on open, vmem replays the rows changed since, or (hnswlib) rebuilds the index
@@ -14,7 +13,6 @@ from the database when its snapshot is missing or damaged.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass, replace
@@ -37,10 +35,12 @@ from .ingest.datasets import LabelledImage, scan_dataset
 from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .ingest.names import BadLabelError, check_label
 from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
+from .label_table import LabelTable
 from .storage.atomic import write_json_atomic
+from .storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, PURGE_JOURNAL, read_config
 from .storage.locks import ReadWriteLock
+from .storage.stats import memory_stats
 from .storage.store import NewExemplars, Store
-from .storage.vault import THUMBNAILS_NAME, VECTORS_NAME
 from .voting import (
     DEFAULT_HARD_THRESHOLD,
     DEFAULT_RELIABILITY_TOP_N,
@@ -54,11 +54,6 @@ from .voting import (
 
 log = logging.getLogger(__name__)
 
-FORMAT_NAME = "vmem-memory"
-FORMAT_VERSION = 2  # 2: embeddings and thumbnails in the vault files (1: inside DuckDB; migrated on open)
-CONFIG_NAME = "vmem.json"
-DATABASE_NAME = "memory.duckdb"
-PURGE_JOURNAL = "purge.journal.json"
 # Below this distance two exemplars count as near-duplicates. With efficientnet-lite0 the same photo saved again as
 # JPEG lands at ~0.04, while distinct Fashion-MNIST exemplars are rarely closer than 0.05 (4 of the 1,000 samples).
 NEAR_DUPLICATE_DISTANCE = 0.05
@@ -92,78 +87,6 @@ class Classification:
             "scores": self.scores,
             "neighbors": [asdict(n) for n in self.neighbors],
         }
-
-
-@dataclass(frozen=True)
-class LabelTable:
-    """The live exemplars' labels at one moment. Replaced whole on every change, so a reader that takes it once sees
-    one consistent state even while another thread relabels."""
-
-    ids: np.ndarray  # live ids, sorted
-    classes: np.ndarray  # class index of each id
-    labels: tuple[str, ...]  # class index -> label, sorted
-
-    @classmethod
-    def from_rows(cls, ids: np.ndarray, labels: Sequence[str]) -> "LabelTable":
-        names = tuple(sorted(set(labels)))
-        position = {label: i for i, label in enumerate(names)}
-        return cls(np.asarray(ids, dtype=np.int64), np.asarray([position[x] for x in labels], dtype=np.int64), names)
-
-    def without(self, ids) -> "LabelTable":
-        """This table less the given ids (labels left with no exemplar are dropped)."""
-        gone = np.asarray(list(ids), dtype=np.int64)
-        where = np.clip(np.searchsorted(self.ids, gone), 0, max(len(self.ids) - 1, 0))
-        keep = np.ones(len(self.ids), dtype=bool)
-        keep[where[self.ids[where] == gone] if len(self.ids) else []] = False  # ids are sorted: no hashing needed
-        used = np.flatnonzero(np.bincount(self.classes[keep], minlength=len(self.labels)))
-        if len(used) == len(self.labels):
-            return LabelTable(self.ids[keep], self.classes[keep], self.labels)
-        remap = np.full(len(self.labels), -1, dtype=np.int64)
-        remap[used] = np.arange(len(used))
-        return LabelTable(self.ids[keep], remap[self.classes[keep]], tuple(self.labels[i] for i in used))
-
-    def merged(self, ids, labels: Sequence[str]) -> "LabelTable":
-        """This table plus rows (ids not already in it), re-indexed if a new label sorts among the old ones."""
-        names = tuple(sorted(set(self.labels) | set(labels)))
-        position = {label: i for i, label in enumerate(names)}
-        remap = np.asarray([position[label] for label in self.labels], dtype=np.int64)
-        all_ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
-        all_classes = np.concatenate([remap[self.classes] if len(self.classes) else self.classes,
-                                      np.asarray([position[label] for label in labels], dtype=np.int64)])
-        order = np.argsort(all_ids, kind="stable")
-        return LabelTable(all_ids[order], all_classes[order], names)
-
-    def class_indices(self, ids) -> np.ndarray:
-        """Class index of each id; -1 for ids that are not live."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(self.ids) == 0:
-            return np.full(ids.shape, -1, dtype=np.int64)
-        where = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
-        return np.where(self.ids[where] == ids, self.classes[where], -1)
-
-
-def _read_config(path: Path) -> dict:
-    config_path = path / CONFIG_NAME
-    if not path.is_dir():
-        raise MemoryFormatError(f"{path}: no such memory directory; create one with `vmem build DATA --memory {path}`")
-    if not config_path.exists():
-        raise MemoryFormatError(f"{path}: not a vmem memory (no {CONFIG_NAME})")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as exc:
-        raise MemoryFormatError(f"{config_path}: unreadable ({exc})") from None
-    if not isinstance(config, dict):
-        raise MemoryFormatError(f"{config_path}: not a vmem memory (expected a JSON object)")
-    if config.get("format") != FORMAT_NAME:
-        raise MemoryFormatError(f"{config_path}: not a vmem memory (format {config.get('format')!r})")
-    if not isinstance(config.get("version"), int) or config["version"] > FORMAT_VERSION:
-        raise MemoryFormatError(
-            f"{path}: memory format version {config.get('version')!r}; this vmem reads versions up to {FORMAT_VERSION}"
-        )
-    encoder = config.get("encoder")
-    if not isinstance(encoder, dict) or not all(key in encoder for key in ("name", "identity", "dim")):
-        raise MemoryFormatError(f"{config_path}: the encoder record (name, identity, dim) is missing or incomplete")
-    return config
 
 
 def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
@@ -201,8 +124,9 @@ class VisualMemory:
             self._refresh_labels()
             self._index: IndexBackend = self._open_index()
             if (self.path / PURGE_JOURNAL).exists():
-                log.warning("finishing a purge that was interrupted (%s)", self.path / PURGE_JOURNAL)
-                self._finish_purge()
+                from .unlearn import finish_interrupted_purge
+
+                finish_interrupted_purge(self)
         except BaseException:
             if getattr(self, "_index", None) is not None:
                 self._index.close()
@@ -259,7 +183,7 @@ class VisualMemory:
             MemoryLockedError: another process holds the memory.
         """
         path = Path(path)
-        config = _read_config(path)
+        config = read_config(path)
         recorded = config["encoder"]
         if encoder is not None:
             if isinstance(encoder, str) and encoder != recorded["name"]:
@@ -371,6 +295,7 @@ class VisualMemory:
         with self._lock.write():
             self._index.persist(self._store.seq())
 
+    # --- labels, who acts, and values cached until the next change -------------------------------------------------
     def _refresh_labels(self, table: Optional[LabelTable] = None) -> None:
         """Publish a new label table: `table` when the caller built it incrementally, else re-read the database."""
         self._table = table if table is not None else LabelTable.from_rows(*self._store.live_labels())
@@ -525,19 +450,7 @@ class VisualMemory:
             self._index.relabel(ids, label)
             self._refresh_labels()
 
-    # --- physical removal -------------------------------------------------------------------------------------------
-    def purge_physically(self, ids: Sequence[int], purge_id: str, details: dict) -> list[Evidence]:
-        """Remove exemplars' bytes from the index and the database files (see vmem_core.unlearn for the certified
-        version). A journal written first makes an interrupted purge finish on the next open. Returns what the
-        index backend did and verified."""
-        with self._lock.write():  # one purge at a time: the journal is a single file
-            ids = self.check_purgeable(ids)
-            write_json_atomic(self.path / PURGE_JOURNAL, {
-                "purge_id": purge_id, "ids": ids, "details": details,
-                "thumbnails": self._store.thumbnail_places(ids),  # the rows that say where they lie are about to go
-            })
-            return self._finish_purge()
-
+    # --- physical removal (vmem_core.unlearn journals and certifies it) ----------------------------------------------
     def check_purgeable(self, ids: Sequence[int]) -> list[int]:
         """The ids, sorted and unique, if every one has a row (live or tombstoned); else UnknownIdError."""
         ids = sorted({int(i) for i in ids})
@@ -549,20 +462,24 @@ class VisualMemory:
             raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
         return ids
 
-    def _finish_purge(self) -> list[Evidence]:
-        """Carry out the journal's purge; every step is idempotent, so a crash anywhere is finished by a re-run.
+    def thumbnail_places(self, ids: Sequence[int]) -> list:
+        """Where each exemplar's thumbnail lies in the vault, read before its row goes."""
+        return self._store.thumbnail_places(ids)
+
+    def erase_rows(
+        self, ids: Sequence[int], purge_id: str, details: dict, thumbnail_places: Sequence
+    ) -> list[Evidence]:
+        """Remove exemplars' bytes from the index and the database files, idempotently. Unjournalled and
+        uncertified: call `vmem_core.unlearn.purge`, which is both. Returns what the index backend did and verified.
 
         Order matters: the index goes first, while the vault still holds the vectors it must find there."""
-        journal = json.loads((self.path / PURGE_JOURNAL).read_text())
-        ids = journal["ids"]
         with self._lock.write():
             evidence = self._index.purge(ids, self._store.vault.read_vectors(ids), self._store.seq())
-            self._store.purge(ids, journal["purge_id"], journal["details"],
-                              [tuple(p) for p in journal["thumbnails"]])
+            self._store.purge(ids, purge_id, details, [tuple(p) for p in thumbnail_places])
             self._refresh_labels()
-        (self.path / PURGE_JOURNAL).unlink()
         return evidence
 
+    # --- rows as stored, and the audit log --------------------------------------------------------------------------
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
         return self._store.thumbnails_kept_elsewhere(thumbnails, excluding)
 
@@ -612,6 +529,7 @@ class VisualMemory:
 
         return verify(self._store.audit_entries(), self._store.audit_head())
 
+    # --- bulk build (vmem_core.ingest.pipeline) ----------------------------------------------------------------------
     def build(
         self,
         data: Union[str, Path, Sequence[LabelledImage]],
@@ -889,39 +807,6 @@ class VisualMemory:
         }
 
     def stats(self) -> dict:
-        counts = self._store.counts()
-        files = [p for p in self.path.rglob("*") if p.is_file()]
-        total_bytes = sum(p.stat().st_size for p in files)
-        rows = max(counts["live"] + counts["deleted"], 1)
-        parts = {"vectors": 0, "thumbnails": 0, "database": 0, "index": 0, "other": 0}
-        for p in files:
-            top = p.relative_to(self.path).parts[0]
-            part = ("vectors" if top == VECTORS_NAME else "thumbnails" if top == THUMBNAILS_NAME
-                    else "database" if top.startswith(DATABASE_NAME)
-                    else "other" if top in (CONFIG_NAME, "certificates") or p.parent == self.path
-                    else "index")  # the index's own folder
-            parts[part] += p.stat().st_size
+        """What the memory holds and what it costs on disk and in RAM (`vmem stats --json`)."""
         with self._lock.read():
-            index_ram = self._index.resident_bytes()
-        table = self._table
-        # what an open memory keeps in RAM: the hnswlib graph with its vectors, and the label table (vault vectors
-        # and thumbnails are read from disk on demand; DuckDB's cache is bounded by its own settings)
-        ram = index_ram + table.ids.nbytes + table.classes.nbytes
-        return {
-            "path": str(self.path),
-            "format_version": self.config["version"],
-            "encoder": self.config["encoder"]["name"],
-            "encoder_identity": self.config["encoder"]["identity"],
-            "dim": self.dim,
-            "exemplars": counts["live"],
-            "deleted": counts["deleted"],
-            "classes": len(self._table.labels),
-            "labels": self._store.label_counts(),
-            "bytes": total_bytes,
-            "bytes_per_exemplar": round(total_bytes / rows, 1),
-            "bytes_per_exemplar_by_part": {part: round(size / rows, 1) for part, size in parts.items()},
-            "ram_bytes": int(ram),
-            "ram_bytes_per_exemplar": round(ram / rows, 1),
-            "index": asdict(self.index_params),
-            "index_backend": self._index.describe(),
-        }
+            return memory_stats(self.path, self.config, self.index_params, self._store, self._index, self._table)

@@ -24,6 +24,7 @@ from .errors import BadImageError, VmemError
 from .ingest.images import IMAGE_SUFFIXES, load_image
 from .ingest.names import upload_name
 from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
+from .storage.layout import is_memory
 from .voting import DEFAULT_HARD_THRESHOLD, PRUNING_MODES, RULES
 
 SAMPLE_DATA = resources.sample_data()
@@ -92,7 +93,7 @@ class BackgroundBuild:
             self._progress = (done, total)
 
     def _run(self) -> None:
-        from .ingest.sample import build_sample_memory
+        from .sample_memory import build_sample_memory
 
         try:
             build_sample_memory(self.path, progress=self._record)
@@ -134,7 +135,7 @@ def get_memory() -> VisualMemory:
     """The shared memory handle; builds the sample memory on first start. Stops the page with a message on error."""
     path = memory_path()
     is_sample = path.resolve() == resources.default_memory().resolve()
-    if not (path / "vmem.json").exists():
+    if not is_memory(path):
         if not is_sample:
             st.error(f"`{path}` is not a vmem memory. Build one with `vmem build DATA --memory {path}`.")
             st.stop()
@@ -145,7 +146,7 @@ def get_memory() -> VisualMemory:
         st.error(str(exc))
         st.stop()
     if is_sample:
-        from .ingest.sample import completeness
+        from .sample_memory import completeness
 
         shipped = memory.derived("sample completeness", lambda: completeness(memory))
         if not shipped.complete:

@@ -20,22 +20,29 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import logging
 import mmap
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from .errors import VmemError
-from .memory import VisualMemory
 from .rerank.cache import RerankCache
 from .storage.atomic import write_json_atomic
+from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
 from .voting import prepare_votes, vote_all_k
 
-CERTIFICATE_DIR = "certificates"
+if TYPE_CHECKING:  # VisualMemory opens by finishing an interrupted purge, so it imports this module
+    from .backends.base import Evidence
+    from .memory import VisualMemory
+
+log = logging.getLogger(__name__)
+
 PROBE_SAMPLE = 200
 EXACT_K = 10
 
@@ -164,6 +171,34 @@ def _exact_predictions(ids: np.ndarray, vectors: np.ndarray, classes: np.ndarray
     return ids[order], vote_all_k(votes, weights, num_classes)[:, -1]
 
 
+# --- the purge journal: a purge interrupted anywhere is finished on the next open ----------------------------------
+def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, details: dict) -> list["Evidence"]:
+    """Remove exemplars' bytes from the index and the database files, journalled: the journal is written first, so
+    an interrupted purge finishes when the memory next opens. Returns what the index backend did and verified."""
+    with memory.exclusive():  # one purge at a time: the journal is a single file
+        ids = memory.check_purgeable(ids)
+        write_json_atomic(memory.path / PURGE_JOURNAL, {
+            "purge_id": purge_id, "ids": ids, "details": details,
+            "thumbnails": memory.thumbnail_places(ids),  # the rows that say where they lie are about to go
+        })
+        return _carry_out_journal(memory)
+
+
+def finish_interrupted_purge(memory: "VisualMemory") -> list["Evidence"]:
+    """Finish a purge whose process stopped partway (VisualMemory calls this on open when a journal is there)."""
+    log.warning("finishing a purge that was interrupted (%s)", memory.path / PURGE_JOURNAL)
+    return _carry_out_journal(memory)
+
+
+def _carry_out_journal(memory: "VisualMemory") -> list["Evidence"]:
+    """Carry out the journal's purge; every step is idempotent, so a crash anywhere is finished by a re-run."""
+    journal_path = memory.path / PURGE_JOURNAL
+    journal = json.loads(journal_path.read_text())
+    evidence = memory.erase_rows(journal["ids"], journal["purge_id"], journal["details"], journal["thumbnails"])
+    journal_path.unlink()
+    return evidence
+
+
 def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Optional[np.ndarray] = None,
           seed: int = 0) -> Certificate:
     """Purge `ids` (default: every tombstoned exemplar), verify it, write and return the certificate.
@@ -212,7 +247,7 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
     purge_id = uuid.uuid4().hex
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
-    evidence = memory.purge_physically(ids, purge_id,
+    evidence = purge_physically(memory, ids, purge_id,
                                        {"ids": ids, "image_sha256": [r.image_sha256 for r in removed]})
     RerankCache(memory.path).forget_exemplars(ids)  # a model's answers given with these exemplars in view
     seconds = time.perf_counter() - start

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import VmemError
+from ..storage.layout import CONFIG_NAME, HNSW_DIR, MILVUS_LITE_DIR, MILVUS_STATE
 from .base import (
     BACKENDS,
     DEFAULT_BACKEND,
-    HNSW_DIR,
-    MILVUS_LITE_DIR,
-    MILVUS_STATE,
     Evidence,
     IndexBackend,
     LabelLookup,
@@ -135,7 +133,7 @@ def migrate(path: Path, config: dict, store: "Store", params: "IndexParams", lab
     except BaseException:
         target.close()
         raise
-    write_json_atomic(path / "vmem.json", new_config)
+    write_json_atomic(path / CONFIG_NAME, new_config)
     try:
         current.close()
     finally:

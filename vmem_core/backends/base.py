@@ -20,9 +20,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("hnswlib", "milvus")
 DEFAULT_BACKEND = "hnswlib"
-HNSW_DIR = "index"  # hnswlib snapshots and their manifest
-MILVUS_LITE_DIR = "milvus"  # milvus-lite's data folder when Milvus runs embedded
-MILVUS_STATE = "milvus.json"  # the last database change the Milvus collection holds
 
 # (ids) -> (ids found, their vectors, their labels), all ordered by id: rows read back from the source of truth
 RowFetcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, list]]

@@ -22,11 +22,11 @@ import hnswlib
 import numpy as np
 
 from ..storage.atomic import fsync_file, write_json_atomic
+from ..storage.layout import HNSW_MANIFEST_NAME as MANIFEST_NAME
 from .hugepages import huge_pages_for_new_mappings
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
 # Cosine distance on unit vectors, computed as hnswlib's inner-product space: 1 - <q, x>. Vectors arrive already
 # L2-normalised, and "ip" stores them byte for byte (the "cosine" space renormalises them, changing last bits), so
 # the index holds exactly the embeddings in the database and a byte scan can prove a purged one is gone.

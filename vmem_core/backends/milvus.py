@@ -29,7 +29,8 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from ..storage.atomic import write_json_atomic
-from .base import MILVUS_LITE_DIR, MILVUS_STATE, Evidence, MilvusIndexError, RowFetcher, catch_up, check_uri, store_rows
+from ..storage.layout import MILVUS_LITE_DIR, MILVUS_STATE
+from .base import Evidence, MilvusIndexError, RowFetcher, catch_up, check_uri, store_rows
 
 if TYPE_CHECKING:
     from ..storage.store import Store

@@ -40,13 +40,14 @@ def cmd_demo(args) -> int:
     """Build the sample memory (once), then classify sample queries and evaluate on the query split."""
     from ..analysis.evaluate import evaluate_dataset
     from ..analysis.ood import judge
-    from ..ingest.sample import build_sample_memory, completeness
     from ..memory import VisualMemory
     from ..resources import default_memory, ood_dir, sample_data
+    from ..sample_memory import build_sample_memory, completeness
+    from ..storage.layout import is_memory
 
     memory_path = Path(args.memory) if args.memory else default_memory()
     samples = sample_data()
-    if not (memory_path / "vmem.json").exists():
+    if not is_memory(memory_path):
         print(f"building the sample memory at {memory_path} from {samples / 'memory'} ...")
         build_sample_memory(memory_path, progress=progress_bar("build"))
     else:

@@ -127,7 +127,7 @@ def build_with_ray(
         actors: encoder actors (default: one per CPU of the local instance, 2 on a cluster).
         strict: stop at the first unreadable image (as `VisualMemory.build`).
     """
-    from ..memory import BUILD_CHUNK
+    from .pipeline import BUILD_CHUNK
 
     total, todo, report = memory.plan_build(data)
     done = report.skipped_existing

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ..storage.atomic import write_json_atomic
+from ..storage.layout import RERANK_CACHE_DIR as CACHE_DIR
 from .base import Reranker, RerankRequest, RerankResult
 from .prompt import PROMPT_VERSION
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = "rerank-cache"
 # Answers worth keeping: the model said something. Failures (timeouts, rate limits, empty bodies) are asked again.
 KEPT_STATUSES = ("candidate", "new", "not_a_candidate", "ambiguous")
 

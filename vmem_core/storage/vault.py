@@ -18,8 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-VECTORS_NAME = "vectors.f32"
-THUMBNAILS_NAME = "thumbs.bin"
+from .layout import THUMBNAILS_NAME, VECTORS_NAME
 
 
 class Vault:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..memory import BuildReport, VisualMemory
-from ..resources import sample_data
+from .memory import BuildReport, VisualMemory
+from .resources import sample_data
+from .storage.layout import is_memory
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def build_sample_memory(path: Path, progress: Optional[Progress] = None,
     """
     path = Path(path)
     source = Path(source) if source is not None else sample_data() / "memory"
-    if (path / "vmem.json").exists():
+    if is_memory(path):
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(path)
@@ -87,7 +88,7 @@ def build_sample_memory(path: Path, progress: Optional[Progress] = None,
                 path.rmdir()
             os.rename(staging, path)
         except OSError:
-            if (path / "vmem.json").exists():  # another process (app or demo) finished the same build first
+            if is_memory(path):  # another process (app or demo) finished the same build first
                 return None
             raise
         return report

@@ -1,0 +1,111 @@
+"""Helpers the tests share (fixtures live in conftest.py): paths, the stand-in pixel encoders, image bytes, the CLI
+runner, and a memory's observable state. Importable as `tests.helpers` and, by crash-test subprocesses that put
+tests/ on sys.path, as `helpers`; importing it registers the test encoders."""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vmem_core import VisualMemory, register_encoder
+from vmem_core.encoders import BatchedEncoder
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "data" / "fashion-mnist"
+TIMEOUT = 120  # seconds for an AppTest run
+
+
+class PixelEncoder(BatchedEncoder):
+    """8x8 greyscale pixels, centred: a deterministic stand-in encoder for storage and CLI tests."""
+
+    name = "test-pixels"
+    identity = "test-pixels:v1"
+    dim = 64
+
+    def encode_batch(self, images):
+        rows = [np.asarray(im.convert("L").resize((8, 8), Image.BILINEAR), np.float32).ravel() for im in images]
+        rows = np.stack(rows) - 127.5
+        rows[:, 0] += 1e-3  # never a zero vector, even for a flat grey image
+        return rows
+
+
+class OtherPixelEncoder(PixelEncoder):
+    name = "test-pixels-other"
+    identity = "test-pixels-other:v1"
+
+
+register_encoder("test-pixels", lambda rest, **kw: PixelEncoder())
+register_encoder("test-pixels-other", lambda rest, **kw: OtherPixelEncoder())
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def memory_state(path: Path) -> dict:
+    """Everything observable about a memory, read back from disk in a fresh handle."""
+    with VisualMemory.open(path) as mem:
+        frame = mem.browse(include_deleted=True, limit=1_000_000)
+        return {
+            "rows": frame.drop(columns=["thumbnail"]).to_dict("records"),
+            "stats": {k: v for k, v in mem.stats().items() if k not in ("bytes", "bytes_per_exemplar")},
+            "live": sorted(mem.index_backend.live_ids().tolist()),
+        }
+
+
+@contextmanager
+def database_held_elsewhere(path: Path):
+    """Another process (not a vmem app: it serves no commands) holding the memory's database open."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(path / 'memory.duckdb')!r}); print('ready', flush=True);"
+         " time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def vmem(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "vmem_core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
+        timeout=600,
+    )
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("title", "subheader", "markdown", "caption", "success", "warning", "error", "info")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG whose header claims width x height (a decompression bomb needs no real pixels to test)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# a randomly initialised open_clip model small enough to build in a test (no weights can be downloaded here)
+TINY_CLIP = {
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}

@@ -1,0 +1,56 @@
+"""The live exemplars' labels as arrays: id -> class index -> label, the one place that map is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """The live exemplars' labels at one moment. Replaced whole on every change, so a reader that takes it once sees
+    one consistent state even while another thread relabels."""
+
+    ids: np.ndarray  # live ids, sorted
+    classes: np.ndarray  # class index of each id
+    labels: tuple[str, ...]  # class index -> label, sorted
+
+    @classmethod
+    def from_rows(cls, ids: np.ndarray, labels: Sequence[str]) -> "LabelTable":
+        names = tuple(sorted(set(labels)))
+        position = {label: i for i, label in enumerate(names)}
+        return cls(np.asarray(ids, dtype=np.int64), np.asarray([position[x] for x in labels], dtype=np.int64), names)
+
+    def without(self, ids) -> "LabelTable":
+        """This table less the given ids (labels left with no exemplar are dropped)."""
+        gone = np.asarray(list(ids), dtype=np.int64)
+        where = np.clip(np.searchsorted(self.ids, gone), 0, max(len(self.ids) - 1, 0))
+        keep = np.ones(len(self.ids), dtype=bool)
+        keep[where[self.ids[where] == gone] if len(self.ids) else []] = False  # ids are sorted: no hashing needed
+        used = np.flatnonzero(np.bincount(self.classes[keep], minlength=len(self.labels)))
+        if len(used) == len(self.labels):
+            return LabelTable(self.ids[keep], self.classes[keep], self.labels)
+        remap = np.full(len(self.labels), -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        return LabelTable(self.ids[keep], remap[self.classes[keep]], tuple(self.labels[i] for i in used))
+
+    def merged(self, ids, labels: Sequence[str]) -> "LabelTable":
+        """This table plus rows (ids not already in it), re-indexed if a new label sorts among the old ones."""
+        names = tuple(sorted(set(self.labels) | set(labels)))
+        position = {label: i for i, label in enumerate(names)}
+        remap = np.asarray([position[label] for label in self.labels], dtype=np.int64)
+        all_ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
+        all_classes = np.concatenate([remap[self.classes] if len(self.classes) else self.classes,
+                                      np.asarray([position[label] for label in labels], dtype=np.int64)])
+        order = np.argsort(all_ids, kind="stable")
+        return LabelTable(all_ids[order], all_classes[order], names)
+
+    def class_indices(self, ids) -> np.ndarray:
+        """Class index of each id; -1 for ids that are not live."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        where = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
+        return np.where(self.ids[where] == ids, self.classes[where], -1)
