@@ -13,7 +13,7 @@ from .conftest import REPO
 
 # module -> the only places in vmem_core allowed to import it
 EDGES = {
-    "torch": ("encoders/",),
+    "torch": ("encoders/", "devices.py", "backends/exact.py"),  # the exact backend and the device choice use it too
     "open_clip": ("encoders/",),
     "onnxruntime": ("encoders/",),
     "hnswlib": ("backends/hnsw_index.py",),
