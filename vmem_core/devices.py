@@ -104,3 +104,24 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
+def devices_in_use(encoder, backend: dict) -> dict:
+    """What `vmem stats` says about devices: {"encode": {"device", "name"}, "search": {"device", "name"}}.
+
+    `encoder` is the memory's encoder if it is loaded (else the device it would load on is named); `backend` the
+    index backend's `describe()`. hnswlib and milvus-lite search on this machine's CPU, a Milvus server on itself.
+    """
+    if encoder is None:
+        encoding = resolve_device()  # not loaded yet: where it will load
+    else:
+        encoding = getattr(encoder, "device", None)
+        if not isinstance(encoding, Device):
+            encoding = Device("cpu", "cpu")  # an encoder that does not choose a device runs on the CPU
+    if "device" in backend:
+        searching = {"device": backend["device"], "name": backend.get("device_name", backend["device"])}
+    elif backend.get("name") == "milvus" and "://" in str(backend.get("location", "")):
+        searching = {"device": "server", "name": backend["location"]}
+    else:
+        searching = {"device": "cpu", "name": "cpu"}
+    return {"encode": {"device": encoding.name, "name": encoding.description}, "search": searching}

@@ -25,6 +25,7 @@ import numpy as np
 
 from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
 from .backends.hnsw_index import IndexParams
+from .devices import devices_in_use
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import (
     BadVectorError,
@@ -924,4 +925,5 @@ class VisualMemory:
             "ram_bytes_per_exemplar": round(ram / rows, 1),
             "index": asdict(self.index_params),
             "index_backend": self._index.describe(),
+            "devices": devices_in_use(self._encoder, self._index.describe()),
         }
