@@ -52,6 +52,29 @@ def nearest_first(similarities: torch.Tensor, positions: torch.Tensor) -> tuple[
     return similarities.gather(1, by_similarity), positions.gather(1, by_similarity)
 
 
+def best_rows(scores: torch.Tensor, depth: int) -> torch.Tensor:
+    """The columns of the `depth` highest scores in each row (in no order); among equal scores at the cut, the
+    lowest columns, so that which tied items make the cut does not depend on the top-k kernel.
+
+    >>> best_rows(torch.tensor([[1.0, 3.0, 2.0, 2.0, 2.0]]), 3).sort().values.tolist()
+    [[1, 2, 3]]
+    """
+    if depth >= scores.shape[1]:
+        return torch.arange(scores.shape[1], device=scores.device).expand(len(scores), -1)
+    top_scores, top = torch.topk(scores, depth, dim=1, sorted=False)
+    cut = top_scores.min(dim=1, keepdim=True).values
+    at_cut = scores == cut
+    taken = (top_scores == cut).sum(dim=1)
+    tied = at_cut.sum(dim=1)
+    rows = torch.nonzero(tied > taken).squeeze(1)
+    if len(rows):  # a tie straddles the cut (duplicate vectors): take the tied columns in column order
+        above = (scores[rows] > cut[rows]).sum(dim=1, keepdim=True)
+        wanted = at_cut[rows] & (at_cut[rows].cumsum(dim=1) <= depth - above)
+        chosen = (scores[rows] > cut[rows]) | wanted
+        top[rows] = torch.nonzero(chosen)[:, 1].reshape(len(rows), depth)
+    return top
+
+
 class DeviceMatrix:
     """Rows of unit vectors on a device, searched exactly. The float32 rows are the reference; on CUDA a float16
     copy is scored first and the best candidates re-scored in float32."""
@@ -111,14 +134,9 @@ class DeviceMatrix:
             scores[torch.from_numpy(hit).to(scores.device), torch.from_numpy(skip[hit]).to(scores.device)] = float(
                 "-inf")
         if half is None:
-            if depth < scores.shape[1]:
-                top_scores, top = torch.topk(scores, depth, dim=1, sorted=False)
-            else:
-                top = torch.arange(scores.shape[1], device=scores.device).expand(len(scores), -1)
-                top_scores = scores
-            return nearest_first(top_scores, top)
-        wide = min(depth + RESCORE_MARGIN, scores.shape[1])
-        top = torch.topk(scores, wide, dim=1, sorted=False).indices
+            top = best_rows(scores, depth)
+            return nearest_first(scores.gather(1, top), top)
+        top = best_rows(scores, min(depth + RESCORE_MARGIN, scores.shape[1]))
         exact = torch.bmm(full[top], query.unsqueeze(2)).squeeze(2)  # float32, as the CPU scores them
         excluded = torch.isinf(scores.gather(1, top))  # masked rows fill the candidates when fewer than `wide`
         exact.masked_fill_(excluded, float("-inf"))
