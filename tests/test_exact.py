@@ -212,7 +212,7 @@ def test_gpu_encodings_agree_with_the_cpu_reference():
 
     from vmem_core.encoders.efficientnet import EfficientNetLite0Encoder
 
-    from .test_encoders import SAMPLE
+    from .conftest import SAMPLE
 
     images = [Image.open(p) for p in sorted((SAMPLE / "queries").glob("*/*.png"))[::10]]
     images += [Image.open(p) for p in sorted((SAMPLE.parent / "ood").glob("*.jpg"))]

@@ -79,8 +79,13 @@ class DeviceMatrix:
     """Rows of unit vectors on a device, searched exactly. The float32 rows are the reference; on CUDA a float16
     copy is scored first and the best candidates re-scored in float32."""
 
-    def __init__(self, vectors: np.ndarray, device: Device, copy: bool = True) -> None:
+    def __init__(self, vectors, device: Device, copy: bool = True) -> None:
+        """`vectors`: float32 rows, a numpy array or a torch tensor (a tensor already on the device is used as is)."""
         self.device = device
+        if isinstance(vectors, torch.Tensor):
+            self.full = vectors.to(device.torch(), torch.float32)
+            self.half = self.full.half() if device.is_cuda else None
+            return
         array = np.array(vectors, dtype=np.float32, copy=copy or None).reshape(len(vectors), -1)
         if not array.flags.writeable:  # torch shares the buffer and wants to be able to write it
             array = array.copy()

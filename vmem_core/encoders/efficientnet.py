@@ -185,7 +185,11 @@ class EfficientNetLite0Encoder(BatchedEncoder):
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def encode_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
-        batch = preprocess(images)
+        return self.forward(preprocess(images))
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The network alone on a preprocessed (n, 3, 224, 224) float32 batch: (n, 1280) features, not normalised
+        (bench/gpu.py times it apart from image decoding)."""
         if self._session is not None:
             return self._session.run(["features"], {"images": batch})[0]
         import torch
