@@ -61,17 +61,16 @@ def best_rows(scores: torch.Tensor, depth: int) -> torch.Tensor:
     """
     if depth >= scores.shape[1]:
         return torch.arange(scores.shape[1], device=scores.device).expand(len(scores), -1)
-    top_scores, top = torch.topk(scores, depth, dim=1, sorted=False)
-    cut = top_scores.min(dim=1, keepdim=True).values
-    at_cut = scores == cut
-    taken = (top_scores == cut).sum(dim=1)
-    tied = at_cut.sum(dim=1)
-    rows = torch.nonzero(tied > taken).squeeze(1)
-    if len(rows):  # a tie straddles the cut (duplicate vectors): take the tied columns in column order
-        above = (scores[rows] > cut[rows]).sum(dim=1, keepdim=True)
-        wanted = at_cut[rows] & (at_cut[rows].cumsum(dim=1) <= depth - above)
-        chosen = (scores[rows] > cut[rows]) | wanted
-        top[rows] = torch.nonzero(chosen)[:, 1].reshape(len(rows), depth)
+    # one more than asked for: where it equals the last one taken, a tie straddles the cut (duplicate vectors)
+    top_scores, top = torch.topk(scores, depth + 1, dim=1)
+    cut = top_scores[:, depth - 1 : depth]
+    top = top[:, :depth].clone()
+    rows = torch.nonzero(top_scores[:, depth] == cut[:, 0]).squeeze(1)
+    if len(rows):  # rare: only these rows pay a full pass, taking the tied columns in column order
+        above = scores[rows] > cut[rows]
+        at_cut = scores[rows] == cut[rows]
+        wanted = at_cut & (at_cut.cumsum(dim=1) <= depth - above.sum(dim=1, keepdim=True))
+        top[rows] = torch.nonzero(above | wanted)[:, 1].reshape(len(rows), depth)
     return top
 
 
