@@ -109,3 +109,17 @@ TINY_CLIP = {
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
+
+
+DIM = 64  # the test-pixels encoder's
+LABELS = [f"class-{c}" for c in range(8)]
+
+
+def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Unit vectors in 8 labelled clusters (a centre per label plus noise), like embeddings of 8 classes."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(LABELS), DIM))
+    which = rng.integers(0, len(LABELS), n)
+    vectors = centres[which] + 0.6 * rng.normal(size=(n, DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), [LABELS[c] for c in which]

@@ -1,6 +1,7 @@
-"""The index-backend contract, run against every backend: hnswlib (embedded) and Milvus (milvus-lite in a folder).
+"""The index-backend contract, run against every backend: hnswlib (embedded), Milvus (milvus-lite in a folder) and
+exact (torch, on the CPU here; tests/test_exact.py compares it with a GPU where there is one).
 
-The same assertions hold for both: searches agree with exact search, tombstones hide at once and restore, purges
+The same assertions hold for all three: searches agree with exact search, tombstones hide at once and restore, purges
 remove the data and say what was verified, everything survives a reopen and a crash, label filters hold.
 """
 
@@ -16,25 +17,11 @@ from vmem_core import VisualMemory
 from vmem_core.errors import VmemError
 from vmem_core.unlearn import byte_patterns, byte_scan, purge
 
-from .helpers import REPO
+from .helpers import REPO, clustered
 from .optional import require
 
-BACKENDS = ["hnswlib", "milvus"]
-DIM = 64  # the test-pixels encoder's
+BACKENDS = ["hnswlib", "milvus", "exact"]
 N = 2600  # above the exact-search threshold (2048): hnswlib answers through its graph
-LABELS = [f"class-{c}" for c in range(8)]
-
-
-def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Unit vectors in 8 labelled clusters (a centre per label plus noise), like embeddings of 8 classes."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(len(LABELS), DIM))
-    which = rng.integers(0, len(LABELS), n)
-    vectors = centres[which] + 0.6 * rng.normal(size=(n, DIM))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float32), [LABELS[c] for c in which]
-
-
 def exact(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     distances = 1.0 - queries @ vectors.T
     order = np.argsort(distances, axis=1, kind="stable")[:, :k]
@@ -160,7 +147,9 @@ def search_beam(memory) -> int:
     return backend.index._index.ef if backend.name == "hnswlib" else backend.params.ef_search  # hnswlib keeps its own
 
 
-def test_search_beam_changes_at_once_and_survives_reopen(filled, data):
+def test_search_beam_changes_at_once_and_survives_reopen(filled, data, backend):
+    if backend == "exact":
+        pytest.skip("exact search has no beam (test_exact.py checks that tuning it changes nothing)")
     vectors, _, queries = data
     default = filled.index_params.ef_search
     with pytest.raises(VmemError, match="search beam ef 0: must be a positive integer"):
@@ -211,7 +200,10 @@ def test_changes_after_the_last_persist_are_replayed_on_open(filled):
 
 def index_files_holding(memory, backend: str, ids: list[int], vectors: np.ndarray) -> list:
     """Where the backend's own files hold these exemplars: hnswlib's snapshot byte for byte; milvus-lite's
-    compressed Parquet and Arrow files read row by row."""
+    compressed Parquet and Arrow files read row by row; the exact backend, which has no files, in its rows."""
+    if backend == "exact":
+        held = memory.index_backend.held_vectors(ids)
+        return [i for i, vector in zip(ids, vectors) if i in held and np.array_equal(held[i], vector)]
     if backend == "hnswlib":
         return [hit for hit in byte_scan(memory.path, byte_patterns(vectors, [])) if hit[0].startswith("index/")]
     from vmem_core.backends.milvus import lite_rows_holding

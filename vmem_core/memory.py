@@ -23,6 +23,7 @@ import numpy as np
 
 from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
 from .backends.hnsw_index import IndexParams
+from .devices import devices_in_use
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import (
     BadVectorError,
@@ -809,4 +810,6 @@ class VisualMemory:
     def stats(self) -> dict:
         """What the memory holds and what it costs on disk and in RAM (`vmem stats --json`)."""
         with self._lock.read():
-            return memory_stats(self.path, self.config, self.index_params, self._store, self._index, self._table)
+            stats = memory_stats(self.path, self.config, self.index_params, self._store, self._index, self._table)
+        stats["devices"] = devices_in_use(self._encoder, stats["index_backend"])
+        return stats

@@ -163,10 +163,9 @@ def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np
 def _exact_predictions(ids: np.ndarray, vectors: np.ndarray, classes: np.ndarray, probes: np.ndarray, k: int,
                        num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN (rank voting) over the given exemplars: (neighbour ids, predictions) per probe."""
-    k = min(k, len(ids))
-    similarity = probes @ vectors.T
-    order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-    distances = 1.0 - np.take_along_axis(similarity, order, axis=1)
+    from .backends.exact import exact_top_k  # imports torch: only when a certificate is checked
+
+    order, distances = exact_top_k(probes, vectors, k)
     votes, weights, _ = prepare_votes(classes[order], distances, "rank")
     return ids[order], vote_all_k(votes, weights, num_classes)[:, -1]
 

@@ -6,8 +6,8 @@ the cache wherever it is exact: the nearest kept items among a query's K cached 
 overall as long as at least `depth` of them survive; only the other rows are searched again, exactly, among the kept
 items.
 
-Search here is exact (blocked matrix products on unit vectors), not hnswlib's approximate index, so that reported
-accuracies do not depend on index parameters.
+Search here is exact (`vmem_core.backends.exact.exact_top_k`, the project's one exact search), not hnswlib's
+approximate index, so that reported accuracies do not depend on index parameters.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import numpy as np
 from ..errors import VmemError
 
 Progress = Callable[[int, int], None]
-QUERY_BLOCK = 1024
 
 
 def exact_top_k(
@@ -30,43 +29,11 @@ def exact_top_k(
     exclude: Optional[np.ndarray] = None,
     progress: Optional[Progress] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k most similar rows of `vectors` for each query, nearest first: (positions (n, k'), distances (n, k')),
-    k' = min(k, usable rows); distance = 1 - cosine.
+    """`vmem_core.backends.exact.exact_top_k` on this process's device (a GPU where there is one): imported on
+    first use, because it loads torch, which `import vmem_core` should not pay for."""
+    from ..backends.exact import exact_top_k as search
 
-    Args:
-        exclude: for each query, one position of `vectors` to skip (-1 for none): leave-one-out.
-
-    >>> exact_top_k(np.eye(3, dtype=np.float32)[:1], np.eye(3, dtype=np.float32), 2)[0].tolist()
-    [[0, 1]]
-    """
-    queries = np.asarray(queries, dtype=np.float32)
-    vectors = np.asarray(vectors, dtype=np.float32)
-    n = len(queries)
-    depth = min(int(k), len(vectors) - (1 if exclude is not None else 0))
-    depth = max(depth, 0)
-    positions = np.zeros((n, depth), dtype=np.int64)
-    distances = np.zeros((n, depth), dtype=np.float32)
-    if depth == 0 or n == 0:
-        return positions, distances
-    for start in range(0, n, QUERY_BLOCK):
-        stop = min(start + QUERY_BLOCK, n)
-        sims = queries[start:stop] @ vectors.T
-        if exclude is not None:
-            skip = np.asarray(exclude[start:stop])
-            rows = np.flatnonzero(skip >= 0)
-            sims[rows, skip[rows]] = -np.inf
-        if depth < sims.shape[1]:
-            top = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
-        else:
-            top = np.broadcast_to(np.arange(sims.shape[1]), (stop - start, sims.shape[1])).copy()
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        # Nearest first; equal similarities in position order, so results do not depend on the partition.
-        order = np.lexsort((top, -top_sims), axis=1)
-        positions[start:stop] = np.take_along_axis(top, order, axis=1)
-        distances[start:stop] = 1.0 - np.take_along_axis(top_sims, order, axis=1)
-        if progress:
-            progress(stop, n)
-    return positions, distances
+    return search(queries, vectors, k, exclude, progress, device=None)
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """Index backends: where a memory's vectors are searched.
 
 The database and the vault (vmem_core.storage.store) are the source of truth for every exemplar; an index backend holds a
-derived, searchable copy of the live vectors. Two implement the same `IndexBackend` protocol:
+derived, searchable copy of the live vectors. Three implement the same `IndexBackend` protocol:
 
 - `hnswlib` (vmem_core.backends.hnsw): embedded, in-process, snapshots in the memory's `index/` folder (default);
 - `milvus` (vmem_core.backends.milvus): a Milvus collection through pymilvus, embedded with milvus-lite (a local
-  folder inside the memory) or on a Milvus server or cluster given by its URI (`http://host:19530`).
+  folder inside the memory) or on a Milvus server or cluster given by its URI (`http://host:19530`);
+- `exact` (vmem_core.backends.exact): every live vector scored on a torch device (the CPU, or a GPU: see
+  vmem_core.devices), loaded from the store on open, with no index file of its own.
 
 Every change is committed to the store first and then applied to the backend; a backend records the last store
 change it holds durably (`applied_seq`) and is brought up to date from the store when the memory opens (`catch_up`).
@@ -73,8 +75,12 @@ def open_backend(
     if record["name"] == "milvus":
         return load_milvus().MilvusBackend.open(path, record, dim, params, store, index_uri=index_uri)
     if index_uri:
-        raise VmemError(f"--index-uri {index_uri!r} given, but {path} uses the hnswlib index, which lives in the "
-                        f"memory folder; move it to Milvus first with `vmem migrate {path} --to milvus`")
+        raise VmemError(f"--index-uri {index_uri!r} given, but {path} uses the {record['name']} index, which lives "
+                        f"in the memory folder; move it to Milvus first with `vmem migrate {path} --to milvus`")
+    if record["name"] == "exact":
+        from .exact import ExactBackend
+
+        return ExactBackend.open(dim, store, label_lookup)
     from .hnsw import HnswlibBackend
 
     return HnswlibBackend.open(path / HNSW_DIR, dim, params, store, label_lookup)
@@ -119,6 +125,10 @@ def migrate(path: Path, config: dict, store: "Store", params: "IndexParams", lab
 
         shutil.rmtree(path / HNSW_DIR, ignore_errors=True)  # a half-built index from an interrupted migrate
         target: IndexBackend = HnswlibBackend.from_store(path / HNSW_DIR, dim, params, store, label_lookup)
+    elif to == "exact":
+        from .exact import ExactBackend
+
+        target = ExactBackend.open(dim, store, label_lookup)
     else:
         MilvusBackend = load_milvus().MilvusBackend
         if not record.get("uri") and old["name"] != "milvus":

@@ -1,5 +1,5 @@
 """What every index backend shares: the `IndexBackend` protocol, the purge evidence, the vmem.json record, and
-replaying the store's changes into an index. The engines (hnsw, milvus) import this module; the package's
+replaying the store's changes into an index. The engines (hnsw, milvus, exact) import this module; the package's
 `__init__` picks one of them."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("hnswlib", "milvus")
+BACKENDS = ("hnswlib", "milvus", "exact")
 DEFAULT_BACKEND = "hnswlib"
 
 # (ids) -> (ids found, their vectors, their labels), all ordered by id: rows read back from the source of truth
@@ -127,11 +127,12 @@ def new_backend_record(name: str, uri: Optional[str] = None) -> dict:
     """The vmem.json record of a backend a memory is about to use (a fresh Milvus collection name each time)."""
     if name not in BACKENDS:
         raise VmemError(f"unknown index backend {name!r}; accepted: {', '.join(BACKENDS)}")
-    if name == "hnswlib":
+    if name in ("hnswlib", "exact"):
         if uri:
-            raise VmemError(f"the hnswlib index lives in the memory folder and takes no URI (got {uri!r}); "
+            where = "lives in the memory folder" if name == "hnswlib" else "is loaded from the memory's database"
+            raise VmemError(f"the {name} index {where} and takes no URI (got {uri!r}); "
                             "use --backend milvus with --index-uri")
-        return {"name": "hnswlib"}
+        return {"name": name}
     return {"name": "milvus", "uri": check_uri(uri), "collection": f"vmem_{uuid.uuid4().hex[:16]}"}
 
 

@@ -217,11 +217,11 @@ class AnnIndex:
         if allowed_ids is not None:
             keep = np.isin(candidate_ids, np.asarray(allowed_ids, dtype=np.int64))
             candidate_ids, matrix = candidate_ids[keep], matrix[keep]
-        k = min(k, len(candidate_ids))
+        from .exact import exact_top_k  # imports torch: only when a search needs it, not when a memory opens
+
         norms = np.linalg.norm(queries, axis=1, keepdims=True)
-        distances = 1.0 - (queries / np.maximum(norms, 1e-12)) @ matrix.T
-        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-        return candidate_ids[order], np.maximum(np.take_along_axis(distances, order, axis=1), 0).astype(np.float32)
+        positions, distances = exact_top_k(queries / np.maximum(norms, 1e-12), matrix, k)
+        return candidate_ids[positions], np.maximum(distances, 0).astype(np.float32)
 
     # --- snapshots ------------------------------------------------------------------------------------------------
     def save_snapshot(self, directory: Path, applied_seq: int) -> Path:

@@ -31,7 +31,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         value = getattr(args, option, None)
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "device", None) is not None:
+        from ..devices import set_default_device
+
+        set_default_device(args.device)  # before anything loads an encoder or an index
     return _execute(args)
+
 
 def _execute(args) -> int:
     """Run a parsed command: errors vmem raises on purpose become one line on stderr and exit status 2."""

@@ -26,6 +26,8 @@ def cmd_app(args) -> int:
     if args.port:
         command += ["--server.port", str(args.port)]
     env = dict(os.environ)
+    if getattr(args, "device", None):
+        env["VMEM_DEVICE"] = args.device  # the app's process resolves it (vmem_core.devices)
     if args.memory:
         env["VMEM_MEMORY"] = str(Path(args.memory).resolve())
     if getattr(args, "rerank", None):
@@ -78,6 +80,6 @@ def cmd_demo(args) -> int:
         return 0
     print(f"\nstarting the app on {memory_path} (Ctrl+C to stop) ...", flush=True)
     return cmd_app(argparse.Namespace(memory=str(memory_path), port=args.port, headless=args.headless,
-                                      address="127.0.0.1"))
+                                      address="127.0.0.1", device=getattr(args, "device", None)))
 
 

@@ -349,11 +349,22 @@ def cmd_stats(args) -> int:
           "bytes per exemplar")
     backend = stats["index_backend"]
     index = stats["index"]
-    print(f"index: {backend['name']} at {backend['location']}, {backend['live']} searchable; HNSW M {index['M']}, "
-          f"ef_construction {index['ef_construction']}, search ef {index['ef_search']}")
+    if backend["name"] == "exact":
+        print(f"index: exact at {backend['location']}, {backend['live']} searchable; every query is scored against "
+              f"every live exemplar ({backend['precision']})")
+    else:
+        print(f"index: {backend['name']} at {backend['location']}, {backend['live']} searchable; HNSW M "
+              f"{index['M']}, ef_construction {index['ef_construction']}, search ef {index['ef_search']}")
+    encode, search = (stats["devices"][job] for job in ("encode", "search"))
+    print(f"devices: encodes on {device_text(encode)}, searches on {device_text(search)}")
     for label, count in stats["labels"].items():
         print(f"    {label:<20} {count}")
     return 0
+
+
+def device_text(where: dict) -> str:
+    """'cuda:0 (NVIDIA H200)', or 'cpu' where the name adds nothing."""
+    return where["device"] if where["name"] == where["device"] else f"{where['device']} ({where['name']})"
 
 
 def cmd_tune(args) -> int:

@@ -66,6 +66,16 @@ def exemplar_id(text: str) -> int:
     return value
 
 
+def device_spec(text: str) -> str:
+    """--device as argparse type: auto, cpu, cuda or cuda:N, in canonical spelling."""
+    from ..devices import DeviceError, parse_device
+
+    try:
+        return parse_device(text)
+    except DeviceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def print_json(payload) -> None:
     json.dump(payload, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

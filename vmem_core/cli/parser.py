@@ -21,7 +21,7 @@ from .commands import (
     cmd_stats,
     cmd_tune,
 )
-from .common import exemplar_id
+from .common import device_spec, exemplar_id
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,19 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--top-n", type=int, default=10,
                        help="reliability v counts appearances among this many leave-one-out neighbours")
 
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", type=device_spec, default=None, metavar="auto|cpu|cuda[:N]",
+                        help="where images are encoded and an exact index searches (default: $VMEM_DEVICE, else "
+                             "auto: the first CUDA GPU torch sees, else the CPU); the memory itself does not change")
+
     index_uri = argparse.ArgumentParser(add_help=False)
     index_uri.add_argument("--index-uri", default=None, metavar="URI",
                            help="a Milvus memory's server (e.g. http://host:19530; token in $VMEM_MILVUS_TOKEN), "
                                 "overriding the one it records")
 
-    p = sub.add_parser("build", parents=[index_uri],
+    p = sub.add_parser("build", parents=[index_uri, device],
                        help="create or extend a memory from an ImageFolder directory or a path,label CSV")
     p.add_argument("data", help="DIR/<label>/<image> or a CSV with columns path,label")
     p.add_argument("--memory", required=True, help="memory directory (created if missing)")
     p.add_argument("--encoder", default=None, help=f"encoder for a new memory (default: {DEFAULT_ENCODER})")
     p.add_argument("--backend", default="hnswlib", choices=BACKENDS,
-                   help="index of a new memory: hnswlib (embedded, default) or milvus (embedded milvus-lite, or the "
-                        "server given by --index-uri)")
+                   help="index of a new memory: hnswlib (embedded, default), milvus (embedded milvus-lite, or the "
+                        "server given by --index-uri) or exact (every vector scored on --device; on a GPU, faster "
+                        "than hnswlib and never approximate for any memory that fits in its memory)")
     p.add_argument("--engine", default="local", choices=("local", "ray"),
                    help="local (this process) or ray (Ray Data: a local Ray instance, or --ray-address)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to run on (e.g. ray://head:10001 or auto)")
@@ -71,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("migrate",
-                       help="move a memory's index to another backend (hnswlib or Milvus), rebuilt from its database")
+                       help="move a memory's index to another backend (hnswlib, Milvus or exact), rebuilt from its "
+                            "database")
     p.add_argument("memory")
     p.add_argument("--to", required=True, choices=BACKENDS, help="the backend to move to")
     p.add_argument("--index-uri", dest="target_uri", default=None, metavar="URI",
@@ -80,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("add", parents=[index_uri], help="add images (files or folders) under one label")
+    p = sub.add_parser("add", parents=[index_uri, device], help="add images (files or folders) under one label")
     p.add_argument("memory")
     p.add_argument("images", nargs="+")
     p.add_argument("--label", required=True)
@@ -114,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("classify", parents=[index_uri], help="classify images by their nearest exemplars")
+    p = sub.add_parser("classify", parents=[index_uri, device], help="classify images by their nearest exemplars")
     p.add_argument("memory")
     p.add_argument("images", nargs="+")
     p.add_argument("--k", type=int, default=50)
@@ -126,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rerank_options(p, batch=False)
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("eval", parents=[index_uri],
+    p = sub.add_parser("eval", parents=[index_uri, device],
                        help="accuracy of every rule at every k on a labelled query folder or CSV")
     p.add_argument("memory")
     p.add_argument("queries")
@@ -164,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search_text)
 
-    p = sub.add_parser("attribute", parents=[index_uri],
+    p = sub.add_parser("attribute", parents=[index_uri, device],
                        help="which exemplars drove predictions, and what each prediction would be without each of them")
     p.add_argument("memory")
     p.add_argument("images", nargs="*")
@@ -187,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("app", help="start the Streamlit app")
+    p = sub.add_parser("app", parents=[device], help="start the Streamlit app")
     p.add_argument("memory", nargs="?", default=None)
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--address", default="127.0.0.1",
@@ -197,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="offer 'Ask the model' on the Classify page (gemini:<model> or openai:<base-url>:<model>)")
     p.set_defaults(func=cmd_app)
 
-    p = sub.add_parser("demo", help="build the shipped sample memory, classify sample queries, open the app")
+    p = sub.add_parser("demo", parents=[device], help="build the shipped sample memory, classify sample queries, open the app")
     p.add_argument("--memory", default=None,
                    help="where the sample memory goes (default: sample.vmem in a checkout, else in the user's data "
                         "folder, or $VMEM_HOME)")

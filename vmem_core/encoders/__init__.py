@@ -40,7 +40,10 @@ def load_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
             f"unknown encoder {name!r}; accepted: efficientnet-lite0, open_clip:<arch>:<pretrained tag or checkpoint path>"
             f" (registered: {', '.join(available_encoders())})"
         )
-    key = (name, tuple(sorted(options.items())))
+    from ..devices import default_device
+
+    # one load per device: a process whose device changes (tests, the app's own default) gets a fresh one
+    key = (name, tuple(sorted(options.items())), options.get("device") or default_device())
     with _LOAD_LOCK:
         if key not in _LOADED:
             _LOADED[key] = _FACTORIES[prefix](rest, **options)

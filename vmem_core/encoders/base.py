@@ -45,6 +45,7 @@ class BatchedEncoder:
     name: str
     identity: str
     dim: int
+    batch_size: int = DEFAULT_BATCH_SIZE  # images per forward pass when `encode` is not told (larger on a GPU)
 
     def encode_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         raise NotImplementedError
@@ -52,16 +53,18 @@ class BatchedEncoder:
     def encode(
         self,
         images: Sequence[Image.Image],
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: Optional[int] = None,
         progress: Optional[ProgressCallback] = None,
     ) -> np.ndarray:
         """Encode RGB images into an (n, dim) float32 array of unit rows.
 
         Args:
             images: PIL images (any size; converted to RGB).
-            batch_size: images per forward pass.
+            batch_size: images per forward pass (default: the encoder's `batch_size`).
             progress: called as progress(done, total) after each batch.
         """
+        if batch_size is None:
+            batch_size = self.batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         images = list(images)

@@ -5,8 +5,8 @@ efficientnet-lite-pytorch. Features are the global average of the last feature m
 as (x - 127) / 128. The ReLU6 activations must stay: `set_swish()` silently ruins the pretrained features.
 
 Two runtimes give the same features (cosine >= 0.9999): "torch" (the reference) and "onnx" (onnxruntime on an export
-of the same weights, cached on first use; several times faster on CPU). The default is "onnx" when onnxruntime is
-installed.
+of the same weights, cached on first use; several times faster on CPU). The default is "onnx" on the CPU when
+onnxruntime is installed, and "torch" on a GPU (vmem_core.devices; bfloat16 autocast there, see encoders.on_device).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..devices import resolve_device
 from ..errors import EncoderError
 from .base import BatchedEncoder
 
@@ -100,12 +101,21 @@ def _feature_module(network):
 
 
 class EfficientNetLite0Encoder(BatchedEncoder):
-    """The default encoder. `runtime` is "onnx" (fast), "torch" (reference) or None (onnx where installed)."""
+    """The default encoder. `runtime` is "onnx" (fast on the CPU), "torch" (reference; the one that runs on a GPU)
+    or None (torch on a GPU, else onnx where installed); `device` a spec for vmem_core.devices (None: the process's).
+    """
 
     name = "efficientnet-lite0"
     dim = FEATURE_DIM
 
-    def __init__(self, runtime: Optional[str] = None, threads: Optional[int] = None) -> None:
+    def __init__(self, runtime: Optional[str] = None, threads: Optional[int] = None,
+                 device: Optional[str] = None) -> None:
+        self.device = resolve_device(device)
+        if self.device.is_cuda:
+            if runtime == "onnx":
+                raise EncoderError(f"runtime 'onnx' runs on the CPU only, not on {self.device.name}; accepted "
+                                   "there: torch (or device cpu for onnx)")
+            runtime = "torch"
         if runtime is None:
             try:
                 import onnxruntime  # noqa: F401
@@ -122,6 +132,11 @@ class EfficientNetLite0Encoder(BatchedEncoder):
         self.identity = f"efficientnet-lite0:sha256:{self._weights_digest[:16]}"
         self._network = load_torch_network()
         self._features = _feature_module(self._network)
+        if self.device.is_cuda:
+            from .on_device import CUDA_BATCH_SIZE, place
+
+            self._features = place(self._features, self.device)
+            self.batch_size = CUDA_BATCH_SIZE
         self._session = self._onnx_session() if runtime == "onnx" else None
 
     def _onnx_path(self) -> Path:
@@ -170,11 +185,20 @@ class EfficientNetLite0Encoder(BatchedEncoder):
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def encode_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
-        batch = preprocess(images)
+        return self.forward(preprocess(images))
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The network alone on a preprocessed (n, 3, 224, 224) float32 batch: (n, 1280) features, not normalised
+        (bench/gpu.py times it apart from image decoding)."""
         if self._session is not None:
             return self._session.run(["features"], {"images": batch})[0]
         import torch
 
+        if self.device.is_cuda:
+            from .on_device import features, precision, to_device
+
+            with torch.inference_mode(), precision(self.device):
+                return features(self._features(to_device(batch, self.device)))
         torch.set_num_threads(self.threads)
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
@@ -184,5 +208,6 @@ class EfficientNetLite0Encoder(BatchedEncoder):
         """ImageNet-1k logits of the full network (torch), to check that these are the real pretrained weights."""
         import torch
 
-        with torch.inference_mode():
-            return self._network(torch.from_numpy(preprocess(images))).numpy()
+        with torch.inference_mode():  # float32 on every device: a check of the weights, not of speed
+            batch = torch.from_numpy(preprocess(images)).to(self.device.torch())
+            return self._network(batch).cpu().numpy()

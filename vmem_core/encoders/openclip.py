@@ -1,4 +1,5 @@
-"""Any open_clip architecture as an encoder, from a pretrained tag (needs the hub) or a local checkpoint file."""
+"""Any open_clip architecture as an encoder, from a pretrained tag (needs the hub) or a local checkpoint file, on the
+process's device (vmem_core.devices; bfloat16 autocast on a GPU, see encoders.on_device)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ..devices import resolve_device
 from ..errors import EncoderError
 from ..storage.atomic import sha256_file
 from .base import BatchedEncoder, l2_normalise
@@ -29,9 +31,11 @@ def _import_open_clip():
 class OpenClipEncoder(BatchedEncoder):
     """The image tower of an open_clip model; `encode_text` embeds text into the same space."""
 
-    def __init__(self, arch: str, pretrained: str, threads: int | None = None) -> None:
+    def __init__(self, arch: str, pretrained: str, threads: int | None = None, device: str | None = None) -> None:
         open_clip = _import_open_clip()
         import torch
+
+        from .on_device import CUDA_BATCH_SIZE, place
 
         if arch not in open_clip.list_models():
             raise EncoderError(
@@ -68,11 +72,14 @@ class OpenClipEncoder(BatchedEncoder):
                     f"its path instead: open_clip:{arch}:/path/to/checkpoint.pt"
                 ) from None
             raise EncoderError(f"could not load open_clip checkpoint {source!r} into {arch}: {exc}") from None
-        self._model = model.eval()
+        self.device = resolve_device(device)
+        self._model = place(model, self.device)
+        if self.device.is_cuda:
+            self.batch_size = CUDA_BATCH_SIZE
         self._preprocess = preprocess
         self._tokenizer = open_clip.get_tokenizer(arch)
         with torch.inference_mode():
-            probe = self._model.encode_image(torch.zeros(1, *self._input_shape()))
+            probe = self._model.encode_image(torch.zeros(1, *self._input_shape(), device=self.device.torch()))
         self.dim = int(probe.shape[-1])
         self._torch = torch
 
@@ -82,14 +89,19 @@ class OpenClipEncoder(BatchedEncoder):
         return 3, height, width
 
     def encode_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        from .on_device import features, precision, to_device
+
         torch = self._torch
         torch.set_num_threads(self.threads)
-        with torch.inference_mode():
-            batch = torch.stack([self._preprocess(image) for image in images])
-            return self._model.encode_image(batch).float().numpy()
+        with torch.inference_mode(), precision(self.device):
+            batch = to_device(torch.stack([self._preprocess(image) for image in images]), self.device)
+            return features(self._model.encode_image(batch))
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """Unit rows for texts, comparable with the image features (CLIP's shared space)."""
+        from .on_device import features, precision
+
         torch = self._torch
-        with torch.inference_mode():
-            return l2_normalise(self._model.encode_text(self._tokenizer(list(texts))).float().numpy())
+        with torch.inference_mode(), precision(self.device):
+            tokens = self._tokenizer(list(texts)).to(self.device.torch())
+            return l2_normalise(features(self._model.encode_text(tokens)))
