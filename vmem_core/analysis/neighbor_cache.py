@@ -123,7 +123,7 @@ class NeighborCache:
             distances[short] = found_d
         return positions, distances
 
-    def subset_queries(self, rows: np.ndarray) -> "NeighbourCache":
+    def subset_queries(self, rows: np.ndarray) -> "NeighborCache":
         """The same cache for a subset of the queries."""
         rows = np.asarray(rows)
         return NeighborCache(self.memory_vectors, self.memory_labels, self.query_vectors[rows],
