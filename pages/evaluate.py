@@ -98,8 +98,8 @@ st.subheader("The paper's experiments")
 st.caption("One exact search of the memory for these queries; every experiment votes from it (subsets of the memory "
            "reuse it where it is exact and search again where it is not).")
 labels = list(memory.labels)
-chosen = st.multiselect("Experiments", list(registry.REGISTRY), default=["accuracy", "new-classes", "pruning", "noise", "ood"],
-                        key="exp-names")
+chosen = st.multiselect("Experiments", list(registry.REGISTRY),
+                        default=["accuracy", "new-classes", "pruning", "noise", "ood"], key="exp-names")
 new_classes = st.multiselect("Classes added later (new classes) and held out (OOD)", labels, default=labels[-1:],
                              key="exp-new")
 taxonomy_file = st.file_uploader("Taxonomy CSV (class,group,...; default: the shipped Fashion-MNIST one)", type=["csv"],
@@ -117,7 +117,8 @@ if st.button("Run experiments", key="exp-run", disabled=not chosen or len(labels
                                              seeds=list(range(seeds)))
         try:
             results = registry.run_experiments(memory, split.embeddings, split.labels, chosen, options,
-                                      progress=lambda stage, done, total: bar.progress(done / total, text=stage))
+                                               progress=lambda stage, done, total: bar.progress(done / total,
+                                                                                                text=stage))
         except VmemError as exc:
             results = None
             st.error(str(exc))

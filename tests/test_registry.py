@@ -100,7 +100,8 @@ def test_an_experiment_added_to_the_registry_reaches_the_cli_report_and_the_resu
     memory, labels, queries, query_labels = blobs(per_class=5, queries_per_class=2)
     found = registry.run_experiments_on_arrays(memory, labels, queries, query_labels, ["toy"])
     assert found["toy"]["queries"] == 8
-    assert registry.text_report(found, 10) == f"\n== toy ==\n8 queries, mean nearest distance {found['toy']['nearest']:.4f}\n"
+    nearest = found["toy"]["nearest"]
+    assert registry.text_report(found, 10) == f"\n== toy ==\n8 queries, mean nearest distance {nearest:.4f}\n"
     assert [name for name, _ in registry.figures(found, 10)] == ["toy"]
 
     spec = importlib.util.spec_from_file_location("results_script", REPO / "scripts" / "results.py")

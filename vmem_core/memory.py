@@ -677,7 +677,9 @@ class VisualMemory:
 
         return self.derived(("kept", threshold, top_n), compute)
 
-    def neighbors(self, embeddings: np.ndarray, settings: Optional[VoteSettings] = None) -> tuple[np.ndarray, np.ndarray]:
+    def neighbors(
+        self, embeddings: np.ndarray, settings: Optional[VoteSettings] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The settings.k neighbours that vote: with hard pruning, the k nearest among the kept exemplars (ranks
         renumbered over them), so every k has k voters wherever enough exemplars are kept."""
         settings = resolve_settings(settings)

@@ -226,7 +226,8 @@ def reliability_counts(item_ids: np.ndarray, item_classes: np.ndarray, neighbor_
         item_classes: (m,) class index of each item.
         neighbor_ids: (m, N) each item's N nearest other items; entries that are not items (e.g. -1) count for none.
 
-    >>> reliability_counts(np.array([10, 11, 12]), np.array([0, 0, 1]), np.array([[11, 12], [10, 12], [10, -1]])).tolist()
+    >>> neighbors = np.array([[11, 12], [10, 12], [10, -1]])
+    >>> reliability_counts(np.array([10, 11, 12]), np.array([0, 0, 1]), neighbors).tolist()
     [1, 0, 2]
     """
     ids = np.asarray(item_ids, dtype=np.int64)
