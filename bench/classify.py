@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 from embedding_model import model_for  # noqa: E402
 
-from vmem_core import VisualMemory, load_encoder  # noqa: E402
+from vmem_core import VisualMemory, VoteSettings, load_encoder  # noqa: E402
 from vmem_core.ingest.images import load_image  # noqa: E402
 
 
@@ -59,7 +59,8 @@ def main() -> None:
               f"{len(memory):,} exemplars x {encoder.dim}-d filled in {fill_s:.0f} s (index M={memory.index_params.M}"
               f", ef_construction={memory.index_params.ef_construction}, ef={memory.index_params.ef_search})")
 
-        memory.classify([uploads[0]], k=args.k)  # warm-up: first-call allocations in onnxruntime and hnswlib
+        settings = VoteSettings(k=args.k)
+        memory.classify([uploads[0]], settings)  # warm-up: first-call allocations in onnxruntime and hnswlib
         names = ("decode", "encode", "search", "vote", "end to end")
         wall: dict[str, list[float]] = {name: [] for name in names}
         cpu: dict[str, list[float]] = {name: [] for name in names}  # CPU of the whole process (encoder threads too)
@@ -74,9 +75,9 @@ def main() -> None:
         for data in uploads:
             image = timed("decode", lambda: load_image(data).image)
             embedding = timed("encode", lambda: encoder.encode([image]))
-            ids, distances = timed("search", lambda: memory.neighbors(embedding, args.k))
-            timed("vote", lambda: memory.vote(ids, distances))
-            result = timed("end to end", lambda: memory.classify([data], k=args.k)[0])
+            ids, distances = timed("search", lambda: memory.neighbors(embedding, settings))
+            timed("vote", lambda: memory.vote(ids, distances, settings))
+            result = timed("end to end", lambda: memory.classify([data], settings)[0])
             assert len(result.neighbors) == args.k
         memory.close()
 

@@ -34,7 +34,7 @@ for query, result in zip(queries, ui.classify(memory, queries, settings)):
             st.subheader(f"Prediction: {result.label}")
             total = sum(result.scores.values()) or 1.0
             st.write(f"{result.scores.get(result.label, 0) / total:.0%} of the vote from k={len(result.neighbors)} "
-                     f"neighbours ({settings.voting} voting, pruning {settings.pruning}).")
+                     f"neighbours ({settings.rule} voting, pruning {settings.pruning}).")
         if result.neighbors:
             verdict = judge(memory, result.neighbors[0].distance)
             if verdict.is_ood:
@@ -52,8 +52,7 @@ for query, result in zip(queries, ui.classify(memory, queries, settings)):
     ui.neighbor_gallery(memory, result)
     if result.neighbors:
         with st.expander("Attribution: each neighbour's share of the winning score, and the prediction without it"):
-            [explained] = attribute(memory, query.embedding[None, :], settings.k, settings.voting, settings.pruning,
-                                    settings.threshold, settings.top_n)
+            [explained] = attribute(memory, query.embedding[None, :], settings)
             st.dataframe(attribution_rows(explained), hide_index=True, key=f"attr-{query.sha256}")
             st.caption("'Without it' is exact: the vote over the k nearest exemplars once that one is gone (the "
                        "next nearest moves up). Reliability v is held fixed.")

@@ -28,7 +28,7 @@ reliability = memory.reliability(settings.top_n)
 st.plotly_chart(reliability_histogram(reliability), width="stretch")
 
 dismissed = st.session_state.setdefault("curate-dismissed", set())
-suggestions = [s for s in suspicious_exemplars(memory, k=settings.k, top_n=settings.top_n, limit=len(memory))
+suggestions = [s for s in suspicious_exemplars(memory, settings, limit=len(memory))
                if s.id not in dismissed]
 st.subheader(f"Suggestions: {len(suggestions)} exemplar(s), most harmful first")
 thumbs = memory.thumbnails([s.id for s in suggestions[:15]])
@@ -69,8 +69,7 @@ st.caption("Per exemplar, over the held-out queries: correct predictions it vote
            "predictions that change when it is left out (exact, from k + 1 neighbours).")
 if st.button("Measure influence", key="curate-influence"):
     split = ui.query_split_embeddings(memory)
-    frame = exemplar_influence(memory, split.embeddings, split.labels, settings.k, settings.voting, settings.pruning,
-                               settings.threshold, settings.top_n)
+    frame = exemplar_influence(memory, split.embeddings, split.labels, settings)
     st.session_state["curate-influence-result"] = (memory.table, frame)
 stored = st.session_state.get("curate-influence-result")
 if stored is not None and stored[0] is memory.table:  # stale after any change

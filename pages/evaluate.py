@@ -1,31 +1,21 @@
 """Evaluate: accuracy of every voting rule at every k, accuracy vs memory size, per class and confusion."""
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from vmem_core import VmemError, ui
+from vmem_core.analysis import registry
 from vmem_core.analysis.evaluate import (
     BEST_LABEL,
-    EXPERIMENTS,
-    ExperimentOptions,
     accuracy_vs_memory_size,
     confusion_matrix,
     evaluate_embeddings,
     per_class_accuracy,
     predict_at_k,
-    run_experiments,
-)
-from vmem_core.analysis.experiment_plots import (
-    accuracy_and_hit_rate_figure,
-    memory_size_error_figure,
-    new_classes_figure,
-    noise_figure,
-    ood_figure,
-    pruning_figure,
-    taxonomy_figure,
 )
 from vmem_core.analysis.plots import (
     accuracy_vs_k_figure,
@@ -67,8 +57,7 @@ if not len(split.names) or not len(memory):
     st.info("Nothing to evaluate: no readable queries, or an empty memory.")
     st.stop()
 
-result = evaluate_embeddings(memory, split.embeddings, split.labels, k_max=100, pruning=settings.pruning,
-                             threshold=settings.threshold)
+result = evaluate_embeddings(memory, split.embeddings, split.labels, k_max=100, settings=settings)
 st.plotly_chart(accuracy_vs_k_figure(result), width="stretch")
 best = result.best()
 k = min(settings.k, result.k_max)
@@ -81,9 +70,9 @@ st.caption(f"Best = {BEST_LABEL}.")
 if result.unknown_labels:
     st.warning(f"Query labels absent from the memory (always counted wrong): {', '.join(result.unknown_labels)}")
 
-st.subheader(f"Per class and confusion at k={k}, {settings.voting} voting")
+st.subheader(f"Per class and confusion at k={k}, {settings.rule} voting")
 neighbor_ids, distances = memory.search(split.embeddings, k)
-predicted = predict_at_k(memory, neighbor_ids, distances, k, settings.voting, settings.pruning, settings.threshold)
+predicted = predict_at_k(memory, neighbor_ids, distances, replace(settings, k=k))
 left, right = st.columns(2)
 left.plotly_chart(per_class_accuracy_figure(per_class_accuracy(split.labels, predicted)), width="stretch")
 right.plotly_chart(confusion_matrix_figure(confusion_matrix(split.labels, predicted)), width="stretch")
@@ -92,8 +81,8 @@ st.subheader("Accuracy vs memory size")
 seeds = st.slider("Seeds (random subsets per size)", 1, 10, 3, key="eval-seeds")
 if st.button("Run memory-size experiment", key="eval-size"):
     bar = st.progress(0.0, text="Subsampling the memory...")
-    frame = accuracy_vs_memory_size(memory, split.embeddings, split.labels, seeds=list(range(seeds)), k=k,
-                                    rule=settings.voting, progress=lambda d, t: bar.progress(d / t))
+    frame = accuracy_vs_memory_size(memory, split.embeddings, split.labels, seeds=list(range(seeds)),
+                                    settings=replace(settings, k=k), progress=lambda d, t: bar.progress(d / t))
     bar.empty()
     st.session_state["eval-size-result"] = (memory.table, frame)
 stored = st.session_state.get("eval-size-result")
@@ -109,8 +98,8 @@ st.subheader("The paper's experiments")
 st.caption("One exact search of the memory for these queries; every experiment votes from it (subsets of the memory "
            "reuse it where it is exact and search again where it is not).")
 labels = list(memory.labels)
-chosen = st.multiselect("Experiments", list(EXPERIMENTS), default=["accuracy", "new-classes", "pruning", "noise", "ood"],
-                        key="exp-names")
+chosen = st.multiselect("Experiments", list(registry.REGISTRY),
+                        default=["accuracy", "new-classes", "pruning", "noise", "ood"], key="exp-names")
 new_classes = st.multiselect("Classes added later (new classes) and held out (OOD)", labels, default=labels[-1:],
                              key="exp-new")
 taxonomy_file = st.file_uploader("Taxonomy CSV (class,group,...; default: the shipped Fashion-MNIST one)", type=["csv"],
@@ -123,33 +112,23 @@ if st.button("Run experiments", key="exp-run", disabled=not chosen or len(labels
         if taxonomy_file is not None:
             taxonomy = Path(folder) / "taxonomy.csv"
             taxonomy.write_bytes(taxonomy_file.getvalue())
-        options = ExperimentOptions(k=min(settings.k, 100), new_classes=new_classes or None, taxonomy=taxonomy,
-                                    held_out=held_out, seeds=list(range(seeds)), threshold=settings.threshold,
-                                    top_n=settings.top_n)
+        options = registry.ExperimentOptions(vote=replace(settings, k=min(settings.k, 100)),
+                                             new_classes=new_classes or None, taxonomy=taxonomy, held_out=held_out,
+                                             seeds=list(range(seeds)))
         try:
-            results = run_experiments(memory, split.embeddings, split.labels, chosen, options,
-                                      progress=lambda stage, done, total: bar.progress(done / total, text=stage))
+            results = registry.run_experiments(memory, split.embeddings, split.labels, chosen, options,
+                                               progress=lambda stage, done, total: bar.progress(done / total,
+                                                                                                text=stage))
         except VmemError as exc:
             results = None
             st.error(str(exc))
     bar.empty()
     if results is not None:
-        st.session_state["exp-result"] = (memory.table, options.k, results)
+        st.session_state["exp-result"] = (memory.table, options.vote.k, results)
 stored = st.session_state.get("exp-result")
 if stored is not None and stored[0] is memory.table:  # stale after any change to the memory
     _, fixed_k, results = stored
-    figures = {
-        "accuracy": lambda r: [accuracy_and_hit_rate_figure(r)],
-        "memory-size": lambda r: [memory_size_error_figure(r)],
-        "new-classes": lambda r: [new_classes_figure(r)],
-        "pruning": lambda r: [pruning_figure(r, fixed_k)],
-        "noise": lambda r: [noise_figure(r)],
-        "taxonomy": lambda r: [taxonomy_figure(r)],
-        "ood": lambda r: [ood_figure(v, "held-out classes" if key == "held_out_classes" else "other images")
-                          for key, v in r.items()],
-    }
-    for name, result in results.items():
-        for figure in figures[name](result):
-            st.plotly_chart(figure, width="stretch", key=f"exp-fig-{name}-{figure.layout.title.text}")
+    for name, figure in registry.figures(results, fixed_k):
+        st.plotly_chart(figure, width="stretch", key=f"exp-fig-{name}-{figure.layout.title.text}")
     st.caption(f"Fixed k = {fixed_k} (the sidebar's k); best-over-k = {BEST_LABEL}. The full numbers: "
                "`vmem eval MEM QUERIES --experiment all --json`.")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vmem_core import VisualMemory
+from vmem_core import VisualMemory, VoteSettings
 from vmem_core.analysis.attribution import dependent_queries, winning_shares
 from vmem_core.analysis.curate import near_duplicates, suspicious_exemplars
 from vmem_core.analysis.evaluate import (
@@ -59,7 +59,7 @@ def test_confusion_matrix_and_per_class_accuracy():
 def test_predict_at_k_uses_prefix(clusters):
     mem, centres = clusters
     ids, distances = mem.search(centres, 10)
-    assert predict_at_k(mem, ids, distances, 3) == ["c0", "c1", "c2"]
+    assert predict_at_k(mem, ids, distances, VoteSettings(k=3)) == ["c0", "c1", "c2"]
 
 
 def test_memory_size_curve_grows_and_is_exact_on_tiny_subsets(clusters):
@@ -67,7 +67,7 @@ def test_memory_size_curve_grows_and_is_exact_on_tiny_subsets(clusters):
     _, vectors, labels = clustered(seed=0)
     noisy = vectors[::7] + 0.6 * np.random.default_rng(3).normal(size=vectors[::7].shape)
     frame = accuracy_vs_memory_size(mem, noisy / np.linalg.norm(noisy, axis=1, keepdims=True), labels[::7],
-                                    per_class=[1, 5, 20, 500], seeds=[0, 1], k=3)
+                                    per_class=[1, 5, 20, 500], seeds=[0, 1], settings=VoteSettings(k=3))
     assert sorted(frame["per_class"].unique()) == [1, 5, 20]  # 500 clamps to the largest class
     assert set(frame.loc[frame.per_class == 1, "exemplars"]) == {3}  # one per class, searched exactly
     assert frame.loc[frame.per_class == 20, "accuracy"].min() >= frame.loc[frame.per_class == 1, "accuracy"].mean()
@@ -76,7 +76,7 @@ def test_memory_size_curve_grows_and_is_exact_on_tiny_subsets(clusters):
 def test_mislabelled_exemplar_is_suggested_first(clusters, tmp_path):
     mem, centres = clusters
     (wrong,) = mem.add_embeddings(centres[0:1] + 0.01, ["c2"])  # sits inside c0's cluster with label c2
-    suggestions = suspicious_exemplars(mem, k=5, top_n=5)
+    suggestions = suspicious_exemplars(mem, VoteSettings(k=5, top_n=5))
     assert suggestions[0].id == wrong
     assert suggestions[0].label == "c2" and suggestions[0].suggested_label == "c0"
     assert suggestions[0].reliability > 0 and "vote 'c0'" in suggestions[0].reason

@@ -24,7 +24,7 @@ from vmem_core.analysis.experiments import (
 )
 from vmem_core.analysis.neighbor_cache import build_cache, exact_top_k
 from vmem_core.errors import DatasetError, VmemError
-from vmem_core.voting import SOFTMAX_TEMPERATURE
+from vmem_core.voting import SOFTMAX_TEMPERATURE, VoteSettings
 
 
 def unit(x):
@@ -148,7 +148,8 @@ def test_accuracy_and_hit_rate_curves(cache, data):
 def test_memory_size_sweep_grows_with_memory_and_fits_a_falling_line():
     memory, labels, queries, query_labels = blobs(per_class=200, classes=5, spread=1.1, queries_per_class=40)
     cache = build_cache(memory, labels, queries, query_labels, k=30)
-    frame = memory_size_sweep(cache, per_class=[1, 5, 20, 200, 999], seeds=[0, 1, 2], rules=["rank"], k=5)
+    frame = memory_size_sweep(cache, per_class=[1, 5, 20, 200, 999], seeds=[0, 1, 2], rules=["rank"],
+                              settings=VoteSettings(k=5))
     assert sorted(frame["per_class"].unique()) == [1, 5, 20, 200]  # 999 clamps to the largest class
     assert set(frame.loc[frame.per_class == 1, "exemplars"]) == {5}
     assert frame.loc[frame.per_class == 1, "accuracy"].nunique() > 1  # seeds draw different subsets
@@ -172,7 +173,7 @@ def test_fit_recovers_a_known_power_law():
 
 
 def test_new_classes_before_after_and_forgetting(cache, data):
-    result = new_classes(cache, ["c3"], k=5)
+    result = new_classes(cache, ["c3"], settings=VoteSettings(k=5))
     assert result.old_queries == 45 and result.new_queries == 15
     # before: c3 queries excluded, memory without c3; recomputed here by hand from a fresh search
     memory, labels, queries, query_labels = data
@@ -208,7 +209,7 @@ def test_pruning_modes_differ_and_hard_pruning_equals_a_pruned_memory(data, cach
     cache.memory_labels = noisy
     v = reliability_from_loo(build_cache(memory, noisy, k=10))
     threshold = float(np.quantile(v, 0.7))
-    result = pruning_comparison(cache, v, threshold=threshold)
+    result = pruning_comparison(cache, v, settings=VoteSettings(threshold=threshold))
     assert result.pruned == int((v >= threshold).sum()) > 0 and result.soft_weighted == int((v > 0).sum())
     kept = v < threshold
     fresh = build_cache(memory[kept], noisy[kept], queries, query_labels, k=10)
@@ -228,7 +229,7 @@ def test_flip_labels_changes_exactly_the_fraction():
 
 
 def test_label_noise_hurts_and_plurality_at_large_k_resists(cache):
-    frame = label_noise(cache, [0.0, 0.4, 0.8], k=20)
+    frame = label_noise(cache, [0.0, 0.4, 0.8], settings=VoteSettings(k=20))
     at = frame.set_index(["noise", "rule"])["accuracy"]
     assert at[(0.8, "rank")] < at[(0.0, "rank")]
     assert at[(0.4, "plurality")] > at[(0.8, "plurality")]
@@ -241,7 +242,7 @@ def test_taxonomy_levels_get_easier_and_held_out_class_rises_with_exemplars(cach
     path = tmp_path / "taxonomy.csv"
     path.write_text(TAXONOMY)
     taxonomy = load_taxonomy(path)
-    levels = taxonomy_accuracy(cache, taxonomy, k=5)
+    levels = taxonomy_accuracy(cache, taxonomy, settings=VoteSettings(k=5))
     assert list(levels) == ["class", "group", "supergroup"]
     assert levels["class"]["rank"] <= levels["group"]["rank"] <= levels["supergroup"]["rank"] == 1.0
     frame = held_out_class_levels(cache, taxonomy, "c3", added=[0, 1, 5, 30], seeds=[0, 1])
@@ -295,7 +296,7 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
     mem.add_embeddings(memory, list(labels))
     queries, query_labels = queries[:12], query_labels[:12]
-    explained = attribute(mem, queries, k=4, rule=rule, pruning=pruning)
+    explained = attribute(mem, queries, VoteSettings(k=4, rule=rule, pruning=pruning))
     v = dict(mem.reliability(10))
     mem.reliability = lambda top_n=10: v  # frozen, as the counterfactual assumes
     flips_seen = 0
@@ -303,12 +304,12 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
         assert sum(n.share for n in neighbors) == pytest.approx(1.0)
         for n in neighbors:
             mem.delete([n.id])
-            [after] = mem.classify_embeddings(queries[row:row + 1], k=4, voting=rule, pruning=pruning)
+            [after] = mem.classify_embeddings(queries[row:row + 1], VoteSettings(k=4, rule=rule, pruning=pruning))
             assert after.label == n.without, (row, n)
             flips_seen += n.flips
             mem.restore([n.id])
     assert flips_seen > 0  # some exemplar mattered, so the comparison tested something
-    frame = exemplar_influence(mem, queries, list(query_labels), k=4, rule=rule, pruning=pruning)
+    frame = exemplar_influence(mem, queries, list(query_labels), VoteSettings(k=4, rule=rule, pruning=pruning))
     assert frame["flips"].sum() == flips_seen
     by_id = {n.id for neighbors in explained for n in neighbors}
     assert set(frame["id"]) == by_id

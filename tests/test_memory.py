@@ -17,6 +17,7 @@ from vmem_core import (
     UnknownIdError,
     VisualMemory,
     VmemError,
+    VoteSettings,
 )
 
 from .helpers import REPO, SAMPLE, database_held_elsewhere, memory_state
@@ -361,7 +362,7 @@ def test_hard_pruning_keeps_k_voters_and_matches_evaluation(tmp_path):
     truth = [f"c{i}" for i in range(3) for _ in range(10)]
     with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
         mem.add_embeddings(vectors, labels)
-        kept = set(mem.kept_ids(threshold=2, top_n=5).tolist())
+        kept = set(mem.kept_ids(VoteSettings(threshold=2, top_n=5)).tolist())
         assert 0 < len(kept) < len(mem)
         results = mem.classify_embeddings(queries, k=10, pruning="hard", threshold=2, top_n=5)
         assert all(len(r.neighbors) == 10 for r in results)

@@ -65,6 +65,7 @@ def test_experiment_figures_carry_the_results(tmp_path):
         reliability_from_loo,
     )
     from vmem_core.analysis.neighbor_cache import build_cache
+    from vmem_core.voting import VoteSettings
 
     from .test_experiments import blobs
 
@@ -75,7 +76,7 @@ def test_experiment_figures_carry_the_results(tmp_path):
     assert list(fig.data[0].y) == curves["hit_rate"] and len(fig.data) == 1 + 2 * 4
     assert fig.data[2].x[0] == curves["best_over_k"]["rank"]["k"]
 
-    frame = memory_size_sweep(cache, [1, 10, 40], seeds=[0, 1], rules=["rank", "softmax"], k=5)
+    frame = memory_size_sweep(cache, [1, 10, 40], seeds=[0, 1], rules=["rank", "softmax"], settings=VoteSettings(k=5))
     sizes = {"k": 5, "rows": frame.to_dict("records"),
              "fit": {r: fit_log_error(frame, r).to_dict() for r in ("rank", "softmax")}}
     fig = ep.memory_size_error_figure(sizes)
@@ -83,18 +84,18 @@ def test_experiment_figures_carry_the_results(tmp_path):
     assert np.allclose(fig.data[0].y, rank_errors.to_numpy()) and fig.layout.yaxis.type == "log"
     assert "slope" in fig.data[1].name
 
-    new = new_classes(cache, ["c3"], k=5).to_dict()
+    new = new_classes(cache, ["c3"], settings=VoteSettings(k=5)).to_dict()
     fig = ep.new_classes_figure(new)
     assert [t.name for t in fig.data] == ["old classes, before", "old classes, after", "new classes, after"]
     assert fig.data[2].y[0] == new["new_after"]["rank"]
 
     v = reliability_from_loo(build_cache(memory, labels, k=10))
-    pruned = pruning_comparison(cache, v, threshold=3).to_dict(5)
+    pruned = pruning_comparison(cache, v, settings=VoteSettings(threshold=3)).to_dict(5)
     fig = ep.pruning_figure(pruned, 5)
     assert [t.name for t in fig.data] == ["none", "hard", "soft"]
     assert fig.data[1].y[0] == pruned["accuracy_at_k5"]["hard"]["rank"]
 
-    noise = {"k": 5, "rows": label_noise(cache, [0, 0.5], k=5).to_dict("records")}
+    noise = {"k": 5, "rows": label_noise(cache, [0, 0.5], settings=VoteSettings(k=5)).to_dict("records")}
     fig = ep.noise_figure(noise)
     assert list(fig.data[0].x) == [0, 0.5] and len(fig.data) == 4
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vmem_core.voting import (
+    VoteSettings,
     check_rule,
     class_scores,
     compact_kept,
@@ -100,14 +101,14 @@ def test_soft_pruning_factor():
 
 
 def test_soft_pruning_multiplies_weights_where_v_positive():
-    _, weights, _ = prepare_votes(np.array([[0, 1]]), np.zeros((1, 2)), "rank", np.array([[0, 1]]), "soft")
+    _, weights, _ = prepare_votes(np.array([[0, 1]]), np.zeros((1, 2)), VoteSettings(pruning="soft"), np.array([[0, 1]]))
     assert np.allclose(weights, [[1 / 2, 1 / 3 * 0.875]])
 
 
 def test_hard_pruning_skips_unreliable_and_renumbers_ranks():
     labels = np.array([[0, 1, 1, 0]])
     reliability = np.array([[5, 0, 0, 0]])  # the nearest neighbour is unreliable
-    kept, weights, positions = prepare_votes(labels, np.zeros((1, 4)), "rank", reliability, "hard", threshold=2)
+    kept, weights, positions = prepare_votes(labels, np.zeros((1, 4)), VoteSettings(pruning="hard", threshold=2), reliability)
     assert kept.tolist() == [[1, 1, 0, -1]]
     assert positions.tolist() == [[1, 2, 3, -1]]
     assert np.allclose(weights, [[1 / 2, 1 / 3, 1 / 4, 0]])  # ranks 0, 1, 2 over the kept ones
@@ -115,13 +116,14 @@ def test_hard_pruning_skips_unreliable_and_renumbers_ranks():
 
 
 def test_hard_pruning_threshold_is_inclusive():
-    kept, _, _ = prepare_votes(np.array([[0, 1]]), np.zeros((1, 2)), "rank", np.array([[2, 1]]), "hard", 2)
+    kept, _, _ = prepare_votes(np.array([[0, 1]]), np.zeros((1, 2)), VoteSettings(pruning="hard", threshold=2),
+                                np.array([[2, 1]]))
     assert kept.tolist() == [[1, -1]]
 
 
 def test_pruning_needs_reliability():
     with pytest.raises(ValueError, match="reliability"):
-        prepare_votes(np.array([[0]]), np.zeros((1, 1)), "rank", None, "soft")
+        prepare_votes(np.array([[0]]), np.zeros((1, 1)), VoteSettings(pruning="soft"), None)
 
 
 def test_compact_kept_preserves_order():

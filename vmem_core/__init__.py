@@ -5,6 +5,7 @@ from .backends.hnsw_index import IndexParams
 from .encoders import DEFAULT_ENCODER, Encoder, available_encoders, load_encoder, register_encoder
 from .errors import (
     BadImageError,
+    BadSettingError,
     BadVectorError,
     DatasetError,
     EncoderError,
@@ -16,7 +17,7 @@ from .errors import (
     VmemError,
 )
 from .memory import BuildReport, Classification, Neighbor, VisualMemory
-from .voting import RULES, class_scores, prepare_votes, rule_weights, vote_all_k
+from .voting import RULES, VoteSettings, class_scores, prepare_votes, rule_weights, vote_all_k
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_ENCODER",
     "RULES",
     "BadImageError",
+    "BadSettingError",
     "BadVectorError",
     "BuildReport",
     "Classification",
@@ -40,6 +42,7 @@ __all__ = [
     "UnknownLabelError",
     "VisualMemory",
     "VmemError",
+    "VoteSettings",
     "available_encoders",
     "class_scores",
     "evaluate_dataset",

@@ -45,3 +45,7 @@ class MemoryLockedError(VmemError):
 
 class DatasetError(VmemError):
     """A dataset directory or CSV file cannot be read."""
+
+
+class BadSettingError(VmemError, ValueError):
+    """A voting setting (k, rule, pruning, threshold, top-N, a rule parameter) is not one vmem accepts."""

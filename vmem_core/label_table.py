@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .voting import class_names, label_classes
+
 
 @dataclass(frozen=True)
 class LabelTable:
@@ -19,9 +21,8 @@ class LabelTable:
 
     @classmethod
     def from_rows(cls, ids: np.ndarray, labels: Sequence[str]) -> "LabelTable":
-        names = tuple(sorted(set(labels)))
-        position = {label: i for i, label in enumerate(names)}
-        return cls(np.asarray(ids, dtype=np.int64), np.asarray([position[x] for x in labels], dtype=np.int64), names)
+        names = class_names(labels)
+        return cls(np.asarray(ids, dtype=np.int64), label_classes(labels, names), names)
 
     def without(self, ids) -> "LabelTable":
         """This table less the given ids (labels left with no exemplar are dropped)."""
@@ -38,12 +39,11 @@ class LabelTable:
 
     def merged(self, ids, labels: Sequence[str]) -> "LabelTable":
         """This table plus rows (ids not already in it), re-indexed if a new label sorts among the old ones."""
-        names = tuple(sorted(set(self.labels) | set(labels)))
-        position = {label: i for i, label in enumerate(names)}
-        remap = np.asarray([position[label] for label in self.labels], dtype=np.int64)
+        names = class_names([*self.labels, *labels])
+        remap = label_classes(self.labels, names)
         all_ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
         all_classes = np.concatenate([remap[self.classes] if len(self.classes) else self.classes,
-                                      np.asarray([position[label] for label in labels], dtype=np.int64)])
+                                      label_classes(labels, names)])
         order = np.argsort(all_ids, kind="stable")
         return LabelTable(all_ids[order], all_classes[order], names)
 

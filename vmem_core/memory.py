@@ -43,13 +43,12 @@ from .storage.locks import ReadWriteLock
 from .storage.stats import memory_stats
 from .storage.store import NewExemplars, Store
 from .voting import (
-    DEFAULT_HARD_THRESHOLD,
     DEFAULT_RELIABILITY_TOP_N,
-    DEFAULT_RULE,
-    PRUNING_MODES,
-    check_rule,
+    VoteSettings,
     class_scores,
     prepare_votes,
+    reliability_counts,
+    resolve_settings,
     vote_all_k,
 )
 
@@ -58,7 +57,6 @@ log = logging.getLogger(__name__)
 # Below this distance two exemplars count as near-duplicates. With efficientnet-lite0 the same photo saved again as
 # JPEG lands at ~0.04, while distinct Fashion-MNIST exemplars are rarely closer than 0.05 (4 of the 1,000 samples).
 NEAR_DUPLICATE_DISTANCE = 0.05
-DEFAULT_K = 50
 
 Progress = Callable[[int, int], None]
 
@@ -587,8 +585,10 @@ class VisualMemory:
         with self._lock.read():
             return self._index.search(queries, k, allowed_ids=allowed_ids, labels=labels)
 
-    def kept_ids(self, threshold: float, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
-        """Live exemplars that hard pruning keeps: reliability v < threshold."""
+    def kept_ids(self, settings: Optional[VoteSettings] = None) -> np.ndarray:
+        """Live exemplars that hard pruning keeps under `settings`: reliability v (over top_n) < threshold."""
+        settings = resolve_settings(settings)
+        threshold, top_n = settings.threshold, settings.top_n
 
         def compute() -> np.ndarray:
             v = self.reliability(top_n)
@@ -597,20 +597,14 @@ class VisualMemory:
         return self.derived(("kept", threshold, top_n), compute)
 
     def neighbors(
-        self,
-        embeddings: np.ndarray,
-        k: int,
-        pruning: str = "none",
-        threshold: float = DEFAULT_HARD_THRESHOLD,
-        top_n: int = DEFAULT_RELIABILITY_TOP_N,
+        self, embeddings: np.ndarray, settings: Optional[VoteSettings] = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The neighbours that vote: with hard pruning, the k nearest among the kept exemplars (ranks renumbered
-        over them), so every k has k voters wherever enough exemplars are kept."""
-        if pruning not in PRUNING_MODES:
-            raise VmemError(f"unknown pruning {pruning!r}; accepted: {', '.join(PRUNING_MODES)}")
-        if pruning == "hard":
-            return self.search(embeddings, k, allowed_ids=self.kept_ids(threshold, top_n))
-        return self.search(embeddings, k)
+        """The settings.k neighbours that vote: with hard pruning, the k nearest among the kept exemplars (ranks
+        renumbered over them), so every k has k voters wherever enough exemplars are kept."""
+        settings = resolve_settings(settings)
+        if settings.pruning == "hard":
+            return self.search(embeddings, settings.k, allowed_ids=self.kept_ids(settings))
+        return self.search(embeddings, settings.k)
 
     def memory_neighbors(
         self, k: int, ids: Optional[Sequence[int]] = None
@@ -672,70 +666,56 @@ class VisualMemory:
             raise VmemError(f"top_n must be at least 1, got {top_n}")
         table = self._table
         item_ids, neighbor_ids, _ = self.memory_neighbors(top_n)
-        item_class = table.class_indices(item_ids)
-        neighbor_class = table.class_indices(neighbor_ids)
-        disagree = (neighbor_class != item_class[:, None]) & (neighbor_ids >= 0)
-        counted, counts = np.unique(neighbor_ids[disagree], return_counts=True) if disagree.any() else ([], [])
-        result = {int(i): 0 for i in item_ids}
-        result.update({int(i): int(c) for i, c in zip(counted, counts)})
-        return result
+        counts = reliability_counts(item_ids, table.class_indices(item_ids), neighbor_ids)
+        return {int(i): int(c) for i, c in zip(item_ids, counts)}
+
+    def neighbor_reliability(self, neighbor_ids: np.ndarray, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
+        """v of each neighbour id (same shape; 0 for ids with no count, e.g. -1 padding)."""
+        v = self.reliability(top_n)
+        return np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(np.asarray(neighbor_ids))
 
     def vote(
         self,
         neighbor_ids: np.ndarray,
         distances: np.ndarray,
-        voting: str = DEFAULT_RULE,
-        pruning: str = "none",
-        threshold: float = DEFAULT_HARD_THRESHOLD,
-        top_n: int = DEFAULT_RELIABILITY_TOP_N,
+        settings: Optional[VoteSettings] = None,
         table: Optional[LabelTable] = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Votes over found neighbours: (class indices into table.labels, weights, positions kept, predictions for
-        every k). Neighbours for hard pruning should come from `neighbors(..., pruning="hard")`; the hard mask applied
-        here then drops nothing."""
+        every k). Neighbours for hard pruning should come from `neighbors` with the same settings; the hard mask
+        applied here then drops nothing."""
+        settings = resolve_settings(settings)
         table = table or self._table
         neighbor_ids = np.atleast_2d(neighbor_ids)
-        reliability = None
-        if pruning != "none":
-            v = self.reliability(top_n)
-            reliability = np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(neighbor_ids)
-        classes, weights, positions = prepare_votes(
-            table.class_indices(neighbor_ids), distances, voting, reliability, pruning, threshold
-        )
+        reliability = None if settings.pruning == "none" else self.neighbor_reliability(neighbor_ids, settings.top_n)
+        classes, weights, positions = prepare_votes(table.class_indices(neighbor_ids), distances, settings, reliability)
         return classes, weights, positions, vote_all_k(classes, weights, len(table.labels))
 
     def classify_embeddings(
         self,
         embeddings: np.ndarray,
-        k: int = DEFAULT_K,
-        voting: str = DEFAULT_RULE,
-        pruning: str = "none",
-        threshold: float = DEFAULT_HARD_THRESHOLD,
+        settings: Optional[VoteSettings] = None,
         names: Optional[Sequence[Optional[str]]] = None,
-        top_n: int = DEFAULT_RELIABILITY_TOP_N,
+        **changes,
     ) -> list[Classification]:
         """Classify precomputed query embeddings by the weighted vote of their k nearest exemplars.
 
         Args:
             embeddings: (n, dim) query features.
-            k: neighbours that vote (clamped to the live exemplars).
-            voting: rank (default), plurality, distance or softmax.
-            pruning: none, hard (skip exemplars with reliability v >= threshold) or soft (x 1.75 / (1 + v)).
-            threshold: the hard-pruning threshold.
+            settings: how to vote (k, rule, pruning, threshold, top_n, rule parameters); default VoteSettings().
             names: recorded as each result's `image`.
-            top_n: reliability v counts appearances among this many leave-one-out neighbours.
+            changes: single settings by keyword, e.g. `k=5, rule="softmax"` (applied over `settings`).
+
+        Raises:
+            BadSettingError: a setting out of range.
         """
-        voting = check_rule(voting)
-        if int(k) < 1:
-            raise VmemError(f"k must be at least 1, got {k}")
+        settings = resolve_settings(settings, **changes)
         queries = _check_embeddings(embeddings, self.dim)
         table = self._table
         labels = table.labels
-        neighbor_ids, distances = self.neighbors(queries, int(k), pruning, threshold, top_n)
-        classes, weights, positions, predictions = self.vote(
-            neighbor_ids, distances, voting, pruning, threshold, top_n, table
-        )
-        k_used = min(int(k), classes.shape[1])
+        neighbor_ids, distances = self.neighbors(queries, settings)
+        classes, weights, positions, predictions = self.vote(neighbor_ids, distances, settings, table)
+        k_used = min(settings.k, classes.shape[1])
         classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
         scores = class_scores(classes, weights, len(labels))
         results = []
@@ -763,18 +743,13 @@ class VisualMemory:
         return results
 
     def classify(
-        self,
-        images: Sequence[ImageInput],
-        k: int = DEFAULT_K,
-        voting: str = DEFAULT_RULE,
-        pruning: str = "none",
-        threshold: float = DEFAULT_HARD_THRESHOLD,
-        top_n: int = DEFAULT_RELIABILITY_TOP_N,
+        self, images: Sequence[ImageInput], settings: Optional[VoteSettings] = None, **changes
     ) -> list[Classification]:
-        """Classify images (paths, bytes or PIL images). See `classify_embeddings` for the options."""
+        """Classify images (paths, bytes or PIL images). See `classify_embeddings` for the settings."""
+        settings = resolve_settings(settings, **changes)
         images = list(images)
         names = [str(i) if isinstance(i, (str, Path)) else None for i in images]
-        return self.classify_embeddings(self.encode(images), k, voting, pruning, threshold, names, top_n)
+        return self.classify_embeddings(self.encode(images), settings, names)
 
     def embeddings(self, ids: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, embeddings) of the given live ids, or of every live exemplar, read from the database."""

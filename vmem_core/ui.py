@@ -23,29 +23,19 @@ from .analysis.attribution import winning_shares
 from .errors import BadImageError, VmemError
 from .ingest.images import IMAGE_SUFFIXES, load_image
 from .ingest.names import upload_name
-from .memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
+from .memory import Classification, VisualMemory
 from .storage.layout import is_memory
-from .voting import DEFAULT_HARD_THRESHOLD, PRUNING_MODES, RULES
+from .voting import DEFAULT_RULE, EXPLAIN_SETTINGS, PRUNING_MODES, RULES, VoteSettings
 
 SAMPLE_DATA = resources.sample_data()
 OOD_DIR = resources.ood_dir()
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
-RULE_HELP = {
-    "rank": "rank: 1/(rank+2) (default)",
-    "plurality": "plurality: 1 each",
-    "distance": "distance: exp(-d)",
-    "softmax": "softmax: exp((1-d)/0.07)",
-}
+RULE_HELP = {rule: f"{rule}: {EXPLAIN_SETTINGS.formula(rule)}" + (" (default)" if rule == DEFAULT_RULE else "")
+             for rule in RULES}
 _HOSTS: dict = {}  # memory path -> vmem_core.host.Host serving CLI commands on it
 
 
-@dataclass(frozen=True)
-class Settings:
-    k: int
-    voting: str
-    pruning: str
-    threshold: float
-    top_n: int
+Settings = VoteSettings  # the sidebar's settings are the library's: one object for how to vote
 
 
 @dataclass
@@ -154,7 +144,9 @@ def get_memory() -> VisualMemory:
     return memory
 
 
-_SETTING_DEFAULTS = {"voting": "rank", "k": 10, "pruning": "none", "threshold": int(DEFAULT_HARD_THRESHOLD), "top_n": DEFAULT_RELIABILITY_TOP_N}
+# widget key -> its first value; the rule's widget keeps the key "voting", the name the app's tests and sessions use
+_SETTING_DEFAULTS = {"voting": EXPLAIN_SETTINGS.rule, "k": EXPLAIN_SETTINGS.k, "pruning": EXPLAIN_SETTINGS.pruning,
+                     "threshold": int(EXPLAIN_SETTINGS.threshold), "top_n": EXPLAIN_SETTINGS.top_n}
 
 
 def _keep(name: str) -> None:
@@ -193,8 +185,8 @@ def sidebar(memory: VisualMemory) -> Settings:
         if state["pruning"] != "none":
             st.number_input("reliability from top-N neighbours, N =", min_value=1, max_value=100, key="top_n",
                             on_change=_keep, args=("top_n",))
-    return Settings(int(state["k"]), state["voting"], state["pruning"], float(state["threshold"]),
-                    int(state["top_n"]))
+    return VoteSettings(k=int(state["k"]), rule=state["voting"], pruning=state["pruning"],
+                        threshold=float(state["threshold"]), top_n=int(state["top_n"]))
 
 
 def apply(change: Callable[[], object], message: str) -> None:
@@ -227,8 +219,7 @@ def classify_embeddings(memory: VisualMemory, embeddings: np.ndarray, settings: 
                         names: Optional[Sequence[str]] = None) -> list[Classification]:
     if len(embeddings) == 0:
         return []
-    return memory.classify_embeddings(embeddings, settings.k, settings.voting, settings.pruning, settings.threshold,
-                                      names=names, top_n=settings.top_n)
+    return memory.classify_embeddings(embeddings, settings, names)
 
 
 def classify(memory: VisualMemory, queries: Sequence[Query], settings: Settings) -> list[Classification]:
@@ -401,8 +392,7 @@ def ask_the_model(memory: VisualMemory, reranker, query: Query, result: Classifi
     """An "Ask the model" button; once pressed, the model's label beside the kNN vote, and its answer verbatim."""
     from .rerank.pipeline import DEFAULT_SHOWN, make_requests, with_cache
 
-    request = make_requests(memory, [query.image], [query.sha256], query.embedding[None], DEFAULT_SHOWN,
-                            settings.pruning, settings.threshold, settings.top_n)[0]
+    request = make_requests(memory, [query.image], [query.sha256], query.embedding[None], DEFAULT_SHOWN, settings)[0]
     answers = st.session_state.setdefault("vmem_rerank", {})
     key = (reranker.name, query.sha256, tuple(n.id for n in request.neighbors))
     if st.button("Ask the model", key=f"ask-{query.sha256}",

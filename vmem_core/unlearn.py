@@ -35,7 +35,7 @@ from .errors import VmemError
 from .rerank.cache import RerankCache
 from .storage.atomic import write_json_atomic
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
-from .voting import prepare_votes, vote_all_k
+from .voting import label_classes, prepare_votes, vote_all_k
 
 if TYPE_CHECKING:  # VisualMemory opens by finishing an interrupted purge, so it imports this module
     from .backends.base import Evidence
@@ -284,10 +284,9 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
             f"{len(after_ids)} exemplars remain where none should"
         certificate.checks.append(Check("exactness", same, detail))
     else:
-        position = {label: i for i, label in enumerate(table.labels)}
         current = memory.table
         kept_classes = table.class_indices(kept_ids)
-        after_classes = np.asarray([position.get(current.labels[c], -1) for c in current.class_indices(after_ids)])
+        after_classes = label_classes([current.labels[c] for c in current.class_indices(after_ids)], table.labels)
         scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, kept_vectors, kept_classes, probes,
                                                               EXACT_K, len(table.labels))
         after_neighbors, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,

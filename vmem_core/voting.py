@@ -1,11 +1,11 @@
-"""Voting rules of the visual memory, as pure functions over neighbour arrays.
+"""Voting rules of the visual memory, as pure functions over neighbour arrays, and `VoteSettings`: how to vote.
 
 Neighbours are sorted nearest first; rank i = 0, 1, 2, ... ; distance d = 1 - cosine.
 
 - plurality: weight 1
 - distance:  exp(-d)
-- softmax:   exp((1 - d) / T), T = 0.07
-- rank:      1 / (i + 2)  (RankVoting, the default)
+- softmax:   exp((1 - d) / T), T = 0.07 (`VoteSettings.temperature`)
+- rank:      1 / (i + 2)  (RankVoting, the default; 2 is `VoteSettings.rank_offset`)
 
 A class's score is the sum of its neighbours' weights. Ties go to the class that reached the tied score first, which
 with positive weights is the class whose last contributing neighbour is nearest: the leader only changes when another
@@ -14,47 +14,178 @@ class strictly exceeds its score.
 Pruning by reliability v (how often an exemplar sits among the neighbours of differently-labelled memory items):
 hard pruning drops neighbours with v >= threshold before ranks are assigned; soft pruning multiplies a weight by
 1.75 / (1 + v) where v > 0.
+
+Every surface (the library, the CLI, the app, the experiments) passes one `VoteSettings`; the defaults below are the
+only ones. A new rule is one entry in `_RULES`.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+import numbers
+from dataclasses import dataclass, fields, replace
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-RULES = ("rank", "plurality", "distance", "softmax")
-DEFAULT_RULE = "rank"
+from .errors import BadSettingError
+
+RANK_OFFSET = 2.0  # RankVoting 1 / (i + 2), the paper's
 SOFTMAX_TEMPERATURE = 0.07
 SOFT_PRUNING_NUMERATOR = 1.75
 PRUNING_MODES = ("none", "hard", "soft")
+DEFAULT_PRUNING = "none"
 # Hard pruning skips exemplars with v >= this. At 1 every exemplar ever seen among another class's neighbours goes
 # (two thirds of the Fashion-MNIST sample); 2 keeps the ones that strayed once.
 DEFAULT_HARD_THRESHOLD = 2.0
 # v counts appearances among each memory item's N nearest leave-one-out neighbours.
 DEFAULT_RELIABILITY_TOP_N = 10
+DEFAULT_K = 50  # neighbours that vote in `classify` (library and `vmem classify`)
+# Where each voting neighbour is shown and explained (the app's sidebar, `vmem attribute`, `vmem demo`, curation):
+# ten can be read one by one, and attribution re-votes once per neighbour.
+EXPLAIN_K = 10
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A voting rule: the weight of each neighbour, and its formula for people (filled from the settings)."""
+
+    weights: Callable[[np.ndarray, np.ndarray, "VoteSettings"], np.ndarray]  # (distances, ranks, settings)
+    formula: str
+
+
+_RULES = {  # the order is the order of every report and JSON object that lists the rules
+    "rank": Rule(lambda d, ranks, s: 1.0 / (ranks + s.rank_offset), "1/(rank+{rank_offset:g})"),
+    "plurality": Rule(lambda d, ranks, s: np.ones_like(d), "1 each"),
+    "distance": Rule(lambda d, ranks, s: np.exp(-d), "exp(-d)"),
+    "softmax": Rule(lambda d, ranks, s: np.exp((1.0 - d) / s.temperature), "exp((1-d)/{temperature:g})"),
+}
+RULES = tuple(_RULES)
+DEFAULT_RULE = "rank"
 
 _ALIASES = {"rankvoting": "rank", "rank_voting": "rank", "uniform": "plurality", "majority": "plurality"}
 
 
 def check_rule(rule: str) -> str:
-    """Return the canonical rule name, or raise ValueError naming the accepted ones.
+    """Return the canonical rule name, or raise BadSettingError (a ValueError) naming the accepted ones.
 
     >>> check_rule("Softmax")
     'softmax'
     """
     name = _ALIASES.get(str(rule).lower(), str(rule).lower())
     if name not in RULES:
-        raise ValueError(f"unknown voting rule {rule!r}; accepted: {', '.join(RULES)}")
+        raise BadSettingError(f"unknown voting rule {rule!r}; accepted: {', '.join(RULES)}")
     return name
 
 
-def rule_weights(rule: str, distances: np.ndarray, ranks: Optional[np.ndarray] = None) -> np.ndarray:
+def _check_number(name: str, value, accepted: str, whole: bool, ok: Callable[[float], bool]):
+    kind = numbers.Integral if whole else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
+        raise BadSettingError(f"{name} {value!r} is not accepted; {name} must be {accepted}")
+    return int(value) if whole else float(value)
+
+
+@dataclass(frozen=True)
+class VoteSettings:
+    """How to vote: one value, checked once, passed whole to every function that votes.
+
+    Attributes:
+        k: neighbours that vote (clamped to the live exemplars where a memory holds fewer).
+        rule: rank (default), plurality, distance or softmax (see the module docstring; aliases such as
+            "RankVoting" are read as their rule).
+        pruning: none, hard (skip exemplars with reliability v >= threshold) or soft (weight x 1.75 / (1 + v)).
+        threshold: the hard-pruning threshold, at least 1 (v is a whole count).
+        top_n: reliability v counts appearances among this many leave-one-out neighbours.
+        rank_offset: RankVoting's weight is 1 / (rank + rank_offset).
+        temperature: softmax voting's weight is exp((1 - d) / temperature).
+
+    Raises:
+        BadSettingError: a value out of range, naming it and what is accepted.
+
+    >>> VoteSettings(k=5, rule="RankVoting").rule
+    'rank'
+    >>> VoteSettings(k=0)
+    Traceback (most recent call last):
+    ...
+    vmem_core.errors.BadSettingError: k 0 is not accepted; k must be a whole number of at least 1
+    """
+
+    k: int = DEFAULT_K
+    rule: str = DEFAULT_RULE
+    pruning: str = DEFAULT_PRUNING
+    threshold: float = DEFAULT_HARD_THRESHOLD
+    top_n: int = DEFAULT_RELIABILITY_TOP_N
+    rank_offset: float = RANK_OFFSET
+    temperature: float = SOFTMAX_TEMPERATURE
+
+    def __post_init__(self) -> None:
+        checked = {
+            "k": _check_number("k", self.k, "a whole number of at least 1", True, lambda v: v >= 1),
+            "rule": check_rule(self.rule),
+            "threshold": _check_number("threshold", self.threshold, "a number of at least 1 (v is a whole count)",
+                                       False, lambda v: v >= 1),
+            "top_n": _check_number("top_n", self.top_n, "a whole number of at least 1", True, lambda v: v >= 1),
+            "rank_offset": _check_number("rank_offset", self.rank_offset, "a finite number above 0", False,
+                                         lambda v: 0 < v < math.inf),
+            "temperature": _check_number("temperature", self.temperature, "a finite number above 0", False,
+                                         lambda v: 0 < v < math.inf),
+        }
+        if self.pruning not in PRUNING_MODES:
+            raise BadSettingError(f"unknown pruning {self.pruning!r}; accepted: {', '.join(PRUNING_MODES)}")
+        for name, value in checked.items():  # canonical types and names, so equal settings compare and hash equal
+            object.__setattr__(self, name, value)
+
+    def formula(self, rule: Optional[str] = None) -> str:
+        """The weight of a neighbour under `rule` (default: this rule) with these parameters.
+
+        >>> VoteSettings().formula("softmax")
+        'exp((1-d)/0.07)'
+        """
+        return _RULES[check_rule(rule or self.rule)].formula.format(rank_offset=self.rank_offset,
+                                                                    temperature=self.temperature)
+
+
+SETTING_NAMES = tuple(f.name for f in fields(VoteSettings))
+EXPLAIN_SETTINGS = VoteSettings(k=EXPLAIN_K)
+
+
+def resolve_settings(settings: Optional[VoteSettings] = None, **changes) -> VoteSettings:
+    """`settings` (default: `VoteSettings()`) with `changes` applied: the keyword form the public API keeps, e.g.
+    `memory.classify(images, k=5)`. `voting` is read as `rule`, its former name.
+
+    >>> resolve_settings(VoteSettings(k=3), voting="softmax")
+    VoteSettings(k=3, rule='softmax', pruning='none', threshold=2.0, top_n=10, rank_offset=2.0, temperature=0.07)
+    """
+    if settings is not None and not isinstance(settings, VoteSettings):
+        raise BadSettingError(f"settings must be a VoteSettings, got {type(settings).__name__} {settings!r}; "
+                              "give k, rule, pruning, ... as keywords or in VoteSettings(...)")
+    if "voting" in changes:
+        if "rule" in changes:
+            raise BadSettingError("give the rule once: rule=... (voting=... is its former name)")
+        changes["rule"] = changes.pop("voting")
+    unknown = sorted(set(changes) - set(SETTING_NAMES))
+    if unknown:
+        raise BadSettingError(f"unknown voting setting(s) {', '.join(unknown)}; accepted: {', '.join(SETTING_NAMES)}")
+    base = settings if settings is not None else VoteSettings()
+    return replace(base, **changes) if changes else base
+
+
+def soft_or_unpruned(settings: VoteSettings, reliability: Optional[np.ndarray]) -> VoteSettings:
+    """The settings for voting over neighbours a search has already found: hard pruning happened there (the pruned
+    exemplars were never found), so what is left is soft pruning where `reliability` is given, else none."""
+    return replace(settings, pruning="none" if reliability is None else "soft")
+
+
+def rule_weights(
+    rule: str, distances: np.ndarray, ranks: Optional[np.ndarray] = None, settings: Optional[VoteSettings] = None
+) -> np.ndarray:
     """Weights of neighbours under `rule`.
 
     Args:
         rule: one of RULES.
         distances: array (..., K) of cosine distances, nearest first.
         ranks: ranks of the same shape; defaults to 0..K-1 along the last axis.
+        settings: the rule parameters (rank_offset, temperature); default: VoteSettings().
 
     >>> rule_weights("rank", np.array([0.1, 0.2, 0.3])).round(3).tolist()
     [0.5, 0.333, 0.25]
@@ -63,13 +194,51 @@ def rule_weights(rule: str, distances: np.ndarray, ranks: Optional[np.ndarray] =
     distances = np.asarray(distances, dtype=np.float64)
     if ranks is None:
         ranks = np.broadcast_to(np.arange(distances.shape[-1]), distances.shape)
-    if rule == "plurality":
-        return np.ones_like(distances)
-    if rule == "distance":
-        return np.exp(-distances)
-    if rule == "softmax":
-        return np.exp((1.0 - distances) / SOFTMAX_TEMPERATURE)
-    return 1.0 / (np.asarray(ranks, dtype=np.float64) + 2.0)
+    return _RULES[rule].weights(distances, np.asarray(ranks, dtype=np.float64), settings or VoteSettings())
+
+
+def label_classes(labels: Sequence[str], names: Sequence[str], missing: int = -1) -> np.ndarray:
+    """The class index of each label: its position in `names` (the sorted class names), `missing` where it has none.
+
+    Queries with a label the memory lacks get a `missing` that no prediction equals (e.g. -2: always wrong).
+
+    >>> label_classes(["b", "x", "a"], ("a", "b"), missing=-2).tolist()
+    [1, -2, 0]
+    """
+    position = {name: i for i, name in enumerate(names)}
+    return np.asarray([position.get(label, missing) for label in labels], dtype=np.int64).reshape(len(labels))
+
+
+def class_names(labels: Sequence[str]) -> tuple[str, ...]:
+    """Class index -> label: the distinct labels, sorted.
+
+    >>> class_names(["b", "a", "b"])
+    ('a', 'b')
+    """
+    return tuple(sorted(set(labels)))
+
+
+def reliability_counts(item_ids: np.ndarray, item_classes: np.ndarray, neighbor_ids: np.ndarray) -> np.ndarray:
+    """v per memory item: how often it is among the leave-one-out neighbours of a differently-labelled item.
+
+    Args:
+        item_ids: (m,) the memory items (ids, or positions in arrays); they are the queries too.
+        item_classes: (m,) class index of each item.
+        neighbor_ids: (m, N) each item's N nearest other items; entries that are not items (e.g. -1) count for none.
+
+    >>> neighbors = np.array([[11, 12], [10, 12], [10, -1]])
+    >>> reliability_counts(np.array([10, 11, 12]), np.array([0, 0, 1]), neighbors).tolist()
+    [1, 0, 2]
+    """
+    ids = np.asarray(item_ids, dtype=np.int64)
+    classes = np.asarray(item_classes, dtype=np.int64)
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    neighbors = np.asarray(neighbor_ids, dtype=np.int64).reshape(len(ids), -1)
+    order = np.argsort(ids, kind="stable")
+    position = order[np.clip(np.searchsorted(ids[order], neighbors), 0, len(ids) - 1)]
+    differs = (ids[position] == neighbors) & (classes[position] != classes[:, None])
+    return np.bincount(position[differs], minlength=len(ids)).astype(np.int64)
 
 
 def soft_pruning_factors(reliability: np.ndarray) -> np.ndarray:
@@ -159,37 +328,37 @@ def class_scores(neighbor_labels: np.ndarray, weights: np.ndarray, num_classes: 
 def prepare_votes(
     neighbor_labels: np.ndarray,
     distances: np.ndarray,
-    rule: str,
+    settings: Union[VoteSettings, str],
     reliability: Optional[np.ndarray] = None,
-    pruning: str = "none",
-    threshold: float = DEFAULT_HARD_THRESHOLD,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply pruning and compute weights.
 
     Args:
         neighbor_labels: int (n, K) class indices, -1 for missing.
         distances: float (n, K), nearest first.
-        rule: voting rule.
+        settings: the rule, its parameters, the pruning and its threshold (k is not used: every column votes); a
+            rule name alone means that rule with the default parameters and no pruning.
         reliability: v of each neighbour, shape (n, K); required unless pruning is "none".
-        pruning: "none", "hard" (drop v >= threshold, renumber ranks) or "soft" (x 1.75 / (1 + v) where v > 0).
-        threshold: hard-pruning threshold.
 
     Returns:
         (labels, weights, kept_positions): labels and weights after pruning, compacted nearest first, and for each
         output slot the index of the original neighbour it came from (-1 where empty).
+
+    >>> prepare_votes(np.array([[0, 1]]), np.zeros((1, 2)), "rank")[1].tolist()
+    [[0.5, 0.3333333333333333]]
     """
-    if pruning not in PRUNING_MODES:
-        raise ValueError(f"unknown pruning {pruning!r}; accepted: {', '.join(PRUNING_MODES)}")
+    if isinstance(settings, str):
+        settings = VoteSettings(rule=settings)
     labels = np.asarray(neighbor_labels, dtype=np.int64)
     distances = np.asarray(distances, dtype=np.float64)
     positions = np.broadcast_to(np.arange(labels.shape[-1]), labels.shape)
-    if pruning != "none" and reliability is None:
-        raise ValueError(f"pruning {pruning!r} needs the neighbours' reliability")
-    if pruning == "hard":
-        keep = (labels >= 0) & (np.asarray(reliability) < threshold)
+    if settings.pruning != "none" and reliability is None:
+        raise ValueError(f"pruning {settings.pruning!r} needs the neighbours' reliability")
+    if settings.pruning == "hard":
+        keep = (labels >= 0) & (np.asarray(reliability) < settings.threshold)
         labels, distances, positions = compact_kept(keep, labels, distances, positions)
-    weights = rule_weights(rule, distances)
-    if pruning == "soft":
+    weights = rule_weights(settings.rule, distances, settings=settings)
+    if settings.pruning == "soft":
         weights = weights * soft_pruning_factors(reliability)
     weights = np.where(labels >= 0, weights, 0.0)
     return labels, weights, np.where(labels >= 0, positions, -1)

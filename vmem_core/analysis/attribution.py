@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ..errors import VmemError
-from ..memory import DEFAULT_RELIABILITY_TOP_N, Classification, VisualMemory
-from ..voting import DEFAULT_HARD_THRESHOLD, check_rule, prepare_votes, vote_all_k
+from ..memory import Classification, VisualMemory
+from ..voting import EXPLAIN_SETTINGS, VoteSettings, label_classes, prepare_votes, soft_or_unpruned, vote_all_k
 
 
 def winning_shares(result: Classification) -> list[float]:
@@ -32,8 +32,7 @@ def dependent_queries(
 def counterfactual_predictions(
     classes: np.ndarray,
     distances: np.ndarray,
-    k: int,
-    rule: str,
+    settings: VoteSettings,
     num_classes: int,
     reliability: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -45,27 +44,27 @@ def counterfactual_predictions(
     Args:
         classes: int (n, k+1) class indices, nearest first (-1 for missing).
         distances: float (n, k+1).
-        k: voters per prediction.
-        rule: voting rule.
+        settings: k (voters per prediction), the rule and its parameters; hard pruning has already chosen the
+            neighbours, soft pruning applies where `reliability` is given.
         num_classes: C.
         reliability: v per neighbour, (n, k+1), for soft pruning; None for none.
 
     Returns:
         (predicted (n,), without (n, k)): without[:, j] is the prediction with neighbour j left out (-1: no voter).
 
-    >>> counterfactual_predictions(np.array([[0, 1, 1]]), np.zeros((1, 3)), 2, "rank", 2)[1].tolist()
+    >>> counterfactual_predictions(np.array([[0, 1, 1]]), np.zeros((1, 3)), VoteSettings(k=2), 2)[1].tolist()
     [[1, 0]]
     """
     classes = np.asarray(classes, dtype=np.int64)
     distances = np.asarray(distances, dtype=np.float64)
-    pruning = "none" if reliability is None else "soft"
-    k = int(k)
+    voting = soft_or_unpruned(settings, reliability)
+    k = settings.k
     depth = classes.shape[1]
     used = min(k, depth)
 
     def predict(columns: np.ndarray, voters: int) -> np.ndarray:
-        votes, weights, _ = prepare_votes(classes[:, columns], distances[:, columns], rule,
-                                          None if reliability is None else reliability[:, columns], pruning)
+        votes, weights, _ = prepare_votes(classes[:, columns], distances[:, columns], voting,
+                                          None if reliability is None else reliability[:, columns])
         if voters == 0 or votes.shape[1] == 0:
             return np.full(len(classes), -1, dtype=np.int64)
         return vote_all_k(votes[:, :voters], weights[:, :voters], num_classes)[:, -1]
@@ -98,39 +97,25 @@ def attribution_rows(explained: Sequence[NeighborAttribution]) -> list[dict]:
              "prediction without it": n.without, "flips": n.flips} for n in explained]
 
 
-def _neighbor_votes(memory: VisualMemory, embeddings: np.ndarray, k: int, pruning: str, threshold: float,
-                     top_n: int):
+def _neighbor_votes(memory: VisualMemory, embeddings: np.ndarray, settings: VoteSettings):
     """k + 1 voting neighbours per query (hard pruning already applied by the search) as class indices."""
     table = memory.table
-    ids, distances = memory.neighbors(embeddings, int(k) + 1, pruning, threshold, top_n)
+    ids, distances = memory.neighbors(embeddings, replace(settings, k=settings.k + 1))
     classes = table.class_indices(ids)
-    reliability = None
-    if pruning == "soft":
-        v = memory.reliability(top_n)
-        reliability = np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(ids)
+    reliability = memory.neighbor_reliability(ids, settings.top_n) if settings.pruning == "soft" else None
     return table, ids, distances, classes, reliability
 
 
 def attribute(
-    memory: VisualMemory,
-    embeddings: np.ndarray,
-    k: int = 10,
-    rule: str = "rank",
-    pruning: str = "none",
-    threshold: float = DEFAULT_HARD_THRESHOLD,
-    top_n: int = DEFAULT_RELIABILITY_TOP_N,
+    memory: VisualMemory, embeddings: np.ndarray, settings: VoteSettings = EXPLAIN_SETTINGS
 ) -> list[list[NeighborAttribution]]:
-    """For each query, its k voting neighbours with their share of the winning score and the exact counterfactual
-    prediction without each of them (from one search of k + 1 neighbours)."""
-    if int(k) < 1:
-        raise VmemError(f"k must be at least 1, got {k}")
-    rule = check_rule(rule)
-    table, ids, distances, classes, reliability = _neighbor_votes(memory, embeddings, k, pruning, threshold, top_n)
-    predicted, without = counterfactual_predictions(classes, distances, k, rule, len(table.labels), reliability)
+    """For each query, its settings.k voting neighbours with their share of the winning score and the exact
+    counterfactual prediction without each of them (from one search of k + 1 neighbours)."""
+    table, ids, distances, classes, reliability = _neighbor_votes(memory, embeddings, settings)
+    predicted, without = counterfactual_predictions(classes, distances, settings, len(table.labels), reliability)
     used = without.shape[1]
-    votes, weights, _ = prepare_votes(classes[:, :used], distances[:, :used], rule,
-                                      None if reliability is None else reliability[:, :used],
-                                      "none" if reliability is None else "soft")
+    votes, weights, _ = prepare_votes(classes[:, :used], distances[:, :used], soft_or_unpruned(settings, reliability),
+                                      None if reliability is None else reliability[:, :used])
     out = []
     for row in range(len(ids)):
         winner = predicted[row]
@@ -151,11 +136,7 @@ def exemplar_influence(
     memory: VisualMemory,
     embeddings: np.ndarray,
     true_labels: Sequence[str],
-    k: int = 10,
-    rule: str = "rank",
-    pruning: str = "none",
-    threshold: float = DEFAULT_HARD_THRESHOLD,
-    top_n: int = DEFAULT_RELIABILITY_TOP_N,
+    settings: VoteSettings = EXPLAIN_SETTINGS,
 ):
     """Per exemplar over a labelled eval set: how many correct predictions it supported (voted for the winner),
     how many wrong ones it drove, and how many predictions flip without it.
@@ -168,12 +149,10 @@ def exemplar_influence(
 
     if len(embeddings) != len(true_labels):
         raise VmemError(f"{len(embeddings)} query embeddings but {len(true_labels)} labels")
-    rule = check_rule(rule)
-    table, ids, distances, classes, reliability = _neighbor_votes(memory, embeddings, k, pruning, threshold, top_n)
-    predicted, without = counterfactual_predictions(classes, distances, k, rule, len(table.labels), reliability)
+    table, ids, distances, classes, reliability = _neighbor_votes(memory, embeddings, settings)
+    predicted, without = counterfactual_predictions(classes, distances, settings, len(table.labels), reliability)
     used = without.shape[1]
-    position = {label: i for i, label in enumerate(table.labels)}
-    truth = np.asarray([position.get(label, -2) for label in true_labels], dtype=np.int64)
+    truth = label_classes(true_labels, table.labels, missing=-2)  # -2: never a prediction, so always wrong
     voter_ids = ids[:, :used]
     present = classes[:, :used] >= 0
     supports = (classes[:, :used] == predicted[:, None]) & present

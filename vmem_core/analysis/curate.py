@@ -7,7 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..memory import DEFAULT_RELIABILITY_TOP_N, NEAR_DUPLICATE_DISTANCE, VisualMemory
+from ..memory import NEAR_DUPLICATE_DISTANCE, VisualMemory
+from ..voting import EXPLAIN_SETTINGS, VoteSettings
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,15 @@ class Suggestion:
 
 
 def suspicious_exemplars(
-    memory: VisualMemory, k: int = 10, top_n: int = DEFAULT_RELIABILITY_TOP_N, limit: int = 50
+    memory: VisualMemory, settings: VoteSettings = EXPLAIN_SETTINGS, limit: int = 50
 ) -> list[Suggestion]:
-    """Exemplars whose leave-one-out neighbours vote for another label, or that often sit among other classes'
-    neighbours, most harmful (highest v) first."""
+    """Exemplars whose settings.k leave-one-out neighbours vote for another label, or that often sit among other
+    classes' top_n neighbours, most harmful (highest v) first. The leave-one-out vote is the default rule without
+    pruning, whatever settings.rule and settings.pruning say, so the suggestions stay put while a curator tries rules
+    and pruning in the sidebar."""
     if len(memory) < 2:
         return []
+    k, top_n = settings.k, settings.top_n
     found = memory.derived(("suspicious", k, top_n), lambda: _suspicious(memory, k, top_n))
     return found[:limit]
 
@@ -34,7 +38,7 @@ def _suspicious(memory: VisualMemory, k: int, top_n: int) -> list[Suggestion]:
     table = memory.table
     v = memory.reliability(top_n)
     item_ids, neighbor_ids, distances = memory.memory_neighbors(k)
-    *_, predictions = memory.vote(neighbor_ids, distances, "rank", table=table)
+    *_, predictions = memory.vote(neighbor_ids, distances, VoteSettings(k=k, top_n=top_n), table=table)
     own = table.class_indices(item_ids)
     voted = predictions[:, -1] if predictions.shape[1] else np.full(len(item_ids), -1)
     out = []

@@ -15,30 +15,40 @@ Accuracies at every k = 1..K come from one pass of `vote_all_k`; "best-over-k" p
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from ..errors import DatasetError, VmemError
-from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, RULES, check_rule, prepare_votes, vote_all_k
+from ..voting import (
+    DEFAULT_RELIABILITY_TOP_N,
+    RULES,
+    VoteSettings,
+    check_rule,
+    class_names,
+    label_classes,
+    prepare_votes,
+    reliability_counts,
+    soft_or_unpruned,
+    vote_all_k,
+)
 from .neighbor_cache import NeighborCache, exact_top_k
 
 Progress = Callable[[int, int], None]
 DEFAULT_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 DEFAULT_NOISE = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8)
 DEFAULT_ADDED = (0, 1, 2, 5, 10, 20)
-DEFAULT_FIXED_K = 10
+DEFAULT_FIXED_K = 10  # the fixed k reported beside best-over-k
+DEFAULT_K_MAX = 100  # neighbours searched once per query: every k = 1..K is voted from them
+FIXED_K_SETTINGS = VoteSettings(k=DEFAULT_FIXED_K)
 
 
 def _classes(memory_labels: np.ndarray, query_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Class indices of memory and query labels (queries with a label the memory lacks get -2: always wrong)."""
-    names = sorted(set(memory_labels.tolist()))
-    position = {label: i for i, label in enumerate(names)}
-    memory_classes = np.asarray([position[label] for label in memory_labels], dtype=np.int64)
-    query_classes = np.asarray([position.get(label, -2) for label in query_labels], dtype=np.int64)
-    return memory_classes, query_classes, len(names)
+    names = class_names(memory_labels.tolist())
+    return label_classes(memory_labels, names), label_classes(query_labels, names, missing=-2), len(names)
 
 
 def predictions_every_k(
@@ -46,17 +56,16 @@ def predictions_every_k(
     distances: np.ndarray,
     memory_labels: np.ndarray,
     query_labels: np.ndarray,
-    rule: str,
+    settings: Union[VoteSettings, str],
     reliability: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions (n, K) as class indices, true classes (n,)) for one rule; `reliability` (per memory item)
-    switches on soft pruning."""
+    """(predictions (n, K) as class indices, true classes (n,)) for one rule (a rule name, or settings for its
+    parameters); `reliability` (per memory item) switches on soft pruning."""
+    settings = VoteSettings(rule=settings) if isinstance(settings, str) else settings
     memory_classes, truth, num_classes = _classes(memory_labels, query_labels)
     labels = np.where(positions >= 0, memory_classes[np.maximum(positions, 0)], -1)
-    if reliability is None:
-        votes, weights, _ = prepare_votes(labels, distances, rule)
-    else:
-        votes, weights, _ = prepare_votes(labels, distances, rule, reliability[np.maximum(positions, 0)], "soft")
+    neighbor_reliability = None if reliability is None else reliability[np.maximum(positions, 0)]
+    votes, weights, _ = prepare_votes(labels, distances, soft_or_unpruned(settings, reliability), neighbor_reliability)
     return vote_all_k(votes, weights, num_classes), truth
 
 
@@ -72,10 +81,12 @@ def best_over_k(curve: np.ndarray) -> dict:
     return {"k": k, "accuracy": float(curve[k - 1])}
 
 
-def _curves(cache: NeighborCache, positions, distances, rules, memory_labels=None, reliability=None):
+def _curves(cache: NeighborCache, positions, distances, rules, settings: VoteSettings = FIXED_K_SETTINGS,
+            memory_labels=None, reliability=None):
+    """rule -> accuracy at every k, each rule voting with the parameters of `settings`."""
     labels = cache.memory_labels if memory_labels is None else memory_labels
     return {check_rule(rule): accuracy_every_k(*predictions_every_k(positions, distances, labels, cache.query_labels,
-                                                                     rule, reliability))
+                                                                     replace(settings, rule=rule), reliability))
             for rule in rules}
 
 
@@ -112,9 +123,12 @@ def hit_rate_every_k(neighbor_labels: np.ndarray, true_labels: np.ndarray) -> np
     return hits.mean(axis=0)
 
 
-def accuracy_and_hit_rate(cache: NeighborCache, rules: Sequence[str] = RULES) -> AccuracyCurves:
-    """Experiment 1: every rule's accuracy and the hit rate at every k = 1..K of the cache."""
-    curves = _curves(cache, cache.positions, cache.distances, rules)
+def accuracy_and_hit_rate(
+    cache: NeighborCache, rules: Sequence[str] = RULES, settings: VoteSettings = FIXED_K_SETTINGS
+) -> AccuracyCurves:
+    """Experiment 1: every rule's accuracy and the hit rate at every k = 1..K of the cache (settings: the rule
+    parameters)."""
+    curves = _curves(cache, cache.positions, cache.distances, rules, settings)
     hit = hit_rate_every_k(cache.memory_labels[cache.positions], cache.query_labels)
     return AccuracyCurves(curves, hit, len(cache))
 
@@ -125,10 +139,10 @@ def memory_size_sweep(
     per_class: Sequence[int] = DEFAULT_SIZES,
     seeds: Sequence[int] = (0, 1, 2),
     rules: Sequence[str] = RULES,
-    k: int = DEFAULT_FIXED_K,
+    settings: VoteSettings = FIXED_K_SETTINGS,
     progress: Optional[Progress] = None,
 ):
-    """Experiment 2: accuracy with only n random exemplars per class (one subset per seed).
+    """Experiment 2: accuracy with only n random exemplars per class (one subset per seed), at settings.k.
 
     Returns:
         DataFrame: per_class, seed, exemplars, rule, accuracy (at k), best_accuracy, best_k (best-over-k up to the
@@ -152,10 +166,10 @@ def memory_size_sweep(
             for members in by_class:
                 keep[rng.choice(members, min(size, len(members)), replace=False)] = True
             positions, distances = cache.restricted(keep)
-            for rule, curve in _curves(cache, positions, distances, rules).items():
+            for rule, curve in _curves(cache, positions, distances, rules, settings).items():
                 best = best_over_k(curve)
                 rows.append({"per_class": size, "seed": seed, "exemplars": int(keep.sum()), "rule": rule,
-                             "accuracy": _at(curve, k), "best_accuracy": best["accuracy"], "best_k": best["k"]})
+                             "accuracy": _at(curve, settings.k), "best_accuracy": best["accuracy"], "best_k": best["k"]})
             done += 1
             if progress:
                 progress(done, total)
@@ -224,19 +238,21 @@ def _check_labels(cache: NeighborCache, labels: Sequence[str], what: str) -> lis
 
 
 def new_classes(
-    cache: NeighborCache, new_labels: Sequence[str], rules: Sequence[str] = RULES, k: int = DEFAULT_FIXED_K
+    cache: NeighborCache, new_labels: Sequence[str], rules: Sequence[str] = RULES,
+    settings: VoteSettings = FIXED_K_SETTINGS,
 ) -> NewClassesResult:
     """Experiment 3: memory of the other classes, then `new_labels` added: old-class accuracy before and after
-    (forgetting), new-class accuracy after."""
+    (forgetting), new-class accuracy after, at settings.k."""
+    k = settings.k
     new_labels = _check_labels(cache, new_labels, "new classes must be memory labels")
     is_new_memory = np.isin(cache.memory_labels, new_labels)
     is_new_query = np.isin(cache.query_labels, new_labels)
     old = cache.subset_queries(np.flatnonzero(~is_new_query))
     new = cache.subset_queries(np.flatnonzero(is_new_query))
     positions, distances = old.restricted(~is_new_memory, max(k, 1))
-    before = {r: _at(c, k) for r, c in _curves(old, positions, distances, rules).items()}
-    after = {r: _at(c, k) for r, c in _curves(old, old.positions, old.distances, rules).items()}
-    new_after = {r: _at(c, k) for r, c in _curves(new, new.positions, new.distances, rules).items()}
+    before = {r: _at(c, k) for r, c in _curves(old, positions, distances, rules, settings).items()}
+    after = {r: _at(c, k) for r, c in _curves(old, old.positions, old.distances, rules, settings).items()}
+    new_after = {r: _at(c, k) for r, c in _curves(new, new.positions, new.distances, rules, settings).items()}
     return NewClassesResult(new_labels, k, before, after, new_after, len(old), len(new))
 
 
@@ -246,9 +262,8 @@ def reliability_from_loo(loo: NeighborCache, top_n: int = DEFAULT_RELIABILITY_TO
     (the same definition as VisualMemory.reliability, over the cache's exact search)."""
     if (loo.self_positions < 0).any():
         raise VmemError("reliability needs a leave-one-out cache (build_cache without queries)")
-    found = loo.positions[:, :top_n]
-    differs = loo.memory_labels[found] != loo.query_labels[:, None]
-    return np.bincount(found[differs], minlength=len(loo.memory_labels)).astype(np.int64)
+    memory_classes, _, _ = _classes(loo.memory_labels, loo.query_labels)
+    return reliability_counts(loo.self_positions, memory_classes[loo.self_positions], loo.positions[:, :top_n])
 
 
 @dataclass
@@ -271,10 +286,11 @@ class PruningResult:
 
 def pruning_comparison(
     cache: NeighborCache, reliability: np.ndarray, rules: Sequence[str] = RULES,
-    threshold: float = DEFAULT_HARD_THRESHOLD,
+    settings: VoteSettings = FIXED_K_SETTINGS,
 ) -> PruningResult:
-    """Experiment 4: accuracy curves with no pruning, hard pruning (skip v >= threshold, ranks renumbered over the
-    kept exemplars) and soft pruning (weights x 1.75 / (1 + v) where v > 0)."""
+    """Experiment 4: accuracy curves with no pruning, hard pruning (skip v >= settings.threshold, ranks renumbered
+    over the kept exemplars) and soft pruning (weights x 1.75 / (1 + v) where v > 0)."""
+    threshold = settings.threshold
     reliability = np.asarray(reliability)
     if reliability.shape != cache.memory_labels.shape:
         raise VmemError(f"reliability has shape {reliability.shape}; expected one value per memory item "
@@ -282,9 +298,9 @@ def pruning_comparison(
     keep = reliability < threshold
     hard_positions, hard_distances = cache.restricted(keep)
     accuracy = {
-        "none": _curves(cache, cache.positions, cache.distances, rules),
-        "hard": _curves(cache, hard_positions, hard_distances, rules),
-        "soft": _curves(cache, cache.positions, cache.distances, rules, reliability=reliability),
+        "none": _curves(cache, cache.positions, cache.distances, rules, settings),
+        "hard": _curves(cache, hard_positions, hard_distances, rules, settings),
+        "soft": _curves(cache, cache.positions, cache.distances, rules, settings, reliability=reliability),
     }
     return PruningResult(accuracy, float(threshold), int((~keep).sum()), int((reliability > 0).sum()),
                          len(reliability))
@@ -296,13 +312,12 @@ def flip_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarra
     if not 0 <= fraction <= 1:
         raise VmemError(f"noise fraction must be between 0 and 1, got {fraction}")
     rng = np.random.default_rng(seed)
-    names = np.asarray(sorted(set(labels.tolist())), dtype=object)
+    names = np.asarray(class_names(labels.tolist()), dtype=object)
     if len(names) < 2:
         raise VmemError("label noise needs at least two labels")
     out = labels.copy()
     chosen = rng.choice(len(labels), int(round(fraction * len(labels))), replace=False)
-    position = {name: i for i, name in enumerate(names)}
-    current = np.asarray([position[label] for label in labels[chosen]], dtype=np.int64)
+    current = label_classes(labels[chosen], names)
     shift = rng.integers(1, len(names), size=len(chosen))  # never 0: the label always changes
     out[chosen] = names[(current + shift) % len(names)]
     return out
@@ -310,18 +325,19 @@ def flip_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarra
 
 def label_noise(
     cache: NeighborCache, fractions: Sequence[float] = DEFAULT_NOISE, rules: Sequence[str] = RULES,
-    k: int = DEFAULT_FIXED_K, seed: int = 0,
+    settings: VoteSettings = FIXED_K_SETTINGS, seed: int = 0,
 ):
     """Experiment 5: accuracy per rule when a fraction of memory labels is wrong. DataFrame: noise, rule,
-    accuracy (at k), best_accuracy, best_k."""
+    accuracy (at settings.k), best_accuracy, best_k."""
     import pandas as pd
 
     rows = []
     for fraction in fractions:
         noisy = flip_labels(cache.memory_labels, float(fraction), seed)
-        for rule, curve in _curves(cache, cache.positions, cache.distances, rules, memory_labels=noisy).items():
+        for rule, curve in _curves(cache, cache.positions, cache.distances, rules, settings,
+                                   memory_labels=noisy).items():
             best = best_over_k(curve)
-            rows.append({"noise": float(fraction), "rule": rule, "accuracy": _at(curve, k),
+            rows.append({"noise": float(fraction), "rule": rule, "accuracy": _at(curve, settings.k),
                          "best_accuracy": best["accuracy"], "best_k": best["k"]})
     return pd.DataFrame(rows)
 
@@ -373,26 +389,28 @@ def _check_taxonomy(cache: NeighborCache, taxonomy: Taxonomy) -> None:
 
 
 def taxonomy_accuracy(
-    cache: NeighborCache, taxonomy: Taxonomy, rules: Sequence[str] = RULES, k: int = DEFAULT_FIXED_K
+    cache: NeighborCache, taxonomy: Taxonomy, rules: Sequence[str] = RULES, settings: VoteSettings = FIXED_K_SETTINGS
 ) -> dict[str, dict[str, float]]:
     """Experiment 6a: accuracy at each level (memory and query labels mapped to that level before voting):
-    level -> rule -> accuracy at k."""
+    level -> rule -> accuracy at settings.k."""
     _check_taxonomy(cache, taxonomy)
     out = {}
     for level, name in enumerate(taxonomy.levels):
         mapped = NeighborCache(cache.memory_vectors, taxonomy.map(cache.memory_labels, level), cache.query_vectors,
                                 taxonomy.map(cache.query_labels, level), cache.positions, cache.distances,
                                 cache.self_positions)
-        out[name] = {r: _at(c, k) for r, c in _curves(mapped, mapped.positions, mapped.distances, rules).items()}
+        out[name] = {r: _at(c, settings.k)
+                     for r, c in _curves(mapped, mapped.positions, mapped.distances, rules, settings).items()}
     return out
 
 
 def held_out_class_levels(
     cache: NeighborCache, taxonomy: Taxonomy, held_out: str, added: Sequence[int] = DEFAULT_ADDED,
-    seeds: Sequence[int] = (0, 1, 2), rule: str = "rank",
+    seeds: Sequence[int] = (0, 1, 2), settings: VoteSettings = VoteSettings(k=1),
 ):
     """Experiment 6b: queries of a class the memory lacks, then with n = 0, 1, 2, 5, ... of its exemplars added;
-    accuracy at each taxonomy level at k = 1. DataFrame: added, seed, level, accuracy."""
+    accuracy at each taxonomy level at settings.k (default: k = 1, rank voting). DataFrame: added, seed, level,
+    accuracy."""
     import pandas as pd
 
     _check_taxonomy(cache, taxonomy)
@@ -408,13 +426,13 @@ def held_out_class_levels(
         for seed in (seeds if n else seeds[:1]):  # adding none is the same subset for every seed
             keep = cache.memory_labels != held_out
             keep[np.random.default_rng(seed).choice(members, n, replace=False)] = True
-            positions, distances = queries.restricted(keep, 1)
+            positions, distances = queries.restricted(keep, settings.k)
             for level, name in enumerate(taxonomy.levels):
                 predictions, truth = predictions_every_k(positions, distances,
                                                          taxonomy.map(cache.memory_labels, level),
-                                                         taxonomy.map(queries.query_labels, level), rule)
+                                                         taxonomy.map(queries.query_labels, level), settings)
                 rows.append({"added": n, "seed": seed, "level": name,
-                             "accuracy": float(np.mean(predictions[:, 0] == truth))})
+                             "accuracy": float(np.mean(predictions[:, positions.shape[1] - 1] == truth))})
     return pd.DataFrame(rows)
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import UsageError, expand_images, open_memory, print_json, progress_bar, sample_note, sample_summary
+from .common import (
+    UsageError,
+    expand_images,
+    open_memory,
+    print_json,
+    progress_bar,
+    sample_note,
+    sample_summary,
+    vote_settings,
+)
 
 
 def cmd_build(args) -> int:
@@ -132,8 +141,7 @@ def cmd_classify(args) -> int:
         images = expand_images(args.images)
         loaded = memory.load_images(images)
         embeddings = memory.encoder.encode([item.image for item in loaded])
-        results = memory.classify_embeddings(embeddings, args.k, args.voting, args.pruning, args.threshold,
-                                             names=[str(p) for p in images], top_n=args.top_n)
+        results = memory.classify_embeddings(embeddings, vote_settings(args), names=[str(p) for p in images])
         extras = query_extras(args, memory, loaded, embeddings, progress_bar("ask the model", not args.json))
         # the OOD threshold needs a leave-one-out pass over the memory: only the text output shows it
         verdicts = [] if args.json else [judge(memory, r.neighbors[0].distance) if r.neighbors else None
@@ -154,66 +162,13 @@ def cmd_classify(args) -> int:
 
 
 def _experiment_options(args):
-    from ..analysis.evaluate import ExperimentOptions
+    from ..analysis.registry import ExperimentOptions
 
     return ExperimentOptions(
-        k=args.k, k_max=args.k_max, sizes=args.sizes, seeds=list(range(args.seeds)), new_classes=args.new_classes,
-        threshold=args.threshold, top_n=args.top_n, noise=args.noise, taxonomy=args.taxonomy,
-        held_out=args.held_out, added=args.added, ood_held_out=args.ood_held_out,
+        vote=vote_settings(args), k_max=args.k_max, sizes=args.sizes, seeds=list(range(args.seeds)),
+        new_classes=args.new_classes, noise=args.noise, taxonomy=args.taxonomy, held_out=args.held_out,
+        added=args.added, ood_held_out=args.ood_held_out,
     )
-
-
-def _print_experiments(results: dict, k: int) -> None:
-    for name, result in results.items():
-        print(f"\n== {name} ==")
-        if name == "accuracy":
-            shown = [x for x in (1, 10, 100) if x <= len(result["hit_rate"])]
-            print(f"{'rule':<10}" + "".join(f"{'k=' + str(x):>9}" for x in shown) + f"{'best-over-k':>20}")
-            for rule, curve in result["accuracy"].items():
-                best = result["best_over_k"][rule]
-                print(f"{rule:<10}" + "".join(f"{curve[x - 1]:>9.4f}" for x in shown)
-                      + f"{best['accuracy']:>11.4f} (k={best['k']})")
-            print(f"{'hit rate':<10}" + "".join(f"{result['hit_rate'][x - 1]:>9.4f}" for x in shown))
-        elif name == "memory-size":
-            import pandas as pd
-
-            frame = pd.DataFrame(result["rows"])
-            table = frame.groupby(["exemplars", "rule"])["accuracy"].agg(["mean", "std"]).unstack("rule")
-            print(f"accuracy at k={result['k']} (mean and std over seeds) by memory size:")
-            print(table.round(4).to_string())
-            for rule, fit in result["fit"].items():
-                print(f"{rule}: log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} log10(memory size) "
-                      f"(R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
-        elif name == "new-classes":
-            print(f"new classes {', '.join(result['new_labels'])}; {result['old_queries']} old-class and "
-                  f"{result['new_queries']} new-class queries, k={result['k']}")
-            for rule in result["old_before"]:
-                print(f"  {rule:<10} old before {result['old_before'][rule]:.4f}  after {result['old_after'][rule]:.4f}"
-                      f"  ({result['old_delta_pp'][rule]:+.2f} pp)  new {result['new_after'][rule]:.4f}")
-        elif name == "pruning":
-            print(f"hard pruning skips {result['pruned']} of {result['memory']} exemplars (v >= "
-                  f"{result['threshold']:g}); soft pruning down-weights {result['soft_weighted']}")
-            at = result[f"accuracy_at_k{k}"]
-            for mode, rules in at.items():
-                print(f"  {mode:<5}" + "".join(f"  {rule} {value:.4f} (best {result['best_over_k'][mode][rule]['accuracy']:.4f})"
-                                               for rule, value in rules.items()))
-        elif name == "noise":
-            import pandas as pd
-
-            frame = pd.DataFrame(result["rows"])
-            print(f"accuracy at k={result['k']} by fraction of memory labels flipped:")
-            print(frame.pivot(index="noise", columns="rule", values="accuracy").round(4).to_string())
-        elif name == "taxonomy":
-            for level, rules in result["accuracy"].items():
-                print(f"  {level:<12}" + "".join(f"  {rule} {value:.4f}" for rule, value in rules.items()))
-            print(f"held-out class {result['held_out']!r}, its queries at k=1 after adding n exemplars:")
-            for row in result["held_out_k1"]:
-                print(f"  n={row['added']:<3}" + "".join(f"  {level} {row[level]:.4f}" for level in result["levels"]))
-        elif name == "ood":
-            for what, r in result.items():
-                print(f"  {what}: AUROC {r['auroc']:.4f} ({r['out_queries']} out vs {r['in_queries']} in, mean "
-                      f"distance to {r['k']} nearest; medians {r['in_score_median']:.4f} in, "
-                      f"{r['out_score_median']:.4f} out)")
 
 
 def cmd_eval(args) -> int:
@@ -240,8 +195,8 @@ def cmd_eval(args) -> int:
         queries = sample_items(every, args.limit, args.seed)
         sample = sample_summary(len(queries), len(every), args.seed)
     with open_memory(args) as memory:
-        result = evaluate_dataset(memory, queries, k_max=args.k_max, pruning=args.pruning,
-                                  threshold=args.threshold, progress=progress_bar("eval", not args.json))
+        result = evaluate_dataset(memory, queries, k_max=args.k_max, settings=vote_settings(args),
+                                  progress=progress_bar("eval", not args.json))
     if args.json:
         print_json({**result.to_dict(), "sample": sample})
         return 0
@@ -270,14 +225,17 @@ def cmd_search_text(args) -> int:
 
 
 def _run_experiments(args) -> int:
-    from ..analysis.evaluate import EXPERIMENTS, encode_labelled, run_experiments
+    from ..analysis.evaluate import encode_labelled
+    from ..analysis.registry import REGISTRY, run_experiments, text_report
 
-    names = list(EXPERIMENTS) if "all" in args.experiment else list(dict.fromkeys(args.experiment))
-    if "taxonomy" in names and args.taxonomy is None:
-        if "all" in args.experiment:
-            names.remove("taxonomy")
-        else:
-            raise UsageError("--experiment taxonomy needs --taxonomy FILE (CSV: class,group,... one row per label)")
+    names = list(REGISTRY) if "all" in args.experiment else list(dict.fromkeys(args.experiment))
+    for name in list(names):
+        for option, what in REGISTRY[name].requires.items():
+            if getattr(args, option) is None:
+                if "all" not in args.experiment:
+                    raise UsageError(f"--experiment {name} needs --{option.replace('_', '-')} {what}")
+                names.remove(name)  # "all" runs what the options given allow
+                break
     bar = progress_bar("experiments", not args.json)
     with open_memory(args) as memory:
         embeddings, labels, rejected = encode_labelled(memory, args.queries, progress_bar("encode", not args.json))
@@ -291,7 +249,7 @@ def _run_experiments(args) -> int:
                      "experiments": results})
         return 0
     print(f"{len(labels)} queries; exact search of the memory's live exemplars, once")
-    _print_experiments(results, args.k)
+    print(text_report(results, args.k), end="")
     for path, reason in rejected:
         print(f"skipped unreadable query: {reason}", file=sys.stderr)
     return 0
@@ -306,12 +264,10 @@ def cmd_attribute(args) -> int:
     with open_memory(args) as memory:
         if args.queries:
             embeddings, labels, _ = encode_labelled(memory, args.queries, progress_bar("encode", not args.json))
-            frame = exemplar_influence(memory, embeddings, labels, args.k, args.voting, args.pruning, args.threshold,
-                                       args.top_n)
+            frame = exemplar_influence(memory, embeddings, labels, vote_settings(args))
         else:
             paths = expand_images(args.images)
-            explained = attribute(memory, memory.encode(paths), args.k, args.voting, args.pruning, args.threshold,
-                                  args.top_n)
+            explained = attribute(memory, memory.encode(paths), vote_settings(args))
     if args.queries:
         if args.json:
             print_json({"queries": len(labels), "k": args.k, "voting": args.voting,

@@ -18,6 +18,14 @@ class UsageError(VmemError):
     pass
 
 
+def vote_settings(args):
+    """The parsed --k, --voting, --pruning, --threshold and --top-n as one VoteSettings (BadSettingError, a
+    VmemError, names a bad value)."""
+    from ..voting import VoteSettings
+
+    return VoteSettings(k=args.k, rule=args.voting, pruning=args.pruning, threshold=args.threshold, top_n=args.top_n)
+
+
 def progress_bar(description: str, enabled: bool = True):
     """A tqdm bar on stderr, as a progress(done, total) callback; stdout stays clean for --json."""
     from tqdm import tqdm

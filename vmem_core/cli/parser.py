@@ -27,7 +27,16 @@ from .common import device_spec, exemplar_id
 def build_parser() -> argparse.ArgumentParser:
     from ..backends import BACKENDS
     from ..encoders import DEFAULT_ENCODER
-    from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE, PRUNING_MODES, RULES
+    from ..voting import (
+        DEFAULT_HARD_THRESHOLD,
+        DEFAULT_K,
+        DEFAULT_PRUNING,
+        DEFAULT_RELIABILITY_TOP_N,
+        DEFAULT_RULE,
+        EXPLAIN_K,
+        PRUNING_MODES,
+        RULES,
+    )
     from .rerank import add_rerank_options
 
     parser = argparse.ArgumentParser(prog="vmem", description="A visual memory you can see into and edit.")
@@ -35,12 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def voting_options(p):
-        p.add_argument("--voting", default=DEFAULT_RULE, choices=RULES, help="voting rule (default: rank)")
-        p.add_argument("--pruning", default="none", choices=PRUNING_MODES,
+        # read back as one VoteSettings by cli.common.vote_settings
+        p.add_argument("--voting", default=DEFAULT_RULE, choices=RULES, help=f"voting rule (default: {DEFAULT_RULE})")
+        p.add_argument("--pruning", default=DEFAULT_PRUNING, choices=PRUNING_MODES,
                        help="skip (hard) or down-weight (soft) unreliable exemplars")
         p.add_argument("--threshold", type=float, default=DEFAULT_HARD_THRESHOLD,
                        help=f"hard pruning skips exemplars with v >= this (default {DEFAULT_HARD_THRESHOLD:g})")
-        p.add_argument("--top-n", type=int, default=10,
+        p.add_argument("--top-n", type=int, default=DEFAULT_RELIABILITY_TOP_N,
                        help="reliability v counts appearances among this many leave-one-out neighbours")
 
     device = argparse.ArgumentParser(add_help=False)
@@ -124,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", parents=[index_uri, device], help="classify images by their nearest exemplars")
     p.add_argument("memory")
     p.add_argument("images", nargs="+")
-    p.add_argument("--k", type=int, default=50)
+    p.add_argument("--k", type=int, default=DEFAULT_K)
     voting_options(p)
     p.add_argument("--show", type=int, default=5, help="neighbours to print per image (text output)")
     p.add_argument("--zero-shot", action="store_true",
@@ -137,16 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accuracy of every rule at every k on a labelled query folder or CSV")
     p.add_argument("memory")
     p.add_argument("queries")
-    p.add_argument("--k-max", type=int, default=100)
-    voting_options(p)
-    p.add_argument("--json", action="store_true")
-    from ..analysis.evaluate import EXPERIMENTS, ExperimentOptions
+    from ..analysis.registry import EXPERIMENTS, ExperimentOptions
 
     defaults = ExperimentOptions()
+    p.add_argument("--k-max", type=int, default=defaults.k_max)
+    voting_options(p)
+    p.add_argument("--json", action="store_true")
     group = p.add_argument_group("experiments (exact search once, every rule and k from it)")
     group.add_argument("--experiment", action="append", choices=(*EXPERIMENTS, "all"),
                        help="run one of the paper's experiments instead of the plain evaluation (repeatable)")
-    group.add_argument("--k", type=int, default=defaults.k, help="the fixed k reported beside best-over-k")
+    group.add_argument("--k", type=int, default=defaults.vote.k, help="the fixed k reported beside best-over-k")
     group.add_argument("--sizes", type=int, nargs="+", default=list(defaults.sizes), help="exemplars per class")
     group.add_argument("--seeds", type=int, default=len(defaults.seeds), help="random subsets per memory size")
     group.add_argument("--new-classes", nargs="+", default=None, metavar="LABEL",
@@ -176,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("memory")
     p.add_argument("images", nargs="*")
     p.add_argument("--queries", default=None, help="labelled folder or CSV: per-exemplar influence over it")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=EXPLAIN_K)
     voting_options(p)
     p.add_argument("--show", type=int, default=10, help="rows to print (text output)")
     p.add_argument("--json", action="store_true")
@@ -208,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", default=None,
                    help="where the sample memory goes (default: sample.vmem in a checkout, else in the user's data "
                         "folder, or $VMEM_HOME)")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=EXPLAIN_K)
     p.add_argument("--no-app", action="store_true", help="stop after the printed summary")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--headless", action="store_true", help="do not try to open a browser")

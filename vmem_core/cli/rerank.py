@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .common import UsageError, sample_note, sample_summary
+from .common import UsageError, sample_note, sample_summary, vote_settings
 
 ASK_ABOVE_CALLS = 1  # one call for one image is what `classify --rerank` was asked for; more are confirmed first
 
@@ -90,7 +90,7 @@ def query_extras(args, memory, loaded, embeddings, progress) -> list[dict]:
 
         reranker = with_cache(reranker_from_args(args), memory)
         requests = make_requests(memory, [i.image for i in loaded], [i.sha256 for i in loaded], embeddings,
-                                 args.rerank_shown, args.pruning, args.threshold, args.top_n, args.allow_new_label)
+                                 args.rerank_shown, vote_settings(args), args.allow_new_label)
         if not confirm(plan_batch(reranker, requests), reranker.name, args.yes, ASK_ABOVE_CALLS):
             raise UsageError("cancelled before any model call")
         for extra, result in zip(extras, rerank_all(reranker, requests, progress)):
@@ -124,11 +124,10 @@ def cmd_eval_rerank(args, memory, progress_bar) -> dict:
     items = sample_items(every, args.limit, args.seed)
     loaded, truths, rejected = load_labelled(items)
     embeddings = memory.encoder.encode([i.image for i in loaded], progress=progress_bar("encode", not args.json))
-    knn = evaluate_embeddings(memory, embeddings, truths, args.k_max, pruning=args.pruning, threshold=args.threshold,
-                              top_n=args.top_n)
+    knn = evaluate_embeddings(memory, embeddings, truths, args.k_max, settings=vote_settings(args))
     knn.rejected = rejected
-    evaluation = evaluate_rerank(memory, reranker, loaded, truths, embeddings, args.rerank_shown, args.voting,
-                                 args.pruning, args.threshold, args.top_n, args.allow_new_label,
+    evaluation = evaluate_rerank(memory, reranker, loaded, truths, embeddings, args.rerank_shown, vote_settings(args),
+                                 args.allow_new_label,
                                  confirm=lambda plan: confirm(plan, reranker.name, args.yes),
                                  progress=progress_bar("ask the model", not args.json))
     if evaluation is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -11,8 +11,8 @@ from PIL import Image
 from ..errors import BadImageError, DatasetError, VmemError
 from ..ingest.datasets import LabelledImage
 from ..ingest.images import load_image
-from ..memory import DEFAULT_RELIABILITY_TOP_N, VisualMemory
-from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RULE
+from ..memory import VisualMemory
+from ..voting import VoteSettings, resolve_settings
 from .base import Reranker, RerankError, RerankRequest, RerankResult, ShownNeighbor
 from .cache import CachingReranker, RerankCache
 from .prompt import query_png
@@ -33,19 +33,18 @@ def make_requests(
     sha256s: Sequence[str],
     embeddings: np.ndarray,
     shown: int = DEFAULT_SHOWN,
-    pruning: str = "none",
-    threshold: float = DEFAULT_HARD_THRESHOLD,
-    top_n: int = DEFAULT_RELIABILITY_TOP_N,
+    settings: Optional[VoteSettings] = None,
     allow_new: bool = False,
 ) -> list[RerankRequest]:
-    """One request per query: its `shown` nearest exemplars (the ones that may vote under `pruning`) with their
-    thumbnails and labels; the candidates are the distinct labels among them, nearest first."""
+    """One request per query: its `shown` nearest exemplars (the ones that may vote under the settings' pruning)
+    with their thumbnails and labels; the candidates are the distinct labels among them, nearest first."""
     if int(shown) < 1:
         raise VmemError(f"the re-ranker must be shown at least 1 neighbour, got {shown}")
     if len(images) == 0:
         return []
     table = memory.table
-    ids, distances = memory.neighbors(np.asarray(embeddings, np.float32), int(shown), pruning, threshold, top_n)
+    ids, distances = memory.neighbors(np.asarray(embeddings, np.float32),
+                                      replace(resolve_settings(settings), k=int(shown)))
     thumbnails = memory.thumbnails(sorted({int(i) for i in ids.ravel() if i >= 0}))
     requests = []
     for row, (image, sha) in enumerate(zip(images, sha256s)):
@@ -133,7 +132,7 @@ class RerankEvaluation:
     """kNN and re-ranked predictions on the same queries."""
 
     model: str
-    voting: str
+    rule: str
     k: int  # the kNN vote uses the same neighbours the model was shown
     truths: list[str]
     names: list[str]
@@ -160,7 +159,7 @@ class RerankEvaluation:
 
     def to_dict(self) -> dict:
         return {
-            "model": self.model, "voting": self.voting, "k": self.k, "queries": len(self.truths),
+            "model": self.model, "voting": self.rule, "k": self.k, "queries": len(self.truths),
             "knn_accuracy": round(self.knn_accuracy, 6), "reranked_accuracy": round(self.reranked_accuracy, 6),
             "statuses": self.statuses(), "calls_made": sum(1 for r in self.results if not r.cached),
             "plan": self.plan.to_dict(),
@@ -191,10 +190,7 @@ def evaluate_rerank(
     truths: Sequence[str],
     embeddings: np.ndarray,
     shown: int = DEFAULT_SHOWN,
-    voting: str = DEFAULT_RULE,
-    pruning: str = "none",
-    threshold: float = DEFAULT_HARD_THRESHOLD,
-    top_n: int = DEFAULT_RELIABILITY_TOP_N,
+    settings: Optional[VoteSettings] = None,
     allow_new: bool = False,
     confirm: Callable[[BatchPlan], bool] = lambda plan: True,
     progress: Optional[Callable[[int, int], None]] = None,
@@ -211,14 +207,16 @@ def evaluate_rerank(
     """
     from ..analysis.evaluate import predict_at_k
 
+    settings = replace(resolve_settings(settings), k=int(shown))
     cached = with_cache(reranker, memory)
     requests = make_requests(memory, [i.image for i in loaded], [i.sha256 for i in loaded], embeddings, shown,
-                             pruning, threshold, top_n, allow_new)
+                             settings, allow_new)
     plan = plan_batch(cached, requests)
     if not confirm(plan):
         return None
-    ids, distances = memory.neighbors(np.asarray(embeddings, np.float32), int(shown), pruning, threshold, top_n)
+    ids, distances = memory.neighbors(np.asarray(embeddings, np.float32), settings)
     k = ids.shape[1]
-    knn = predict_at_k(memory, ids, distances, k, voting, pruning, threshold, top_n) if k else [None] * len(truths)
+    knn = predict_at_k(memory, ids, distances, replace(settings, k=k)) if k else [None] * len(truths)
     results = rerank_all(cached, requests, progress)
-    return RerankEvaluation(cached.name, voting, k, list(truths), [i.source for i in loaded], knn, results, plan)
+    return RerankEvaluation(cached.name, settings.rule, k, list(truths), [i.source for i in loaded], knn, results,
+                            plan)
