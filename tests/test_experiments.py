@@ -16,13 +16,18 @@ from vmem_core.analysis.experiments import (
     load_taxonomy,
     memory_size_sweep,
     new_classes,
+    matched_threshold,
+    new_classes_each,
     ood_auroc,
+    paper_hard_pruning_curves,
     predictions_every_k,
     pruning_comparison,
+    pruning_threshold_sweep,
     reliability_from_loo,
     taxonomy_accuracy,
+    taxonomy_every_class,
 )
-from vmem_core.analysis.neighbor_cache import build_cache, exact_top_k
+from vmem_core.analysis.neighbor_cache import NeighborCache, build_cache, exact_top_k
 from vmem_core.errors import DatasetError, VmemError
 from vmem_core.voting import SOFTMAX_TEMPERATURE, VoteSettings
 
@@ -314,3 +319,94 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     by_id = {n.id for neighbors in explained for n in neighbors}
     assert set(frame["id"]) == by_id
     mem.close()
+
+
+# --- the paper's protocols ------------------------------------------------------------------------------------------
+def test_paper_hard_pruning_votes_among_the_unpruned_of_the_first_k_or_all_of_them(data, cache):
+    rng = np.random.default_rng(3)
+    reliability = rng.integers(0, 6, size=len(cache.memory_labels))
+    threshold = 3
+    curves = paper_hard_pruning_curves(cache, reliability, threshold, ["plurality", "rank"])
+    for rule, weight in (("plurality", lambda i: 1.0), ("rank", lambda i: 1.0 / (i + 2))):
+        for k in (1, 3, 10):
+            correct = 0
+            for row, truth in zip(cache.positions[:, :k], cache.query_labels):
+                kept = [i for i, p in enumerate(row) if reliability[p] < threshold] or list(range(k))  # all pruned: none
+                scores, winner = {}, None
+                for i in kept:  # each keeps its rank among the k; a tie stays with the class that got there first
+                    label = cache.memory_labels[row[i]]
+                    scores[label] = scores.get(label, 0) + weight(i)
+                    winner = label if winner is None or scores[label] > scores[winner] else winner
+                correct += winner == truth
+            assert curves[rule][k - 1] == pytest.approx(correct / len(cache)), (rule, k)
+    # every exemplar pruned: every query votes unpruned
+    unpruned = accuracy_and_hit_rate(cache, ["rank"]).accuracy["rank"]
+    assert np.allclose(paper_hard_pruning_curves(cache, np.full(len(reliability), 9), 1, ["rank"])["rank"], unpruned)
+
+
+def test_pruning_sweep_prunes_less_as_the_threshold_rises_and_ends_unpruned(cache):
+    reliability = np.random.default_rng(0).integers(0, 40, size=len(cache.memory_labels))
+    sweep = pruning_threshold_sweep(cache, reliability, [1, 8, 32, 128], ["rank"])
+    assert [row["threshold"] for row in sweep] == [1.0, 8.0, 32.0, 128.0, None]
+    fractions = [row["fraction_pruned"] for row in sweep]
+    assert fractions == sorted(fractions, reverse=True) and fractions[-1] == 0.0 and fractions[0] > 0.9
+    assert sweep[2]["pruned"] == int((reliability >= 32).sum())
+    unpruned = accuracy_and_hit_rate(cache, ["rank"]).to_dict()
+    assert sweep[-1]["accuracy"]["rank"] == pytest.approx(unpruned["accuracy"]["rank"][9])
+    assert sweep[-1]["best_over_k"]["rank"] == unpruned["best_over_k"]["rank"]
+    # the threshold whose fraction pruned is nearest the paper's 2%
+    rows = [{"threshold": 4.0, "fraction_pruned": 0.3}, {"threshold": 64.0, "fraction_pruned": 0.025},
+            {"threshold": 128.0, "fraction_pruned": 0.001}, {"threshold": None, "fraction_pruned": 0.0}]
+    assert matched_threshold(rows) == 64.0 and matched_threshold(rows[-1:]) is None
+
+
+def test_loglog_fit_recovers_the_papers_law_and_the_power_law_fits_it_worse():
+    import pandas as pd
+
+    sizes = np.array([10, 30, 100, 300, 1000, 3000, 10000, 60000])
+    error = 10 ** (-0.5 - 1.7 * np.log10(np.log10(sizes)))
+    frame = pd.DataFrame({"exemplars": sizes, "rule": "rank", "accuracy": 1 - error})
+    fit = fit_log_error(frame, "rank", loglog=True)
+    assert fit.slope == pytest.approx(-1.7) and fit.intercept == pytest.approx(-0.5) and fit.r_squared == pytest.approx(1)
+    assert fit_log_error(frame, "rank").r_squared < 0.99
+
+
+def test_taxonomy_every_class_holds_out_each_class_and_caps_the_others(tmp_path, monkeypatch):
+    memory, labels, queries, query_labels = blobs(per_class=70, queries_per_class=8)
+    cache = build_cache(memory, labels, queries, query_labels, k=30)
+    path = tmp_path / "taxonomy.csv"
+    path.write_text(TAXONOMY)
+    seen = []
+    restricted = NeighborCache.restricted
+
+    def spy(self, keep, depth=None):
+        seen.append((set(self.query_labels.tolist()), dict(zip(*np.unique(self.memory_labels[keep],
+                                                                           return_counts=True))), depth))
+        return restricted(self, keep, depth)
+
+    monkeypatch.setattr(NeighborCache, "restricted", spy)
+    frame = taxonomy_every_class(cache, load_taxonomy(path), 50, added=[0, 5, 50], seeds=[0, 1])
+    assert sorted(frame["held_out"].unique()) == ["c0", "c1", "c2", "c3"]
+    assert len(seen) == 4 * 3 * 2  # classes x added x seeds (sampling the others makes n = 0 differ by seed)
+    for (query_classes, counts, depth) in seen:
+        [held] = query_classes  # the queries are the held-out class's only
+        assert depth == 1  # k = 1
+        assert all(n == 50 for label, n in counts.items() if label != held)  # every other class capped at 50
+        assert counts.get(held, 0) in (0, 5, 50)
+    cls = frame[frame.level == "class"].groupby("added")["accuracy"].mean()
+    assert cls[0] == 0.0 and cls[50] > cls[5] > 0.0
+    assert frame[frame.level == "supergroup"]["accuracy"].min() == 1.0
+
+
+def test_flip_labels_to_any_class_sometimes_keeps_the_true_label():
+    labels = np.asarray([f"c{i % 4}" for i in range(4000)], dtype=object)
+    noisy = flip_labels(labels, 1.0, seed=0, any_class=True)
+    assert (noisy != labels).mean() == pytest.approx(0.75, abs=0.03)  # a random class of 4 is the true one 1 in 4
+    assert set(noisy.tolist()) == set(labels.tolist())
+    assert (flip_labels(labels, 1.0, seed=0) != labels).all()  # the project's variant always changes it
+
+
+def test_new_classes_each_class_in_turn(cache):
+    rows = new_classes_each(cache, ["rank"], VoteSettings(k=5))
+    assert [row["new_labels"] for row in rows] == [["c0"], ["c1"], ["c2"], ["c3"]]
+    assert rows[2] == new_classes(cache, ["c2"], ["rank"], VoteSettings(k=5)).to_dict()

@@ -40,6 +40,10 @@ Progress = Callable[[int, int], None]
 DEFAULT_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 DEFAULT_NOISE = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8)
 DEFAULT_ADDED = (0, 1, 2, 5, 10, 20)
+PAPER_ADDED = (0, 1, 2, 5, 10, 20, 50)  # the paper adds 0..50 exemplars of the held-out class back
+DEFAULT_PRUNE_THRESHOLDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+PAPER_THRESHOLD = 128.0  # the paper skips v >= 128 (top-100 leave-one-out neighbours, ImageNet's 1.28M exemplars)
+PAPER_FRACTION_PRUNED = 0.02  # ... which prunes about 2% of ImageNet's memory
 DEFAULT_FIXED_K = 10  # the fixed k reported beside best-over-k
 DEFAULT_K_MAX = 100  # neighbours searched once per query: every k = 1..K is voted from them
 FIXED_K_SETTINGS = VoteSettings(k=DEFAULT_FIXED_K)
@@ -189,14 +193,20 @@ class PowerFit:
         return {"slope": self.slope, "intercept": self.intercept, "r_squared": self.r_squared, "points": self.points}
 
 
-def fit_log_error(frame, rule: str, column: str = "accuracy") -> PowerFit:
+def fit_log_error(frame, rule: str, column: str = "accuracy", loglog: bool = False) -> PowerFit:
     """Least-squares line through (log10 exemplars, log10 mean error) for one rule; sizes with zero error are left
-    out (their log is undefined)."""
+    out (their log is undefined).
+
+    loglog: fit against log10(log10 exemplars) instead, the paper's form (its appendix F: error falls linearly in
+    log log N on log axes); sizes of one exemplar or fewer are left out there."""
     rows = frame[frame["rule"] == check_rule(rule)]
     mean = rows.groupby("exemplars")[column].mean()
     error = 1.0 - mean.to_numpy()
     x, y = np.log10(mean.index.to_numpy(dtype=float)), error
     usable = y > 0
+    if loglog:
+        usable &= x > 0
+        x = np.log10(np.where(x > 0, x, 1.0))
     if usable.sum() < 2:
         return PowerFit(float("nan"), float("nan"), float("nan"), int(usable.sum()))
     x, y = x[usable], np.log10(y[usable])
@@ -256,6 +266,15 @@ def new_classes(
     return NewClassesResult(new_labels, k, before, after, new_after, len(old), len(new))
 
 
+def new_classes_each(
+    cache: NeighborCache, rules: Sequence[str] = RULES, settings: VoteSettings = FIXED_K_SETTINGS,
+) -> list[dict]:
+    """Experiment 3 with each class in turn as the new one (so classes that overlap old ones and classes that do not
+    both show): one `NewClassesResult.to_dict()` per class that has queries."""
+    return [new_classes(cache, [label], rules, settings).to_dict()
+            for label in sorted(set(cache.memory_labels.tolist())) if (cache.query_labels == label).any()]
+
+
 # --- 4. pruning -----------------------------------------------------------------------------------------------------
 def reliability_from_loo(loo: NeighborCache, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
     """v per memory item: how often it is among the top-N leave-one-out neighbours of a differently-labelled item
@@ -306,9 +325,58 @@ def pruning_comparison(
                          len(reliability))
 
 
+def paper_hard_pruning_curves(
+    cache: NeighborCache, reliability: np.ndarray, threshold: float, rules: Sequence[str] = RULES,
+    settings: VoteSettings = FIXED_K_SETTINGS,
+) -> dict[str, np.ndarray]:
+    """Hard pruning as the paper's notebook does it: among a query's first k neighbours, those with v >= threshold
+    cast no vote (the others keep their ranks); if every one of the k is pruned, none is (the query votes unpruned).
+
+    Returns: rule -> accuracy at k = 1..K."""
+    memory_classes, truth, num_classes = _classes(cache.memory_labels, cache.query_labels)
+    labels = np.where(cache.positions >= 0, memory_classes[np.maximum(cache.positions, 0)], -1)
+    pruned = np.asarray(reliability)[np.maximum(cache.positions, 0)] >= threshold
+    curves = {}
+    for rule in rules:
+        _, weights, _ = prepare_votes(labels, cache.distances, replace(settings, rule=check_rule(rule), pruning="none"))
+        unpruned = vote_all_k(labels, weights, num_classes)
+        masked = vote_all_k(np.where(pruned, -1, labels), weights, num_classes)
+        curves[rule] = accuracy_every_k(np.where(masked < 0, unpruned, masked), truth)
+    return curves
+
+
+def pruning_threshold_sweep(
+    cache: NeighborCache, reliability: np.ndarray, thresholds: Sequence[float], rules: Sequence[str] = RULES,
+    settings: VoteSettings = FIXED_K_SETTINGS,
+) -> list[dict]:
+    """The paper's hard pruning at each threshold: rows of threshold, pruned (exemplars with v >= threshold),
+    fraction_pruned, and per rule the accuracy at settings.k and best-over-k; a last row with threshold None is no
+    pruning."""
+    reliability = np.asarray(reliability)
+    rows = []
+    for threshold in sorted({float(t) for t in thresholds} | {float("inf")}):
+        curves = paper_hard_pruning_curves(cache, reliability, threshold, rules, settings)
+        pruned = int((reliability >= threshold).sum())
+        rows.append({"threshold": threshold if np.isfinite(threshold) else None, "pruned": pruned, "fraction_pruned": pruned / max(len(reliability), 1),
+                     "accuracy": {r: _at(c, settings.k) for r, c in curves.items()},
+                     "best_over_k": {r: best_over_k(c) for r, c in curves.items()}})
+    return rows
+
+
+def matched_threshold(sweep: Sequence[dict], fraction: float = PAPER_FRACTION_PRUNED) -> Optional[float]:
+    """The swept threshold whose fraction pruned is nearest `fraction` (the paper's ~2%), for a memory whose v are
+    on another scale than ImageNet's (v counts appearances, which grow with the number of confusable items)."""
+    pruning = [row for row in sweep if row["threshold"] is not None]
+    if not pruning:
+        return None
+    return min(pruning, key=lambda row: (abs(row["fraction_pruned"] - fraction), -row["threshold"]))["threshold"]
+
+
 # --- 5. label noise -------------------------------------------------------------------------------------------------
-def flip_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """A copy of `labels` with round(fraction * n) of them, chosen at random, changed to another label at random."""
+def flip_labels(labels: np.ndarray, fraction: float, seed: int = 0, any_class: bool = False) -> np.ndarray:
+    """A copy of `labels` with round(fraction * n) of them, chosen at random, changed to another label at random;
+    any_class: replaced by a class drawn uniformly from all of them, which may be the true one (the paper's
+    protocol)."""
     if not 0 <= fraction <= 1:
         raise VmemError(f"noise fraction must be between 0 and 1, got {fraction}")
     rng = np.random.default_rng(seed)
@@ -318,22 +386,22 @@ def flip_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarra
     out = labels.copy()
     chosen = rng.choice(len(labels), int(round(fraction * len(labels))), replace=False)
     current = label_classes(labels[chosen], names)
-    shift = rng.integers(1, len(names), size=len(chosen))  # never 0: the label always changes
+    shift = rng.integers(0 if any_class else 1, len(names), size=len(chosen))  # 0 keeps the label
     out[chosen] = names[(current + shift) % len(names)]
     return out
 
 
 def label_noise(
     cache: NeighborCache, fractions: Sequence[float] = DEFAULT_NOISE, rules: Sequence[str] = RULES,
-    settings: VoteSettings = FIXED_K_SETTINGS, seed: int = 0,
+    settings: VoteSettings = FIXED_K_SETTINGS, seed: int = 0, any_class: bool = False,
 ):
-    """Experiment 5: accuracy per rule when a fraction of memory labels is wrong. DataFrame: noise, rule,
-    accuracy (at settings.k), best_accuracy, best_k."""
+    """Experiment 5: accuracy per rule when a fraction of memory labels is wrong (any_class: see `flip_labels`).
+    DataFrame: noise, rule, accuracy (at settings.k), best_accuracy, best_k."""
     import pandas as pd
 
     rows = []
     for fraction in fractions:
-        noisy = flip_labels(cache.memory_labels, float(fraction), seed)
+        noisy = flip_labels(cache.memory_labels, float(fraction), seed, any_class)
         for rule, curve in _curves(cache, cache.positions, cache.distances, rules, settings,
                                    memory_labels=noisy).items():
             best = best_over_k(curve)
@@ -407,9 +475,11 @@ def taxonomy_accuracy(
 def held_out_class_levels(
     cache: NeighborCache, taxonomy: Taxonomy, held_out: str, added: Sequence[int] = DEFAULT_ADDED,
     seeds: Sequence[int] = (0, 1, 2), settings: VoteSettings = VoteSettings(k=1),
+    others_per_class: Optional[int] = None,
 ):
     """Experiment 6b: queries of a class the memory lacks, then with n = 0, 1, 2, 5, ... of its exemplars added;
-    accuracy at each taxonomy level at settings.k (default: k = 1, rank voting). DataFrame: added, seed, level,
+    accuracy at each taxonomy level at settings.k (default: k = 1, rank voting). others_per_class: every other
+    class keeps only that many random exemplars (per seed; the paper keeps 50). DataFrame: added, seed, level,
     accuracy."""
     import pandas as pd
 
@@ -422,10 +492,18 @@ def held_out_class_levels(
     rows = []
     if any(int(a) < 0 for a in added):
         raise VmemError(f"exemplars to add must be 0 or more, got {list(added)}")
+    others = [np.flatnonzero(cache.memory_labels == name) for name in sorted(set(cache.memory_labels.tolist()))
+              if name != held_out]
     for n in sorted({min(int(a), len(members)) for a in added}):  # more than the memory holds: all of them
-        for seed in (seeds if n else seeds[:1]):  # adding none is the same subset for every seed
+        # adding none is the same subset for every seed, unless the other classes are sampled
+        for seed in (seeds if n or others_per_class is not None else seeds[:1]):
+            rng = np.random.default_rng(seed)
             keep = cache.memory_labels != held_out
-            keep[np.random.default_rng(seed).choice(members, n, replace=False)] = True
+            if others_per_class is not None:
+                keep[:] = False
+                for other in others:
+                    keep[rng.choice(other, min(int(others_per_class), len(other)), replace=False)] = True
+            keep[rng.choice(members, n, replace=False)] = True
             positions, distances = queries.restricted(keep, settings.k)
             for level, name in enumerate(taxonomy.levels):
                 predictions, truth = predictions_every_k(positions, distances,
@@ -434,6 +512,26 @@ def held_out_class_levels(
                 rows.append({"added": n, "seed": seed, "level": name,
                              "accuracy": float(np.mean(predictions[:, positions.shape[1] - 1] == truth))})
     return pd.DataFrame(rows)
+
+
+def taxonomy_every_class(
+    cache: NeighborCache, taxonomy: Taxonomy, others_per_class: int = 50, added: Sequence[int] = DEFAULT_ADDED,
+    seeds: Sequence[int] = (0, 1, 2), settings: VoteSettings = VoteSettings(k=1),
+):
+    """Experiment 6b in the paper's protocol: every class held out in turn, every other class capped at
+    `others_per_class` exemplars, n of the held-out class added back, judged at settings.k (k = 1). DataFrame:
+    held_out, added, seed, level, accuracy (average over held_out for the paper's curve)."""
+    import pandas as pd
+
+    frames = []
+    for held_out in sorted(set(cache.memory_labels.tolist())):
+        if not (cache.query_labels == held_out).any():
+            continue  # no query of that class: nothing to measure
+        frame = held_out_class_levels(cache, taxonomy, held_out, added, seeds, settings, others_per_class)
+        frames.append(frame.assign(held_out=held_out))
+    if not frames:
+        raise VmemError("no query carries a memory label: nothing to measure")
+    return pd.concat(frames, ignore_index=True)
 
 
 # --- 7. out of distribution -----------------------------------------------------------------------------------------
@@ -475,6 +573,11 @@ class OodResult:
                 "in_score_median": float(np.median(self.in_scores)) if len(self.in_scores) else None,
                 "out_score_median": float(np.median(self.out_scores)) if len(self.out_scores) else None,
                 "histogram": self.histogram()}
+
+    def summary(self) -> dict:
+        """The figures without the scores: k, auroc and the medians."""
+        out = self.to_dict()
+        return {key: out[key] for key in ("k", "auroc", "in_score_median", "out_score_median")}
 
     def histogram(self, bins: int = 30) -> dict:
         """Fractions of in- and out-of-distribution queries per score bin (shared edges), for plotting."""

@@ -47,6 +47,12 @@ class ExperimentOptions:
     added: Sequence[int] = ex.DEFAULT_ADDED
     ood_held_out: Optional[Sequence[str]] = None  # default: the same as new_classes
     ood_k: int = 1
+    # the paper's protocols, run beside the project's own settings above
+    paper_top_n: int = 100  # reliability v over the top-100 leave-one-out neighbours
+    prune_thresholds: Sequence[float] = ex.DEFAULT_PRUNE_THRESHOLDS  # hard-pruning sweep (the paper skips v >= 128)
+    taxonomy_per_class: int = 50  # every other class keeps 50 exemplars when a class is held out
+    taxonomy_added: Sequence[int] = ex.PAPER_ADDED
+    ood_ks: Sequence[int] = (1, 10, 100)  # OOD score: mean distance to the k nearest, for each k
 
 
 @dataclass
@@ -116,7 +122,8 @@ def _run_memory_size(context: ExperimentContext) -> dict:
     return {"k": options.vote.k, "rows": frame.to_dict("records"),
             "fit": {rule: ex.fit_log_error(frame, rule).to_dict() for rule in frame["rule"].unique()},
             "fit_best_over_k": {rule: ex.fit_log_error(frame, rule, "best_accuracy").to_dict()
-                                for rule in frame["rule"].unique()}}
+                                for rule in frame["rule"].unique()},
+            "fit_loglog": {rule: ex.fit_log_error(frame, rule, loglog=True).to_dict() for rule in frame["rule"].unique()}}
 
 
 def _report_memory_size(result: Mapping, k: int) -> list[str]:
@@ -128,13 +135,17 @@ def _report_memory_size(result: Mapping, k: int) -> list[str]:
     for rule, fit in result["fit"].items():
         lines.append(f"{rule}: log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} log10(memory size) "
                      f"(R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
+    for rule, fit in result.get("fit_loglog", {}).items():
+        lines.append(f"{rule} (paper's form): log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} "
+                     f"log10(log10(memory size)) (R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
     return lines
 
 
 # --- 3. new classes -------------------------------------------------------------------------------------------------
 def _run_new_classes(context: ExperimentContext) -> dict:
     options = context.options
-    return ex.new_classes(context.cache, context.new_classes, options.rules, options.vote).to_dict()
+    return {**ex.new_classes(context.cache, context.new_classes, options.rules, options.vote).to_dict(),
+            "each_class": ex.new_classes_each(context.cache, options.rules, options.vote)}
 
 
 def _report_new_classes(result: Mapping, k: int) -> list[str]:
@@ -143,15 +154,28 @@ def _report_new_classes(result: Mapping, k: int) -> list[str]:
     for rule in result["old_before"]:
         lines.append(f"  {rule:<10} old before {result['old_before'][rule]:.4f}  after {result['old_after'][rule]:.4f}"
                      f"  ({result['old_delta_pp'][rule]:+.2f} pp)  new {result['new_after'][rule]:.4f}")
+    if result.get("each_class"):
+        lines.append("each class in turn as the new one (rank voting if run, else the first rule):")
+    for row in result.get("each_class", []):
+        rule = "rank" if "rank" in row["old_delta_pp"] else next(iter(row["old_delta_pp"]))
+        lines.append(f"  {row['new_labels'][0]:<14} old {row['old_delta_pp'][rule]:+.2f} pp  new "
+                     f"{row['new_after'][rule]:.4f}")
     return lines
 
 
 # --- 4. pruning -----------------------------------------------------------------------------------------------------
 def _run_pruning(context: ExperimentContext) -> dict:
-    vote = context.options.vote
-    loo = build_cache(context.vectors, context.labels, k=vote.top_n, progress=context.stage("leave-one-out"))
+    options = context.options
+    vote = options.vote
+    depth = min(max(vote.top_n, options.paper_top_n), len(context.labels) - 1)
+    loo = build_cache(context.vectors, context.labels, k=depth, progress=context.stage("leave-one-out"))
     reliability = ex.reliability_from_loo(loo, vote.top_n)
-    return ex.pruning_comparison(context.cache, reliability, context.options.rules, vote).to_dict(vote.k)
+    paper_reliability = ex.reliability_from_loo(loo, options.paper_top_n)
+    sweep = ex.pruning_threshold_sweep(context.cache, paper_reliability, options.prune_thresholds, options.rules, vote)
+    return {**ex.pruning_comparison(context.cache, reliability, options.rules, vote).to_dict(vote.k),
+            "paper": {"top_n": min(options.paper_top_n, depth), "k": vote.k, "paper_threshold": ex.PAPER_THRESHOLD,
+                      "paper_fraction_pruned": ex.PAPER_FRACTION_PRUNED,
+                      "matched_threshold": ex.matched_threshold(sweep), "sweep": sweep}}
 
 
 def _report_pruning(result: Mapping, k: int) -> list[str]:
@@ -161,6 +185,13 @@ def _report_pruning(result: Mapping, k: int) -> list[str]:
         lines.append(f"  {mode:<5}" + "".join(
             f"  {rule} {value:.4f} (best {result['best_over_k'][mode][rule]['accuracy']:.4f})"
             for rule, value in rules.items()))
+    paper = result.get("paper")
+    if paper:
+        lines.append(f"the paper's hard pruning (v over the top-{paper['top_n']} leave-one-out neighbours; if all of a "
+                     f"query's k are pruned, none is), accuracy at k={paper['k']} by threshold:")
+        for row in paper["sweep"]:
+            lines.append(f"  v >= {row['threshold'] if row['threshold'] is not None else 'inf':<6} prunes {row['pruned']:>7} ({100 * row['fraction_pruned']:6.2f}%)"
+                         + "".join(f"  {rule} {value:.4f}" for rule, value in row["accuracy"].items()))
     return lines
 
 
@@ -168,15 +199,21 @@ def _report_pruning(result: Mapping, k: int) -> list[str]:
 def _run_noise(context: ExperimentContext) -> dict:
     options = context.options
     frame = ex.label_noise(context.cache, options.noise, options.rules, options.vote)
-    return {"k": options.vote.k, "rows": frame.to_dict("records")}
+    paper = ex.label_noise(context.cache, options.noise, options.rules, options.vote, any_class=True)
+    return {"k": options.vote.k, "rows": frame.to_dict("records"), "random_class_rows": paper.to_dict("records")}
 
 
 def _report_noise(result: Mapping, k: int) -> list[str]:
     import pandas as pd
 
     frame = pd.DataFrame(result["rows"])
-    return [f"accuracy at k={result['k']} by fraction of memory labels flipped:",
-            frame.pivot(index="noise", columns="rule", values="accuracy").round(4).to_string()]
+    lines = [f"accuracy at k={result['k']} by fraction of memory labels flipped:",
+             frame.pivot(index="noise", columns="rule", values="accuracy").round(4).to_string()]
+    if result.get("random_class_rows"):
+        paper = pd.DataFrame(result["random_class_rows"])
+        lines += ["the paper's protocol (labels replaced by a random class, maybe the true one), best-over-k:",
+                  paper.pivot(index="noise", columns="rule", values="best_accuracy").round(4).to_string()]
+    return lines
 
 
 # --- 6. taxonomy ----------------------------------------------------------------------------------------------------
@@ -189,7 +226,16 @@ def _run_taxonomy(context: ExperimentContext) -> dict:
     # the held-out class is judged by its single nearest exemplar, by the default rule
     frame = ex.held_out_class_levels(context.cache, taxonomy, held_out, options.added, options.seeds,
                                      replace(options.vote, k=1, rule=DEFAULT_RULE))
-    return {"k": options.vote.k, "levels": list(taxonomy.levels),
+    every = ex.taxonomy_every_class(context.cache, taxonomy, options.taxonomy_per_class, options.taxonomy_added,
+                                    options.seeds, replace(options.vote, k=1, rule=DEFAULT_RULE))
+    return {"every_class": {
+                "others_per_class": options.taxonomy_per_class, "k": 1, "rule": DEFAULT_RULE,
+                "held_out": sorted(every["held_out"].unique().tolist()),
+                "added_k1": every.groupby(["added", "level"], sort=False)["accuracy"].mean().unstack()
+                .reindex(columns=list(taxonomy.levels)).reset_index().to_dict("records"),
+                "by_class": every.groupby(["held_out", "added", "level"], sort=False)["accuracy"].mean().unstack()
+                .reindex(columns=list(taxonomy.levels)).reset_index().to_dict("records")},
+            "k": options.vote.k, "levels": list(taxonomy.levels),
             "accuracy": ex.taxonomy_accuracy(context.cache, taxonomy, options.rules, options.vote),
             "held_out": held_out,
             "held_out_k1": frame.groupby(["added", "level"], sort=False)["accuracy"].mean()
@@ -202,6 +248,13 @@ def _report_taxonomy(result: Mapping, k: int) -> list[str]:
     lines.append(f"held-out class {result['held_out']!r}, its queries at k=1 after adding n exemplars:")
     for row in result["held_out_k1"]:
         lines.append(f"  n={row['added']:<3}" + "".join(f"  {level} {row[level]:.4f}" for level in result["levels"]))
+    every = result.get("every_class")
+    if every:
+        lines.append(f"the paper's protocol: each of {len(every['held_out'])} classes held out in turn, the others "
+                     f"capped at {every['others_per_class']} exemplars, k=1, mean over classes and seeds:")
+        for row in every["added_k1"]:
+            lines.append(f"  n={row['added']:<3}" + "".join(f"  {level} {row[level]:.4f}"
+                                                           for level in result["levels"]))
     return lines
 
 
@@ -212,16 +265,23 @@ _OOD_SETS = {"held_out_classes": "held-out classes", "images": "other images"}
 def _run_ood(context: ExperimentContext) -> dict:
     options = context.options
     result = ex.ood_auroc(context.cache, list(options.ood_held_out or context.new_classes), options.ood_k)
-    out = {"held_out_classes": result.to_dict()}
+    held = list(options.ood_held_out or context.new_classes)
+    ks = sorted({min(int(k), context.cache.depth) for k in options.ood_ks if int(k) >= 1})
+    out = {"held_out_classes": {**result.to_dict(), "by_k": [ex.ood_auroc(context.cache, held, k).summary()
+                                                             for k in ks]}}
     if context.ood_embeddings is not None and len(context.ood_embeddings):
-        out["images"] = ex.ood_auroc_of_images(context.cache, context.ood_embeddings, options.ood_k).to_dict()
+        images = ex.ood_auroc_of_images(context.cache, context.ood_embeddings, options.ood_k).to_dict()
+        out["images"] = {**images, "by_k": [ex.ood_auroc_of_images(context.cache, context.ood_embeddings, k).summary()
+                                            for k in ks]}
     return out
 
 
 def _report_ood(result: Mapping, k: int) -> list[str]:
     return [f"  {what}: AUROC {r['auroc']:.4f} ({r['out_queries']} out vs {r['in_queries']} in, mean "
             f"distance to {r['k']} nearest; medians {r['in_score_median']:.4f} in, "
-            f"{r['out_score_median']:.4f} out)" for what, r in result.items()]
+            f"{r['out_score_median']:.4f} out)" + "".join(f"; k={row['k']} AUROC {row['auroc']:.4f}"
+                                                          for row in r.get("by_k", []))
+            for what, r in result.items()]
 
 
 _ENTRIES = (
