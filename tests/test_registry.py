@@ -1,12 +1,13 @@
 """The experiment registry: every experiment is in it, and each entry's run, text report and figures work together."""
 
 import importlib.util
+import json
 
 import plotly.graph_objects as go
 import pytest
 
 from vmem_core.analysis import registry
-from vmem_core.analysis.experiments import accuracy_and_hit_rate
+from vmem_core.analysis.experiments import accuracy_and_hit_rate, ood_auroc, reliability_from_loo
 from vmem_core.analysis.neighbor_cache import build_cache
 from vmem_core.cli import build_parser
 from vmem_core.errors import VmemError
@@ -52,6 +53,25 @@ def test_running_every_experiment_gives_every_result(results):
     assert set(found["ood"]) == {"held_out_classes", "images"} and found["ood"]["images"]["out_queries"] == 7
     assert found["ood"]["held_out_classes"]["held_out"] == ["c3"]  # default: the last label
 
+def test_the_paper_protocols_sit_beside_the_projects_settings(results):
+    found, (memory, labels, queries, query_labels) = results
+    cache = build_cache(memory, labels, queries, query_labels, k=20)
+    paper = found["pruning"]["paper"]
+    assert paper["top_n"] == 100 and paper["paper_threshold"] == 128 and paper["sweep"][-1]["threshold"] is None
+    reliability = reliability_from_loo(build_cache(memory, labels, k=100), 100)
+    assert [row["pruned"] for row in paper["sweep"][:-1]] == [int((reliability >= t).sum())
+                                                              for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)]
+    assert set(found["memory-size"]["fit_loglog"]) == set(found["memory-size"]["fit"])
+    assert [row["new_labels"] for row in found["new-classes"]["each_class"]] == [["c0"], ["c1"], ["c2"], ["c3"]]
+    assert len(found["noise"]["random_class_rows"]) == len(found["noise"]["rows"])
+    every = found["taxonomy"]["every_class"]
+    assert every["held_out"] == ["c0", "c1", "c2", "c3"] and every["others_per_class"] == 50 and every["k"] == 1
+    assert [row["added"] for row in every["added_k1"]] == [0, 1, 2, 5, 10, 20, 30]  # 50 capped at the 30 there are
+    by_k = found["ood"]["held_out_classes"]["by_k"]
+    assert [row["k"] for row in by_k] == [1, 10, 20]  # 100 capped at the search depth
+    assert by_k[1]["auroc"] == ood_auroc(cache, ["c3"], 10).auroc
+    json.dumps(found, allow_nan=False)  # strict JSON: no inf or nan
+
 
 def test_each_report_prints_its_result(results):
     found, _ = results
@@ -71,10 +91,12 @@ def test_each_report_prints_its_result(results):
 def test_each_experiment_draws_its_figures(results):
     found, _ = results
     drawn = registry.figures(found, 5)
-    assert [name for name, _ in drawn] == [*registry.REGISTRY, "ood"]  # ood: held-out classes, and other images
+    # pruning and taxonomy: the project's settings, then the paper's; ood: held-out classes, and other images
+    assert [name for name, _ in drawn] == ["accuracy", "memory-size", "new-classes", "pruning", "pruning", "noise",
+                                           "taxonomy", "taxonomy", "ood", "ood"]
     for name, figure in drawn:
         assert isinstance(figure, go.Figure) and figure.data and figure.layout.title.text, name
-    pruning_title = dict(drawn)["pruning"].layout.title.text
+    pruning_title = next(figure for name, figure in drawn if name == "pruning").layout.title.text
     assert pruning_title.startswith(f"Pruning at k=5: hard skips {found['pruning']['pruned']} of 120")
 
 

@@ -122,3 +122,38 @@ def ood_figure(result: Mapping, what: str) -> go.Figure:
                       xaxis_title=f"mean distance to the {result['k']} nearest exemplar(s)",
                       yaxis_title="fraction of queries", **_LAYOUT)
     return fig
+
+
+def pruning_sweep_figure(result: Mapping) -> go.Figure:
+    """The paper's hard pruning: accuracy at k per rule against the fraction of the memory pruned, one point per
+    threshold (v over the top-N leave-one-out neighbours)."""
+    paper = result["paper"]
+    fig = go.Figure()
+    for rule in paper["sweep"][0]["accuracy"]:
+        fig.add_trace(go.Scatter(
+            x=[row["fraction_pruned"] for row in paper["sweep"]], y=[row["accuracy"][rule] for row in paper["sweep"]],
+            mode="lines+markers", name=rule, line=dict(color=RULE_COLOURS.get(rule)),
+            text=[f"v >= {row['threshold']:g}" if row["threshold"] is not None else "no pruning"
+                  for row in paper["sweep"]], hovertemplate="%{text}: %{y:.4f}"))
+    fig.add_vline(x=paper["paper_fraction_pruned"], line_dash="dot",
+                  annotation_text=f"the paper's {100 * paper['paper_fraction_pruned']:.0f}%")
+    fig.update_layout(title=f"The paper's hard pruning (v over top-{paper['top_n']}), k={paper['k']}: accuracy vs "
+                            f"fraction pruned", xaxis_title="fraction of the memory pruned", yaxis_title="accuracy",
+                      xaxis_tickformat=".0%", **_LAYOUT)
+    return fig
+
+
+def taxonomy_every_class_figure(result: Mapping) -> go.Figure:
+    """The paper's taxonomy protocol: every class held out in turn, others capped; accuracy at each level at k = 1
+    against exemplars of the held-out class added back, mean over classes."""
+    every = result["every_class"]
+    frame = pd.DataFrame(every["added_k1"])
+    fig = go.Figure()
+    for level, colour in zip(result["levels"], LEVEL_COLOURS):
+        fig.add_trace(go.Scatter(x=frame["added"].astype(str), y=frame[level], mode="lines+markers", name=level,
+                                 line=dict(color=colour)))
+    fig.update_layout(title=f"Each of {len(every['held_out'])} classes held out in turn, others capped at "
+                            f"{every['others_per_class']}, k=1 (mean over classes)",
+                      xaxis_title="exemplars of the held-out class in memory", yaxis_title="accuracy",
+                      yaxis_range=[0, 1.05], **_LAYOUT)
+    return fig

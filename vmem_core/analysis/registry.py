@@ -292,10 +292,12 @@ _ENTRIES = (
     Experiment("new-classes", "New classes without forgetting", _run_new_classes, _report_new_classes,
                lambda r, k: [_plots().new_classes_figure(r)]),
     Experiment("pruning", "Hard and soft pruning vs none", _run_pruning, _report_pruning,
-               lambda r, k: [_plots().pruning_figure(r, k)]),
+               lambda r, k: [_plots().pruning_figure(r, k)]
+               + ([_plots().pruning_sweep_figure(r)] if "paper" in r else [])),
     Experiment("noise", "Label noise", _run_noise, _report_noise, lambda r, k: [_plots().noise_figure(r)]),
     Experiment("taxonomy", "Taxonomy levels, and a held-out class added back at k=1", _run_taxonomy,
-               _report_taxonomy, lambda r, k: [_plots().taxonomy_figure(r)],
+               _report_taxonomy, lambda r, k: [_plots().taxonomy_figure(r)]
+               + ([_plots().taxonomy_every_class_figure(r)] if "every_class" in r else []),
                requires={"taxonomy": "FILE (CSV: class,group,... one row per label)"}),
     Experiment("ood", "Out of distribution: AUROC of the distance to the nearest exemplars", _run_ood, _report_ood,
                lambda r, k: [_plots().ood_figure(v, _OOD_SETS[key]) for key, v in r.items()]),
