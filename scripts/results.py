@@ -365,7 +365,7 @@ def verdict_rows(results: dict) -> list[list[str]]:
                      f"k are pruned; rank voting, k={paper['k']}",
                      "; ".join(f"{label}: {100 * row['fraction_pruned']:.2f}% pruned, {100 * g:+.2f} pp"
                                for label, row, g in cells),
-                     "holds" if gain > 0 else "does not hold"])
+                     ("holds" if gain > 0 else "does not hold") + f" (at {cells[-1][0]})" if cells else "not run"])
     if "noise" in results and results["noise"].get("random_class_rows"):
         frame = pd.DataFrame(results["noise"]["random_class_rows"])
         rank = frame[frame["rule"] == "rank"].set_index("noise")
@@ -385,7 +385,7 @@ def verdict_rows(results: dict) -> list[list[str]]:
         rows.append(["taxonomy", CLAIMS["taxonomy"], f"each of {len(every['held_out'])} classes held out, others at "
                      f"{every['others_per_class']}, k=1, mean over classes", f"n=0: {coarse} {fmt(first[coarse])}%; "
                      f"n={last['added']}: {fine} {fmt(last[fine])}%",
-                     "holds" if first[coarse] >= 0.5 and last[fine] >= 0.5 else "does not hold"
+                     ("holds" if first[coarse] >= 0.5 and last[fine] >= 0.5 else "does not hold")
                      + " (cut: 50% at both ends; the paper gives no number to compare)"])
     if "ood" in results:
         held = results["ood"]["held_out_classes"]

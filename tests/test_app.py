@@ -164,7 +164,8 @@ def test_evaluate_page_runs_the_experiments(app, tmp_path):
     assert not app.exception, app.exception
     assert not app.error, app.error[0].value
     figures = app.get("plotly_chart")
-    assert len(figures) == 3 + 6  # the page's own three, then one per experiment
+    # the page's own three, then one per experiment, two for pruning and taxonomy (the project's and the paper's)
+    assert len(figures) == 3 + 6 + 2
     app.multiselect(key="exp-new").set_value(["bag", "sneaker", "trouser"]).run()
     app.button(key="exp-run").click().run()
     assert "at least one memory label must stay" in texts(app)
