@@ -19,6 +19,7 @@ from vmem_core.analysis.experiments import (
     matched_threshold,
     new_classes_each,
     ood_auroc,
+    ood_auroc_of_images,
     paper_hard_pruning_curves,
     predictions_every_k,
     pruning_comparison,
@@ -410,3 +411,13 @@ def test_new_classes_each_class_in_turn(cache):
     rows = new_classes_each(cache, ["rank"], VoteSettings(k=5))
     assert [row["new_labels"] for row in rows] == [["c0"], ["c1"], ["c2"], ["c3"]]
     assert rows[2] == new_classes(cache, ["c2"], ["rank"], VoteSettings(k=5)).to_dict()
+
+
+@pytest.mark.parametrize("k", [1, 10, 60])  # 60: deeper than the cache's 40, searched again
+def test_ood_of_other_images_equals_fresh_searches_at_every_k(data, cache, k):
+    memory, _, queries, _ = data
+    outside = unit(np.random.default_rng(5).normal(size=(9, memory.shape[1])))
+    _, inside_d = exact_top_k(queries, memory, k)
+    _, outside_d = exact_top_k(outside, memory, k)
+    result = ood_auroc_of_images(cache, outside, k)
+    assert result.k == k and result.auroc == pytest.approx(auroc(inside_d.mean(axis=1), outside_d.mean(axis=1)))

@@ -599,7 +599,10 @@ def ood_auroc(cache: NeighborCache, held_out: Sequence[str], k: int = 1) -> OodR
 
 def ood_auroc_of_images(cache: NeighborCache, outside_vectors: np.ndarray, k: int = 1) -> OodResult:
     """AUROC of other images (e.g. natural photos) against the cache's queries, by the same distance score."""
-    _, inside = exact_top_k(cache.query_vectors, cache.memory_vectors, k)
+    if k <= cache.depth:  # the cache holds each query's exact nearest over the whole memory
+        inside = cache.distances[:, :k]
+    else:
+        _, inside = exact_top_k(cache.query_vectors, cache.memory_vectors, k)
     _, outside = exact_top_k(np.asarray(outside_vectors, np.float32), cache.memory_vectors, k)
     in_scores, out_scores = inside.mean(axis=1), outside.mean(axis=1)
     return OodResult([], k, auroc(in_scores, out_scores), in_scores, out_scores)
