@@ -108,6 +108,13 @@ def section_accuracy(acc: dict, out: Path, meta: dict) -> list[str]:
               + f". Within 1 pp of their best: {', '.join(stable) or 'none'}; falling: {', '.join(falling) or 'none'}. "
               + ("The shape holds." if accuracy_shape_holds(acc) else "The shape holds only in part (see the numbers).")
               + "\n")
+    for parameter, rows in acc.get("parameter_sweep", {}).items():
+        rule = "rank voting, weight 1/(rank + offset)" if parameter == "rank_offset" else "softmax voting, exp((1-d)/T)"
+        md += [f"The rule's parameter swept as in the paper's appendix: {parameter} ({rule}; defaults: offset 2, "
+               f"T 0.07):\n",
+               table([parameter, f"k={FIXED_K}", "best-over-k"],
+                     [[f"{row['value']:g}", fmt(row["accuracy"]),
+                       f"{fmt(row['best_over_k']['accuracy'])} (k={row['best_over_k']['k']})"] for row in rows]), ""]
     return md
 
 

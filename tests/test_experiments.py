@@ -25,6 +25,7 @@ from vmem_core.analysis.experiments import (
     pruning_comparison,
     pruning_threshold_sweep,
     reliability_from_loo,
+    rule_parameter_sweep,
     taxonomy_accuracy,
     taxonomy_every_class,
 )
@@ -421,3 +422,17 @@ def test_ood_of_other_images_equals_fresh_searches_at_every_k(data, cache, k):
     _, outside_d = exact_top_k(outside, memory, k)
     result = ood_auroc_of_images(cache, outside, k)
     assert result.k == k and result.auroc == pytest.approx(auroc(inside_d.mean(axis=1), outside_d.mean(axis=1)))
+
+
+def test_rule_parameter_sweep_holds_the_default_and_moves_with_the_parameter(cache):
+    sweep = rule_parameter_sweep(cache, VoteSettings(k=10), rank_offsets=[0.5, 2, 1e6], temperatures=[0.07, 5.0])
+    curves = accuracy_and_hit_rate(cache, ["rank", "softmax", "plurality"]).to_dict()
+    assert [row["value"] for row in sweep["rank_offset"]] == [0.5, 2.0, 1e6]
+    assert sweep["rank_offset"][1]["accuracy"] == pytest.approx(curves["accuracy"]["rank"][9])  # the default
+    assert sweep["temperature"][0]["best_over_k"] == curves["best_over_k"]["softmax"]
+    # a huge offset makes every weight nearly equal: plurality, up to how ties break
+    assert sweep["rank_offset"][2]["accuracy"] == pytest.approx(curves["accuracy"]["plurality"][9], abs=0.05)
+    settings = VoteSettings(k=10, rule="rank", rank_offset=0.5)
+    predictions, truth = predictions_every_k(cache.positions, cache.distances, cache.memory_labels,
+                                             cache.query_labels, settings)
+    assert sweep["rank_offset"][0]["accuracy"] == pytest.approx((predictions[:, 9] == truth).mean())

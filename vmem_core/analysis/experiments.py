@@ -40,6 +40,8 @@ Progress = Callable[[int, int], None]
 DEFAULT_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 DEFAULT_NOISE = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8)
 DEFAULT_ADDED = (0, 1, 2, 5, 10, 20)
+DEFAULT_RANK_OFFSETS = (0.5, 1, 2, 5, 10, 100)  # RankVoting's 1 / (rank + offset); the paper's default is 2
+DEFAULT_TEMPERATURES = (0.01, 0.02, 0.05, 0.07, 0.1, 0.2, 0.5)  # softmax's exp((1 - d) / T); the paper's is 0.07
 PAPER_ADDED = (0, 1, 2, 5, 10, 20, 50)  # the paper adds 0..50 exemplars of the held-out class back
 DEFAULT_PRUNE_THRESHOLDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 PAPER_THRESHOLD = 128.0  # the paper skips v >= 128 (top-100 leave-one-out neighbours, ImageNet's 1.28M exemplars)
@@ -135,6 +137,24 @@ def accuracy_and_hit_rate(
     curves = _curves(cache, cache.positions, cache.distances, rules, settings)
     hit = hit_rate_every_k(cache.memory_labels[cache.positions], cache.query_labels)
     return AccuracyCurves(curves, hit, len(cache))
+
+
+def rule_parameter_sweep(
+    cache: NeighborCache, settings: VoteSettings = FIXED_K_SETTINGS,
+    rank_offsets: Sequence[float] = DEFAULT_RANK_OFFSETS, temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+) -> dict[str, list[dict]]:
+    """Experiment 1b: the rules' parameters swept as the paper's appendix does: RankVoting's offset and softmax's
+    temperature. {"rank_offset": [...], "temperature": [...]}, each row {"value", "accuracy" (at settings.k),
+    "best_over_k"}."""
+    out: dict[str, list[dict]] = {}
+    for parameter, rule, values in (("rank_offset", "rank", rank_offsets), ("temperature", "softmax", temperatures)):
+        rows = []
+        for value in values:
+            curve = _curves(cache, cache.positions, cache.distances, [rule],
+                            replace(settings, **{parameter: float(value)}))[rule]
+            rows.append({"value": float(value), "accuracy": _at(curve, settings.k), "best_over_k": best_over_k(curve)})
+        out[parameter] = rows
+    return out
 
 
 # --- 2. memory size -------------------------------------------------------------------------------------------------

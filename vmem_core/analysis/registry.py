@@ -53,6 +53,8 @@ class ExperimentOptions:
     taxonomy_per_class: int = 50  # every other class keeps 50 exemplars when a class is held out
     taxonomy_added: Sequence[int] = ex.PAPER_ADDED
     ood_ks: Sequence[int] = (1, 10, 100)  # OOD score: mean distance to the k nearest, for each k
+    rank_offsets: Sequence[float] = ex.DEFAULT_RANK_OFFSETS  # the rules' parameters, swept in "accuracy"
+    temperatures: Sequence[float] = ex.DEFAULT_TEMPERATURES
 
 
 @dataclass
@@ -100,7 +102,10 @@ def _plots():
 
 # --- 1. accuracy and hit rate vs k ----------------------------------------------------------------------------------
 def _run_accuracy(context: ExperimentContext) -> dict:
-    return ex.accuracy_and_hit_rate(context.cache, context.options.rules, context.options.vote).to_dict()
+    options = context.options
+    return {**ex.accuracy_and_hit_rate(context.cache, options.rules, options.vote).to_dict(),
+            "parameter_sweep": ex.rule_parameter_sweep(context.cache, options.vote, options.rank_offsets,
+                                                       options.temperatures)}
 
 
 def _report_accuracy(result: Mapping, k: int) -> list[str]:
@@ -111,6 +116,10 @@ def _report_accuracy(result: Mapping, k: int) -> list[str]:
         lines.append(f"{rule:<10}" + "".join(f"{curve[x - 1]:>9.4f}" for x in shown)
                      + f"{best['accuracy']:>11.4f} (k={best['k']})")
     lines.append(f"{'hit rate':<10}" + "".join(f"{result['hit_rate'][x - 1]:>9.4f}" for x in shown))
+    for parameter, rows in result.get("parameter_sweep", {}).items():
+        lines.append(f"{parameter}: " + ", ".join(f"{row['value']:g} -> {row['accuracy']:.4f} (best "
+                                                  f"{row['best_over_k']['accuracy']:.4f} at k={row['best_over_k']['k']})"
+                                                  for row in rows))
     return lines
 
 
