@@ -149,8 +149,9 @@ def section_memory_size(size: dict, out: Path, meta: dict) -> list[str]:
     slopes = [f["slope"] for f in fits.values()]
     r2 = [f["r_squared"] for f in fits.values()]
     loglog = [f["r_squared"] for f in size["fit_loglog"].values()]
-    md.append(f"The paper (appendix F) fits log10(error) against log10(log10 N); the project's variant fits a power law "
-              f"in N. Power law: slopes {min(slopes):.3f} to {max(slopes):.3f}, R² {min(r2):.3f} to {max(r2):.3f}; "
+    md.append(f"The paper (appendix F) fits log10(error) against log10(log10 N); the project's variant fits a power "
+              f"law in N. Power law: slopes {min(slopes):.3f} to {max(slopes):.3f}, R² {min(r2):.3f} to "
+              f"{max(r2):.3f}; "
               f"the paper's form: R² {min(loglog):.3f} to {max(loglog):.3f}: "
               + ("the paper's form fits better." if min(loglog) > max(r2) else
                  "the power law fits as well or better.") + "\n")
@@ -203,8 +204,9 @@ def section_pruning(prune: dict, out: Path, meta: dict) -> list[str]:
            f"query's first k neighbours those with v >= threshold do not vote, unless all k are pruned (then none is). "
            f"The paper skips v >= {paper['paper_threshold']:g}, about {100 * paper['paper_fraction_pruned']:.0f}% of "
            f"ImageNet's 1.28M exemplars; v counts appearances among other-labelled items' neighbours, so its scale "
-           f"depends on the memory, and the sweep below shows every threshold. Marked: the paper's {paper['paper_threshold']:g} "
-           f"as is (=) and the threshold whose fraction pruned is nearest {100 * paper['paper_fraction_pruned']:.0f}% "
+           f"depends on the memory, and the sweep below shows every threshold. Marked: the paper's "
+           f"{paper['paper_threshold']:g} as is (=) and the threshold whose fraction pruned is nearest "
+           f"{100 * paper['paper_fraction_pruned']:.0f}% "
            f"(≈). Accuracy at k={paper['k']} (best-over-k in brackets):\n",
            table(["v >= ", "pruned", "fraction"] + list(paper["sweep"][0]["accuracy"]),
                  [[("inf (none)" if row["threshold"] is None else f"{row['threshold']:g}")
@@ -240,7 +242,8 @@ def section_noise(result: dict, out: Path, meta: dict) -> list[str]:
     best_k = paper.pivot(index="noise", columns="rule", values="best_k")
     md += ["The paper's protocol: the chosen labels are replaced by a class drawn at random (which may be the true "
            f"one); best-over-k beside k={FIXED_K}:\n",
-           table(["labels replaced"] + [f"{r} best (k)" for r in best.columns] + [f"{r} k={FIXED_K}" for r in fixed.columns],
+           table(["labels replaced"] + [f"{r} best (k)" for r in best.columns]
+                 + [f"{r} k={FIXED_K}" for r in fixed.columns],
                  [[f"{100 * n:.0f}%"] + [f"{fmt(best.loc[n, r])} ({int(best_k.loc[n, r])})" for r in best.columns]
                   + [fmt(fixed.loc[n, r]) for r in fixed.columns] for n in best.index]), ""]
     return md
@@ -266,8 +269,9 @@ def section_taxonomy(tax: dict, out: Path, meta: dict) -> list[str]:
                  "ones (sandals, ankle boots) are rarely the single nearest neighbour).") + "\n")
     every = tax["every_class"]
     md += [f"The paper's protocol (the table above is the project's earlier variant: one class, the others keeping all "
-           f"their exemplars): each of the {len(every['held_out'])} classes held out in turn, every other class keeping "
-           f"{every['others_per_class']} random exemplars, n of the held-out class added back, k=1 ({every['rule']} "
+           f"their exemplars): each of the {len(every['held_out'])} classes held out in turn, every other class "
+           f"keeping {every['others_per_class']} random exemplars, n of the held-out class added back, k=1 "
+           f"({every['rule']} "
            f"voting), mean over classes and seeds:\n",
            table(["n added"] + tax["levels"], [[row["added"]] + [fmt(row[lvl]) for lvl in tax["levels"]]
                                               for row in every["added_k1"]]), "",
@@ -351,8 +355,8 @@ def verdict_rows(results: dict) -> list[list[str]]:
         news = [row["new_after"]["rank"] for row in each if "rank" in row["new_after"]]
         within = [c for c, d in deltas.items() if abs(d) <= 0.1]
         if deltas:
-            rows.append(["new classes", CLAIMS["new-classes"], f"each of {len(each)} classes added in turn, rank voting, "
-                         f"k={results['new-classes']['k']}", f"old-class change {min(deltas.values()):+.2f} to "
+            rows.append(["new classes", CLAIMS["new-classes"], f"each of {len(each)} classes added in turn, rank "
+                         f"voting, k={results['new-classes']['k']}", f"old-class change {min(deltas.values()):+.2f} to "
                          f"{max(deltas.values()):+.2f} pp; new class {fmt(min(news))}-{fmt(max(news))}%",
                          f"holds for {len(within)} of {len(deltas)} classes (|change| <= 0.1 pp); not comparable for "
                          f"the rest: Fashion-MNIST classes overlap, NINCO's do not"])
@@ -380,8 +384,10 @@ def verdict_rows(results: dict) -> list[list[str]]:
             clean = rank.loc[rank.index.min(), "best_accuracy"]
             at = rank.index[rank.index <= 0.6].max()
             lost = clean - rank.loc[at, "best_accuracy"]
-            rows.append(["label noise", CLAIMS["noise"], "random class (may be the true one), rank voting, best-over-k "
-                         f"(k up to the {len(results['accuracy']['hit_rate']) if 'accuracy' in results else ''} searched)",
+            searched = (f" (k up to the {len(results['accuracy']['hit_rate'])} searched)" if "accuracy" in results
+                        else "")
+            rows.append(["label noise", CLAIMS["noise"],
+                         "random class (may be the true one), rank voting, best-over-k" + searched,
                          f"{fmt(clean)}% clean, {fmt(rank.loc[at, 'best_accuracy'])}% at {100 * at:.0f}% replaced "
                          f"(k={int(rank.loc[at, 'best_k'])})",
                          "holds (within 2 pp)" if lost <= 0.02 else f"does not hold (-{100 * lost:.1f} pp)"])

@@ -333,7 +333,8 @@ def test_paper_hard_pruning_votes_among_the_unpruned_of_the_first_k_or_all_of_th
         for k in (1, 3, 10):
             correct = 0
             for row, truth in zip(cache.positions[:, :k], cache.query_labels):
-                kept = [i for i, p in enumerate(row) if reliability[p] < threshold] or list(range(k))  # all pruned: none
+                # all pruned: none is
+                kept = [i for i, p in enumerate(row) if reliability[p] < threshold] or list(range(k))
                 scores, winner = {}, None
                 for i in kept:  # each keeps its rank among the k; a tie stays with the class that got there first
                     label = cache.memory_labels[row[i]]
@@ -369,7 +370,8 @@ def test_loglog_fit_recovers_the_papers_law_and_the_power_law_fits_it_worse():
     error = 10 ** (-0.5 - 1.7 * np.log10(np.log10(sizes)))
     frame = pd.DataFrame({"exemplars": sizes, "rule": "rank", "accuracy": 1 - error})
     fit = fit_log_error(frame, "rank", loglog=True)
-    assert fit.slope == pytest.approx(-1.7) and fit.intercept == pytest.approx(-0.5) and fit.r_squared == pytest.approx(1)
+    assert fit.slope == pytest.approx(-1.7) and fit.intercept == pytest.approx(-0.5)
+    assert fit.r_squared == pytest.approx(1)
     assert fit_log_error(frame, "rank").r_squared < 0.99
 
 

@@ -377,7 +377,8 @@ def pruning_threshold_sweep(
     for threshold in sorted({float(t) for t in thresholds} | {float("inf")}):
         curves = paper_hard_pruning_curves(cache, reliability, threshold, rules, settings)
         pruned = int((reliability >= threshold).sum())
-        rows.append({"threshold": threshold if np.isfinite(threshold) else None, "pruned": pruned, "fraction_pruned": pruned / max(len(reliability), 1),
+        rows.append({"threshold": threshold if np.isfinite(threshold) else None, "pruned": pruned,
+                     "fraction_pruned": pruned / max(len(reliability), 1),
                      "accuracy": {r: _at(c, settings.k) for r, c in curves.items()},
                      "best_over_k": {r: best_over_k(c) for r, c in curves.items()}})
     return rows

@@ -117,9 +117,9 @@ def _report_accuracy(result: Mapping, k: int) -> list[str]:
                      + f"{best['accuracy']:>11.4f} (k={best['k']})")
     lines.append(f"{'hit rate':<10}" + "".join(f"{result['hit_rate'][x - 1]:>9.4f}" for x in shown))
     for parameter, rows in result.get("parameter_sweep", {}).items():
-        lines.append(f"{parameter}: " + ", ".join(f"{row['value']:g} -> {row['accuracy']:.4f} (best "
-                                                  f"{row['best_over_k']['accuracy']:.4f} at k={row['best_over_k']['k']})"
-                                                  for row in rows))
+        lines.append(f"{parameter}: " + ", ".join(
+            f"{row['value']:g} -> {row['accuracy']:.4f} (best {row['best_over_k']['accuracy']:.4f} at "
+            f"k={row['best_over_k']['k']})" for row in rows))
     return lines
 
 
@@ -132,7 +132,8 @@ def _run_memory_size(context: ExperimentContext) -> dict:
             "fit": {rule: ex.fit_log_error(frame, rule).to_dict() for rule in frame["rule"].unique()},
             "fit_best_over_k": {rule: ex.fit_log_error(frame, rule, "best_accuracy").to_dict()
                                 for rule in frame["rule"].unique()},
-            "fit_loglog": {rule: ex.fit_log_error(frame, rule, loglog=True).to_dict() for rule in frame["rule"].unique()}}
+            "fit_loglog": {rule: ex.fit_log_error(frame, rule, loglog=True).to_dict()
+                           for rule in frame["rule"].unique()}}
 
 
 def _report_memory_size(result: Mapping, k: int) -> list[str]:
@@ -199,7 +200,8 @@ def _report_pruning(result: Mapping, k: int) -> list[str]:
         lines.append(f"the paper's hard pruning (v over the top-{paper['top_n']} leave-one-out neighbours; if all of a "
                      f"query's k are pruned, none is), accuracy at k={paper['k']} by threshold:")
         for row in paper["sweep"]:
-            lines.append(f"  v >= {row['threshold'] if row['threshold'] is not None else 'inf':<6} prunes {row['pruned']:>7} ({100 * row['fraction_pruned']:6.2f}%)"
+            threshold = row["threshold"] if row["threshold"] is not None else "inf"
+            lines.append(f"  v >= {threshold:<6} prunes {row['pruned']:>7} ({100 * row['fraction_pruned']:6.2f}%)"
                          + "".join(f"  {rule} {value:.4f}" for rule, value in row["accuracy"].items()))
     return lines
 
