@@ -139,7 +139,7 @@ LAYERS = [
     ("errors",),
     ("storage", "resources", "devices"),
     ("backends", "encoders"),
-    ("ingest", "voting", "label_table"),
+    ("ingest", "voting", "label_table", "classification"),
     ("memory", "unlearn", "host", "sample_memory"),
     ("analysis",),
     ("rerank",),

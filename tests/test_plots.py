@@ -13,7 +13,7 @@ from vmem_core.analysis.plots import (
     per_class_accuracy_figure,
     reliability_histogram,
 )
-from vmem_core.memory import Classification, Neighbor
+from vmem_core.classification import Classification, Neighbor
 
 
 def test_class_scores_sorted_with_winner_highlighted():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
 from .backends.hnsw_index import IndexParams
+from .classification import Classification, classifications
 from .devices import devices_in_use
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import (
@@ -45,7 +46,6 @@ from .storage.store import NewExemplars, Store
 from .voting import (
     DEFAULT_RELIABILITY_TOP_N,
     VoteSettings,
-    class_scores,
     prepare_votes,
     reliability_counts,
     resolve_settings,
@@ -59,33 +59,6 @@ log = logging.getLogger(__name__)
 NEAR_DUPLICATE_DISTANCE = 0.05
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Neighbor:
-    id: int
-    label: str
-    distance: float
-    rank: int
-    weight: float
-
-
-@dataclass
-class Classification:
-    """A prediction: the winning label, per-class scores over the first k neighbours, the neighbours themselves."""
-
-    label: Optional[str]
-    scores: dict[str, float]
-    neighbors: list[Neighbor]
-    image: Optional[str] = None
-
-    def to_dict(self) -> dict:
-        return {
-            "image": self.image,
-            "label": self.label,
-            "scores": self.scores,
-            "neighbors": [asdict(n) for n in self.neighbors],
-        }
 
 
 def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
@@ -717,30 +690,8 @@ class VisualMemory:
         classes, weights, positions, predictions = self.vote(neighbor_ids, distances, settings, table)
         k_used = min(settings.k, classes.shape[1])
         classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
-        scores = class_scores(classes, weights, len(labels))
-        results = []
-        for row in range(len(queries)):
-            neighbors = [
-                Neighbor(
-                    id=int(neighbor_ids[row, pos]),
-                    label=labels[classes[row, slot]],
-                    distance=float(distances[row, pos]),
-                    rank=slot,
-                    weight=float(weights[row, slot]),
-                )
-                for slot, pos in enumerate(positions[row])
-                if pos >= 0 and classes[row, slot] >= 0
-            ]
-            predicted = int(predictions[row, k_used - 1]) if k_used else -1
-            results.append(
-                Classification(
-                    label=labels[predicted] if predicted >= 0 else None,
-                    scores={labels[c]: float(scores[row, c]) for c in np.flatnonzero(scores[row] > 0)},
-                    neighbors=neighbors,
-                    image=names[row] if names is not None else None,
-                )
-            )
-        return results
+        predicted = predictions[:, k_used - 1] if k_used else np.full(len(queries), -1)
+        return classifications(labels, neighbor_ids, distances, classes, weights, positions, predicted, names)
 
     def classify(
         self, images: Sequence[ImageInput], settings: Optional[VoteSettings] = None, **changes

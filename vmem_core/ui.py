@@ -20,10 +20,11 @@ from PIL import Image
 
 from . import resources
 from .analysis.attribution import winning_shares
+from .classification import Classification
 from .errors import BadImageError, VmemError
 from .ingest.images import IMAGE_SUFFIXES, load_image
 from .ingest.names import upload_name
-from .memory import Classification, VisualMemory
+from .memory import VisualMemory
 from .storage.layout import is_memory
 from .voting import DEFAULT_RULE, EXPLAIN_SETTINGS, PRUNING_MODES, RULES, VoteSettings
 

@@ -7,7 +7,7 @@ from typing import Mapping, Optional
 import numpy as np
 import plotly.graph_objects as go
 
-from ..memory import Classification
+from ..classification import Classification
 from .evaluate import EvalResult
 
 WINNER = "#1f77b4"
