@@ -89,6 +89,11 @@ class _Borrowed:
         self._acting.__exit__(*exc)
 
 
+# commands that only read: they open the memory read-only, so that closing it writes nothing (not even the index
+# snapshot that a writer would bring up to date)
+READ_ONLY_COMMANDS = ("stats", "classify", "eval", "attribute", "search-text", "audit")
+
+
 def open_memory(args, encoder: Optional[str] = None, create: bool = False):
     """The memory named by args.memory: the handle this process holds for a client, else opened (or created)."""
     from ..host import hosted
@@ -114,7 +119,8 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
             memory.close()
             raise
     else:
-        memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri)
+        memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri,
+                                   read_only=getattr(args, "command", None) in READ_ONLY_COMMANDS)
     memory.actor = default_actor("cli")
     return memory
 

@@ -10,7 +10,7 @@ from ..errors import MemoryLockedError
 
 # commands a process holding the memory can run for the CLI (app and demo start processes of their own)
 HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "attribute", "search-text",
-             "stats", "tune")
+             "stats", "tune", "migrate")
 _PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms", "taxonomy", "ood_images")
 
 
