@@ -508,6 +508,10 @@ class VisualMemory:
             self._keep_owner_lock()
         return evidence
 
+    def record_certificate(self, purge_id: str, digest: str) -> None:
+        """Log the digest of a purge's certificate, so that `vmem purge verify` can tell it unaltered."""
+        self._store.log_event("certify", {"purge_id": purge_id, "certificate_sha256": digest})
+
     # --- rows as stored, and the audit log --------------------------------------------------------------------------
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
         return self._store.thumbnails_kept_elsewhere(thumbnails, excluding)

@@ -66,6 +66,14 @@ def exemplar_id(text: str) -> int:
     return value
 
 
+def parse_exemplar_id(text: str) -> int:
+    """`exemplar_id` for a command that reads its ids itself: a bad one is a usage error."""
+    try:
+        return exemplar_id(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def print_json(payload) -> None:
     json.dump(payload, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -120,7 +128,8 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
             raise
     else:
         memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri,
-                                   read_only=getattr(args, "command", None) in READ_ONLY_COMMANDS)
+                                   read_only=getattr(args, "command", None) in READ_ONLY_COMMANDS
+                                   or getattr(args, "read_only", False))
     memory.actor = default_actor("cli")
     return memory
 
