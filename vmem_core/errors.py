@@ -45,3 +45,7 @@ class MemoryLockedError(VmemError):
 
 class DatasetError(VmemError):
     """A dataset directory or CSV file cannot be read."""
+
+
+class AccessDeniedError(VmemError):
+    """The session's role does not allow the change it asked for (a viewer editing the memory)."""

@@ -199,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true")
     p.add_argument("--rerank", metavar="SPEC", default=None,
                    help="offer 'Ask the model' on the Classify page (gemini:<model> or openai:<base-url>:<model>)")
+    p.add_argument("--read-only", action="store_true",
+                   help="everyone is a viewer: classify, browse and evaluate, never change the memory")
+    p.add_argument("--auth-file", default=None, metavar="PATH",
+                   help='sign-in for viewers and editors: JSON {"editor": [HASH...], "viewer": [HASH...]} '
+                        "(required on a non-loopback --address unless --read-only or $VMEM_EDITOR_PASSWORD is set)")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password or token (from the terminal, or stdin) and print its hash for --auth-file")
     p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("demo", help="build the shipped sample memory, classify sample queries, open the app")
