@@ -5,6 +5,7 @@ tests/ on sys.path, as `helpers`; importing it registers the test encoders."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -105,9 +106,11 @@ def held_by_a_host(path: Path):
 
 
 def vmem(*args, cwd=None):
+    # the checkout under test comes first on the path: from another folder, an installed vmem would answer instead
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "vmem_core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
-        timeout=600,
+        timeout=600, env={**os.environ, "PYTHONPATH": path},
     )
 
 

@@ -39,6 +39,8 @@ def test_after_a_purge_the_holder_still_keeps_other_processes_out(memory, tmp_pa
                     ("stats", memory.path)):
         one_line_refusal(vmem(*command), os.getpid())
     assert len(memory) == 11 and "hat" not in memory.labels  # nobody wrote beside this process
+    # the holder's pid, in a fixed width: the folder's size (stats --json) does not change with the opener's pid
+    assert (memory.path / LOCK_FILE).read_bytes() == f"{os.getpid():>10}\n".encode()
     memory.close()
     with VisualMemory.open(memory.path) as reopened:  # closing gave the memory back
         assert len(reopened) == 11
@@ -106,14 +108,17 @@ def test_purge_and_migrate_run_in_the_holder_and_every_later_command_follows(mem
     image.write_bytes(png_bytes(np.full((28, 28), 90)))
     with held_by_a_host(path) as holder:
         def in_holder(*command):
-            result = vmem(*command)
+            result = vmem(*command, cwd=tmp_path)
             assert result.returncode == 0, (command, result.stderr)
             assert f"is open in the vmem app (pid {holder.pid})" in result.stderr
             return result
 
         in_holder("delete", path, 0)
-        certificate = json.loads(in_holder("purge", path, 0, "--json").stdout)
+        certificate = json.loads(in_holder("purge", path, 0, "--json", "--certificate", "cert.json").stdout)
         assert certificate["passed"] and certificate["ids"] == [0]
+        assert json.loads((tmp_path / "cert.json").read_text()) == certificate  # relative to the caller's folder
+        verified = in_holder("purge", "verify", "cert.json", path)
+        assert "certificate verified against" in verified.stdout
         with pytest.raises(MemoryLockedError, match=f"pid {holder.pid}"):  # the rewrite opened no window
             VisualMemory.open(path)
         moved = json.loads(in_holder("migrate", path, "--to", "milvus", "--json").stdout)

@@ -57,8 +57,8 @@ class OwnerLock:
                     "for example the vmem app or another vmem command; close that process, or run this command in "
                     "it, and try again"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above
+            # who holds it, for the message above; fixed width, so that the folder's size does not depend on the pid
+            os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)
             _held[key] = [fd, 1]
         return cls(key, path)
 
