@@ -39,6 +39,8 @@ for s in suggestions[:15]:
     image.image(ui.enlarge(thumbs.get(s.id), 72))
     text.markdown(f"**id {s.id}**, labelled **{s.label}**, v = {s.reliability}  \n{s.reason}")
     delete, relabel, dismiss = actions.columns([2, 3, 2])
+    if not ui.can_edit():  # viewers see no edit controls
+        continue
     if delete.button("Delete", key=f"curate-del-{s.id}"):
         ui.apply(lambda: memory.delete([s.id]), f"Deleted exemplar {s.id}.")
     if s.suggested_label and relabel.button(f"Make it {s.suggested_label}", key=f"curate-rel-{s.id}"):
@@ -61,7 +63,7 @@ for p in pairs:
     b.image(ui.enlarge(pair_thumbs.get(p.other_id), 64))
     text.markdown(f"ids {p.id} ({p.label}) and {p.other_id} ({p.other_label}), "
                   f"distance {p.distance:.4f}" + ("" if p.same_label else ": **labels disagree**"))
-    if action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
+    if ui.can_edit() and action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
         ui.apply(lambda: memory.delete([p.other_id]), f"Deleted exemplar {p.other_id}, a near-duplicate of {p.id}.")
 
 st.subheader("Influence on the shipped query split")

@@ -20,18 +20,19 @@ with st.expander(f"{len(memory):,} live exemplars in {len(counts)} labels", expa
     st.plotly_chart(label_counts_figure(counts), width="stretch")
 
 # --- add -----------------------------------------------------------------------------------------------------------
-with st.expander("Add exemplars", expanded=not len(memory)):
-    files = st.file_uploader("Images", type=ui.UPLOAD_TYPES, accept_multiple_files=True, key="add-files")
-    choice = st.selectbox("Label", list(counts) + [NEW_LABEL], key="add-label-choice")
-    label = st.text_input("New label", key="add-new-label").strip() if choice == NEW_LABEL else choice
-    if st.button("Add to memory", type="primary", disabled=not files or not label, key="add-button"):
-        try:
-            ids = memory.add([f.getvalue() for f in files], label,
-                             sources=[f"upload/{upload_name(f.name)}" for f in files])
-        except (BadImageError, VmemError) as exc:
-            st.error(f"Nothing was added: {exc}")
-        else:
-            ui.flash(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}).")
+if ui.can_edit():  # viewers see no edit controls
+    with st.expander("Add exemplars", expanded=not len(memory)):
+        files = st.file_uploader("Images", type=ui.UPLOAD_TYPES, accept_multiple_files=True, key="add-files")
+        choice = st.selectbox("Label", list(counts) + [NEW_LABEL], key="add-label-choice")
+        label = st.text_input("New label", key="add-new-label").strip() if choice == NEW_LABEL else choice
+        if st.button("Add to memory", type="primary", disabled=not files or not label, key="add-button"):
+            try:
+                ids = memory.add([f.getvalue() for f in files], label,
+                                 sources=[f"upload/{upload_name(f.name)}" for f in files])
+            except (BadImageError, VmemError) as exc:
+                st.error(f"Nothing was added: {exc}")
+            else:
+                ui.flash(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}).")
 
 changes = memory.label_changes(limit=50)
 if len(changes):
@@ -52,7 +53,7 @@ pages = max(1, -(-total // PAGE_SIZE))
 page = st.number_input(f"Page (of {pages}; {total:,} matching)", 1, pages, 1, key="browse-page")
 rows = memory.browse(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **filters)
 selected = ui.exemplar_grid(memory, rows["id"].tolist(), [f"{r.label} (id {r.id})" for r in rows.itertuples()],
-                            key="browse")
+                            key="browse", selectable=ui.can_edit())
 
 # --- act on the selection --------------------------------------------------------------------------------------------
 if selected:

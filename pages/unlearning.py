@@ -50,7 +50,9 @@ dependent = dependent_queries(memory, split.embeddings, to_forget, settings.k) i
 st.write(f"{len(dependent)} of the {len(split.names)} shipped test queries have at least one of these exemplars "
          f"among their k={settings.k} neighbours: their predictions depend on them.")
 
-if st.button(f"Forget {len(to_forget)} exemplar(s)", type="primary", disabled=not to_forget, key="forget-button"):
+if not ui.can_edit():
+    st.info("Viewers see what forgetting would change; an editor can forget and purge.")
+elif st.button(f"Forget {len(to_forget)} exemplar(s)", type="primary", disabled=not to_forget, key="forget-button"):
     dependents_before = ui.classify_embeddings(memory, split.embeddings[dependent], settings)
     start = time.perf_counter()
     try:

@@ -19,6 +19,7 @@ import streamlit as st
 from PIL import Image
 
 from . import resources
+from .access import ACCESS_ENV, AccessPolicy, ViewerMemory
 from .analysis.attribution import winning_shares
 from .classification import Classification
 from .errors import BadImageError, VmemError
@@ -207,10 +208,62 @@ def flash(message: str) -> None:
     st.rerun()
 
 
+def _access_policy() -> AccessPolicy:
+    """The policy of the environment the app runs in, built once per distinct setting (`vmem app` sets them)."""
+    try:
+        return _policy_for(tuple(os.environ.get(name, "") for name in ACCESS_ENV))
+    except VmemError as exc:  # a broken auth file: nobody gets in
+        st.error(str(exc))
+        st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def _policy_for(settings: tuple) -> AccessPolicy:
+    return AccessPolicy.from_environment()  # passwords in the environment are hashed once, here
+
+
+def session_role() -> str:
+    """This session's role (vmem_core.access): viewer or editor. Where a sign-in is required and the session has not
+    signed in, shows the sign-in form and stops the page."""
+    policy = _access_policy()
+    role = st.session_state.get("_vmem_role") or policy.default_role()  # not a widget key: no client can set it
+    if role:
+        return role
+    st.title("Sign in")
+    st.caption("This app is shared: its owner gives viewers and editors a password or token each.")
+    with st.form("sign-in"):
+        secret = st.text_input("Password or token", type="password", key="sign-in-secret")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        role = policy.role_for(secret)
+        if role:
+            st.session_state["_vmem_role"] = role
+            st.rerun()
+        st.error("That password or token opens no role here.")
+    st.stop()
+
+
+def can_edit() -> bool:
+    """Whether this session may change the memory (show edit controls only then)."""
+    return session_role() == "editor"
+
+
 def page_setup() -> tuple[VisualMemory, Settings]:
-    """What every page starts with: the shared memory, the sidebar's voting settings, notes from the last change."""
+    """What every page starts with: the shared memory (for a viewer, a handle that refuses every change), the
+    sidebar's voting settings, notes from the last change."""
+    role = session_role()
     memory = get_memory()
+    if role != "editor":
+        memory = ViewerMemory(memory)
     settings = sidebar(memory)
+    with st.sidebar:
+        if _access_policy().read_only:
+            st.caption("Read-only: this app shows the memory and changes nothing.")
+        elif _access_policy().requires_sign_in:
+            st.caption(f"Signed in as {role}.")
+            if st.button("Sign out", key="sign-out"):
+                st.session_state.pop("_vmem_role", None)
+                st.rerun()
     for message in st.session_state.pop("_flash", []):
         st.success(message)
     return memory, settings

@@ -12,20 +12,34 @@ from .common import UsageError, progress_bar
 
 
 def cmd_app(args) -> int:
+    from ..access import AUTH_FILE_ENV, READ_ONLY_ENV, AccessPolicy, hash_secret, is_loopback
     from ..ingest.images import MAX_UPLOAD_MEGABYTES
     from ..resources import app_script
 
+    if getattr(args, "hash_password", False):
+        print(hash_secret(_read_secret()))
+        return 0
+    env = dict(os.environ)
+    if getattr(args, "auth_file", None):
+        env[AUTH_FILE_ENV] = str(Path(args.auth_file).resolve())
+    if getattr(args, "read_only", False):
+        env[READ_ONLY_ENV] = "1"
+    policy = AccessPolicy.from_environment(env)  # a broken auth file is reported here, not in the browser
+    address = getattr(args, "address", None) or "127.0.0.1"
+    if not is_loopback(address) and not policy.read_only and not policy.requires_sign_in:
+        raise UsageError(f"--address {address} serves other machines, and without a sign-in anyone reaching it could "
+                         "change and purge the memory: give --auth-file PATH (hashes from `vmem app --hash-password`) "
+                         "or set VMEM_EDITOR_PASSWORD, or pass --read-only")
     app = app_script()
     if not app.exists():
         raise UsageError(f"the app is not installed: {app} is missing (reinstall vmem)")
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal", "--server.headless", str(args.headless).lower()]
-    command += ["--server.address", getattr(args, "address", None) or "127.0.0.1"]
+    command += ["--server.address", address]
     # the settings of .streamlit/config.toml, which streamlit reads only from the folder it is started in
     command += ["--server.maxUploadSize", str(MAX_UPLOAD_MEGABYTES)]
     if args.port:
         command += ["--server.port", str(args.port)]
-    env = dict(os.environ)
     if getattr(args, "device", None):
         env["VMEM_DEVICE"] = args.device  # the app's process resolves it (vmem_core.devices)
     if args.memory:
@@ -36,6 +50,15 @@ def cmd_app(args) -> int:
         parse_spec(args.rerank)  # a typo is reported here, not in the browser
         env["VMEM_RERANK"] = args.rerank
     return subprocess.call(command, env=env)
+
+
+def _read_secret() -> str:
+    import getpass
+
+    secret = getpass.getpass("password or token: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(secret) < 12:
+        raise UsageError(f"a password or token of {len(secret)} characters is too easy to guess; use 12 or more")
+    return secret
 
 
 def cmd_demo(args) -> int:
