@@ -53,11 +53,47 @@ def test_memory_page_add_then_delete(app):
     assert any("Added 1 exemplar(s) labelled 'hat'" in s.value for s in app.success)
     assert "13 exemplars" in texts(app)
 
+    # the new exemplar is in view: the browser moved to its label, marked new
+    assert app.selectbox(key="browse-label").value == "hat"
+    assert [c.label for c in app.checkbox if c.key.startswith("browse-")] == ["NEW hat (id 12)"]
+
+    app.selectbox(key="browse-label").set_value("(all)").run()
     app.checkbox(key="browse-0").check().run()
     app.button(key="delete-button").click().run()
-    assert any("Delete exemplar(s) 0?" in w.value for w in app.warning)
-    app.button(key="confirm-yes").click().run()
+    asked = [w.value for w in app.warning if "Delete exemplar(s) 0?" in w.value]
+    assert asked and f"delete exemplar(s) 0 (as of change #" in asked[0]
+    app.button(key="confirm-delete-yes").click().run()
     assert not app.exception and "12 exemplars" in texts(app)
+
+
+def test_memory_page_confirms_what_was_selected_when_delete_was_pressed(app):
+    app.switch_page("pages/memory.py").run()
+    app.checkbox(key="browse-0").check().run()
+    app.button(key="delete-button").click().run()
+    app.checkbox(key="browse-0").uncheck().run()
+    app.checkbox(key="browse-1").check().run()
+    assert "Selected: 1" in texts(app)
+    app.button(key="confirm-delete-yes").click().run()
+    assert any("selection changed since you pressed Delete: it was for 0, now 1 is selected" in e.value
+               for e in app.error)
+    assert "12 exemplars" in texts(app)  # neither 0 nor 1 was deleted
+    assert not app.button(key="delete-button").disabled and not [b for b in app.button if b.key == "confirm-delete-yes"]
+
+
+def test_two_sessions_a_confirmation_after_another_session_deleted_says_so(app):
+    other = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()  # a second browser tab
+    for session in (app, other):
+        session.switch_page("pages/memory.py").run()
+        session.checkbox(key="browse-2").check().run()
+        session.checkbox(key="browse-5").check().run()
+        session.button(key="delete-button").click().run()
+    app.button(key="confirm-delete-yes").click().run()
+    assert any("Deleted 2 exemplar(s): 2, 5" in s.value for s in app.success)
+    other.button(key="confirm-delete-yes").click().run()
+    assert not other.exception
+    error = " ".join(e.value for e in other.error)
+    assert "memory changed since you pressed Delete" in error and "2 was 'bag', now 'bag', deleted" in error
+    assert not [b for b in other.button if b.key == "confirm-delete-yes"]  # no longer pending
 
 
 def test_memory_page_rejects_a_bad_upload_whole(app):
@@ -76,6 +112,8 @@ def test_memory_page_relabel(app):
     app.checkbox(key="browse-3").check().run()
     app.text_input(key="relabel-to").input("renamed").run()
     app.button(key="relabel-button").click().run()
+    assert any("Relabel exemplar(s) 3 as 'renamed'?" in w.value for w in app.warning)
+    app.button(key="confirm-relabel-yes").click().run()
     assert not app.exception
     app.selectbox(key="browse-label").set_value("renamed").run()
     assert "1 matching" in app.number_input(key="browse-page").label
@@ -128,11 +166,36 @@ def test_curate_accept_relabel_and_dismiss(app, tmp_path):
     app.switch_page("pages/curate.py").run()
     assert f"**id {wrong}**, labelled **trouser**" in texts(app)
     app.button(key=f"curate-rel-{wrong}").click().run()
+    assert memory.label_of(wrong) == "trouser"  # not yet: the button only asks
+    assert any(f"Relabel exemplar {wrong} as 'bag'?" in w.value and f"relabel exemplar(s) {wrong} (as of change #"
+               in w.value for w in app.warning)
+    app.button(key="confirm-curate-yes").click().run()
     assert not app.exception and f"Relabelled exemplar {wrong} as 'bag'" in texts(app)
     assert memory.label_of(wrong) == "bag"
     first = next(b.key for b in app.button if b.key.startswith("curate-dis-"))
     app.button(key=first).click().run()
     assert not any(b.key == first for b in app.button)
+
+
+def test_curate_a_delete_confirmed_after_another_session_relabelled_it_changes_nothing(app, tmp_path):
+    from vmem_core import ui
+
+    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    (wrong,) = memory.add_embeddings(memory.embeddings([0])[1] + 1e-3, ["trouser"])
+    ids, vectors = memory.embeddings(list(range(12)))
+    memory.add_embeddings(vectors + 1e-2, [memory.label_of(i) for i in ids])  # 25 exemplars: 5% is one to flip
+    app.switch_page("pages/curate.py").run()
+    assert "How often a suggestion is right, measured on this memory: with 5% of this memory's labels flipped" \
+        in texts(app)
+    app.button(key=f"curate-del-{wrong}").click().run()
+    other = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    other.switch_page("pages/curate.py").run()
+    other.button(key=f"curate-rel-{wrong}").click().run()
+    other.button(key="confirm-curate-yes").click().run()
+    assert memory.label_of(wrong) == "bag"
+    app.button(key="confirm-curate-yes").click().run()
+    assert any(f"{wrong} was 'trouser', now 'bag'" in e.value for e in app.error)
+    assert memory.label_of(wrong) == "bag"  # not deleted
 
 
 def test_unlearning_extra_ids_validated(app):

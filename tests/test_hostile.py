@@ -233,7 +233,17 @@ def test_app_upload_limits_are_configured_and_enforced(app, monkeypatch):
     assert MAX_UPLOAD_MEGABYTES * 2**20 >= MAX_IMAGE_BYTES  # a labelled zip may be bigger than one image
     assert config["server"]["address"] == "127.0.0.1"
     launched = {}
-    monkeypatch.setattr(cli_app.subprocess, "call", lambda command, env: launched.setdefault("command", command) and 0)
+
+    class ExitsAtOnce:
+        def __init__(self, command, env, stdin):
+            launched["command"] = command
+
+        def poll(self):
+            return 0
+
+        wait = poll
+
+    monkeypatch.setattr(cli_app.subprocess, "Popen", ExitsAtOnce)
     cli.main(["app", "--headless"])  # `vmem app` sets them itself: the config file is only read from the repo
     command = launched["command"]
     assert command[command.index("--server.maxUploadSize") + 1] == str(MAX_UPLOAD_MEGABYTES)
@@ -255,6 +265,7 @@ def test_app_shows_odd_labels_and_refuses_control_characters(app):
     app.checkbox(key="browse-3").check().run()
     app.text_input(key="relabel-to").input(label).run()
     app.button(key="relabel-button").click().run()
+    app.button(key="confirm-relabel-yes").click().run()
     assert not app.exception
     assert any(f"as '{label}'" in s.value for s in app.success)
     assert label in app.selectbox(key="browse-label").options

@@ -18,7 +18,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from . import resources
+from . import confirmation, resources
 from .analysis.attribution import winning_shares
 from .errors import BadImageError, VmemError
 from .ingest.images import IMAGE_SUFFIXES, load_image
@@ -208,9 +208,46 @@ def apply(change: Callable[[], object], message: str) -> None:
     flash(message)
 
 
-def flash(message: str) -> None:
-    """Show `message` as a success note after the rerun that follows a change (so every count is fresh)."""
-    st.session_state.setdefault("_flash", []).append(message)
+def ask_to_confirm(key: str, memory: VisualMemory, action: str, ids: Sequence[int], detail: str = "") -> None:
+    """Freeze what a pressed button will change (its ids, their state, the memory's change counter) under `key`;
+    `confirmation_box(key, ...)` then asks, and acts only if that still holds."""
+    st.session_state[key] = confirmation.ask(memory, action, ids, detail)
+
+
+def pending_change(key: str) -> Optional[confirmation.PendingChange]:
+    return st.session_state.get(key)
+
+
+def confirmation_box(memory: VisualMemory, key: str, question: str, change: Callable[[], object], done: str,
+                     selection: Optional[Sequence[int]] = None, note: str = "") -> bool:
+    """The confirmation pending under `key`, if any: `question`, the ids and change counter it was asked for, and
+    "Yes"/"Cancel". "Yes" runs `change` only if the page's `selection` (when given) is still the one it was asked for
+    and no one changed those exemplars since; else it says what moved and changes nothing. Either way the
+    confirmation is then gone (the page reruns). Returns True when a confirmation is shown."""
+    pending = pending_change(key)
+    if pending is None:
+        return False
+    st.warning(f"{question}{' ' + note if note else ''}  \nAsked for: {pending.describe()}.")
+    yes, no = st.columns(2)
+    if yes.button(f"Yes, {pending.action}", type="primary", key=f"{key}-yes"):
+        st.session_state.pop(key)
+        try:
+            confirmation.carry_out(memory, pending, change, selection)
+        except confirmation.StaleConfirmationError as exc:
+            flash(str(exc), "error")  # rerun: the confirmation's buttons go with it
+        except VmemError as exc:
+            flash(f"Nothing changed: {exc}", "error")
+        flash(done)
+    if no.button("Cancel", key=f"{key}-no"):
+        st.session_state.pop(key)
+        st.rerun()
+    return True
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """Show `message` (as st.success, or st.error for kind "error") after the rerun that follows a change, so that
+    every count on the page is fresh."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
     st.rerun()
 
 
@@ -218,8 +255,8 @@ def page_setup() -> tuple[VisualMemory, Settings]:
     """What every page starts with: the shared memory, the sidebar's voting settings, notes from the last change."""
     memory = get_memory()
     settings = sidebar(memory)
-    for message in st.session_state.pop("_flash", []):
-        st.success(message)
+    for kind, message in st.session_state.pop("_flash", []):
+        (st.error if kind == "error" else st.success)(message)
     return memory, settings
 
 

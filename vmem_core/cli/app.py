@@ -110,7 +110,7 @@ def cmd_app(args) -> int:
     server = subprocess.Popen(streamlit_command(app, address, port, dev_mode(args)), env=env,
                               stdin=subprocess.DEVNULL)
     # a plain `kill` of vmem stops the server too (Ctrl+C reaches both through the terminal's process group)
-    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+    previous = signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     try:
         if _wait_until_serving(server, address, port):
             url = app_url(address, port)
@@ -125,6 +125,8 @@ def cmd_app(args) -> int:
     except KeyboardInterrupt:
         server.terminate()
         return server.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_demo(args) -> int:
