@@ -14,7 +14,9 @@ def test_classify_shows_prediction_scores_and_neighbors(app):
     assert any(s.value.startswith("Prediction: ") for s in app.subheader)
     assert "Neighbours that voted" in texts(app)
     assert len(app.get("plotly_chart")) == 1
-    assert "| w 0.500 |" in texts(app)  # rank 0 has rank-voting weight 1/2
+    # rank voting at k=10: weights 1/(rank+2), rank 0's 1/2 is 25% of their sum; the raw weight is the caption's help
+    assert "| w 25% of vote |" in texts(app)
+    assert any(c.help == "raw weight 0.5 (the rule's own scale)" for c in app.caption)
 
 
 def test_changing_rule_and_k_never_re_encodes(app, monkeypatch):
@@ -25,7 +27,7 @@ def test_changing_rule_and_k_never_re_encodes(app, monkeypatch):
     app.selectbox(key="voting").set_value("plurality").run()
     app.slider(key="k").set_value(5).run()
     assert "k=5 neighbours (plurality voting, pruning none)" in texts(app)
-    assert texts(app).count("| w 1.000 |") == 5  # plurality: every neighbour weighs 1
+    assert texts(app).count("| w 20% of vote |") == 5  # plurality: every neighbour weighs 1 of 5
     app.radio(key="pruning").set_value("soft").run()
     assert "pruning soft" in texts(app)
     assert not app.exception and calls == []
@@ -228,6 +230,9 @@ def test_evaluate_page_runs_the_experiments(app, tmp_path):
     assert not app.error, app.error[0].value
     figures = app.get("plotly_chart")
     assert len(figures) == 3 + 6  # the page's own three, then one per experiment
+    captions = [c.value for c in app.caption]
+    assert any("; best-over-k (k chosen on these same queries" in c for c in captions)
+    assert not any("best-over-k = best-over-k" in c for c in captions)
     app.multiselect(key="exp-new").set_value(["bag", "sneaker", "trouser"]).run()
     app.button(key="exp-run").click().run()
     assert "at least one memory label must stay" in texts(app)

@@ -55,7 +55,7 @@ def test_upload_shows_prediction_and_neighbor_gallery(real_memory):
             what="the neighbour gallery",
         )
         assert len(captions) == 20  # k = 10 neighbours for each of the two queries
-        assert "w 0.500" in captions[0] and captions[0].startswith("#0") and "trouser" in captions[0]
+        assert "w 25% of vote" in captions[0] and captions[0].startswith("#0") and "trouser" in captions[0]
         images = [img for img in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
                   if img.get_attribute("naturalWidth") not in (None, "0")]
         assert len(images) >= 22  # both queries and their ten neighbours each, all loaded

@@ -383,13 +383,16 @@ def neighbor_gallery(memory: VisualMemory, result: Classification, columns: int 
     shown = result.neighbors[:limit]
     thumbs = memory.thumbnails([n.id for n in shown])
     shares = winning_shares(result)
+    total = sum(result.scores.values())
     grid = st.columns(columns)
     for i, (neighbor, share) in enumerate(zip(shown, shares)):
         with grid[i % columns]:
             st.image(enlarge(thumbs.get(neighbor.id)))
             mark = "**" if neighbor.label == result.label else ""
+            # a share reads the same under every rule; the raw weight (softmax's reach 10^5) is there on hover
             st.caption(f"#{neighbor.rank} {mark}{neighbor.label}{mark} (id {neighbor.id})  \n"
-                       f"d {neighbor.distance:.3f} | w {neighbor.weight:.3f} | {share:.0%} of win")
+                       f"d {neighbor.distance:.3f} | w {neighbor.weight / total if total else 0:.0%} of vote | "
+                       f"{share:.0%} of win", help=f"raw weight {neighbor.weight:.6g} (the rule's own scale)")
     if len(result.neighbors) > limit:
         st.caption(f"...and {len(result.neighbors) - limit} more neighbours (all counted in the scores).")
 
