@@ -321,6 +321,30 @@ def first_sample(prefix: str) -> list[str]:
     return [name for name in sample_query_files() if name.startswith(prefix)][:1]
 
 
+def in_domain_sample(memory: VisualMemory) -> list[str]:
+    """The first shipped query whose true label the memory knows (a one-item list), or none: a demo opens on an
+    image the memory can speak about, not on an out-of-distribution photo."""
+    known = set(memory.labels)
+    return [name for name in sample_query_files() if name.partition("/")[0] in known][:1]
+
+
+def present_toggle(key: str) -> bool:
+    """A "Present" switch for a demo on a projector: hides the sidebar and enlarges the type (also `?present=1`)."""
+    on = st.toggle("Present", key=key, value=st.query_params.get("present") == "1",
+                   help="Larger type and no sidebar, for showing this page to an audience.")
+    if on:
+        st.markdown(PRESENT_CSS, unsafe_allow_html=True)
+    return on
+
+
+PRESENT_CSS = """<style>
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none;}
+.stMainBlockContainer {max-width: 1500px;}
+.stMainBlockContainer p, .stMainBlockContainer li, [data-testid="stCaptionContainer"] {font-size: 1.3rem;}
+.stMainBlockContainer h1 {font-size: 3.2rem;} .stMainBlockContainer h2 {font-size: 2.4rem;}
+</style>"""
+
+
 def encode_queries(memory: VisualMemory, items: Sequence[tuple[str, bytes]]) -> tuple[list[Query], list[str]]:
     """Decode and encode (name, bytes) pairs, reusing this session's embeddings; returns (queries, error messages)."""
     cache = st.session_state.setdefault("vmem_embeddings", {})
