@@ -66,14 +66,16 @@ def main() -> None:
                     settle(driver, "Unlearning")
                     driver.save_screenshot(str(args.out / "unlearning-before-after.png"))
                     print(f"saved {args.out / 'unlearning-before-after.png'}")
-                    button = wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
-                                                              if b.text.startswith("Purge them")), None),
-                                      what="the Purge button")
-                    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
-                    time.sleep(0.5)
-                    button.click()
+                    for text in ("Purge them", "Yes, purge"):  # the button, then its confirmation
+                        button = wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
+                                                                  if b.text.startswith(text)), None),
+                                          what=f"the '{text}' button")
+                        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+                        time.sleep(0.5)
+                        button.click()
+                        settle(driver, "Unlearning")
                     try:
-                        wait_for(driver, lambda d: "Purge certificate" in d.page_source, what="the certificate")
+                        wait_for(driver, lambda d: "The certificate" in d.page_source, what="the certificate")
                     except AssertionError:
                         driver.save_screenshot(str(args.out / "unlearning-failed.png"))
                         raise
