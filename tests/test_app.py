@@ -94,7 +94,7 @@ def test_two_sessions_a_confirmation_after_another_session_deleted_says_so(app):
     other.button(key="confirm-delete-yes").click().run()
     assert not other.exception
     error = " ".join(e.value for e in other.error)
-    assert "memory changed since you pressed Delete" in error and "2 was 'bag', now 'bag', deleted" in error
+    assert "memory changed since you pressed Delete" in error and "2 was live ('bag'), now deleted ('bag')" in error
     assert not [b for b in other.button if b.key == "confirm-delete-yes"]  # no longer pending
 
 
@@ -240,7 +240,7 @@ def test_curate_a_delete_confirmed_after_another_session_relabelled_it_changes_n
     other.button(key="confirm-curate-yes").click().run()
     assert memory.label_of(wrong) == "bag"
     app.button(key="confirm-curate-yes").click().run()
-    assert any(f"{wrong} was 'trouser', now 'bag'" in e.value for e in app.error)
+    assert any(f"{wrong} was live ('trouser'), now live ('bag')" in e.value for e in app.error)
     assert memory.label_of(wrong) == "bag"  # not deleted
 
 

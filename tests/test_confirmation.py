@@ -23,8 +23,8 @@ def test_a_changed_selection_stops_it_and_says_so(memory):
 
 
 @pytest.mark.parametrize("meanwhile, says", [
-    (lambda m: m.delete([3]), r"3 was '\w+', now '\w+', deleted"),
-    (lambda m: m.relabel([3], "hat"), r"3 was '\w+', now 'hat'"),
+    (lambda m: m.delete([3]), r"3 was live \('\w+'\), now deleted \('\w+'\)"),
+    (lambda m: m.relabel([3], "hat"), r"3 was live \('\w+'\), now live \('hat'\)"),
 ])
 def test_another_session_changing_those_exemplars_stops_it(memory, meanwhile, says):
     pending = ask(memory, "delete", [3, 5])

@@ -67,7 +67,7 @@ def _describe_state(state: Optional[tuple[str, bool]]) -> str:
     if state is GONE:
         return "gone (purged)"
     label, deleted = state
-    return f"'{label}', deleted" if deleted else f"'{label}'"
+    return f"deleted ('{label}')" if deleted else f"live ('{label}')"
 
 
 def stale_reason(memory: VisualMemory, pending: PendingChange, selection: Optional[Sequence[int]] = None) -> str:

@@ -55,6 +55,22 @@ def label_issue_scores(classes: np.ndarray, neighbors: np.ndarray) -> np.ndarray
     return v / max(v.max(), 1.0) + disagreement
 
 
+def neighbor_graph(memory: VisualMemory, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item ids (n,), class indices (n,), neighbour positions (n, top_n)): the leave-one-out graph that
+    `label_issue_scores` reads, positions indexing the first two arrays (-1 = none)."""
+    item_ids, graph_ids, _ = memory.memory_neighbors(top_n)
+    return item_ids, memory.table.class_indices(item_ids), _neighbor_positions(item_ids, graph_ids)
+
+
+def flip_labels(classes: np.ndarray, num_classes: int, noise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(classes with `noise` of them moved to another class uniformly at random, positions of those flipped)."""
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(classes), int(len(classes) * noise), replace=False)
+    noisy = np.array(classes, copy=True)
+    noisy[flipped] = (noisy[flipped] + rng.integers(1, num_classes, len(flipped))) % num_classes
+    return noisy, flipped
+
+
 def _neighbor_positions(item_ids: np.ndarray, neighbor_ids: np.ndarray) -> np.ndarray:
     """Neighbour ids as positions into the sorted `item_ids`; -1 where a neighbour is not among them."""
     positions = np.searchsorted(item_ids, neighbor_ids).clip(0, max(len(item_ids) - 1, 0))
@@ -133,16 +149,10 @@ def check_ranking(memory: VisualMemory, top: int = DEFAULT_SUGGESTIONS, noise: f
 
 
 def _check_ranking(memory: VisualMemory, top: int, noise: float, top_n: int, seed: int) -> RankingCheck:
-    table = memory.table
-    item_ids, graph_ids, _ = memory.memory_neighbors(top_n)
-    classes = table.class_indices(item_ids).copy()
-    rng = np.random.default_rng(seed)
-    flipped = rng.choice(len(classes), int(len(classes) * noise), replace=False)
-    # another class, uniformly: add 1..C-1 modulo C
-    classes[flipped] = (classes[flipped] + rng.integers(1, len(table.labels), len(flipped))) % len(table.labels)
-    scores = label_issue_scores(classes, _neighbor_positions(item_ids, graph_ids))
+    _, classes, graph = neighbor_graph(memory, top_n)
+    noisy, flipped = flip_labels(classes, len(memory.table.labels), noise, seed)
     top = min(top, len(classes))
-    first = np.argsort(-scores, kind="stable")[:top]
+    first = np.argsort(-label_issue_scores(noisy, graph), kind="stable")[:top]
     hits = int(np.isin(first, flipped).sum())
     return RankingCheck(noise, len(flipped), top, hits / top, hits / len(flipped))
 
