@@ -58,6 +58,9 @@ def main() -> None:
             for name, path in PAGES.items():
                 driver.get(f"{url}/{path}")
                 settle(driver, name.capitalize())
+                if name == "classify":  # the first page also waits for the encoder to load
+                    wait_for(driver, lambda d: "Prediction:" in d.page_source, what="the prediction")
+                    settle(driver, "Classify")
                 if name == "unlearning":
                     wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
                                                      if b.text.startswith("Forget")), None),

@@ -18,7 +18,7 @@ import time
 import urllib.request
 import webbrowser
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping
 
 from .common import UsageError, progress_bar
 
