@@ -61,6 +61,10 @@ def main() -> None:
                 if name == "classify":  # the first page also waits for the encoder to load
                     wait_for(driver, lambda d: "Prediction:" in d.page_source, what="the prediction")
                     settle(driver, "Classify")
+                    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .bars") and all(
+                        img.get_attribute("naturalWidth") not in (None, "0")
+                        for img in d.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")),
+                        what="the chart and every thumbnail drawn")
                 if name == "unlearning":
                     wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
                                                      if b.text.startswith("Forget")), None),
