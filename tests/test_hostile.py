@@ -12,7 +12,6 @@ import tomllib
 from PIL import Image, ImageFile
 
 from vmem_core import VisualMemory, cli
-from vmem_core.cli import app as cli_app
 from vmem_core.errors import BadImageError, DatasetError
 from vmem_core.ingest.datasets import extract_labelled_zip
 from vmem_core.ingest.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_MEGABYTES, load_image
@@ -227,25 +226,13 @@ def test_an_in_memory_image_with_no_pixels_is_refused():
         load_image(Image.new("RGB", (0, 3)), "blank")
 
 
-def test_app_upload_limits_are_configured_and_enforced(app, monkeypatch):
+def test_app_upload_limits_are_configured_and_enforced(app, launched_apps):
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] == MAX_UPLOAD_MEGABYTES
     assert MAX_UPLOAD_MEGABYTES * 2**20 >= MAX_IMAGE_BYTES  # a labelled zip may be bigger than one image
     assert config["server"]["address"] == "127.0.0.1"
-    launched = {}
-
-    class ExitsAtOnce:
-        def __init__(self, command, env, stdin):
-            launched["command"] = command
-
-        def poll(self):
-            return 0
-
-        wait = poll
-
-    monkeypatch.setattr(cli_app.subprocess, "Popen", ExitsAtOnce)
     cli.main(["app", "--headless"])  # `vmem app` sets them itself: the config file is only read from the repo
-    command = launched["command"]
+    ((command, _),) = launched_apps
     assert command[command.index("--server.maxUploadSize") + 1] == str(MAX_UPLOAD_MEGABYTES)
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
 
