@@ -1,6 +1,7 @@
 """Every page of the Streamlit app, driven in-process with AppTest on a small memory (pixel encoder)."""
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from vmem_core import VisualMemory

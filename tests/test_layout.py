@@ -140,7 +140,7 @@ LAYERS = [
     ("storage", "resources"),
     ("backends", "encoders"),
     ("ingest", "voting", "label_table"),
-    ("memory", "unlearn", "host", "sample_memory"),
+    ("memory", "unlearn", "host", "sample_memory", "confirmation"),
     ("analysis",),
     ("rerank",),
     ("cli", "ui", "__main__", ""),  # the faces: the command line, the app's helpers, the package's public API
