@@ -323,6 +323,12 @@ class VisualMemory:
     def labels(self) -> list[str]:
         return list(self._table.labels)
 
+    @property
+    def change_counter(self) -> int:
+        """The number of the last committed change (add, delete, relabel, ...): it rises with every change, so two
+        equal readings mean nothing changed in between."""
+        return self._store.seq()
+
     def derived(self, key: object, compute: Callable[[], object]) -> object:
         """A value computed from the memory's contents, cached until the next change (reliability, OOD threshold)."""
         seq = self._store.seq()

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # VisualMemory opens by finishing an interrupted purge, so it
 
 log = logging.getLogger(__name__)
 
+PAPER_DELETION_MS = 20.0  # Geirhos et al. (2025): deleting an exemplar takes under 20 ms; the app shows ours beside it
 PROBE_SAMPLE = 200
 EXACT_K = 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .app import cmd_app, cmd_demo
+from .app import DEV_VARIABLE, cmd_app, cmd_demo
 from .commands import (
     cmd_add,
     cmd_attribute,
@@ -213,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--address", default="127.0.0.1",
                    help="interface to serve on (default: this machine only; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--headless", action="store_true")
+    p.add_argument("--headless", action="store_true", help="do not open a browser (one opens only where a display is)")
+    p.add_argument("--dev", action="store_true",
+                   help=f"reload pages when their files change (Streamlit's file watcher; or set ${DEV_VARIABLE}=1)")
     p.add_argument("--rerank", metavar="SPEC", default=None,
                    help="offer 'Ask the model' on the Classify page (gemini:<model> or openai:<base-url>:<model>)")
     p.add_argument("--read-only", action="store_true",
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=EXPLAIN_K)
     p.add_argument("--no-app", action="store_true", help="stop after the printed summary")
     p.add_argument("--port", type=int, default=None)
-    p.add_argument("--headless", action="store_true", help="do not try to open a browser")
+    p.add_argument("--headless", action="store_true", help="do not open a browser (one opens only where a display is)")
+    p.add_argument("--dev", action="store_true", help="reload pages when their files change")
     p.set_defaults(func=cmd_demo)
     return parser
 
