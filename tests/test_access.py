@@ -172,5 +172,6 @@ def test_sign_in_gives_each_secret_its_role_and_an_editor_can_purge(app, monkeyp
     at.switch_page("pages/unlearning.py").run()
     at.button(key="forget-button").click().run()
     at.button(key="purge-button").click().run()
-    assert not at.exception and at.subheader[-1].value == "Purge certificate"
+    at.button(key="confirm-purge-yes").click().run()
+    assert not at.exception and at.header[-1].value == "5. The certificate"
     assert any(s.value.startswith("All checks passed") for s in at.success)
