@@ -1,10 +1,12 @@
 """Curate: find exemplars that look mislabelled or harmful, and near-duplicates; accept or dismiss each."""
 
+from typing import Optional
+
 import streamlit as st
 
 from vmem_core import ui
 from vmem_core.analysis.attribution import exemplar_influence
-from vmem_core.analysis.curate import near_duplicates, suspicious_exemplars
+from vmem_core.analysis.curate import DEFAULT_SUGGESTIONS, check_ranking, near_duplicates, suspicious_exemplars
 from vmem_core.analysis.plots import reliability_histogram
 from vmem_core.memory import NEAR_DUPLICATE_DISTANCE
 
@@ -28,25 +30,59 @@ reliability = memory.reliability(settings.top_n)
 st.plotly_chart(reliability_histogram(reliability), width="stretch")
 
 dismissed = st.session_state.setdefault("curate-dismissed", set())
-suggestions = [s for s in suspicious_exemplars(memory, settings, limit=len(memory))
-               if s.id not in dismissed]
-st.subheader(f"Suggestions: {len(suggestions)} exemplar(s), most harmful first")
-thumbs = memory.thumbnails([s.id for s in suggestions[:15]])
-if len(suggestions) > 15:
-    st.caption("Showing the first 15; accept or dismiss some to see more.")
-for s in suggestions[:15]:
+shown = st.session_state.setdefault("curate-shown", DEFAULT_SUGGESTIONS)
+candidates = [s for s in suspicious_exemplars(memory, settings,
+                                              limit=shown + len(dismissed) + 1) if s.id not in dismissed]
+suggestions = candidates[:shown]
+st.subheader(f"Suggestions: the {len(suggestions)} exemplars most likely mislabelled")
+check = check_ranking(memory, top=DEFAULT_SUGGESTIONS, top_n=settings.top_n)
+st.caption("Ranked by v (scaled to the memory's largest) plus the rank-weighted share of the exemplar's own "
+           "neighbours that disagree with its label."
+           + (f" How often a suggestion is right, measured on this memory: {check.explain()}." if check else ""))
+
+
+def confirm_pending(where: Optional[str]) -> None:
+    """The pending curate action, shown beside the row it came from (`where`; None: wherever, its row is gone). A
+    button only records which exemplar it acts on; the confirmation carries it out if that exemplar is unchanged."""
+    pending = ui.pending_change("confirm-curate")
+    if pending is None or (where is not None and st.session_state.get("confirm-curate-row") != where):
+        return
+    target, label = pending.ids[0], pending.detail
+    if pending.action == "delete":
+        ui.confirmation_box(memory, "confirm-curate", f"Delete exemplar {target}?", lambda: memory.delete([target]),
+                            f"Deleted exemplar {target}.")
+    else:
+        ui.confirmation_box(memory, "confirm-curate", f"Relabel exemplar {target} as '{label}'?",
+                            lambda: memory.relabel([target], label), f"Relabelled exemplar {target} as '{label}'.")
+    rows_confirmed.add(where)
+
+
+def ask(action: str, exemplar_id: int, where: str, label: str = "") -> None:
+    ui.ask_to_confirm("confirm-curate", memory, action, [exemplar_id], detail=label)
+    st.session_state["confirm-curate-row"] = where
+    st.rerun()
+
+
+rows_confirmed: set = set()
+thumbs = memory.thumbnails([s.id for s in suggestions])
+for s in suggestions:
     image, text, actions = st.columns([1, 4, 4])
     image.image(ui.enlarge(thumbs.get(s.id), 72))
-    text.markdown(f"**id {s.id}**, labelled **{s.label}**, v = {s.reliability}  \n{s.reason}")
+    text.markdown(f"**id {s.id}**, labelled **{s.label}**, score {s.score:.2f}, v = {s.reliability}  \n{s.reason}")
     delete, relabel, dismiss = actions.columns([2, 3, 2])
+    if not ui.can_edit():  # viewers see no edit controls
+        continue
     if delete.button("Delete", key=f"curate-del-{s.id}"):
-        ui.apply(lambda: memory.delete([s.id]), f"Deleted exemplar {s.id}.")
+        ask("delete", s.id, f"suggestion-{s.id}")
     if s.suggested_label and relabel.button(f"Make it {s.suggested_label}", key=f"curate-rel-{s.id}"):
-        ui.apply(lambda: memory.relabel([s.id], s.suggested_label),
-                 f"Relabelled exemplar {s.id} as '{s.suggested_label}'.")
+        ask("relabel", s.id, f"suggestion-{s.id}", s.suggested_label)
     if dismiss.button("Dismiss", key=f"curate-dis-{s.id}"):
         dismissed.add(s.id)
         st.rerun()
+    confirm_pending(f"suggestion-{s.id}")
+if len(candidates) > shown and st.button(f"Show {DEFAULT_SUGGESTIONS} more", key="curate-more"):
+    st.session_state["curate-shown"] = shown + DEFAULT_SUGGESTIONS
+    st.rerun()
 
 st.subheader("Near-duplicates")
 max_distance = st.slider("Pairs closer than distance", 0.0, 0.2, NEAR_DUPLICATE_DISTANCE, 0.005, format="%.3f",
@@ -61,8 +97,11 @@ for p in pairs:
     b.image(ui.enlarge(pair_thumbs.get(p.other_id), 64))
     text.markdown(f"ids {p.id} ({p.label}) and {p.other_id} ({p.other_label}), "
                   f"distance {p.distance:.4f}" + ("" if p.same_label else ": **labels disagree**"))
-    if action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
-        ui.apply(lambda: memory.delete([p.other_id]), f"Deleted exemplar {p.other_id}, a near-duplicate of {p.id}.")
+    if ui.can_edit() and action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
+        ask("delete", p.other_id, f"pair-{p.id}-{p.other_id}")
+    confirm_pending(f"pair-{p.id}-{p.other_id}")
+if not rows_confirmed:
+    confirm_pending(None)  # its row has gone since (dismissed, or no longer suggested)
 
 st.subheader("Influence on the shipped query split")
 st.caption("Per exemplar, over the held-out queries: correct predictions it voted for, wrong ones it drove, and "

@@ -66,7 +66,7 @@ st.dataframe(
      "best-over-k accuracy": [round(best[r]["accuracy"], 4) for r in best], "best k": [best[r]["k"] for r in best]},
     hide_index=True,
 )
-st.caption(f"Best = {BEST_LABEL}.")
+st.caption(f"{BEST_LABEL[0].upper()}{BEST_LABEL[1:]}.")
 if result.unknown_labels:
     st.warning(f"Query labels absent from the memory (always counted wrong): {', '.join(result.unknown_labels)}")
 
@@ -130,5 +130,5 @@ if stored is not None and stored[0] is memory.table:  # stale after any change t
     _, fixed_k, results = stored
     for name, figure in registry.figures(results, fixed_k):
         st.plotly_chart(figure, width="stretch", key=f"exp-fig-{name}-{figure.layout.title.text}")
-    st.caption(f"Fixed k = {fixed_k} (the sidebar's k); best-over-k = {BEST_LABEL}. The full numbers: "
+    st.caption(f"Fixed k = {fixed_k} (the sidebar's k); {BEST_LABEL}. The full numbers: "
                "`vmem eval MEM QUERIES --experiment all --json`.")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from vmem_core import BadImageError, VmemError, ui
 from vmem_core.analysis.plots import label_counts_figure
-from vmem_core.ingest.names import upload_name
+from vmem_core.ingest.names import check_label, upload_name
 
 PAGE_SIZE = 30
 NEW_LABEL = "(new label...)"
@@ -20,18 +20,25 @@ with st.expander(f"{len(memory):,} live exemplars in {len(counts)} labels", expa
     st.plotly_chart(label_counts_figure(counts), width="stretch")
 
 # --- add -----------------------------------------------------------------------------------------------------------
-with st.expander("Add exemplars", expanded=not len(memory)):
-    files = st.file_uploader("Images", type=ui.UPLOAD_TYPES, accept_multiple_files=True, key="add-files")
-    choice = st.selectbox("Label", list(counts) + [NEW_LABEL], key="add-label-choice")
-    label = st.text_input("New label", key="add-new-label").strip() if choice == NEW_LABEL else choice
-    if st.button("Add to memory", type="primary", disabled=not files or not label, key="add-button"):
-        try:
-            ids = memory.add([f.getvalue() for f in files], label,
-                             sources=[f"upload/{upload_name(f.name)}" for f in files])
-        except (BadImageError, VmemError) as exc:
-            st.error(f"Nothing was added: {exc}")
-        else:
-            ui.flash(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}).")
+if ui.can_edit():  # viewers see no edit controls
+    with st.expander("Add exemplars", expanded=not len(memory)):
+        files = st.file_uploader("Images", type=ui.UPLOAD_TYPES, accept_multiple_files=True, key="add-files")
+        choice = st.selectbox("Label", list(counts) + [NEW_LABEL], key="add-label-choice")
+        label = st.text_input("New label", key="add-new-label").strip() if choice == NEW_LABEL else choice
+        if st.button("Add to memory", type="primary", disabled=not files or not label, key="add-button"):
+            try:
+                ids = memory.add([f.getvalue() for f in files], label,
+                                 sources=[f"upload/{upload_name(f.name)}" for f in files])
+            except (BadImageError, VmemError) as exc:
+                st.error(f"Nothing was added: {exc}")
+            else:
+                # bring them into view: the browser below (not yet drawn in this run) moves to their label's last page
+                for cleared in ("browse-source", "browse-dates"):
+                    st.session_state.pop(cleared, None)
+                st.session_state.update({"browse-label": label, "memory-new-ids": set(ids),
+                                         "browse-page": max(1, -(-memory.count(label=label) // PAGE_SIZE))})
+                ui.flash(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}); "
+                         "they are shown below, marked new.")
 
 changes = memory.label_changes(limit=50)
 if len(changes):
@@ -49,33 +56,49 @@ if len(dates) == 2:
     filters["added_to"] = dt.datetime.combine(dates[1], dt.time.min) + dt.timedelta(days=1)
 total = memory.count(**filters)
 pages = max(1, -(-total // PAGE_SIZE))
-page = st.number_input(f"Page (of {pages}; {total:,} matching)", 1, pages, 1, key="browse-page")
+if st.session_state.get("browse-page", 1) > pages:  # e.g. the filter changed while on a later page
+    st.session_state["browse-page"] = pages
+page = st.number_input(f"Page (of {pages}; {total:,} matching)", 1, pages, key="browse-page")
 rows = memory.browse(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **filters)
-selected = ui.exemplar_grid(memory, rows["id"].tolist(), [f"{r.label} (id {r.id})" for r in rows.itertuples()],
-                            key="browse")
+new_ids = st.session_state.get("memory-new-ids", set())
+selected = ui.exemplar_grid(memory, rows["id"].tolist(),
+                            [f"{'NEW ' if r.id in new_ids else ''}{r.label} (id {r.id})" for r in rows.itertuples()],
+                            key="browse", selectable=ui.can_edit())
 
 # --- act on the selection --------------------------------------------------------------------------------------------
+# A button only records what it will change (ui.ask_to_confirm); the confirmation below carries it out if the
+# selection and those exemplars are still as they were when it was pressed.
 if selected:
     st.write(f"Selected: {', '.join(map(str, selected))}")
     relabel_col, delete_col = st.columns(2)
     with relabel_col:
         new_label = st.text_input("Relabel the selected as", key="relabel-to").strip()
         if st.button("Relabel", disabled=not new_label, key="relabel-button"):
-            ui.apply(lambda: memory.relabel(selected, new_label),
-                     f"Relabelled {len(selected)} exemplar(s) as '{new_label}'.")
+            st.session_state.pop("confirm-delete", None)
+            try:
+                ui.ask_to_confirm("confirm-relabel", memory, "relabel", selected, detail=check_label(new_label))
+            except VmemError as exc:  # a label the memory would refuse is refused before asking
+                st.error(f"Nothing changed: {exc}")
     with delete_col:
         if st.button(f"Delete {len(selected)} selected", key="delete-button"):
-            st.session_state["confirm-delete"] = selected
-    pending = st.session_state.get("confirm-delete")
-    if pending:
-        st.warning(f"Delete exemplar(s) {', '.join(map(str, pending))}? They stop counting at once "
-                   "(restorable from the command line with `vmem restore`).")
-        yes, no = st.columns(2)
-        if yes.button("Yes, delete", type="primary", key="confirm-yes"):
-            st.session_state.pop("confirm-delete")
-            for exemplar_id in pending:
-                st.session_state.pop(f"browse-{exemplar_id}", None)
-            ui.apply(lambda: memory.delete(pending), f"Deleted {len(pending)} exemplar(s): {', '.join(map(str, pending))}.")
-        if no.button("Cancel", key="confirm-no"):
-            st.session_state.pop("confirm-delete")
-            st.rerun()
+            st.session_state.pop("confirm-relabel", None)
+            ui.ask_to_confirm("confirm-delete", memory, "delete", selected)
+
+
+def untick(ids) -> None:
+    for exemplar_id in ids:
+        st.session_state.pop(f"browse-{exemplar_id}", None)
+
+
+if pending := ui.pending_change("confirm-delete"):
+    ids = list(pending.ids)
+    ui.confirmation_box(memory, "confirm-delete", f"Delete exemplar(s) {', '.join(map(str, ids))}?",
+                        lambda: (memory.delete(ids), untick(ids)),
+                        f"Deleted {len(ids)} exemplar(s): {', '.join(map(str, ids))}.", selection=selected,
+                        note="They stop counting at once (restorable from the command line with `vmem restore`).")
+if pending := ui.pending_change("confirm-relabel"):
+    ids, label = list(pending.ids), pending.detail
+    ui.confirmation_box(memory, "confirm-relabel", f"Relabel exemplar(s) {', '.join(map(str, ids))} as '{label}'?",
+                        lambda: memory.relabel(ids, label),
+                        f"Relabelled {len(ids)} exemplar(s) as '{label}': {', '.join(map(str, ids))}.",
+                        selection=selected)

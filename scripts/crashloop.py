@@ -3,11 +3,13 @@
     python scripts/crashloop.py --kills 200 [--seed 1] [--workdir DIR] [--max-delay 0.6] [--json]
 
 Each round starts a child process (forked from a server that has already imported vmem, so a round costs no
-interpreter start) that opens the memory and runs add, delete, restore, relabel, purge, build and snapshot
-operations, mostly of one kind per round so that kills are spread over all of them. Before each operation the child
+interpreter start) that opens the memory and runs add, delete, restore, relabel, purge, build, migrate (the index
+between hnswlib and embedded Milvus, where milvus-lite is installed) and snapshot operations, mostly of one kind per round so that kills are spread over all of them. Before each operation the child
 appends its intent to a log file and after it returns an acknowledgement, both fsynced. The parent SIGKILLs the
 child after a random delay (sometimes before it has even finished opening the memory), reopens the memory and checks:
 
+- while the child holds the memory (in some rounds, just before the kill), another process cannot open it, even
+  after the purges and migrations that rewrote its files;
 - the memory opens, and an interrupted purge has been finished (no journal left);
 - the index, the label table and the database hold the same live ids;
 - every acknowledged operation is there, and the operation that was running when the kill came is either wholly
@@ -42,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-OPERATIONS = ("add", "delete", "restore", "relabel", "purge", "build", "snapshot")
+OPERATIONS = ("add", "delete", "restore", "relabel", "purge", "build", "migrate", "snapshot")
 LABELS = ("c0", "c1", "c2", "c3", "c4")
 ENCODER = "test-pixels"
 MAX_BUILD_IMAGES = 8  # below vmem_core.memory.BUILD_CHUNK: each build is one transaction, applied whole or not at all
@@ -78,6 +80,7 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
     rng = random.Random(seed)
     memory = VisualMemory.open(path)
     note({"ready": True})
+    can_migrate = _milvus_installed()
     for n in range(10_000):
         live = memory.table.ids.tolist()
         deleted = memory.tombstoned_ids()
@@ -90,6 +93,8 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
             op = "delete"
         if op in ("delete", "relabel") and not live:
             op = "add"
+        if op == "migrate" and not can_migrate:
+            op = "snapshot"
         intent: dict = {"op": op, "n": n}
         if op == "add":
             count = rng.randint(1, 4)
@@ -127,10 +132,21 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
                 if not certificate.passed:
                     note({"failed": n, "why": certificate.explain()})
             note({"ack": n})
+        elif op == "migrate":
+            intent.update(to="hnswlib" if memory.index_backend.describe()["name"] == "milvus" else "milvus")
+            note(intent)
+            memory.move_index(intent["to"])
+            note({"ack": n})
         else:
             note(intent)
             memory.flush()
             note({"ack": n})
+
+
+def _milvus_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("milvus_lite") is not None and importlib.util.find_spec("pymilvus") is not None
 
 
 # --- the parent -------------------------------------------------------------------------------------------------------
@@ -147,6 +163,7 @@ class Figures:
     acknowledged: int = 0  # operations acknowledged by children, all verified
     recoveries: Counter = field(default_factory=Counter)  # what reopening had to do, from vmem's log
     known_vectors: dict = field(default_factory=dict)  # id -> float32 bytes, to look for after it is purged
+    refused_while_held: int = 0  # opens by the parent that the child's owner lock refused, as it must
     inconsistencies: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -155,6 +172,7 @@ class Figures:
                 "in_flight_found_applied": dict(sorted(self.applied.items())),
                 "acknowledged_operations_verified": self.acknowledged,
                 "recoveries_on_open": dict(sorted(self.recoveries.items())),
+                "opens_refused_while_held": self.refused_while_held,
                 "inconsistencies": self.inconsistencies, "seconds": round(self.seconds, 1)}
 
 
@@ -194,7 +212,7 @@ def _apply(model: dict[int, Exemplar], record: dict, ids: list[int]) -> dict[int
     elif op == "purge":
         for i in record["ids"]:
             model.pop(i, None)
-    return model
+    return model  # migrate and snapshot change no row
 
 
 def _describe(expected: dict[int, Exemplar], actual: dict[int, Exemplar]) -> str:
@@ -212,7 +230,7 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
     from vmem_core import VisualMemory
     from vmem_core.unlearn import byte_scan
 
-    memory = VisualMemory.open(path)
+    memory = VisualMemory.open(path, read_only=not snapshot)
     try:
         if (path / "purge.journal.json").exists():
             return "purge journal left after open", model, "?"
@@ -237,7 +255,7 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
                     purged.update(done["ids"])
                 figures.acknowledged += 1
                 in_flight = "between operations"
-        if in_flight in OPERATIONS and in_flight != "snapshot":
+        if in_flight in OPERATIONS and in_flight not in ("snapshot", "migrate"):
             new_ids = []
             if pending["op"] in ("add", "build"):
                 # an add, and a build of at most MAX_BUILD_IMAGES, is one transaction: all its sources or none
@@ -294,10 +312,7 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
                 return "classification returned a label the memory does not hold", model, in_flight
         return None, model, in_flight
     finally:
-        if snapshot:
-            memory.close()  # snapshot written: the next round loads it
-        else:
-            memory._store.close()  # no snapshot: the next round replays or rebuilds
+        memory.close()  # snapshot written when `snapshot`, else (read-only) left behind: the next round replays
 
 
 class _RecoveryCounter(logging.Handler):
@@ -336,6 +351,7 @@ def run(kills: int, workdir: Path, seed: int = 1, max_delay: float = 0.6,
 
 def _kill_rounds(kills: int, workdir: Path, rng: random.Random, max_delay: float, figures: Figures, out) -> None:
     from vmem_core import VisualMemory
+    from vmem_core.errors import MemoryLockedError
 
     path = workdir / "crash.vmem"
     with VisualMemory.create(path, encoder=ENCODER) as memory:
@@ -365,7 +381,19 @@ def _kill_rounds(kills: int, workdir: Path, rng: random.Random, max_delay: float
         if not child.is_alive():
             raise RuntimeError(f"round {round_no}: the child stopped on its own (exit code {child.exitcode}); "
                                "an operation raised: see its traceback above")
+        intruder = None
+        if rng.random() < 0.3 and b"ready" in log_path.read_bytes():  # the child holds the memory: keep out
+            try:
+                intruder = VisualMemory.open(path, read_only=True)
+            except MemoryLockedError:
+                figures.refused_while_held += 1
         os.kill(child.pid, signal.SIGKILL)
+        if intruder is not None:
+            intruder.close()
+            child.join()
+            figures.inconsistencies.append({"round": round_no, "operation": "open",
+                                            "problem": "another process opened the memory while the child held it"})
+            break
         child.join()
         records = _read_log(log_path) if log_path.exists() else []
         problem, model, in_flight = check_memory(path, model, records, purged, figures, snapshot=rng.random() < 0.5)

@@ -58,6 +58,13 @@ def main() -> None:
             for name, path in PAGES.items():
                 driver.get(f"{url}/{path}")
                 settle(driver, name.capitalize())
+                if name == "classify":  # the first page also waits for the encoder to load
+                    wait_for(driver, lambda d: "Prediction:" in d.page_source, what="the prediction")
+                    settle(driver, "Classify")
+                    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .bars") and all(
+                        img.get_attribute("naturalWidth") not in (None, "0")
+                        for img in d.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")),
+                        what="the chart and every thumbnail drawn")
                 if name == "unlearning":
                     wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
                                                      if b.text.startswith("Forget")), None),
@@ -66,14 +73,16 @@ def main() -> None:
                     settle(driver, "Unlearning")
                     driver.save_screenshot(str(args.out / "unlearning-before-after.png"))
                     print(f"saved {args.out / 'unlearning-before-after.png'}")
-                    button = wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
-                                                              if b.text.startswith("Purge them")), None),
-                                      what="the Purge button")
-                    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
-                    time.sleep(0.5)
-                    button.click()
+                    for text in ("Purge them", "Yes, purge"):  # the button, then its confirmation
+                        button = wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
+                                                                  if b.text.startswith(text)), None),
+                                          what=f"the '{text}' button")
+                        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+                        time.sleep(0.5)
+                        button.click()
+                        settle(driver, "Unlearning")
                     try:
-                        wait_for(driver, lambda d: "Purge certificate" in d.page_source, what="the certificate")
+                        wait_for(driver, lambda d: "The certificate" in d.page_source, what="the certificate")
                     except AssertionError:
                         driver.save_screenshot(str(args.out / "unlearning-failed.png"))
                         raise

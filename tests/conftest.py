@@ -68,3 +68,23 @@ def clip_memory(tmp_path_factory):
     with VisualMemory.create(root / "mem", encoder=f"open_clip:vmem-tiny-clip:{checkpoint}") as memory:
         memory.build(data)
     return root / "mem"
+
+
+@pytest.fixture
+def launched_apps(monkeypatch) -> list:
+    """`vmem app`'s server, replaced by one that exits at once: each start's (command, env) is recorded."""
+    from vmem_core.cli import app as cli_app
+
+    started = []
+
+    class ExitsAtOnce:
+        def __init__(self, command, env, stdin):
+            started.append((command, env))
+
+        def poll(self):
+            return 0
+
+        wait = poll
+
+    monkeypatch.setattr(cli_app.subprocess, "Popen", ExitsAtOnce)
+    return started

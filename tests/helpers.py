@@ -5,6 +5,7 @@ tests/ on sys.path, as `helpers`; importing it registers the test encoders."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -80,10 +81,36 @@ def database_held_elsewhere(path: Path):
         holder.wait()
 
 
+@contextmanager
+def held_by_a_host(path: Path):
+    """Another process holding the memory open and serving `vmem` commands on it, as the app does (without
+    Streamlit); it closes the memory when the block ends. Yields the process."""
+    code = (
+        "import sys; sys.path.insert(0, {tests!r}); import helpers; "
+        "from vmem_core import VisualMemory, host; from vmem_core.cli import run_for_client; "
+        "host.set_command_runner(run_for_client); memory = VisualMemory.open({path!r}); host.host_memory(memory); "
+        "print('ready', flush=True); sys.stdin.read(); memory.close()"
+    ).format(tests=str(REPO / "tests"), path=str(path))
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder
+        if holder.poll() is None:  # still running (a test may have killed it): it closes the memory cleanly
+            holder.stdin.close()
+            assert holder.wait(120) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
 def vmem(*args, cwd=None):
+    # the checkout under test comes first on the path: from another folder, an installed vmem would answer instead
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "vmem_core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
-        timeout=600,
+        timeout=600, env={**os.environ, "PYTHONPATH": path},
     )
 
 

@@ -55,8 +55,51 @@ def test_upload_shows_prediction_and_neighbor_gallery(real_memory):
             what="the neighbour gallery",
         )
         assert len(captions) == 20  # k = 10 neighbours for each of the two queries
-        assert "w 0.500" in captions[0] and captions[0].startswith("#0") and "trouser" in captions[0]
+        assert "w 25% of vote" in captions[0] and captions[0].startswith("#0") and "trouser" in captions[0]
         images = [img for img in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
                   if img.get_attribute("naturalWidth") not in (None, "0")]
         assert len(images) >= 22  # both queries and their ten neighbours each, all loaded
         assert driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")  # the class-score chart rendered
+
+
+def _button(driver, text):
+    from selenium.webdriver.common.by import By
+
+    return wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
+                                            if b.text.startswith(text) and b.is_enabled()), None),
+                    what=f"the '{text}' button")
+
+
+def _click(driver, element):
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    element.click()
+
+
+def _tick(driver, caption):
+    from selenium.webdriver.common.by import By
+
+    box = wait_for(driver, lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stCheckbox']")
+                                           if c.text.strip() == caption), None), what=f"the checkbox '{caption}'")
+    _click(driver, box.find_element(By.TAG_NAME, "label"))
+
+
+def test_two_sessions_the_second_delete_confirmation_says_what_moved(real_memory, tmp_path):
+    """Two browser tabs on one memory press Delete on the same exemplar; the first confirms; the second's
+    confirmation then says that the exemplar was deleted meanwhile, and changes nothing."""
+    shutil.copytree(real_memory, tmp_path / "mem.vmem")
+    with streamlit_server(tmp_path / "mem.vmem") as url, chromium() as first, chromium() as second:
+        for driver in (first, second):
+            driver.get(f"{url}/memory")
+            _tick(driver, "bag (id 0)")
+            _click(driver, _button(driver, "Delete 1 selected"))
+            wait_for(driver, lambda d: "delete exemplar(s) 0 (as of change #" in d.page_source,
+                     what="the confirmation naming id 0 and the change counter")
+        _click(first, _button(first, "Yes, delete"))
+        wait_for(first, lambda d: "Deleted 1 exemplar(s): 0." in d.page_source, what="the first deletion")
+        _click(second, _button(second, "Yes, delete"))
+        wait_for(second, lambda d: "memory changed since you pressed Delete" in d.page_source
+                 and "0 was live ('bag'), now deleted ('bag')" in d.page_source, what="the second tab told what moved")
+        second.save_screenshot(str(tmp_path / "two-sessions.png"))
+        assert "Yes, delete" not in [b.text for b in second.find_elements("tag name", "button")]
+    with VisualMemory.open(tmp_path / "mem.vmem") as memory:
+        assert len(memory) == 17 and memory.tombstoned_ids() == [0]

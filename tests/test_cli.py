@@ -211,7 +211,7 @@ def test_delete_warns_of_near_duplicates_and_purge_certifies(tmp_path, built):
     verified = vmem("audit", "verify", memory, "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
     log = json.loads(vmem("audit", memory, "--json").stdout)
-    assert [entry["action"] for entry in log][-4:] == ["add", "add", "delete", "purge"]
+    assert [entry["action"] for entry in log][-5:] == ["add", "add", "delete", "purge", "certify"]
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ def test_random_kills_leave_a_consistent_memory(tmp_path, monkeypatch):
     killed_during = set(figures.kills) & set(crashloop.OPERATIONS)
     assert len(killed_during) >= 4, figures.kills  # kills landed inside several kinds of operation
     assert sum(figures.recoveries.values()) > 0  # reopening had something to recover: replay, rebuild or purge
+    assert figures.refused_while_held > 0  # another process tried to open the memory mid-round and was kept out
 
 
 def test_an_add_killed_midway_must_be_whole_or_absent(tmp_path, monkeypatch):

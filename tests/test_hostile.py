@@ -12,7 +12,6 @@ import tomllib
 from PIL import Image, ImageFile
 
 from vmem_core import VisualMemory, cli
-from vmem_core.cli import app as cli_app
 from vmem_core.errors import BadImageError, DatasetError
 from vmem_core.ingest.datasets import extract_labelled_zip
 from vmem_core.ingest.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_MEGABYTES, load_image
@@ -227,15 +226,13 @@ def test_an_in_memory_image_with_no_pixels_is_refused():
         load_image(Image.new("RGB", (0, 3)), "blank")
 
 
-def test_app_upload_limits_are_configured_and_enforced(app, monkeypatch):
+def test_app_upload_limits_are_configured_and_enforced(app, launched_apps):
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] == MAX_UPLOAD_MEGABYTES
     assert MAX_UPLOAD_MEGABYTES * 2**20 >= MAX_IMAGE_BYTES  # a labelled zip may be bigger than one image
     assert config["server"]["address"] == "127.0.0.1"
-    launched = {}
-    monkeypatch.setattr(cli_app.subprocess, "call", lambda command, env: launched.setdefault("command", command) and 0)
     cli.main(["app", "--headless"])  # `vmem app` sets them itself: the config file is only read from the repo
-    command = launched["command"]
+    ((command, _),) = launched_apps
     assert command[command.index("--server.maxUploadSize") + 1] == str(MAX_UPLOAD_MEGABYTES)
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
 
@@ -255,6 +252,7 @@ def test_app_shows_odd_labels_and_refuses_control_characters(app):
     app.checkbox(key="browse-3").check().run()
     app.text_input(key="relabel-to").input(label).run()
     app.button(key="relabel-button").click().run()
+    app.button(key="confirm-relabel-yes").click().run()
     assert not app.exception
     assert any(f"as '{label}'" in s.value for s in app.success)
     assert label in app.selectbox(key="browse-label").options

@@ -139,8 +139,8 @@ LAYERS = [
     ("errors",),
     ("storage", "resources", "devices"),
     ("backends", "encoders"),
-    ("ingest", "voting", "label_table"),
-    ("memory", "unlearn", "host", "sample_memory"),
+    ("ingest", "voting", "label_table", "classification"),
+    ("memory", "unlearn", "purge_proof", "host", "access", "sample_memory", "confirmation"),
     ("analysis",),
     ("rerank",),
     ("cli", "ui", "__main__", ""),  # the faces: the command line, the app's helpers, the package's public API

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,8 +23,13 @@ from .helpers import REPO, SAMPLE
 def wheel(tmp_path_factory) -> Path:
     """A wheel built from the working tree, the way `pip install .` builds one (no editable install involved)."""
     out = tmp_path_factory.mktemp("wheel")
+    # from a copy: setuptools leaves build/ in the tree it builds, and a stale build/lib would slip removed modules
+    # into the next wheel; the copy has the working tree's files as they are, committed or not
+    source = tmp_path_factory.mktemp("source") / "vmem"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "*.vmem",
+                                                                "__pycache__", ".pytest_cache"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(out), str(REPO)], capture_output=True, text=True, timeout=300)
+                            "-w", str(out), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     [path] = out.glob("vmem-*.whl")
     return path

@@ -11,16 +11,49 @@ from vmem_core.analysis.plots import (
     confusion_matrix_figure,
     memory_size_figure,
     per_class_accuracy_figure,
+    readable_log_ticks,
     reliability_histogram,
 )
-from vmem_core.memory import Classification, Neighbor
+from vmem_core.classification import Classification, Neighbor
 
 
 def test_class_scores_sorted_with_winner_highlighted():
     result = Classification("cat", {"dog": 0.2, "cat": 0.9, "fox": 0.5}, [Neighbor(1, "cat", 0.1, 0, 0.5)])
     bar = class_scores_figure(result).data[0]
-    assert list(bar.y) == ["dog", "fox", "cat"] and list(bar.x) == [0.2, 0.5, 0.9]
+    assert list(bar.y) == ["dog", "fox", "cat"] and np.allclose(bar.x, [0.2 / 1.6, 0.5 / 1.6, 0.9 / 1.6])
     assert bar.marker.color[-1] != bar.marker.color[0]
+
+
+def test_softmax_scores_read_as_shares_with_the_raw_score_on_hover():
+    raw = {"sneaker": 54239.785, "sandal": 18079.9, "bag": 0.3}  # softmax voting's scale
+    bar = class_scores_figure(Classification("sneaker", raw, [])).data[0]
+    assert np.isclose(sum(bar.x), 1.0) and max(bar.x) < 1
+    assert list(bar.customdata) == [0.3, 18079.9, 54239.785]  # raw, in the bars' order
+    assert "of the vote" in bar.hovertemplate and "raw score %{customdata" in bar.hovertemplate
+    layout = class_scores_figure(Classification("sneaker", raw, [])).layout
+    assert list(layout.xaxis.range) == [0, 1] and layout.xaxis.tickformat == ".0%"
+    assert layout.xaxis.title.text and layout.yaxis.title.text
+
+
+@pytest.mark.parametrize("make", [
+    lambda: class_scores_figure(Classification("a", {"a": 1.0, "b": 0.5}, [])),
+    lambda: per_class_accuracy_figure({"a": 0.75}),
+    lambda: reliability_histogram({1: 0, 2: 3}),
+    lambda: confusion_matrix_figure(pd.DataFrame([[1]], index=["a"], columns=["a"])),
+])
+def test_every_figure_has_labelled_axes_and_its_title_below_the_toolbar_strip(make):
+    layout = make().layout
+    assert layout.xaxis.title.text and layout.yaxis.title.text
+    # the title is anchored to the top of the plot area, inside a top margin that leaves the toolbars' strip free
+    assert layout.title.yref == "paper" and layout.title.yanchor == "bottom" and layout.margin.t >= 60
+
+
+def test_log_axes_are_labelled_at_1_2_5_steps_not_at_every_digit():
+    frame = pd.DataFrame({"per_class": [8, 8, 16, 32, 64, 100], "seed": [0, 1, 0, 0, 0, 0],
+                          "accuracy": [0.5, 0.6, 0.7, 0.75, 0.8, 0.82]})
+    axis = memory_size_figure(frame).layout.xaxis
+    assert axis.type == "log" and list(axis.ticktext) == ["10", "20", "50", "100"]
+    assert readable_log_ticks([8, 9])["ticktext"] == ["8", "9"]  # narrower than a step: the values themselves
 
 
 def test_accuracy_vs_k_has_a_line_and_best_marker_per_rule():

@@ -194,10 +194,8 @@ def test_a_purge_forgets_answers_given_with_the_purged_exemplar_in_view(mem, fak
     assert len(RerankCache(mem)) == 1  # the bag answer is gone, the trouser answer stays
 
 
-def test_app_passes_the_reranker_to_the_page_and_rejects_a_bad_spec(mem, capsys, monkeypatch):
-    started = []
-    monkeypatch.setattr("subprocess.call", lambda command, env: started.append(env) or 0)
+def test_app_passes_the_reranker_to_the_page_and_rejects_a_bad_spec(mem, capsys, launched_apps):
     code, out, err = run(capsys, "app", mem, "--rerank", "gemini")
-    assert code == 2 and "unknown re-ranker 'gemini'" in err and started == []
+    assert code == 2 and "unknown re-ranker 'gemini'" in err and launched_apps == []
     assert run(capsys, "app", mem, "--rerank", "openai:http://localhost:8000/v1:llava")[0] == 0
-    assert started[0]["VMEM_RERANK"] == "openai:http://localhost:8000/v1:llava"
+    assert launched_apps[0][1]["VMEM_RERANK"] == "openai:http://localhost:8000/v1:llava"

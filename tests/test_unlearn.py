@@ -74,12 +74,14 @@ def test_audit_log_records_every_change_and_chains(memory):
     memory.relabel([2], "hat")
     purge(memory, [2])
     entries = memory.audit_log()
-    assert [e.action for e in entries] == ["create", "add", "delete", "restore", "relabel", "purge"]
+    assert [e.action for e in entries] == ["create", "add", "delete", "restore", "relabel", "purge", "certify"]
     assert entries[1].payload() == {"ids": {"count": 12, "runs": [[0, 11]]},
                                     "labels": {"bag": 4, "sneaker": 4, "trouser": 4}}
     assert all(e.actor.endswith("via library") for e in entries)
     assert memory.verify_audit().ok and memory.verify_audit().entries == len(entries)
-    assert entries[-1].payload()["ids"] == [2]
+    purged, certified = entries[-2].payload(), entries[-1].payload()
+    assert purged["ids"] == [2] and len(purged["commitments"]) == 1 and "image_sha256" not in purged
+    assert certified["purge_id"] == purged["purge_id"] and len(certified["certificate_sha256"]) == 64
 
 
 @pytest.mark.parametrize("tamper", ["edit", "remove", "rehash-one", "cut-the-end"])

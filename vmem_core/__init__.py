@@ -2,6 +2,7 @@
 
 from .analysis.evaluate import EvalResult, evaluate_dataset, evaluate_embeddings
 from .backends.hnsw_index import IndexParams
+from .classification import Classification, Neighbor
 from .encoders import DEFAULT_ENCODER, Encoder, available_encoders, load_encoder, register_encoder
 from .errors import (
     BadImageError,
@@ -16,7 +17,7 @@ from .errors import (
     UnknownLabelError,
     VmemError,
 )
-from .memory import BuildReport, Classification, Neighbor, VisualMemory
+from .memory import BuildReport, VisualMemory
 from .voting import RULES, VoteSettings, class_scores, prepare_votes, rule_weights, vote_all_k
 
 __version__ = "0.1.0"

@@ -49,3 +49,7 @@ class DatasetError(VmemError):
 
 class BadSettingError(VmemError, ValueError):
     """A voting setting (k, rule, pruning, threshold, top-N, a rule parameter) is not one vmem accepts."""
+
+
+class AccessDeniedError(VmemError):
+    """The session's role does not allow the change it asked for (a viewer editing the memory)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
 from .backends.hnsw_index import IndexParams
+from .classification import Classification, classifications
 from .devices import devices_in_use
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import (
@@ -40,12 +41,12 @@ from .label_table import LabelTable
 from .storage.atomic import write_json_atomic
 from .storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, PURGE_JOURNAL, read_config
 from .storage.locks import ReadWriteLock
+from .storage.owner_lock import OwnerLock
 from .storage.stats import memory_stats
 from .storage.store import NewExemplars, Store
 from .voting import (
     DEFAULT_RELIABILITY_TOP_N,
     VoteSettings,
-    class_scores,
     prepare_votes,
     reliability_counts,
     resolve_settings,
@@ -59,33 +60,6 @@ log = logging.getLogger(__name__)
 NEAR_DUPLICATE_DISTANCE = 0.05
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Neighbor:
-    id: int
-    label: str
-    distance: float
-    rank: int
-    weight: float
-
-
-@dataclass
-class Classification:
-    """A prediction: the winning label, per-class scores over the first k neighbours, the neighbours themselves."""
-
-    label: Optional[str]
-    scores: dict[str, float]
-    neighbors: list[Neighbor]
-    image: Optional[str] = None
-
-    def to_dict(self) -> dict:
-        return {
-            "image": self.image,
-            "label": self.label,
-            "scores": self.scores,
-            "neighbors": [asdict(n) for n in self.neighbors],
-        }
 
 
 def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
@@ -106,14 +80,21 @@ class VisualMemory:
     """An editable visual memory. Thread-safe: many concurrent readers (classify, search) or one writer."""
 
     def __init__(self, path: Path, config: dict, encoder: Optional[Encoder] = None,
-                 index_uri: Optional[str] = None) -> None:
+                 index_uri: Optional[str] = None, read_only: bool = False) -> None:
         self.path = Path(path)
         self.config = config
         self.dim = int(config["encoder"]["dim"])
         self.index_params = IndexParams(**config.get("index", {}))
+        self.read_only = read_only
         self._encoder = encoder
         self._lock = ReadWriteLock()
-        self._store = Store(self.path / DATABASE_NAME, self.dim, config["encoder"]["identity"])
+        # taken before DuckDB opens and kept until close: the one lock that no rewrite of the database can move
+        self._owner = OwnerLock.acquire(self.path)
+        try:
+            self._store = Store(self.path / DATABASE_NAME, self.dim, config["encoder"]["identity"])
+        except BaseException:
+            self._owner.release()
+            raise
         if config["version"] < FORMAT_VERSION:  # the store has just migrated the layout
             self.config = config = {**config, "version": FORMAT_VERSION}
             write_json_atomic(self.path / CONFIG_NAME, config)
@@ -127,9 +108,12 @@ class VisualMemory:
 
                 finish_interrupted_purge(self)
         except BaseException:
-            if getattr(self, "_index", None) is not None:
-                self._index.close()
-            self._store.close()
+            try:
+                if getattr(self, "_index", None) is not None:
+                    self._index.close()
+                self._store.close()
+            finally:
+                self._owner.release()
             raise
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
@@ -171,10 +155,12 @@ class VisualMemory:
 
     @classmethod
     def open(
-        cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None, index_uri: Optional[str] = None
+        cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None, index_uri: Optional[str] = None,
+        read_only: bool = False,
     ) -> "VisualMemory":
         """Open an existing memory; `encoder`, if given, must be the one that built it. `index_uri` serves a Milvus
         memory from that address instead of the one recorded (e.g. the same cluster behind another name).
+        `read_only`: for reading alone; closing it persists nothing (the next writer brings the index up to date).
 
         Raises:
             MemoryFormatError: not a memory, or a newer format.
@@ -197,7 +183,7 @@ class VisualMemory:
                 )
             if isinstance(encoder, str):
                 encoder = None  # same name: load lazily
-        return cls(path, config, encoder, index_uri=index_uri)
+        return cls(path, config, encoder, index_uri=index_uri, read_only=read_only)
 
     @classmethod
     def open_or_create(cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None,
@@ -211,15 +197,20 @@ class VisualMemory:
                           backend=backend, index_uri=index_uri)
 
     def close(self) -> None:
-        """Persist the index if the database is ahead of it, then release the index and the database."""
+        """Persist the index if the database is ahead of it (unless read-only), then release the index, the
+        database and the owner lock, in that order."""
         with self._lock.write():
             try:
-                self.flush()
+                if not self.read_only:
+                    self.flush()
             finally:
                 try:
                     self._index.close()
                 finally:
-                    self._store.close()
+                    try:
+                        self._store.close()
+                    finally:
+                        self._owner.release()
 
     def __enter__(self) -> "VisualMemory":
         return self
@@ -254,6 +245,15 @@ class VisualMemory:
         """The backend that searches this memory's vectors (vmem_core.backends)."""
         return self._index
 
+    def _keep_owner_lock(self) -> None:
+        """After rewriting files in the folder: if someone removed or replaced the lock file meanwhile, lock the one
+        there now, so that no second process can take the memory by locking it (MemoryLockedError if one did)."""
+        if not self._owner.still_guards():
+            log.warning("%s: the lock file was removed or replaced while this process held the memory; locking it "
+                        "again", self.path)
+            previous, self._owner = self._owner, OwnerLock.acquire(self.path)
+            previous.release()
+
     def _reopen_index(self) -> None:
         """After a failed index write: drop the backend's state in this process and bring it back from the store."""
         try:
@@ -272,6 +272,7 @@ class VisualMemory:
             after = self._index.describe()
             self._store.log_event("migrate", {"from": before, "to": after})
             self._index.persist(self._store.seq())
+            self._keep_owner_lock()
         return {"from": before, "to": after}
 
     def set_search_ef(self, ef: int) -> dict:
@@ -321,6 +322,12 @@ class VisualMemory:
     @property
     def labels(self) -> list[str]:
         return list(self._table.labels)
+
+    @property
+    def change_counter(self) -> int:
+        """The number of the last committed change (add, delete, relabel, ...): it rises with every change, so two
+        equal readings mean nothing changed in between."""
+        return self._store.seq()
 
     def derived(self, key: object, compute: Callable[[], object]) -> object:
         """A value computed from the memory's contents, cached until the next change (reliability, OOD threshold)."""
@@ -476,7 +483,12 @@ class VisualMemory:
             evidence = self._index.purge(ids, self._store.vault.read_vectors(ids), self._store.seq())
             self._store.purge(ids, purge_id, details, [tuple(p) for p in thumbnail_places])
             self._refresh_labels()
+            self._keep_owner_lock()
         return evidence
+
+    def record_certificate(self, purge_id: str, digest: str) -> None:
+        """Log the digest of a purge's certificate, so that `vmem purge verify` can tell it unaltered."""
+        self._store.log_event("certify", {"purge_id": purge_id, "certificate_sha256": digest})
 
     # --- rows as stored, and the audit log --------------------------------------------------------------------------
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
@@ -717,30 +729,8 @@ class VisualMemory:
         classes, weights, positions, predictions = self.vote(neighbor_ids, distances, settings, table)
         k_used = min(settings.k, classes.shape[1])
         classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
-        scores = class_scores(classes, weights, len(labels))
-        results = []
-        for row in range(len(queries)):
-            neighbors = [
-                Neighbor(
-                    id=int(neighbor_ids[row, pos]),
-                    label=labels[classes[row, slot]],
-                    distance=float(distances[row, pos]),
-                    rank=slot,
-                    weight=float(weights[row, slot]),
-                )
-                for slot, pos in enumerate(positions[row])
-                if pos >= 0 and classes[row, slot] >= 0
-            ]
-            predicted = int(predictions[row, k_used - 1]) if k_used else -1
-            results.append(
-                Classification(
-                    label=labels[predicted] if predicted >= 0 else None,
-                    scores={labels[c]: float(scores[row, c]) for c in np.flatnonzero(scores[row] > 0)},
-                    neighbors=neighbors,
-                    image=names[row] if names is not None else None,
-                )
-            )
-        return results
+        predicted = predictions[:, k_used - 1] if k_used else np.full(len(queries), -1)
+        return classifications(labels, neighbor_ids, distances, classes, weights, positions, predicted, names)
 
     def classify(
         self, images: Sequence[ImageInput], settings: Optional[VoteSettings] = None, **changes

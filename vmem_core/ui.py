@@ -18,12 +18,14 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from . import resources
+from . import confirmation, resources
+from .access import ACCESS_ENV, AccessPolicy, ViewerMemory
 from .analysis.attribution import winning_shares
+from .classification import Classification
 from .errors import BadImageError, VmemError
 from .ingest.images import IMAGE_SUFFIXES, load_image
 from .ingest.names import upload_name
-from .memory import Classification, VisualMemory
+from .memory import VisualMemory
 from .storage.layout import is_memory
 from .voting import DEFAULT_RULE, EXPLAIN_SETTINGS, PRUNING_MODES, RULES, VoteSettings
 
@@ -200,18 +202,107 @@ def apply(change: Callable[[], object], message: str) -> None:
     flash(message)
 
 
-def flash(message: str) -> None:
-    """Show `message` as a success note after the rerun that follows a change (so every count is fresh)."""
-    st.session_state.setdefault("_flash", []).append(message)
+def ask_to_confirm(key: str, memory: VisualMemory, action: str, ids: Sequence[int], detail: str = "") -> None:
+    """Freeze what a pressed button will change (its ids, their state, the memory's change counter) under `key`;
+    `confirmation_box(key, ...)` then asks, and acts only if that still holds."""
+    st.session_state[key] = confirmation.ask(memory, action, ids, detail)
+
+
+def pending_change(key: str) -> Optional[confirmation.PendingChange]:
+    return st.session_state.get(key)
+
+
+def confirmation_box(memory: VisualMemory, key: str, question: str, change: Callable[[], object], done: str,
+                     selection: Optional[Sequence[int]] = None, note: str = "") -> bool:
+    """The confirmation pending under `key`, if any: `question`, the ids and change counter it was asked for, and
+    "Yes"/"Cancel". "Yes" runs `change` only if the page's `selection` (when given) is still the one it was asked for
+    and no one changed those exemplars since; else it says what moved and changes nothing. Either way the
+    confirmation is then gone (the page reruns). Returns True when a confirmation is shown."""
+    pending = pending_change(key)
+    if pending is None:
+        return False
+    st.warning(f"{question}{' ' + note if note else ''}  \nAsked for: {pending.describe()}.")
+    yes, no = st.columns(2)
+    if yes.button(f"Yes, {pending.action}", type="primary", key=f"{key}-yes"):
+        st.session_state.pop(key)
+        try:
+            confirmation.carry_out(memory, pending, change, selection)
+        except confirmation.StaleConfirmationError as exc:
+            flash(str(exc), "error")  # rerun: the confirmation's buttons go with it
+        except VmemError as exc:
+            flash(f"Nothing changed: {exc}", "error")
+        flash(done)
+    if no.button("Cancel", key=f"{key}-no"):
+        st.session_state.pop(key)
+        st.rerun()
+    return True
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """Show `message` (as st.success, or st.error for kind "error") after the rerun that follows a change, so that
+    every count on the page is fresh."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
     st.rerun()
 
 
+def _access_policy() -> AccessPolicy:
+    """The policy of the environment the app runs in, built once per distinct setting (`vmem app` sets them)."""
+    try:
+        return _policy_for(tuple(os.environ.get(name, "") for name in ACCESS_ENV))
+    except VmemError as exc:  # a broken auth file: nobody gets in
+        st.error(str(exc))
+        st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def _policy_for(settings: tuple) -> AccessPolicy:
+    return AccessPolicy.from_environment()  # passwords in the environment are hashed once, here
+
+
+def session_role() -> str:
+    """This session's role (vmem_core.access): viewer or editor. Where a sign-in is required and the session has not
+    signed in, shows the sign-in form and stops the page."""
+    policy = _access_policy()
+    role = st.session_state.get("_vmem_role") or policy.default_role()  # not a widget key: no client can set it
+    if role:
+        return role
+    st.title("Sign in")
+    st.caption("This app is shared: its owner gives viewers and editors a password or token each.")
+    with st.form("sign-in"):
+        secret = st.text_input("Password or token", type="password", key="sign-in-secret")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        role = policy.role_for(secret)
+        if role:
+            st.session_state["_vmem_role"] = role
+            st.rerun()
+        st.error("That password or token opens no role here.")
+    st.stop()
+
+
+def can_edit() -> bool:
+    """Whether this session may change the memory (show edit controls only then)."""
+    return session_role() == "editor"
+
+
 def page_setup() -> tuple[VisualMemory, Settings]:
-    """What every page starts with: the shared memory, the sidebar's voting settings, notes from the last change."""
+    """What every page starts with: the shared memory (for a viewer, a handle that refuses every change), the
+    sidebar's voting settings, notes from the last change."""
+    role = session_role()
     memory = get_memory()
+    if role != "editor":
+        memory = ViewerMemory(memory)
     settings = sidebar(memory)
-    for message in st.session_state.pop("_flash", []):
-        st.success(message)
+    with st.sidebar:
+        if _access_policy().read_only:
+            st.caption("Read-only: this app shows the memory and changes nothing.")
+        elif _access_policy().requires_sign_in:
+            st.caption(f"Signed in as {role}.")
+            if st.button("Sign out", key="sign-out"):
+                st.session_state.pop("_vmem_role", None)
+                st.rerun()
+    for kind, message in st.session_state.pop("_flash", []):
+        (st.error if kind == "error" else st.success)(message)
     return memory, settings
 
 
@@ -275,6 +366,30 @@ def first_sample(prefix: str) -> list[str]:
     return [name for name in sample_query_files() if name.startswith(prefix)][:1]
 
 
+def in_domain_sample(memory: VisualMemory) -> list[str]:
+    """The first shipped query whose true label the memory knows (a one-item list), or none: a demo opens on an
+    image the memory can speak about, not on an out-of-distribution photo."""
+    known = set(memory.labels)
+    return [name for name in sample_query_files() if name.partition("/")[0] in known][:1]
+
+
+def present_toggle(key: str) -> bool:
+    """A "Present" switch for a demo on a projector: hides the sidebar and enlarges the type (also `?present=1`)."""
+    on = st.toggle("Present", key=key, value=st.query_params.get("present") == "1",
+                   help="Larger type and no sidebar, for showing this page to an audience.")
+    if on:
+        st.markdown(PRESENT_CSS, unsafe_allow_html=True)
+    return on
+
+
+PRESENT_CSS = """<style>
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none;}
+.stMainBlockContainer {max-width: 1500px;}
+.stMainBlockContainer p, .stMainBlockContainer li, [data-testid="stCaptionContainer"] {font-size: 1.3rem;}
+.stMainBlockContainer h1 {font-size: 3.2rem;} .stMainBlockContainer h2 {font-size: 2.4rem;}
+</style>"""
+
+
 def encode_queries(memory: VisualMemory, items: Sequence[tuple[str, bytes]]) -> tuple[list[Query], list[str]]:
     """Decode and encode (name, bytes) pairs, reusing this session's embeddings; returns (queries, error messages)."""
     cache = st.session_state.setdefault("vmem_embeddings", {})
@@ -311,7 +426,8 @@ def query_picker(memory: VisualMemory, key: str, default_samples: Sequence[str] 
             chosen = [] if picked == "(none)" else [picked]
     if uploads is not None and not isinstance(uploads, list):
         uploads = [uploads]
-    items = [(upload_name(f.name), f.getvalue()) for f in (uploads or [])] + [(name, samples[name].read_bytes()) for name in chosen]
+    items = [(upload_name(f.name), f.getvalue()) for f in (uploads or [])]
+    items += [(name, samples[name].read_bytes()) for name in chosen]
     if not multiple:
         items = items[:1]
     queries, errors = encode_queries(memory, items)
@@ -337,13 +453,16 @@ def neighbor_gallery(memory: VisualMemory, result: Classification, columns: int 
     shown = result.neighbors[:limit]
     thumbs = memory.thumbnails([n.id for n in shown])
     shares = winning_shares(result)
+    total = sum(result.scores.values())
     grid = st.columns(columns)
     for i, (neighbor, share) in enumerate(zip(shown, shares)):
         with grid[i % columns]:
             st.image(enlarge(thumbs.get(neighbor.id)))
             mark = "**" if neighbor.label == result.label else ""
+            # a share reads the same under every rule; the raw weight (softmax's reach 10^5) is there on hover
             st.caption(f"#{neighbor.rank} {mark}{neighbor.label}{mark} (id {neighbor.id})  \n"
-                       f"d {neighbor.distance:.3f} | w {neighbor.weight:.3f} | {share:.0%} of win")
+                       f"d {neighbor.distance:.3f} | w {neighbor.weight / total if total else 0:.0%} of vote | "
+                       f"{share:.0%} of win", help=f"raw weight {neighbor.weight:.6g} (the rule's own scale)")
     if len(result.neighbors) > limit:
         st.caption(f"...and {len(result.neighbors) - limit} more neighbours (all counted in the scores).")
 

@@ -2,8 +2,8 @@
 
 `delete` is a tombstone (instant, undoable). `purge` removes the bytes: the vectors are overwritten in the index and
 its snapshot rewritten, the rows (thumbnails included) leave a freshly rewritten database, derived caches are dropped.
-The certificate records what was removed (ids, sha256 of each image and embedding), digests of the memory before and
-after, and three checks:
+The certificate records what was removed (ids, sha256 of each image and embedding, with the salts of their
+commitments: vmem_core.purge_proof), digests of the memory before and after, and three checks:
 
 1. byte scan: no file in the memory directory holds any removed embedding (float32 or float16) or thumbnail;
 2. the removed embeddings, queried, return none of the removed ids;
@@ -14,6 +14,10 @@ after, and three checks:
    Milvus says whether compaction was run and waited for, whether the ids are gone from the collection, and whether
    its files could be inspected at all (only an embedded milvus-lite folder lies inside the memory, where the byte
    scan reaches; a server's storage is beyond it and the certificate says so).
+
+The certificate goes to whoever asked for the purge (a path outside the memory folder, or printed); the memory keeps
+only a receipt without the plain digests, salts or names, and the audit log the salted commitments and the digest of
+the certificate, so that nothing left in the folder lets anyone holding the image recognise it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from .errors import VmemError
+from .purge_proof import Check, certificate_digest, commitment, new_salt
 from .rerank.cache import RerankCache
 from .storage.atomic import write_json_atomic
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
@@ -43,15 +48,9 @@ if TYPE_CHECKING:  # VisualMemory opens by finishing an interrupted purge, so it
 
 log = logging.getLogger(__name__)
 
+PAPER_DELETION_MS = 20.0  # Geirhos et al. (2025): deleting an exemplar takes under 20 ms; the app shows ours beside it
 PROBE_SAMPLE = 200
 EXACT_K = 10
-
-
-@dataclass
-class Check:
-    name: str
-    passed: bool
-    detail: str
 
 
 @dataclass
@@ -61,6 +60,8 @@ class RemovedExemplar:
     source: str
     image_sha256: str
     embedding_sha256: str
+    salt: str = ""  # only in the certificate handed out: with it, `commitment` can be recomputed from the values
+    commitment: str = ""  # the salted commitment the audit log keeps
 
 
 @dataclass
@@ -91,6 +92,16 @@ class Certificate:
             "audit_head": {"seq": self.audit_head[0], "hash": self.audit_head[1]} if self.audit_head else None,
             "passed": self.passed,
         }
+
+    def receipt(self) -> dict:
+        """What the memory folder keeps of the certificate: ids, commitments and checks; no salt, no plain digest,
+        no name, and not the digest of the memory before (it covered the removed images' digests)."""
+        full = self.to_dict()
+        return {"purge_id": self.purge_id, "started_at": self.started_at, "purge_seconds": full["purge_seconds"],
+                "ids": full["ids"], "commitments": [r.commitment for r in self.removed],
+                "digest_after": self.digest_after, "checks": full["checks"], "audit_head": full["audit_head"],
+                "passed": self.passed,
+                "note": "the requester's certificate holds the salts and digests; `vmem purge verify CERT MEM`"}
 
     def explain(self) -> str:
         """The certificate in plain words."""
@@ -199,19 +210,33 @@ def _carry_out_journal(memory: "VisualMemory") -> list["Evidence"]:
 
 
 def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Optional[np.ndarray] = None,
-          seed: int = 0) -> Certificate:
-    """Purge `ids` (default: every tombstoned exemplar), verify it, write and return the certificate.
+          seed: int = 0, certificate_path: Optional[Path] = None) -> Certificate:
+    """Purge `ids` (default: every tombstoned exemplar), verify it, and return the certificate (also written to
+    `certificate_path` if given); the memory keeps a receipt (`Certificate.receipt`).
 
     Args:
         ids: exemplars to remove, live or tombstoned.
         probes: query embeddings for the exactness check (default: the removed embeddings and up to 200 live
             exemplars).
+        certificate_path: where to write the certificate, outside the memory folder.
 
     Raises:
         UnknownIdError: an id does not exist or was already purged (nothing is changed).
+        VmemError: `certificate_path` lies inside the memory folder or in no existing folder (nothing is changed).
     """
+    if certificate_path is not None:
+        certificate_path = Path(certificate_path).resolve()
+        if certificate_path.is_relative_to(Path(memory.path).resolve()):
+            raise VmemError(f"certificate path {certificate_path} is inside the memory folder {memory.path}, where "
+                            "it would keep what the purge removes; choose a path outside it. Nothing was purged")
+        if not certificate_path.parent.is_dir():
+            raise VmemError(f"certificate path {certificate_path}: its folder does not exist. Nothing was purged")
     with memory.exclusive():  # the before/after comparison must not see another thread's changes
-        return _certified_purge(memory, ids, probes, seed)
+        certificate = _certified_purge(memory, ids, probes, seed)
+        memory.record_certificate(certificate.purge_id, certificate_digest(certificate.to_dict()))
+    if certificate_path is not None:
+        write_json_atomic(certificate_path, certificate.to_dict())
+    return certificate
 
 
 def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray],
@@ -223,9 +248,11 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
     _, removed_vectors = memory.stored_embeddings(ids)
     removed = [
         RemovedExemplar(int(r.id), str(r.label), str(r.source), str(r.sha256),
-                        hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest())
+                        hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest(), new_salt())
         for r, v in zip(rows.itertuples(), removed_vectors)
     ]
+    for exemplar in removed:
+        exemplar.commitment = commitment(exemplar.salt, asdict(exemplar))
     thumbnails = [bytes(t) if isinstance(t, (bytes, bytearray, memoryview)) else None for t in rows["thumbnail"]]
     patterns = byte_patterns(removed_vectors, thumbnails)
     shared = _shared_with_remaining(memory, ids, removed_vectors, thumbnails)
@@ -246,8 +273,7 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
     purge_id = uuid.uuid4().hex
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
-    evidence = purge_physically(memory, ids, purge_id,
-                                       {"ids": ids, "image_sha256": [r.image_sha256 for r in removed]})
+    evidence = purge_physically(memory, ids, purge_id, {"ids": ids, "commitments": [r.commitment for r in removed]})
     RerankCache(memory.path).forget_exemplars(ids)  # a model's answers given with these exemplars in view
     seconds = time.perf_counter() - start
     certificate = Certificate(purge_id, started, seconds, removed, digest_before, memory_digest(memory),
@@ -311,5 +337,5 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
 
     directory = memory.path / CERTIFICATE_DIR
     directory.mkdir(exist_ok=True)
-    write_json_atomic(directory / f"purge-{started.replace(':', '')}-{purge_id[:8]}.json", certificate.to_dict())
+    write_json_atomic(directory / f"purge-{started.replace(':', '')}-{purge_id[:8]}.json", certificate.receipt())
     return certificate

@@ -7,8 +7,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..classification import Classification
 from ..errors import VmemError
-from ..memory import Classification, VisualMemory
+from ..memory import VisualMemory
 from ..voting import EXPLAIN_SETTINGS, VoteSettings, label_classes, prepare_votes, soft_or_unpruned, vote_all_k
 
 

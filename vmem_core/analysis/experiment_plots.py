@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .plots import _LAYOUT, OTHER, RULE_COLOURS, WINNER
+from .plots import _LAYOUT, OTHER, RULE_COLOURS, WINNER, readable_log_ticks
 
 MODE_COLOURS = {"none": OTHER, "hard": "#9467bd", "soft": "#17becf"}
 LEVEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
@@ -28,7 +28,8 @@ def accuracy_and_hit_rate_figure(result: Mapping) -> go.Figure:
         fig.add_trace(go.Scatter(x=[best["k"]], y=[best["accuracy"]], mode="markers", showlegend=False,
                                  marker=dict(color=colour, size=9), name=f"{rule} best-over-k"))
     fig.update_layout(title=f"Accuracy and hit rate vs k ({result['queries']} queries; dots: best-over-k)",
-                      xaxis_title="k", yaxis_title="fraction of queries", xaxis_type="log", **_LAYOUT)
+                      xaxis_title="k", yaxis_title="fraction of queries", **_LAYOUT)
+    fig.update_xaxes(**readable_log_ticks(ks))
     return fig
 
 
@@ -52,8 +53,9 @@ def memory_size_error_figure(result: Mapping) -> go.Figure:
             fig.add_trace(go.Scatter(x=x, y=10 ** (fit["intercept"] + fit["slope"] * np.log10(x)), mode="lines",
                                      line=dict(color=colour, dash="dash"), name=f"{rule} fit, slope {fit['slope']:.3f}"))
     fig.update_layout(title=f"Error vs memory size (k={result['k']}; bars: min-max over seeds)",
-                      xaxis_title="exemplars in memory", yaxis_title="error (1 - accuracy)", xaxis_type="log",
-                      yaxis_type="log", **_LAYOUT)
+                      xaxis_title="exemplars in memory", yaxis_title="error (1 - accuracy)", **_LAYOUT)
+    fig.update_xaxes(**readable_log_ticks(frame["exemplars"]))
+    fig.update_yaxes(**readable_log_ticks([y for trace in fig.data for y in trace.y]))
     return fig
 
 
@@ -66,7 +68,8 @@ def new_classes_figure(result: Mapping) -> go.Figure:
         fig.add_trace(go.Bar(x=rules, y=[result[key][r] for r in rules], name=name, marker_color=colour,
                              text=[f"{result[key][r]:.3f}" for r in rules], textposition="outside"))
     fig.update_layout(title=f"New classes ({', '.join(result['new_labels'])}) without forgetting, k={result['k']}",
-                      barmode="group", yaxis_title="accuracy", yaxis_range=[0, 1.08], **_LAYOUT)
+                      barmode="group", xaxis_title="voting rule", yaxis_title="accuracy", yaxis_range=[0, 1.08],
+                      **_LAYOUT)
     return fig
 
 
@@ -80,7 +83,8 @@ def pruning_figure(result: Mapping, k: int) -> go.Figure:
                              text=[f"{values[r]:.3f}" for r in rules], textposition="outside"))
     low = min(min(v.values()) for v in at.values())
     fig.update_layout(title=f"Pruning at k={k}: hard skips {result['pruned']} of {result['memory']} exemplars, "
-                            f"soft down-weights {result['soft_weighted']}", barmode="group", yaxis_title="accuracy",
+                            f"soft down-weights {result['soft_weighted']}", barmode="group", xaxis_title="voting rule",
+                      yaxis_title="accuracy",
                       yaxis_range=[max(0.0, low - 0.05), 1.0], **_LAYOUT)
     return fig
 

@@ -7,28 +7,67 @@ from typing import Mapping, Optional
 import numpy as np
 import plotly.graph_objects as go
 
-from ..memory import Classification
+from ..classification import Classification
 from .evaluate import EvalResult
 
 WINNER = "#1f77b4"
 OTHER = "#c7c7c7"
 RULE_COLOURS = {"rank": "#1f77b4", "plurality": "#ff7f0e", "distance": "#2ca02c", "softmax": "#d62728"}
-_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10))
+# The title sits just above the plot area, left-aligned, below the top strip where plotly's and Streamlit's toolbars
+# appear on hover (a title at the very top, plotly's default, is covered by them in a narrow column).
+_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=72, b=10), title_x=0, title_xanchor="left",
+               title_y=1, title_yref="paper", title_yanchor="bottom", title_pad_b=10, title_automargin=True)
+
+
+def readable_log_ticks(values) -> dict:
+    """Axis settings that label a log axis at 1-2-5 steps within the values' range, written plainly (plotly's own
+    log ticks read "8 9 1 2 3 ... 10 2 3" over a short range). Pass to `update_xaxes` / `update_yaxes`.
+
+    >>> readable_log_ticks([3, 40])["tickvals"]
+    [5.0, 10.0, 20.0]
+    >>> readable_log_ticks([0.004, 0.03])["ticktext"]
+    ['0.005', '0.01', '0.02']
+    """
+    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v) and v > 0], dtype=float)
+    if not len(values):
+        return {}
+    low, high = values.min(), values.max()
+    ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+             for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
+    if len(ticks) < 2:  # a range narrower than one 1-2-5 step: label the values themselves
+        ticks = sorted({float(f"{v:.3g}") for v in values})
+    ticks = [float(f"{t:.3g}") for t in ticks]
+    return dict(type="log", tickmode="array", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+
+
+def vote_shares(scores: Mapping[str, float]) -> dict[str, float]:
+    """Each class's share of the total vote, so that every rule reads on one scale (softmax's raw scores reach
+    the hundreds of thousands).
+
+    >>> vote_shares({"cat": 3.0, "dog": 1.0})
+    {'cat': 0.75, 'dog': 0.25}
+    """
+    total = sum(scores.values())
+    return {label: (score / total if total else 0.0) for label, score in scores.items()}
 
 
 def class_scores_figure(result: Classification, title: Optional[str] = None) -> go.Figure:
-    """Horizontal bars of class scores, highest on top, the predicted class highlighted."""
+    """Horizontal bars of each class's share of the vote, highest on top, the predicted class highlighted; the raw
+    score on hover."""
     items = sorted(result.scores.items(), key=lambda kv: kv[1])
     labels = [label for label, _ in items]
+    shares = vote_shares(result.scores)
     fig = go.Figure(
         go.Bar(
-            x=[score for _, score in items], y=labels, orientation="h",
+            x=[shares[label] for label in labels], y=labels, orientation="h",
             marker_color=[WINNER if label == result.label else OTHER for label in labels],
-            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+            customdata=[score for _, score in items],
+            hovertemplate="%{y}: %{x:.1%} of the vote (raw score %{customdata:.4g})<extra></extra>",
         )
     )
-    fig.update_layout(title=title or f"Class scores (prediction: {result.label})", xaxis_title="score",
-                      height=120 + 28 * len(labels), **_LAYOUT)
+    fig.update_layout(title=title or f"Share of the vote (prediction: {result.label})",
+                      xaxis_title="share of the vote (all classes sum to 100%)", yaxis_title="class",
+                      xaxis_tickformat=".0%", xaxis_range=[0, 1], height=150 + 28 * len(labels), **_LAYOUT)
     return fig
 
 
@@ -61,14 +100,16 @@ def memory_size_figure(frame) -> go.Figure:
         customdata=summary["count"], hovertemplate="%{x} per class: %{y:.3f} (%{customdata} seeds)<extra></extra>",
     ))
     fig.update_layout(title="Accuracy vs memory size (bars: min-max over seeds)", xaxis_title="exemplars per class",
-                      yaxis_title="accuracy", xaxis_type="log", **_LAYOUT)
+                      yaxis_title="accuracy", **_LAYOUT)
+    fig.update_xaxes(**readable_log_ticks(summary["per_class"]))
     return fig
 
 
 def per_class_accuracy_figure(accuracy: Mapping[str, float]) -> go.Figure:
     labels = list(accuracy)
     fig = go.Figure(go.Bar(x=labels, y=[accuracy[label] for label in labels], marker_color=WINNER))
-    fig.update_layout(title="Accuracy per class", yaxis_title="accuracy", yaxis_range=[0, 1], **_LAYOUT)
+    fig.update_layout(title="Accuracy per class", xaxis_title="true class", yaxis_title="accuracy",
+                      yaxis_range=[0, 1], **_LAYOUT)
     return fig
 
 
@@ -95,5 +136,6 @@ def reliability_histogram(reliability: Mapping[int, int]) -> go.Figure:
 def label_counts_figure(counts: Mapping[str, int]) -> go.Figure:
     labels = list(counts)
     fig = go.Figure(go.Bar(x=labels, y=[counts[label] for label in labels], marker_color=WINNER))
-    fig.update_layout(title="Live exemplars per label", yaxis_title="exemplars", height=300, **_LAYOUT)
+    fig.update_layout(title="Live exemplars per label", xaxis_title="label", yaxis_title="exemplars", height=320,
+                      **_LAYOUT)
     return fig

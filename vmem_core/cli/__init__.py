@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
+from ..access import READ_ONLY_ENV
 from ..errors import MemoryLockedError, VmemError
 from . import commands
-from .common import EXIT_ERROR, UsageError
+from .common import EXIT_ERROR, READ_ONLY_COMMANDS, UsageError
 from .forward import HOSTABLE, client_request, memory_argument, run_in_holder
 from .parser import build_parser
 
@@ -64,6 +66,10 @@ def run_for_client(request: dict) -> int:
     if command not in HOSTABLE:
         print(f"vmem: error: {command!r} cannot be run in the app; accepted: {', '.join(HOSTABLE)}",
               file=sys.stderr)
+        return EXIT_ERROR
+    if os.environ.get(READ_ONLY_ENV, "") not in ("", "0") and command not in READ_ONLY_COMMANDS:
+        print(f"vmem: error: the app holding this memory is read-only: {command!r} is refused; accepted: "
+              f"{', '.join(READ_ONLY_COMMANDS)}", file=sys.stderr)
         return EXIT_ERROR
     args = argparse.Namespace(**request, func=getattr(commands, f"cmd_{command.replace('-', '_')}"))
     if hosted(memory_argument(args)) is None:

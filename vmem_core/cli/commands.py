@@ -9,6 +9,7 @@ from .common import (
     UsageError,
     expand_images,
     open_memory,
+    parse_exemplar_id,
     print_json,
     progress_bar,
     sample_note,
@@ -88,17 +89,54 @@ def cmd_delete(args) -> int:
 def cmd_purge(args) -> int:
     from ..unlearn import purge
 
-    if not args.ids and not args.all:
+    if args.memory == "verify" and args.verify_certificate is None:  # vmem purge verify CERT MEM
+        if len(args.ids) != 2 or args.all or args.certificate:
+            raise UsageError("usage: vmem purge verify CERT MEM [--json]")
+        args.verify_certificate, args.memory, args.ids = args.ids[0], args.ids[1], []
+    if args.verify_certificate is not None:
+        return _verify_purge_certificate(args)
+    ids = [parse_exemplar_id(text) for text in args.ids]
+    if not ids and not args.all:
         raise UsageError("give exemplar ids to purge, or --all for every tombstoned exemplar")
-    if args.ids and args.all:
+    if ids and args.all:
         raise UsageError("give either exemplar ids or --all, not both")
     with open_memory(args) as memory:
-        certificate = purge(memory, None if args.all else args.ids)
+        certificate = purge(memory, None if args.all else ids, certificate_path=args.certificate)
     if args.json:
         print_json(certificate.to_dict())
     else:
         print(certificate.explain())
+        if args.certificate:
+            print(f"certificate written to {args.certificate}; keep it: the memory holds nothing that identifies "
+                  "what was removed, only commitments that this certificate opens (`vmem purge verify`)")
+        else:
+            print("vmem: note: no certificate was kept (the memory holds nothing that identifies what was removed); "
+                  "pass --certificate PATH or --json to keep one", file=sys.stderr)
     return 0 if certificate.passed else 1
+
+
+def _verify_purge_certificate(args) -> int:
+    import json
+
+    from ..purge_proof import verify_certificate
+
+    try:
+        certificate = json.loads(Path(args.verify_certificate).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"certificate {args.verify_certificate}: unreadable ({exc}); expected the JSON that "
+                         "`vmem purge --certificate PATH` wrote") from None
+    if not isinstance(certificate, dict):
+        raise UsageError(f"certificate {args.verify_certificate}: not a purge certificate (expected a JSON object)")
+    args.read_only = True
+    with open_memory(args) as memory:
+        result = verify_certificate(memory, certificate)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        for check in result.checks:
+            print(f"{'PASSED' if check.passed else 'FAILED'}  {check.name}: {check.detail}")
+        print(f"certificate {'verified' if result.ok else 'NOT verified'} against {args.memory}")
+    return 0 if result.ok else 1
 
 
 def cmd_audit(args) -> int:

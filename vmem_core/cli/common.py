@@ -84,6 +84,14 @@ def device_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def parse_exemplar_id(text: str) -> int:
+    """`exemplar_id` for a command that reads its ids itself: a bad one is a usage error."""
+    try:
+        return exemplar_id(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def print_json(payload) -> None:
     json.dump(payload, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -105,6 +113,11 @@ class _Borrowed:
 
     def __exit__(self, *exc) -> None:
         self._acting.__exit__(*exc)
+
+
+# commands that only read: they open the memory read-only, so that closing it writes nothing (not even the index
+# snapshot that a writer would bring up to date)
+READ_ONLY_COMMANDS = ("stats", "classify", "eval", "attribute", "search-text", "audit")
 
 
 def open_memory(args, encoder: Optional[str] = None, create: bool = False):
@@ -132,7 +145,9 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
             memory.close()
             raise
     else:
-        memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri)
+        memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri,
+                                   read_only=getattr(args, "command", None) in READ_ONLY_COMMANDS
+                                   or getattr(args, "read_only", False))
     memory.actor = default_actor("cli")
     return memory
 

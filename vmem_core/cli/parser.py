@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .app import cmd_app, cmd_demo
+from .app import DEV_VARIABLE, cmd_app, cmd_demo
 from .commands import (
     cmd_add,
     cmd_attribute,
@@ -117,12 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="warn of live exemplars closer than this to a deleted one")
 
     p = sub.add_parser("purge", parents=[index_uri],
-                       help="remove exemplars physically, with a certificate of the checks")
-    p.add_argument("memory")
-    p.add_argument("ids", nargs="*", type=exemplar_id, metavar="ID")
+                       help="remove exemplars physically, with a certificate of the checks "
+                            "(vmem purge MEM ID...), or check a certificate (vmem purge verify CERT MEM)")
+    p.add_argument("memory", metavar="MEM | verify")
+    p.add_argument("ids", nargs="*", metavar="ID | CERT MEM")  # ids are checked by cmd_purge (verify takes paths)
     p.add_argument("--all", action="store_true", help="purge every tombstoned exemplar")
+    p.add_argument("--certificate", default=None, metavar="PATH",
+                   help="write the certificate (with the salts and digests that prove what was removed) to PATH, "
+                        "outside the memory folder")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_purge)
+    p.set_defaults(func=cmd_purge, verify_certificate=None)
 
     p = sub.add_parser("audit", parents=[index_uri],
                        help="show the hash-chained audit log (vmem audit MEM), or check it (vmem audit verify MEM)")
@@ -209,9 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--address", default="127.0.0.1",
                    help="interface to serve on (default: this machine only; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--headless", action="store_true")
+    p.add_argument("--headless", action="store_true", help="do not open a browser (one opens only where a display is)")
+    p.add_argument("--dev", action="store_true",
+                   help=f"reload pages when their files change (Streamlit's file watcher; or set ${DEV_VARIABLE}=1)")
     p.add_argument("--rerank", metavar="SPEC", default=None,
                    help="offer 'Ask the model' on the Classify page (gemini:<model> or openai:<base-url>:<model>)")
+    p.add_argument("--read-only", action="store_true",
+                   help="everyone is a viewer: classify, browse and evaluate, never change the memory")
+    p.add_argument("--auth-file", default=None, metavar="PATH",
+                   help='sign-in for viewers and editors: JSON {"editor": [HASH...], "viewer": [HASH...]} '
+                        "(required on a non-loopback --address unless --read-only or $VMEM_EDITOR_PASSWORD is set)")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password or token (from the terminal, or stdin) and print its hash for --auth-file")
     p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("demo", parents=[device], help="build the shipped sample memory, classify sample queries, open the app")
@@ -221,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=EXPLAIN_K)
     p.add_argument("--no-app", action="store_true", help="stop after the printed summary")
     p.add_argument("--port", type=int, default=None)
-    p.add_argument("--headless", action="store_true", help="do not try to open a browser")
+    p.add_argument("--headless", action="store_true", help="do not open a browser (one opens only where a display is)")
+    p.add_argument("--dev", action="store_true", help="reload pages when their files change")
     p.set_defaults(func=cmd_demo)
     return parser
 

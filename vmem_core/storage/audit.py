@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 GENESIS = "0" * 64
-ACTIONS = ("create", "add", "delete", "restore", "relabel", "purge", "migrate")
+ACTIONS = ("create", "add", "delete", "restore", "relabel", "purge", "certify", "migrate", "tune")
 
 
 @dataclass(frozen=True)

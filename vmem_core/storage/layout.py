@@ -9,6 +9,7 @@
     purge.journal.json   a purge in progress, finished on the next open if interrupted (vmem_core.unlearn)
     certificates/        purge certificates (vmem_core.unlearn)
     host.json            where the app holding the memory serves CLI commands (vmem_core.host)
+    memory.lock          locked by the process that holds the memory, never replaced (vmem_core.storage.owner_lock)
     rerank-cache/        answers of vision-language re-rankers (vmem_core.rerank.cache)
 """
 
@@ -33,11 +34,12 @@ MILVUS_STATE = "milvus.json"
 PURGE_JOURNAL = "purge.journal.json"
 CERTIFICATE_DIR = "certificates"
 HOST_FILE = "host.json"
+LOCK_FILE = "memory.lock"
 RERANK_CACHE_DIR = "rerank-cache"
 
 # the top-level entries a memory folder may hold (DuckDB adds its write-ahead log beside the database)
 ENTRIES = (CONFIG_NAME, DATABASE_NAME, DATABASE_NAME + ".wal", VECTORS_NAME, THUMBNAILS_NAME, HNSW_DIR,
-           MILVUS_LITE_DIR, MILVUS_STATE, PURGE_JOURNAL, CERTIFICATE_DIR, HOST_FILE, RERANK_CACHE_DIR)
+           MILVUS_LITE_DIR, MILVUS_STATE, PURGE_JOURNAL, CERTIFICATE_DIR, HOST_FILE, LOCK_FILE, RERANK_CACHE_DIR)
 
 
 def is_memory(path: Path) -> bool:

@@ -1,0 +1,89 @@
+"""The owner lock: one process holds a memory at a time, whatever files it rewrites on the way.
+
+DuckDB locks its database file, but a lock belongs to a file (an inode), not to a path: once a purge, a migration or a
+compaction writes a fresh memory.duckdb and swaps it in, the old lock guards nothing and a second process can open the
+new file and write beside the first, each with its own view. So the process that opens a memory first takes an
+exclusive `flock` on the folder's lock file, a file that is never replaced nor removed, before DuckDB opens, and keeps
+it for the life of the handle. The kernel drops the lock when the process ends, however it ends, so a crashed holder
+never leaves a stale lock behind.
+
+Handles opened in one process share its lock (DuckDB shares one database between them too), counted per lock file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+from ..errors import MemoryLockedError
+from .layout import LOCK_FILE
+
+_guard = threading.Lock()
+_held: dict[tuple[int, int], list[int]] = {}  # (device, inode) of a lock file -> [its locked descriptor, handles]
+
+
+class OwnerLock:
+    """This process's hold on a memory folder, taken by `acquire` and given up by `release` (idempotent)."""
+
+    def __init__(self, key: tuple[int, int], path: Path) -> None:
+        self._key: tuple[int, int] | None = key
+        self.path = path
+
+    @classmethod
+    def acquire(cls, folder: Path) -> "OwnerLock":
+        """Hold the memory in `folder` for this process.
+
+        Raises:
+            MemoryLockedError: another process holds it (the message names that process's id).
+        """
+        path = Path(folder) / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        with _guard:
+            stat = os.fstat(fd)
+            key = (stat.st_dev, stat.st_ino)
+            if key in _held:  # this process holds it already: share the lock
+                os.close(fd)
+                _held[key][1] += 1
+                return cls(key, path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise MemoryLockedError(
+                    f"memory {Path(folder)} is open in another process{f' (pid {holder})' if holder else ''}, "
+                    "for example the vmem app or another vmem command; close that process, or run this command in "
+                    "it, and try again"
+                ) from None
+            # who holds it, for the message above; fixed width, so that the folder's size does not depend on the pid
+            os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)
+            _held[key] = [fd, 1]
+        return cls(key, path)
+
+    def still_guards(self) -> bool:
+        """Whether the lock file at the path is still the file this process locked (nobody replaced or removed it)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return self._key is not None and (stat.st_dev, stat.st_ino) == self._key
+
+    def release(self) -> None:
+        with _guard:
+            if self._key is None:
+                return
+            entry = _held[self._key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _held[self._key]
+                os.close(entry[0])  # closing the last descriptor of the open file drops its flock
+            self._key = None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
