@@ -15,6 +15,7 @@ navigation = st.navigation(
     [
         st.Page("pages/classify.py", title="Classify", icon=":material/image_search:", default=True),
         st.Page("pages/memory.py", title="Memory", icon=":material/photo_library:"),
+        st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
         st.Page("pages/unlearning.py", title="Unlearning", icon=":material/delete_sweep:"),
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/monitoring:"),
         st.Page("pages/curate.py", title="Curate", icon=":material/rule:"),

@@ -6,7 +6,7 @@ import streamlit as st
 
 from vmem_core import BadImageError, VmemError, ui
 from vmem_core.analysis.plots import label_counts_figure
-from vmem_core.ingest.names import check_label, upload_name
+from vmem_core.ingest.names import upload_name
 
 PAGE_SIZE = 30
 NEW_LABEL = "(new label...)"
@@ -66,39 +66,11 @@ selected = ui.exemplar_grid(memory, rows["id"].tolist(),
                             key="browse", selectable=ui.can_edit())
 
 # --- act on the selection --------------------------------------------------------------------------------------------
-# A button only records what it will change (ui.ask_to_confirm); the confirmation below carries it out if the
-# selection and those exemplars are still as they were when it was pressed.
-if selected:
-    st.write(f"Selected: {', '.join(map(str, selected))}")
-    relabel_col, delete_col = st.columns(2)
-    with relabel_col:
-        new_label = st.text_input("Relabel the selected as", key="relabel-to").strip()
-        if st.button("Relabel", disabled=not new_label, key="relabel-button"):
-            st.session_state.pop("confirm-delete", None)
-            try:
-                ui.ask_to_confirm("confirm-relabel", memory, "relabel", selected, detail=check_label(new_label))
-            except VmemError as exc:  # a label the memory would refuse is refused before asking
-                st.error(f"Nothing changed: {exc}")
-    with delete_col:
-        if st.button(f"Delete {len(selected)} selected", key="delete-button"):
-            st.session_state.pop("confirm-relabel", None)
-            ui.ask_to_confirm("confirm-delete", memory, "delete", selected)
-
-
 def untick(ids) -> None:
     for exemplar_id in ids:
         st.session_state.pop(f"browse-{exemplar_id}", None)
 
 
-if pending := ui.pending_change("confirm-delete"):
-    ids = list(pending.ids)
-    ui.confirmation_box(memory, "confirm-delete", f"Delete exemplar(s) {', '.join(map(str, ids))}?",
-                        lambda: (memory.delete(ids), untick(ids)),
-                        f"Deleted {len(ids)} exemplar(s): {', '.join(map(str, ids))}.", selection=selected,
-                        note="They stop counting at once (restorable from the command line with `vmem restore`).")
-if pending := ui.pending_change("confirm-relabel"):
-    ids, label = list(pending.ids), pending.detail
-    ui.confirmation_box(memory, "confirm-relabel", f"Relabel exemplar(s) {', '.join(map(str, ids))} as '{label}'?",
-                        lambda: memory.relabel(ids, label),
-                        f"Relabelled {len(ids)} exemplar(s) as '{label}': {', '.join(map(str, ids))}.",
-                        selection=selected)
+if selected:
+    st.write(f"Selected: {', '.join(map(str, selected))}")
+ui.selection_actions(memory, selected, after_delete=untick)

@@ -1,5 +1,8 @@
 """Every page of the Streamlit app, driven in-process with AppTest on a small memory (pixel encoder)."""
 
+import base64
+import json
+
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -295,3 +298,67 @@ def test_classify_attribution_and_curate_influence(app):
     assert not app.exception
     influence = app.dataframe[-1].value
     assert {"supported_correct", "drove_wrong", "flips"} <= set(influence.columns) and len(influence)
+
+
+def _map_traces(at) -> list[dict]:
+    """The map chart's traces, with plotly's base64-typed arrays decoded to lists."""
+    def decode(value):
+        if isinstance(value, dict) and "bdata" in value:
+            return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).tolist()
+        return value
+
+    (chart,) = at.get("plotly_chart")
+    return [{key: decode(value) for key, value in trace.items()} for trace in json.loads(chart.proto.spec)["data"]]
+
+
+def test_map_page_draws_every_exemplar_and_colours_by_reliability(app):
+    app.switch_page("pages/map.py").run()
+    assert not app.exception and app.title[0].value == "Map"
+    traces = _map_traces(app)
+    assert {trace["type"] for trace in traces} == {"scattergl"}
+    assert sum(len(trace["x"]) for trace in traces) == 12
+    assert sorted(i for trace in traces for i in trace["customdata"]) == list(range(12))
+    app.radio(key="map-colour").set_value("reliability v").run()
+    assert not app.exception
+    (trace,) = _map_traces(app)
+    assert len(trace["x"]) == 12 and trace["marker"]["showscale"]
+
+
+def test_map_page_places_a_query_with_lines_to_its_neighbors(app):
+    app.switch_page("pages/map.py").run()
+    sample = app.selectbox(key="map-query-samples").options[1]
+    app.selectbox(key="map-query-samples").set_value(sample).run()
+    assert not app.exception and "Prediction: **" in texts(app)
+    names = [trace.get("name") for trace in _map_traces(app)]
+    assert names[-2:] == ["to its neighbours", "query"]
+
+
+def test_map_selection_shows_thumbnails_more_like_this_and_a_confirmed_delete(app, monkeypatch):
+    from vmem_core.analysis import memory_map
+
+    # a box selection of exemplars 0 and 1 (AppTest cannot drag on a chart; the page maps its points to ids so)
+    monkeypatch.setattr(memory_map, "selected_ids", lambda figure, points: [0, 1])
+    app.switch_page("pages/map.py").run()
+    assert not app.exception and "Selected: 2 exemplar(s)" in texts(app)
+    assert [c.key for c in app.checkbox if c.key.startswith("map-pick-")] == ["map-pick-0", "map-pick-1"]
+    assert "The exemplars nearest to id 0, nearest first:" in texts(app)
+    assert not any("(id 0)" in c.value for c in app.caption if "d " in c.value)  # itself left out
+    app.checkbox(key="map-pick-1").check().run()
+    app.button(key="map-delete-button").click().run()
+    asked = [w.value for w in app.warning if "Delete exemplar(s) 1?" in w.value]
+    assert asked and "delete exemplar(s) 1 (as of change #" in asked[0]
+    app.button(key="map-confirm-delete-yes").click().run()
+    assert not app.exception and any("Deleted 1 exemplar(s): 1." in s.value for s in app.success)
+    assert sorted(i for trace in _map_traces(app) for i in trace["customdata"]) == [0] + list(range(2, 12))
+
+
+def test_map_selection_offers_viewers_no_edits(app, monkeypatch):
+    from vmem_core.analysis import memory_map
+
+    monkeypatch.setattr(memory_map, "selected_ids", lambda figure, points: [0, 1])
+    monkeypatch.setenv("VMEM_APP_READ_ONLY", "1")
+    viewer = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    viewer.switch_page("pages/map.py").run()
+    assert not viewer.exception and "Selected: 2 exemplar(s)" in texts(viewer)
+    keys = {b.key for b in viewer.button} | {c.key for c in viewer.checkbox}
+    assert not {k for k in keys if str(k).startswith(("map-pick-", "map-delete", "map-relabel"))}

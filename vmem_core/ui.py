@@ -24,7 +24,7 @@ from .analysis.attribution import winning_shares
 from .classification import Classification
 from .errors import BadImageError, VmemError
 from .ingest.images import IMAGE_SUFFIXES, load_image
-from .ingest.names import upload_name
+from .ingest.names import check_label, upload_name
 from .memory import VisualMemory
 from .storage.layout import is_memory
 from .voting import DEFAULT_RULE, EXPLAIN_SETTINGS, PRUNING_MODES, RULES, VoteSettings
@@ -236,6 +236,41 @@ def confirmation_box(memory: VisualMemory, key: str, question: str, change: Call
         st.session_state.pop(key)
         st.rerun()
     return True
+
+
+def selection_actions(memory: VisualMemory, selected: Sequence[int], prefix: str = "",
+                      after_delete: Optional[Callable[[Sequence[int]], object]] = None) -> None:
+    """Relabel and Delete buttons for the `selected` exemplars (when any), then their pending confirmations (shown
+    even after the selection emptied, so that confirming says what moved). A button only records what it will change
+    (`ask_to_confirm`); the confirmation carries it out if the selection and those exemplars are still as they were.
+    Keys start with `prefix`; `after_delete(ids)` runs after a confirmed delete (e.g. to untick them)."""
+    delete_key, relabel_key = f"{prefix}confirm-delete", f"{prefix}confirm-relabel"
+    if selected:
+        relabel_col, delete_col = st.columns(2)
+        with relabel_col:
+            new_label = st.text_input("Relabel the selected as", key=f"{prefix}relabel-to").strip()
+            if st.button("Relabel", disabled=not new_label, key=f"{prefix}relabel-button"):
+                st.session_state.pop(delete_key, None)
+                try:
+                    ask_to_confirm(relabel_key, memory, "relabel", selected, detail=check_label(new_label))
+                except VmemError as exc:  # a label the memory would refuse is refused before asking
+                    st.error(f"Nothing changed: {exc}")
+        with delete_col:
+            if st.button(f"Delete {len(selected)} selected", key=f"{prefix}delete-button"):
+                st.session_state.pop(relabel_key, None)
+                ask_to_confirm(delete_key, memory, "delete", selected)
+    if pending := pending_change(delete_key):
+        ids = list(pending.ids)
+        confirmation_box(memory, delete_key, f"Delete exemplar(s) {', '.join(map(str, ids))}?",
+                         lambda: (memory.delete(ids), after_delete and after_delete(ids)),
+                         f"Deleted {len(ids)} exemplar(s): {', '.join(map(str, ids))}.", selection=selected,
+                         note="They stop counting at once (restorable from the command line with `vmem restore`).")
+    if pending := pending_change(relabel_key):
+        ids, label = list(pending.ids), pending.detail
+        confirmation_box(memory, relabel_key, f"Relabel exemplar(s) {', '.join(map(str, ids))} as '{label}'?",
+                         lambda: memory.relabel(ids, label),
+                         f"Relabelled {len(ids)} exemplar(s) as '{label}': {', '.join(map(str, ids))}.",
+                         selection=selected)
 
 
 def flash(message: str, kind: str = "success") -> None:

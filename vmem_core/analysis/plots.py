@@ -139,3 +139,70 @@ def label_counts_figure(counts: Mapping[str, int]) -> go.Figure:
     fig.update_layout(title="Live exemplars per label", xaxis_title="label", yaxis_title="exemplars", height=320,
                       **_LAYOUT)
     return fig
+
+
+# the qualitative palette the map colours labels with (plotly's D3 then Light24, repeating past 34 labels)
+MAP_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf", "#FD3216", "#00FE35", "#6A76FC", "#FED4C4", "#FE00CE", "#0DF9FF", "#F6F926", "#FF9616",
+               "#479B55", "#EEA6FB", "#DC587D", "#D626FF", "#6E899C", "#00B5F7", "#B68E00", "#C9FBE5", "#FF0092",
+               "#22FFA7", "#E3EE9E", "#86CE00", "#BC7196", "#7E7DCD", "#FC6955", "#E48F72")
+QUERY_COLOUR = "#000000"
+
+
+def label_colours(labels) -> dict[str, str]:
+    """A colour per distinct label, in sorted label order (the same label keeps its colour across redraws)."""
+    return {label: MAP_PALETTE[i % len(MAP_PALETTE)] for i, label in enumerate(sorted(set(labels)))}
+
+
+def memory_map_figure(projection, labels, colour_by: str = "label", reliability: Optional[Mapping[int, int]] = None,
+                      query_point=None, neighbor_ids=(), selected=(), title: Optional[str] = None) -> go.Figure:
+    """Every exemplar of a `Projection` as a point (plotly Scattergl: thousands stay interactive), coloured by label
+    (a trace per label, in the legend) or by reliability v (one trace, a colour bar); hover shows id and label;
+    each exemplar trace's customdata is its ids. With `query_point` (x, y): the query as a star and a line to each
+    of `neighbor_ids`. `selected` ids are ringed."""
+    ids = np.asarray(projection.ids)
+    points = np.asarray(projection.points)
+    labels = np.asarray(list(labels), dtype=object)
+    fig = go.Figure()
+    hover = "id %{customdata}<br>%{text}<extra></extra>"
+    if colour_by == "label":
+        for label, colour in label_colours(labels.tolist()).items():
+            mask = labels == label
+            fig.add_trace(go.Scattergl(
+                x=points[mask, 0], y=points[mask, 1], mode="markers", name=str(label), customdata=ids[mask],
+                text=[str(label)] * int(mask.sum()), marker=dict(color=colour, size=6, opacity=0.8),
+                hovertemplate=hover))
+    elif colour_by == "reliability":
+        v = np.array([(reliability or {}).get(int(i), 0) for i in ids], dtype=np.int64)
+        fig.add_trace(go.Scattergl(
+            x=points[:, 0], y=points[:, 1], mode="markers", name="exemplars", customdata=ids,
+            text=[f"{label}, v {count}" for label, count in zip(labels, v)],
+            marker=dict(color=v, colorscale="Reds", cmin=0, cmax=max(int(v.max()) if len(v) else 0, 1), size=6,
+                        showscale=True, colorbar=dict(title="v")),
+            hovertemplate=hover))
+    else:
+        raise ValueError(f"colour_by must be 'label' or 'reliability', got {colour_by!r}")
+    if len(selected):
+        where = np.isin(ids, np.asarray(list(selected), dtype=np.int64))
+        fig.add_trace(go.Scattergl(
+            x=points[where, 0], y=points[where, 1], mode="markers", name="selected", hoverinfo="skip",
+            marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(color=QUERY_COLOUR, width=2))))
+    if query_point is not None:
+        qx, qy = (float(c) for c in np.ravel(query_point)[:2])
+        drawn = set(ids.tolist())
+        on_map = [int(i) for i in neighbor_ids if int(i) in drawn]  # a neighbour deleted since is left out
+        ends = projection.points_of(on_map) if on_map else np.zeros((0, 2))
+        xs, ys = [], []
+        for x, y in ends:
+            xs += [qx, float(x), None]
+            ys += [qy, float(y), None]
+        fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name="to its neighbours", hoverinfo="skip",
+                                   line=dict(color=QUERY_COLOUR, width=1)))
+        fig.add_trace(go.Scattergl(x=[qx], y=[qy], mode="markers", name="query",
+                                   marker=dict(symbol="star", size=16, color=QUERY_COLOUR),
+                                   hovertemplate="the query<extra></extra>"))
+    method = projection.method.upper()
+    fig.update_layout(title=title or f"{len(ids):,} exemplars, {method} of their embeddings", height=600,
+                      xaxis_title=f"{method} 1", yaxis_title=f"{method} 2", dragmode="lasso",
+                      legend_title_text="label" if colour_by == "label" else None, **_LAYOUT)
+    return fig

@@ -1,0 +1,77 @@
+"""Map: every exemplar as a point of a 2-D projection of its embedding; select points to see them, "more like this"."""
+
+import streamlit as st
+
+from vmem_core import VmemError, ui
+from vmem_core.analysis.memory_map import map_labels, memory_map, more_like_this, selected_ids
+from vmem_core.analysis.plots import memory_map_figure
+
+SHOWN = 30  # thumbnails of a selection
+COLOURS = {"label": "label", "reliability v": "reliability"}
+
+memory, settings = ui.page_setup()
+st.title("Map")
+st.caption("Each point is an exemplar, placed by a 2-D projection of its embedding (recomputed after every change): "
+           "near points look alike to the encoder. Select points (click, box or lasso) to see them.")
+if not len(memory):
+    st.info("The memory is empty: add exemplars on the Memory page.")
+    st.stop()
+
+projection = memory_map(memory)
+labels = map_labels(memory, projection)
+colour = COLOURS[st.radio("Colour by", list(COLOURS), horizontal=True, key="map-colour")]
+reliability = memory.reliability(settings.top_n) if colour == "reliability" else None
+
+query_point, neighbor_ids = None, []
+with st.expander("Place a query on the map"):
+    queries = ui.query_picker(memory, "map-query", multiple=False)
+    if queries:
+        result = ui.classify(memory, queries, settings)[0]
+        query_point = projection.place(queries[0].embedding)[0]
+        neighbor_ids = [n.id for n in result.neighbors]
+        st.write(f"Prediction: **{result.label}**; the lines join the query (star) to its {len(neighbor_ids)} "
+                 "neighbours that voted.")
+
+# keyed by what the point indices refer to: a change to the memory or the colouring draws a fresh chart, never applying
+# an old selection's indices to new points
+figure = memory_map_figure(projection, labels, colour, reliability, query_point, neighbor_ids)
+event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"),
+                        key=f"map-chart-{colour}-{memory.change_counter}", width="stretch")
+chosen = selected_ids(figure, event.selection.points if event else [])
+label_of = dict(zip(projection.ids.tolist(), labels))
+
+
+def show_selection(chosen: list[int]) -> list[int]:
+    """Thumbnails of the selected exemplars (ticked ones returned) and "more like this" for one of them."""
+    st.subheader(f"Selected: {len(chosen)} exemplar(s)")
+    shown = chosen[:SHOWN]
+    ticked = ui.exemplar_grid(memory, shown, [f"{label_of.get(i, '?')} (id {i})" for i in shown], key="map-pick",
+                              selectable=ui.can_edit())
+    if len(chosen) > SHOWN:
+        st.caption(f"...and {len(chosen) - SHOWN} more; edits apply to the ticked ones (or, with none ticked, to "
+                   f"all {len(chosen)} selected).")
+    seed = st.selectbox("More like this", shown, key="map-more-like",
+                        format_func=lambda i: f"id {i} ({label_of.get(i, '?')})")
+    try:
+        similar, distances = more_like_this(memory, seed, k=12)
+    except VmemError as exc:
+        st.error(str(exc))
+    else:
+        st.caption(f"The exemplars nearest to id {seed}, nearest first:")
+        ui.exemplar_grid(memory, similar.tolist(),
+                         [f"{label_of.get(int(i), '?')} (id {i}) d {d:.3f}" for i, d in zip(similar, distances)],
+                         key="map-similar", selectable=False)
+    return ticked
+
+
+targets = []
+if chosen:
+    targets = show_selection(chosen) or chosen
+else:
+    st.caption(f"{len(projection):,} exemplars ({projection.method.upper()}). Nothing selected.")
+
+# --- edits, for editors, through the same confirmations as the Memory page -------------------------------------------
+if ui.can_edit():
+    if targets:
+        st.write(f"Edit: {', '.join(map(str, targets[:50]))}{' ...' if len(targets) > 50 else ''}")
+    ui.selection_actions(memory, targets, prefix="map-")

@@ -1,0 +1,135 @@
+"""The map of the memory: its projection, query placement, "more like this", and the figure."""
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from vmem_core import UnknownIdError, VisualMemory
+from vmem_core.analysis.memory_map import (
+    map_labels,
+    memory_map,
+    more_like_this,
+    pca_projection,
+    place_queries,
+    selected_ids,
+)
+from vmem_core.analysis.plots import label_colours, memory_map_figure
+
+from .helpers import clustered
+
+
+@pytest.fixture
+def memory(tmp_path):
+    vectors, labels = clustered(120, seed=3)
+    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+        mem.add_embeddings(vectors, labels)
+        yield mem
+
+
+def test_projection_has_a_point_per_live_exemplar(memory):
+    projection = memory_map(memory, "pca")
+    assert projection.method == "pca" and projection.points.shape == (120, 2)
+    assert np.array_equal(projection.ids, np.sort(memory.embeddings()[0]))
+    assert np.isfinite(projection.points).all() and projection.points.std(axis=0).min() > 0
+    # the first axis spreads the points at least as much as the second (principal axes in order)
+    assert projection.points[:, 0].var() >= projection.points[:, 1].var()
+
+
+def test_projection_is_cached_until_the_memory_changes(memory, monkeypatch):
+    first = memory_map(memory, "pca")
+    assert memory_map(memory, "pca") is first
+    memory.delete([5])
+    second = memory_map(memory, "pca")
+    assert second is not first and 5 not in second.ids and len(second) == 119
+    assert memory_map(memory, "pca") is second
+
+
+def test_queries_land_where_their_exemplars_are(memory):
+    projection = memory_map(memory, "pca")
+    ids, vectors = memory.embeddings([7, 42])
+    assert np.allclose(place_queries(memory, vectors, "pca"), projection.points_of(ids))
+    # a query near an exemplar is placed near that exemplar's point, nearer than the map's typical spread
+    nudged = vectors[0] + 0.01 * np.random.default_rng(0).normal(size=vectors.shape[1])
+    nudged /= np.linalg.norm(nudged)
+    gap = np.linalg.norm(projection.place(nudged)[0] - projection.points_of([7])[0])
+    assert gap < 0.1 * projection.points.std()
+
+
+def test_pca_of_tiny_memories():
+    assert pca_projection(np.array([], np.int64), np.zeros((0, 4))).points.shape == (0, 2)
+    one = pca_projection(np.array([3]), np.ones((1, 4)))
+    assert one.points.shape == (1, 2) and np.allclose(one.points, 0)
+
+
+def test_more_like_this_leaves_itself_out_nearest_first(memory):
+    similar, distances = more_like_this(memory, 11, k=5)
+    assert len(similar) == 5 and 11 not in similar
+    assert np.all(np.diff(distances) >= 0)
+    ids, vectors = memory.embeddings()
+    own = vectors[np.searchsorted(ids, 11)]
+    exact = 1 - vectors @ own
+    exact[np.searchsorted(ids, 11)] = np.inf
+    assert set(similar) == set(ids[np.argsort(exact)[:5]])
+    memory.delete([11])
+    with pytest.raises(UnknownIdError):
+        more_like_this(memory, 11)
+
+
+def test_figure_colours_points_by_label(memory):
+    projection = memory_map(memory, "pca")
+    labels = map_labels(memory, projection)
+    fig = memory_map_figure(projection, labels)
+    assert all(isinstance(trace, go.Scattergl) for trace in fig.data)
+    assert sum(len(t.x) for t in fig.data) == 120
+    colours = label_colours(labels)
+    assert len(set(colours.values())) == len(colours) == len(set(labels))
+    for trace in fig.data:  # a trace per label, its colour, its ids in customdata, hover with id and label
+        assert trace.marker.color == colours[trace.name]
+        assert {labels[list(projection.ids).index(i)] for i in trace.customdata} == {trace.name}
+        assert "id %{customdata}" in trace.hovertemplate and set(trace.text) == {trace.name}
+
+
+def test_figure_colours_points_by_reliability(memory):
+    projection = memory_map(memory, "pca")
+    v = memory.reliability(10)
+    fig = memory_map_figure(projection, map_labels(memory, projection), "reliability", v)
+    (trace,) = fig.data
+    assert isinstance(trace, go.Scattergl) and len(trace.x) == 120
+    assert list(trace.marker.color) == [v.get(int(i), 0) for i in projection.ids]
+    assert trace.marker.showscale
+
+
+def test_figure_draws_the_query_with_lines_to_its_neighbors(memory):
+    projection = memory_map(memory, "pca")
+    query = memory.embeddings([9])[1][0]
+    result = memory.classify_embeddings(query[None], k=4)[0]
+    neighbors = [n.id for n in result.neighbors]
+    point = projection.place(query)[0]
+    fig = memory_map_figure(projection, map_labels(memory, projection), query_point=point, neighbor_ids=neighbors)
+    lines, star = fig.data[-2], fig.data[-1]
+    assert star.name == "query" and (star.x[0], star.y[0]) == tuple(point)
+    assert lines.mode == "lines" and len(lines.x) == 3 * len(neighbors)  # query -> neighbour, then a gap
+    ends = np.array([[lines.x[i + 1], lines.y[i + 1]] for i in range(0, len(lines.x), 3)])
+    assert np.allclose(ends, projection.points_of(neighbors))
+    assert all(lines.x[i] == point[0] for i in range(0, len(lines.x), 3))
+    assert sum(len(t.x) for t in fig.data[:-2]) == 120  # the exemplars are all still there
+
+
+def test_selected_points_map_back_to_exemplar_ids(memory):
+    projection = memory_map(memory, "pca")
+    fig = memory_map_figure(projection, map_labels(memory, projection), query_point=(0, 0), neighbor_ids=[1])
+    first, second = fig.data[0], fig.data[1]
+    points = [{"curve_number": 0, "point_index": 2}, {"curve_number": 1, "point_index": 0},
+              {"curve_number": 0, "point_index": 2}, {"curve_number": len(fig.data) - 1, "point_index": 0}]
+    assert selected_ids(fig, points) == [int(first.customdata[2]), int(second.customdata[0])]
+    assert selected_ids(fig, None) == []
+
+
+def test_umap_is_used_only_where_installed(memory, monkeypatch):
+    from vmem_core import VmemError
+    from vmem_core.analysis import memory_map as module
+
+    monkeypatch.setattr(module, "umap_available", lambda: False)
+    assert memory_map(memory).method == "pca"  # "auto" without umap-learn
+    with pytest.raises(VmemError, match="umap-learn"):
+        memory_map(memory, "umap")

@@ -1,0 +1,147 @@
+"""A map of the memory: its live exemplars' embeddings projected to 2-D, queries placed on the same projection, and
+"more like this" (an exemplar's nearest other exemplars).
+
+The projection is PCA (numpy's SVD) by default; UMAP when `umap-learn` is importable and asked for (never a
+dependency). It is computed once per memory change and cached through `memory.derived`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import UnknownIdError, VmemError
+
+METHODS = ("auto", "pca", "umap")
+UMAP_MIN_POINTS = 20  # below this UMAP's neighbourhood graph means little; "auto" uses PCA
+
+
+def umap_available() -> bool:
+    return importlib.util.find_spec("umap") is not None
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Exemplar ids (n,) and their 2-D points (n, 2), with what places new embeddings on the same plane."""
+
+    method: str
+    ids: np.ndarray
+    points: np.ndarray
+    mean: np.ndarray
+    components: np.ndarray  # (2, dim): PCA's axes (unused for UMAP)
+    reducer: Any = None  # a fitted umap.UMAP, for method "umap"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def place(self, embeddings: np.ndarray) -> np.ndarray:
+        """(m, 2) points of embeddings on this projection (an exemplar's own embedding lands on its own point)."""
+        vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+        if len(vectors) == 0:
+            return np.zeros((0, 2))
+        if self.reducer is not None:
+            return np.asarray(self.reducer.transform(vectors), dtype=np.float64)
+        return (vectors - self.mean) @ self.components.T
+
+    def points_of(self, ids: Sequence[int]) -> np.ndarray:
+        """The points of the given exemplar ids (KeyError-free: raises UnknownIdError for ids not on the map)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        where = np.searchsorted(self.ids, ids)
+        where = np.minimum(where, max(len(self.ids) - 1, 0))
+        if len(ids) and (len(self.ids) == 0 or (self.ids[where] != ids).any()):
+            raise UnknownIdError(f"not on the map: {sorted(set(ids.tolist()) - set(self.ids.tolist()))[:20]}")
+        return self.points[where]
+
+
+def pca_projection(ids: np.ndarray, vectors: np.ndarray) -> Projection:
+    """Project onto the two principal axes (numpy SVD), signs fixed so that the same data always draws the same way."""
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    ids, vectors = ids[order], np.asarray(vectors, dtype=np.float64)[order]
+    dim = vectors.shape[1] if vectors.ndim == 2 else 0
+    mean = vectors.mean(axis=0) if len(vectors) else np.zeros(dim)
+    components = np.zeros((2, dim))
+    if len(vectors) >= 2:
+        _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
+        axes = vt[:2]
+        signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
+        components[: len(axes)] = axes * np.where(signs == 0, 1, signs)[:, None]
+    points = (vectors - mean) @ components.T if len(vectors) else np.zeros((0, 2))
+    return Projection("pca", ids, points, mean, components)
+
+
+def umap_projection(ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> Projection:
+    import umap  # optional: only where umap-learn is installed
+
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    ids, vectors = ids[order], np.asarray(vectors, dtype=np.float32)[order]
+    reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit(vectors)
+    return Projection("umap", ids, np.asarray(reducer.embedding_, dtype=np.float64), vectors.mean(axis=0),
+                      np.zeros((2, vectors.shape[1])), reducer)
+
+
+def resolve_method(method: str, n: int) -> str:
+    if method not in METHODS:
+        raise VmemError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "umap" and not umap_available():
+        raise VmemError("UMAP needs umap-learn (pip install umap-learn); PCA needs nothing")
+    if method == "auto":
+        return "umap" if umap_available() and n >= UMAP_MIN_POINTS else "pca"
+    return method
+
+
+def memory_map(memory, method: str = "auto") -> Projection:
+    """The live exemplars' 2-D projection, computed once per memory change (cached by `memory.derived`)."""
+
+    def compute() -> Projection:
+        ids, vectors = memory.embeddings()
+        chosen = resolve_method(method, len(ids))
+        return umap_projection(ids, vectors) if chosen == "umap" else pca_projection(ids, vectors)
+
+    return memory.derived(("memory-map", method), compute)
+
+
+def place_queries(memory, embeddings: np.ndarray, method: str = "auto") -> np.ndarray:
+    """Query embeddings placed on the memory's map: (m, 2)."""
+    return memory_map(memory, method).place(embeddings)
+
+
+def map_labels(memory, projection: Projection) -> list[str]:
+    """The current label of each exemplar on the map ("(deleted)" for one deleted since it was drawn)."""
+    labels = memory.labels
+    return [labels[c] if c >= 0 else "(deleted)" for c in memory.class_indices(projection.ids)]
+
+
+def more_like_this(memory, exemplar_id: int, k: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """An exemplar's k nearest other live exemplars, nearest first: (ids (k',), distances (k',))."""
+    ids, vectors = memory.embeddings([int(exemplar_id)])
+    if not len(ids):
+        raise UnknownIdError(f"no live exemplar with id {exemplar_id}")
+    found, distances = memory.search(vectors[:1], int(k) + 1)
+    found, distances = found[0], distances[0]
+    keep = (found != int(exemplar_id)) & (found >= 0)
+    found, distances = found[keep][:k], distances[keep][:k]
+    order = np.argsort(distances, kind="stable")
+    return found[order], distances[order]
+
+
+def selected_ids(figure, points: Optional[Sequence[dict]]) -> list[int]:
+    """Exemplar ids of the points selected on a map figure (Streamlit's `event.selection.points`), in selection
+    order without repeats; the query's marker and lines carry no id and are skipped."""
+    chosen: list[int] = []
+    for point in points or []:
+        curve, index = point.get("curve_number"), point.get("point_index", point.get("point_number"))
+        if curve is None or index is None or not 0 <= curve < len(figure.data):
+            continue
+        ids = figure.data[curve].customdata
+        if ids is None or index >= len(ids):
+            continue
+        value = ids[index]
+        value = int(value[0] if isinstance(value, (list, tuple, np.ndarray)) else value)
+        if value not in chosen:
+            chosen.append(value)
+    return chosen
