@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.browser import chromium, streamlit_server, wait_for  # noqa: E402
 
-PAGES = {"classify": "", "memory": "memory", "unlearning": "unlearning", "evaluate": "evaluate", "curate": "curate"}
+PAGES = {"classify": "", "memory": "memory", "unlearning": "unlearning", "evaluate": "evaluate", "curate": "curate",
+         "map": "map"}
 
 
 def settle(driver, title: str) -> None:

@@ -103,3 +103,25 @@ def test_two_sessions_the_second_delete_confirmation_says_what_moved(real_memory
         assert "Yes, delete" not in [b.text for b in second.find_elements("tag name", "button")]
     with VisualMemory.open(tmp_path / "mem.vmem") as memory:
         assert len(memory) == 17 and memory.tombstoned_ids() == [0]
+
+
+@pytest.mark.slow
+def test_map_box_selection_shows_the_exemplars_and_more_like_this(real_memory, tmp_path):
+    """In a real browser the WebGL map answers a box drag: the selected exemplars' thumbnails and "more like this"."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    shutil.copytree(real_memory, tmp_path / "mem.vmem")
+    with streamlit_server(tmp_path / "mem.vmem") as url, chromium() as driver:
+        driver.get(f"{url}/map")
+        wait_for(driver, lambda d: "Map" in d.find_element(By.TAG_NAME, "h1").text, what="the Map page")
+        drag = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .nsewdrag"),
+                        what="the map's plot area")[0]
+        box = drag.rect
+        ActionChains(driver).move_to_element_with_offset(drag, -box["width"] // 2 + 2, -box["height"] // 2 + 2) \
+            .click_and_hold().move_by_offset(box["width"] // 2, box["height"] // 2) \
+            .move_by_offset(box["width"] // 2 - 4, box["height"] // 2 - 4).release().perform()
+        heading = wait_for(driver, lambda d: [h.text for h in d.find_elements(By.TAG_NAME, "h3")
+                                              if h.text.startswith("Selected:")], what="the selection")
+        assert heading == ["Selected: 18 exemplar(s)"]
+        wait_for(driver, lambda d: "nearest first" in d.page_source, what="more like this")

@@ -133,3 +133,13 @@ def test_umap_is_used_only_where_installed(memory, monkeypatch):
     assert memory_map(memory).method == "pca"  # "auto" without umap-learn
     with pytest.raises(VmemError, match="umap-learn"):
         memory_map(memory, "umap")
+
+
+def test_pca_by_covariance_for_many_exemplars_matches_the_svd():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 8)) * np.arange(1, 9)  # 300 > 2 x 8: the covariance path
+    projection = pca_projection(np.arange(300), vectors)
+    _, _, vt = np.linalg.svd(vectors - vectors.mean(axis=0), full_matrices=False)
+    assert np.allclose(np.abs(projection.components), np.abs(vt[:2]))
+    few = pca_projection(np.arange(10), vectors[:10])  # the SVD path, signs fixed the same way
+    assert np.allclose(few.points, pca_projection(np.arange(10)[::-1], vectors[:10][::-1]).points)

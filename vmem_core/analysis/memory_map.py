@@ -57,7 +57,8 @@ class Projection:
 
 
 def pca_projection(ids: np.ndarray, vectors: np.ndarray) -> Projection:
-    """Project onto the two principal axes (numpy SVD), signs fixed so that the same data always draws the same way."""
+    """Project onto the two principal axes (numpy SVD; the covariance's eigenvectors when exemplars are many), signs
+    fixed so that the same data always draws the same way."""
     ids = np.asarray(ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
     ids, vectors = ids[order], np.asarray(vectors, dtype=np.float64)[order]
@@ -65,8 +66,13 @@ def pca_projection(ids: np.ndarray, vectors: np.ndarray) -> Projection:
     mean = vectors.mean(axis=0) if len(vectors) else np.zeros(dim)
     components = np.zeros((2, dim))
     if len(vectors) >= 2:
-        _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
-        axes = vt[:2]
+        centred = vectors - mean
+        if len(vectors) > 2 * dim:  # many exemplars: the (dim, dim) covariance's top eigenvectors are the same axes
+            values, vectors_of = np.linalg.eigh(centred.T @ centred)
+            axes = vectors_of[:, ::-1][:, :2].T
+        else:
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            axes = vt[:2]
         signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
         components[: len(axes)] = axes * np.where(signs == 0, 1, signs)[:, None]
     points = (vectors - mean) @ components.T if len(vectors) else np.zeros((0, 2))

@@ -203,6 +203,6 @@ def memory_map_figure(projection, labels, colour_by: str = "label", reliability:
                                    hovertemplate="the query<extra></extra>"))
     method = projection.method.upper()
     fig.update_layout(title=title or f"{len(ids):,} exemplars, {method} of their embeddings", height=600,
-                      xaxis_title=f"{method} 1", yaxis_title=f"{method} 2", dragmode="lasso",
+                      xaxis_title=f"{method} 1", yaxis_title=f"{method} 2", dragmode="select",
                       legend_title_text="label" if colour_by == "label" else None, **_LAYOUT)
     return fig
