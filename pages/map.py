@@ -3,7 +3,7 @@
 import streamlit as st
 
 from vmem_core import VmemError, ui
-from vmem_core.analysis.memory_map import map_labels, memory_map, more_like_this, selected_ids
+from vmem_core.analysis.memory_map import deleted_points, map_labels, memory_map, more_like_this, selected_ids
 from vmem_core.analysis.plots import memory_map_figure
 
 SHOWN = 30  # thumbnails of a selection
@@ -21,6 +21,7 @@ projection = memory_map(memory)
 labels = map_labels(memory, projection)
 colour = COLOURS[st.radio("Colour by", list(COLOURS), horizontal=True, key="map-colour")]
 reliability = memory.reliability(settings.top_n) if colour == "reliability" else None
+deleted = deleted_points(memory) if st.checkbox("Show deleted exemplars (not yet purged)", key="map-deleted") else None
 
 query_point, neighbor_ids = None, []
 with st.expander("Place a query on the map"):
@@ -34,7 +35,7 @@ with st.expander("Place a query on the map"):
 
 # keyed by what the point indices refer to: a change to the memory or the colouring draws a fresh chart, never applying
 # an old selection's indices to new points
-figure = memory_map_figure(projection, labels, colour, reliability, query_point, neighbor_ids)
+figure = memory_map_figure(projection, labels, colour, reliability, query_point, neighbor_ids, deleted=deleted)
 event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"),
                         key=f"map-chart-{colour}-{memory.change_counter}", width="stretch")
 chosen = selected_ids(figure, event.selection.points if event else [])

@@ -143,3 +143,22 @@ def test_pca_by_covariance_for_many_exemplars_matches_the_svd():
     assert np.allclose(np.abs(projection.components), np.abs(vt[:2]))
     few = pca_projection(np.arange(10), vectors[:10])  # the SVD path, signs fixed the same way
     assert np.allclose(few.points, pca_projection(np.arange(10)[::-1], vectors[:10][::-1]).points)
+
+
+def test_deleted_exemplars_are_placed_where_they_were_and_never_selected(memory):
+    from vmem_core.analysis.memory_map import deleted_points
+
+    before = memory_map(memory, "pca").points_of([5, 6])
+    memory.delete([5, 6])
+    ids, points = deleted_points(memory, "pca")
+    assert deleted_points(memory, "pca")[0] is ids  # cached until the next change
+    assert ids.tolist() == [5, 6] and points.shape == (2, 2)
+    # placed on the new map, where those embeddings project (the same place as a query with them would land)
+    assert np.allclose(points, memory_map(memory, "pca").place(memory.stored_embeddings([5, 6])[1]))
+    assert not np.allclose(before, 0)
+    projection = memory_map(memory, "pca")
+    fig = memory_map_figure(projection, map_labels(memory, projection), deleted=(ids, points))
+    gone = fig.data[-1]
+    assert gone.name == "deleted (not purged)" and gone.customdata is None and list(gone.x) == list(points[:, 0])
+    curve = len(fig.data) - 1
+    assert selected_ids(fig, [{"curve_number": curve, "point_index": 0}]) == []

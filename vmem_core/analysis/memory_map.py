@@ -116,6 +116,17 @@ def place_queries(memory, embeddings: np.ndarray, method: str = "auto") -> np.nd
     return memory_map(memory, method).place(embeddings)
 
 
+def deleted_points(memory, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Deleted exemplars not yet purged (their embeddings still stored), placed on the live exemplars' map: (ids (m,),
+    points (m, 2)); cached until the next change."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        ids, vectors = memory.stored_embeddings(memory.tombstoned_ids())
+        return np.asarray(ids, dtype=np.int64), memory_map(memory, method).place(vectors)
+
+    return memory.derived(("memory-map-deleted", method), compute)
+
+
 def map_labels(memory, projection: Projection) -> list[str]:
     """The current label of each exemplar on the map ("(deleted)" for one deleted since it was drawn)."""
     labels = memory.labels

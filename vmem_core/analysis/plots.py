@@ -155,11 +155,13 @@ def label_colours(labels) -> dict[str, str]:
 
 
 def memory_map_figure(projection, labels, colour_by: str = "label", reliability: Optional[Mapping[int, int]] = None,
-                      query_point=None, neighbor_ids=(), selected=(), title: Optional[str] = None) -> go.Figure:
+                      query_point=None, neighbor_ids=(), selected=(), deleted=None,
+                      title: Optional[str] = None) -> go.Figure:
     """Every exemplar of a `Projection` as a point (plotly Scattergl: thousands stay interactive), coloured by label
     (a trace per label, in the legend) or by reliability v (one trace, a colour bar); hover shows id and label;
     each exemplar trace's customdata is its ids. With `query_point` (x, y): the query as a star and a line to each
-    of `neighbor_ids`. `selected` ids are ringed."""
+    of `neighbor_ids`. `selected` ids are ringed. `deleted` (ids, points): deleted exemplars as grey crosses (no
+    customdata: a selection never picks them for an edit)."""
     ids = np.asarray(projection.ids)
     points = np.asarray(projection.points)
     labels = np.asarray(list(labels), dtype=object)
@@ -182,6 +184,12 @@ def memory_map_figure(projection, labels, colour_by: str = "label", reliability:
             hovertemplate=hover))
     else:
         raise ValueError(f"colour_by must be 'label' or 'reliability', got {colour_by!r}")
+    if deleted is not None and len(deleted[0]):
+        gone_ids, gone_points = np.asarray(deleted[0]), np.asarray(deleted[1])
+        fig.add_trace(go.Scattergl(
+            x=gone_points[:, 0], y=gone_points[:, 1], mode="markers", name="deleted (not purged)",
+            text=[f"id {i}, deleted" for i in gone_ids], hovertemplate="%{text}<extra></extra>",
+            marker=dict(symbol="x", size=7, color=OTHER)))
     if len(selected):
         where = np.isin(ids, np.asarray(list(selected), dtype=np.int64))
         fig.add_trace(go.Scattergl(
