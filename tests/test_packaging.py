@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from .browser import free_port
 from .helpers import REPO, SAMPLE
 
 
@@ -58,12 +58,6 @@ def test_wheel_holds_the_app_its_settings_and_the_sample_data(wheel):
     assert {name.split("/")[0] for name in names} == {"vmem_core", wheel.name.split("-py3")[0] + ".dist-info"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_installed_wheel_works_from_an_empty_folder(wheel, tmp_path):
     target, empty, data_home = tmp_path / "target", tmp_path / "empty", tmp_path / "xdg-data"
@@ -98,7 +92,7 @@ def test_installed_wheel_works_from_an_empty_folder(wheel, tmp_path):
     assert stats.returncode == 0, stats.stderr
     assert '"exemplars": 999' in stats.stdout
 
-    port = _free_port()
+    port = free_port()
     # a session of its own: `vmem app` starts streamlit as its child, and both must stop at the end
     app = subprocess.Popen([sys.executable, "-m", "vmem_core", "app", "--port", str(port), "--headless"], cwd=empty,
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

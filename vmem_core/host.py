@@ -263,14 +263,20 @@ def find_host(memory_path: Path, check_alive: bool = True) -> Optional[HostAddre
         address = HostAddress(int(record["pid"]), int(record["port"]), str(record["token"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if check_alive:
-        try:
-            os.kill(address.pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # alive, another user's: its token file was readable, so let it answer
+    if check_alive and not process_alive(address.pid):
+        return None
     return address
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (one of another user's counts: it exists, we just may not signal it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def send(address: HostAddress, request: dict, silence_timeout_s: float = SILENCE_TIMEOUT_S) -> dict:

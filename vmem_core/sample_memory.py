@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .host import process_alive
 from .memory import BuildReport, VisualMemory
 from .resources import sample_data
 from .storage.layout import is_memory
@@ -47,21 +48,11 @@ def _staging_dirs(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}{_STAGING_PREFIX}*"))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_abandoned_staging(path: Path) -> None:
     """Staging folders of builds whose process is gone (killed mid-build) are deleted; live ones are left alone."""
     for staging in _staging_dirs(path):
         pid_text = staging.name.rsplit(_STAGING_PREFIX, 1)[-1].split("-", 1)[0]
-        if not pid_text.isdigit() or not _pid_alive(int(pid_text)) or int(pid_text) == os.getpid():
+        if not pid_text.isdigit() or not process_alive(int(pid_text)) or int(pid_text) == os.getpid():
             log.info("removing %s, left by a sample build that did not finish", staging)
             shutil.rmtree(staging, ignore_errors=True)
 
