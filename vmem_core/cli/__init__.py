@@ -29,10 +29,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         stream=sys.stderr)
     for noisy in ("huggingface_hub", "urllib3", "root", "pymilvus"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    for option in ("k", "k_max", "top_n", "threshold", "rerank_shown", "limit"):
+    for option in ("k", "k_max", "top_n", "threshold", "limit"):
         value = getattr(args, option, None)
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "rerank_shown", 0) < 0:  # 0 is the paper's query-only ablation: the query alone
+        parser.error(f"--rerank-shown must be 0 (the query alone) or more, got {args.rerank_shown}")
     if getattr(args, "device", None) is not None:
         from ..devices import set_default_device
 

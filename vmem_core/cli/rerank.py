@@ -5,6 +5,7 @@ Kept apart from cli.py so that the core commands read in one screen; cli.py hand
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,7 +23,14 @@ def add_rerank_options(parser, batch: bool) -> None:
     group = parser.add_argument_group("re-ranking by a vision-language model")
     group.add_argument("--rerank", metavar="SPEC", help=f"ask a model for the label after the vote: {SPEC_HELP}")
     group.add_argument("--rerank-shown", type=int, default=DEFAULT_SHOWN, metavar="N",
-                       help=f"nearest exemplars shown to the model with their labels (default {DEFAULT_SHOWN})")
+                       help=f"nearest exemplars shown to the model with their labels (default {DEFAULT_SHOWN}, as the "
+                            "paper; 0: the query alone, with every class of the memory listed)")
+    group.add_argument("--rerank-distances", action=argparse.BooleanOptionalAction, default=True,
+                       help="write each neighbour's distance beside its label (vmem's addition; the paper's prompt "
+                            "shows labels only)")
+    group.add_argument("--rerank-restrict", action=argparse.BooleanOptionalAction, default=True,
+                       help="list the shown neighbours' labels and ask for one of them (vmem's addition; the paper's "
+                            "prompt asks for the label without a list, and the answer is read against every class)")
     group.add_argument("--allow-new-label", action="store_true",
                        help="accept an answer that is not among the shown labels as a new label")
     group.add_argument("--synonyms", metavar="JSON", help="file mapping a label to other words the model may use "
@@ -32,6 +40,9 @@ def add_rerank_options(parser, batch: bool) -> None:
                        help="US dollars per million input tokens, for the cost estimate")
     group.add_argument("--yes", action="store_true", help="start the model calls without asking")
     if batch:
+        group.add_argument("--rerank-ablations", action="store_true",
+                           help="also evaluate the paper's configurations on the same queries: its prompt (labels "
+                                "only), each of vmem's additions alone and both, and the query alone (0 shown)")
         group.add_argument("--limit", type=int, default=None, metavar="N",
                            help="evaluate a random sample of N queries (seeded by --seed), e.g. to bound cost")
         group.add_argument("--seed", type=int, default=0)
@@ -49,6 +60,15 @@ def _synonyms(path: Optional[str]) -> dict:
         raise UsageError(f"--synonyms {path}: expected an object of label -> list of words, e.g. "
                          '{"t-shirt/top": ["t-shirt", "top"]}')
     return data
+
+
+def prompt_switches(args):
+    """The prompt's switches as the options set them (vmem's prompt unless switched off)."""
+    from ..rerank.prompt import PromptSwitches
+
+    if args.rerank_shown < 0:
+        raise UsageError(f"--rerank-shown must be 0 (the query alone) or more, got {args.rerank_shown}")
+    return PromptSwitches(show_distances=args.rerank_distances, restrict_to_neighbor_labels=args.rerank_restrict)
 
 
 def reranker_from_args(args):
@@ -90,7 +110,7 @@ def query_extras(args, memory, loaded, embeddings, progress) -> list[dict]:
 
         reranker = with_cache(reranker_from_args(args), memory)
         requests = make_requests(memory, [i.image for i in loaded], [i.sha256 for i in loaded], embeddings,
-                                 args.rerank_shown, vote_settings(args), args.allow_new_label)
+                                 args.rerank_shown, vote_settings(args), args.allow_new_label, prompt_switches(args))
         if not confirm(plan_batch(reranker, requests), reranker.name, args.yes, ASK_ABOVE_CALLS):
             raise UsageError("cancelled before any model call")
         for extra, result in zip(extras, rerank_all(reranker, requests, progress)):
@@ -114,33 +134,42 @@ def print_extras(extra: dict) -> None:
 
 
 def cmd_eval_rerank(args, memory, progress_bar) -> dict:
-    """kNN and re-ranked accuracy on the same (optionally sampled) queries; returns the JSON payload."""
+    """kNN (fixed k and best-over-k) and re-ranked accuracy on the same (optionally sampled) queries, for the
+    configuration the options give and, with --rerank-ablations, the paper's configurations; returns the JSON payload
+    ("rerank": the options' configuration; "rerank_study": every configuration, with the kNN baselines)."""
     from ..analysis.evaluate import evaluate_embeddings
     from ..ingest.datasets import scan_dataset
-    from ..rerank.pipeline import evaluate_rerank, load_labelled, sample_items
+    from ..rerank.evaluation import RerankConfiguration, evaluate_configurations, paper_configurations
+    from ..rerank.pipeline import DEFAULT_SHOWN, load_labelled, sample_items
 
     reranker = reranker_from_args(args)  # before any encoding: a missing key is reported at once
+    given = RerankConfiguration("as given by the options", args.rerank_shown, prompt_switches(args))
+    configurations = [given, *(paper_configurations(args.rerank_shown or DEFAULT_SHOWN)
+                               if args.rerank_ablations else ())]
     every = scan_dataset(Path(args.queries))
     items = sample_items(every, args.limit, args.seed)
     loaded, truths, rejected = load_labelled(items)
     embeddings = memory.encoder.encode([i.image for i in loaded], progress=progress_bar("encode", not args.json))
     knn = evaluate_embeddings(memory, embeddings, truths, args.k_max, settings=vote_settings(args))
     knn.rejected = rejected
-    evaluation = evaluate_rerank(memory, reranker, loaded, truths, embeddings, args.rerank_shown, vote_settings(args),
-                                 args.allow_new_label,
-                                 confirm=lambda plan: confirm(plan, reranker.name, args.yes),
-                                 progress=progress_bar("ask the model", not args.json))
-    if evaluation is None:
+    study = evaluate_configurations(memory, reranker, [i.image for i in loaded], [i.sha256 for i in loaded],
+                                    [i.source for i in loaded], truths, embeddings, configurations,
+                                    vote_settings(args), args.k_max, args.k, args.allow_new_label,
+                                    confirm=lambda plan: confirm(plan, reranker.name, args.yes),
+                                    progress=progress_bar("ask the model", not args.json))
+    if study is None:
         raise UsageError("cancelled before any model call")
+    evaluation = study.evaluations[0]
     payload = {**knn.to_dict(), "sample": sample_summary(len(items), len(every), args.seed),
-               "rerank": evaluation.to_dict()}
+               "rerank": evaluation.to_dict(), "rerank_study": study.to_dict()}
     if args.json:
         return payload
-    print(f"{len(truths)} queries{sample_note(payload['sample'])}"
-          + f"; the model is shown the {evaluation.k} nearest exemplars with their labels")
+    shown = (f"the model is shown the {evaluation.k} nearest exemplars with their labels" if evaluation.k else
+             "the model is shown the query alone, with every class listed")
+    print(f"{len(truths)} queries{sample_note(payload['sample'])}; {shown}")
+    rows = [(f"kNN vote ({args.voting}, k={evaluation.k})", evaluation.knn_accuracy, "")] if evaluation.k else []
+    rows.append((f"re-ranked by {evaluation.model}", evaluation.reranked_accuracy, ""))
     best = knn.best().get(args.voting)
-    rows = [(f"kNN vote ({args.voting}, k={evaluation.k})", evaluation.knn_accuracy, ""),
-            (f"re-ranked by {evaluation.model}", evaluation.reranked_accuracy, "")]
     if best:
         rows.append((f"kNN best-over-k ({args.voting}, k={best['k']})", best["accuracy"],
                      "  (optimistic: k chosen on these queries)"))
@@ -151,10 +180,25 @@ def cmd_eval_rerank(args, memory, progress_bar) -> dict:
     statuses = evaluation.statuses()
     print("model answers: " + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(statuses.items()))
           + f"; {payload['rerank']['calls_made']} call(s) made, the rest from the cache")
+    if len(study.evaluations) > 1:
+        print_study(study)
     for row in payload["rerank"]["per_query"]:
         if row["status"] not in ("candidate", "new"):
             print(f"    {row['image']}: {row['status']}: {row['detail']}", file=sys.stderr)
     return payload
+
+
+def print_study(study) -> None:
+    """The configurations side by side, under the kNN baselines."""
+    print(f"\nevery configuration, on the same {study.queries} queries:")
+    rows = study.rows()
+    width = max(len(row["what"]) for row in rows) + 2
+    print(f"{'':<{width}}{'accuracy':>9}  {'answered':>8}  without a label")
+    for row in rows:
+        missing = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(row.get("without_label",
+                                                                                               {}).items()))
+        answered = f"{row['answered']:>8}" if "answered" in row else " " * 8
+        print(f"{row['what']:<{width}}{row['accuracy']:>9.3f}  {answered}  {missing}")
 
 
 def cmd_search_text(args, memory) -> int:

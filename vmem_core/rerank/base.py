@@ -65,13 +65,17 @@ class ShownNeighbor:
 
 @dataclass(frozen=True)
 class RerankRequest:
-    """One question to the model: the query image (PNG), its neighbours nearest first, and the labels it may pick."""
+    """One question to the model: the query image (PNG), its neighbours nearest first (none: the query-only
+    ablation), and the labels its answer is read against (`candidates`), listed in the prompt or not (see
+    `prompt.PromptSwitches`)."""
 
     query_png: bytes
     query_sha256: str  # identifies the query for the cache
     neighbors: tuple[ShownNeighbor, ...]
     candidates: tuple[str, ...]
     allow_new: bool = False
+    show_distances: bool = True
+    list_candidates: bool = True
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Answers kept on disk in the memory's folder, one small JSON file per question, so a rerun costs nothing.
 
-The key is a hash of what decides the answer: the model, the prompt version, the query image's hash, the shown
-neighbours' ids and labels (a relabel asks again), the candidates and whether new labels are allowed. Files hold ids,
+The key is a hash of what decides the answer: the model, the prompt version and its switches, the query image's hash,
+the shown neighbours' ids and labels (a relabel asks again), the candidates and whether new labels are allowed. Files hold ids,
 labels and the model's text: never an image, a vector or an API key.
 """
 
@@ -33,6 +33,10 @@ def cache_key(model: str, request: RerankRequest) -> str:
         "candidates": list(request.candidates),
         "allow_new": request.allow_new,
     }
+    # the paper's prompt and its ablations word the question differently; vmem's own prompt keeps the keys it had
+    # before these switches existed, so answers cached under it stay valid
+    if not (request.show_distances and request.list_candidates):
+        identity["wording"] = {"distances": request.show_distances, "candidates_listed": request.list_candidates}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

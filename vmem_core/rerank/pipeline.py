@@ -1,4 +1,5 @@
-"""Re-ranking with a memory: pick the neighbours to show, plan and price a batch, and compare with the kNN vote."""
+"""Re-ranking with a memory: pick the neighbours to show, plan and price a batch, ask (measuring it against the kNN
+vote is `evaluation.py`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..memory import VisualMemory
 from ..voting import VoteSettings, resolve_settings
 from .base import Reranker, RerankError, RerankRequest, RerankResult, ShownNeighbor
 from .cache import CachingReranker, RerankCache
-from .prompt import query_png
+from .prompt import VMEM_PROMPT, PromptSwitches, query_png
 
 DEFAULT_SHOWN = 50  # the paper shows the model the 50 nearest neighbours
 
@@ -35,17 +36,32 @@ def make_requests(
     shown: int = DEFAULT_SHOWN,
     settings: Optional[VoteSettings] = None,
     allow_new: bool = False,
+    switches: PromptSwitches = VMEM_PROMPT,
 ) -> list[RerankRequest]:
     """One request per query: its `shown` nearest exemplars (the ones that may vote under the settings' pruning)
-    with their thumbnails and labels; the candidates are the distinct labels among them, nearest first."""
-    if int(shown) < 1:
-        raise VmemError(f"the re-ranker must be shown at least 1 neighbour, got {shown}")
+    with their thumbnails and labels, and the labels its answer is read against.
+
+    The candidates are the distinct labels among the shown neighbours, nearest first, when the answer is restricted
+    to them (`switches.restrict_to_neighbor_labels`); otherwise, and when `shown` is 0 (the query-only ablation: no
+    neighbour is searched or sent), every class of the memory. See `prompt.PromptSwitches` for what is listed.
+
+    Raises:
+        VmemError: `shown` is negative.
+    """
+    if int(shown) < 0:
+        raise VmemError(f"the number of neighbours shown to the re-ranker must be 0 (the query alone) or more, got "
+                        f"{shown}")
     if len(images) == 0:
         return []
     table = memory.table
+    every_class = tuple(table.labels)
+    if int(shown) == 0:
+        return [RerankRequest(query_png(image), sha, (), every_class, allow_new, switches.show_distances, True)
+                for image, sha in zip(images, sha256s)]
     ids, distances = memory.neighbors(np.asarray(embeddings, np.float32),
                                       replace(resolve_settings(settings), k=int(shown)))
     thumbnails = memory.thumbnails(sorted({int(i) for i in ids.ravel() if i >= 0}))
+    restricted = switches.restrict_to_neighbor_labels
     requests = []
     for row, (image, sha) in enumerate(zip(images, sha256s)):
         classes = table.class_indices(ids[row])
@@ -53,8 +69,9 @@ def make_requests(
             ShownNeighbor(int(i), table.labels[c], float(d), thumbnails.get(int(i)))
             for i, d, c in zip(ids[row], distances[row], classes) if i >= 0 and c >= 0
         )
-        candidates = tuple(dict.fromkeys(n.label for n in neighbors))
-        requests.append(RerankRequest(query_png(image), sha, neighbors, candidates, allow_new))
+        candidates = tuple(dict.fromkeys(n.label for n in neighbors)) if restricted else every_class
+        requests.append(RerankRequest(query_png(image), sha, neighbors, candidates, allow_new,
+                                      switches.show_distances, restricted))
     return requests
 
 
@@ -127,47 +144,6 @@ def sample_items(items: Sequence[LabelledImage], limit: Optional[int], seed: int
     return [items[i] for i in chosen]
 
 
-@dataclass
-class RerankEvaluation:
-    """kNN and re-ranked predictions on the same queries."""
-
-    model: str
-    rule: str
-    k: int  # the kNN vote uses the same neighbours the model was shown
-    truths: list[str]
-    names: list[str]
-    knn: list[Optional[str]]
-    results: list[RerankResult]
-    plan: BatchPlan
-
-    def _accuracy(self, predicted) -> float:
-        return float(np.mean([p == t for p, t in zip(predicted, self.truths)])) if self.truths else 0.0
-
-    @property
-    def knn_accuracy(self) -> float:
-        return self._accuracy(self.knn)
-
-    @property
-    def reranked_accuracy(self) -> float:
-        return self._accuracy([r.label for r in self.results])
-
-    def statuses(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for result in self.results:
-            counts[result.status] = counts.get(result.status, 0) + 1
-        return counts
-
-    def to_dict(self) -> dict:
-        return {
-            "model": self.model, "voting": self.rule, "k": self.k, "queries": len(self.truths),
-            "knn_accuracy": round(self.knn_accuracy, 6), "reranked_accuracy": round(self.reranked_accuracy, 6),
-            "statuses": self.statuses(), "calls_made": sum(1 for r in self.results if not r.cached),
-            "plan": self.plan.to_dict(),
-            "per_query": [{"image": n, "true": t, "knn": k, **r.to_dict()}
-                          for n, t, k, r in zip(self.names, self.truths, self.knn, self.results)],
-        }
-
-
 def load_labelled(items: Sequence[LabelledImage]):
     """Decoded query images, their hashes, labels, names, and the unreadable ones (reported, not fatal)."""
     loaded, labels, rejected = [], [], []
@@ -181,42 +157,3 @@ def load_labelled(items: Sequence[LabelledImage]):
         raise DatasetError(f"none of the {len(items)} query images could be read"
                            + (f"; first: {rejected[0][1]}" if rejected else ""))
     return loaded, labels, rejected
-
-
-def evaluate_rerank(
-    memory: VisualMemory,
-    reranker: Reranker,
-    loaded: Sequence,
-    truths: Sequence[str],
-    embeddings: np.ndarray,
-    shown: int = DEFAULT_SHOWN,
-    settings: Optional[VoteSettings] = None,
-    allow_new: bool = False,
-    confirm: Callable[[BatchPlan], bool] = lambda plan: True,
-    progress: Optional[Callable[[int, int], None]] = None,
-) -> Optional[RerankEvaluation]:
-    """kNN vote (at k = shown, the same neighbours the model sees) and re-ranked label for each labelled query.
-
-    Args:
-        loaded: decoded queries (images.LoadedImage, see `load_labelled`), with `truths` their labels and
-            `embeddings` their features.
-        confirm: shown the plan (calls, tokens, price) before any call; returning False cancels (result None).
-
-    Raises:
-        RerankError: the re-ranker cannot work (no key, key refused, unknown model): the batch stops there.
-    """
-    from ..analysis.evaluate import predict_at_k
-
-    settings = replace(resolve_settings(settings), k=int(shown))
-    cached = with_cache(reranker, memory)
-    requests = make_requests(memory, [i.image for i in loaded], [i.sha256 for i in loaded], embeddings, shown,
-                             settings, allow_new)
-    plan = plan_batch(cached, requests)
-    if not confirm(plan):
-        return None
-    ids, distances = memory.neighbors(np.asarray(embeddings, np.float32), settings)
-    k = ids.shape[1]
-    knn = predict_at_k(memory, ids, distances, replace(settings, k=k)) if k else [None] * len(truths)
-    results = rerank_all(cached, requests, progress)
-    return RerankEvaluation(cached.name, settings.rule, k, list(truths), [i.source for i in loaded], knn, results,
-                            plan)
