@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vmem_core import UnknownIdError, VisualMemory
+from vmem_core.errors import VmemError
 from vmem_core.unlearn import byte_patterns, byte_scan, memory_digest, purge
 
 from .helpers import REPO
@@ -316,3 +317,24 @@ def test_twin_kept_only_as_a_tombstone_is_named(memory):
     certificate = purge(memory, [twin])
     assert certificate.passed, certificate.explain()
     assert "byte-identical to an exemplar that stays" in certificate.checks[0].detail
+
+
+def test_unlearning_measured_for_the_report(memory):
+    """The report's measurement: single deletions timed, one certified purge, every query's prediction exact."""
+    from vmem_core.analysis.unlearning import measure_unlearning
+
+    ticks = iter(np.arange(0, 100, 0.004))  # a clock that moves 4 ms per reading: each deletion "takes" 4 ms
+    ids, vectors = memory.embeddings()
+    probes = vectors[:5] + 0.01  # queries near exemplars, some of them about to be deleted
+    result = measure_unlearning(memory, deletions=3, probes=probes, clock=lambda: float(next(ticks)))
+    assert result["exemplars"] == 12 and result["deletions"] == 3 and len(memory) == 9
+    assert result["delete_ms"] == {"median": pytest.approx(4.0), "p95": pytest.approx(4.0), "max": pytest.approx(4.0)}
+    assert result["paper_deletion_ms"] == 20.0 and result["probes"] == 5
+    checks = {check["name"]: check for check in result["certificate"]["checks"]}
+    assert result["certificate"]["passed"] and checks["byte scan"]["passed"] and checks["exactness"]["passed"]
+    assert checks["exactness"]["detail"].startswith("5 probe queries: predictions and 10 nearest neighbours equal")
+    purged = sorted(set(ids.tolist()) - set(memory.all_ids().tolist()))
+    assert len(purged) == 3 and result["purge"]["exemplars"] == 3
+    assert memory.exemplars(purged).empty  # gone, not tombstoned
+    with pytest.raises(VmemError, match="between 1 and the 9 live exemplars, got 10"):
+        measure_unlearning(memory, deletions=10)
