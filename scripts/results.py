@@ -1,6 +1,7 @@
 """Write docs/RESULTS.md: the paper's experiments 1-7 on Fashion-MNIST, with tables and PNG figures.
 
     python scripts/results.py [--idx-dir /usr/share/datasets/fashion-mnist] [--out docs] [--limit N] [--report-only]
+                              [--device auto|cpu|cuda[:N]] [--rerank SPEC] [--rerank-limit N] [--deletions N]
 
 Memory: the full 60,000-image training set; queries: the 10,000-image test set, both read from the IDX files of
 Debian's `dataset-fashion-mnist` package. Encoder: vmem's default (efficientnet-lite0). The 70,000 embeddings are cached
@@ -8,6 +9,14 @@ under the vmem cache dir (keyed by encoder identity and file hash); the first ru
 two cores). The script holds /tmp/vmem-bench.lock while it computes, so that benchmarks on a shared machine do not
 disturb each other. Figures are exported with kaleido, which drives a Chromium (Debian's /usr/bin/chromium is used when
 present). `--limit N` uses the first N images of each split (a quick check; not what RESULTS.md should report).
+
+`--device` chooses where the encoder and the exact search of the experiments run (as `vmem --device`; default
+$VMEM_DEVICE, else auto: the first CUDA device torch sees, else the CPU). Re-ranking and unlearning need a real memory:
+one is built from the cached embeddings (hnswlib, in a temporary folder, thumbnails from the IDX pixels). Re-ranking
+asks the model `--rerank SPEC` names (default $VMEM_RERANK, as `vmem app` reads it; the key in its usual variable) about
+a seeded sample of `--rerank-limit` test queries in every configuration of `vmem_core.rerank.evaluation`; without one
+the report says that no real figure exists. Unlearning deletes `--deletions` exemplars one at a time, purges them,
+and reads the purge certificate's checks (`vmem_core.analysis.unlearning`).
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vmem_core.analysis import registry  # noqa: E402
+from vmem_core.analysis.unlearning import DEFAULT_DELETIONS, measure_unlearning  # noqa: E402
+from vmem_core.devices import DeviceError, parse_device, resolve_device, set_default_device  # noqa: E402
 from vmem_core.encoders import DEFAULT_ENCODER, load_encoder  # noqa: E402
 from vmem_core.ingest.embedding_cache import FASHION_MNIST_CLASSES, cache_path, idx_embeddings, read_idx  # noqa: E402
 from vmem_core.ingest.images import load_image  # noqa: E402
@@ -40,6 +51,8 @@ TAXONOMY = REPO / "data" / "fashion-mnist" / "taxonomy.csv"
 HELD_OUT = "sneaker"
 SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 6000)
 FIXED_K = 10
+RERANK_QUERIES = 100  # test queries asked in each re-ranking configuration (5 configurations: 500 calls)
+RERANK_VARIABLE = "VMEM_RERANK"  # the spec `vmem app --rerank` passes on; the key stays in its own variable
 
 
 @contextmanager
@@ -51,6 +64,39 @@ def bench_lock():
         if waited > 1:
             print(f"waited {waited:.0f} s for {LOCK}", flush=True)
         yield
+
+
+def device_option(text: str) -> str:
+    """--device as argparse type: the canonical spec, or an error naming the bad value and what is accepted."""
+    try:
+        return parse_device(text, source="--device")
+    except DeviceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def choose_device(spec):
+    """Make `spec` this process's device (the encoder and the experiments' exact search run there) and resolve it;
+    a CUDA device torch does not see ends the script with the reason."""
+    set_default_device(spec)
+    try:
+        return resolve_device()
+    except DeviceError as exc:
+        sys.exit(f"results: {exc}")
+
+
+def recorded_device(meta: dict) -> str:
+    """The device a run's meta names, as the report's header says it (runs before --device recorded none)."""
+    if "device" not in meta:
+        return "not recorded"
+    name, description = meta["device"], meta.get("device_name", meta["device"])
+    return f"`{name}`" if description == name else f"`{name}` ({description})"
 
 
 def progress_printer(stage: str):
@@ -307,6 +353,170 @@ def section_of_any(name: str, result: dict, out: Path, meta: dict) -> list[str]:
     return md
 
 
+# --- re-ranking and unlearning: they need a real memory, built from the same arrays ------------------------------------
+def build_memory(path: Path, encoder, vectors: np.ndarray, labels: np.ndarray, pixels: np.ndarray):
+    """A real VisualMemory (hnswlib) of the given embeddings, each with a thumbnail of its IDX image."""
+    from PIL import Image
+
+    from vmem_core import VisualMemory
+    from vmem_core.ingest.images import make_thumbnail
+
+    memory = VisualMemory.create(path, encoder=encoder)
+    for start in range(0, len(vectors), 10_000):
+        stop = min(start + 10_000, len(vectors))
+        thumbnails = [make_thumbnail(Image.fromarray(p, mode="L").convert("RGB")) for p in pixels[start:stop]]
+        memory.add_embeddings(vectors[start:stop], list(labels[start:stop]),
+                              [f"train[{i}]" for i in range(start, stop)], thumbnails=thumbnails)
+        print(f"  memory: {stop:,}/{len(vectors):,} exemplars", flush=True)
+    memory.flush()
+    return memory
+
+
+def run_reranking(memory, spec: str, query_vectors: np.ndarray, query_labels: np.ndarray, query_pixels: np.ndarray,
+                  limit: int) -> dict:
+    """Every configuration of `vmem_core.rerank.evaluation` on a seeded sample of the test queries, or why not."""
+    from PIL import Image
+
+    from vmem_core.errors import VmemError
+    from vmem_core.rerank import load_reranker
+    from vmem_core.rerank.evaluation import evaluate_configurations, paper_configurations
+
+    if not spec:
+        return {"status": "no model", "reason": f"no --rerank SPEC given and ${RERANK_VARIABLE} is not set"}
+    chosen = np.sort(np.random.default_rng(0).choice(len(query_vectors), min(limit, len(query_vectors)),
+                                                     replace=False))
+    loaded = [load_image(Image.fromarray(query_pixels[i], mode="L").convert("RGB"), f"t10k[{i}]") for i in chosen]
+
+    def announce(plan) -> bool:
+        print("  re-ranking: " + plan.describe(spec), flush=True)
+        return True
+
+    started = time.perf_counter()
+    try:
+        study = evaluate_configurations(memory, load_reranker(spec), [i.image for i in loaded],
+                                        [i.sha256 for i in loaded], [i.source for i in loaded],
+                                        list(query_labels[chosen]), query_vectors[chosen], paper_configurations(),
+                                        VoteSettings(k=FIXED_K), fixed_k=FIXED_K, confirm=announce,
+                                        progress=progress_printer("re-ranking"))
+    except VmemError as exc:  # no key, key refused, server unreachable: the report says so instead of a figure
+        return {"status": "model unavailable", "spec": spec, "reason": str(exc)}
+    return {"status": "measured", "spec": spec, "seconds": time.perf_counter() - started, "memory": len(memory),
+            **study.to_dict()}
+
+
+def run_memory_parts(encoder, arrays: dict, pixels: dict, spec: str, rerank_limit: int, deletions: int) -> dict:
+    """Re-ranking, then unlearning (which deletes and purges), on one memory built in a temporary folder."""
+    import tempfile
+
+    timings = {}
+    with tempfile.TemporaryDirectory(prefix="vmem-results-") as scratch:
+        started = time.perf_counter()
+        memory = build_memory(Path(scratch) / "memory", encoder, *arrays["memory"], pixels["memory"])
+        timings["build_seconds"] = time.perf_counter() - started
+        try:
+            started = time.perf_counter()
+            reranking = run_reranking(memory, spec, *arrays["queries"], pixels["queries"], rerank_limit)
+            timings["reranking_seconds"] = time.perf_counter() - started
+            started = time.perf_counter()
+            unlearning = measure_unlearning(memory, min(deletions, len(memory)), probes=arrays["queries"][0])
+            timings["unlearning_seconds"] = time.perf_counter() - started
+        finally:
+            memory.close()
+    print("  " + ", ".join(f"{name.replace('_', ' ')} {value:.0f}" for name, value in timings.items()), flush=True)
+    return {"re-ranking": reranking, "unlearning": {**unlearning, "build_seconds": timings["build_seconds"]}}
+
+
+def section_reranking(result: dict) -> list[str]:
+    md = ["## Re-ranking by a vision-language model\n"]
+    if result.get("status") != "measured":
+        why = result.get("reason", "no model was configured")
+        md.append(f"**No real figure exists yet**: {why}. The paper shows the model the query and its 50 nearest "
+                  "neighbours with their labels (83.5% -> 88.5% top-1 on ImageNet; 69.6% from the query alone). The "
+                  "harness that would measure it here (`vmem_core.rerank.evaluation`: kNN at the fixed k and at its "
+                  "best k beside the paper's prompt, each of vmem's additions, both, and the query alone) is verified "
+                  "end to end against the test suite's fake server (`tests/test_rerank_evaluation.py`); the fake's "
+                  "answers are scripted, so nothing it produces is a result. To measure: `python scripts/results.py "
+                  "--rerank SPEC` (e.g. `gemini:gemini-2.5-flash`, key in GEMINI_API_KEY).\n")
+        return md
+    knn = result["knn"]
+    rows = [[f"kNN vote ({result['voting']}), fixed k={knn['fixed_k']['k']}", "", "", "",
+             fmt(knn["fixed_k"]["accuracy"]), "", ""],
+            [f"kNN vote ({result['voting']}), best-over-k (k={knn['best_over_k']['k']}, chosen on these queries)", "",
+             "", "", fmt(knn["best_over_k"]["accuracy"]), "", ""]]
+    for config in result["configurations"]:
+        setting = config["configuration"]
+        shown = setting["shown"]
+        rows.append([f"re-ranked: {setting['name']}", shown, "yes" if shown and setting["show_distances"] else "no",
+                     "yes" if setting["candidates_listed"] else "no", fmt(config["reranked_accuracy"]),
+                     f"{config['answered']} of {config['queries']}",
+                     ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(config["without_label"].items()))])
+    md += [f"Model `{result['model']}`, {result['queries']} test queries (a seeded sample), a memory of "
+           f"{result.get('memory', 0):,} exemplars (hnswlib: the kNN rows come from its index, the experiments above "
+           f"from exact search); every configuration asks about the same queries.\n",
+           table(["", "neighbours shown", "distances", "labels listed", "accuracy", "answered", "without a label"],
+                 rows), ""]
+    return md
+
+
+def section_unlearning(result: dict) -> list[str]:
+    delete, purged = result["delete_ms"], result["purge"]
+    return ["## Unlearning\n",
+            f"A real memory of {result['exemplars']:,} exemplars (hnswlib, thumbnails stored), built in "
+            f"{result['build_seconds']:.0f} s from the cached embeddings. {result['deletions']} exemplars drawn at "
+            f"random were deleted one at a time (a tombstone: no query sees them from then on), then purged in one "
+            f"certified purge (`vmem_core.unlearn.purge`), whose exactness check ran over "
+            f"{result['probes'] or 'its default'} probe queries (the test set).\n",
+            table(["", "figure"], [
+                ["deletion, median / p95 / max", f"{delete['median']:.2f} / {delete['p95']:.2f} / "
+                                                 f"{delete['max']:.2f} ms (paper: < {result['paper_deletion_ms']:g} ms)"],
+                [f"purge of {purged['exemplars']} exemplars, physical part", f"{purged['physical_seconds']:.2f} s"],
+                ["purge with the certificate's checks", f"{purged['with_checks_seconds']:.1f} s"]]), "",
+            table(["certificate check", "passed", "detail"],
+                  [[c["name"], "yes" if c["passed"] else "NO", c["detail"]] for c in result["certificate"]["checks"]]),
+            ""]
+
+
+def reranking_verdict(results: dict) -> list[str]:
+    result = results.get("re-ranking")
+    if not result or result.get("status") != "measured":
+        why = (result or {}).get("reason", "not run in this report")
+        return ["re-ranking", CLAIM_RERANKING, f"not run: {why}",
+                "no real figure yet; the harness is verified end to end against the test suite's fake server",
+                "not comparable: no model reachable here"]
+    knn = result["knn"]["best_over_k"]
+    by_name = {c["configuration"]["name"]: c for c in result["configurations"]}
+    paper = next(c for c in result["configurations"] if c["configuration"]["shown"] and
+                 not c["configuration"]["show_distances"] and not c["configuration"]["restrict_to_neighbor_labels"])
+    alone = next((c for c in by_name.values() if c["configuration"]["shown"] == 0), None)
+    figure = (f"kNN best-over-k {fmt(knn['accuracy'])}% (k={knn['k']}), fixed k={result['knn']['fixed_k']['k']} "
+              f"{fmt(result['knn']['fixed_k']['accuracy'])}%; paper's prompt {fmt(paper['reranked_accuracy'])}%"
+              + (f"; query only {fmt(alone['reranked_accuracy'])}%" if alone else ""))
+    gain = paper["reranked_accuracy"] - knn["accuracy"]
+    return ["re-ranking", CLAIM_RERANKING, f"{result['model']}, {result['queries']} test queries, "
+            f"{paper['configuration']['shown']} neighbours with their labels", figure,
+            ("holds" if gain > 0 else "does not hold") + f" ({100 * gain:+.2f} pp over kNN at its best k)"]
+
+
+def unlearning_verdict(results: dict) -> list[str]:
+    result = results.get("unlearning")
+    if not result:
+        return ["unlearning", CLAIM_UNLEARNING, "not run", "", "not comparable (not run in this report)"]
+    checks = {c["name"]: c["passed"] for c in result["certificate"]["checks"]}
+    exact = checks.get("exactness", False) and checks.get("byte scan", False)
+    delete = result["delete_ms"]
+    fast = delete["median"] < result["paper_deletion_ms"]
+    verdict = ("holds" if fast and exact else "does not hold") + (
+        f" (median {'under' if fast else 'over'} {result['paper_deletion_ms']:g} ms, p95 "
+        f"{'under' if delete['p95'] < result['paper_deletion_ms'] else 'over'}; certificate "
+        f"{'exact, no bytes left' if exact else 'FAILED: ' + ', '.join(n for n, ok in checks.items() if not ok)})")
+    return ["unlearning", CLAIM_UNLEARNING,
+            f"{result['deletions']} single deletions on a {result['exemplars']:,}-exemplar hnswlib memory, one "
+            f"certified purge of them, exactness over {result['probes'] or 'the default'} test queries",
+            f"deletion median {delete['median']:.2f} ms, p95 {delete['p95']:.2f} ms; purge "
+            f"{result['purge']['physical_seconds']:.2f} s ({result['purge']['with_checks_seconds']:.0f} s with checks)",
+            verdict]
+
+
 # --- verdicts: each quotes the claim it tests ------------------------------------------------------------------------
 # (claim in the paper's words or, marked "issue 18", as issue 18 reads the paper and its notebook; the paper's number)
 CLAIMS = {
@@ -327,9 +537,9 @@ CLAIMS = {
 }
 NOT_RUN = [
     ("compute vs memory", "a small encoder with a big memory matches a big one with a small memory (5 encoders)"),
-    ("re-ranking", "50 neighbours shown to a VLM: 83.5% -> 88.5% top-1 on ImageNet; query-only 69.6%"),
-    ("unlearning", "deletion < 20 ms; utility and forgetting exact by construction"),
 ]
+CLAIM_RERANKING = "50 neighbours shown to a VLM: 83.5% -> 88.5% top-1 on ImageNet; query-only 69.6%"
+CLAIM_UNLEARNING = "deletion \"< 20 ms\"; utility and forgetting exact by construction"
 
 
 def verdict_rows(results: dict) -> list[list[str]]:
@@ -410,6 +620,7 @@ def verdict_rows(results: dict) -> list[list[str]]:
                          f"{top['out_score_median']:.3f} out vs {top['in_score_median']:.3f} in)",
                          "holds" if top["auroc"] > 0.5 else "does not hold"])
     rows += [[name, claim, "not run", "", "not comparable (not run in this report)"] for name, claim in NOT_RUN]
+    rows += [reranking_verdict(results), unlearning_verdict(results)]
     return rows
 
 
@@ -430,7 +641,8 @@ def write_report(results: dict, out: Path, meta: dict) -> str:
           f"Generated by `python scripts/results.py` on {meta['date']} ({meta['seconds']:.0f} s on a "
           f"{meta['cores']}-core machine, embeddings {'from the cache' if meta['cached'] else 'encoded in this run'}).",
           f"Memory: {meta['memory']:,} training images; queries: {meta['queries']:,} test images; read from "
-          f"`{meta['idx_dir']}` (Debian `dataset-fashion-mnist`). Encoder: `{meta['encoder']}`. Search: exact cosine "
+          f"`{meta['idx_dir']}` (Debian `dataset-fashion-mnist`). Encoder: `{meta['encoder']}`. Device "
+          f"(encoding and exact search): {recorded_device(meta)}. Search: exact cosine "
           f"over all exemplars, done once (K = {meta['k_max']}); every rule, k, subset and pruning setting is voted "
           f"from that one search. Percentages are accuracy x 100. \"best-over-k\" picks k on the same test queries: "
           f"optimistic, so the fixed k = {FIXED_K} is shown beside it. Raw numbers: `results/results.json`.\n"]
@@ -442,6 +654,9 @@ def write_report(results: dict, out: Path, meta: dict) -> str:
         if name in results:
             write = SECTIONS.get(name)
             md += write(results[name], out, meta) if write else section_of_any(name, results[name], out, meta)
+    md += section_reranking(results.get("re-ranking", {}))
+    if "unlearning" in results:
+        md += section_unlearning(results["unlearning"])
     return "\n".join(md)
 
 
@@ -452,6 +667,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N images of each split (quick check)")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite RESULTS.md and its figures from the last run's results/*.json, computing nothing")
+    parser.add_argument("--device", type=device_option, default=None, metavar="auto|cpu|cuda[:N]",
+                        help="where the encoder and the experiments' exact search run (default: $VMEM_DEVICE, else "
+                             "auto)")
+    parser.add_argument("--rerank", metavar="SPEC", default=os.environ.get(RERANK_VARIABLE, ""),
+                        help=f"re-rank with this model (default ${RERANK_VARIABLE}); e.g. gemini:gemini-2.5-flash")
+    parser.add_argument("--rerank-limit", type=positive, default=RERANK_QUERIES, metavar="N",
+                        help=f"test queries asked in each re-ranking configuration (default {RERANK_QUERIES})")
+    parser.add_argument("--deletions", type=positive, default=DEFAULT_DELETIONS, metavar="N",
+                        help=f"exemplars deleted one at a time, then purged (default {DEFAULT_DELETIONS})")
     args = parser.parse_args()
     if args.report_only:
         saved = args.out / "results"
@@ -466,7 +690,10 @@ def main() -> None:
         for path in (images, labels):
             if not path.exists():
                 sys.exit(f"results: {path} is missing; install Debian's dataset-fashion-mnist or pass --idx-dir")
-    print(f"reading Fashion-MNIST from {args.idx_dir}", flush=True)
+    device = choose_device(args.device)
+    print(f"reading Fashion-MNIST from {args.idx_dir}; encoding and exact search on "
+          f"{recorded_device({'device': device.name, 'device_name': device.description})}",
+          flush=True)
     started = time.perf_counter()
     encoder = load_encoder(DEFAULT_ENCODER)
     with bench_lock() if args.limit is None else nullcontext():  # a quick check does not wait for benchmarks
@@ -485,6 +712,9 @@ def main() -> None:
             *arrays["memory"], *arrays["queries"], options=options, ood_embeddings=ood,
             progress=lambda stage, done, total: printers.setdefault(stage, progress_printer(stage))(done, total),
         )
+        experiments_seconds = time.perf_counter() - started
+        pixels = {split: read_idx(images)[: len(arrays[split][0])] for split, (images, _) in files.items()}
+        results.update(run_memory_parts(encoder, arrays, pixels, args.rerank, args.rerank_limit, args.deletions))
     seconds = time.perf_counter() - started
     out = args.out
     (out / "results").mkdir(parents=True, exist_ok=True)
@@ -493,7 +723,8 @@ def main() -> None:
             "cores": os.cpu_count(), "machine": platform.machine(), "cached": cached,
             "memory": len(arrays["memory"][1]), "queries": len(arrays["queries"][1]), "idx_dir": args.idx_dir,
             "encoder": encoder.identity, "k_max": options.k_max,
-            "held_out_queries": int((arrays["queries"][1] == HELD_OUT).sum()), "limit": args.limit}
+            "held_out_queries": int((arrays["queries"][1] == HELD_OUT).sum()), "limit": args.limit,
+            "device": device.name, "device_name": device.description, "experiments_seconds": experiments_seconds}
     (out / "results" / "meta.json").write_text(json.dumps({**meta, "idx_dir": str(args.idx_dir)}, indent=1))
     (out / "RESULTS.md").write_text(write_report(results, out, meta))
     acc = results["accuracy"]
