@@ -423,7 +423,8 @@ def run_memory_parts(encoder, arrays: dict, pixels: dict, spec: str, rerank_limi
         finally:
             memory.close()
     print("  " + ", ".join(f"{name.replace('_', ' ')} {value:.0f}" for name, value in timings.items()), flush=True)
-    return {"re-ranking": reranking, "unlearning": {**unlearning, "build_seconds": timings["build_seconds"]}}
+    return {"re-ranking": reranking, "unlearning": {**unlearning, "build_seconds": timings["build_seconds"],
+                                                    "seconds": timings["unlearning_seconds"]}}
 
 
 def section_reranking(result: dict) -> list[str]:
@@ -458,6 +459,10 @@ def section_reranking(result: dict) -> list[str]:
     return md
 
 
+def probes_text(result: dict) -> str:
+    return f"{result['probes']:,}" if result.get("probes") else "the certificate's default"
+
+
 def section_unlearning(result: dict) -> list[str]:
     delete, purged = result["delete_ms"], result["purge"]
     return ["## Unlearning\n",
@@ -465,7 +470,9 @@ def section_unlearning(result: dict) -> list[str]:
             f"{result['build_seconds']:.0f} s from the cached embeddings. {result['deletions']} exemplars drawn at "
             f"random were deleted one at a time (a tombstone: no query sees them from then on), then purged in one "
             f"certified purge (`vmem_core.unlearn.purge`), whose exactness check ran over "
-            f"{result['probes'] or 'its default'} probe queries (the test set).\n",
+            f"{probes_text(result)} probe queries (the test set)."
+            + (f" The deletions, the purge and its checks took {result['seconds']:.0f} s here." if "seconds" in result
+               else "") + "\n",
             table(["", "figure"], [
                 ["deletion, median / p95 / max", f"{delete['median']:.2f} / {delete['p95']:.2f} / "
                                                  f"{delete['max']:.2f} ms (paper: < {result['paper_deletion_ms']:g} ms)"],
@@ -511,7 +518,7 @@ def unlearning_verdict(results: dict) -> list[str]:
         f"{'exact, no bytes left' if exact else 'FAILED: ' + ', '.join(n for n, ok in checks.items() if not ok)})")
     return ["unlearning", CLAIM_UNLEARNING,
             f"{result['deletions']} single deletions on a {result['exemplars']:,}-exemplar hnswlib memory, one "
-            f"certified purge of them, exactness over {result['probes'] or 'the default'} test queries",
+            f"certified purge of them, exactness over {probes_text(result)} test queries",
             f"deletion median {delete['median']:.2f} ms, p95 {delete['p95']:.2f} ms; purge "
             f"{result['purge']['physical_seconds']:.2f} s ({result['purge']['with_checks_seconds']:.0f} s with checks)",
             verdict]
