@@ -66,8 +66,6 @@ def prompt_switches(args):
     """The prompt's switches as the options set them (vmem's prompt unless switched off)."""
     from ..rerank.prompt import PromptSwitches
 
-    if args.rerank_shown < 0:
-        raise UsageError(f"--rerank-shown must be 0 (the query alone) or more, got {args.rerank_shown}")
     return PromptSwitches(show_distances=args.rerank_distances, restrict_to_neighbor_labels=args.rerank_restrict)
 
 
