@@ -153,6 +153,11 @@ def test_a_memory_built_with_lite1_refuses_lite0(tmp_path):
         ("open_clip:NoSuchArch:x", "unknown open_clip architecture 'NoSuchArch'"),
         ("open_clip:ViT-B-32:/no/such/file.pt", "no such file"),
         ("open_clip:ViT-B-32:not-a-tag", "neither a pretrained tag of ViT-B-32 nor a checkpoint file"),
+        ("timm:resnet18", "timm encoder 'timm:resnet18' needs an architecture and weights"),
+        ("timm:no_such_net:x", "unknown timm architecture 'no_such_net'"),
+        ("timm:resnet18.a1_in1k:x", "carries a tag; .* instead: timm:resnet18:a1_in1k"),
+        ("timm:resnet18:/no/such/file.pt", "timm checkpoint '/no/such/file.pt': no such file"),
+        ("timm:resnet18:not-a-tag", "neither a pretrained tag of resnet18 nor a checkpoint file; accepted tags: a1_in1k"),
     ],
 )
 def test_bad_encoder_names(name, message):
@@ -198,3 +203,71 @@ def test_open_clip_checkpoint_of_the_wrong_architecture(tmp_path: Path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(EncoderError, match="could not load open_clip checkpoint"):
         load_encoder(f"open_clip:ViT-B-32:{tmp_path / 'junk.pt'}")
+
+
+TIMM_ARCH = "vit_tiny_patch16_224"  # small (5.7M parameters) and a ViT, the family of the paper's DINOv2 encoders
+
+
+def save_random_timm_checkpoint(path: Path, seed: int):
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model(TIMM_ARCH, num_classes=0)
+    torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+def test_timm_local_checkpoint_builds_a_memory_that_classifies(tmp_path: Path):
+    import timm
+    import torch
+
+    from vmem_core import VisualMemory
+    from vmem_core.errors import EncoderMismatchError
+
+    checkpoint = tmp_path / "tiny-vit.pth"
+    model = save_random_timm_checkpoint(checkpoint, seed=0)
+    name = f"timm:{TIMM_ARCH}:{checkpoint}"
+    encoder = load_encoder(name)
+    assert isinstance(encoder, Encoder) and encoder.dim == 192 and encoder.input_size == (3, 224, 224)
+    assert encoder.identity.startswith(f"timm:{TIMM_ARCH}:sha256:")
+    image = Image.open(sorted((SAMPLE / "memory" / "bag").glob("*.png"))[0])
+    # the checkpoint's weights, through timm's own preprocessing, give the encoder's features: the file was used
+    config = timm.data.resolve_data_config({}, model=model)
+    with torch.inference_mode():
+        direct = model(timm.data.create_transform(**config)(image.convert("RGB"))[None]).numpy()[0]
+    assert np.allclose(encoder.encode([image])[0], direct / np.linalg.norm(direct), atol=1e-5)
+
+    path = tmp_path / "timm.vmem"
+    labels = ("bag", "trouser")
+    exemplars = {label: sorted((SAMPLE / "memory" / label).glob("*.png"))[:6] for label in labels}
+    with VisualMemory.create(path, name) as memory:
+        for label, paths in exemplars.items():
+            memory.add(paths, label)
+        predicted = [result.label for result in memory.classify([paths[0] for paths in exemplars.values()], k=1)]
+        assert predicted == list(labels)  # an exemplar is its own nearest neighbour
+
+    other = tmp_path / "other.pth"
+    save_random_timm_checkpoint(other, seed=1)
+    with pytest.raises(EncoderMismatchError, match=f"built with encoder 'timm:{TIMM_ARCH}:"):
+        VisualMemory.open(path, encoder=f"timm:{TIMM_ARCH}:{other}")
+
+
+def test_timm_checkpoint_of_another_architecture_is_refused(tmp_path: Path):
+    checkpoint = tmp_path / "tiny-vit.pth"
+    save_random_timm_checkpoint(checkpoint, seed=0)
+    # timm itself would only log the keys that did not fit and leave resnet18 at its random initialisation
+    with pytest.raises(EncoderError, match="tiny-vit.pth' does not fit resnet18: Missing keys"):
+        load_encoder(f"timm:resnet18:{checkpoint}")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(EncoderError, match="could not load timm checkpoint .*junk.pth' into resnet18"):
+        load_encoder(f"timm:resnet18:{tmp_path / 'junk.pth'}")
+
+
+def test_timm_tag_without_the_hub_says_which_tag_and_offers_a_local_file(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, as without a network
+    with pytest.raises(EncoderError, match="could not fetch pretrained weights 'a1_in1k' for timm architecture "
+                                           "resnet18 .* pass its path instead: timm:resnet18:/path/to/checkpoint"):
+        load_encoder("timm:resnet18:a1_in1k")

@@ -15,6 +15,7 @@ from .helpers import REPO
 EDGES = {
     "torch": ("encoders/", "devices.py", "backends/exact.py"),  # the exact backend and the device choice use it too
     "open_clip": ("encoders/",),
+    "timm": ("encoders/",),
     "onnxruntime": ("encoders/",),
     "hnswlib": ("backends/hnsw_index.py",),
     "duckdb": ("storage/store.py",),

@@ -66,22 +66,34 @@ def _efficientnet(variant: str) -> Callable[..., Encoder]:
     return factory
 
 
-def _open_clip(rest: str, **options) -> Encoder:
-    from .openclip import OpenClipEncoder
-
+def _arch_and_weights(family: str, rest: str, example: str) -> tuple[str, str]:
+    """`<arch>:<pretrained tag or checkpoint path>` split in two (the path may hold colons itself)."""
     arch, sep, pretrained = rest.partition(":")
     if not arch or not sep or not pretrained:
         raise EncoderError(
-            f"open_clip encoder 'open_clip:{rest}' needs an architecture and weights: "
-            "open_clip:<arch>:<pretrained tag or checkpoint path>, e.g. open_clip:ViT-B-32:laion2b_s34b_b79k"
+            f"{family} encoder '{family}:{rest}' needs an architecture and weights: "
+            f"{family}:<arch>:<pretrained tag or checkpoint path>, e.g. {family}:{example}"
         )
-    return OpenClipEncoder(arch, pretrained, **options)
+    return arch, pretrained
+
+
+def _open_clip(rest: str, **options) -> Encoder:
+    from .openclip import OpenClipEncoder
+
+    return OpenClipEncoder(*_arch_and_weights("open_clip", rest, "ViT-B-32:laion2b_s34b_b79k"), **options)
+
+
+def _timm(rest: str, **options) -> Encoder:
+    from .timm_encoder import TimmEncoder
+
+    return TimmEncoder(*_arch_and_weights("timm", rest, "vit_small_patch14_dinov2:lvd142m"), **options)
 
 
 # the variants' names, spelled here rather than imported so that resolving a name never imports torch
 for _variant in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"):
     register_encoder(_variant, _efficientnet(_variant))
 register_encoder("open_clip", _open_clip)
+register_encoder("timm", _timm)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
