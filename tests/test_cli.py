@@ -150,6 +150,23 @@ def test_wrong_encoder_is_refused(tmp_path, subset):
     assert "built with encoder 'open_clip:RN50:openai'" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_build_with_a_larger_efficientnet(tmp_path):
+    data = tmp_path / "few"
+    for label in ("bag", "trouser"):
+        (data / label).mkdir(parents=True)
+        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:3]:
+            shutil.copy(path, data / label / path.name)
+    memory = tmp_path / "lite1.vmem"
+    result = vmem("build", data, "--memory", memory, "--encoder", "efficientnet-lite1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["added"] == 6
+    stats = json.loads(vmem("stats", memory, "--json").stdout)
+    assert stats["encoder"] == "efficientnet-lite1" and stats["dim"] == 1280
+    query = sorted((SAMPLE / "queries" / "trouser").glob("*.png"))[0]
+    classified = json.loads(vmem("classify", memory, query, "--k", "3", "--json").stdout)
+    assert classified[0]["label"] == "trouser"
+
+
 @pytest.mark.slow
 def test_sample_memory_accuracy(tmp_path):
     """The shipped sample: 1,000 exemplars, 200 held-out queries. Rank voting at k=10 must beat 0.75."""

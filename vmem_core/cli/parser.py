@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="create or extend a memory from an ImageFolder directory or a path,label CSV")
     p.add_argument("data", help="DIR/<label>/<image> or a CSV with columns path,label")
     p.add_argument("--memory", required=True, help="memory directory (created if missing)")
-    p.add_argument("--encoder", default=None, help=f"encoder for a new memory (default: {DEFAULT_ENCODER})")
+    p.add_argument("--encoder", default=None,
+                   help=f"encoder for a new memory (default: {DEFAULT_ENCODER}): efficientnet-lite0, "
+                        "efficientnet-lite1, efficientnet-lite2, open_clip:<arch>:<tag or checkpoint path> or "
+                        "timm:<arch>:<tag or checkpoint path>")
     p.add_argument("--backend", default="hnswlib", choices=BACKENDS,
                    help="index of a new memory: hnswlib (embedded, default), milvus (embedded milvus-lite, or the "
                         "server given by --index-uri) or exact (every vector scored on --device; on a GPU, faster "
