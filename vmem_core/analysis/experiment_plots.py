@@ -161,3 +161,25 @@ def taxonomy_every_class_figure(result: Mapping) -> go.Figure:
                       xaxis_title="exemplars of the held-out class in memory", yaxis_title="accuracy",
                       yaxis_range=[0, 1.05], **_LAYOUT)
     return fig
+
+
+def encoder_tradeoff_figure(result: Mapping) -> go.Figure:
+    """Accuracy vs memory size, one colour per encoder (cheapest first): best-over-k solid with bars of one standard
+    deviation over seeds, the fixed k dashed; a log memory axis labelled at 1-2-5 steps."""
+    fig = go.Figure()
+    for index, name in enumerate(result["encoders"]):
+        points = result["curves"][name]
+        colour = LEVEL_COLOURS[index % len(LEVEL_COLOURS)]
+        sizes = [point["size"] for point in points]
+        fig.add_trace(go.Scatter(
+            x=sizes, y=[point["best_accuracy"] for point in points], mode="lines+markers", name=f"{name}, best k",
+            line=dict(color=colour), error_y=dict(type="data", array=[point["best_accuracy_std"] for point in points]),
+        ))
+        fig.add_trace(go.Scatter(x=sizes, y=[point["accuracy"] for point in points], mode="lines",
+                                 name=f"{name}, k={result['k']}", line=dict(color=colour, dash="dash")))
+    seeds = len(result["seeds"])
+    fig.update_layout(title=f"Accuracy vs memory size per encoder ({result['rule']} voting; mean of {seeds} stratified "
+                            f"subsets per size, bars: 1 s.d.)",
+                      xaxis_title="exemplars in memory", yaxis_title="accuracy", **_LAYOUT)
+    fig.update_xaxes(**readable_log_ticks(result["sizes"]))
+    return fig
