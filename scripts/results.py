@@ -2,6 +2,7 @@
 
     python scripts/results.py [--idx-dir /usr/share/datasets/fashion-mnist] [--out docs] [--limit N] [--report-only]
                               [--device auto|cpu|cuda[:N]] [--rerank SPEC] [--rerank-limit N] [--deletions N]
+                              [--encoders efficientnet-lite0,efficientnet-lite1,efficientnet-lite2]
 
 Memory: the full 60,000-image training set; queries: the 10,000-image test set, both read from the IDX files of
 Debian's `dataset-fashion-mnist` package. Encoder: vmem's default (efficientnet-lite0). The 70,000 embeddings are cached
@@ -17,6 +18,10 @@ asks the model `--rerank SPEC` names (default $VMEM_RERANK, as `vmem app` reads 
 a seeded sample of `--rerank-limit` test queries in every configuration of `vmem_core.rerank.evaluation`; without one
 the report says that no real figure exists. Unlearning deletes `--deletions` exemplars one at a time, purges them,
 and reads the purge certificate's checks (`vmem_core.analysis.unlearning`).
+
+The compute-vs-memory section runs on a subset, the first 10,000 training and 2,000 test images, for every encoder in
+`--encoders` (cheapest first): encoding 12,000 images with each larger EfficientNet takes minutes on two cores, where
+all 70,000 would take most of an hour per encoder. Their embeddings are cached too (an entry per prefix read).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -40,6 +46,7 @@ sys.path.insert(0, str(REPO))
 from vmem_core.analysis import registry  # noqa: E402
 from vmem_core.analysis.unlearning import DEFAULT_DELETIONS, measure_unlearning  # noqa: E402
 from vmem_core.devices import DeviceError, parse_device, resolve_device, set_default_device  # noqa: E402
+from vmem_core.analysis.encoder_tradeoff import EncoderEmbeddings, encoder_tradeoff  # noqa: E402
 from vmem_core.encoders import DEFAULT_ENCODER, load_encoder  # noqa: E402
 from vmem_core.ingest.embedding_cache import FASHION_MNIST_CLASSES, cache_path, idx_embeddings, read_idx  # noqa: E402
 from vmem_core.ingest.images import load_image  # noqa: E402
@@ -53,6 +60,10 @@ SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 6000)
 FIXED_K = 10
 RERANK_QUERIES = 100  # test queries asked in each re-ranking configuration (5 configurations: 500 calls)
 RERANK_VARIABLE = "VMEM_RERANK"  # the spec `vmem app --rerank` passes on; the key stays in its own variable
+DEFAULT_ENCODERS = "efficientnet-lite0,efficientnet-lite1,efficientnet-lite2"  # growing size: 224, 240, 260 px
+# the trade-off's subset (see the module docstring): memory and queries, and the memory sizes swept within it
+TRADEOFF_MEMORY, TRADEOFF_QUERIES = 10_000, 2_000
+TRADEOFF_SIZES = (100, 200, 500, 1000, 2000, 5000, 10000)
 
 
 @contextmanager
@@ -344,6 +355,82 @@ def section_ood(ood: dict, out: Path, meta: dict) -> list[str]:
     return md
 
 
+def run_encoder_tradeoff(files: dict, names: list[str], limit: Optional[int]) -> dict:
+    """The compute-vs-memory trade-off on the subset (the first TRADEOFF_MEMORY training and TRADEOFF_QUERIES test
+    images, fewer under --limit), each encoder's embeddings from the cache (encoded and cached on first use)."""
+    memory_count = min(TRADEOFF_MEMORY, limit or TRADEOFF_MEMORY)
+    query_count = min(TRADEOFF_QUERIES, limit or TRADEOFF_QUERIES)
+    labels = {split: np.asarray(FASHION_MNIST_CLASSES, dtype=object)[read_idx(files[split][1])]
+              for split in ("memory", "queries")}
+    embeddings = []
+    for name in names:
+        encoder = load_encoder(name)
+        vectors = {split: idx_embeddings(encoder, files[split][0], progress_printer(f"encode {split} with {name}"),
+                                         limit=count)
+                   for split, count in (("memory", memory_count), ("queries", query_count))}
+        embeddings.append(EncoderEmbeddings(name, vectors["memory"], labels["memory"][:len(vectors["memory"])],
+                                            vectors["queries"], labels["queries"][:len(vectors["queries"])]))
+    memory_count, query_count = len(embeddings[0].memory_labels), len(embeddings[0].query_labels)  # files may be short
+    sizes = [size for size in TRADEOFF_SIZES if size <= memory_count]
+    result = encoder_tradeoff(embeddings, sizes, settings=VoteSettings(k=FIXED_K),
+                              progress=progress_printer("compute vs memory")).to_dict()
+    return {**result, "memory": memory_count, "queries": query_count}
+
+
+def _pairs_of(rows: list[dict]) -> list[list[dict]]:
+    """Overtake rows grouped by (smaller, larger), in order."""
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault((row["smaller"], row["larger"]), []).append(row)
+    return list(groups.values())
+
+
+def tradeoff_pairs(result: dict) -> list[dict]:
+    """Per pair (smaller, larger) at best-over-k: whether the larger encoder is better at equal memory (at the most
+    sizes), and the largest memory of the larger encoder that the smaller one matches with more memory."""
+    curves = {name: {point["size"]: point["best_accuracy"] for point in points}
+              for name, points in result["curves"].items()}
+    pairs = []
+    for rows in _pairs_of(result["overtakes"]["best_accuracy"]):
+        smaller, larger = rows[0]["smaller"], rows[0]["larger"]
+        better = sum(curves[larger][size] > curves[smaller][size] for size in result["sizes"])
+        trades = [row for row in rows if row["smaller_size"] is not None and row["smaller_size"] > row["larger_size"]]
+        pairs.append({"smaller": smaller, "larger": larger, "larger_better_at": better,
+                      "trade": max(trades, key=lambda row: row["larger_size"], default=None)})
+    return pairs
+
+
+def section_encoders(result: dict, out: Path, meta: dict) -> list[str]:
+    from vmem_core.analysis.experiment_plots import encoder_tradeoff_figure
+
+    names, sizes = result["encoders"], result["sizes"]
+    curves = {name: {point["size"]: point for point in points} for name, points in result["curves"].items()}
+    md = ["## Compute vs memory: encoders of growing size\n",
+          f"Memory: the first {result['memory']:,} training images; queries: the first {result['queries']:,} test "
+          f"images (a subset, so that encoding with every encoder fits two cores; the other sections use "
+          f"{meta['memory']:,} and {meta['queries']:,}). Each memory size is a random subset stratified by class (nested, the same exemplars for every "
+          f"encoder), {len(result['seeds'])} seeds; {result['rule']} voting, best-over-k and k = {result['k']}. "
+          f"Encoders, cheapest first: {', '.join(f'`{name}`' for name in names)}.\n",
+          table(["exemplars"] + [f"{name} best-over-k" for name in names] + [f"{name} k={result['k']}" for name in names],
+                [[f"{size:,}"] + [fmt(curves[name][size]["best_accuracy"]) for name in names]
+                 + [fmt(curves[name][size]["accuracy"]) for name in names] for size in sizes]), "",
+          export(encoder_tradeoff_figure(result), out, "encoder_tradeoff"), "",
+          "Where the smaller encoder, given more memory, reaches the larger one's best-over-k accuracy (the smallest "
+          "memory that does; \"never\" within the sizes run):\n",
+          table(["smaller encoder", "larger encoder"] + [f"larger at {size:,}" for size in sizes],
+                [[pair_rows[0]["smaller"], pair_rows[0]["larger"]] +
+                 [f"{row['smaller_size']:,}" if row["smaller_size"] is not None else "never" for row in pair_rows]
+                 for pair_rows in _pairs_of(result["overtakes"]["best_accuracy"])]), ""]
+    for pair in tradeoff_pairs(result):
+        trade = pair["trade"]
+        md.append(f"- {pair['smaller']} vs {pair['larger']}: the larger is better at equal memory at "
+                  f"{pair['larger_better_at']} of {len(sizes)} sizes; " +
+                  (f"{pair['smaller']} with {trade['smaller_size']:,} exemplars ({fmt(trade['smaller_accuracy'])}%) "
+                   f"matches {pair['larger']} with {trade['larger_size']:,} ({fmt(trade['larger_accuracy'])}%), "
+                   f"{trade['memory_factor']:g}x the memory." if trade else "no larger memory makes up for it."))
+    return md + [""]
+
+
 def section_of_any(name: str, result: dict, out: Path, meta: dict) -> list[str]:
     """An experiment this script has no commentary for: its text report and its figures, as the registry gives them."""
     entry = registry.REGISTRY[name]
@@ -539,12 +626,11 @@ CLAIMS = {
              "(issue 18)",
     "taxonomy": "A class held out (others at 50 exemplars, k = 1) is still placed in the right coarse group; 0 to 50 "
                 "exemplars added back recover it (issue 18, the paper's taxonomy protocol; no number quoted here)",
+    "encoders": "A small encoder with a big memory matches a big one with a small memory (issue 18, reading the "
+                "paper's compute-vs-memory figure; 5 encoders of growing size)",
     "ood": "New-class samples \"are indeed OOD for the model, as demonstrated by larger distances to nearest "
            "neighbors\" (fig. 12: mean distance to the 100 nearest)",
 }
-NOT_RUN = [
-    ("compute vs memory", "a small encoder with a big memory matches a big one with a small memory (5 encoders)"),
-]
 CLAIM_RERANKING = "50 neighbours shown to a VLM: 83.5% -> 88.5% top-1 on ImageNet; query-only 69.6%"
 CLAIM_UNLEARNING = "deletion \"< 20 ms\"; utility and forgetting exact by construction"
 
@@ -626,9 +712,30 @@ def verdict_rows(results: dict) -> list[list[str]]:
                          f"distance to the k nearest", f"AUROC {top['auroc']:.3f} at k={top['k']} (median "
                          f"{top['out_score_median']:.3f} out vs {top['in_score_median']:.3f} in)",
                          "holds" if top["auroc"] > 0.5 else "does not hold"])
-    rows += [[name, claim, "not run", "", "not comparable (not run in this report)"] for name, claim in NOT_RUN]
+    rows.append(encoder_verdict(results.get("encoders")))
     rows += [reranking_verdict(results), unlearning_verdict(results)]
     return rows
+
+
+def encoder_verdict(result: Optional[dict]) -> list[str]:
+    """The compute-vs-memory row: holds where, for every pair, the larger encoder is better at equal memory and the
+    smaller one matches it with more memory; not comparable where a larger encoder is no better here."""
+    if not result:
+        return ["compute vs memory", CLAIMS["encoders"], "not run", "", "not comparable (not run in this report)"]
+    pairs = tradeoff_pairs(result)
+    sizes = len(result["sizes"])
+    traded = [pair for pair in pairs if pair["trade"]]
+    figure_here = "; ".join(
+        f"{pair['smaller']} at {pair['trade']['smaller_size']:,} = {pair['larger']} at {pair['trade']['larger_size']:,}"
+        f" ({fmt(pair['trade']['larger_accuracy'])}%)" for pair in traded) or "no smaller encoder catches up"
+    if any(pair["larger_better_at"] <= sizes // 2 for pair in pairs):
+        verdict = "not comparable: a larger encoder is not better at equal memory on most sizes here"
+    else:
+        verdict = "holds" if len(traded) == len(pairs) else f"holds for {len(traded)} of {len(pairs)} pairs"
+    return ["compute vs memory", CLAIMS["encoders"],
+            f"{len(result['encoders'])} encoders ({', '.join(result['encoders'])}), memory {result['memory']:,} / "
+            f"queries {result['queries']:,} (a subset), {result['rule']} voting, best-over-k, "
+            f"{len(result['seeds'])} seeds", figure_here, verdict]
 
 
 def section_verdicts(results: dict) -> list[str]:
@@ -664,6 +771,8 @@ def write_report(results: dict, out: Path, meta: dict) -> str:
     md += section_reranking(results.get("re-ranking", {}))
     if "unlearning" in results:
         md += section_unlearning(results["unlearning"])
+    if "encoders" in results:
+        md += section_encoders(results["encoders"], out, meta)
     return "\n".join(md)
 
 
@@ -672,6 +781,9 @@ def main() -> None:
     parser.add_argument("--idx-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--limit", type=int, default=None, help="first N images of each split (quick check)")
+    parser.add_argument("--encoders", default=DEFAULT_ENCODERS,
+                        help="comma-separated encoders for the compute-vs-memory section, cheapest first "
+                             f"(default: {DEFAULT_ENCODERS}; an empty string skips the section)")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite RESULTS.md and its figures from the last run's results/*.json, computing nothing")
     parser.add_argument("--device", type=device_option, default=None, metavar="auto|cpu|cuda[:N]",
@@ -722,6 +834,9 @@ def main() -> None:
         experiments_seconds = time.perf_counter() - started
         pixels = {split: read_idx(images)[: len(arrays[split][0])] for split, (images, _) in files.items()}
         results.update(run_memory_parts(encoder, arrays, pixels, args.rerank, args.rerank_limit, args.deletions))
+        names = [name.strip() for name in args.encoders.split(",") if name.strip()]
+        if names:
+            results["encoders"] = run_encoder_tradeoff(files, names, args.limit)
     seconds = time.perf_counter() - started
     out = args.out
     (out / "results").mkdir(parents=True, exist_ok=True)

@@ -150,3 +150,42 @@ def test_figure_draws_each_encoder_on_a_log_memory_axis():
     assert list(fig.data[1].y) == [point["accuracy"] for point in result["curves"]["small"]]
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [5, 10, 20, 50, 100, 200]
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text and "2 stratified" in fig.layout.title.text
+
+
+def test_the_results_script_runs_the_section_and_its_verdict(tmp_path, monkeypatch):
+    """scripts/results.py on tiny IDX files with the pixel encoders: the subset, the section and the verdict row."""
+    import importlib.util
+
+    from .helpers import REPO
+    from .test_embedding_cache import write_idx
+
+    monkeypatch.setenv("VMEM_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    files = {}
+    for split, count in (("memory", 60), ("queries", 30)):
+        classes = np.arange(count) % 3
+        pixels = rng.integers(0, 60, (count, 8, 8))
+        for row, label in enumerate(classes):
+            pixels[row, 3 * label:3 * label + 2] += 190  # each class a bright band of its own, as the pixel encoder sees
+        write_idx(tmp_path / f"{split}-images.gz", pixels)
+        write_idx(tmp_path / f"{split}-labels.gz", classes)
+        files[split] = (tmp_path / f"{split}-images.gz", tmp_path / f"{split}-labels.gz")
+    spec = importlib.util.spec_from_file_location("results_script", REPO / "scripts" / "results.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "TRADEOFF_SIZES", (6, 15, 30, 60, 100))
+    monkeypatch.setattr(script, "export", lambda fig, out, name: f"![{name}]")
+
+    result = script.run_encoder_tradeoff(files, ["test-pixels", "test-pixels-other"], limit=45)
+    assert (result["memory"], result["queries"]) == (45, 30) and result["sizes"] == [6, 15, 30]
+    assert result["encoders"] == ["test-pixels", "test-pixels-other"]
+    assert all(point["best_accuracy"] > 0.9 for point in result["curves"]["test-pixels"])
+
+    section = "\n".join(script.section_encoders(result, tmp_path, {"memory": 60, "queries": 30}))
+    assert "## Compute vs memory" in section and "![encoder_tradeoff]" in section
+    assert "first 45 training images; queries: the first 30 test images (a subset" in section
+    row = script.encoder_verdict(result)
+    assert row[0] == "compute vs memory" and "2 encoders (test-pixels, test-pixels-other)" in row[2]
+    # the same pixels twice: the "larger" encoder is never better, so the claim cannot be tested on them
+    assert row[4].startswith("not comparable: a larger encoder is not better")
+    assert script.encoder_verdict(None)[2:] == ["not run", "", "not comparable (not run in this report)"]
