@@ -1,9 +1,11 @@
-"""Images per second of the default encoder: the fast path (onnxruntime) beside the torch reference, in one run.
+"""Images per second of an EfficientNet-Lite encoder (the default, lite0, or the larger lite1 and lite2: the compute
+side of the compute-vs-memory trade-off): the fast path (onnxruntime) beside the torch reference, in one run.
 
-    python bench/encode.py [--images 512] [--batch 32] [--reference-images 128]
+    python bench/encode.py [--encoder efficientnet-lite0] [--images 512] [--batch 32] [--reference-images 128]
 
-Images are the shipped Fashion-MNIST sample (28x28, upscaled to 224 by the encoder's own preprocessing), decoded
-beforehand, so the figure is the encoder alone. Both runtimes use every core; each is warmed up with one batch.
+Images are the shipped Fashion-MNIST sample (28x28, upscaled to 224, 240 or 260 px by the encoder's own
+preprocessing), decoded beforehand, so the figure is the encoder alone. Both runtimes use every core; each is warmed
+up with one batch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def images_per_second(encoder, images, batch: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", default="efficientnet-lite0",
+                        choices=("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"))
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--reference-images", type=int, default=128)
     parser.add_argument("--batch", type=int, default=32)
@@ -39,13 +43,13 @@ def main() -> None:
 
     paths = sorted(SAMPLE.glob("*/*.png"))
     images = [Image.open(p).convert("RGB") for p in (paths * (args.images // len(paths) + 1))[: args.images]]
-    fast = load_encoder("efficientnet-lite0", runtime="onnx")
-    reference = load_encoder("efficientnet-lite0", runtime="torch")
+    fast = load_encoder(args.encoder, runtime="onnx")
+    reference = load_encoder(args.encoder, runtime="torch")
     fast_rate = images_per_second(fast, images, args.batch)
     reference_rate = images_per_second(reference, images[: args.reference_images], args.batch)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, batch {args.batch}")
-    print(f"efficientnet-lite0 onnxruntime (fast path): {fast_rate:7.1f} images/s over {len(images)} images")
-    print(f"efficientnet-lite0 torch (reference):        {reference_rate:7.1f} images/s over "
+    print(f"{args.encoder} onnxruntime (fast path): {fast_rate:7.1f} images/s over {len(images)} images")
+    print(f"{args.encoder} torch (reference):        {reference_rate:7.1f} images/s over "
           f"{args.reference_images} images")
     print(f"fast path / reference: {fast_rate / reference_rate:.1f}x; target >= 50 images/s: "
           f"{'met' if fast_rate >= 50 else 'NOT met'}")

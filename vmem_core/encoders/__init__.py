@@ -60,7 +60,8 @@ def _efficientnet(variant: str) -> Callable[..., Encoder]:
         from .efficientnet import EfficientNetLiteEncoder
 
         if rest:
-            raise EncoderError(f"{variant} takes no arguments, got {variant}:{rest!r}")
+            raise EncoderError(f"{variant} takes no arguments after its name, got {variant + ':' + rest!r}; accepted: "
+                               f"{variant}")
         return EfficientNetLiteEncoder(variant, **options)
 
     return factory
