@@ -423,12 +423,23 @@ def section_encoders(result: dict, out: Path, meta: dict) -> list[str]:
                  for pair_rows in _pairs_of(result["overtakes"]["best_accuracy"])]), ""]
     for pair in tradeoff_pairs(result):
         trade = pair["trade"]
+        if trade:
+            outcome = (f"{pair['smaller']} with {trade['smaller_size']:,} exemplars ({fmt(trade['smaller_accuracy'])}%)"
+                       f" matches {pair['larger']} with {trade['larger_size']:,} ({fmt(trade['larger_accuracy'])}%), "
+                       f"{trade['memory_factor']:g}x the memory.")
+        elif _larger_is_better(pair, len(sizes)):
+            outcome = "no larger memory within the sizes run makes up for it."
+        else:
+            outcome = f"on these images {pair['larger']} is no better, so there is no compute to trade for memory."
         md.append(f"- {pair['smaller']} vs {pair['larger']}: the larger is better at equal memory at "
-                  f"{pair['larger_better_at']} of {len(sizes)} sizes; " +
-                  (f"{pair['smaller']} with {trade['smaller_size']:,} exemplars ({fmt(trade['smaller_accuracy'])}%) "
-                   f"matches {pair['larger']} with {trade['larger_size']:,} ({fmt(trade['larger_accuracy'])}%), "
-                   f"{trade['memory_factor']:g}x the memory." if trade else "no larger memory makes up for it."))
+                  f"{pair['larger_better_at']} of {len(sizes)} sizes; {outcome}")
     return md + [""]
+
+
+def _larger_is_better(pair: dict, sizes: int) -> bool:
+    """Whether the larger encoder of a pair beats the smaller at equal memory on most sizes: only then does the
+    paper's trade-off have something to test."""
+    return pair["larger_better_at"] > sizes // 2
 
 
 def section_of_any(name: str, result: dict, out: Path, meta: dict) -> list[str]:
@@ -723,15 +734,21 @@ def encoder_verdict(result: Optional[dict]) -> list[str]:
     if not result:
         return ["compute vs memory", CLAIMS["encoders"], "not run", "", "not comparable (not run in this report)"]
     pairs = tradeoff_pairs(result)
-    sizes = len(result["sizes"])
-    traded = [pair for pair in pairs if pair["trade"]]
+    comparable = [pair for pair in pairs if _larger_is_better(pair, len(result["sizes"]))]
+    traded = [pair for pair in comparable if pair["trade"]]
     figure_here = "; ".join(
         f"{pair['smaller']} at {pair['trade']['smaller_size']:,} = {pair['larger']} at {pair['trade']['larger_size']:,}"
-        f" ({fmt(pair['trade']['larger_accuracy'])}%)" for pair in traded) or "no smaller encoder catches up"
-    if any(pair["larger_better_at"] <= sizes // 2 for pair in pairs):
-        verdict = "not comparable: a larger encoder is not better at equal memory on most sizes here"
+        f" ({fmt(pair['trade']['larger_accuracy'])}%, {pair['trade']['memory_factor']:g}x the memory)"
+        for pair in traded) or "no smaller encoder catches up"
+    if not comparable:
+        verdict = "not comparable: no larger encoder is better at equal memory on most sizes here"
     else:
-        verdict = "holds" if len(traded) == len(pairs) else f"holds for {len(traded)} of {len(pairs)} pairs"
+        verdict = ("holds" if len(traded) == len(comparable) else "does not hold" if not traded else
+                   f"holds for {len(traded)} of {len(comparable)} pairs")
+        others = [f"{pair['smaller']} / {pair['larger']}" for pair in pairs if pair not in comparable]
+        if others:
+            verdict += (f" where the larger encoder is better; not comparable for {', '.join(others)} (the larger is "
+                        "no better at equal memory on most sizes)")
     return ["compute vs memory", CLAIMS["encoders"],
             f"{len(result['encoders'])} encoders ({', '.join(result['encoders'])}), memory {result['memory']:,} / "
             f"queries {result['queries']:,} (a subset), {result['rule']} voting, best-over-k, "
