@@ -85,6 +85,17 @@ def test_audit_log_records_every_change_and_chains(memory):
     assert certified["purge_id"] == purged["purge_id"] and len(certified["certificate_sha256"]) == 64
 
 
+def test_audit_log_refuses_an_action_no_reader_knows(memory):
+    # readers match on action names (`vmem purge verify` looks for "purge" and "certify"): a misspelt one would chain
+    # an entry nobody finds. The store is the only writer of the log, so it is reached directly here.
+    before = memory.audit_log()
+    with pytest.raises(ValueError, match=r"'certified' is not one of .*certify"):
+        memory._store.log_event("certified", {"purge_id": "x"})
+    memory.set_search_ef(64)
+    assert [e.action for e in memory.audit_log()] == [e.action for e in before] + ["tune"]
+    assert memory.verify_audit().ok
+
+
 @pytest.mark.parametrize("tamper", ["edit", "remove", "rehash-one", "cut-the-end"])
 def test_audit_tampering_is_detected(memory, tamper):
     memory.delete([1])
