@@ -85,7 +85,8 @@ def umap_projection(ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> Proj
     ids = np.asarray(ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
     ids, vectors = ids[order], np.asarray(vectors, dtype=np.float32)[order]
-    reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit(vectors)
+    # one thread: a seeded UMAP is deterministic only single-threaded (it says so, and forces it, with a warning)
+    reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1).fit(vectors)
     return Projection("umap", ids, np.asarray(reducer.embedding_, dtype=np.float64), vectors.mean(axis=0),
                       np.zeros((2, vectors.shape[1])), reducer)
 
