@@ -145,8 +145,8 @@ def test_pca_by_covariance_for_many_exemplars_matches_the_svd():
     assert np.allclose(few.points, pca_projection(np.arange(10)[::-1], vectors[:10][::-1]).points)
 
 
-def test_deleted_exemplars_are_placed_where_they_were_and_never_selected(memory):
-    from vmem_core.analysis.memory_map import deleted_points
+def test_deleted_exemplars_are_placed_where_they_were_and_selected_apart(memory):
+    from vmem_core.analysis.memory_map import deleted_points, selected_deleted_ids
 
     before = memory_map(memory, "pca").points_of([5, 6])
     memory.delete([5, 6])
@@ -159,9 +159,14 @@ def test_deleted_exemplars_are_placed_where_they_were_and_never_selected(memory)
     projection = memory_map(memory, "pca")
     fig = memory_map_figure(projection, map_labels(memory, projection), deleted=(ids, points))
     gone = fig.data[-1]
-    assert gone.name == "deleted (not purged)" and gone.customdata is None and list(gone.x) == list(points[:, 0])
+    assert gone.name == "deleted (not purged)" and list(gone.x) == list(points[:, 0])
     curve = len(fig.data) - 1
-    assert selected_ids(fig, [{"curve_number": curve, "point_index": 0}]) == []
+    # a selection over live and deleted points: the live ones to edit, the deleted ones to restore, never mixed
+    picked = [{"curve_number": curve, "point_index": 1}, {"curve_number": 0, "point_index": 0}]
+    live = int(fig.data[0].customdata[0])
+    assert selected_ids(fig, picked) == [live]
+    assert selected_deleted_ids(fig, picked) == [6]
+    assert selected_deleted_ids(fig, [{"curve_number": 0, "point_index": 0}]) == []
 
 
 def test_umap_projection_is_seeded_placeable_and_cached(memory):

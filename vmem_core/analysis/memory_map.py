@@ -148,14 +148,29 @@ def more_like_this(memory, exemplar_id: int, k: int = 12) -> tuple[np.ndarray, n
 
 
 def selected_ids(figure, points: Optional[Sequence[dict]]) -> list[int]:
-    """Exemplar ids of the points selected on a map figure (Streamlit's `event.selection.points`), in selection
-    order without repeats; the query's marker and lines carry no id and are skipped."""
+    """Live exemplar ids of the points selected on a map figure (Streamlit's `event.selection.points`), in selection
+    order without repeats; deleted exemplars, the query's marker and lines are skipped."""
+    return _picked(figure, points, deleted=False)
+
+
+def selected_deleted_ids(figure, points: Optional[Sequence[dict]]) -> list[int]:
+    """Ids of the deleted (not yet purged) exemplars among the points selected on a map figure: they can be
+    restored, while `selected_ids` are the live ones that can be edited."""
+    return _picked(figure, points, deleted=True)
+
+
+def _picked(figure, points: Optional[Sequence[dict]], deleted: bool) -> list[int]:
+    from .plots import DELETED_TRACE  # imports plotly: only when a figure's selection is read
+
     chosen: list[int] = []
     for point in points or []:
         curve, index = point.get("curve_number"), point.get("point_index", point.get("point_number"))
         if curve is None or index is None or not 0 <= curve < len(figure.data):
             continue
-        ids = figure.data[curve].customdata
+        trace = figure.data[curve]
+        if (trace.meta == DELETED_TRACE) != deleted:
+            continue
+        ids = trace.customdata
         if ids is None or index >= len(ids):
             continue
         value = ids[index]
