@@ -213,6 +213,31 @@ def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp
     assert cli.returncode == 0, cli.stdout + cli.stderr
 
 
+@pytest.mark.parametrize("journal", ["no certificate path", "from an earlier version"])
+def test_crashed_purge_with_nowhere_to_send_its_certificate_keeps_no_salt(memory, journal):
+    path = memory.path
+    memory.close()
+    script = CRASH_DURING_PURGE.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path),
+                                       where="after-vault-erase", certificate=None)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    written = json.loads((path / "purge.journal.json").read_text())
+    salts = [r["salt"].encode() for r in written["certificate_plan"]["removed"]]
+    if journal == "from an earlier version":  # journals then held no certificate plan
+        del written["certificate_plan"]
+        (path / "purge.journal.json").write_text(json.dumps(written))
+    with VisualMemory.open(path) as mem:
+        assert mem.exemplars([3, 8]).empty and mem.verify_audit().ok
+        actions = [e.action for e in mem.audit_log()]
+    assert not (path / "purge.journal.json").exists()
+    assert byte_scan(path, [(f"salt {i}", salt) for i, salt in enumerate(salts)]) == []
+    receipts = [json.loads(p.read_text()) for p in (path / "certificates").glob("purge-*.json")]
+    if journal == "no certificate path":  # certified and receipted, though no one holds the certificate
+        assert actions.count("certify") == 1 and receipts[0]["finished_on_reopen"] and receipts[0]["passed"]
+        assert receipts[0]["commitments"] == written["details"]["commitments"]
+    else:
+        assert "certify" not in actions and not receipts
+
+
 @pytest.mark.slow
 def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
     rng = np.random.default_rng(11)
