@@ -35,9 +35,12 @@ candidates = [s for s in suspicious_exemplars(memory, settings,
                                               limit=shown + len(dismissed) + 1) if s.id not in dismissed]
 suggestions = candidates[:shown]
 st.subheader(f"Suggestions: the {len(suggestions)} exemplars most likely mislabelled")
-check = check_ranking(memory, top=DEFAULT_SUGGESTIONS, top_n=settings.top_n)
-st.caption("Ranked by v (scaled to the memory's largest) plus the rank-weighted share of the exemplar's own "
-           "neighbours that disagree with its label."
+check = check_ranking(memory, top=DEFAULT_SUGGESTIONS, settings=settings)
+st.caption(f"Ranked by v (scaled to the memory's largest) plus the share of the vote of the exemplar's own "
+           f"{settings.top_n} nearest neighbours that disagrees with its label, weighted by the sidebar's rule "
+           f"({settings.rule}); the suggested label is what its {settings.k} nearest vote. The sidebar's pruning is "
+           "not applied here: it judges exemplars by v, the very thing in question (hard pruning would hide the "
+           "exemplars to review and their votes against their neighbours)."
            + (f" How often a suggestion is right, measured on this memory: {check.explain()}." if check else ""))
 
 

@@ -3,7 +3,14 @@
 import streamlit as st
 
 from vmem_core import VmemError, ui
-from vmem_core.analysis.memory_map import deleted_points, map_labels, memory_map, more_like_this, selected_ids
+from vmem_core.analysis.memory_map import (
+    deleted_points,
+    map_labels,
+    memory_map,
+    more_like_this,
+    selected_deleted_ids,
+    selected_ids,
+)
 from vmem_core.analysis.plots import memory_map_figure
 
 SHOWN = 30  # thumbnails of a selection
@@ -21,7 +28,8 @@ projection = memory_map(memory)
 labels = map_labels(memory, projection)
 colour = COLOURS[st.radio("Colour by", list(COLOURS), horizontal=True, key="map-colour")]
 reliability = memory.reliability(settings.top_n) if colour == "reliability" else None
-deleted = deleted_points(memory) if st.checkbox("Show deleted exemplars (not yet purged)", key="map-deleted") else None
+deleted = deleted_points(memory) if st.checkbox("Show deleted exemplars (not yet purged; select them to restore)",
+                                                   key="map-deleted") else None
 
 query_point, neighbor_ids = None, []
 with st.expander("Place a query on the map"):
@@ -38,7 +46,9 @@ with st.expander("Place a query on the map"):
 figure = memory_map_figure(projection, labels, colour, reliability, query_point, neighbor_ids, deleted=deleted)
 event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"),
                         key=f"map-chart-{colour}-{memory.change_counter}", width="stretch")
-chosen = selected_ids(figure, event.selection.points if event else [])
+points = event.selection.points if event else []
+chosen = selected_ids(figure, points)
+chosen_deleted = selected_deleted_ids(figure, points) if deleted is not None else []
 label_of = dict(zip(projection.ids.tolist(), labels))
 
 
@@ -68,11 +78,16 @@ def show_selection(chosen: list[int]) -> list[int]:
 targets = []
 if chosen:
     targets = show_selection(chosen) or chosen
-else:
+elif not chosen_deleted:
     st.caption(f"{len(projection):,} exemplars ({projection.method.upper()}). Nothing selected.")
+if chosen_deleted:
+    st.subheader(f"Selected: {len(chosen_deleted)} deleted exemplar(s), not yet purged")
+    ui.exemplar_grid(memory, chosen_deleted[:SHOWN], [f"deleted (id {i})" for i in chosen_deleted[:SHOWN]],
+                     key="map-pick-deleted", selectable=False)
 
 # --- edits, for editors, through the same confirmations as the Memory page -------------------------------------------
 if ui.can_edit():
     if targets:
         st.write(f"Edit: {', '.join(map(str, targets[:50]))}{' ...' if len(targets) > 50 else ''}")
     ui.selection_actions(memory, targets, prefix="map-")
+    ui.restore_actions(memory, chosen_deleted, prefix="map-")

@@ -350,8 +350,31 @@ def test_map_selection_shows_thumbnails_more_like_this_and_a_confirmed_delete(ap
     app.button(key="map-confirm-delete-yes").click().run()
     assert not app.exception and any("Deleted 1 exemplar(s): 1." in s.value for s in app.success)
     assert sorted(i for trace in _map_traces(app) for i in trace["customdata"]) == [0] + list(range(2, 12))
-    app.checkbox(key="map-deleted").check().run()  # the deleted one, as a grey cross that carries no id to edit
+    app.checkbox(key="map-deleted").check().run()  # the deleted one, as a grey cross (to restore, not edit)
     assert not app.exception and _map_traces(app)[-1]["name"] == "deleted (not purged)"
+
+
+def test_map_restores_selected_deleted_exemplars_after_confirming(app, monkeypatch):
+    from vmem_core.analysis import memory_map
+
+    monkeypatch.setattr(memory_map, "selected_ids", lambda figure, points: [5])
+    app.switch_page("pages/map.py").run()
+    app.button(key="map-delete-button").click().run()
+    app.button(key="map-confirm-delete-yes").click().run()
+    assert 5 not in [i for trace in _map_traces(app) for i in trace["customdata"] if trace.get("meta") is None]
+    # then a selection of the grey cross that is exemplar 5 (AppTest cannot drag: the page maps points to ids so)
+    monkeypatch.setattr(memory_map, "selected_ids", lambda figure, points: [])
+    monkeypatch.setattr(memory_map, "selected_deleted_ids", lambda figure, points: [5])
+    app.checkbox(key="map-deleted").check().run()
+    assert not app.exception and "Selected: 1 deleted exemplar(s), not yet purged" in texts(app)
+    assert _map_traces(app)[-1]["customdata"] == [5]
+    app.button(key="map-restore-button").click().run()
+    asked = [w.value for w in app.warning if "Restore exemplar(s) 5?" in w.value]
+    assert asked and "restore exemplar(s) 5 (as of change #" in asked[0]
+    app.button(key="map-confirm-restore-yes").click().run()
+    assert not app.exception and any("Restored 1 exemplar(s): 5." in s.value for s in app.success)
+    live = [i for trace in _map_traces(app) if trace.get("meta") is None for i in trace["customdata"]]
+    assert sorted(live) == list(range(12))
 
 
 def test_map_selection_offers_viewers_no_edits(app, monkeypatch):

@@ -79,3 +79,33 @@ def test_a_ranking_check_refuses_a_noise_level_outside_0_1(noisy_memory):
     memory, _ = noisy_memory
     with pytest.raises(ValueError, match="strictly between 0 and 1; got 1.5"):
         check_ranking(memory, noise=1.5)
+
+
+def test_suggestions_follow_the_sessions_rule_and_k_but_never_its_pruning(noisy_memory):
+    memory, _ = noisy_memory
+    plain = suspicious_exemplars(memory, VoteSettings(k=10, top_n=10), limit=300)
+    # pruning judges exemplars by v, the very thing curation asks about: no kind of it moves the suggestions
+    for pruning in ("hard", "soft"):
+        assert suspicious_exemplars(memory, VoteSettings(k=10, top_n=10, pruning=pruning, threshold=1),
+                                    limit=300) == plain
+        assert check_ranking(memory, top=10, settings=VoteSettings(pruning=pruning, threshold=1)) == \
+            check_ranking(memory, top=10, settings=VoteSettings())
+
+    # the rule weights the disagreement: plurality's is the plain share of the top_n neighbours with another label
+    items, neighbors, _ = memory.memory_neighbors(10)
+    own = dict(zip(items.tolist(), memory.table.class_indices(items).tolist()))
+    v = memory.reliability(10)
+    plurality = suspicious_exemplars(memory, VoteSettings(k=5, top_n=10, rule="plurality"), limit=300)
+    assert [s.score for s in plurality] != [s.score for s in plain]
+    for s in plurality:
+        row = neighbors[np.searchsorted(items, s.id)]
+        assert s.score == pytest.approx(v.get(s.id, 0) / max(v.values()) + np.mean([own[int(n)] != own[s.id]
+                                                                                      for n in row]))
+    # and, with k, the suggested label: the most common one among its 5 nearest, where that is not its own
+    _, nearest, _ = memory.memory_neighbors(5)
+    labels = memory.table.labels
+    relabels = [s for s in plurality if s.suggested_label]
+    assert relabels and all("(plurality voting)" in s.reason for s in relabels)
+    for s in relabels:
+        counts = np.bincount([own[int(n)] for n in nearest[np.searchsorted(items, s.id)]], minlength=len(labels))
+        assert counts[labels.index(s.suggested_label)] == counts.max() and s.suggested_label != s.label

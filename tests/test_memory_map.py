@@ -145,8 +145,8 @@ def test_pca_by_covariance_for_many_exemplars_matches_the_svd():
     assert np.allclose(few.points, pca_projection(np.arange(10)[::-1], vectors[:10][::-1]).points)
 
 
-def test_deleted_exemplars_are_placed_where_they_were_and_never_selected(memory):
-    from vmem_core.analysis.memory_map import deleted_points
+def test_deleted_exemplars_are_placed_where_they_were_and_selected_apart(memory):
+    from vmem_core.analysis.memory_map import deleted_points, selected_deleted_ids
 
     before = memory_map(memory, "pca").points_of([5, 6])
     memory.delete([5, 6])
@@ -159,6 +159,34 @@ def test_deleted_exemplars_are_placed_where_they_were_and_never_selected(memory)
     projection = memory_map(memory, "pca")
     fig = memory_map_figure(projection, map_labels(memory, projection), deleted=(ids, points))
     gone = fig.data[-1]
-    assert gone.name == "deleted (not purged)" and gone.customdata is None and list(gone.x) == list(points[:, 0])
+    assert gone.name == "deleted (not purged)" and list(gone.x) == list(points[:, 0])
     curve = len(fig.data) - 1
-    assert selected_ids(fig, [{"curve_number": curve, "point_index": 0}]) == []
+    # a selection over live and deleted points: the live ones to edit, the deleted ones to restore, never mixed
+    picked = [{"curve_number": curve, "point_index": 1}, {"curve_number": 0, "point_index": 0}]
+    live = int(fig.data[0].customdata[0])
+    assert selected_ids(fig, picked) == [live]
+    assert selected_deleted_ids(fig, picked) == [6]
+    assert selected_deleted_ids(fig, [{"curve_number": 0, "point_index": 0}]) == []
+
+
+def test_umap_projection_is_seeded_placeable_and_cached(memory):
+    pytest.importorskip("umap", reason="umap-learn is optional at run time (requirements-test.txt installs it)")
+    from vmem_core.analysis.memory_map import umap_projection
+
+    ids, vectors = memory.embeddings()
+    first, again = umap_projection(ids[::-1], vectors[::-1], seed=7), umap_projection(ids, vectors, seed=7)
+    assert first.method == "umap" and first.points.shape == (120, 2) and np.isfinite(first.points).all()
+    assert np.array_equal(first.ids, np.sort(ids))  # sorted by id whatever order the rows came in
+    assert np.allclose(first.points, again.points)  # the same seed draws the same map
+    # the clusters stay apart: each point's nearest other point on the map mostly shares its label
+    labels = np.array(map_labels(memory, first))
+    gaps = np.linalg.norm(first.points[:, None] - first.points[None], axis=2) + np.diag(np.full(120, np.inf))
+    assert (labels[gaps.argmin(axis=1)] == labels).mean() > 0.9
+    assert first.place(vectors[:3]).shape == (3, 2)
+
+    cached = memory_map(memory, "umap")
+    assert cached.method == "umap" and memory_map(memory, "umap") is cached
+    assert memory_map(memory) is not cached and memory_map(memory).method == "umap"  # "auto" picks it, cached apart
+    memory.delete([5])
+    redrawn = memory_map(memory, "umap")
+    assert redrawn is not cached and 5 not in redrawn.ids and len(redrawn) == 119

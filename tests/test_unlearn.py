@@ -1,5 +1,6 @@
 """Verifiable unlearning: tombstones, physical purge, the certificate, the audit log, crash safety."""
 
+import json
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 from vmem_core import UnknownIdError, VisualMemory
 from vmem_core.errors import VmemError
+from vmem_core.purge_proof import verify_certificate
 from vmem_core.unlearn import byte_patterns, byte_scan, memory_digest, purge
 
 from .helpers import REPO
@@ -85,6 +87,17 @@ def test_audit_log_records_every_change_and_chains(memory):
     assert certified["purge_id"] == purged["purge_id"] and len(certified["certificate_sha256"]) == 64
 
 
+def test_audit_log_refuses_an_action_no_reader_knows(memory):
+    # readers match on action names (`vmem purge verify` looks for "purge" and "certify"): a misspelt one would chain
+    # an entry nobody finds. The store is the only writer of the log, so it is reached directly here.
+    before = memory.audit_log()
+    with pytest.raises(ValueError, match=r"'certified' is not one of .*certify"):
+        memory._store.log_event("certified", {"purge_id": "x"})
+    memory.set_search_ef(64)
+    assert [e.action for e in memory.audit_log()] == [e.action for e in before] + ["tune"]
+    assert memory.verify_audit().ok
+
+
 @pytest.mark.parametrize("tamper", ["edit", "remove", "rehash-one", "cut-the-end"])
 def test_audit_tampering_is_detected(memory, tamper):
     memory.delete([1])
@@ -135,6 +148,7 @@ from vmem_core import VisualMemory
 from vmem_core.storage import store, vault
 from vmem_core.backends import hnsw
 from vmem_core.unlearn import purge
+from vmem_core import memory
 
 where = {where!r}
 def crash_around(owner, name, before):
@@ -152,32 +166,76 @@ owner, name, before = {{
     "after-vault-erase": (vault.Vault, "erase", False),
     "before-rewrite": (store.Store, "rewrite", True),
     "after-rewrite": (store.Store, "rewrite", False),
+    "before-certify": (memory.VisualMemory, "record_certificate", True),
+    "after-certify": (memory.VisualMemory, "record_certificate", False),
 }}[where]
 crash_around(owner, name, before)
 mem = VisualMemory.open({path!r})
-purge(mem, [3, 8])
+purge(mem, [3, 8], certificate_path={certificate!r})
 """
 
 
 @pytest.mark.parametrize("where", ["before-snapshot-patch", "after-snapshot-patch", "after-vault-erase",
-                                   "before-rewrite", "after-rewrite"])
-def test_crash_during_purge_is_finished_on_open(memory, where):
+                                   "before-rewrite", "after-rewrite", "before-certify", "after-certify"])
+def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp_path):
     patterns = leftovers(memory, [3, 8])
     memory.flush()
     path = memory.path
     memory.close()
     assert byte_scan(path, patterns)  # the snapshot and the vault hold them before
-    script = CRASH_DURING_PURGE.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path), where=where)
+    certificate_path = tmp_path / "certificate.json"
+    script = CRASH_DURING_PURGE.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path), where=where,
+                                       certificate=str(certificate_path))
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
-    assert (path / "purge.journal.json").exists()
+    assert (path / "purge.journal.json").exists() and not certificate_path.exists()
     with VisualMemory.open(path) as mem:
         assert not (path / "purge.journal.json").exists()
         assert len(mem) == 10 and mem.index_backend.live_count == 10
         assert mem.exemplars([3, 8]).empty
-        assert [e.action for e in mem.audit_log()].count("purge") == 1
+        actions = [e.action for e in mem.audit_log()]
+        assert actions.count("purge") == 1 and actions.count("certify") == 1  # never a second, unmatched certificate
         assert mem.verify_audit().ok
         assert byte_scan(path, patterns) == []
+        # the certificate the crashed purge would have written, with the salts its commitments were logged with
+        certificate = json.loads(certificate_path.read_text())
+        assert certificate["ids"] == [3, 8] and certificate["passed"]
+        # stopped after its checks, the purge's own certificate is handed out unchanged; before them, reopen makes it
+        assert certificate["finished_on_reopen"] == (where not in ("before-certify", "after-certify"))
+        assert [c["name"] for c in certificate["checks"]][:3] == [
+            "byte scan", "removed images return none of their ids", "exactness"]
+        assert verify_certificate(mem, certificate).ok
     assert byte_scan(path, patterns) == []  # and after the snapshot written on close
+    # the salts were in the journal only: with the journal gone, nothing in the folder can open the commitments
+    salts = [r["salt"].encode() for r in certificate["removed"]]
+    assert byte_scan(path, [(f"salt {i}", salt) for i, salt in enumerate(salts)]) == []
+    cli = subprocess.run([sys.executable, "-m", "vmem_core.cli", "purge", "verify", str(certificate_path), str(path)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+
+
+@pytest.mark.parametrize("journal", ["no certificate path", "from an earlier version"])
+def test_crashed_purge_with_nowhere_to_send_its_certificate_keeps_no_salt(memory, journal):
+    path = memory.path
+    memory.close()
+    script = CRASH_DURING_PURGE.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path),
+                                       where="after-vault-erase", certificate=None)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    written = json.loads((path / "purge.journal.json").read_text())
+    salts = [r["salt"].encode() for r in written["certificate_plan"]["removed"]]
+    if journal == "from an earlier version":  # journals then held no certificate plan
+        del written["certificate_plan"]
+        (path / "purge.journal.json").write_text(json.dumps(written))
+    with VisualMemory.open(path) as mem:
+        assert mem.exemplars([3, 8]).empty and mem.verify_audit().ok
+        actions = [e.action for e in mem.audit_log()]
+    assert not (path / "purge.journal.json").exists()
+    assert byte_scan(path, [(f"salt {i}", salt) for i, salt in enumerate(salts)]) == []
+    receipts = [json.loads(p.read_text()) for p in (path / "certificates").glob("purge-*.json")]
+    if journal == "no certificate path":  # certified and receipted, though no one holds the certificate
+        assert actions.count("certify") == 1 and receipts[0]["finished_on_reopen"] and receipts[0]["passed"]
+        assert receipts[0]["commitments"] == written["details"]["commitments"]
+    else:
+        assert "certify" not in actions and not receipts
 
 
 @pytest.mark.slow

@@ -264,13 +264,28 @@ def selection_actions(memory: VisualMemory, selected: Sequence[int], prefix: str
         confirmation_box(memory, delete_key, f"Delete exemplar(s) {', '.join(map(str, ids))}?",
                          lambda: (memory.delete(ids), after_delete and after_delete(ids)),
                          f"Deleted {len(ids)} exemplar(s): {', '.join(map(str, ids))}.", selection=selected,
-                         note="They stop counting at once (restorable from the command line with `vmem restore`).")
+                         note="They stop counting at once (until purged, restorable on the Map with \"Show deleted "
+                              "exemplars\", or with `vmem restore`).")
     if pending := pending_change(relabel_key):
         ids, label = list(pending.ids), pending.detail
         confirmation_box(memory, relabel_key, f"Relabel exemplar(s) {', '.join(map(str, ids))} as '{label}'?",
                          lambda: memory.relabel(ids, label),
                          f"Relabelled {len(ids)} exemplar(s) as '{label}': {', '.join(map(str, ids))}.",
                          selection=selected)
+
+
+def restore_actions(memory: VisualMemory, deleted_selected: Sequence[int], prefix: str = "") -> None:
+    """A Restore button for the selected deleted (not yet purged) exemplars (when any), then its pending
+    confirmation, carried out only if those exemplars are still deleted and still the ones selected (someone may have
+    purged or restored them meanwhile). Keys start with `prefix`."""
+    key = f"{prefix}confirm-restore"
+    if deleted_selected and st.button(f"Restore {len(deleted_selected)} deleted", key=f"{prefix}restore-button"):
+        ask_to_confirm(key, memory, "restore", deleted_selected)
+    if pending := pending_change(key):
+        ids = list(pending.ids)
+        confirmation_box(memory, key, f"Restore exemplar(s) {', '.join(map(str, ids))}?", lambda: memory.restore(ids),
+                         f"Restored {len(ids)} exemplar(s): {', '.join(map(str, ids))}.", selection=deleted_selected,
+                         note="They count again at once, with the label they had.")
 
 
 def flash(message: str, kind: str = "success") -> None:

@@ -18,10 +18,14 @@ commitments: vmem_core.purge_proof), digests of the memory before and after, and
 The certificate goes to whoever asked for the purge (a path outside the memory folder, or printed); the memory keeps
 only a receipt without the plain digests, salts or names, and the audit log the salted commitments and the digest of
 the certificate, so that nothing left in the folder lets anyone holding the image recognise it.
+
+A purge interrupted anywhere (a crash, a kill) is finished on the next open and issues the same certificate, to the
+path its requester named: its journal keeps the salts only until then (see the journal's section below).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -38,7 +42,8 @@ import numpy as np
 from .errors import VmemError
 from .purge_proof import Check, certificate_digest, commitment, new_salt
 from .rerank.cache import RerankCache
-from .storage.atomic import write_json_atomic
+from .storage.atomic import fsync_dir, write_json_atomic
+from .storage.audit import id_summary
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
 from .voting import label_classes, prepare_votes, vote_all_k
 
@@ -74,6 +79,7 @@ class Certificate:
     digest_after: str
     checks: list[Check] = field(default_factory=list)
     audit_head: Optional[tuple[int, str]] = None  # a copy outside the database: anchors the audit log
+    finished_on_reopen: bool = False  # the purge's process stopped partway; the next open finished and certified it
 
     @property
     def passed(self) -> bool:
@@ -90,8 +96,18 @@ class Certificate:
             "digest_after": self.digest_after,
             "checks": [asdict(c) for c in self.checks],
             "audit_head": {"seq": self.audit_head[0], "hash": self.audit_head[1]} if self.audit_head else None,
+            "finished_on_reopen": self.finished_on_reopen,
             "passed": self.passed,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Certificate":
+        """The certificate `to_dict` wrote (to_dict of the result equals `data`, so its digest is unchanged)."""
+        head = data.get("audit_head")
+        return cls(data["purge_id"], data["started_at"], data["purge_seconds"],
+                   [RemovedExemplar(**r) for r in data["removed"]], data["digest_before"], data["digest_after"],
+                   [Check(**c) for c in data["checks"]], (head["seq"], head["hash"]) if head else None,
+                   bool(data.get("finished_on_reopen", False)))
 
     def receipt(self) -> dict:
         """What the memory folder keeps of the certificate: ids, commitments and checks; no salt, no plain digest,
@@ -100,7 +116,7 @@ class Certificate:
         return {"purge_id": self.purge_id, "started_at": self.started_at, "purge_seconds": full["purge_seconds"],
                 "ids": full["ids"], "commitments": [r.commitment for r in self.removed],
                 "digest_after": self.digest_after, "checks": full["checks"], "audit_head": full["audit_head"],
-                "passed": self.passed,
+                "finished_on_reopen": self.finished_on_reopen, "passed": self.passed,
                 "note": "the requester's certificate holds the salts and digests; `vmem purge verify CERT MEM`"}
 
     def explain(self) -> str:
@@ -181,38 +197,135 @@ def _exact_predictions(ids: np.ndarray, vectors: np.ndarray, classes: np.ndarray
     return ids[order], vote_all_k(votes, weights, num_classes)[:, -1]
 
 
-# --- the purge journal: a purge interrupted anywhere is finished on the next open ----------------------------------
-def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, details: dict) -> list["Evidence"]:
+# --- the purge journal: a purge interrupted anywhere is finished, and certified, on the next open ----------------
+#
+# The journal is written (atomically, fsynced) before the first destructive step, and holds all that the certificate
+# needs and the purge destroys: the salts and plain digests of the removed exemplars, the digest of the memory before,
+# the removed embeddings and thumbnails (base64, for the byte scan and the leak query), the probes and a digest of the
+# exemplars that stay (for the exactness check). So a purge finished on reopen issues the same certificate: the same
+# purge id, salts and commitments, and the same checks, run on the memory as it is once the purge is done.
+#
+# Privacy: while the journal exists it identifies what is being removed; it exists only while those exemplars'
+# rows, vectors and thumbnails are still (partly) in the folder anyway, so it reveals nothing they do not. Once the
+# checks have run the journal is rewritten to hold the issued certificate alone (no embedding, no thumbnail), the
+# certificate is logged and handed out, and the journal is deleted: after a purge, finished at once or on reopen,
+# the folder keeps no salt. A purge with no certificate path has nowhere to hand a certificate finished on reopen:
+# its salts go with the journal and only the receipt and the logged commitments remain.
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _vectors_b64(vectors: np.ndarray) -> dict:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return {"shape": list(vectors.shape), "float32": _b64(vectors.tobytes())}
+
+
+def _vectors_from(entry: dict) -> np.ndarray:
+    # a writable copy: torch (exact search) warns on read-only arrays
+    return np.frombuffer(base64.b64decode(entry["float32"]), dtype=np.float32).reshape(entry["shape"]).copy()
+
+
+def _expand(summary: dict) -> np.ndarray:
+    """The ids of an `id_summary` (runs of consecutive ids), in order."""
+    runs = [np.arange(first, last + 1, dtype=np.int64) for first, last in summary["runs"]]
+    return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
+
+
+def _rows_digest(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str]) -> str:
+    """sha256 of exemplars' ids, embeddings and labels: the exemplars that must stay, before and after a purge."""
+    digest = hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    digest.update("\n".join(labels).encode())
+    return digest.hexdigest()
+
+
+def _live_labels(memory: "VisualMemory", ids: np.ndarray) -> list[str]:
+    table = memory.table
+    return [table.labels[c] if c >= 0 else "" for c in table.class_indices(ids)]
+
+
+def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, details: dict,
+                     certificate_plan: Optional[dict] = None) -> list["Evidence"]:
     """Remove exemplars' bytes from the index and the database files, journalled: the journal is written first, so
-    an interrupted purge finishes when the memory next opens. Returns what the index backend did and verified."""
+    an interrupted purge finishes when the memory next opens. Returns what the index backend did and verified.
+
+    `certificate_plan` (from `purge`) is what the certificate needs and the purge destroys; journalled with the rest,
+    it lets a purge finished on reopen issue its certificate."""
     with memory.exclusive():  # one purge at a time: the journal is a single file
         ids = memory.check_purgeable(ids)
-        write_json_atomic(memory.path / PURGE_JOURNAL, {
-            "purge_id": purge_id, "ids": ids, "details": details,
-            "thumbnails": memory.thumbnail_places(ids),  # the rows that say where they lie are about to go
-        })
-        return _carry_out_journal(memory)
+        journal = {"purge_id": purge_id, "ids": ids, "details": details,
+                   "thumbnails": memory.thumbnail_places(ids)}  # the rows that say where they lie are about to go
+        if certificate_plan is not None:
+            journal["certificate_plan"] = certificate_plan
+        write_json_atomic(memory.path / PURGE_JOURNAL, journal)
+        return _erase_journalled(memory, journal)
 
 
-def finish_interrupted_purge(memory: "VisualMemory") -> list["Evidence"]:
-    """Finish a purge whose process stopped partway (VisualMemory calls this on open when a journal is there)."""
-    log.warning("finishing a purge that was interrupted (%s)", memory.path / PURGE_JOURNAL)
-    return _carry_out_journal(memory)
-
-
-def _carry_out_journal(memory: "VisualMemory") -> list["Evidence"]:
-    """Carry out the journal's purge; every step is idempotent, so a crash anywhere is finished by a re-run."""
-    journal_path = memory.path / PURGE_JOURNAL
-    journal = json.loads(journal_path.read_text())
+def _erase_journalled(memory: "VisualMemory", journal: dict) -> list["Evidence"]:
+    """The journal's destructive steps; each is idempotent, so a crash anywhere is finished by a re-run."""
     evidence = memory.erase_rows(journal["ids"], journal["purge_id"], journal["details"], journal["thumbnails"])
-    journal_path.unlink()
+    RerankCache(memory.path).forget_exemplars(journal["ids"])  # a model's answers given with these in view
     return evidence
+
+
+def finish_interrupted_purge(memory: "VisualMemory") -> Optional[Certificate]:
+    """Finish a purge whose process stopped partway (VisualMemory calls this on open when a journal is there), and
+    issue its certificate: written to the path its requester named, logged and receipted in the memory. Returns the
+    certificate, or None for a journal from before certificates were journalled (the purge is finished uncertified).
+    """
+    journal_path = memory.path / PURGE_JOURNAL
+    log.warning("finishing a purge that was interrupted (%s)", journal_path)
+    journal = json.loads(journal_path.read_text())
+    if "issued" in journal:  # stopped after the checks: hand out the certificate already made, unchanged
+        certificate = Certificate.from_dict(journal["issued"])
+        path = journal.get("certificate_path")
+    else:
+        start = time.perf_counter()
+        evidence = _erase_journalled(memory, journal)
+        plan = journal.get("certificate_plan")
+        if plan is None:
+            journal_path.unlink()
+            return None
+        certificate = _checked_certificate(memory, journal, plan, evidence, time.perf_counter() - start)
+        certificate.finished_on_reopen = True
+        path = plan["path"]
+    _issue(memory, certificate, path)
+    return certificate
+
+
+def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]) -> None:
+    """Log the certificate's digest, hand it out, keep its receipt, then drop the journal (and the salts with it).
+
+    The certificate is journalled first, so a crash in between issues this same certificate again on reopen,
+    never a second one whose digest the log would not hold."""
+    journal_path = memory.path / PURGE_JOURNAL
+    full = certificate.to_dict()
+    write_json_atomic(journal_path, {"purge_id": certificate.purge_id, "issued": full, "certificate_path": path})
+    digest = certificate_digest(full)
+    logged = {e.payload().get("certificate_sha256") for e in memory.audit_log()
+              if e.action == "certify" and e.payload().get("purge_id") == certificate.purge_id}
+    if digest not in logged:
+        memory.record_certificate(certificate.purge_id, digest)
+    if path is not None:
+        try:
+            write_json_atomic(Path(path), full)
+        except OSError as exc:  # e.g. its folder is gone since: keeping the salts in the memory would defeat the purge
+            log.error("purge %s: could not write its certificate to %s (%s); the memory keeps only its receipt",
+                      certificate.purge_id, path, exc)
+    directory = memory.path / CERTIFICATE_DIR
+    directory.mkdir(exist_ok=True)
+    write_json_atomic(directory / f"purge-{certificate.started_at.replace(':', '')}-{certificate.purge_id[:8]}.json",
+                      certificate.receipt())
+    journal_path.unlink()
+    fsync_dir(memory.path)
 
 
 def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Optional[np.ndarray] = None,
           seed: int = 0, certificate_path: Optional[Path] = None) -> Certificate:
     """Purge `ids` (default: every tombstoned exemplar), verify it, and return the certificate (also written to
-    `certificate_path` if given); the memory keeps a receipt (`Certificate.receipt`).
+    `certificate_path` if given); the memory keeps a receipt (`Certificate.receipt`). If the process stops partway,
+    the next open finishes the purge and writes the same certificate to `certificate_path`.
 
     Args:
         ids: exemplars to remove, live or tombstoned.
@@ -232,15 +345,17 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
         if not certificate_path.parent.is_dir():
             raise VmemError(f"certificate path {certificate_path}: its folder does not exist. Nothing was purged")
     with memory.exclusive():  # the before/after comparison must not see another thread's changes
-        certificate = _certified_purge(memory, ids, probes, seed)
-        memory.record_certificate(certificate.purge_id, certificate_digest(certificate.to_dict()))
-    if certificate_path is not None:
-        write_json_atomic(certificate_path, certificate.to_dict())
+        journal, plan = _plan_purge(memory, ids, probes, seed, certificate_path)
+        start = time.perf_counter()
+        evidence = purge_physically(memory, journal["ids"], journal["purge_id"], journal["details"], plan)
+        certificate = _checked_certificate(memory, journal, plan, evidence, time.perf_counter() - start)
+        _issue(memory, certificate, plan["path"])
     return certificate
 
 
-def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray],
-                     seed: int) -> Certificate:
+def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray], seed: int,
+                certificate_path: Optional[Path]) -> tuple[dict, dict]:
+    """Everything the certificate needs that the purge destroys, read before it: (journal head, certificate plan)."""
     if ids is None and not memory.tombstoned_ids():
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
     ids = memory.check_purgeable(memory.tombstoned_ids() if ids is None else ids)
@@ -259,7 +374,6 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
     patterns = [(name, pattern) for name, pattern in patterns if pattern not in shared]
 
     # the memory as it would be built from scratch without these exemplars
-    table = memory.table
     kept_ids, kept_vectors = memory.embeddings()
     keep = ~np.isin(kept_ids, ids)
     kept_ids, kept_vectors = kept_ids[keep], kept_vectors[keep]
@@ -269,25 +383,44 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
         probes = np.concatenate([removed_vectors, kept_vectors[sample]]) if len(sample) else removed_vectors
     probes = np.asarray(probes, dtype=np.float32)
 
-    digest_before = memory_digest(memory)
-    purge_id = uuid.uuid4().hex
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    start = time.perf_counter()
-    evidence = purge_physically(memory, ids, purge_id, {"ids": ids, "commitments": [r.commitment for r in removed]})
-    RerankCache(memory.path).forget_exemplars(ids)  # a model's answers given with these exemplars in view
-    seconds = time.perf_counter() - start
-    certificate = Certificate(purge_id, started, seconds, removed, digest_before, memory_digest(memory),
-                              audit_head=memory.audit_head())
+    plan = {
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "removed": [asdict(r) for r in removed],
+        "digest_before": memory_digest(memory),
+        "path": None if certificate_path is None else str(certificate_path),
+        "patterns": [[name, _b64(pattern)] for name, pattern in patterns],
+        "shared": len(shared),
+        "removed_vectors": _vectors_b64(removed_vectors),
+        "probes": _vectors_b64(probes),
+        "labels": list(memory.table.labels),
+        "kept": id_summary(kept_ids),
+        "kept_sha256": _rows_digest(kept_ids, kept_vectors, _live_labels(memory, kept_ids)),
+    }
+    journal = {"purge_id": uuid.uuid4().hex, "ids": ids,
+               "details": {"ids": ids, "commitments": [r.commitment for r in removed]}}
+    return journal, plan
+
+
+def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, evidence: list["Evidence"],
+                         seconds: float) -> Certificate:
+    """The certificate of a purge carried out, its checks run on the memory as it is now against the plan."""
+    ids = journal["ids"]
+    removed = [RemovedExemplar(**r) for r in plan["removed"]]
+    removed_vectors, probes = _vectors_from(plan["removed_vectors"]), _vectors_from(plan["probes"])
+    patterns = [(name, base64.b64decode(pattern)) for name, pattern in plan["patterns"]]
+    certificate = Certificate(journal["purge_id"], plan["started"], seconds, removed, plan["digest_before"],
+                              memory_digest(memory), audit_head=memory.audit_head())
 
     hits = byte_scan(memory.path, patterns)
     files = [p for p in memory.path.rglob("*") if p.is_file()]
+    shared = plan["shared"]
     certificate.checks.append(Check(
         "byte scan",
         not hits,
         f"{len(patterns)} byte patterns (embeddings as float32 and float16, thumbnails) searched in {len(files)} "
         f"files ({sum(p.stat().st_size for p in files):,} bytes): "
         + ("none found" if not hits else "found " + "; ".join(f"{name} in {path}" for path, name in hits[:5]))
-        + (f"; {len(shared)} pattern(s) not searched: byte-identical to an exemplar that stays (the same image "
+        + (f"; {shared} pattern(s) not searched: byte-identical to an exemplar that stays (the same image "
            "added twice; delete and purge it too to remove them)" if shared else ""),
     ))
 
@@ -303,6 +436,7 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
         + ("no removed id among them" if not leaked else f"returned removed id(s) {leaked[:10]}"),
     ))
 
+    kept_ids = _expand(plan["kept"])
     after_ids, after_vectors = memory.embeddings()
     if len(kept_ids) == 0:
         same = len(after_ids) == 0
@@ -310,14 +444,19 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
             f"{len(after_ids)} exemplars remain where none should"
         certificate.checks.append(Check("exactness", same, detail))
     else:
-        current = memory.table
-        kept_classes = table.class_indices(kept_ids)
-        after_classes = label_classes([current.labels[c] for c in current.class_indices(after_ids)], table.labels)
-        scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, kept_vectors, kept_classes, probes,
-                                                              EXACT_K, len(table.labels))
+        labels_before = plan["labels"]
+        after_labels = _live_labels(memory, after_ids)
+        # the exemplars that stay are those the plan recorded, unchanged: then a memory built from scratch without
+        # the removed ones would hold exactly the rows this one holds
+        same_rows = np.array_equal(kept_ids, after_ids) and \
+            _rows_digest(after_ids, after_vectors, after_labels) == plan["kept_sha256"]
+        after_classes = label_classes(after_labels, labels_before)
+        scratch_classes = label_classes(_live_labels(memory, kept_ids), labels_before)
+        _, scratch_vectors = memory.stored_embeddings(kept_ids)
+        scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, scratch_vectors, scratch_classes, probes,
+                                                              EXACT_K, len(labels_before))
         after_neighbors, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,
-                                                          EXACT_K, len(table.labels))
-        same_rows = np.array_equal(kept_ids, after_ids) and np.array_equal(kept_vectors, after_vectors)
+                                                          EXACT_K, len(labels_before))
         same_predictions = np.array_equal(scratch_pred, after_pred) and np.array_equal(scratch_neighbors,
                                                                                        after_neighbors)
         index_ids, _ = memory.search(probes, min(EXACT_K, len(after_ids)))
@@ -334,8 +473,4 @@ def _certified_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes:
 
     # what the index backend did and verified itself (e.g. Milvus: compaction waited for, ids no longer stored)
     certificate.checks.extend(Check(e.name, e.passed, e.detail) for e in evidence)
-
-    directory = memory.path / CERTIFICATE_DIR
-    directory.mkdir(exist_ok=True)
-    write_json_atomic(directory / f"purge-{started.replace(':', '')}-{purge_id[:8]}.json", certificate.receipt())
     return certificate

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
 
 from ..memory import NEAR_DUPLICATE_DISTANCE, VisualMemory
-from ..voting import DEFAULT_RELIABILITY_TOP_N, EXPLAIN_SETTINGS, VoteSettings
+from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, EXPLAIN_SETTINGS, VoteSettings, rule_weights
 
 DEFAULT_SUGGESTIONS = 50  # a list a curator can work through in one sitting; more on demand
 CHECK_NOISE = 0.05  # the share of labels flipped when the ranking's precision is measured on a memory itself
@@ -24,9 +24,10 @@ class Suggestion:
     score: float = 0.0  # label_issue_scores: higher = more likely mislabelled
 
 
-def label_issue_scores(classes: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
+def label_issue_scores(classes: np.ndarray, neighbors: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
     """How likely each item's label is wrong, from the leave-one-out neighbour graph alone: v / max(v) plus the
-    rank-weighted share of its own neighbours that disagree with it (weights 1/(rank + 2), rank voting's), in [0, 2].
+    weighted share of its own neighbours that disagree with it (by default rank voting's weights 1/(rank + 2); the
+    Curate page passes the session's rule's), in [0, 2].
 
     v counts how often an item sits among the neighbours of differently-labelled items (the paper's reliability);
     the disagreement looks the other way, at the item's own neighbours. Together they found flipped labels in
@@ -36,6 +37,7 @@ def label_issue_scores(classes: np.ndarray, neighbors: np.ndarray) -> np.ndarray
     Args:
         classes: (n,) class index of each item.
         neighbors: (n, k) positions (into `classes`) of each item's nearest other items, nearest first; -1 = none.
+        weights: (n, k) each neighbour's vote weight (`voting.rule_weights`); default 1/(rank + 2).
 
     >>> classes = np.array([0, 0, 0, 1])  # item 3 sits among 0s with label 1
     >>> neighbors = np.array([[1, 3], [0, 3], [0, 1], [0, 1]])
@@ -50,7 +52,9 @@ def label_issue_scores(classes: np.ndarray, neighbors: np.ndarray) -> np.ndarray
     present = neighbors >= 0
     disagree = present & (classes[np.where(present, neighbors, 0)] != classes[:, None])
     v = np.bincount(neighbors[disagree], minlength=n).astype(float)
-    weights = np.broadcast_to(1.0 / (np.arange(k) + 2.0), neighbors.shape) * present
+    if weights is None:
+        weights = np.broadcast_to(1.0 / (np.arange(k) + 2.0), neighbors.shape)
+    weights = np.asarray(weights, dtype=np.float64) * present
     disagreement = (weights * disagree).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-12)
     return v / max(v.max(), 1.0) + disagreement
 
@@ -80,29 +84,47 @@ def _neighbor_positions(item_ids: np.ndarray, neighbor_ids: np.ndarray) -> np.nd
     return np.where(found, positions, -1)
 
 
+def curation_settings(settings: VoteSettings) -> VoteSettings:
+    """The part of the session's voting settings that curation uses: the rule (with its rank offset and
+    temperature), k and top_n; never pruning.
+
+    Pruning is left out on purpose: it judges exemplars by their reliability v, and v is what curation is asking
+    about. Hard pruning would drop from every vote exactly the high-v exemplars a curator must see, and with them the
+    evidence (their votes) against their neighbours' labels; soft pruning would discount it. Either way the
+    suggestions would depend on the suspicion they are meant to test.
+
+    >>> curation_settings(VoteSettings(k=7, rule="softmax", pruning="hard", threshold=3))
+    VoteSettings(k=7, rule='softmax', pruning='none', threshold=2.0, top_n=10, rank_offset=2.0, temperature=0.07)
+    """
+    return replace(settings, pruning="none", threshold=DEFAULT_HARD_THRESHOLD)
+
+
 def suspicious_exemplars(
     memory: VisualMemory, settings: VoteSettings = EXPLAIN_SETTINGS, limit: int = DEFAULT_SUGGESTIONS
 ) -> list[Suggestion]:
-    """Exemplars that look mislabelled, most likely first (`label_issue_scores` over settings.top_n leave-one-out
-    neighbours), each with the label its settings.k nearest exemplars vote for where that differs; only those with
-    some evidence (a score above 0) and at most `limit` of them. The leave-one-out vote is the default rule without
-    pruning, whatever settings.rule and settings.pruning say, so the suggestions stay put while a curator tries rules
-    and pruning in the sidebar."""
+    """Exemplars that look mislabelled, most likely first, each with the label its settings.k nearest exemplars vote
+    for where that differs; only those with some evidence (a score above 0) and at most `limit` of them.
+
+    The score is `label_issue_scores` over settings.top_n leave-one-out neighbours, their disagreement weighted by
+    settings.rule; the suggested label is the leave-one-out vote of settings.k neighbours under settings.rule. The
+    sidebar's pruning is not applied (`curation_settings` says why)."""
     if len(memory) < 2:
         return []
-    k, top_n = settings.k, settings.top_n
-    found = memory.derived(("suspicious", k, top_n), lambda: _suspicious(memory, k, top_n))
+    used = curation_settings(settings)
+    found = memory.derived(("suspicious", used), lambda: _suspicious(memory, used))
     return found[:limit]
 
 
-def _suspicious(memory: VisualMemory, k: int, top_n: int) -> list[Suggestion]:
+def _suspicious(memory: VisualMemory, settings: VoteSettings) -> list[Suggestion]:
+    k, top_n = settings.k, settings.top_n
     table = memory.table
     v = memory.reliability(top_n)
-    item_ids, graph_ids, _ = memory.memory_neighbors(top_n)
+    item_ids, graph_ids, graph_distances = memory.memory_neighbors(top_n)
     own = table.class_indices(item_ids)
-    scores = label_issue_scores(own, _neighbor_positions(item_ids, graph_ids))
+    scores = label_issue_scores(own, _neighbor_positions(item_ids, graph_ids),
+                                rule_weights(settings.rule, graph_distances, settings=settings))
     _, neighbor_ids, distances = memory.memory_neighbors(k)
-    *_, predictions = memory.vote(neighbor_ids, distances, VoteSettings(k=k, top_n=top_n), table=table)
+    *_, predictions = memory.vote(neighbor_ids, distances, settings, table=table)
     voted = predictions[:, -1] if predictions.shape[1] else np.full(len(item_ids), -1)
     out = []
     for item, own_class, vote, score in zip(item_ids, own, voted, scores):
@@ -113,7 +135,7 @@ def _suspicious(memory: VisualMemory, k: int, top_n: int) -> list[Suggestion]:
         reliability = v.get(int(item), 0)
         reason = []
         if disagrees:
-            reason.append(f"its {k} nearest exemplars vote '{suggested}'")
+            reason.append(f"its {k} nearest exemplars vote '{suggested}' ({settings.rule} voting)")
         if reliability:
             reason.append(f"among the top-{top_n} neighbours of {reliability} differently-labelled item(s)")
         out.append(Suggestion(int(item), table.labels[own_class], suggested, reliability,
@@ -140,24 +162,28 @@ class RankingCheck:
 
 
 def check_ranking(memory: VisualMemory, top: int = DEFAULT_SUGGESTIONS, noise: float = CHECK_NOISE,
-                  top_n: int = DEFAULT_RELIABILITY_TOP_N, seed: int = 0) -> Optional[RankingCheck]:
+                  settings: VoteSettings = EXPLAIN_SETTINGS, seed: int = 0) -> Optional[RankingCheck]:
     """Flip `noise` of the labels at random (in a copy: the memory is not changed), rank by `label_issue_scores`
-    over the same neighbour graph, and measure the first `top`. Treats today's labels as right, so it measures the
-    ranking, not the memory. None with fewer than two labels or too few exemplars to flip one."""
+    over the same neighbour graph (settings.top_n neighbours, weighted by settings.rule, as `suspicious_exemplars`
+    ranks), and measure the first `top`. Treats today's labels as right, so it measures the ranking, not the memory.
+    None with fewer than two labels or too few exemplars to flip one."""
     if not 0 < noise < 1:
         raise ValueError(f"noise is the share of labels flipped, strictly between 0 and 1; got {noise!r}")
     table = memory.table
     if len(table.labels) < 2 or int(len(memory) * noise) < 1:
         return None
-    return memory.derived(("ranking check", top, noise, top_n, seed),
-                          lambda: _check_ranking(memory, top, noise, top_n, seed))
+    used = curation_settings(settings)
+    return memory.derived(("ranking check", top, noise, used, seed),
+                          lambda: _check_ranking(memory, top, noise, used, seed))
 
 
-def _check_ranking(memory: VisualMemory, top: int, noise: float, top_n: int, seed: int) -> RankingCheck:
-    _, classes, graph = neighbor_graph(memory, top_n)
+def _check_ranking(memory: VisualMemory, top: int, noise: float, settings: VoteSettings, seed: int) -> RankingCheck:
+    _, classes, graph = neighbor_graph(memory, settings.top_n)
+    _, _, distances = memory.memory_neighbors(settings.top_n)
     noisy, flipped = flip_labels(classes, len(memory.table.labels), noise, seed)
     top = min(top, len(classes))
-    first = np.argsort(-label_issue_scores(noisy, graph), kind="stable")[:top]
+    weights = rule_weights(settings.rule, distances, settings=settings)
+    first = np.argsort(-label_issue_scores(noisy, graph, weights), kind="stable")[:top]
     hits = int(np.isin(first, flipped).sum())
     return RankingCheck(noise, len(flipped), top, hits / top, hits / len(flipped))
 

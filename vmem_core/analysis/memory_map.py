@@ -85,7 +85,8 @@ def umap_projection(ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> Proj
     ids = np.asarray(ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
     ids, vectors = ids[order], np.asarray(vectors, dtype=np.float32)[order]
-    reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit(vectors)
+    # one thread: a seeded UMAP is deterministic only single-threaded (it says so, and forces it, with a warning)
+    reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1).fit(vectors)
     return Projection("umap", ids, np.asarray(reducer.embedding_, dtype=np.float64), vectors.mean(axis=0),
                       np.zeros((2, vectors.shape[1])), reducer)
 
@@ -147,14 +148,29 @@ def more_like_this(memory, exemplar_id: int, k: int = 12) -> tuple[np.ndarray, n
 
 
 def selected_ids(figure, points: Optional[Sequence[dict]]) -> list[int]:
-    """Exemplar ids of the points selected on a map figure (Streamlit's `event.selection.points`), in selection
-    order without repeats; the query's marker and lines carry no id and are skipped."""
+    """Live exemplar ids of the points selected on a map figure (Streamlit's `event.selection.points`), in selection
+    order without repeats; deleted exemplars, the query's marker and lines are skipped."""
+    return _picked(figure, points, deleted=False)
+
+
+def selected_deleted_ids(figure, points: Optional[Sequence[dict]]) -> list[int]:
+    """Ids of the deleted (not yet purged) exemplars among the points selected on a map figure: they can be
+    restored, while `selected_ids` are the live ones that can be edited."""
+    return _picked(figure, points, deleted=True)
+
+
+def _picked(figure, points: Optional[Sequence[dict]], deleted: bool) -> list[int]:
+    from .plots import DELETED_TRACE  # imports plotly: only when a figure's selection is read
+
     chosen: list[int] = []
     for point in points or []:
         curve, index = point.get("curve_number"), point.get("point_index", point.get("point_number"))
         if curve is None or index is None or not 0 <= curve < len(figure.data):
             continue
-        ids = figure.data[curve].customdata
+        trace = figure.data[curve]
+        if (trace.meta == DELETED_TRACE) != deleted:
+            continue
+        ids = trace.customdata
         if ids is None or index >= len(ids):
             continue
         value = ids[index]

@@ -10,6 +10,8 @@ import plotly.graph_objects as go
 from ..classification import Classification
 from .evaluate import EvalResult
 
+DELETED_TRACE = "deleted-exemplars"  # the `meta` of the map's trace of deleted exemplars (memory_map reads it)
+
 WINNER = "#1f77b4"
 OTHER = "#c7c7c7"
 RULE_COLOURS = {"rank": "#1f77b4", "plurality": "#ff7f0e", "distance": "#2ca02c", "softmax": "#d62728"}
@@ -160,8 +162,9 @@ def memory_map_figure(projection, labels, colour_by: str = "label", reliability:
     """Every exemplar of a `Projection` as a point (plotly Scattergl: thousands stay interactive), coloured by label
     (a trace per label, in the legend) or by reliability v (one trace, a colour bar); hover shows id and label;
     each exemplar trace's customdata is its ids. With `query_point` (x, y): the query as a star and a line to each
-    of `neighbor_ids`. `selected` ids are ringed. `deleted` (ids, points): deleted exemplars as grey crosses (no
-    customdata: a selection never picks them for an edit)."""
+    of `neighbor_ids`. `selected` ids are ringed. `deleted` (ids, points): deleted exemplars as grey crosses, their
+    ids as customdata in a trace marked `meta=DELETED_TRACE` (so a selection tells them from live ones: they can
+    be restored, not edited)."""
     ids = np.asarray(projection.ids)
     points = np.asarray(projection.points)
     labels = np.asarray(list(labels), dtype=object)
@@ -188,6 +191,7 @@ def memory_map_figure(projection, labels, colour_by: str = "label", reliability:
         gone_ids, gone_points = np.asarray(deleted[0]), np.asarray(deleted[1])
         fig.add_trace(go.Scattergl(
             x=gone_points[:, 0], y=gone_points[:, 1], mode="markers", name="deleted (not purged)",
+            customdata=gone_ids, meta=DELETED_TRACE,
             text=[f"id {i}, deleted" for i in gone_ids], hovertemplate="%{text}<extra></extra>",
             marker=dict(symbol="x", size=7, color=OTHER)))
     if len(selected):

@@ -14,7 +14,24 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 GENESIS = "0" * 64
+# every action the log may record; readers match on these names (e.g. `vmem purge verify` looks for "purge" and
+# "certify"), so `check_action` refuses any other name rather than chain an entry no reader would recognise
 ACTIONS = ("create", "add", "delete", "restore", "relabel", "purge", "certify", "migrate", "tune")
+
+
+def check_action(action: str) -> str:
+    """`action` if it is one of ACTIONS.
+
+    >>> check_action("purge")
+    'purge'
+    >>> check_action("purged")
+    Traceback (most recent call last):
+    ...
+    ValueError: audit action 'purged' is not one of create, add, delete, restore, relabel, purge, certify, migrate, tune
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"audit action {action!r} is not one of {', '.join(ACTIONS)}")
+    return action
 
 
 @dataclass(frozen=True)

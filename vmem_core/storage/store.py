@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..errors import MemoryFormatError, MemoryLockedError, UnknownIdError
 from .atomic import fsync_dir, fsync_file
-from .audit import GENESIS, AuditEntry, canonical, default_actor, entry_hash, id_summary
+from .audit import GENESIS, AuditEntry, canonical, check_action, default_actor, entry_hash, id_summary
 from .locks import ReadWriteLock
 from .vault import Vault
 
@@ -219,6 +219,7 @@ class Store:
 
     def _audit(self, cur: duckdb.DuckDBPyConnection, action: str, details: dict) -> AuditEntry:
         """Append a hash-chained audit entry inside the caller's transaction."""
+        check_action(action)  # before anything is written: a refused entry leaves the transaction untouched
         if self._audit_head is None:  # one process writes at a time (DuckDB's lock), so the head can be cached
             self._audit_head = cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone() \
                 or (0, GENESIS)
