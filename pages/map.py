@@ -8,6 +8,7 @@ from vmem_core.analysis.memory_map import (
     map_labels,
     memory_map,
     more_like_this,
+    umap_available,
     selected_deleted_ids,
     selected_ids,
 )
@@ -24,11 +25,16 @@ if not len(memory):
     st.info("The memory is empty: add exemplars on the Memory page.")
     st.stop()
 
-projection = memory_map(memory)
+method = "pca"
+if umap_available():
+    method = st.radio("Projection", ["pca", "umap"], horizontal=True, key="map-method", format_func=str.upper,
+                      help="UMAP separates clusters better; its first map takes seconds (numba compiles it)")
+with st.spinner(f"Projecting {len(memory):,} exemplars ({method.upper()})"):
+    projection = memory_map(memory, method)
 labels = map_labels(memory, projection)
 colour = COLOURS[st.radio("Colour by", list(COLOURS), horizontal=True, key="map-colour")]
 reliability = memory.reliability(settings.top_n) if colour == "reliability" else None
-deleted = deleted_points(memory) if st.checkbox("Show deleted exemplars (not yet purged; select them to restore)",
+deleted = deleted_points(memory, method) if st.checkbox("Show deleted exemplars (not yet purged; select them to restore)",
                                                    key="map-deleted") else None
 
 query_point, neighbor_ids = None, []
@@ -45,7 +51,7 @@ with st.expander("Place a query on the map"):
 # an old selection's indices to new points
 figure = memory_map_figure(projection, labels, colour, reliability, query_point, neighbor_ids, deleted=deleted)
 event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"),
-                        key=f"map-chart-{colour}-{memory.change_counter}", width="stretch")
+                        key=f"map-chart-{method}-{colour}-{memory.change_counter}", width="stretch")
 points = event.selection.points if event else []
 chosen = selected_ids(figure, points)
 chosen_deleted = selected_deleted_ids(figure, points) if deleted is not None else []

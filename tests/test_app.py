@@ -324,6 +324,18 @@ def test_map_page_draws_every_exemplar_and_colours_by_reliability(app):
     assert len(trace["x"]) == 12 and trace["marker"]["showscale"]
 
 
+def test_map_opens_on_pca_and_offers_umap_only_where_installed(app, monkeypatch):
+    from vmem_core.analysis import memory_map
+
+    monkeypatch.setattr(memory_map, "umap_available", lambda: False)
+    app.switch_page("pages/map.py").run()
+    assert not app.exception and not [r for r in app.radio if r.key == "map-method"]
+    assert any("(PCA)" in c.value for c in app.caption)
+    monkeypatch.setattr(memory_map, "umap_available", lambda: True)
+    app.run()
+    assert app.radio(key="map-method").value == "pca"  # the fast projection first, UMAP when asked
+
+
 def test_map_page_places_a_query_with_lines_to_its_neighbors(app):
     app.switch_page("pages/map.py").run()
     sample = app.selectbox(key="map-query-samples").options[1]

@@ -130,9 +130,17 @@ def test_umap_is_used_only_where_installed(memory, monkeypatch):
     from vmem_core.analysis import memory_map as module
 
     monkeypatch.setattr(module, "umap_available", lambda: False)
-    assert memory_map(memory).method == "pca"  # "auto" without umap-learn
     with pytest.raises(VmemError, match="umap-learn"):
         memory_map(memory, "umap")
+    with pytest.raises(VmemError, match="'tsne'.*pca, umap"):
+        memory_map(memory, "tsne")
+
+
+def test_pca_is_the_default_even_where_umap_is_installed(memory, monkeypatch):
+    from vmem_core.analysis import memory_map as module
+
+    monkeypatch.setattr(module, "umap_available", lambda: True)
+    assert memory_map(memory).method == "pca"  # a page opens on the fast projection; UMAP is a choice
 
 
 def test_pca_by_covariance_for_many_exemplars_matches_the_svd():
@@ -186,7 +194,7 @@ def test_umap_projection_is_seeded_placeable_and_cached(memory):
 
     cached = memory_map(memory, "umap")
     assert cached.method == "umap" and memory_map(memory, "umap") is cached
-    assert memory_map(memory) is not cached and memory_map(memory).method == "umap"  # "auto" picks it, cached apart
+    assert memory_map(memory) is not cached and memory_map(memory).method == "pca"  # the default, cached apart
     memory.delete([5])
     redrawn = memory_map(memory, "umap")
     assert redrawn is not cached and 5 not in redrawn.ids and len(redrawn) == 119

@@ -1,8 +1,9 @@
 """A map of the memory: its live exemplars' embeddings projected to 2-D, queries placed on the same projection, and
 "more like this" (an exemplar's nearest other exemplars).
 
-The projection is PCA (numpy's SVD) by default; UMAP when `umap-learn` is importable and asked for (never a
-dependency). It is computed once per memory change and cached through `memory.derived`.
+The projection is PCA (numpy's SVD) by default: fast and the same on every machine. UMAP is a choice where `umap-learn`
+is importable (never a run-time dependency): it separates clusters better, but its first map costs seconds of numba
+compilation (about 18 s for 1,000 exemplars on two cores), too slow to be what a page opens on. It is computed once per memory change and cached through `memory.derived`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import numpy as np
 
 from ..errors import UnknownIdError, VmemError
 
-METHODS = ("auto", "pca", "umap")
-UMAP_MIN_POINTS = 20  # below this UMAP's neighbourhood graph means little; "auto" uses PCA
+METHODS = ("pca", "umap")
+UMAP_MIN_POINTS = 20  # below this UMAP's neighbourhood graph means little: PCA is used instead
 
 
 def umap_available() -> bool:
@@ -96,12 +97,12 @@ def resolve_method(method: str, n: int) -> str:
         raise VmemError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
     if method == "umap" and not umap_available():
         raise VmemError("UMAP needs umap-learn (pip install umap-learn); PCA needs nothing")
-    if method == "auto":
-        return "umap" if umap_available() and n >= UMAP_MIN_POINTS else "pca"
+    if method == "umap" and n < UMAP_MIN_POINTS:
+        return "pca"
     return method
 
 
-def memory_map(memory, method: str = "auto") -> Projection:
+def memory_map(memory, method: str = "pca") -> Projection:
     """The live exemplars' 2-D projection, computed once per memory change (cached by `memory.derived`)."""
 
     def compute() -> Projection:
@@ -112,12 +113,12 @@ def memory_map(memory, method: str = "auto") -> Projection:
     return memory.derived(("memory-map", method), compute)
 
 
-def place_queries(memory, embeddings: np.ndarray, method: str = "auto") -> np.ndarray:
+def place_queries(memory, embeddings: np.ndarray, method: str = "pca") -> np.ndarray:
     """Query embeddings placed on the memory's map: (m, 2)."""
     return memory_map(memory, method).place(embeddings)
 
 
-def deleted_points(memory, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def deleted_points(memory, method: str = "pca") -> tuple[np.ndarray, np.ndarray]:
     """Deleted exemplars not yet purged (their embeddings still stored), placed on the live exemplars' map: (ids (m,),
     points (m, 2)); cached until the next change."""
 
