@@ -5,16 +5,8 @@ import pandas as pd
 import pytest
 
 from vmem_core import VisualMemory, VmemError
-from vmem_core.analysis.error_drilldown import (
-    ANY_WRONG,
-    NO_PREDICTION,
-    EvaluationRun,
-    cell_queries,
-    compare_runs,
-    evaluation_run,
-    selected_cell,
-    voters,
-)
+from vmem_core.analysis.error_drilldown import ANY_WRONG, NO_PREDICTION, EvaluationRun, cell_queries, changes_table
+from vmem_core.analysis.error_drilldown import compare_runs, evaluation_run, selected_cell, voters
 from vmem_core.analysis.plots import confusion_matrix_figure, per_class_accuracy_figure
 from vmem_core.classification import Classification
 from vmem_core.voting import VoteSettings
@@ -98,6 +90,9 @@ def test_deleting_the_driver_fixes_one_query_and_breaks_another(planted):
     assert [(c.name, c.before, c.after) for c in diff.fixed] == [("cat-on-plant.png", "dog", "cat")]
     assert [(c.name, c.before, c.after) for c in diff.broken] == [("dog-on-plant.png", "dog", "cat")]
     assert diff.moved == []
+    assert changes_table(diff.fixed).to_dict("records") == [{"query": "cat-on-plant.png", "true": "cat",
+                                                             "before": "dog", "now": "cat"}]
+    assert list(changes_table(diff.moved).columns) == ["query", "true", "before", "now"]  # even when empty
     assert diff.summary() == (f"1 fixed, 1 broken (accuracy 75.0% -> 75.0%; change #{before.change_counter} -> "
                               f"#{after.change_counter})")
     assert after.change_counter > before.change_counter

@@ -130,6 +130,14 @@ class RunDiff:
                 f"{self.after.accuracy:.1%}; change #{self.before.change_counter} -> #{self.after.change_counter})")
 
 
+def changes_table(changes: Sequence[QueryChange]):
+    """A list of changed queries as a DataFrame (query, true, before, now), its columns there even when empty."""
+    import pandas as pd
+
+    return pd.DataFrame([(c.name, c.true_label, c.before or NO_PREDICTION, c.after or NO_PREDICTION) for c in changes],
+                        columns=["query", "true", "before", "now"])
+
+
 def compare_runs(before: EvaluationRun, after: EvaluationRun) -> RunDiff:
     """Queries fixed (wrong before, right after), broken (right before, wrong after) and moved (wrong both times,
     another prediction), in query order.
