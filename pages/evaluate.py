@@ -111,6 +111,20 @@ for box, options in (("eval-true", true_options), ("eval-predicted", predicted_o
     if st.session_state.get(box) not in options:  # e.g. an edit emptied the "(none)" column
         st.session_state.pop(box, None)
 
+stored = st.session_state.get("eval-diff")
+if stored is not None and stored[0] == split_key and stored[1].after.change_counter == run.change_counter \
+        and stored[1].after.settings == run.settings:  # the latest change, at the settings shown
+    diff = stored[1]
+    st.subheader("What the last change did")
+    (st.success if len(diff.fixed) >= len(diff.broken) else st.warning)(f"Re-evaluated: {diff.summary()}.")
+    fixed_column, broken_column = st.columns(2)
+    for column, title, meaning, changes in ((fixed_column, "Fixed", "wrong before, right now", diff.fixed),
+                                            (broken_column, "Broken", "right before, wrong now", diff.broken)):
+        column.markdown(f"**{title}: {len(changes)}** ({meaning})")
+        column.dataframe(changes_table(changes), hide_index=True)
+    if diff.moved:
+        st.caption(f"{len(diff.moved)} more quer(ies) stayed wrong with another prediction.")
+
 st.subheader("From an error to its cause")
 st.caption("Click a cell of the confusion matrix (or a class's bar for all its errors), or pick one here: its "
            "queries are listed with the neighbours that voted, those that drove the prediction first.")
@@ -145,25 +159,11 @@ if true_label is not None and predicted is not None:
                 memory, [v.neighbor.id for v in rows],
                 [f"{'**' if v.drove else ''}{v.neighbor.label}{'**' if v.drove else ''} (id {v.neighbor.id}) "
                  f"#{v.neighbor.rank}: {v.share_of_vote:.0%} of vote, {v.share_of_win:.0%} of win" for v in rows],
-                key=f"eval-voter-{index}", columns=5, selectable=ui.can_edit()))
+                key=f"eval-voter-{index}", columns=max(1, min(4, len(rows))), selectable=ui.can_edit()))
     if ui.can_edit():
         st.caption("Tick the exemplars to change (bold: they voted for the prediction); after the change the "
                    "evaluation runs again and says which queries it fixed and which it broke.")
         ui.selection_actions(memory, sorted(ticked), prefix="eval-", after_delete=untick_voters)
-
-stored = st.session_state.get("eval-diff")
-if stored is not None and stored[0] == split_key and stored[1].after.change_counter == run.change_counter \
-        and stored[1].after.settings == run.settings:  # the latest change, at the settings shown
-    diff = stored[1]
-    st.subheader("What the last change did")
-    (st.success if len(diff.fixed) >= len(diff.broken) else st.warning)(f"Re-evaluated: {diff.summary()}.")
-    fixed_column, broken_column = st.columns(2)
-    for column, title, meaning, changes in ((fixed_column, "Fixed", "wrong before, right now", diff.fixed),
-                                            (broken_column, "Broken", "right before, wrong now", diff.broken)):
-        column.markdown(f"**{title}: {len(changes)}** ({meaning})")
-        column.dataframe(changes_table(changes), hide_index=True)
-    if diff.moved:
-        st.caption(f"{len(diff.moved)} more quer(ies) stayed wrong with another prediction.")
 
 st.subheader("Accuracy vs memory size")
 seeds = st.slider("Seeds (random subsets per size)", 1, 10, 3, key="eval-seeds")

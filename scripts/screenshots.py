@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.browser import (  # noqa: E402
@@ -38,6 +40,7 @@ from tests.browser import (  # noqa: E402
     wait_for_text,
 )
 
+SHOWN_QUERIES = 10  # of a confusion-matrix cell, as pages/evaluate.py lists them
 # every screenshot the journeys keep, in the order they are taken
 SHOTS = ("classify", "evaluate", "memory", "curate", "map", "unlearning-before-after", "unlearning",
          "purge-certificate")
@@ -146,20 +149,16 @@ def fix_an_error(driver, true_label: str, predicted: str, shots: Shots, exemplar
     click(driver, button(driver, "Yes, delete"))
     report = wait_for_text(driver, r"Re-evaluated: (\d+) fixed, (\d+) broken[^\n]*", "the re-evaluation")
     wait_for_text(driver, rf"Fixed: {report.group(1)}", "the list of fixed queries")
-    from selenium.webdriver.common.by import By
-
-    heading = wait_for(driver, lambda d: next((h for h in d.find_elements(By.TAG_NAME, "h3")
-                                               if h.text.startswith("What the last change did")), None),
-                       what="what the last change did")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
+    # the matrix, what the change did, and the cell's queries left, in one view
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", plotly_chart(driver, "Confusion matrix"))
     shots.save(driver, "evaluate", "Evaluate")
     return {"listed": listed, "deleted": deleted, "report": report.group(0), "fixed": int(report.group(1)),
             "broken": int(report.group(2))}
 
 
-def add_then_delete(driver, url: str, image: Path, shots: Shots) -> dict:
-    """On Memory, add `image` under the first label, then delete it through the confirmation. Returns
-    {"added", "id", "deleted"} as the page said them."""
+def add_then_delete(driver, url: str, image: Path, label: str, shots: Shots) -> dict:
+    """On Memory, add `image` labelled `label` (one the memory has), then delete it through the confirmation.
+    Returns {"added", "id", "deleted"} as the page said them."""
     from selenium.webdriver.common.by import By
 
     driver.get(f"{url}/memory")
@@ -170,6 +169,7 @@ def add_then_delete(driver, url: str, image: Path, shots: Shots) -> dict:
         click(driver, expander.find_element(By.TAG_NAME, "summary"))
     wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "input[type='file']"), what="the uploader") \
         .send_keys(str(image))
+    choose(driver, "Label", label)  # the first of the page's two boxes so named: the one inside "Add exemplars"
     click(driver, button(driver, "Add to memory"))
     added = wait_for_text(driver, r"Added 1 exemplar\(s\) labelled '([^']+)' \(ids (\d+)\)", "the addition")
     label, new_id = added.group(1), int(added.group(2))
@@ -237,25 +237,33 @@ def forget_and_purge(driver, url: str, shots: Shots) -> dict:
 
 
 # --- the sample memory's screenshots ----------------------------------------------------------------------------------
-def largest_error(memory_path: Path, rule: str, k: int) -> tuple[str, str]:
-    """The confusion-matrix cell (true, predicted) with the most errors on the shipped query split at `rule`, `k`,
-    among the labels the memory holds (read before the app opens the memory: one process at a time)."""
+def error_to_fix(memory_path: Path, rule: str, k: int) -> tuple[str, str, int]:
+    """A confusion-matrix cell (true, predicted) of the shipped query split at `rule`, `k`, and an exemplar that drove
+    one of its first listed queries, chosen as the one whose deletion fixes the most queries net of those it breaks
+    (read before the app opens the memory: one process at a time)."""
     from vmem_core import VisualMemory, resources
-    from vmem_core.analysis.error_drilldown import evaluation_run
-    from vmem_core.analysis.evaluate import confusion_matrix
+    from vmem_core.analysis.attribution import exemplar_influence
+    from vmem_core.analysis.error_drilldown import cell_queries, evaluation_run, voters
     from vmem_core.ingest.datasets import scan_dataset
     from vmem_core.voting import VoteSettings
 
     items = scan_dataset(resources.sample_data() / "queries")
+    settings = VoteSettings(k=k, rule=rule)
     with VisualMemory.open(memory_path) as memory:
-        run = evaluation_run(memory, memory.encode([i.path for i in items]), [i.label for i in items],
-                             [i.source for i in items], VoteSettings(k=k, rule=rule))
-        known = set(memory.labels)
-    frame = confusion_matrix(run.true_labels, run.predicted)
-    errors = [(int(frame.loc[t, p]), t, p) for t in frame.index for p in frame.columns
-              if t != p and t in known and p in known]
-    _, true_label, predicted = max(errors)
-    return true_label, predicted
+        embeddings, truth = memory.encode([i.path for i in items]), [i.label for i in items]
+        run = evaluation_run(memory, embeddings, truth, [i.source for i in items], settings)
+        influence = exemplar_influence(memory, embeddings, truth, settings)
+    gain = dict(zip(influence["id"], influence["flips_to_correct"] - influence["flips_to_wrong"]))
+    candidates = []
+    for index in np.flatnonzero(~run.correct):
+        result = run.results[index]
+        cell = (run.true_labels[index], result.label)
+        if result.label is None or index not in cell_queries(run, *cell)[:SHOWN_QUERIES]:
+            continue
+        top = voters(result)[0].neighbor.id
+        candidates.append((gain.get(top, 0), cell, top))
+    _, cell, exemplar = max(candidates, key=lambda c: c[0])
+    return cell[0], cell[1], int(exemplar)
 
 
 def main() -> None:
@@ -269,14 +277,14 @@ def main() -> None:
         copy = Path(scratch) / args.memory.name
         shutil.copytree(args.memory, copy)
         rule, k = "plurality", 1
-        cell = largest_error(copy, rule, k)
+        true_label, predicted, exemplar = error_to_fix(copy, rule, k)
         with streamlit_server(copy) as url, chromium(1400, 1500) as driver:
             trouser = sorted((samples / "queries" / "trouser").glob("*.png"))[0]
             print("classify:", classify_an_upload(driver, url, trouser, shots))
             print("rule and k:", change_rule_and_k(driver, rule, k))
-            print("evaluate:", fix_an_error(driver, *cell, shots))
-            print("memory:", add_then_delete(driver, url, sorted((samples / "queries" / "bag").glob("*.png"))[-1],
-                                             shots))
+            print("evaluate:", fix_an_error(driver, true_label, predicted, shots, exemplar))
+            bag = sorted((samples / "queries" / "bag").glob("*.png"))[-1]
+            print("memory:", add_then_delete(driver, url, bag, "bag", shots))
             print("curate:", accept_a_curate_suggestion(driver, url, shots))
             print("map:", select_on_the_map(driver, url, shots))
             print("unlearning:", forget_and_purge(driver, url, shots))

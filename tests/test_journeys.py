@@ -69,7 +69,8 @@ def test_the_journeys_in_a_real_browser(planted_memory, tmp_path):
         assert "quer" in fixed["listed"] and "of class bag predicted trouser" in fixed["listed"]
 
         # add, then delete with the confirmation
-        added = journey.add_then_delete(driver, url, sorted((SAMPLE / "queries" / "bag").glob("*.png"))[-1], shots)
+        bag = sorted((SAMPLE / "queries" / "bag").glob("*.png"))[-1]
+        added = journey.add_then_delete(driver, url, bag, "bag", shots)
         assert added["added"].startswith("Added 1 exemplar(s) labelled 'bag'")
 
         # curate: accept a suggestion's relabel
