@@ -94,6 +94,20 @@ def click_confusion_cell(driver, true_label: str, predicted: str) -> None:
         .pause(0.5).click().perform()
 
 
+def click_bar(driver, label: str) -> None:
+    """Click the bar of class `label` in the accuracy-per-class chart."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    chart = plotly_chart(driver, "Accuracy per class")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
+    time.sleep(0.5)
+    labels = [t.text for t in chart.find_elements(By.CSS_SELECTOR, ".xtick text")]
+    bar = chart.find_elements(By.CSS_SELECTOR, ".bars .point path")[labels.index(label)]
+    # plotly's drag layer lies over the bars and takes the click there, as it does for a hand on the mouse
+    ActionChains(driver).move_to_element(bar).pause(0.5).click().perform()
+
+
 # --- the journeys -----------------------------------------------------------------------------------------------------
 def classify_an_upload(driver, url: str, image: Path, shots: Shots) -> str:
     """Open the app, upload `image` on Classify; returns the upload's prediction (the first heading)."""

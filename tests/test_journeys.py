@@ -45,7 +45,9 @@ def planted_memory(tmp_path):
         found, _ = memory.search(embeddings, 2)
         leaning = [i for i in range(len(queries)) if found[i, 0] == planted]
         after = {i: memory.label_of(int(found[i, 1])) for i in leaning}
+        nearest_left = [memory.label_of(int(row[1] if row[0] == planted else row[0])) for row in found]
     return {"path": tmp_path / "mem.vmem", "planted": planted, "query": queries[index].source,
+            "bag_errors_after": sum(q.label == "bag" != label for q, label in zip(queries, nearest_left)),
             "fixed": sum(after[i] == queries[i].label for i in leaning),
             "broken": sum(queries[i].label == "trouser" != after[i] for i in leaning)}
 
@@ -67,6 +69,10 @@ def test_the_journeys_in_a_real_browser(planted_memory, tmp_path):
         assert fixed["deleted"] == planted and planted_memory["fixed"] >= 1
         assert (fixed["fixed"], fixed["broken"]) == (planted_memory["fixed"], planted_memory["broken"])
         assert "quer" in fixed["listed"] and "of class bag predicted trouser" in fixed["listed"]
+        # a class's bar lists all of that class's errors, as they stand after the fix
+        journey.click_bar(driver, "bag")
+        journey.wait_for_text(driver, rf"\b{planted_memory['bag_errors_after']} quer(y|ies) of class bag predicted "
+                                      r"\(any wrong\)", "the bag bar's errors")
 
         # add, then delete with the confirmation
         bag = sorted((SAMPLE / "queries" / "bag").glob("*.png"))[-1]
