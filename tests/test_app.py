@@ -433,6 +433,8 @@ def test_evaluate_from_a_confusion_cell_to_the_exemplar_that_caused_it_and_back(
     _select_a_cell_by_click(monkeypatch, ("bag", "trouser"))
     app.switch_page("pages/evaluate.py").run()
     _the_error_loop(app, plant)
+    app.slider(key="k").set_value(2).run()  # a diff belongs to the settings it was measured at
+    assert not app.exception and "What the last change did" not in [s.value for s in app.subheader]
 
 
 def test_evaluate_error_loop_on_an_uploaded_query_set(app, tmp_path, monkeypatch):
