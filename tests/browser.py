@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -88,3 +89,101 @@ def wait_for(driver, condition, timeout: float = 90, what: str = "condition"):
             pass
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- acting as a user: what a step waits for is what a user would see ----------------------------------------------
+def script_running(driver) -> bool:
+    from selenium.webdriver.common.by import By
+
+    return bool(driver.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget']"))
+
+
+def settle(driver, title: str) -> None:
+    """Wait for the page titled `title`, then until Streamlit's "running" widget has been gone for a moment."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(driver, lambda d: title in d.find_element(By.TAG_NAME, "h1").text, what=f"the {title} page")
+    quiet_since = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        quiet_since = None if script_running(driver) else (quiet_since or time.monotonic())
+        if quiet_since and time.monotonic() - quiet_since > 2.5:
+            return
+        time.sleep(0.3)
+
+
+def page_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def wait_for_text(driver, pattern: str, what: str, timeout: float = 120) -> re.Match:
+    """The first match of the regular expression `pattern` in the page's visible text, once there."""
+    return wait_for(driver, lambda d: re.search(pattern, page_text(d)), timeout=timeout, what=what)
+
+
+def click(driver, element) -> None:
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    time.sleep(0.3)  # let a smooth scroll end before the click lands
+    element.click()
+
+
+def button(driver, text: str):
+    """The enabled button whose text starts with `text`, once there."""
+    from selenium.webdriver.common.by import By
+
+    return wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
+                                            if b.text.startswith(text) and b.is_enabled()), None),
+                    what=f"the '{text}' button")
+
+
+def tick(driver, caption: str, prefix: bool = False) -> str:
+    """Tick the (first) checkbox labelled `caption` (or whose label starts with it); returns its label."""
+    from selenium.webdriver.common.by import By
+
+    def find(d):
+        return next((c for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stCheckbox']")
+                     if (c.text.strip().startswith(caption) if prefix else c.text.strip() == caption)), None)
+
+    box = wait_for(driver, find, what=f"the checkbox '{caption}'")
+    label = box.text.strip()
+    click(driver, box.find_element(By.TAG_NAME, "label"))
+    return label
+
+
+def go_to_page(driver, title: str) -> None:
+    """Follow the sidebar's link to a page: unlike a new address, this keeps the session (and its sidebar settings)."""
+    from selenium.webdriver.common.by import By
+
+    links = "[data-testid='stSidebarNav'] a"
+    link = wait_for(driver, lambda d: next((a for a in d.find_elements(By.CSS_SELECTOR, links)
+                                            if a.text.strip().splitlines()[-1:] == [title]), None),  # after its icon
+                    what=f"the sidebar link {title}")
+    click(driver, link)
+    settle(driver, title)
+
+
+def box_select_everything(driver, chart) -> None:
+    """Drag a box over the whole plot area of `chart` (in two moves, as a hand would)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    drag = chart.find_element(By.CSS_SELECTOR, ".nsewdrag")
+    box = drag.rect
+    ActionChains(driver).move_to_element_with_offset(drag, -box["width"] // 2 + 2, -box["height"] // 2 + 2) \
+        .click_and_hold().move_by_offset(box["width"] // 2, box["height"] // 2) \
+        .move_by_offset(box["width"] // 2 - 4, box["height"] // 2 - 4).release().perform()
+
+
+def choose(driver, label: str, option_prefix: str) -> None:
+    """Pick the option starting with `option_prefix` in the selectbox labelled `label`."""
+    from selenium.webdriver.common.by import By
+
+    box = wait_for(driver, lambda d: next((s for s in d.find_elements(By.CSS_SELECTOR, "[data-testid='stSelectbox']")
+                                           if s.text.startswith(label)), None), what=f"the selectbox {label}")
+    click(driver, box.find_element(By.CSS_SELECTOR, "[role='combobox'], input"))
+    option = wait_for(driver, lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, "[role='option']")
+                                              if o.text.startswith(option_prefix)), None),
+                      what=f"the option {option_prefix}")
+    option.click()

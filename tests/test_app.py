@@ -399,3 +399,133 @@ def test_map_selection_offers_viewers_no_edits(app, monkeypatch):
     assert not viewer.exception and "Selected: 2 exemplar(s)" in texts(viewer)
     keys = {b.key for b in viewer.button} | {c.key for c in viewer.checkbox}
     assert not {k for k in keys if str(k).startswith(("map-pick-", "map-delete-button", "map-relabel", "map-confirm"))}
+
+
+def _plant_a_wrong_neighbour(tmp_path, folder) -> dict:
+    """Place an exemplar labelled trouser on a bag query of `folder` that the memory gets right at k=1, so that at
+    k=1 it is predicted trouser. Returns the query's name and index, the planted id, and which queries deleting the
+    planted exemplar will fix and break (worked out from two plain searches, not by the page's code)."""
+    from vmem_core import ui
+    from vmem_core.ingest.datasets import scan_dataset
+
+    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    items = scan_dataset(folder)
+    embeddings = memory.encode([item.path for item in items])
+    index = next(i for i, (item, r) in enumerate(zip(items, memory.classify_embeddings(embeddings, k=1)))
+                 if item.label == r.label == "bag")
+    (planted,) = memory.add_embeddings(embeddings[index][None], ["trouser"])
+    found, _ = memory.search(embeddings, 2)
+    leaning = [i for i in range(len(items)) if found[i, 0] == planted]  # planted is their nearest: predicted trouser
+    after = {i: memory.label_of(int(found[i, 1])) for i in leaning}  # their nearest once it is gone
+    return {"name": items[index].source, "index": index, "planted": planted,
+            "fixed": sorted(items[i].source for i in leaning if after[i] == items[i].label != "trouser"),
+            "broken": sorted(items[i].source for i in leaning if items[i].label == "trouser" != after[i])}
+
+
+def _select_a_cell_by_click(monkeypatch, cell):
+    # AppTest cannot click on a chart: the page reads the clicked cell through selected_cell, so answer for it
+    from vmem_core.analysis import error_drilldown
+
+    monkeypatch.setattr(error_drilldown, "selected_cell", lambda points: cell)
+
+
+def _fixed_and_broken(app) -> tuple[list[dict], list[dict]]:
+    """The rows of the two lists of what the last change did (the tables with a "query" column, fixed first)."""
+    fixed, broken = [d.value for d in app.dataframe if "query" in d.value.columns]
+    return fixed.to_dict("records"), broken.to_dict("records")
+
+
+def _the_error_loop(app, plant) -> None:
+    """From the cell (bag, trouser): the query is listed with the planted exemplar as its only voter; delete it with
+    the confirmation; the page re-evaluates and lists the queries it fixed and broke."""
+    name, index, planted = plant["name"], plant["index"], plant["planted"]
+    app.slider(key="k").set_value(1).run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="eval-true").value == "bag" and app.selectbox(key="eval-predicted").value == "trouser"
+    assert f"**{name}**: true **bag**, predicted **trouser**" in texts(app)
+    (voter,) = [c for c in app.checkbox if c.key.startswith(f"eval-voter-{index}-")]
+    assert voter.label == f"**trouser** (id {planted}) #0: 100% of vote, 100% of win"
+    voter.check().run()
+    app.button(key="eval-delete-button").click().run()
+    assert any(f"Delete exemplar(s) {planted}?" in w.value for w in app.warning)
+    app.button(key="eval-confirm-delete-yes").click().run()
+    assert not app.exception, app.exception
+    assert any(f"Deleted 1 exemplar(s): {planted}." in s.value for s in app.success)
+    fixed, broken = len(plant["fixed"]), len(plant["broken"])
+    assert name in plant["fixed"]
+    report = next(s.value for s in app.success if s.value.startswith("Re-evaluated: "))
+    assert report.startswith(f"Re-evaluated: {fixed} fixed, {broken} broken (accuracy ")
+    assert f"**Fixed: {fixed}** (wrong before, right now)" in texts(app) and f"**Broken: {broken}**" in texts(app)
+    rows, broken_rows = _fixed_and_broken(app)
+    assert sorted(r["query"] for r in rows) == plant["fixed"]
+    assert {"query": name, "true": "bag", "before": "trouser", "now": "bag"} in rows
+    assert sorted(r["query"] for r in broken_rows) == plant["broken"]
+    assert f"**{name}**: true **bag**" not in texts(app)  # no longer in the cell (bag, trouser)
+
+
+def test_evaluate_from_a_confusion_cell_to_the_exemplar_that_caused_it_and_back(app, tmp_path, monkeypatch):
+    plant = _plant_a_wrong_neighbour(tmp_path, SAMPLE / "queries")
+    _select_a_cell_by_click(monkeypatch, ("bag", "trouser"))
+    app.switch_page("pages/evaluate.py").run()
+    _the_error_loop(app, plant)
+    app.slider(key="k").set_value(2).run()  # a diff belongs to the settings it was measured at
+    assert not app.exception and "What the last change did" not in [s.value for s in app.subheader]
+
+
+def test_evaluate_error_loop_on_an_uploaded_query_set(app, tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    folder = tmp_path / "uploaded"
+    for label in ("bag", "sneaker"):
+        (folder / label).mkdir(parents=True)
+        for path in sorted((SAMPLE / "queries" / label).glob("*.png"))[:5]:
+            (folder / label / path.name).write_bytes(path.read_bytes())
+    plant = _plant_a_wrong_neighbour(tmp_path, folder)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.rglob("*.png")):
+            bundle.write(path, path.relative_to(folder).as_posix())
+    app.switch_page("pages/evaluate.py").run()
+    app.radio(key="eval-source").set_value("Upload a labelled .zip (<label>/<image>)").run()
+    app.file_uploader(key="eval-zip").set_value([("queries.zip", archive.getvalue(), "application/zip")]).run()
+    assert not app.exception, app.exception
+    # picked in the boxes, the alternative to a click
+    app.selectbox(key="eval-true").set_value("bag").run()
+    app.selectbox(key="eval-predicted").set_value("trouser").run()
+    _the_error_loop(app, plant)
+
+
+def test_evaluate_a_classs_bar_lists_all_its_errors_and_a_relabel_is_confirmed_first(app, tmp_path, monkeypatch):
+    from vmem_core import ui
+
+    plant = _plant_a_wrong_neighbour(tmp_path, SAMPLE / "queries")
+    name, planted = plant["name"], plant["planted"]
+    _select_a_cell_by_click(monkeypatch, ("bag", "(any wrong)"))
+    app.switch_page("pages/evaluate.py").run()
+    app.slider(key="k").set_value(1).run()
+    assert f"**{name}**: true **bag**, predicted **trouser**" in texts(app)
+    listed = [m.value for m in app.markdown if m.value.startswith("**") and ": true **bag**, predicted **" in m.value]
+    assert listed and all("predicted **bag**" not in m for m in listed)  # only its errors
+    app.checkbox(key=f"eval-voter-{plant['index']}-{planted}").check().run()
+    app.text_input(key="eval-relabel-to").input("bag").run()
+    app.button(key="eval-relabel-button").click().run()
+    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    assert memory.label_of(planted) == "trouser"  # only asked so far
+    app.button(key="eval-confirm-relabel-yes").click().run()
+    assert not app.exception and memory.label_of(planted) == "bag"
+    assert name in [r["query"] for r in _fixed_and_broken(app)[0]]
+
+
+def test_evaluate_offers_viewers_the_errors_but_no_edits(app, tmp_path, monkeypatch):
+    plant = _plant_a_wrong_neighbour(tmp_path, SAMPLE / "queries")
+    name, planted = plant["name"], plant["planted"]
+    _select_a_cell_by_click(monkeypatch, ("bag", "trouser"))
+    monkeypatch.setenv("VMEM_APP_READ_ONLY", "1")
+    viewer = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    viewer.switch_page("pages/evaluate.py").run()
+    viewer.slider(key="k").set_value(1).run()
+    assert not viewer.exception and f"**{name}**: true **bag**, predicted **trouser**" in texts(viewer)
+    assert any(f"**trouser** (id {planted}) #0: 100% of vote" in c.value for c in viewer.caption)
+    assert not [c for c in viewer.checkbox if c.key.startswith("eval-voter-")]
+    assert not [b for b in viewer.button if str(b.key).startswith("eval-") and "delete" in str(b.key)]

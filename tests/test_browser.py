@@ -7,7 +7,7 @@ import pytest
 
 from vmem_core import VisualMemory
 
-from .browser import browser_available, chromium, streamlit_server, wait_for
+from .browser import box_select_everything, browser_available, button, chromium, click, streamlit_server, tick, wait_for
 from .helpers import SAMPLE
 
 pytestmark = pytest.mark.skipif(
@@ -62,27 +62,6 @@ def test_upload_shows_prediction_and_neighbor_gallery(real_memory):
         assert driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")  # the class-score chart rendered
 
 
-def _button(driver, text):
-    from selenium.webdriver.common.by import By
-
-    return wait_for(driver, lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button")
-                                            if b.text.startswith(text) and b.is_enabled()), None),
-                    what=f"the '{text}' button")
-
-
-def _click(driver, element):
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
-    element.click()
-
-
-def _tick(driver, caption):
-    from selenium.webdriver.common.by import By
-
-    box = wait_for(driver, lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, "[data-testid='stCheckbox']")
-                                           if c.text.strip() == caption), None), what=f"the checkbox '{caption}'")
-    _click(driver, box.find_element(By.TAG_NAME, "label"))
-
-
 def test_two_sessions_the_second_delete_confirmation_says_what_moved(real_memory, tmp_path):
     """Two browser tabs on one memory press Delete on the same exemplar; the first confirms; the second's
     confirmation then says that the exemplar was deleted meanwhile, and changes nothing."""
@@ -90,13 +69,13 @@ def test_two_sessions_the_second_delete_confirmation_says_what_moved(real_memory
     with streamlit_server(tmp_path / "mem.vmem") as url, chromium() as first, chromium() as second:
         for driver in (first, second):
             driver.get(f"{url}/memory")
-            _tick(driver, "bag (id 0)")
-            _click(driver, _button(driver, "Delete 1 selected"))
+            tick(driver, "bag (id 0)")
+            click(driver, button(driver, "Delete 1 selected"))
             wait_for(driver, lambda d: "delete exemplar(s) 0 (as of change #" in d.page_source,
                      what="the confirmation naming id 0 and the change counter")
-        _click(first, _button(first, "Yes, delete"))
+        click(first, button(first, "Yes, delete"))
         wait_for(first, lambda d: "Deleted 1 exemplar(s): 0." in d.page_source, what="the first deletion")
-        _click(second, _button(second, "Yes, delete"))
+        click(second, button(second, "Yes, delete"))
         wait_for(second, lambda d: "memory changed since you pressed Delete" in d.page_source
                  and "0 was live ('bag'), now deleted ('bag')" in d.page_source, what="the second tab told what moved")
         second.save_screenshot(str(tmp_path / "two-sessions.png"))
@@ -108,19 +87,15 @@ def test_two_sessions_the_second_delete_confirmation_says_what_moved(real_memory
 @pytest.mark.slow
 def test_map_box_selection_shows_the_exemplars_and_more_like_this(real_memory, tmp_path):
     """In a real browser the WebGL map answers a box drag: the selected exemplars' thumbnails and "more like this"."""
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     shutil.copytree(real_memory, tmp_path / "mem.vmem")
     with streamlit_server(tmp_path / "mem.vmem") as url, chromium() as driver:
         driver.get(f"{url}/map")
         wait_for(driver, lambda d: "Map" in d.find_element(By.TAG_NAME, "h1").text, what="the Map page")
-        drag = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .nsewdrag"),
-                        what="the map's plot area")[0]
-        box = drag.rect
-        ActionChains(driver).move_to_element_with_offset(drag, -box["width"] // 2 + 2, -box["height"] // 2 + 2) \
-            .click_and_hold().move_by_offset(box["width"] // 2, box["height"] // 2) \
-            .move_by_offset(box["width"] // 2 - 4, box["height"] // 2 - 4).release().perform()
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .nsewdrag"),
+                 what="the map's plot area")
+        box_select_everything(driver, driver.find_element(By.CSS_SELECTOR, ".js-plotly-plot"))
         heading = wait_for(driver, lambda d: [h.text for h in d.find_elements(By.TAG_NAME, "h3")
                                               if h.text.startswith("Selected:")], what="the selection")
         assert heading == ["Selected: 18 exemplar(s)"]

@@ -23,7 +23,7 @@ from .access import ACCESS_ENV, AccessPolicy, ViewerMemory
 from .analysis.attribution import winning_shares
 from .classification import Classification
 from .errors import BadImageError, VmemError
-from .ingest.images import IMAGE_SUFFIXES, load_image
+from .ingest.images import IMAGE_SUFFIXES, load_image, make_thumbnail
 from .ingest.names import check_label, upload_name
 from .memory import VisualMemory
 from .storage.layout import is_memory
@@ -375,6 +375,7 @@ class LabelledSplit:
     labels: list[str]
     embeddings: np.ndarray
     rejected: list[tuple[str, str]]
+    thumbnails: list[bytes]  # PNG per query, for listing queries after their (possibly temporary) files are gone
 
 
 def encode_split(memory: VisualMemory, items, progress=None) -> LabelledSplit:
@@ -388,7 +389,7 @@ def encode_split(memory: VisualMemory, items, progress=None) -> LabelledSplit:
         except BadImageError as exc:
             rejected.append((item.source, str(exc)))
     embeddings = memory.encoder.encode(images, progress=progress) if images else np.zeros((0, memory.dim), np.float32)
-    return LabelledSplit(names, labels, embeddings, rejected)
+    return LabelledSplit(names, labels, embeddings, rejected, [make_thumbnail(image) for image in images])
 
 
 @st.cache_resource(show_spinner="Encoding the shipped query split (once)...")

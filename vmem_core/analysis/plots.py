@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..classification import Classification
+from .error_drilldown import ANY_WRONG
 from .evaluate import EvalResult
 
 DELETED_TRACE = "deleted-exemplars"  # the `meta` of the map's trace of deleted exemplars (memory_map reads it)
@@ -108,21 +109,39 @@ def memory_size_figure(frame) -> go.Figure:
 
 
 def per_class_accuracy_figure(accuracy: Mapping[str, float]) -> go.Figure:
+    """Bars of accuracy per true class; each bar carries the cell (class, ANY_WRONG) so that a click on it selects
+    that class's errors (`error_drilldown.selected_cell`)."""
     labels = list(accuracy)
-    fig = go.Figure(go.Bar(x=labels, y=[accuracy[label] for label in labels], marker_color=WINNER))
+    fig = go.Figure(go.Bar(x=labels, y=[accuracy[label] for label in labels], marker_color=WINNER,
+                           customdata=[[label, ANY_WRONG] for label in labels],
+                           hovertemplate="%{x}: accuracy %{y:.1%}<br>click to list its errors<extra></extra>"))
     fig.update_layout(title="Accuracy per class", xaxis_title="true class", yaxis_title="accuracy",
                       yaxis_range=[0, 1], **_LAYOUT)
     return fig
 
 
 def confusion_matrix_figure(frame) -> go.Figure:
-    """Heatmap of a confusion-matrix DataFrame (rows true, columns predicted), counts written in the cells."""
+    """Heatmap of a confusion-matrix DataFrame (rows true, columns predicted), counts written in the cells.
+
+    Plotly cannot select a heatmap's cells, so every cell also has an invisible square marker at its centre that
+    carries the cell as customdata [true, predicted] (`error_drilldown.selected_cell`); with no hover cut-off a
+    click anywhere in a cell picks its marker, which is then outlined."""
+    predicted, true = [str(c) for c in frame.columns], [str(i) for i in frame.index]
+    cells = [(t, p, int(frame.values[i, j])) for i, t in enumerate(true) for j, p in enumerate(predicted)]
     fig = go.Figure(go.Heatmap(
-        z=frame.values, x=[str(c) for c in frame.columns], y=[str(i) for i in frame.index], colorscale="Blues",
-        text=frame.values, texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+        z=frame.values, x=predicted, y=true, colorscale="Blues", text=frame.values, texttemplate="%{text}",
+        hoverinfo="skip",
     ))
-    fig.update_layout(title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
-                      yaxis_autorange="reversed", **_LAYOUT)
+    fig.add_trace(go.Scatter(
+        x=[p for _, p, _ in cells], y=[t for t, _, _ in cells], mode="markers", name="cells", showlegend=False,
+        customdata=[[t, p] for t, p, _ in cells], text=[str(n) for _, _, n in cells],
+        marker=dict(symbol="square-open", size=28, color="#d62728", line=dict(width=3), opacity=0),
+        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
+        hovertemplate="true %{y}, predicted %{x}: %{text}<br>click to list these queries<extra></extra>",
+    ))
+    fig.update_layout(title="Confusion matrix (click a cell to list its queries)", xaxis_title="predicted",
+                      yaxis_title="true", yaxis_autorange="reversed", hovermode="closest", hoverdistance=-1,
+                      **_LAYOUT)
     return fig
 
 
