@@ -546,19 +546,23 @@ class VisualMemory:
         data: Union[str, Path, Sequence[LabelledImage]],
         progress: Optional[Progress] = None,
         strict: bool = False,
-        workers: int = 2,
+        workers: Optional[int] = None,
         chunk_size: int = BUILD_CHUNK,
+        decode_processes: Optional[bool] = None,
     ) -> BuildReport:
         """Add a labelled collection (ImageFolder directory, CSV, or scanned items), decoding, encoding and inserting
         in overlapped chunks (vmem_core.ingest.pipeline).
 
         Images already in the memory under the same source name are skipped, so an interrupted build resumes.
         Undecodable images are reported in the result and skipped (or, with strict=True, stop the build).
+        `workers` decoding workers (default: one per core), in processes for a large build on a GPU or where
+        `decode_processes` says so (vmem_core.ingest.decode_workers).
         """
         total, todo, report = self.plan_build(data)
         if progress:
             progress(report.skipped_existing, total)
-        run_build(self, todo, report, total, progress, strict, workers, chunk_size)
+        run_build(self, todo, report, total, progress, strict, workers, chunk_size,
+                  decode_processes=decode_processes)
         self.flush()
         return report
 

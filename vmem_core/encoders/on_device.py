@@ -31,7 +31,9 @@ def to_device(batch, device: Device) -> torch.Tensor:
     tensor = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
     if not device.is_cuda:
         return tensor
-    tensor = tensor.pin_memory().to(device.torch(), non_blocking=True)
+    if not tensor.is_cuda:  # pixels decoded on the GPU (ingest.jpeg_batch) are there already
+        tensor = tensor.pin_memory()
+    tensor = tensor.to(device.torch(), non_blocking=True)
     return tensor.contiguous(memory_format=torch.channels_last)
 
 
