@@ -782,3 +782,8 @@ class VisualMemory:
             stats = memory_stats(self.path, self.config, self.index_params, self._store, self._index, self._table)
         stats["devices"] = devices_in_use(self._encoder, stats["index_backend"])
         return stats
+
+    def devices(self) -> dict:
+        """Where this memory encodes and searches (`vmem_core.devices.devices_in_use`), without stats' disk sums."""
+        with self._lock.read():
+            return devices_in_use(self._encoder, self._index.describe())
