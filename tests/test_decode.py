@@ -21,6 +21,14 @@ from .test_build import make_folder
 
 
 @pytest.fixture
+def device_reset():
+    yield
+    from vmem_core.devices import set_default_device
+
+    set_default_device(None)
+
+
+@pytest.fixture
 def pool_kinds(monkeypatch) -> list[bool]:
     """Records, per run_build, whether decoding ran in processes."""
     seen = []
@@ -203,3 +211,20 @@ def test_gpu_jpeg_decode_matches_its_cpu_twin(tmp_path):
     gpu_rows = encoder.encode_pixels(torch.stack(on_gpu))
     cpu_rows = load_encoder("efficientnet-lite0", device="cpu").encode_pixels(torch.stack(on_cpu).numpy())
     assert np.sum(gpu_rows * cpu_rows, axis=1).min() >= 0.999  # issue 14's bar for GPU against CPU encodings
+
+
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
+def test_a_build_on_the_gpu_stores_what_the_cpu_build_stores(tmp_path, pool_kinds, device_reset):
+    """Worker processes, JPEGs decoded by nvJPEG and the network in bfloat16 against the CPU path: the same images,
+    the same order, embeddings at cosine >= 0.999 (issue 14)."""
+    from vmem_core.devices import set_default_device
+
+    photos(tmp_path / "data" / "photos")
+    set_default_device("cpu")
+    _, cpu_frame, cpu_vectors, _ = built(tmp_path / "cpu", tmp_path / "data", "efficientnet-lite0", chunk_size=8)
+    set_default_device("cuda")
+    report, gpu_frame, gpu_vectors, _ = built(tmp_path / "gpu", tmp_path / "data", "efficientnet-lite0",
+                                              chunk_size=8, decode_processes=True)
+    assert pool_kinds == [False, True] and not report.rejected
+    assert gpu_frame["source"].tolist() == cpu_frame["source"].tolist()
+    assert np.sum(gpu_vectors * cpu_vectors, axis=1).min() >= 0.999

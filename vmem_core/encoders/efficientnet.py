@@ -253,6 +253,10 @@ class EfficientNetLiteEncoder(BatchedEncoder):
         return functools.partial(crop_pixels, size=self.input_size)  # a module function: workers unpickle it by name
 
     def encode_pixel_batch(self, pixels) -> np.ndarray:
+        if self.device.is_cuda and isinstance(pixels, np.ndarray):  # copy uint8 over, scale there: 1/4 the bytes
+            from .on_device import pixels_to_device
+
+            pixels = pixels_to_device(pixels, self.device)
         batch = scale_pixels(pixels)
         if isinstance(batch, np.ndarray):
             return self.forward(batch)
