@@ -82,6 +82,25 @@ def test_strict_build_in_processes_stops_at_the_bad_image(tmp_path, pool_kinds):
         assert len(mem) == 16 and pool_kinds == [True]
 
 
+def test_adding_files_decoded_in_processes_is_adding_them_here(tmp_path):
+    root = make_folder(tmp_path / "data", 30, labels=("a",))
+    paths = sorted((root / "a").glob("*.png"))
+    added = {}
+    for processes in (False, True):
+        with VisualMemory.create(tmp_path / f"m{processes}", encoder="test-pixels-split") as mem:
+            assert mem.add(paths, "a", decode_processes=processes) == list(range(30))
+            frame = mem.browse(limit=100, thumbnails=True).sort_values("id")
+            added[processes] = (frame[["source", "sha256", "thumbnail"]].to_dict("records"), mem.embeddings()[1])
+    assert added[False][0] == added[True][0]
+    np.testing.assert_array_equal(added[False][1], added[True][1])
+
+    (root / "a" / "00017.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    with VisualMemory.create(tmp_path / "bad", encoder="test-pixels-split") as mem:
+        with pytest.raises(BadImageError, match="00017.png: "):
+            mem.add(paths, "a", decode_processes=True)
+        assert len(mem) == 0  # all or none, as in this process
+
+
 def test_processes_decode_large_builds_for_a_gpu_encoder_only():
     many = decode_workers.PROCESS_POOL_MIN_IMAGES
 

@@ -127,3 +127,12 @@ def slices(items: Sequence, parts: int) -> list[Sequence]:
     """
     size = -(-len(items) // max(1, parts))
     return [items[i:i + size] for i in range(0, len(items), size)] if items else []
+
+
+def decode_in_processes(items: Sequence[LabelledImage], pixel_step, workers: Optional[int] = None) -> list[DecodedImage]:
+    """Every item decoded (with `pixel_step`) by a process pool, in order: for adding many files at once."""
+    workers = default_workers() if workers is None else workers
+    executor, _ = open_decoders(len(items), workers, processes=True)
+    with executor:
+        futures = [executor.submit(decode_many, part, pixel_step) for part in slices(items, 4 * workers)]
+        return [decoded for future in futures for decoded in future.result()]
