@@ -38,7 +38,8 @@ from .images import THUMBNAIL_SIZE, check_image_header, load_image, make_thumbna
 # bench/decode_workers.py on 2 loaded cores: a warm pool of 2 started and returned its first 256 PNGs in ~0.6 s,
 # while a thread decodes (and resizes to 224) a 28x28 PNG in ~1 ms: some hundreds of images pay for the start
 PROCESS_POOL_MIN_IMAGES = 512
-_START_METHOD = "forkserver"
+# spawn where there is no fork server (Windows): slower to start, the same results
+_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 @dataclass
@@ -115,7 +116,8 @@ def open_decoders(count: int, workers: Optional[int] = None, encoder_on_gpu: boo
     if not processes:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vmem-decode"), False
     context = multiprocessing.get_context(_START_METHOD)
-    context.set_forkserver_preload([__name__])
+    if _START_METHOD == "forkserver":
+        context.set_forkserver_preload([__name__])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context), True
 
 
