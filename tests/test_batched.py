@@ -72,3 +72,22 @@ def test_classifying_images_encodes_them_in_one_batch(memory_and_queries, monkey
     monkeypatch.setattr(type(memory.encoder), "encode_batch", counting)
     results = memory.classify([Image.open(path) for path in paths], k=3)
     assert calls == [len(paths)] and len(results) == len(paths)
+
+
+def test_the_classify_page_explains_each_of_several_queries_as_if_alone(app):
+    from vmem_core.ui import get_memory, sample_query_files
+    from vmem_core.voting import VoteSettings
+
+    names = [next(name for name in sample_query_files() if name.startswith(f"{label}/"))
+             for label in ("bag", "sneaker", "trouser")]
+    app.multiselect(key="classify-samples").set_value(names).run()
+    assert not app.exception
+    frames = [frame.value for frame in app.dataframe]  # the attribution tables, one per query, in order
+    assert len(frames) == len(names)
+    memory = get_memory()  # the one the app holds (st.cache_resource: shared by the sessions of this process)
+    state = app.session_state
+    settings = VoteSettings(k=int(state["k"]), rule=state["voting"], pruning=state["pruning"],
+                            threshold=float(state["threshold"]), top_n=int(state["top_n"]))
+    for name, frame in zip(names, frames):
+        (alone,) = attribute(memory, memory.encode([sample_query_files()[name]]), settings)
+        assert frame["id"].tolist() == [n.id for n in alone] and len(alone) == settings.k, name
