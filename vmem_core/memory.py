@@ -33,10 +33,10 @@ from .errors import (
     UnknownIdError,
     VmemError,
 )
+from .ingest import decode_workers
 from .ingest.datasets import LabelledImage, scan_dataset
 from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .ingest.names import BadLabelError, check_label
-from .ingest import decode_workers
 from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
 from .label_table import LabelTable
 from .storage.atomic import write_json_atomic
