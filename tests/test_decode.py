@@ -21,14 +21,6 @@ from .test_build import make_folder
 
 
 @pytest.fixture
-def device_reset():
-    yield
-    from vmem_core.devices import set_default_device
-
-    set_default_device(None)
-
-
-@pytest.fixture
 def pool_kinds(monkeypatch) -> list[bool]:
     """Records, per run_build, whether decoding ran in processes."""
     seen = []

@@ -10,15 +10,9 @@ import pytest
 
 from vmem_core import VisualMemory, devices
 from vmem_core.cli import main
-from vmem_core.devices import Device, devices_text, set_default_device
+from vmem_core.devices import Device, devices_text
 
 from .helpers import held_by_a_host, png_bytes, vmem
-
-
-@pytest.fixture
-def device_reset():
-    yield
-    set_default_device(None)  # main(["...", "--device", D]) sets the process's device
 
 
 def test_the_sidebar_says_where_the_memory_encodes_and_searches(app):
