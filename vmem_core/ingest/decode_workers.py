@@ -2,7 +2,8 @@
 
 Once the encoder runs on a GPU, decoding on the host is the bottleneck (RESEARCH.md: an H200 encodes 26,700 images/s,
 16 cores decode ~3,000 photo JPEGs/s), and PIL holds the GIL for part of each decode and resize, so processes rather
-than threads (RESEARCH.md: 2 processes decode 2.1x the JPEGs per second of one). A worker reads, checks and decodes
+than threads (RESEARCH.md: 2 processes decode 2.1x the JPEGs per second of one; processes against threads on a
+many-core GPU machine is still to be measured: `bench/decode_workers.py` prints both). A worker reads, checks and decodes
 an image with `images.load_image` (the same limits, the same errors naming the file), makes its thumbnail, and, when
 the encoder has a pixel step (encoders.base), resizes and crops it too, sending back uint8 pixels rather than the
 image. With `jpeg_batch=True` a plain JPEG is only read, checked from its header and thumbnailed (from a reduced-size
@@ -10,7 +11,8 @@ draft decode): its bytes go back to be decoded in a batch where the encoder runs
 
 On the CPU a build keeps its decoding threads: there the encoder is the bottleneck by far (~100 images/s on 2 cores
 against ~800 28x28 PNGs/s decoded, bench/decode_workers.py), and processes only add the cost of sending pixels
-between them (on a loaded 2-core machine, decoding alone ran at 0.6x the threads' rate in processes). A build also
+between them (on 2 cores at load 4-5, decoding alone ran in processes at 0.67x the threads' rate for 28x28 PNGs and
+0.87x for 500x375 JPEGs). A build also
 keeps threads below PROCESS_POOL_MIN_IMAGES images, where starting a pool (~0.6 s for 2 workers, the first time in
 a process) costs more than it saves. `processes=True` or False overrides the choice.
 
