@@ -185,14 +185,15 @@ def test_a_jpeg_the_batched_decoder_refuses_is_reported_by_pil(tmp_path):
         load_image(truncated, "cut.jpg")
 
 
-def test_efficientnet_pixel_step_encodes_as_its_images_do():
+@pytest.mark.parametrize("name, size", [("efficientnet-lite0", 224), ("efficientnet-lite1", 240)])
+def test_efficientnet_pixel_step_encodes_as_its_images_do(name, size):
     pytest.importorskip("skimage")
     from skimage import data
 
-    encoder = load_encoder("efficientnet-lite0")
+    encoder = load_encoder(name)
     images = [Image.fromarray(data.chelsea()), Image.fromarray(data.coffee()).convert("L").convert("RGB")]
     pixels = np.stack([encoder.pixel_step()(image) for image in images])
-    assert pixels.dtype == np.uint8 and pixels.shape == (2, 224, 224, 3)
+    assert pixels.dtype == np.uint8 and pixels.shape == (2, size, size, 3) and encoder.input_size == size
     np.testing.assert_array_equal(encoder.encode_pixels(pixels), encoder.encode(images))
 
 
