@@ -7,6 +7,9 @@ One run prints, with the device's name:
 - the encoder (EfficientNet-Lite0 as vmem runs it on that device: bf16 autocast + channels_last on CUDA, onnxruntime
   on the CPU): images/s of the network alone on a preprocessed batch, and end to end from decoded PIL images
   (resize, crop, scale, forward, normalise);
+- a build from files, storage left out (the build pipeline with a memory that stores nothing): photo-sized JPEGs and
+  28x28 PNGs read, decoded (worker processes on CUDA; plain JPEGs by nvJPEG on the GPU), encoded: images/s, and
+  as a share of the network alone (issue 14's target: >= 5,000 img/s on an H200);
 - for each shape N x D of random unit vectors (clustered, generated on the device), the exact search of
   vmem_core.backends.exact (float16 + float32 re-scoring on CUDA, float32 on the CPU): ms per call and per query for
   each batch of queries; numpy's float32 matmul + argpartition on the same data in the same process
@@ -82,6 +85,46 @@ def bench_encoder(device, repeats: int) -> None:
     whole = median_seconds(lambda: encoder.encode(images), max(1, repeats // 2), device)
     print(f"encoder efficientnet-lite0 ({encoder.runtime} on {device.name}, batch {batch}): network alone "
           f"{batch / alone:,.0f} img/s; end to end from decoded 320x256 images {batch / whole:,.0f} img/s")
+    return batch / alone
+
+
+class EncodeOnly:
+    """What the build pipeline needs of a memory, storing nothing: it times reading, decoding and encoding files."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+
+    def add_embeddings(self, embeddings, *rest) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def bench_from_files(device, count: int, network_rate: float) -> None:
+    """Images/s of a build from files (vmem_core.ingest.pipeline: decoding workers, plain JPEGs decoded on the
+    device, the encoder), storage left out, for photo-sized JPEGs and 28x28 PNGs."""
+    import tempfile
+
+    from decode_workers import make_images
+
+    from vmem_core.encoders.efficientnet import EfficientNetLite0Encoder
+    from vmem_core.ingest.pipeline import BuildReport, batch_jpeg_device, run_build
+
+    stand_in = EncodeOnly(EfficientNetLite0Encoder(device=device.name))
+    jpeg_where = batch_jpeg_device(stand_in.encoder) or "PIL in the workers"
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("jpeg", "png"):
+            items = make_images(Path(tmp), count, kind)
+            run_build(stand_in, items[:256], BuildReport(), 256, decode_processes=device.is_cuda)  # warm-up
+            if device.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run_build(stand_in, items, BuildReport(), len(items))
+            seconds = time.perf_counter() - start
+            print(f"build from {count:,} {kind.upper()} files ({'500x375' if kind == 'jpeg' else '28x28'}), storage "
+                  f"left out: {count / seconds:,.0f} img/s ({count / seconds / network_rate:.2f} of the network "
+                  f"alone); JPEGs decoded by {jpeg_where}", flush=True)
 
 
 def bench_search(n: int, dim: int, device, args) -> None:
@@ -152,13 +195,18 @@ def main() -> None:
     parser.add_argument("--hnsw-max", type=int, default=200000, help="largest N hnswlib is built for")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-encoder", action="store_true")
+    parser.add_argument("--file-images", type=int, default=None,
+                        help="images per kind for the build from files (default: 4096 on CUDA, 256 on the CPU; 0: none)")
     args = parser.parse_args()
     args.queries = [int(q) for q in args.queries.split(",")]
     device = resolve_device(args.device)
     print(f"device: {device.name} ({device.description}); torch {torch.__version__}, {torch.get_num_threads()} CPU "
           f"threads, {os.cpu_count()} cores")
     if not args.skip_encoder:
-        bench_encoder(device, args.repeats)
+        network_rate = bench_encoder(device, args.repeats)
+        file_images = args.file_images if args.file_images is not None else (4096 if device.is_cuda else 256)
+        if file_images:
+            bench_from_files(device, file_images, network_rate)
     for n, dim in shapes(args, device):
         bench_search(n, dim, device, args)
 

@@ -1,5 +1,6 @@
 """Classify: a prediction, its class scores, and the exemplars that voted for it."""
 
+import numpy as np
 import streamlit as st
 
 from vmem_core import ui
@@ -21,7 +22,10 @@ if rerank_problem:
 with_text = ui.text_queries_supported(memory)
 if with_text:
     ui.text_search(memory)
-for query, result in zip(queries, ui.classify(memory, queries, settings)):
+results = ui.classify(memory, queries, settings)
+# every query's attribution from one search, not one search per query (issue 14: batched on the device)
+explanations = attribute(memory, np.stack([q.embedding for q in queries]), settings) if queries else []
+for query, result, explained in zip(queries, results, explanations):
     st.divider()
     left, middle, right = st.columns([1, 2, 3])
     with left:
@@ -52,7 +56,6 @@ for query, result in zip(queries, ui.classify(memory, queries, settings)):
     ui.neighbor_gallery(memory, result)
     if result.neighbors:
         with st.expander("Attribution: each neighbour's share of the winning score, and the prediction without it"):
-            [explained] = attribute(memory, query.embedding[None, :], settings)
             st.dataframe(attribution_rows(explained), hide_index=True, key=f"attr-{query.sha256}")
             st.caption("'Without it' is exact: the vote over the k nearest exemplars once that one is gone (the "
                        "next nearest moves up). Reliability v is held fixed.")

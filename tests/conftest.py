@@ -88,3 +88,12 @@ def launched_apps(monkeypatch) -> list:
 
     monkeypatch.setattr(cli_app.subprocess, "Popen", ExitsAtOnce)
     return started
+
+
+@pytest.fixture
+def device_reset():
+    """For tests that set the process's device (set_default_device, or main([..., "--device", D])): unset after."""
+    from vmem_core.devices import set_default_device
+
+    yield
+    set_default_device(None)

@@ -38,6 +38,25 @@ class PixelEncoder(BatchedEncoder):
         return rows
 
 
+def grey_8x8_pixels(image):
+    """PixelEncoder's resize as a pixel step (encoders.base): uint8 (8, 8, 3), the grey level in every channel."""
+    return np.repeat(np.asarray(image.convert("L").resize((8, 8), Image.BILINEAR))[..., None], 3, axis=2)
+
+
+class SplitPixelEncoder(PixelEncoder):
+    """PixelEncoder with its resize split off as a pixel step, so that decoding workers can do it."""
+
+    name = "test-pixels-split"
+
+    def pixel_step(self):
+        return grey_8x8_pixels
+
+    def encode_pixel_batch(self, pixels):
+        rows = np.asarray(pixels)[..., 0].reshape(len(pixels), -1).astype(np.float32) - 127.5
+        rows[:, 0] += 1e-3
+        return rows
+
+
 class OtherPixelEncoder(PixelEncoder):
     name = "test-pixels-other"
     identity = "test-pixels-other:v1"
@@ -45,6 +64,7 @@ class OtherPixelEncoder(PixelEncoder):
 
 register_encoder("test-pixels", lambda rest, **kw: PixelEncoder())
 register_encoder("test-pixels-other", lambda rest, **kw: OtherPixelEncoder())
+register_encoder("test-pixels-split", lambda rest, **kw: SplitPixelEncoder())
 
 
 def png_bytes(array: np.ndarray) -> bytes:

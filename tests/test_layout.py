@@ -13,7 +13,9 @@ from .helpers import REPO
 
 # module -> the only places in vmem_core allowed to import it
 EDGES = {
-    "torch": ("encoders/", "devices.py", "backends/exact.py"),  # the exact backend and the device choice use it too
+    # the exact backend, the device choice and the batched JPEG decode (on the encoder's device) use it too
+    "torch": ("encoders/", "devices.py", "backends/exact.py", "ingest/jpeg_batch.py"),
+    "torchvision": ("encoders/", "ingest/jpeg_batch.py"),
     "open_clip": ("encoders/",),
     "timm": ("encoders/",),
     "onnxruntime": ("encoders/",),

@@ -99,6 +99,15 @@ def resolve_device(spec: Optional[str] = None) -> Device:
     return Device(f"cuda:{index}", torch.cuda.get_device_name(index))
 
 
+def memory_bytes(device: Device) -> int:
+    """The accelerator memory of a CUDA device in bytes (0 for the CPU)."""
+    if not device.is_cuda:
+        return 0
+    import torch
+
+    return int(torch.cuda.get_device_properties(device.torch()).total_memory)
+
+
 def cuda_available() -> bool:
     """Whether torch sees a CUDA device (the CUDA-only tests and benches skip without one)."""
     import torch
@@ -125,3 +134,13 @@ def devices_in_use(encoder, backend: dict) -> dict:
     else:
         searching = {"device": "cpu", "name": "cpu"}
     return {"encode": {"device": encoding.name, "name": encoding.description}, "search": searching}
+
+
+def where_text(where: dict) -> str:
+    """One entry of `devices_in_use` as text: 'cuda:0 (NVIDIA H200)', or 'cpu' where the name adds nothing."""
+    return where["device"] if where["name"] == where["device"] else f"{where['device']} ({where['name']})"
+
+
+def devices_text(devices: dict) -> str:
+    """`devices_in_use` in words, for `vmem stats` and the app's sidebar: 'encodes on cpu, searches on cpu'."""
+    return f"encodes on {where_text(devices['encode'])}, searches on {where_text(devices['search'])}"

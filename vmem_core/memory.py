@@ -33,6 +33,7 @@ from .errors import (
     UnknownIdError,
     VmemError,
 )
+from .ingest import decode_workers
 from .ingest.datasets import LabelledImage, scan_dataset
 from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .ingest.names import BadLabelError, check_label
@@ -370,6 +371,7 @@ class VisualMemory:
         labels: Union[str, Sequence[str]],
         sources: Optional[Sequence[str]] = None,
         progress: Optional[Progress] = None,
+        decode_processes: Optional[bool] = None,
     ) -> list[int]:
         """Add labelled images, all or none: any bad image or label rejects the whole call before any write.
 
@@ -377,6 +379,8 @@ class VisualMemory:
             images: paths, raw bytes or PIL images.
             labels: one label for all, or one per image.
             sources: names to record (default: the path, or "upload").
+            decode_processes: decode files in worker processes (None: for many files and an encoder on a GPU, as
+                a build does; see vmem_core.ingest.decode_workers).
 
         Returns:
             The new exemplar ids.
@@ -388,9 +392,33 @@ class VisualMemory:
         labels = [check_label(label) for label in labels]  # before the encoder spends any time
         if sources is None:
             sources = [str(i) if isinstance(i, (str, Path)) else "upload" for i in images]
+        if self._decode_in_processes(images, decode_processes):
+            return self._add_files_decoded_in_processes(images, labels, [str(s) for s in sources], progress)
         loaded = self.load_images(images, [str(s) for s in sources])
         embeddings = self.encoder.encode([item.image for item in loaded], progress=progress)
         return self._insert(loaded, labels, list(sources), embeddings)
+
+    def _decode_in_processes(self, images: Sequence[ImageInput], requested: Optional[bool]) -> bool:
+        """Whether `add` decodes in worker processes (vmem_core.ingest.decode_workers): files only, an encoder with
+        a pixel step, and as a build chooses (many files for an encoder on a GPU) unless `requested` says."""
+        if requested is False or not all(isinstance(i, (str, Path)) for i in images):
+            return False
+        if getattr(self.encoder, "pixel_step", lambda: None)() is None:
+            return False
+        on_gpu = bool(getattr(getattr(self.encoder, "device", None), "is_cuda", False))
+        return bool(requested) or (on_gpu and len(images) >= decode_workers.PROCESS_POOL_MIN_IMAGES)
+
+    def _add_files_decoded_in_processes(
+        self, paths: Sequence[ImageInput], labels: Sequence[str], sources: Sequence[str], progress: Optional[Progress]
+    ) -> list[int]:
+        items = [LabelledImage(Path(p), label, source) for p, label, source in zip(paths, labels, sources)]
+        decoded = decode_workers.decode_in_processes(items, self.encoder.pixel_step())
+        bad = next((d.error for d in decoded if d.error is not None), None)
+        if bad is not None:
+            raise bad  # all or none, as in-process: the first bad image in the caller's order, nothing written
+        embeddings = self.encoder.encode_pixels(np.stack([d.pixels for d in decoded]), progress=progress)
+        return self.add_embeddings(embeddings, labels, sources, [d.sha256 for d in decoded],
+                                   [d.thumbnail for d in decoded])
 
     def _insert(
         self, loaded: Sequence[LoadedImage], labels: Sequence[str], sources: Sequence[str], embeddings: np.ndarray
@@ -546,19 +574,23 @@ class VisualMemory:
         data: Union[str, Path, Sequence[LabelledImage]],
         progress: Optional[Progress] = None,
         strict: bool = False,
-        workers: int = 2,
+        workers: Optional[int] = None,
         chunk_size: int = BUILD_CHUNK,
+        decode_processes: Optional[bool] = None,
     ) -> BuildReport:
         """Add a labelled collection (ImageFolder directory, CSV, or scanned items), decoding, encoding and inserting
         in overlapped chunks (vmem_core.ingest.pipeline).
 
         Images already in the memory under the same source name are skipped, so an interrupted build resumes.
         Undecodable images are reported in the result and skipped (or, with strict=True, stop the build).
+        `workers` decoding workers (default: one per core), in processes for a large build on a GPU or where
+        `decode_processes` says so (vmem_core.ingest.decode_workers).
         """
         total, todo, report = self.plan_build(data)
         if progress:
             progress(report.skipped_existing, total)
-        run_build(self, todo, report, total, progress, strict, workers, chunk_size)
+        run_build(self, todo, report, total, progress, strict, workers, chunk_size,
+                  decode_processes=decode_processes)
         self.flush()
         return report
 
@@ -778,3 +810,8 @@ class VisualMemory:
             stats = memory_stats(self.path, self.config, self.index_params, self._store, self._index, self._table)
         stats["devices"] = devices_in_use(self._encoder, stats["index_backend"])
         return stats
+
+    def devices(self) -> dict:
+        """Where this memory encodes and searches (`vmem_core.devices.devices_in_use`), without stats' disk sums."""
+        with self._lock.read():
+            return devices_in_use(self._encoder, self._index.describe())

@@ -22,6 +22,7 @@ from . import confirmation, resources
 from .access import ACCESS_ENV, AccessPolicy, ViewerMemory
 from .analysis.attribution import winning_shares
 from .classification import Classification
+from .devices import devices_text
 from .errors import BadImageError, VmemError
 from .ingest.images import IMAGE_SUFFIXES, load_image, make_thumbnail
 from .ingest.names import check_label, upload_name
@@ -174,7 +175,7 @@ def sidebar(memory: VisualMemory) -> Settings:
         state[name] = state[f"_{name}"]
     with st.sidebar:
         st.markdown(f"**Memory** `{memory.path.name}`  \n{live:,} exemplars, {len(memory.labels)} classes  \n"
-                    f"encoder `{memory.config['encoder']['name']}`")
+                    f"encoder `{memory.config['encoder']['name']}`  \n{devices_text(memory.devices())}")
         st.selectbox("Voting rule", RULES, key="voting", format_func=lambda r: RULE_HELP[r], on_change=_keep,
                      args=("voting",))
         st.slider("k: neighbours that vote", 1, max_k, key="k", on_change=_keep, args=("k",))

@@ -16,7 +16,7 @@ from ..access import READ_ONLY_ENV
 from ..errors import MemoryLockedError, VmemError
 from . import commands
 from .common import EXIT_ERROR, READ_ONLY_COMMANDS, UsageError
-from .forward import HOSTABLE, client_request, memory_argument, run_in_holder
+from .forward import HOSTABLE, client_request, device_note, memory_argument, run_in_holder
 from .parser import build_parser
 
 __all__ = ["EXIT_ERROR", "UsageError", "build_parser", "client_request", "main", "run_for_client"]
@@ -74,7 +74,11 @@ def run_for_client(request: dict) -> int:
               f"{', '.join(READ_ONLY_COMMANDS)}", file=sys.stderr)
         return EXIT_ERROR
     args = argparse.Namespace(**request, func=getattr(commands, f"cmd_{command.replace('-', '_')}"))
-    if hosted(memory_argument(args)) is None:
+    memory = hosted(memory_argument(args))
+    if memory is None:
         print(f"vmem: error: {memory_argument(args)} is not the memory this app holds", file=sys.stderr)
         return EXIT_ERROR
+    note = device_note(getattr(args, "device", None), memory)
+    if note:
+        print(note, file=sys.stderr)
     return _execute(args)

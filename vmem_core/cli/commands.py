@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..devices import devices_text
 from .common import (
     UsageError,
     expand_images,
@@ -42,7 +43,33 @@ def cmd_build(args) -> int:
               f"{stats['classes']} classes); {report.skipped_existing} already present")
         for path, reason in report.rejected:
             print(f"skipped unreadable image: {reason}", file=sys.stderr)
+    hint = exact_backend_hint(args.memory, stats)
+    if hint:
+        print(hint, file=sys.stderr)  # stderr: --json's stdout stays the contract
     return 0
+
+
+EXACT_BYTES_PER_VALUE = 6  # the exact backend on a GPU keeps float32 vectors and a float16 copy (backends.exact)
+FITS_FRACTION = 0.5  # of the GPU's memory: room left for the encoder and the search's scores
+
+
+def exact_backend_hint(memory_path, stats: dict) -> str | None:
+    """On a machine whose device is a GPU, for a memory on hnswlib that fits the GPU's memory: the line that says
+    `--backend exact` is the natural choice there (issue 14); None otherwise."""
+    from .. import devices
+
+    if stats["index_backend"]["name"] != "hnswlib":
+        return None
+    device = devices.resolve_device()
+    if not device.is_cuda:
+        return None
+    needed = stats["exemplars"] * stats["dim"] * EXACT_BYTES_PER_VALUE
+    available = devices.memory_bytes(device)
+    if needed > FITS_FRACTION * available:
+        return None
+    return (f"vmem: hint: {device.name} ({device.description}) is a GPU and this memory's vectors fit it "
+            f"({needed / 2**20:,.0f} MiB of {available / 2**30:,.0f} GiB): --backend exact searches every exemplar "
+            f"there, exactly and faster than hnswlib; `vmem migrate {memory_path} --to exact` moves this one")
 
 
 def cmd_migrate(args) -> int:
@@ -349,16 +376,10 @@ def cmd_stats(args) -> int:
     else:
         print(f"index: {backend['name']} at {backend['location']}, {backend['live']} searchable; HNSW M "
               f"{index['M']}, ef_construction {index['ef_construction']}, search ef {index['ef_search']}")
-    encode, search = (stats["devices"][job] for job in ("encode", "search"))
-    print(f"devices: encodes on {device_text(encode)}, searches on {device_text(search)}")
+    print(f"devices: {devices_text(stats['devices'])}")
     for label, count in stats["labels"].items():
         print(f"    {label:<20} {count}")
     return 0
-
-
-def device_text(where: dict) -> str:
-    """'cuda:0 (NVIDIA H200)', or 'cpu' where the name adds nothing."""
-    return where["device"] if where["name"] == where["device"] else f"{where['device']} ({where['name']})"
 
 
 def cmd_tune(args) -> int:

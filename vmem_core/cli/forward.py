@@ -34,6 +34,29 @@ def client_request(args) -> dict:
     return values
 
 
+def device_note(requested: Optional[str], memory) -> Optional[str]:
+    """What a client's --device becomes in the process holding the memory: nothing, since that process loaded the
+    encoder and the index once, on its own device, for every session and client (switching per command would load
+    them again). None when the request names that device (or none); else the line that says where the command runs.
+    The answers are the same on every device (vectors are stored as float32); only the speed differs."""
+    from ..devices import DeviceError, devices_text, resolve_device
+
+    if requested is None:
+        return None
+    where = memory.devices()
+    used = {where["encode"]["device"]}
+    if "device" in memory.index_backend.describe():  # the exact backend searches on a device; hnswlib on the CPU
+        used.add(where["search"]["device"])
+    try:
+        wanted = resolve_device(requested).name
+    except DeviceError:
+        wanted = None  # e.g. cuda asked of an app on a machine without one
+    if used == {wanted}:
+        return None
+    return (f"vmem: note: --device {requested} is not applied to a command the app runs: the app {devices_text(where)}"
+            " (its own --device or $VMEM_DEVICE, set when it started); answers are the same on every device")
+
+
 def run_in_holder(args, locked: MemoryLockedError) -> int:
     """Run the command in the process that holds the memory open, if it serves commands; else re-raise."""
     from ..host import find_host, send, serving_a_client

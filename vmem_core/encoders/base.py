@@ -1,4 +1,9 @@
-"""What every encoder shares: the `Encoder` protocol, batching with progress, and L2 normalisation."""
+"""What every encoder shares: the `Encoder` protocol, batching with progress, and L2 normalisation.
+
+An encoder may also split its preprocessing in two (`pixel_step` and `encode_pixels`): the resize and crop, which
+cost CPU time and can run in a decoding worker process, and the rest (scaling, the network), which runs where the
+encoder is. Workers then send uint8 pixels, a quarter of the bytes of the float32 batch the network takes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 ProgressCallback = Callable[[int, int], None]
+# image -> the uint8 (height, width, 3) pixels the network is given (after resize and crop); picklable by reference
+PixelStep = Callable[[Image.Image], np.ndarray]
 DEFAULT_ENCODER = "efficientnet-lite0"
 DEFAULT_BATCH_SIZE = 32
 
@@ -46,9 +53,29 @@ class BatchedEncoder:
     identity: str
     dim: int
     batch_size: int = DEFAULT_BATCH_SIZE  # images per forward pass when `encode` is not told (larger on a GPU)
+    # the square side of `pixel_step`'s output when that step is "shorter side resized to it (bicubic), centre crop":
+    # the geometry a GPU JPEG decode reproduces on the device (ingest.jpeg_batch); None: the encoder's is another
+    input_size: Optional[int] = None
 
     def encode_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         raise NotImplementedError
+
+    def pixel_step(self) -> Optional[PixelStep]:
+        """The part of preprocessing that decoding workers can do: a picklable function image -> uint8 (h, w, 3)
+        pixels that `encode_pixels` takes, with `encode_pixels(stack(step(im) for im in ims))` equal to
+        `encode(ims)`. None (the default) when the encoder takes PIL images only."""
+        return None
+
+    def encode_pixel_batch(self, pixels) -> np.ndarray:
+        """Features (not normalised) of a uint8 (n, h, w, 3) batch from `pixel_step`: a numpy array, or a torch
+        tensor (on the encoder's device, e.g. decoded there). Encoders with a `pixel_step` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no pixel step; encode PIL images with encode()")
+
+    def encode_pixels(self, pixels, batch_size: Optional[int] = None,
+                      progress: Optional[ProgressCallback] = None) -> np.ndarray:
+        """Unit rows for a uint8 (n, h, w, 3) batch of `pixel_step` outputs, batched as `encode` batches images."""
+        return self._batched(len(pixels), batch_size, progress, lambda start, stop: self.encode_pixel_batch(
+            pixels[start:stop]))
 
     def encode(
         self,
@@ -63,17 +90,22 @@ class BatchedEncoder:
             batch_size: images per forward pass (default: the encoder's `batch_size`).
             progress: called as progress(done, total) after each batch.
         """
+        images = list(images)
+        return self._batched(len(images), batch_size, progress, lambda start, stop: self.encode_batch(
+            [image.convert("RGB") for image in images[start:stop]]))
+
+    def _batched(self, count: int, batch_size: Optional[int], progress: Optional[ProgressCallback],
+                 encode_slice: Callable[[int, int], np.ndarray]) -> np.ndarray:
         if batch_size is None:
             batch_size = self.batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        images = list(images)
-        out = np.empty((len(images), self.dim), dtype=np.float32)
-        for start in range(0, len(images), batch_size):
-            batch = [image.convert("RGB") for image in images[start:start + batch_size]]
-            out[start:start + len(batch)] = self.encode_batch(batch)
+        out = np.empty((count, self.dim), dtype=np.float32)
+        for start in range(0, count, batch_size):
+            stop = min(start + batch_size, count)
+            out[start:stop] = encode_slice(start, stop)
             if progress is not None:
-                progress(start + len(batch), len(images))
+                progress(stop, count)
         return l2_normalise(out)
 
     def __repr__(self) -> str:

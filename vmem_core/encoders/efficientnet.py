@@ -12,6 +12,7 @@ onnxruntime is installed, and "torch" on a GPU (vmem_core.devices; bfloat16 auto
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import logging
@@ -86,16 +87,27 @@ def preprocess(images: Sequence[Image.Image], size: int = INPUT_SIZE) -> np.ndar
     """
     batch = np.empty((len(images), 3, size, size), dtype=np.float32)
     for i, image in enumerate(images):
-        width, height = image.size
-        scale = size / min(width, height)
-        resized = image.convert("RGB").resize(
-            (max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC
-        )
-        left = (resized.width - size) // 2
-        top = (resized.height - size) // 2
-        crop = resized.crop((left, top, left + size, top + size))
-        batch[i] = (np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) - 127.0) / 128.0
+        batch[i] = scale_pixels(crop_pixels(image, size)[None])[0]
     return batch
+
+
+def crop_pixels(image: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
+    """The resize and crop of `preprocess`: uint8 (size, size, 3), what a decoding worker sends (encoders.base)."""
+    width, height = image.size
+    scale = size / min(width, height)
+    resized = image.convert("RGB").resize(
+        (max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC
+    )
+    left = (resized.width - size) // 2
+    top = (resized.height - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def scale_pixels(pixels):
+    """uint8 (n, h, w, 3) pixels (numpy, or a torch tensor on any device) -> float32 (n, 3, h, w), (x - 127) / 128."""
+    if isinstance(pixels, np.ndarray):
+        return (pixels.astype(np.float32).transpose(0, 3, 1, 2) - 127.0) / 128.0
+    return (pixels.permute(0, 3, 1, 2).float() - 127.0) / 128.0
 
 
 def weights_path(name: str = DEFAULT_VARIANT) -> Path:
@@ -237,9 +249,24 @@ class EfficientNetLiteEncoder(BatchedEncoder):
     def encode_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.forward(preprocess(images, self.input_size))
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
-        """The network alone on a preprocessed (n, 3, input_size, input_size) float32 batch: (n, 1280) features, not
-        normalised (bench/gpu.py times it apart from image decoding)."""
+    def pixel_step(self):
+        return functools.partial(crop_pixels, size=self.input_size)  # a module function: workers unpickle it by name
+
+    def encode_pixel_batch(self, pixels) -> np.ndarray:
+        if self.device.is_cuda and isinstance(pixels, np.ndarray):  # copy uint8 over, scale there: 1/4 the bytes
+            from .on_device import pixels_to_device
+
+            pixels = pixels_to_device(pixels, self.device)
+        batch = scale_pixels(pixels)
+        if isinstance(batch, np.ndarray):
+            return self.forward(batch)
+        if self._session is not None:  # a tensor handed to the CPU runtime (the twin of a GPU-decoded batch)
+            return self.forward(batch.cpu().numpy())
+        return self.forward(batch)  # torch on the CPU, or on the GPU where the pixels may already be
+
+    def forward(self, batch) -> np.ndarray:
+        """The network alone on a preprocessed (n, 3, input_size, input_size) float32 batch (numpy, or a torch tensor
+        for the torch runtime): (n, 1280) features, not normalised (bench/gpu.py times it apart from image decoding)."""
         if self._session is not None:
             return self._session.run(["features"], {"images": batch})[0]
         import torch
@@ -251,7 +278,8 @@ class EfficientNetLiteEncoder(BatchedEncoder):
                 return features(self._features(to_device(batch, self.device)))
         torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            tensor = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            tensor = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
             return self._features(tensor).numpy()
 
     def imagenet_logits(self, images: Sequence[Image.Image]) -> np.ndarray:

@@ -18,6 +18,28 @@ from .base import BatchedEncoder, l2_normalise
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
+class PixelsBeforeToTensor:
+    """The PIL transforms of an open_clip preprocess up to its ToTensor (resize, crop, mode), giving uint8 (h, w, 3):
+    the pixel step decoding workers run (encoders.base). Picklable: torchvision transforms and a module class."""
+
+    def __init__(self, transforms) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        for transform in self.transforms:
+            image = transform(image)
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def split_at_to_tensor(preprocess) -> tuple[list, list] | None:
+    """(the transforms before ToTensor, those after it) of a torchvision Compose, or None without a ToTensor."""
+    transforms = list(getattr(preprocess, "transforms", []))
+    for position, transform in enumerate(transforms):
+        if type(transform).__name__.endswith("ToTensor"):  # ToTensor, or open_clip's MaybeToTensor
+            return transforms[:position], transforms[position + 1:]
+    return None
+
+
 def _import_open_clip():
     try:
         import open_clip
@@ -77,6 +99,7 @@ class OpenClipEncoder(BatchedEncoder):
         if self.device.is_cuda:
             self.batch_size = CUDA_BATCH_SIZE
         self._preprocess = preprocess
+        self._split = split_at_to_tensor(preprocess)
         self._tokenizer = open_clip.get_tokenizer(arch)
         with torch.inference_mode():
             probe = self._model.encode_image(torch.zeros(1, *self._input_shape(), device=self.device.torch()))
@@ -96,6 +119,21 @@ class OpenClipEncoder(BatchedEncoder):
         with torch.inference_mode(), precision(self.device):
             batch = to_device(torch.stack([self._preprocess(image) for image in images]), self.device)
             return features(self._model.encode_image(batch))
+
+    def pixel_step(self):
+        return None if self._split is None else PixelsBeforeToTensor(self._split[0])
+
+    def encode_pixel_batch(self, pixels) -> np.ndarray:
+        from .on_device import features, precision, to_device
+
+        torch = self._torch
+        torch.set_num_threads(self.threads)
+        tensor = torch.from_numpy(pixels) if isinstance(pixels, np.ndarray) else pixels
+        batch = tensor.permute(0, 3, 1, 2).float().div(255)  # what ToTensor does to one image, for the batch
+        for transform in self._split[1]:  # Normalize: per channel, so a batch takes it as an image does
+            batch = transform(batch)
+        with torch.inference_mode(), precision(self.device):
+            return features(self._model.encode_image(to_device(batch.contiguous(), self.device)))
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """Unit rows for texts, comparable with the image features (CLIP's shared space)."""

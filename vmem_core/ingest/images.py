@@ -11,7 +11,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,7 +39,8 @@ class LoadedImage:
     source: str
 
 
-def _read_bytes(item: ImageInput, name: str) -> bytes:
+def read_image_bytes(item: ImageInput, name: str) -> bytes:
+    """The bytes of a path (or bytes), refused as load_image refuses them: missing, not a file, empty, too big."""
     if isinstance(item, bytes):
         data = item
     else:
@@ -80,6 +81,24 @@ def _check_size(label: str, width: int, height: int) -> None:
         raise BadImageError(f"{label}: {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS:,} pixels")
 
 
+def check_image_header(data: bytes, name: str) -> Optional[Image.Image]:
+    """The lazily opened image (header read, no pixel decoded) within the size limits, or None where PIL cannot
+    tell from the header what it is (load_image then says why).
+
+    Raises:
+        BadImageError: the header's size is above the limits (as load_image says it).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - whatever it is, load_image decodes it again and names the problem
+        return None
+    _check_size(name, *opened.size)
+    return opened
+
+
 def load_image(item: ImageInput, name: str | None = None) -> LoadedImage:
     """Decode `item` (a path, raw bytes or a PIL image) into RGB, enforcing the size limits.
 
@@ -92,7 +111,7 @@ def load_image(item: ImageInput, name: str | None = None) -> LoadedImage:
         rgb = _to_rgb(item)
         return LoadedImage(rgb, hashlib.sha256(rgb.tobytes()).hexdigest(), label)
     label = name or (str(item) if not isinstance(item, bytes) else "<bytes>")
-    data = _read_bytes(item, label)
+    data = read_image_bytes(item, label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # damaged-tag notes: the image is decoded or rejected anyway
