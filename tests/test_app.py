@@ -26,8 +26,11 @@ def test_classify_shows_prediction_scores_and_neighbors(app):
 def test_changing_rule_and_k_never_re_encodes(app, monkeypatch):
     encoder = load_encoder("test-pixels")
     calls = []
-    original = encoder.encode_batch
-    monkeypatch.setattr(encoder, "encode_batch", lambda images: calls.append(len(images)) or original(images))
+    original = type(encoder).encode_batch
+    # patched on the class: monkeypatch's undo of an instance patch leaves the bound method in the shared (cached)
+    # encoder's __dict__, where it hides later class patches (it broke test_batched when run after this file)
+    monkeypatch.setattr(type(encoder), "encode_batch",
+                        lambda self, images: calls.append(len(images)) or original(self, images))
     app.selectbox(key="voting").set_value("plurality").run()
     app.slider(key="k").set_value(5).run()
     assert "k=5 neighbours (plurality voting, pruning none)" in texts(app)
