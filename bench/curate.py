@@ -13,6 +13,11 @@ Where cleanlab is installed (`pip install cleanlab`: for this bench only, never 
 `find_label_issues` runs beside the others on the same graph: its predicted probabilities are each item's
 leave-one-out vote shares under rank voting (smoothed), the only out-of-sample predictions a memory has without
 training anything.
+
+Measured here (3 seeds; precision of the first 100 / 1,000 / 3,000 suggestions): on the 60,000, at 5% flipped,
+Curate's score 0.96 / 0.87 / 0.76, v alone 0.86 / 0.56 / 0.39, own-neighbour disagreement 0.76 / 0.77 / 0.76, cleanlab
+0.77 / 0.78 / 0.76; at 10%, 0.97 / 0.94 / 0.90 against cleanlab's 0.89 / 0.87 / 0.87. On the 1,000-exemplar sample the
+first 50 at 5%: Curate 0.64, disagreement 0.69, cleanlab 0.71 (a small memory's v is too sparse to help).
 """
 
 from __future__ import annotations
