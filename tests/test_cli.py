@@ -138,6 +138,24 @@ def test_other_errors_are_clear(tmp_path, built, args, expected):
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("data, expected", [
+    ("nodata", "nodata: no such file or directory"),
+    ("empty", "empty: no labelled images found"),
+    ("tabs.csv", "tab"),
+    ("latin1.csv", "latin1.csv: not UTF-8 text"),
+])
+def test_a_rejected_build_leaves_no_memory_behind(tmp_path, data, expected):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "latin1.csv").write_bytes("path,label\ncaf\xe9.png,caf\xe9\n".encode("latin-1"))
+    image = next((SAMPLE / "memory" / "bag").glob("*.png"))
+    (tmp_path / "tabs.csv").write_text(f"path,label\n{image},bag\n{image},\"a\tbag\"\n")
+    memory = tmp_path / "new.vmem"
+    result = vmem("build", tmp_path / data, "--memory", memory)
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not memory.exists(), "a refused build created an empty memory"
+
+
 def test_wrong_encoder_is_refused(tmp_path, subset):
     memory = tmp_path / "pix.vmem"
     # a memory whose recorded encoder differs from the default: building into it with the default must refuse

@@ -33,9 +33,9 @@ from .errors import (
     UnknownIdError,
     VmemError,
 )
-from .ingest.datasets import LabelledImage, scan_dataset
+from .ingest.datasets import LabelledImage, check_dataset_labels, scan_dataset
 from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
-from .ingest.names import BadLabelError, check_label
+from .ingest.names import check_label
 from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
 from .label_table import LabelTable
 from .storage.atomic import write_json_atomic
@@ -572,14 +572,7 @@ class VisualMemory:
         known = self._store.sources()
         todo = [item for item in items if item.source not in known]
         # a bad folder name or CSV label is refused before any image is encoded, not after the chunks before it
-        first_source = {}
-        for item in todo:
-            first_source.setdefault(item.label, item.source)
-        for label, source in first_source.items():
-            try:
-                check_label(label)
-            except BadLabelError as exc:
-                raise BadLabelError(f"{source!r}: {exc}; nothing was added") from None
+        check_dataset_labels(todo)
         return len(items), todo, BuildReport(skipped_existing=len(items) - len(todo))
 
     # --- reads ------------------------------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ from .common import (
 def cmd_build(args) -> int:
     if args.engine == "local" and (args.ray_address or args.ray_cpus):
         raise UsageError("--ray-address and --ray-cpus go with --engine ray")
+    from ..ingest.datasets import check_dataset_labels, scan_dataset
+
+    # a missing folder, an empty one or a bad label is refused before the memory is created: a rejected build
+    # leaves no empty memory behind
+    items = scan_dataset(Path(args.data))
+    check_dataset_labels(items)
     with open_memory(args, create=True) as memory:
         progress = progress_bar("build", not args.json)
         if args.engine == "ray":
@@ -28,10 +34,10 @@ def cmd_build(args) -> int:
                 from ..ingest.ray_build import build_with_ray
             except ImportError as exc:
                 raise UsageError(f"--engine ray needs Ray: pip install -r requirements-scale.txt ({exc})") from None
-            report = build_with_ray(memory, args.data, address=args.ray_address, num_cpus=args.ray_cpus,
+            report = build_with_ray(memory, items, address=args.ray_address, num_cpus=args.ray_cpus,
                                     progress=progress, strict=args.strict)
         else:
-            report = memory.build(args.data, progress=progress, strict=args.strict)
+            report = memory.build(items, progress=progress, strict=args.strict)
         stats = memory.stats()
     if args.json:
         print_json({"added": report.added, "skipped_existing": report.skipped_existing,
