@@ -218,6 +218,9 @@ def _experiment_options(args):
 def cmd_eval(args) -> int:
     from ..analysis.evaluate import BEST_LABEL, evaluate_dataset
 
+    if args.rerank_ablations and not args.rerank:
+        raise UsageError("--rerank-ablations compares re-ranking configurations: it needs --rerank SPEC "
+                         "(e.g. --rerank gemini:gemini-2.5-flash)")
     if args.experiment:
         if args.rerank or args.limit is not None:
             raise UsageError("--experiment runs on every query without re-ranking: drop --rerank and --limit")
