@@ -156,6 +156,17 @@ def test_a_rejected_build_leaves_no_memory_behind(tmp_path, data, expected):
     assert not memory.exists(), "a refused build created an empty memory"
 
 
+def test_vmem_warnings_reach_the_terminal(tmp_path, built):
+    # the CLI once set the root logger to ERROR (logging.getLogger("root") is the root logger), which silenced every
+    # warning vmem gives, -v or not: here the one line saying that a missing index is being rebuilt
+    memory = tmp_path / "copy.vmem"
+    shutil.copytree(built, memory)
+    shutil.rmtree(memory / "index")
+    result = vmem("stats", memory)
+    assert result.returncode == 0, result.stderr
+    assert f"vmem: rebuilding the index of {memory} from its database: no index snapshot" in result.stderr
+
+
 def test_wrong_encoder_is_refused(tmp_path, subset):
     memory = tmp_path / "pix.vmem"
     # a memory whose recorded encoder differs from the default: building into it with the default must refuse
