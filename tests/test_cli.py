@@ -284,6 +284,16 @@ def test_build_sets_a_new_memorys_index_parameters_and_keeps_an_old_ones(tmp_pat
     assert json.loads(result.stdout)["exemplars"] == stats["exemplars"] + 1
 
 
+def test_tune_on_an_exact_index_says_the_beam_is_unused(tmp_path, built):
+    memory = tmp_path / "exact.vmem"
+    shutil.copytree(built, memory)
+    assert vmem("migrate", memory, "--to", "exact").returncode == 0
+    result = vmem("tune", memory, "--index-ef", 200)
+    assert result.returncode == 0, result.stderr
+    assert "search beam ef 128 -> 200 kept, but unused: this memory's index is exact search" in result.stdout
+    assert "queries use max(ef, k)" not in result.stdout
+
+
 def test_build_refuses_a_non_positive_index_parameter(tmp_path, subset):
     memory = tmp_path / "bad.vmem"
     result = vmem("build", subset, "--memory", memory, "--index-ef", 0)

@@ -373,9 +373,13 @@ def device_text(where: dict) -> str:
 def cmd_tune(args) -> int:
     with open_memory(args) as memory:
         change = memory.set_search_ef(args.ef_search)
-        index = dict(memory.stats()["index"])
+        stats = memory.stats()
+        index, backend = dict(stats["index"]), stats["index_backend"]["name"]
     if args.json:
         print_json({"index": index, "previous": {"ef_search": change["from"]}})
+    elif backend == "exact":  # kept in vmem.json for a later migrate back; exact search has no beam to set
+        print(f"{args.memory}: search beam ef {change['from']} -> {change['to']} kept, but unused: this memory's "
+              f"index is exact search, which has no beam; it applies after `vmem migrate {args.memory} --to hnswlib`")
     else:
         print(f"{args.memory}: search beam ef {change['from']} -> {change['to']} (M {index['M']}, "
               f"ef_construction {index['ef_construction']} stay as built); queries use max(ef, k)")
