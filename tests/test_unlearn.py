@@ -1,6 +1,7 @@
 """Verifiable unlearning: tombstones, physical purge, the certificate, the audit log, crash safety."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -177,7 +178,7 @@ purge(mem, [3, 8], certificate_path={certificate!r})
 
 @pytest.mark.parametrize("where", ["before-snapshot-patch", "after-snapshot-patch", "after-vault-erase",
                                    "before-rewrite", "after-rewrite", "before-certify", "after-certify"])
-def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp_path):
+def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp_path, caplog):
     patterns = leftovers(memory, [3, 8])
     memory.flush()
     path = memory.path
@@ -188,7 +189,9 @@ def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp
                                        certificate=str(certificate_path))
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     assert (path / "purge.journal.json").exists() and not certificate_path.exists()
-    with VisualMemory.open(path) as mem:
+    with caplog.at_level(logging.WARNING, logger="vmem_core.unlearn"), VisualMemory.open(path) as mem:
+        # whoever reopens it is told where the certificate went
+        assert "of 2 exemplar(s) finished, checks passed; certificate written to " + str(certificate_path) in caplog.text
         assert not (path / "purge.journal.json").exists()
         assert len(mem) == 10 and mem.index_backend.live_count == 10
         assert mem.exemplars([3, 8]).empty

@@ -290,15 +290,18 @@ def finish_interrupted_purge(memory: "VisualMemory") -> Optional[Certificate]:
         certificate = _checked_certificate(memory, journal, plan, evidence, time.perf_counter() - start)
         certificate.finished_on_reopen = True
         path = plan["path"]
-    _issue(memory, certificate, path)
+    written = _issue(memory, certificate, path)
+    log.warning("purge %s of %d exemplar(s) finished, checks %s; %s", certificate.purge_id, len(certificate.removed),
+                "passed" if certificate.passed else "FAILED",
+                f"certificate written to {path}" if written else "receipted in the memory (no certificate issued)")
     return certificate
 
 
-def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]) -> None:
+def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]) -> bool:
     """Log the certificate's digest, hand it out, keep its receipt, then drop the journal (and the salts with it).
 
     The certificate is journalled first, so a crash in between issues this same certificate again on reopen,
-    never a second one whose digest the log would not hold."""
+    never a second one whose digest the log would not hold. Returns whether the certificate was written to `path`."""
     journal_path = memory.path / PURGE_JOURNAL
     full = certificate.to_dict()
     write_json_atomic(journal_path, {"purge_id": certificate.purge_id, "issued": full, "certificate_path": path})
@@ -307,9 +310,11 @@ def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]
               if e.action == "certify" and e.payload().get("purge_id") == certificate.purge_id}
     if digest not in logged:
         memory.record_certificate(certificate.purge_id, digest)
+    written = False
     if path is not None:
         try:
             write_json_atomic(Path(path), full)
+            written = True
         except OSError as exc:  # e.g. its folder is gone since: keeping the salts in the memory would defeat the purge
             log.error("purge %s: could not write its certificate to %s (%s); the memory keeps only its receipt",
                       certificate.purge_id, path, exc)
@@ -318,6 +323,7 @@ def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]
     write_json_atomic(directory / f"purge-{certificate.started_at.replace(':', '')}-{certificate.purge_id[:8]}.json",
                       certificate.receipt())
     journal_path.unlink()
+    return written
     fsync_dir(memory.path)
 
 
