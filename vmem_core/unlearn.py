@@ -323,8 +323,8 @@ def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]
     write_json_atomic(directory / f"purge-{certificate.started_at.replace(':', '')}-{certificate.purge_id[:8]}.json",
                       certificate.receipt())
     journal_path.unlink()
-    return written
     fsync_dir(memory.path)
+    return written
 
 
 def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Optional[np.ndarray] = None,
@@ -341,7 +341,8 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
 
     Raises:
         UnknownIdError: an id does not exist or was already purged (nothing is changed).
-        VmemError: `certificate_path` lies inside the memory folder or in no existing folder (nothing is changed).
+        VmemError: `certificate_path` lies inside the memory folder or in no existing folder, or already exists
+            (nothing is changed).
     """
     if certificate_path is not None:
         certificate_path = Path(certificate_path).resolve()
@@ -350,6 +351,9 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
                             "it would keep what the purge removes; choose a path outside it. Nothing was purged")
         if not certificate_path.parent.is_dir():
             raise VmemError(f"certificate path {certificate_path}: its folder does not exist. Nothing was purged")
+        if certificate_path.exists():  # e.g. an earlier purge's certificate: the only copy of the salts it issued
+            raise VmemError(f"certificate path {certificate_path} already exists; choose a new path (a certificate "
+                            "written there before holds the only salts that prove its purge). Nothing was purged")
     with memory.exclusive():  # the before/after comparison must not see another thread's changes
         journal, plan = _plan_purge(memory, ids, probes, seed, certificate_path)
         start = time.perf_counter()
