@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -93,8 +94,20 @@ def parse_exemplar_id(text: str) -> int:
 
 
 def print_json(payload) -> None:
-    json.dump(payload, sys.stdout, indent=2, default=str)
+    """`payload` as strict JSON: a value that is not a number (NaN, infinity: e.g. a fit over one memory size) is
+    null, never the bare NaN that JSON parsers other than Python's refuse."""
+    json.dump(_finite(payload), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 class _Borrowed:
