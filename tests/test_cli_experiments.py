@@ -109,3 +109,12 @@ def test_json_output_is_strict_json_even_when_a_fit_is_undefined(sample_memory, 
     out = capsys.readouterr().out
     report = json.loads(out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
     assert report["experiments"]["memory-size"]["fit"]["rank"]["slope"] is None
+
+
+def test_a_fit_over_one_memory_size_says_why_there_is_no_line(sample_memory, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), "--experiment", "memory-size", "--sizes", "5",
+                 "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out
+    assert "rank: no fit: it needs a non-zero error at 2 or more memory sizes, got 1 (pass several --sizes)" in out
