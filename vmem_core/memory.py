@@ -76,6 +76,28 @@ def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
     return array / norms
 
 
+def check_encoder_fits(path: Union[str, Path], config: dict, encoder: Union[str, Encoder, None]) -> Optional[Encoder]:
+    """`encoder` (a name or a loaded encoder; None: any) if it is the one that built the memory with `config`: the
+    same weights (by fingerprint) and dimension, whatever its name says (a checkpoint by another path is the same
+    encoder). Returns the loaded encoder, or None where there is nothing to load yet (no encoder, or the same name).
+
+    Raises:
+        EncoderMismatchError: another encoder.
+    """
+    recorded = config["encoder"]
+    if encoder is None or (isinstance(encoder, str) and encoder == recorded["name"]):
+        return None  # same name: loaded lazily
+    if isinstance(encoder, str):
+        encoder = load_encoder(encoder)
+    if encoder.identity != recorded["identity"] or int(encoder.dim) != int(recorded["dim"]):
+        raise EncoderMismatchError(
+            f"memory {path} was built with encoder {recorded['name']!r} ({recorded['dim']}-d); "
+            f"it cannot be used with {encoder.name!r} ({encoder.dim}-d) because their features are not "
+            "comparable. Open it without an encoder, or build a new memory with this one"
+        )
+    return encoder
+
+
 class VisualMemory:
     """An editable visual memory. Thread-safe: many concurrent readers (classify, search) or one writer."""
 
@@ -169,20 +191,7 @@ class VisualMemory:
         """
         path = Path(path)
         config = read_config(path)
-        recorded = config["encoder"]
-        if encoder is not None:
-            if isinstance(encoder, str) and encoder != recorded["name"]:
-                encoder = load_encoder(encoder)
-            if not isinstance(encoder, str) and (
-                encoder.identity != recorded["identity"] or int(encoder.dim) != int(recorded["dim"])
-            ):
-                raise EncoderMismatchError(
-                    f"memory {path} was built with encoder {recorded['name']!r} ({recorded['dim']}-d); "
-                    f"it cannot be used with {encoder.name!r} ({encoder.dim}-d) because their features are not "
-                    "comparable. Open it without an encoder, or build a new memory with this one"
-                )
-            if isinstance(encoder, str):
-                encoder = None  # same name: load lazily
+        encoder = check_encoder_fits(path, config, encoder)
         return cls(path, config, encoder, index_uri=index_uri, read_only=read_only)
 
     @classmethod

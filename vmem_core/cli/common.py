@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import EncoderMismatchError, VmemError
+from ..errors import VmemError
 
 EXIT_ERROR = 2
 
@@ -136,15 +136,13 @@ READ_ONLY_COMMANDS = ("stats", "classify", "eval", "attribute", "search-text", "
 def open_memory(args, encoder: Optional[str] = None, create: bool = False):
     """The memory named by args.memory: the handle this process holds for a client, else opened (or created)."""
     from ..host import hosted
-    from ..memory import VisualMemory
+    from ..memory import VisualMemory, check_encoder_fits
     from ..storage.audit import default_actor
 
     encoder = encoder or getattr(args, "encoder", None)
     held = hosted(args.memory)
     if held is not None:
-        if encoder is not None and encoder != held.config["encoder"]["name"]:
-            raise EncoderMismatchError(f"memory {args.memory} was built with encoder "
-                                       f"{held.config['encoder']['name']!r}; it cannot be used with {encoder!r}")
+        check_encoder_fits(args.memory, held.config, encoder)  # as an open would: the same weights, by fingerprint
         if create:
             check_index_params(args, held)
         return _Borrowed(held)

@@ -27,11 +27,23 @@ def client_request(args) -> dict:
     for key in _PATH_ARGUMENTS:
         if isinstance(values.get(key), (str, Path)):  # --taxonomy is parsed as a Path, which JSON cannot carry
             values[key] = str(Path(values[key]).resolve())
+    if isinstance(values.get("encoder"), str):
+        values["encoder"] = _absolute_checkpoint(values["encoder"])
     if isinstance(values.get("images"), list):
         values["images"] = [str(Path(p).resolve()) for p in values["images"]]
     if args.command == "audit" and values["words"]:
         values["words"] = values["words"][:-1] + [str(Path(values["words"][-1]).resolve())]
     return values
+
+
+def _absolute_checkpoint(encoder: str) -> str:
+    """timm:<arch>:<checkpoint> and open_clip:<arch>:<checkpoint> with a relative checkpoint path made absolute (a
+    pretrained tag, which names no file here, is left as it is)."""
+    family, _, rest = encoder.partition(":")
+    arch, _, weights = rest.partition(":")
+    if weights and not Path(weights).expanduser().is_absolute() and Path(weights).expanduser().exists():
+        return f"{family}:{arch}:{Path(weights).expanduser().resolve()}"
+    return encoder
 
 
 def run_in_holder(args, locked: MemoryLockedError) -> int:
