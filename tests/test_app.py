@@ -213,6 +213,21 @@ def test_unlearning_does_not_purge_exemplars_restored_meanwhile(app, capsys):
     assert not app.exception and [b for b in app.button if b.key == "forget-button"]
 
 
+def test_evaluate_upload_errors_name_the_upload_not_a_temporary_folder(app):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # images at the top, not in <label>/ folders
+        archive.writestr("a.png", png_bytes(np.zeros((8, 8))))
+    app.switch_page("pages/evaluate.py").run()
+    app.radio(key="eval-source").set_value("Upload a labelled .zip (<label>/<image>)").run()
+    app.file_uploader(key="eval-zip").set_value([("flat.zip", buffer.getvalue(), "application/zip")]).run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        "flat.zip: no labelled images found; expected DIR/<label>/<image> (png, jpg, ...) or a CSV of path,label"]
+
+
 def test_evaluate_page(app):
     app.switch_page("pages/evaluate.py").run()
     assert not app.exception and len(app.dataframe) == 1
