@@ -399,3 +399,18 @@ def test_unlearning_measured_for_the_report(memory):
     assert memory.exemplars(purged).empty  # gone, not tombstoned
     with pytest.raises(VmemError, match="between 1 and the 9 live exemplars, got 10"):
         measure_unlearning(memory, deletions=10)
+
+
+def test_audit_text_output_shortens_a_long_entry_and_json_keeps_it(memory, capsys):
+    from vmem_core.cli import main
+
+    memory.delete(list(range(8)))
+    purge(memory, list(range(8)))
+    path = str(memory.path)
+    memory.close()
+    assert main(["audit", path]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if " purge " in line)
+    assert len(line) < 400 and "characters; --json shows them all)" in line
+    assert main(["audit", path, "--json"]) == 0
+    (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["action"] == "purge"]
+    assert len(entry["details"]["commitments"]) == 8

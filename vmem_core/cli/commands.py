@@ -145,6 +145,9 @@ def _verify_purge_certificate(args) -> int:
     return 0 if result.ok else 1
 
 
+AUDIT_DETAILS_SHOWN = 200  # characters of an entry's details in `vmem audit`'s text output
+
+
 def cmd_audit(args) -> int:
     words = list(args.words)
     verify_mode = words[:1] == ["verify"]
@@ -166,7 +169,10 @@ def cmd_audit(args) -> int:
         print_json([{**entry.__dict__, "details": entry.payload()} for entry in entries])
         return 0
     for entry in entries[-args.limit:]:
-        print(f"#{entry.seq:<5} {entry.at}  {entry.actor}  {entry.action:<8} {entry.details}")
+        details = entry.details
+        if len(details) > AUDIT_DETAILS_SHOWN:  # e.g. a purge of hundreds: a commitment per exemplar
+            details = f"{details[:AUDIT_DETAILS_SHOWN]}... ({len(details):,} characters; --json shows them all)"
+        print(f"#{entry.seq:<5} {entry.at}  {entry.actor}  {entry.action:<8} {details}")
     return 0
 
 
