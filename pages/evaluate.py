@@ -59,7 +59,7 @@ else:
                 cache[key] = ui.encode_split(memory, items, progress=lambda d, t: bar.progress(d / t))
                 bar.empty()
         except VmemError as exc:
-            st.error(str(exc))
+            st.error(str(exc).replace(folder, archive.name))  # the upload's name, not the folder it was unpacked in
             st.stop()
     split, split_key = cache[key], key
 for name, reason in split.rejected:

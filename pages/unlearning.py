@@ -107,15 +107,24 @@ for column, title, result in ((old, "Before", before), (new, "After", now)):
         ui.neighbor_gallery(memory, result, columns=4, limit=8)
 certificate = st.session_state.get("certificate")
 purged = bool(certificate) and sorted(certificate["ids"]) == sorted(ids)
-if ui.can_edit() and not purged and st.button("Undo: restore them", key="restore-button"):
+# another session or `vmem restore` may have brought some back since: a purge here would destroy live exemplars
+live_again = [] if purged else [i for i, c in zip(ids, memory.class_indices(ids)) if c >= 0]
+if ui.can_edit() and not purged and not live_again and st.button("Undo: restore them", key="restore-button"):
     st.session_state.pop("unlearning")
     ui.apply(lambda: memory.restore(ids), f"Restored {len(ids)} exemplar(s).")
 
 st.header("4. Purge them for good")
 st.caption("Deleted exemplars still sit in the files until purged: the purge removes their bytes from every file, "
            "checks that nothing of them is left, and writes a certificate. It cannot be undone.")
-if ui.can_edit() and not purged and st.button("Purge them, with a certificate", type="primary",
-                                               key="purge-button"):
+if live_again:
+    st.warning(f"Exemplar(s) {', '.join(map(str, live_again))} were restored since you forgot them (in another "
+               "session or by `vmem restore`): they count again, so this page will not purge them. Start again to "
+               "forget and purge.")
+    if st.button("Start again", key="unlearn-restart"):
+        st.session_state.pop("unlearning", None)
+        st.rerun()
+elif ui.can_edit() and not purged and st.button("Purge them, with a certificate", type="primary",
+                                                 key="purge-button"):
     ui.ask_to_confirm("confirm-purge", memory, "purge", ids)
 
 

@@ -78,7 +78,7 @@ def launched_apps(monkeypatch) -> list:
     started = []
 
     class ExitsAtOnce:
-        def __init__(self, command, env, stdin):
+        def __init__(self, command, env, stdin, preexec_fn=None):
             started.append((command, env))
 
         def poll(self):

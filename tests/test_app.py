@@ -2,6 +2,8 @@
 
 import base64
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -193,6 +195,40 @@ def test_unlearning_purge_shows_certificate(app):
     assert sum("check_circle" in m.value for m in app.markdown) == 4  # three checks and the index backend's
     assert "12 exemplars" not in texts(app) and "(0 deleted" not in texts(app)
     assert not [b for b in app.button if b.key in ("restore-button", "purge-button")]
+
+
+def test_unlearning_does_not_purge_exemplars_restored_meanwhile(app, capsys):
+    # forgotten here, restored by `vmem restore` (or another session) before Purge: purging would destroy live ones
+    from vmem_core.cli import main
+
+    app.switch_page("pages/unlearning.py").run()
+    app.button(key="forget-button").click().run()
+    forgotten = next(e.value for e in [*app.info, *app.success] if e.value.startswith("Forgot"))
+    ids = re.search(r"\(([\d, ]+)\)", forgotten).group(1).split(", ")
+    assert main(["restore", os.environ["VMEM_MEMORY"], *ids]) == 0
+    app.run()
+    assert not app.exception
+    assert any(w.value.startswith(f"Exemplar(s) {', '.join(ids)} were restored since you forgot them")
+               for w in app.warning)
+    assert not [b for b in app.button if b.key in ("purge-button", "restore-button")]
+    assert "12 exemplars" in texts(app)  # all live, none purged
+    app.button(key="unlearn-restart").click().run()
+    assert not app.exception and [b for b in app.button if b.key == "forget-button"]
+
+
+def test_evaluate_upload_errors_name_the_upload_not_a_temporary_folder(app):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # images at the top, not in <label>/ folders
+        archive.writestr("a.png", png_bytes(np.zeros((8, 8))))
+    app.switch_page("pages/evaluate.py").run()
+    app.radio(key="eval-source").set_value("Upload a labelled .zip (<label>/<image>)").run()
+    app.file_uploader(key="eval-zip").set_value([("flat.zip", buffer.getvalue(), "application/zip")]).run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        "flat.zip: no labelled images found; expected DIR/<label>/<image> (png, jpg, ...) or a CSV of path,label"]
 
 
 def test_evaluate_page(app):

@@ -102,3 +102,31 @@ def test_vmem_app_in_the_background_serves_prints_its_url_and_opens_a_browser_on
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_the_server_stops_when_vmem_app_is_killed(tmp_path, small_folder):
+    # SIGKILL reaches no handler that could forward it: the kernel must stop the server, or it serves on, orphaned
+    memory = tmp_path / "app.vmem"
+    with VisualMemory.create(memory, encoder="test-pixels") as created:
+        created.build(small_folder)
+    server, port, _ = start_in_background(memory, tmp_path, False)
+    try:
+        first_line_with(server, f"http://localhost:{port}")
+        (child,) = map(int, open(f"/proc/{server.pid}/task/{server.pid}/children").read().split())
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(child), "the Streamlit server outlived `vmem app`"
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)

@@ -138,6 +138,35 @@ def test_other_errors_are_clear(tmp_path, built, args, expected):
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("data, expected", [
+    ("nodata", "nodata: no such file or directory"),
+    ("empty", "empty: no labelled images found"),
+    ("tabs.csv", "tab"),
+    ("latin1.csv", "latin1.csv: not UTF-8 text"),
+])
+def test_a_rejected_build_leaves_no_memory_behind(tmp_path, data, expected):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "latin1.csv").write_bytes("path,label\ncaf\xe9.png,caf\xe9\n".encode("latin-1"))
+    image = next((SAMPLE / "memory" / "bag").glob("*.png"))
+    (tmp_path / "tabs.csv").write_text(f"path,label\n{image},bag\n{image},\"a\tbag\"\n")
+    memory = tmp_path / "new.vmem"
+    result = vmem("build", tmp_path / data, "--memory", memory)
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not memory.exists(), "a refused build created an empty memory"
+
+
+def test_vmem_warnings_reach_the_terminal(tmp_path, built):
+    # the CLI once set the root logger to ERROR (logging.getLogger("root") is the root logger), which silenced every
+    # warning vmem gives, -v or not: here the one line saying that a missing index is being rebuilt
+    memory = tmp_path / "copy.vmem"
+    shutil.copytree(built, memory)
+    shutil.rmtree(memory / "index")
+    result = vmem("stats", memory)
+    assert result.returncode == 0, result.stderr
+    assert f"vmem: rebuilding the index of {memory} from its database: no index snapshot" in result.stderr
+
+
 def test_wrong_encoder_is_refused(tmp_path, subset):
     memory = tmp_path / "pix.vmem"
     # a memory whose recorded encoder differs from the default: building into it with the default must refuse
@@ -253,6 +282,16 @@ def test_build_sets_a_new_memorys_index_parameters_and_keeps_an_old_ones(tmp_pat
     result = vmem("build", more.parent, "--memory", memory, "--index-m", 8, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["exemplars"] == stats["exemplars"] + 1
+
+
+def test_tune_on_an_exact_index_says_the_beam_is_unused(tmp_path, built):
+    memory = tmp_path / "exact.vmem"
+    shutil.copytree(built, memory)
+    assert vmem("migrate", memory, "--to", "exact").returncode == 0
+    result = vmem("tune", memory, "--index-ef", 200)
+    assert result.returncode == 0, result.stderr
+    assert "search beam ef 128 -> 200 kept, but unused: this memory's index is exact search" in result.stdout
+    assert "queries use max(ef, k)" not in result.stdout
 
 
 def test_build_refuses_a_non_positive_index_parameter(tmp_path, subset):

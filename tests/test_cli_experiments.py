@@ -99,3 +99,22 @@ def test_attribute_one_image_and_influence_over_a_query_set(sample_memory, capsy
     assert [r["flips"] for r in rows] == sorted((r["flips"] for r in rows), reverse=True)
     assert main(["attribute", str(sample_memory)]) == 2
     assert "give images to explain" in capsys.readouterr().err
+
+
+def test_json_output_is_strict_json_even_when_a_fit_is_undefined(sample_memory, capsys):
+    # one memory size leaves the log-log fit undefined: it is null, not the bare NaN that strict parsers refuse
+    capsys.readouterr()
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), "--experiment", "memory-size", "--sizes", "5",
+                 "--seeds", "1", "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    assert report["experiments"]["memory-size"]["fit"]["rank"]["slope"] is None
+
+
+def test_a_fit_over_one_memory_size_says_why_there_is_no_line(sample_memory, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), "--experiment", "memory-size", "--sizes", "5",
+                 "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out
+    assert "rank: no fit: it needs a non-zero error at 2 or more memory sizes, got 1 (pass several --sizes)" in out

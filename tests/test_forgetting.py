@@ -108,6 +108,19 @@ def test_a_certificate_path_inside_the_memory_is_refused_before_anything_is_purg
     assert memory.tombstoned_ids() == [4]
 
 
+def test_an_existing_certificate_is_never_overwritten(memory, tmp_path):
+    # the certificate holds the only salts that open its purge's commitments: a second purge to the same path
+    # would have destroyed the proof of the first
+    memory.delete([3, 4])
+    first = tmp_path / "cert.json"
+    purge(memory, [3], certificate_path=first)
+    kept = first.read_bytes()
+    with pytest.raises(VmemError, match=f"certificate path {first} already exists; choose a new path .* Nothing was "
+                                        "purged"):
+        purge(memory, [4], certificate_path=first)
+    assert first.read_bytes() == kept and memory.tombstoned_ids() == [4]
+
+
 def test_purge_from_the_cli_hands_out_the_certificate_and_keeps_a_receipt(memory, tmp_path):
     path = memory.path
     memory.delete([2])

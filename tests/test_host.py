@@ -84,6 +84,12 @@ def test_path_options_reach_the_holder_as_absolute_paths(tmp_path, monkeypatch):
     names = {"memory": "mem", "queries": "queries", "taxonomy": "levels.csv", "ood_images": "ood",
              "synonyms": "words.json"}
     assert {key: request[key] for key in names} == {key: str(tmp_path.resolve() / name) for key, name in names.items()}
+    (tmp_path / "weights.pth").write_bytes(b"")  # a checkpoint by a relative path; a pretrained tag stays a tag
+    for given, sent in [("timm:resnet18:weights.pth", f"timm:resnet18:{tmp_path.resolve() / 'weights.pth'}"),
+                        ("timm:vit_small_patch14_dinov2:lvd142m", "timm:vit_small_patch14_dinov2:lvd142m"),
+                        ("efficientnet-lite0", "efficientnet-lite0")]:
+        args = build_parser().parse_args(["build", "data", "--memory", "mem", "--encoder", given])
+        assert json.loads(json.dumps(client_request(args)))["encoder"] == sent
 
 
 def test_holder_that_serves_nothing_gives_a_one_line_error(memory, tmp_path):

@@ -137,3 +137,18 @@ def test_purge_and_migrate_run_in_the_holder_and_every_later_command_follows(mem
         assert reopened.index_backend.describe()["name"] == "milvus"
         assert sorted(reopened.all_ids().tolist()) == [i for i in range(13) if i != 0]
         assert reopened.tombstoned_ids() == [5] and reopened.label_of(added["ids"][0]) == "hat"
+
+
+def test_the_holder_accepts_the_same_encoder_by_another_name_as_an_open_does(memory, small_folder):
+    # a checkpoint by another path (timm:arch:/other/copy.pth) is the same encoder: it was refused only while the app
+    # held the memory, because the holder compared names where an open compares the weights' fingerprints
+    path = memory.path
+    memory.close()
+    alone = vmem_with_test_encoders("build", small_folder, "--memory", path, "--encoder", "test-pixels:copy")
+    assert alone.returncode == 0, alone.stderr
+    with held_by_a_host(path):
+        held = vmem_with_test_encoders("build", small_folder, "--memory", path, "--encoder", "test-pixels:copy")
+        assert held.returncode == 0, held.stderr
+        assert "running the command there" in held.stderr and "0 exemplar(s)" in held.stdout
+        other = vmem_with_test_encoders("build", small_folder, "--memory", path, "--encoder", "test-pixels-other")
+        assert other.returncode == 2 and "it cannot be used with 'test-pixels-other'" in other.stderr

@@ -164,6 +164,12 @@ def test_bad_spec_and_options(mem, capsys):
     assert "--limit must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_rerank_ablations_without_a_model_is_refused_not_ignored(mem, capsys):
+    code, out, err = run(capsys, "eval", mem, SAMPLE / "queries", "--limit", "3", "--rerank-ablations")
+    assert code == 2 and out == ""
+    assert "--rerank-ablations compares re-ranking configurations: it needs --rerank SPEC" in err
+
+
 def test_a_negative_price_is_refused_before_any_call(mem, fake, capsys):
     code, out, err = run(capsys, "classify", mem, queries("bag", 1)[0], "--rerank", fake.spec, "--price-per-mtok",
                          "-3", "--yes")

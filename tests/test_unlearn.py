@@ -1,6 +1,7 @@
 """Verifiable unlearning: tombstones, physical purge, the certificate, the audit log, crash safety."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -177,7 +178,7 @@ purge(mem, [3, 8], certificate_path={certificate!r})
 
 @pytest.mark.parametrize("where", ["before-snapshot-patch", "after-snapshot-patch", "after-vault-erase",
                                    "before-rewrite", "after-rewrite", "before-certify", "after-certify"])
-def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp_path):
+def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp_path, caplog):
     patterns = leftovers(memory, [3, 8])
     memory.flush()
     path = memory.path
@@ -188,7 +189,9 @@ def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp
                                        certificate=str(certificate_path))
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     assert (path / "purge.journal.json").exists() and not certificate_path.exists()
-    with VisualMemory.open(path) as mem:
+    with caplog.at_level(logging.WARNING, logger="vmem_core.unlearn"), VisualMemory.open(path) as mem:
+        # whoever reopens it is told where the certificate went
+        assert "of 2 exemplar(s) finished, checks passed; certificate written to " + str(certificate_path) in caplog.text
         assert not (path / "purge.journal.json").exists()
         assert len(mem) == 10 and mem.index_backend.live_count == 10
         assert mem.exemplars([3, 8]).empty
@@ -396,3 +399,18 @@ def test_unlearning_measured_for_the_report(memory):
     assert memory.exemplars(purged).empty  # gone, not tombstoned
     with pytest.raises(VmemError, match="between 1 and the 9 live exemplars, got 10"):
         measure_unlearning(memory, deletions=10)
+
+
+def test_audit_text_output_shortens_a_long_entry_and_json_keeps_it(memory, capsys):
+    from vmem_core.cli import main
+
+    memory.delete(list(range(8)))
+    purge(memory, list(range(8)))
+    path = str(memory.path)
+    memory.close()
+    assert main(["audit", path]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if " purge " in line)
+    assert len(line) < 400 and "characters; --json shows them all)" in line
+    assert main(["audit", path, "--json"]) == 0
+    (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["action"] == "purge"]
+    assert len(entry["details"]["commitments"]) == 8

@@ -34,9 +34,9 @@ from .errors import (
     VmemError,
 )
 from .ingest import decode_workers
-from .ingest.datasets import LabelledImage, scan_dataset
+from .ingest.datasets import LabelledImage, check_dataset_labels, scan_dataset
 from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
-from .ingest.names import BadLabelError, check_label
+from .ingest.names import check_label
 from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
 from .label_table import LabelTable
 from .storage.atomic import write_json_atomic
@@ -75,6 +75,28 @@ def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
     if np.any(norms < 1e-12):
         raise BadVectorError(f"embedding row(s) {np.flatnonzero(norms[:, 0] < 1e-12)[:10].tolist()} are zero vectors")
     return array / norms
+
+
+def check_encoder_fits(path: Union[str, Path], config: dict, encoder: Union[str, Encoder, None]) -> Optional[Encoder]:
+    """`encoder` (a name or a loaded encoder; None: any) if it is the one that built the memory with `config`: the
+    same weights (by fingerprint) and dimension, whatever its name says (a checkpoint by another path is the same
+    encoder). Returns the loaded encoder, or None where there is nothing to load yet (no encoder, or the same name).
+
+    Raises:
+        EncoderMismatchError: another encoder.
+    """
+    recorded = config["encoder"]
+    if encoder is None or (isinstance(encoder, str) and encoder == recorded["name"]):
+        return None  # same name: loaded lazily
+    if isinstance(encoder, str):
+        encoder = load_encoder(encoder)
+    if encoder.identity != recorded["identity"] or int(encoder.dim) != int(recorded["dim"]):
+        raise EncoderMismatchError(
+            f"memory {path} was built with encoder {recorded['name']!r} ({recorded['dim']}-d); "
+            f"it cannot be used with {encoder.name!r} ({encoder.dim}-d) because their features are not "
+            "comparable. Open it without an encoder, or build a new memory with this one"
+        )
+    return encoder
 
 
 class VisualMemory:
@@ -170,20 +192,7 @@ class VisualMemory:
         """
         path = Path(path)
         config = read_config(path)
-        recorded = config["encoder"]
-        if encoder is not None:
-            if isinstance(encoder, str) and encoder != recorded["name"]:
-                encoder = load_encoder(encoder)
-            if not isinstance(encoder, str) and (
-                encoder.identity != recorded["identity"] or int(encoder.dim) != int(recorded["dim"])
-            ):
-                raise EncoderMismatchError(
-                    f"memory {path} was built with encoder {recorded['name']!r} ({recorded['dim']}-d); "
-                    f"it cannot be used with {encoder.name!r} ({encoder.dim}-d) because their features are not "
-                    "comparable. Open it without an encoder, or build a new memory with this one"
-                )
-            if isinstance(encoder, str):
-                encoder = None  # same name: load lazily
+        encoder = check_encoder_fits(path, config, encoder)
         return cls(path, config, encoder, index_uri=index_uri, read_only=read_only)
 
     @classmethod
@@ -604,14 +613,7 @@ class VisualMemory:
         known = self._store.sources()
         todo = [item for item in items if item.source not in known]
         # a bad folder name or CSV label is refused before any image is encoded, not after the chunks before it
-        first_source = {}
-        for item in todo:
-            first_source.setdefault(item.label, item.source)
-        for label, source in first_source.items():
-            try:
-                check_label(label)
-            except BadLabelError as exc:
-                raise BadLabelError(f"{source!r}: {exc}; nothing was added") from None
+        check_dataset_labels(todo)
         return len(items), todo, BuildReport(skipped_existing=len(items) - len(todo))
 
     # --- reads ------------------------------------------------------------------------------------------------------

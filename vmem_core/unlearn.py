@@ -290,15 +290,18 @@ def finish_interrupted_purge(memory: "VisualMemory") -> Optional[Certificate]:
         certificate = _checked_certificate(memory, journal, plan, evidence, time.perf_counter() - start)
         certificate.finished_on_reopen = True
         path = plan["path"]
-    _issue(memory, certificate, path)
+    written = _issue(memory, certificate, path)
+    log.warning("purge %s of %d exemplar(s) finished, checks %s; %s", certificate.purge_id, len(certificate.removed),
+                "passed" if certificate.passed else "FAILED",
+                f"certificate written to {path}" if written else "receipted in the memory (no certificate issued)")
     return certificate
 
 
-def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]) -> None:
+def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]) -> bool:
     """Log the certificate's digest, hand it out, keep its receipt, then drop the journal (and the salts with it).
 
     The certificate is journalled first, so a crash in between issues this same certificate again on reopen,
-    never a second one whose digest the log would not hold."""
+    never a second one whose digest the log would not hold. Returns whether the certificate was written to `path`."""
     journal_path = memory.path / PURGE_JOURNAL
     full = certificate.to_dict()
     write_json_atomic(journal_path, {"purge_id": certificate.purge_id, "issued": full, "certificate_path": path})
@@ -307,9 +310,11 @@ def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]
               if e.action == "certify" and e.payload().get("purge_id") == certificate.purge_id}
     if digest not in logged:
         memory.record_certificate(certificate.purge_id, digest)
+    written = False
     if path is not None:
         try:
             write_json_atomic(Path(path), full)
+            written = True
         except OSError as exc:  # e.g. its folder is gone since: keeping the salts in the memory would defeat the purge
             log.error("purge %s: could not write its certificate to %s (%s); the memory keeps only its receipt",
                       certificate.purge_id, path, exc)
@@ -319,6 +324,7 @@ def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]
                       certificate.receipt())
     journal_path.unlink()
     fsync_dir(memory.path)
+    return written
 
 
 def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Optional[np.ndarray] = None,
@@ -335,7 +341,8 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
 
     Raises:
         UnknownIdError: an id does not exist or was already purged (nothing is changed).
-        VmemError: `certificate_path` lies inside the memory folder or in no existing folder (nothing is changed).
+        VmemError: `certificate_path` lies inside the memory folder or in no existing folder, or already exists
+            (nothing is changed).
     """
     if certificate_path is not None:
         certificate_path = Path(certificate_path).resolve()
@@ -344,6 +351,9 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
                             "it would keep what the purge removes; choose a path outside it. Nothing was purged")
         if not certificate_path.parent.is_dir():
             raise VmemError(f"certificate path {certificate_path}: its folder does not exist. Nothing was purged")
+        if certificate_path.exists():  # e.g. an earlier purge's certificate: the only copy of the salts it issued
+            raise VmemError(f"certificate path {certificate_path} already exists; choose a new path (a certificate "
+                            "written there before holds the only salts that prove its purge). Nothing was purged")
     with memory.exclusive():  # the before/after comparison must not see another thread's changes
         journal, plan = _plan_purge(memory, ids, probes, seed, certificate_path)
         start = time.perf_counter()

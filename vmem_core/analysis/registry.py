@@ -10,6 +10,8 @@ the same dict `vmem eval --experiment NAME --json` prints, from which its text r
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
@@ -143,12 +145,21 @@ def _report_memory_size(result: Mapping, k: int) -> list[str]:
     table = frame.groupby(["exemplars", "rule"])["accuracy"].agg(["mean", "std"]).unstack("rule")
     lines = [f"accuracy at k={result['k']} (mean and std over seeds) by memory size:", table.round(4).to_string()]
     for rule, fit in result["fit"].items():
-        lines.append(f"{rule}: log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} log10(memory size) "
-                     f"(R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
+        lines.append(_no_fit(rule, fit) or f"{rule}: log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} "
+                     f"log10(memory size) (R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
     for rule, fit in result.get("fit_loglog", {}).items():
-        lines.append(f"{rule} (paper's form): log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} "
-                     f"log10(log10(memory size)) (R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
+        lines.append(_no_fit(f"{rule} (paper's form)", fit) or f"{rule} (paper's form): log10(error) = "
+                     f"{fit['intercept']:.3f} + {fit['slope']:.3f} log10(log10(memory size)) "
+                     f"(R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")
     return lines
+
+
+def _no_fit(name: str, fit: Mapping) -> str:
+    """Why a fit has no line ("" when it has one): fewer than two sizes with a non-zero error, e.g. one --sizes."""
+    if fit["slope"] is not None and math.isfinite(fit["slope"]):
+        return ""
+    return (f"{name}: no fit: it needs a non-zero error at 2 or more memory sizes, got {fit['points']} "
+            "(pass several --sizes)")
 
 
 # --- 3. new classes -------------------------------------------------------------------------------------------------

@@ -22,13 +22,21 @@ from .parser import build_parser
 __all__ = ["EXIT_ERROR", "UsageError", "build_parser", "client_request", "main", "run_for_client"]
 
 
+def _root_calls_errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="vmem: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("huggingface_hub", "urllib3", "root", "pymilvus"):
+    for noisy in ("huggingface_hub", "urllib3", "pymilvus"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # libraries that log through the root logger itself (logging.info(...)) are quietened by a filter on it: a
+    # logger's filters see only the records made on it, not those its children (vmem's own loggers) pass up, whereas
+    # setting the root logger's level to ERROR would silence every warning vmem gives
+    logging.getLogger().addFilter(_root_calls_errors_only)
     for option in ("k", "k_max", "top_n", "threshold", "limit"):
         value = getattr(args, option, None)
         if value is not None and value < 1:

@@ -90,6 +90,31 @@ def _wait_until_serving(server: subprocess.Popen, address: str, port: int) -> bo
     return False
 
 
+def _stop_with_this_process():
+    """On Linux, what the server's process runs before Streamlit starts: ask the kernel to send it SIGTERM when this
+    process dies, even by SIGKILL, which no handler here can forward (the server was left serving, orphaned). prctl
+    is looked up here, before the fork, so that the child only calls it. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def stop_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the request was made
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return stop_with_parent
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def cmd_app(args) -> int:
     from ..access import AUTH_FILE_ENV, READ_ONLY_ENV, AccessPolicy, hash_secret, is_loopback
     from ..resources import app_script
@@ -123,7 +148,7 @@ def cmd_app(args) -> int:
         env["VMEM_RERANK"] = args.rerank
     # stdin from /dev/null: nothing the server runs may wait for a terminal that a background start does not have
     server = subprocess.Popen(streamlit_command(app, address, port, dev_mode(args)), env=env,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=_stop_with_this_process())
     # a plain `kill` of vmem stops the server too (Ctrl+C reaches both through the terminal's process group)
     previous = signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     try:

@@ -22,6 +22,12 @@ from .common import (
 def cmd_build(args) -> int:
     if args.engine == "local" and (args.ray_address or args.ray_cpus):
         raise UsageError("--ray-address and --ray-cpus go with --engine ray")
+    from ..ingest.datasets import check_dataset_labels, scan_dataset
+
+    # a missing folder, an empty one or a bad label is refused before the memory is created: a rejected build
+    # leaves no empty memory behind
+    items = scan_dataset(Path(args.data))
+    check_dataset_labels(items)
     with open_memory(args, create=True) as memory:
         progress = progress_bar("build", not args.json)
         if args.engine == "ray":
@@ -29,10 +35,10 @@ def cmd_build(args) -> int:
                 from ..ingest.ray_build import build_with_ray
             except ImportError as exc:
                 raise UsageError(f"--engine ray needs Ray: pip install -r requirements-scale.txt ({exc})") from None
-            report = build_with_ray(memory, args.data, address=args.ray_address, num_cpus=args.ray_cpus,
+            report = build_with_ray(memory, items, address=args.ray_address, num_cpus=args.ray_cpus,
                                     progress=progress, strict=args.strict)
         else:
-            report = memory.build(args.data, progress=progress, strict=args.strict)
+            report = memory.build(items, progress=progress, strict=args.strict)
         stats = memory.stats()
     if args.json:
         print_json({"added": report.added, "skipped_existing": report.skipped_existing,
@@ -166,6 +172,9 @@ def _verify_purge_certificate(args) -> int:
     return 0 if result.ok else 1
 
 
+AUDIT_DETAILS_SHOWN = 200  # characters of an entry's details in `vmem audit`'s text output
+
+
 def cmd_audit(args) -> int:
     words = list(args.words)
     verify_mode = words[:1] == ["verify"]
@@ -187,7 +196,10 @@ def cmd_audit(args) -> int:
         print_json([{**entry.__dict__, "details": entry.payload()} for entry in entries])
         return 0
     for entry in entries[-args.limit:]:
-        print(f"#{entry.seq:<5} {entry.at}  {entry.actor}  {entry.action:<8} {entry.details}")
+        details = entry.details
+        if len(details) > AUDIT_DETAILS_SHOWN:  # e.g. a purge of hundreds: a commitment per exemplar
+            details = f"{details[:AUDIT_DETAILS_SHOWN]}... ({len(details):,} characters; --json shows them all)"
+        print(f"#{entry.seq:<5} {entry.at}  {entry.actor}  {entry.action:<8} {details}")
     return 0
 
 
@@ -239,6 +251,9 @@ def _experiment_options(args):
 def cmd_eval(args) -> int:
     from ..analysis.evaluate import BEST_LABEL, evaluate_dataset
 
+    if args.rerank_ablations and not args.rerank:
+        raise UsageError("--rerank-ablations compares re-ranking configurations: it needs --rerank SPEC "
+                         "(e.g. --rerank gemini:gemini-2.5-flash)")
     if args.experiment:
         if args.rerank or args.limit is not None:
             raise UsageError("--experiment runs on every query without re-ranking: drop --rerank and --limit")
@@ -385,9 +400,13 @@ def cmd_stats(args) -> int:
 def cmd_tune(args) -> int:
     with open_memory(args) as memory:
         change = memory.set_search_ef(args.ef_search)
-        index = dict(memory.stats()["index"])
+        stats = memory.stats()
+        index, backend = dict(stats["index"]), stats["index_backend"]["name"]
     if args.json:
         print_json({"index": index, "previous": {"ef_search": change["from"]}})
+    elif backend == "exact":  # kept in vmem.json for a later migrate back; exact search has no beam to set
+        print(f"{args.memory}: search beam ef {change['from']} -> {change['to']} kept, but unused: this memory's "
+              f"index is exact search, which has no beam; it applies after `vmem migrate {args.memory} --to hnswlib`")
     else:
         print(f"{args.memory}: search beam ef {change['from']} -> {change['to']} (M {index['M']}, "
               f"ef_construction {index['ef_construction']} stay as built); queries use max(ef, k)")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import EncoderMismatchError, VmemError
+from ..errors import VmemError
 
 EXIT_ERROR = 2
 
@@ -93,8 +94,20 @@ def parse_exemplar_id(text: str) -> int:
 
 
 def print_json(payload) -> None:
-    json.dump(payload, sys.stdout, indent=2, default=str)
+    """`payload` as strict JSON: a value that is not a number (NaN, infinity: e.g. a fit over one memory size) is
+    null, never the bare NaN that JSON parsers other than Python's refuse."""
+    json.dump(_finite(payload), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 class _Borrowed:
@@ -123,15 +136,13 @@ READ_ONLY_COMMANDS = ("stats", "classify", "eval", "attribute", "search-text", "
 def open_memory(args, encoder: Optional[str] = None, create: bool = False):
     """The memory named by args.memory: the handle this process holds for a client, else opened (or created)."""
     from ..host import hosted
-    from ..memory import VisualMemory
+    from ..memory import VisualMemory, check_encoder_fits
     from ..storage.audit import default_actor
 
     encoder = encoder or getattr(args, "encoder", None)
     held = hosted(args.memory)
     if held is not None:
-        if encoder is not None and encoder != held.config["encoder"]["name"]:
-            raise EncoderMismatchError(f"memory {args.memory} was built with encoder "
-                                       f"{held.config['encoder']['name']!r}; it cannot be used with {encoder!r}")
+        check_encoder_fits(args.memory, held.config, encoder)  # as an open would: the same weights, by fingerprint
         if create:
             check_index_params(args, held)
         return _Borrowed(held)

@@ -27,6 +27,8 @@ def client_request(args) -> dict:
     for key in _PATH_ARGUMENTS:
         if isinstance(values.get(key), (str, Path)):  # --taxonomy is parsed as a Path, which JSON cannot carry
             values[key] = str(Path(values[key]).resolve())
+    if isinstance(values.get("encoder"), str):
+        values["encoder"] = _absolute_checkpoint(values["encoder"])
     if isinstance(values.get("images"), list):
         values["images"] = [str(Path(p).resolve()) for p in values["images"]]
     if args.command == "audit" and values["words"]:
@@ -55,6 +57,16 @@ def device_note(requested: Optional[str], memory) -> Optional[str]:
         return None
     return (f"vmem: note: --device {requested} is not applied to a command the app runs: the app {devices_text(where)}"
             " (its own --device or $VMEM_DEVICE, set when it started); answers are the same on every device")
+
+
+def _absolute_checkpoint(encoder: str) -> str:
+    """timm:<arch>:<checkpoint> and open_clip:<arch>:<checkpoint> with a relative checkpoint path made absolute (a
+    pretrained tag, which names no file here, is left as it is)."""
+    family, _, rest = encoder.partition(":")
+    arch, _, weights = rest.partition(":")
+    if weights and not Path(weights).expanduser().is_absolute() and Path(weights).expanduser().exists():
+        return f"{family}:{arch}:{Path(weights).expanduser().resolve()}"
+    return encoder
 
 
 def run_in_holder(args, locked: MemoryLockedError) -> int:

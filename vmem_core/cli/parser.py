@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="purge every tombstoned exemplar")
     p.add_argument("--certificate", default=None, metavar="PATH",
                    help="write the certificate (with the salts and digests that prove what was removed) to PATH, "
-                        "outside the memory folder")
+                        "outside the memory folder; a new file (an existing one is never overwritten)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_purge, verify_certificate=None)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .images import is_image_path
+from .names import BadLabelError, check_label
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,18 @@ def scan_dataset(location: Path) -> list[LabelledImage]:
             f"{location}: no labelled images found; expected DIR/<label>/<image> (png, jpg, ...) or a CSV of path,label"
         )
     return items
+
+
+def check_dataset_labels(items: list[LabelledImage]) -> None:
+    """Refuse a bad folder name or CSV label, naming the first image that carries it, before anything is built."""
+    first_source: dict[str, str] = {}
+    for item in items:
+        first_source.setdefault(item.label, item.source)
+    for label, source in first_source.items():
+        try:
+            check_label(label)
+        except BadLabelError as exc:
+            raise BadLabelError(f"{source!r}: {exc}; nothing was added") from None
 
 
 MAX_ZIP_MEMBERS = 50_000
