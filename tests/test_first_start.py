@@ -85,6 +85,25 @@ def test_a_killed_builders_staging_folder_is_removed_and_a_live_ones_kept(tmp_pa
     assert (target / "vmem.json").exists()
 
 
+def test_purged_sample_exemplars_do_not_make_the_memory_look_unfinished(tmp_path, small_folder):
+    from vmem_core.unlearn import purge
+
+    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as memory:
+        memory.build(small_folder)
+        assert completeness(memory, small_folder).complete
+        memory.delete([0, 1])
+        assert completeness(memory, small_folder).complete  # deleted rows keep their sources
+        purge(memory, [0, 1])
+        status = completeness(memory, small_folder)
+        assert status.complete and status.purged == 2  # the Unlearning demo's purge is no unfinished build
+    first = scan_dataset(small_folder)[0]  # a real gap besides: one more image in the collection
+    extra = small_folder / first.label / "extra.png"
+    shutil.copy(first.path, extra)
+    with VisualMemory.open(tmp_path / "m") as memory:
+        status = completeness(memory, small_folder)
+        assert (status.missing, status.purged) == (1, 2) and "2 purged since" in status.explain(tmp_path / "m")
+
+
 def test_a_partial_sample_memory_says_so_on_the_page(fresh_copy, tmp_path):
     # an old vmem's interrupted build: vmem.json exists, 256 of the 1,000 shipped exemplars
     with VisualMemory.create(tmp_path / "home" / "sample.vmem", encoder="test-pixels") as memory:

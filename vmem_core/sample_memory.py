@@ -29,18 +29,21 @@ _STAGING_PREFIX = ".building-"
 
 @dataclass(frozen=True)
 class Completeness:
-    """How much of the shipped sample a memory holds (exemplars ever added, deleted ones included)."""
+    """How much of the shipped sample a memory holds (exemplars ever added, deleted ones included; purged ones
+    counted as accounted for, since a purge removes their sources with them)."""
 
     shipped: int
     missing: int
+    purged: int = 0
 
     @property
     def complete(self) -> bool:
         return self.missing == 0
 
     def explain(self, path: Path) -> str:
-        return (f"{path} holds {self.shipped - self.missing} of the {self.shipped} shipped sample exemplars: a build "
-                f"that did not finish, or exemplars purged since. `vmem build {sample_data() / 'memory'} --memory "
+        purged = f" ({self.purged} purged since, not counted as missing)" if self.purged else ""
+        return (f"{path} holds {self.shipped - self.missing - self.purged} of the {self.shipped} shipped sample "
+                f"exemplars{purged}: a build that did not finish. `vmem build {sample_data() / 'memory'} --memory "
                 f"{path}` adds the missing ones.")
 
 
@@ -88,6 +91,13 @@ def build_sample_memory(path: Path, progress: Optional[Progress] = None,
 
 
 def completeness(memory: VisualMemory, source: Optional[Path] = None) -> Completeness:
-    """How many of the shipped sample images `memory` was built from (resumable: `memory.build` adds the rest)."""
+    """How many of the shipped sample images `memory` was built from (resumable: `memory.build` adds the rest).
+
+    A purge deletes its exemplars' rows, sources included, so a purged sample image looks like one never added. The
+    audit log keeps how many ids each purge removed (not their sources: that would keep what was forgotten), and those
+    are taken off the missing count: a memory whose Unlearning demo purged 12 exemplars is not an unfinished build.
+    """
     shipped, todo, _ = memory.plan_build(Path(source) if source is not None else sample_data() / "memory")
-    return Completeness(shipped=shipped, missing=len(todo))
+    purged = sum(len(entry.payload().get("ids", [])) for entry in memory.audit_log() if entry.action == "purge")
+    accounted = min(purged, len(todo))
+    return Completeness(shipped=shipped, missing=len(todo) - accounted, purged=accounted)
