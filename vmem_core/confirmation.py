@@ -36,10 +36,16 @@ class PendingChange:
 
     def describe(self) -> str:
         """e.g. "delete exemplar(s) 3, 7 (as of change #41)"."""
-        return f"{self.action} exemplar(s) {_id_list(self.ids)} (as of change #{self.change_counter})"
+        return f"{self.action} exemplar(s) {id_list(self.ids)} (as of change #{self.change_counter})"
 
 
-def _id_list(ids: Sequence[int], shown: int = 20) -> str:
+def id_list(ids: Sequence[int], shown: int = 20) -> str:
+    """Ids for a message: the first `shown`, then how many more (a select-all of a large memory is not a page of
+    numbers).
+
+    >>> id_list(range(25))
+    '0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19 and 5 more'
+    """
     text = ", ".join(map(str, list(ids)[:shown]))
     return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
@@ -82,9 +88,9 @@ def stale_reason(memory: VisualMemory, pending: PendingChange, selection: Option
             return (f"the memory changed since you pressed {pending.action.capitalize()} (change "
                     f"#{pending.change_counter} -> #{memory.change_counter}): exemplar " + "; ".join(moved))
     if selection is not None and tuple(sorted(int(i) for i in selection)) != tuple(sorted(pending.ids)):
-        now = _id_list(sorted(int(i) for i in selection)) or "nothing"
+        now = id_list(sorted(int(i) for i in selection)) or "nothing"
         return (f"the selection changed since you pressed {pending.action.capitalize()}: it was for "
-                f"{_id_list(pending.ids)}, now {now} is selected")
+                f"{id_list(pending.ids)}, now {now} is selected")
     return ""
 
 

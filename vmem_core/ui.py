@@ -262,16 +262,16 @@ def selection_actions(memory: VisualMemory, selected: Sequence[int], prefix: str
                 ask_to_confirm(delete_key, memory, "delete", selected)
     if pending := pending_change(delete_key):
         ids = list(pending.ids)
-        confirmation_box(memory, delete_key, f"Delete exemplar(s) {', '.join(map(str, ids))}?",
+        confirmation_box(memory, delete_key, f"Delete exemplar(s) {confirmation.id_list(ids)}?",
                          lambda: (memory.delete(ids), after_delete and after_delete(ids)),
-                         f"Deleted {len(ids)} exemplar(s): {', '.join(map(str, ids))}.", selection=selected,
+                         f"Deleted {len(ids)} exemplar(s): {confirmation.id_list(ids)}.", selection=selected,
                          note="They stop counting at once (until purged, restorable on the Map with \"Show deleted "
                               "exemplars\", or with `vmem restore`).")
     if pending := pending_change(relabel_key):
         ids, label = list(pending.ids), pending.detail
-        confirmation_box(memory, relabel_key, f"Relabel exemplar(s) {', '.join(map(str, ids))} as '{label}'?",
+        confirmation_box(memory, relabel_key, f"Relabel exemplar(s) {confirmation.id_list(ids)} as '{label}'?",
                          lambda: memory.relabel(ids, label),
-                         f"Relabelled {len(ids)} exemplar(s) as '{label}': {', '.join(map(str, ids))}.",
+                         f"Relabelled {len(ids)} exemplar(s) as '{label}': {confirmation.id_list(ids)}.",
                          selection=selected)
 
 
@@ -284,8 +284,8 @@ def restore_actions(memory: VisualMemory, deleted_selected: Sequence[int], prefi
         ask_to_confirm(key, memory, "restore", deleted_selected)
     if pending := pending_change(key):
         ids = list(pending.ids)
-        confirmation_box(memory, key, f"Restore exemplar(s) {', '.join(map(str, ids))}?", lambda: memory.restore(ids),
-                         f"Restored {len(ids)} exemplar(s): {', '.join(map(str, ids))}.", selection=deleted_selected,
+        confirmation_box(memory, key, f"Restore exemplar(s) {confirmation.id_list(ids)}?", lambda: memory.restore(ids),
+                         f"Restored {len(ids)} exemplar(s): {confirmation.id_list(ids)}.", selection=deleted_selected,
                          note="They count again at once, with the label they had.")
 
 
