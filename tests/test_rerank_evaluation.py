@@ -137,7 +137,9 @@ def test_every_configuration_is_scored_beside_knn_at_fixed_and_best_k(memory60, 
     study = evaluate_configurations(memory60, reranker(fake), [i.image for i in items], [i.sha256 for i in items],
                                     [i.source for i in items], truths, embeddings, configurations, k_max=30,
                                     fixed_k=3, confirm=lambda plan: plans.append(plan) or True)
-    assert len(fake.requests) == 8 and plans[0].calls == 8 and plans[0].queries == 8  # one plan, confirmed once
+    assert len(fake.requests) == 8 and plans[0].calls == 8  # one plan, confirmed once
+    assert (plans[0].queries, plans[0].configurations, plans[0].requests) == (4, 2, 8)  # 4 queries, each asked twice
+    assert "8 call(s): 4 queries x 2 configurations (0 answered from the cache" in plans[0].describe("m")
     images_sent = [sum(1 for kind, _ in fake.parts(i) if kind == "image") for i in range(8)]
     assert images_sent == [51] * 4 + [1] * 4
     paper, alone = (evaluation.to_dict() for evaluation in study.evaluations)
@@ -181,6 +183,8 @@ def test_the_cli_evaluates_the_paper_configurations_beside_the_options_one(memor
     assert names == ["as given by the options", "paper's prompt (labels only)", "+ distances",
                      "+ answer restricted to the neighbours' labels", "query only (no neighbour shown)"]
     assert len(fake.requests) == 15 and study["knn"]["fixed_k"]["k"] == 5
+    assert "15 call(s): 3 queries x 5 configurations (0 answered from the cache" in err
+    assert study["plan"]["queries"] == 3 and study["plan"]["configurations"] == 5 and study["plan"]["calls"] == 15
     assert study["knn"]["best_over_k"]["accuracy"] == max(payload["accuracy"]["rank"])
 
     code = main(["eval", str(path), str(SAMPLE / "queries"), "--rerank", fake.spec, "--limit", "3",

@@ -230,8 +230,9 @@ def evaluate_configurations(
     requests = [make_requests(memory, images, sha256s, embeddings, c.shown, settings, allow_new, c.switches)
                 for c in configurations]
     plans = [plan_batch(cached, batch) for batch in requests]
-    plan = BatchPlan(sum(p.queries for p in plans), sum(p.calls for p in plans), sum(p.cached for p in plans),
-                     sum(p.input_tokens for p in plans), plans[0].price_per_million_tokens, plans[0].price_source)
+    plan = BatchPlan(n, sum(p.calls for p in plans), sum(p.cached for p in plans),
+                     sum(p.input_tokens for p in plans), plans[0].price_per_million_tokens, plans[0].price_source,
+                     configurations=len(configurations))
     if not confirm(plan):
         return None
 
@@ -244,7 +245,7 @@ def evaluate_configurations(
     for configuration, batch, own_plan in zip(configurations, requests, plans):
         shown = min(configuration.shown, ids.shape[1])
         knn = predict_at_k(memory, ids, distances, replace(settings, k=shown)) if shown else [None] * n
-        results = rerank_all(cached, batch, _offset(progress, asked, plan.queries))
+        results = rerank_all(cached, batch, _offset(progress, asked, plan.requests))
         asked += len(batch)
         evaluations.append(RerankEvaluation(cached.name, settings.rule, configuration.shown, list(truths), list(names),
                                             knn, results, own_plan, configuration))

@@ -77,7 +77,10 @@ def make_requests(
 
 @dataclass
 class BatchPlan:
-    """What a batch will cost before it starts: calls to make (cached answers are free) and their input tokens."""
+    """What a batch will cost before it starts: calls to make (cached answers are free) and their input tokens.
+
+    `queries` are the distinct query images; each is asked once per configuration, so `requests` (calls plus cached
+    answers) is queries x configurations."""
 
     queries: int
     calls: int
@@ -85,18 +88,27 @@ class BatchPlan:
     input_tokens: int
     price_per_million_tokens: float
     price_source: str
+    configurations: int = 1
+
+    @property
+    def requests(self) -> int:
+        return self.queries * self.configurations
 
     @property
     def dollars(self) -> float:
         return self.input_tokens / 1e6 * self.price_per_million_tokens
 
     def to_dict(self) -> dict:
-        return {"queries": self.queries, "calls": self.calls, "cached": self.cached,
+        return {"queries": self.queries, "configurations": self.configurations, "calls": self.calls,
+                "cached": self.cached,
                 "input_tokens": self.input_tokens, "price_per_million_tokens": self.price_per_million_tokens,
                 "price_source": self.price_source, "estimated_usd": round(self.dollars, 4)}
 
     def describe(self, model: str) -> str:
-        return (f"{model}: {self.calls} call(s) for {self.queries} queries ({self.cached} answered from the cache, "
+        asked = (f"for {self.queries} queries" if self.configurations == 1
+                 else f"{self.queries} queries x {self.configurations} configurations")
+        return (f"{model}: {self.calls} call(s){':' if self.configurations > 1 else ''} {asked} "
+                f"({self.cached} answered from the cache, "
                 f"free); about {self.input_tokens:,} input tokens, about ${self.dollars:.2f} at "
                 f"${self.price_per_million_tokens:g} per million input tokens ({self.price_source}); output tokens "
                 "(and a thinking model's reasoning) come on top")
