@@ -118,3 +118,30 @@ def test_a_fit_over_one_memory_size_says_why_there_is_no_line(sample_memory, cap
     out = capsys.readouterr().out
     assert "nan" not in out
     assert "rank: no fit: it needs a non-zero error at 2 or more memory sizes, got 1 (pass several --sizes)" in out
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_a_memory_size_below_1_is_refused_naming_it(sample_memory, capsys, size):
+    capsys.readouterr()
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), "--experiment", "memory-size", "--sizes", "5",
+                 size, "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"memory sizes per class must be whole numbers of at least 1, got [5, {size}] ({size} refused)" in err
+
+
+def test_a_memory_size_above_the_largest_class_is_capped_with_a_note(sample_memory, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), "--experiment", "memory-size", "--sizes", "5",
+                 "5000", "--seeds", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["experiments"]["memory-size"]
+    largest = max(row["per_class"] for row in result["rows"])
+    assert largest < 5000
+    assert result["note"] == (f"memory size(s) 5000 per class are above the largest class ({largest} exemplars): "
+                              f"run at {largest}")
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), "--experiment", "memory-size", "--sizes", "5",
+                 "--seeds", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["experiments"]["memory-size"]["note"] is None
+    assert main(["eval", str(sample_memory), str(SAMPLE / "queries"), "--experiment", "memory-size", "--sizes", "5",
+                 "5000", "--seeds", "1"]) == 0
+    assert f"note: memory size(s) 5000 per class are above the largest class ({largest} exemplars)" in \
+        capsys.readouterr().out

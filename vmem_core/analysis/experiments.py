@@ -158,6 +158,26 @@ def rule_parameter_sweep(
 
 
 # --- 2. memory size -------------------------------------------------------------------------------------------------
+def memory_sizes(memory_labels, per_class: Sequence[int]) -> tuple[list[int], Optional[str]]:
+    """The sizes per class the sweep runs, and a note naming those capped at the largest class (None when none is).
+
+    A size above the largest class is run at the largest class (every exemplar); 0 or a negative size is refused."""
+    bad = [int(n) for n in per_class if int(n) < 1]
+    if bad or not len(per_class):
+        raise VmemError(f"memory sizes per class must be whole numbers of at least 1, got {list(per_class)}"
+                        + (f" ({', '.join(map(str, bad))} refused)" if bad else ""))
+    counts = np.unique(np.asarray(memory_labels), return_counts=True)[1]
+    largest = int(counts.max()) if len(counts) else 0
+    if largest < 1:
+        raise VmemError("the memory holds no exemplar: no memory size can be sampled")
+    capped = sorted({int(n) for n in per_class if int(n) > largest})
+    note = None
+    if capped:
+        note = (f"memory size(s) {', '.join(map(str, capped))} per class are above the largest class "
+                f"({largest} exemplars): run at {largest}")
+    return sorted({min(int(n), largest) for n in per_class}), note
+
+
 def memory_size_sweep(
     cache: NeighborCache,
     per_class: Sequence[int] = DEFAULT_SIZES,
@@ -178,10 +198,7 @@ def memory_size_sweep(
         raise VmemError("give at least one seed")
     labels = cache.memory_labels
     by_class = [np.flatnonzero(labels == name) for name in sorted(set(labels.tolist()))]
-    largest = max((len(members) for members in by_class), default=0)
-    sizes = sorted({min(int(n), largest) for n in per_class if int(n) >= 1})
-    if not sizes:
-        raise VmemError(f"memory sizes per class must be at least 1, got {list(per_class)}")
+    sizes, _ = memory_sizes(labels, per_class)
     rows, total, done = [], len(sizes) * len(seeds), 0
     for size in sizes:
         for seed in seeds:

@@ -131,6 +131,7 @@ def _run_memory_size(context: ExperimentContext) -> dict:
     frame = ex.memory_size_sweep(context.cache, options.sizes, options.seeds, options.rules, options.vote,
                                  context.stage("memory-size"))
     return {"k": options.vote.k, "rows": frame.to_dict("records"),
+            "note": ex.memory_sizes(context.cache.memory_labels, options.sizes)[1],
             "fit": {rule: ex.fit_log_error(frame, rule).to_dict() for rule in frame["rule"].unique()},
             "fit_best_over_k": {rule: ex.fit_log_error(frame, rule, "best_accuracy").to_dict()
                                 for rule in frame["rule"].unique()},
@@ -144,6 +145,8 @@ def _report_memory_size(result: Mapping, k: int) -> list[str]:
     frame = pd.DataFrame(result["rows"])
     table = frame.groupby(["exemplars", "rule"])["accuracy"].agg(["mean", "std"]).unstack("rule")
     lines = [f"accuracy at k={result['k']} (mean and std over seeds) by memory size:", table.round(4).to_string()]
+    if result.get("note"):
+        lines.append(f"note: {result['note']}")
     for rule, fit in result["fit"].items():
         lines.append(_no_fit(rule, fit) or f"{rule}: log10(error) = {fit['intercept']:.3f} + {fit['slope']:.3f} "
                      f"log10(memory size) (R^2 {fit['r_squared']:.3f}, {fit['points']} sizes)")

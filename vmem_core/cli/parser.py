@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--experiment", action="append", choices=(*EXPERIMENTS, "all"),
                        help="run one of the paper's experiments instead of the plain evaluation (repeatable)")
     group.add_argument("--k", type=int, default=defaults.vote.k, help="the fixed k reported beside best-over-k")
-    group.add_argument("--sizes", type=int, nargs="+", default=list(defaults.sizes), help="exemplars per class")
+    group.add_argument("--sizes", type=int, nargs="+", default=list(defaults.sizes),
+                       help="exemplars per class, each at least 1; a size above the largest class is run at the "
+                            "largest, with a note")
     group.add_argument("--seeds", type=int, default=len(defaults.seeds), help="random subsets per memory size")
     group.add_argument("--new-classes", nargs="+", default=None, metavar="LABEL",
                        help="classes added later in new-classes (default: the last label)")
