@@ -47,3 +47,19 @@ def test_stats_break_down_bytes_per_exemplar(memory):
     assert abs(sum(parts.values()) - stats["bytes_per_exemplar"]) < 1
     assert stats["ram_bytes_per_exemplar"] == round(stats["ram_bytes"] / stats["exemplars"], 1)
     assert stats["ram_bytes"] > stats["exemplars"] * memory.dim * 4  # every vector is held in RAM by the index
+
+
+def test_an_empty_memory_has_no_per_exemplar_figures(tmp_path, capsys):
+    from vmem_core import VisualMemory
+    from vmem_core.cli import main
+
+    VisualMemory.create(tmp_path / "empty", encoder="test-pixels").close()
+    with VisualMemory.open(tmp_path / "empty") as memory:
+        stats = memory.stats()
+    assert stats["exemplars"] == 0 and stats["bytes"] > 0  # the fixed overhead is there, but divides by nothing
+    assert stats["bytes_per_exemplar"] is None and stats["ram_bytes_per_exemplar"] is None
+    assert set(stats["bytes_per_exemplar_by_part"]) == {"vectors", "thumbnails", "database", "index", "other"}
+    assert all(v is None for v in stats["bytes_per_exemplar_by_part"].values())
+    assert main(["stats", str(tmp_path / "empty")]) == 0
+    out = capsys.readouterr().out
+    assert "per exemplar n/a (no exemplars)" in out and "bytes per exemplar" not in out

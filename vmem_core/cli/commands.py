@@ -379,10 +379,15 @@ def cmd_stats(args) -> int:
         return 0
     print(f"{stats['path']}: {stats['exemplars']} exemplars ({stats['deleted']} deleted, restorable), "
           f"{stats['classes']} classes, encoder {stats['encoder']} ({stats['dim']}-d)")
-    print(f"on disk: {stats['bytes']:,} bytes, {stats['bytes_per_exemplar']:,} bytes per exemplar ("
-          + ", ".join(f"{part} {size:,}" for part, size in stats["bytes_per_exemplar_by_part"].items() if size) + ")")
-    print(f"in RAM (index and labels, estimated): {stats['ram_bytes']:,} bytes, {stats['ram_bytes_per_exemplar']:,} "
-          "bytes per exemplar")
+    if stats["bytes_per_exemplar"] is None:  # nothing to divide the fixed overhead by
+        print(f"on disk: {stats['bytes']:,} bytes, per exemplar n/a (no exemplars)")
+        print(f"in RAM (index and labels, estimated): {stats['ram_bytes']:,} bytes, per exemplar n/a (no exemplars)")
+    else:
+        print(f"on disk: {stats['bytes']:,} bytes, {stats['bytes_per_exemplar']:,} bytes per exemplar ("
+              + ", ".join(f"{part} {size:,}" for part, size in stats["bytes_per_exemplar_by_part"].items() if size)
+              + ")")
+        print(f"in RAM (index and labels, estimated): {stats['ram_bytes']:,} bytes, "
+              f"{stats['ram_bytes_per_exemplar']:,} bytes per exemplar")
     backend = stats["index_backend"]
     index = stats["index"]
     if backend["name"] == "exact":

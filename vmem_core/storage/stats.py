@@ -36,7 +36,11 @@ def memory_stats(path: Path, config: dict, index_params: "IndexParams", store: "
     counts = store.counts()
     parts = disk_usage(path)
     total_bytes = sum(parts.values())
-    rows = max(counts["live"] + counts["deleted"], 1)
+    rows = counts["live"] + counts["deleted"]
+
+    def per_row(size):  # None (JSON null) when there is no exemplar: the fixed overhead is no per-exemplar cost
+        return round(size / rows, 1) if rows else None
+
     # what an open memory keeps in RAM: the hnswlib graph with its vectors, and the label table (vault vectors
     # and thumbnails are read from disk on demand; DuckDB's cache is bounded by its own settings)
     ram = index.resident_bytes() + table.ids.nbytes + table.classes.nbytes
@@ -51,10 +55,10 @@ def memory_stats(path: Path, config: dict, index_params: "IndexParams", store: "
         "classes": len(table.labels),
         "labels": store.label_counts(),
         "bytes": total_bytes,
-        "bytes_per_exemplar": round(total_bytes / rows, 1),
-        "bytes_per_exemplar_by_part": {part: round(size / rows, 1) for part, size in parts.items()},
+        "bytes_per_exemplar": per_row(total_bytes),
+        "bytes_per_exemplar_by_part": {part: per_row(size) for part, size in parts.items()},
         "ram_bytes": int(ram),
-        "ram_bytes_per_exemplar": round(ram / rows, 1),
+        "ram_bytes_per_exemplar": per_row(ram),
         "index": asdict(index_params),
         "index_backend": index.describe(),
     }
