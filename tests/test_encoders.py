@@ -271,3 +271,37 @@ def test_timm_tag_without_the_hub_says_which_tag_and_offers_a_local_file(monkeyp
     with pytest.raises(EncoderError, match="could not fetch pretrained weights 'a1_in1k' for timm architecture "
                                            "resnet18 .* pass its path instead: timm:resnet18:/path/to/checkpoint"):
         load_encoder("timm:resnet18:a1_in1k")
+
+
+def test_timm_loading_line_stays_out_of_normal_output_but_shows_at_info(tmp_path: Path):
+    import logging
+
+    from vmem_core.encoders.timm_encoder import TimmEncoder  # not load_encoder, which loads once per process
+
+    checkpoint = tmp_path / "tiny-vit.pth"
+    save_random_timm_checkpoint(checkpoint, seed=0)
+
+    class Seen(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.NOTSET)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append((record.levelno, record.getMessage()))
+
+    root, seen = logging.getLogger(), Seen()
+    level = root.level
+    root.addHandler(seen)
+    try:
+        root.setLevel(logging.WARNING)  # the CLI without -v
+        TimmEncoder(TIMM_ARCH, str(checkpoint))
+        assert not any("Loading pretrained weights" in m for _, m in seen.messages), seen.messages
+        logging.getLogger("vmem_core.test").warning("vmem's own warning")  # still passes
+        assert (logging.WARNING, "vmem's own warning") in seen.messages
+        root.setLevel(logging.INFO)  # -v
+        TimmEncoder(TIMM_ARCH, str(checkpoint))
+        assert any("Loading pretrained weights from file" in m for _, m in seen.messages), seen.messages
+    finally:
+        root.removeHandler(seen)
+        root.setLevel(level)
+    assert logging.getLogger("timm.models._builder").propagate  # restored after loading

@@ -50,27 +50,35 @@ class _KeysThatDidNotFit(logging.Handler):
     what did not fit, so a checkpoint of another architecture would leave the network at its random initialisation
     without an error. These reports are what lets the encoder refuse it instead."""
 
-    def __init__(self) -> None:
+    def __init__(self, logger: logging.Logger) -> None:
         super().__init__(logging.INFO)
         self.reports: list[str] = []
+        # the logger is lowered to INFO to hear these reports, and stops passing records up while it is: a record
+        # goes on to the handlers above only at the level the logger had before (timm's "Loading pretrained weights
+        # from file ..." showed on every command, yet shows with -v, which lowers that level)
+        self.parent, self.passed_level = logger.parent, logger.getEffectiveLevel()
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if message.startswith(("Missing keys", "Unexpected keys")):
             self.reports.append(message)
+        if record.levelno >= self.passed_level and self.parent is not None:
+            self.parent.callHandlers(record)  # as propagation does: the handlers above, not their loggers' filters
 
 
 @contextlib.contextmanager
 def _watch_loading():
     logger = logging.getLogger(_TIMM_LOADER_LOG)
-    handler, level = _KeysThatDidNotFit(), logger.level
+    handler, level, propagate = _KeysThatDidNotFit(logger), logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 class TimmEncoder(BatchedEncoder):
