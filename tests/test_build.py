@@ -70,6 +70,36 @@ def test_strict_build_commits_the_chunks_before_the_bad_image(tmp_path):
         assert len(mem) == 39
 
 
+def test_strict_cli_build_removes_a_memory_it_created_and_left_empty(tmp_path, capsys):
+    from vmem_core.cli import main
+
+    root = make_folder(tmp_path / "data", 6, labels=("a",))
+    (root / "a" / "00002.png").write_bytes(b"not a png")  # in the first (only) chunk: nothing is added
+    assert main(["build", "--memory", str(tmp_path / "m"), "--encoder", "test-pixels", "--strict", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "00002.png" in err and f"--strict stopped the build before anything was added: the new memory " \
+        f"{tmp_path / 'm'} was removed" in err
+    assert not (tmp_path / "m").exists()
+
+    (tmp_path / "empty").mkdir()  # an empty folder given as the memory stays an empty folder
+    assert main(["build", "--memory", str(tmp_path / "empty"), "--encoder", "test-pixels", "--strict",
+                 str(root)]) == 2
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+def test_strict_cli_build_keeps_a_memory_with_exemplars_and_says_so(tmp_path, capsys):
+    from vmem_core.cli import main
+
+    root = make_folder(tmp_path / "data", 270, labels=("a",))
+    (root / "a" / "00260.png").write_bytes(b"not a png")  # after the first chunk of 256, which is committed
+    assert main(["build", "--memory", str(tmp_path / "m"), "--encoder", "test-pixels", "--strict", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "00260.png" in err and f"{tmp_path / 'm'} is kept with the 256 exemplar(s) it holds" in err
+    assert "rerun the build to go on" in err
+    with VisualMemory.open(tmp_path / "m") as mem:
+        assert len(mem) == 256
+
+
 SLOW_BUILD = """
 import sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from ..devices import devices_text
+from ..errors import BadImageError
+from ..storage.layout import CONFIG_NAME
 from .common import (
     UsageError,
     expand_images,
@@ -28,18 +30,27 @@ def cmd_build(args) -> int:
     # leaves no empty memory behind
     items = scan_dataset(Path(args.data))
     check_dataset_labels(items)
+    path = Path(args.memory)
+    created, existed = not (path / CONFIG_NAME).exists(), path.exists()  # a memory held by the app has its config
+    stopped = None
     with open_memory(args, create=True) as memory:
         progress = progress_bar("build", not args.json)
-        if args.engine == "ray":
-            try:
-                from ..ingest.ray_build import build_with_ray
-            except ImportError as exc:
-                raise UsageError(f"--engine ray needs Ray: pip install -r requirements-scale.txt ({exc})") from None
-            report = build_with_ray(memory, items, address=args.ray_address, num_cpus=args.ray_cpus,
-                                    progress=progress, strict=args.strict)
+        try:
+            if args.engine == "ray":
+                try:
+                    from ..ingest.ray_build import build_with_ray
+                except ImportError as exc:
+                    raise UsageError(f"--engine ray needs Ray: pip install -r requirements-scale.txt ({exc})") from None
+                report = build_with_ray(memory, items, address=args.ray_address, num_cpus=args.ray_cpus,
+                                        progress=progress, strict=args.strict)
+            else:
+                report = memory.build(items, progress=progress, strict=args.strict)
+        except BadImageError as exc:  # --strict: the chunks before the image are committed
+            stopped = (exc, len(memory))
         else:
-            report = memory.build(items, progress=progress, strict=args.strict)
-        stats = memory.stats()
+            stats = memory.stats()
+    if stopped is not None:
+        _strict_stop(path, *stopped, created=created and not getattr(args, "index_uri", None), existed=existed)
     if args.json:
         print_json({"added": report.added, "skipped_existing": report.skipped_existing,
                      "rejected": [{"path": p, "reason": r} for p, r in report.rejected],
@@ -53,6 +64,22 @@ def cmd_build(args) -> int:
     if hint:
         print(hint, file=sys.stderr)  # stderr: --json's stdout stays the contract
     return 0
+
+
+def _strict_stop(path: Path, exc: Exception, live: int, created: bool, existed: bool):
+    """`build --strict` stopped at an unreadable image: a memory this build created and left empty is removed (there
+    is nothing to resume); one that holds exemplars is kept, and the error says so."""
+    import shutil
+
+    if created and live == 0:
+        shutil.rmtree(path, ignore_errors=True)
+        if existed:  # it was an empty folder before: left as it was
+            path.mkdir(parents=True, exist_ok=True)
+        raise BadImageError(f"{exc}; --strict stopped the build before anything was added: the new memory {path} "
+                            "was removed") from None
+    raise BadImageError(f"{exc}; --strict stopped the build: {path} is kept with the {live} exemplar(s) it holds "
+                        "(those read before the image included); fix or remove the image and rerun the build to go on "
+                        "(exemplars already present are skipped)") from None
 
 
 EXACT_BYTES_PER_VALUE = 6  # the exact backend on a GPU keeps float32 vectors and a float16 copy (backends.exact)
