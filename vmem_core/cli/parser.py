@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (this process) or ray (Ray Data: a local Ray instance, or --ray-address)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to run on (e.g. ray://head:10001 or auto)")
     p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it (a memory this build "
-                        "created is removed if nothing was added; otherwise kept, and a rerun goes on)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable image instead of skipping it (a memory this build created is "
+                        "removed if nothing was added; otherwise kept, and a rerun goes on)")
     p.add_argument("--index-m", dest="M", type=int, default=None,
                    help="a new memory's HNSW graph degree M (default 16; bench/search.py shows the trade-off)")
     p.add_argument("--index-ef-construction", dest="ef_construction", type=int, default=None,
