@@ -36,6 +36,7 @@ from tests.browser import (  # noqa: E402
     settle,
     streamlit_server,
     tick,
+    upload,
     wait_for,
     wait_for_text,
 )
@@ -116,7 +117,7 @@ def classify_an_upload(driver, url: str, image: Path, shots: Shots) -> str:
     driver.get(url)
     settle(driver, "Classify")
     wait_for_text(driver, r"Prediction: ", "the default sample's prediction", timeout=180)  # the encoder loads first
-    driver.find_element(By.CSS_SELECTOR, "input[type='file']").send_keys(str(image))
+    upload(driver, image)
     headings = wait_for(driver, lambda d: [h.text for h in d.find_elements(By.TAG_NAME, "h3")
                                            if h.text.startswith("Prediction: ")][1:] and
                         [h.text for h in d.find_elements(By.TAG_NAME, "h3") if h.text.startswith("Prediction: ")],
@@ -181,8 +182,7 @@ def add_then_delete(driver, url: str, image: Path, label: str, shots: Shots) -> 
                                                 if "Add exemplars" in e.text), None), what="Add exemplars")
     if expander.get_attribute("open") is None:  # folded: its controls are not visible, so not clickable
         click(driver, expander.find_element(By.TAG_NAME, "summary"))
-    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "input[type='file']"), what="the uploader") \
-        .send_keys(str(image))
+    upload(driver, image)
     choose(driver, "Label", label)  # the first of the page's two boxes so named: the one inside "Add exemplars"
     click(driver, button(driver, "Add to memory"))
     added = wait_for_text(driver, r"Added 1 exemplar\(s\) labelled '([^']+)' \(ids (\d+)\)", "the addition")

@@ -129,6 +129,15 @@ def click(driver, element) -> None:
     element.click()
 
 
+def upload(driver, path: Path) -> None:
+    """Give `path` to the page's file uploader once it is there (it renders after the page's first output: finding it
+    at once failed a CI run under load)."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "input[type='file']"), what="the uploader") \
+        .send_keys(str(path))
+
+
 def button(driver, text: str):
     """The enabled button whose text starts with `text`, once there."""
     from selenium.webdriver.common.by import By

@@ -7,7 +7,17 @@ import pytest
 
 from vmem_core import VisualMemory
 
-from .browser import box_select_everything, browser_available, button, chromium, click, streamlit_server, tick, wait_for
+from .browser import (
+    box_select_everything,
+    browser_available,
+    button,
+    chromium,
+    click,
+    streamlit_server,
+    tick,
+    upload,
+    wait_for,
+)
 from .helpers import SAMPLE
 
 pytestmark = pytest.mark.skipif(
@@ -39,7 +49,7 @@ def test_upload_shows_prediction_and_neighbor_gallery(real_memory):
         wait_for(driver, lambda d: "Classify" in d.find_element(By.TAG_NAME, "h1").text, what="the Classify page")
         wait_for(driver, lambda d: any("Prediction:" in h.text for h in d.find_elements(By.TAG_NAME, "h3")),
                  what="the default sample's prediction")
-        driver.find_element(By.CSS_SELECTOR, "input[type='file']").send_keys(str(query))
+        upload(driver, query)
         headings = wait_for(
             driver,
             lambda d: [h.text for h in d.find_elements(By.TAG_NAME, "h3") if "Prediction:" in h.text][1:] and

@@ -303,7 +303,7 @@ def test_build_refuses_a_non_positive_index_parameter(tmp_path, subset):
 
 
 @pytest.mark.slow
-def test_tune_changes_the_search_beam_and_keeps_it(tmp_path, built):
+def test_tune_changes_the_search_beam_and_keeps_it(tmp_path, built, subset):
     memory = tmp_path / "tune.vmem"
     shutil.copytree(built, memory)
     result = vmem("tune", memory, "--index-ef", 256, "--json")
@@ -316,5 +316,6 @@ def test_tune_changes_the_search_beam_and_keeps_it(tmp_path, built):
     assert result.returncode == 2 and "search beam ef -3: must be a positive integer" in result.stderr
     assert json.loads(vmem("stats", memory, "--json").stdout)["index"]["ef_search"] == 256
     # build still refuses to change the graph, and points at tune for the beam
-    result = vmem("build", tmp_path, "--memory", memory, "--index-ef", 64)
+    # (from a real dataset: a folder without labelled images is refused before the memory is opened)
+    result = vmem("build", subset, "--memory", memory, "--index-ef", 64)
     assert result.returncode == 2 and f"vmem tune {memory} --index-ef N" in result.stderr
