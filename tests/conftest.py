@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,18 +10,13 @@ from streamlit.testing.v1 import AppTest
 
 from vmem_core import VisualMemory
 
-from .helpers import REPO, SAMPLE, TIMEOUT, TINY_CLIP  # importing helpers registers the test encoders
+from .helpers import REPO, TIMEOUT, TINY_CLIP, sample_folder  # importing helpers registers the test encoders
 
 
 @pytest.fixture
 def small_folder(tmp_path: Path) -> Path:
     """An ImageFolder of 3 labels x 4 images, from the shipped Fashion-MNIST sample."""
-    root = tmp_path / "small"
-    for label in ("bag", "sneaker", "trouser"):
-        (root / label).mkdir(parents=True)
-        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:4]:
-            shutil.copy(path, root / label / path.name)
-    return root
+    return sample_folder(tmp_path / "small", ("bag", "sneaker", "trouser"), per_label=4)
 
 
 @pytest.fixture
@@ -60,11 +54,7 @@ def clip_memory(tmp_path_factory):
     torch.manual_seed(0)
     checkpoint = root / "tiny.pt"
     torch.save(open_clip.create_model("vmem-tiny-clip").state_dict(), checkpoint)
-    data = root / "data"
-    for label in ("bag", "sneaker", "trouser"):
-        (data / label).mkdir(parents=True)
-        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:4]:
-            (data / label / path.name).write_bytes(path.read_bytes())
+    data = sample_folder(root / "data", ("bag", "sneaker", "trouser"), per_label=4)
     with VisualMemory.create(root / "mem", encoder=f"open_clip:vmem-tiny-clip:{checkpoint}") as memory:
         memory.build(data)
     return root / "mem"

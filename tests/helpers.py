@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -22,6 +23,17 @@ from vmem_core.encoders import BatchedEncoder
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "fashion-mnist"
 TIMEOUT = 120  # seconds for an AppTest run
+
+
+def sample_folder(root: Path, labels=None, per_label: int = 4, split: str = "memory") -> Path:
+    """An ImageFolder at `root`: the first `per_label` shipped sample images of each label (every label when None)
+    of `split` ("memory" or "queries"). Returns `root`."""
+    labels = sorted(p.name for p in (SAMPLE / split).iterdir()) if labels is None else labels
+    for label in labels:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for path in sorted((SAMPLE / split / label).glob("*.png"))[:per_label]:
+            shutil.copy(path, root / label / path.name)
+    return root
 
 
 class PixelEncoder(BatchedEncoder):

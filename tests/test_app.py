@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from vmem_core import VisualMemory
 from vmem_core.encoders import load_encoder
 
-from .helpers import REPO, SAMPLE, TIMEOUT, png_bytes, texts
+from .helpers import REPO, SAMPLE, TIMEOUT, png_bytes, sample_folder, texts
 
 
 def test_classify_shows_prediction_scores_and_neighbors(app):
@@ -515,11 +515,7 @@ def test_evaluate_error_loop_on_an_uploaded_query_set(app, tmp_path, monkeypatch
     import io
     import zipfile
 
-    folder = tmp_path / "uploaded"
-    for label in ("bag", "sneaker"):
-        (folder / label).mkdir(parents=True)
-        for path in sorted((SAMPLE / "queries" / label).glob("*.png"))[:5]:
-            (folder / label / path.name).write_bytes(path.read_bytes())
+    folder = sample_folder(tmp_path / "uploaded", ("bag", "sneaker"), per_label=5, split="queries")
     plant = _plant_a_wrong_neighbour(tmp_path, folder)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as bundle:

@@ -18,7 +18,7 @@ from .browser import (
     upload,
     wait_for,
 )
-from .helpers import SAMPLE
+from .helpers import SAMPLE, sample_folder
 
 pytestmark = pytest.mark.skipif(
     not browser_available() and not os.environ.get("CI"),
@@ -29,11 +29,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def real_memory(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    data = root / "data"
-    for label in ("bag", "sneaker", "trouser"):
-        (data / label).mkdir(parents=True)
-        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:6]:
-            shutil.copy(path, data / label / path.name)
+    data = sample_folder(root / "data", ("bag", "sneaker", "trouser"), per_label=6)
     with VisualMemory.create(root / "mem.vmem") as memory:  # the default encoder, as a user would have
         memory.build(data)
     return root / "mem.vmem"

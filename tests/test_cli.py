@@ -10,17 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO, SAMPLE, png_header_only, vmem
+from .helpers import REPO, SAMPLE, png_header_only, sample_folder, vmem
 
 
 @pytest.fixture(scope="module")
 def subset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("subset")
-    for label_dir in sorted((SAMPLE / "memory").iterdir()):
-        (root / label_dir.name).mkdir()
-        for path in sorted(label_dir.glob("*.png"))[:15]:
-            shutil.copy(path, root / label_dir.name / path.name)
-    return root
+    return sample_folder(tmp_path_factory.mktemp("subset"), per_label=15)
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +175,7 @@ def test_wrong_encoder_is_refused(tmp_path, subset):
 
 
 def test_build_with_a_larger_efficientnet(tmp_path):
-    data = tmp_path / "few"
-    for label in ("bag", "trouser"):
-        (data / label).mkdir(parents=True)
-        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:3]:
-            shutil.copy(path, data / label / path.name)
+    data = sample_folder(tmp_path / "few", ("bag", "trouser"), per_label=3)
     memory = tmp_path / "lite1.vmem"
     result = vmem("build", data, "--memory", memory, "--encoder", "efficientnet-lite1", "--json")
     assert result.returncode == 0, result.stderr

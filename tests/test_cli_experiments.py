@@ -1,7 +1,6 @@
 """`vmem eval --experiment ...` and `vmem attribute`, in-process on a pixel-encoder memory of the shipped sample."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -9,18 +8,14 @@ import pytest
 from vmem_core import VisualMemory
 from vmem_core.cli import main
 
-from .helpers import SAMPLE
+from .helpers import SAMPLE, sample_folder
 
 TAXONOMY = SAMPLE / "taxonomy.csv"
 
 
 @pytest.fixture(scope="module")
 def sample_memory(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("subset")
-    for label_dir in sorted((SAMPLE / "memory").iterdir()):
-        (root / label_dir.name).mkdir()
-        for path in sorted(label_dir.glob("*.png"))[:30]:
-            shutil.copy(path, root / label_dir.name / path.name)
+    root = sample_folder(tmp_path_factory.mktemp("subset"), per_label=30)
     path = tmp_path_factory.mktemp("mem") / "m.vmem"
     with VisualMemory.create(path, encoder="test-pixels") as memory:
         memory.build(root)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,7 @@ from vmem_core import VisualMemory
 from vmem_core.host import HOST_FILE
 
 from .browser import browser_available, chromium, streamlit_server, wait_for
-from .helpers import REPO, SAMPLE, TIMEOUT, database_held_elsewhere, png_bytes, vmem
+from .helpers import REPO, TIMEOUT, database_held_elsewhere, png_bytes, sample_folder, vmem
 
 
 @pytest.fixture
@@ -128,11 +127,7 @@ def test_cli_beside_a_running_app_server(tmp_path):
     """The real thing: `streamlit run` in a subprocess with a browser session open on it, `vmem` in another."""
     from selenium.webdriver.common.by import By
 
-    data = tmp_path / "data"
-    for label in ("bag", "trouser"):
-        (data / label).mkdir(parents=True)
-        for image in sorted((SAMPLE / "memory" / label).glob("*.png"))[:3]:
-            shutil.copy(image, data / label / image.name)
+    data = sample_folder(tmp_path / "data", ("bag", "trouser"), per_label=3)
     path = tmp_path / "mem.vmem"
     with VisualMemory.create(path) as memory:  # the default encoder: the app process has no test encoders
         memory.build(data)

@@ -6,7 +6,6 @@ Two sessions at once is tests/test_browser.py's test_two_sessions_the_second_del
 
 import os
 import re
-import shutil
 
 import pytest
 
@@ -15,7 +14,7 @@ from vmem_core import VisualMemory
 from vmem_core.ingest.datasets import scan_dataset
 
 from .browser import browser_available, chromium, streamlit_server
-from .helpers import SAMPLE
+from .helpers import SAMPLE, sample_folder
 
 pytestmark = pytest.mark.skipif(
     not browser_available() and not os.environ.get("CI"),
@@ -30,11 +29,7 @@ def planted_memory(tmp_path):
     """Bags, sneakers and trousers (8 each, the default encoder), and one exemplar labelled trouser placed on a bag
     query that the memory otherwise gets right: at k=1 that query is predicted trouser. Returns the memory's path,
     the planted id, and the queries that deleting it fixes and breaks (worked out from plain searches)."""
-    data = tmp_path / "data"
-    for label in ("bag", "sneaker", "trouser"):
-        (data / label).mkdir(parents=True)
-        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:8]:
-            shutil.copy(path, data / label / path.name)
+    data = sample_folder(tmp_path / "data", ("bag", "sneaker", "trouser"), per_label=8)
     queries = scan_dataset(SAMPLE / "queries")
     with VisualMemory.create(tmp_path / "mem.vmem") as memory:
         memory.build(data)

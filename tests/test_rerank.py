@@ -26,7 +26,7 @@ from vmem_core.rerank import (
 from vmem_core.rerank.pipeline import make_requests, plan_batch, with_cache
 
 from .fake_vlm import FakeVLM, Step
-from .helpers import SAMPLE
+from .helpers import SAMPLE, sample_folder
 
 KEY = "test-secret-key-8c1f2e"
 LABELS = ("bag", "sneaker", "trouser")
@@ -35,11 +35,7 @@ LABELS = ("bag", "sneaker", "trouser")
 @pytest.fixture(scope="module")
 def memory60(tmp_path_factory):
     """60 exemplars (3 labels x 20) with the pixel encoder: enough for 50 neighbours."""
-    root = tmp_path_factory.mktemp("data60")
-    for label in LABELS:
-        (root / label).mkdir()
-        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:20]:
-            (root / label / path.name).write_bytes(path.read_bytes())
+    root = sample_folder(tmp_path_factory.mktemp("data60"), LABELS, per_label=20)
     memory = VisualMemory.create(tmp_path_factory.mktemp("m") / "mem", encoder="test-pixels")
     memory.build(root)
     yield memory

@@ -12,17 +12,13 @@ from vmem_core.cli import main
 from vmem_core.rerank import RerankCache
 
 from .fake_vlm import FakeVLM, Step
-from .helpers import SAMPLE
+from .helpers import SAMPLE, sample_folder
 from .test_rerank import KEY, LABELS
 
 
 @pytest.fixture
 def mem(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    for label in LABELS:
-        (root / label).mkdir(parents=True)
-        for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:20]:
-            (root / label / path.name).write_bytes(path.read_bytes())
+    root = sample_folder(tmp_path / "data", LABELS, per_label=20)
     with VisualMemory.create(tmp_path / "mem", encoder="test-pixels") as memory:
         memory.build(root)
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
