@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 MARKER = "<!-- vmem-cli-reference -->"
-USAGE_WIDTH = "100"  # argparse wraps usage lines at $COLUMNS: fixed, so the page is the same on every machine
+USAGE_WIDTH = "80"  # argparse wraps usage at $COLUMNS: fixed, so the page is the same everywhere (and fits it)
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
@@ -51,8 +51,8 @@ def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpars
 def render(parser: argparse.ArgumentParser) -> str:
     out = [_global_options(parser)]
     names = subcommands(parser)
-    out.append("| command | what it does |\n|---|---|")
-    out += [f"| [`vmem {name}`](#vmem-{name}) | {_cell(text)} |" for name, text, _ in names]
+    out.append("| command | what it does |\n|---|---|\n"
+               + "\n".join(f"| [`vmem {name}`](#vmem-{name}) | {_cell(text)} |" for name, text, _ in names))
     for name, text, sub in names:
         out.append(f"## vmem {name}\n\n{_text(text)}.\n" if text else f"## vmem {name}\n")
         out.append(f"```text\n{sub.format_usage().strip()}\n```")
