@@ -219,3 +219,22 @@ def test_the_four_commands_run_in_the_process_that_holds_the_memory(mem, tmp_pat
         assert memory.label_of(9) == "bag"
         assert [(e.action, e.actor.split(" via ")[1]) for e in memory.audit_log()][-1:] == [
             ("relabel", "cli through app")]
+
+
+@pytest.mark.slow
+def test_a_read_only_app_runs_the_reading_commands_and_refuses_relabel(mem, tmp_path, monkeypatch):
+    from vmem_core.access import READ_ONLY_ENV
+
+    monkeypatch.setenv(READ_ONLY_ENV, "1")  # the holder inherits it, as `vmem app --read-only` sets it
+    before = memory_state(mem)
+    with held_by_a_host(mem):
+        for command in (("ls", mem, "--json"), ("curate", mem, "--json"),
+                        ("map", mem, "--out", tmp_path / "m.html", "--json")):
+            result = vmem(*command)
+            assert result.returncode == 0 and "is open in the vmem app" in result.stderr, result.stderr
+        refused = vmem("relabel", mem, 9, "bag")
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines()[-1] == ("vmem: error: the app holding this memory is read-only: "
+                                                          "'relabel' is refused; accepted: stats, classify, eval, "
+                                                          "attribute, search-text, audit, ls, curate, map")
+    assert memory_state(mem) == before
