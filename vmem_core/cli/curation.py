@@ -70,6 +70,8 @@ def _timestamp(value):
 
 # --- relabel ---------------------------------------------------------------------------------------------------------
 def cmd_relabel(args) -> int:
+    import pandas as pd
+
     from ..ingest.names import check_label
 
     ids = list(dict.fromkeys(args.ids))  # each once, in the order given
@@ -85,8 +87,6 @@ def cmd_relabel(args) -> int:
         if missing:
             raise UsageError(f"unknown exemplar id(s): {', '.join(map(str, missing[:20]))}; `vmem ls {args.memory}` "
                              "lists the ids")
-        import pandas as pd
-
         deleted = [i for i in ids if not pd.isna(found[i][1])]
         if deleted:
             raise UsageError(f"exemplar(s) {', '.join(map(str, deleted[:20]))} are deleted; restore them first "
@@ -240,11 +240,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 # --- the parser entries ------------------------------------------------------------------------------------------------
-def add_curation_commands(sub, index_uri, voting_options) -> None:
+def add_curation_commands(sub, index_uri) -> None:
     """`relabel`, `ls`, `curate` and `map` on the `vmem` parser's subcommands."""
     from ..analysis.curate import DEFAULT_SUGGESTIONS
     from ..analysis.memory_map import METHODS
-    from ..voting import EXPLAIN_K, DEFAULT_RELIABILITY_TOP_N
+    from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, DEFAULT_RULE, EXPLAIN_K, RULES
     from .common import exemplar_id
 
     p = sub.add_parser("relabel", parents=[index_uri], help="give exemplars a new label (vmem relabel MEM ID... LABEL)")
@@ -281,9 +281,14 @@ def add_curation_commands(sub, index_uri, voting_options) -> None:
                    help=f"suggestions to list (default {DEFAULT_SUGGESTIONS})")
     p.add_argument("--k", type=int, default=EXPLAIN_K, help=f"neighbours that vote the suggested label "
                                                             f"(default {EXPLAIN_K}, as in the app)")
-    voting_options(p)  # --pruning is accepted and not applied: curation judges by v (analysis.curate says why)
+    p.add_argument("--voting", default=DEFAULT_RULE, choices=RULES,
+                   help=f"the rule that weighs the neighbours' disagreement and votes the suggested label (default: "
+                        f"{DEFAULT_RULE})")
+    p.add_argument("--top-n", type=int, default=DEFAULT_RELIABILITY_TOP_N,
+                   help="reliability v counts appearances among this many leave-one-out neighbours")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_curate)
+    # no --pruning: curation judges exemplars by v, the very thing pruning acts on (analysis.curate.curation_settings)
+    p.set_defaults(func=cmd_curate, pruning="none", threshold=DEFAULT_HARD_THRESHOLD)
 
     p = sub.add_parser("map", parents=[index_uri],
                        help="the Map page's figure (every exemplar in 2-D) as a standalone plotly HTML file")

@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .curation import add_curation_commands
 
-    add_curation_commands(sub, index_uri, voting_options)
+    add_curation_commands(sub, index_uri)
 
     p = sub.add_parser("stats", parents=[index_uri], help="counts per label, encoder, size on disk, index backend")
     p.add_argument("memory")
