@@ -103,7 +103,8 @@ def test_ls_json_contract_filters_and_pages(mem, capsys):
     assert status == 0 and set(payload) == {"total", "offset", "limit", "exemplars"}
     assert (payload["total"], payload["offset"], payload["limit"]) == (12, 5, 5)
     assert [row["id"] for row in payload["exemplars"]] == [5, 6, 7, 8, 9]
-    assert all(set(row) == {"id", "label", "source", "sha256", "added_at", "deleted_at"} for row in payload["exemplars"])
+    keys = {"id", "label", "source", "sha256", "added_at", "deleted_at"}
+    assert all(set(row) == keys for row in payload["exemplars"])
 
     def ids(*options):
         status, out, err = run(capsys, "ls", mem, "--json", *options)

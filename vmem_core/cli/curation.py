@@ -58,7 +58,8 @@ def _known_label(memory, label: str, what: str) -> str:
 
 def _labels_text(memory) -> str:
     labels = memory.labels
-    shown = ", ".join(repr(name) for name in labels[:30]) + (f", ... ({len(labels)} in all)" if len(labels) > 30 else "")
+    more = f", ... ({len(labels)} in all)" if len(labels) > 30 else ""
+    shown = ", ".join(repr(name) for name in labels[:30]) + more
     return shown or "none (it is empty)"
 
 
@@ -239,7 +240,7 @@ def _write_atomically(path: Path, text: str) -> None:
         temporary.unlink(missing_ok=True)
 
 
-# --- the parser entries ------------------------------------------------------------------------------------------------
+# --- the parser entries ----------------------------------------------------------------------------------------------
 def add_curation_commands(sub, index_uri) -> None:
     """`relabel`, `ls`, `curate` and `map` on the `vmem` parser's subcommands."""
     from ..analysis.curate import DEFAULT_SUGGESTIONS
