@@ -445,3 +445,7 @@ def cmd_tune(args) -> int:
     return 0
 
 
+
+
+# run_for_client finds a forwarded command here by name (cmd_<name>); these four live in their own module
+from .curation import cmd_curate, cmd_ls, cmd_map, cmd_relabel  # noqa: E402,F401

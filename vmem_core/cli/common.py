@@ -130,7 +130,7 @@ class _Borrowed:
 
 # commands that only read: they open the memory read-only, so that closing it writes nothing (not even the index
 # snapshot that a writer would bring up to date)
-READ_ONLY_COMMANDS = ("stats", "classify", "eval", "attribute", "search-text", "audit")
+READ_ONLY_COMMANDS = ("stats", "classify", "eval", "attribute", "search-text", "audit", "ls", "curate", "map")
 
 
 def open_memory(args, encoder: Optional[str] = None, create: bool = False):

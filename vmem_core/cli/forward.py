@@ -10,9 +10,9 @@ from ..errors import MemoryLockedError
 
 # commands a process holding the memory can run for the CLI (app and demo start processes of their own)
 HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "attribute", "search-text",
-             "stats", "tune", "migrate")
+             "stats", "tune", "migrate", "relabel", "ls", "curate", "map")
 _PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms", "taxonomy", "ood_images", "certificate",
-                   "verify_certificate")
+                   "verify_certificate", "out")
 
 
 def memory_argument(args) -> Optional[str]:

@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_attribute)
 
+    from .curation import add_curation_commands
+
+    add_curation_commands(sub, index_uri)
+
     p = sub.add_parser("stats", parents=[index_uri], help="counts per label, encoder, size on disk, index backend")
     p.add_argument("memory")
     p.add_argument("--json", action="store_true")
