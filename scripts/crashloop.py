@@ -297,7 +297,7 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
             return f"purged embeddings still on disk: {hits[:3]}", model, in_flight
         known_ids, known = memory.stored_embeddings(sorted(actual))
         figures.known_vectors.update({int(i): v.astype("<f4").tobytes() for i, v in zip(known_ids, known)})
-        verification = memory.verify_audit()
+        verification = memory.audit.verify()
         if not verification.ok:
             return f"audit chain broken: {verification.reason}", model, in_flight
         if live:

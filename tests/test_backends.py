@@ -165,9 +165,9 @@ def test_search_beam_changes_at_once_and_survives_reopen(filled, data, backend):
     with VisualMemory.open(path) as memory:
         assert memory.index_params.ef_search == 400 and search_beam(memory) == 400
         assert memory.index_params.M == 16  # the graph's own parameters are untouched
-        assert [e.payload() for e in memory.audit_log() if e.action == "tune"] == [
+        assert [e.payload() for e in memory.audit.log() if e.action == "tune"] == [
             {"ef_search": {"from": default, "to": 400}}]
-        assert memory.verify_audit().ok
+        assert memory.audit.verify().ok
 
 
 CRASH_AFTER_COMMIT = """
@@ -263,7 +263,7 @@ def test_migrate_to_milvus_and_back_keeps_the_memory(tmp_path, data):
     with VisualMemory.open(path) as memory:
         assert memory.index_backend.name == "hnswlib"
         assert sorted(memory.index_backend.live_ids().tolist()) == [0] + list(range(3, 4)) + list(range(5, 800))
-        assert [e.action for e in memory.audit_log()].count("migrate") == 2 and memory.verify_audit().ok
+        assert [e.action for e in memory.audit.log()].count("migrate") == 2 and memory.audit.verify().ok
 
 
 def test_migrate_refuses_what_it_cannot_do(tmp_path, capsys):
@@ -281,4 +281,4 @@ def test_migrate_refuses_what_it_cannot_do(tmp_path, capsys):
     assert main(["stats", str(path), "--index-uri", "http://host:19530"]) == 2
     assert "uses the hnswlib index" in capsys.readouterr().err
     with VisualMemory.open(path) as memory:  # nothing changed
-        assert memory.index_backend.name == "hnswlib" and memory.verify_audit().ok
+        assert memory.index_backend.name == "hnswlib" and memory.audit.verify().ok

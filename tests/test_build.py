@@ -155,5 +155,5 @@ def test_build_killed_halfway_resumes_without_duplicates_or_loss(tmp_path):
         assert sorted(mem.index_backend.live_ids().tolist()) == list(range(count))
         found, _ = mem.search(stored[::97], 1)
         assert found[:, 0].tolist() == ids[::97].tolist()
-        assert mem.verify_audit().ok
+        assert mem.audit.verify().ok
     assert vectors.stat().st_size == count * RECORD  # no bytes of the killed chunk left behind

@@ -91,7 +91,7 @@ def test_sessions_hammering_one_memory_never_corrupt_it(memory):
     assert sorted(memory.index_backend.live_ids().tolist()) == live  # index and database agree
     assert live == sorted(memory.browse(limit=10**6)["id"].tolist())
     assert set(live) == set(range(12)) | set(bulk) | set(kept["a"]) | set(kept["b"]) | set(kept["relabelled"])
-    assert memory.verify_audit().ok
+    assert memory.audit.verify().ok
     labels = memory.stats()["labels"]
     assert labels["from-b"] == ROUNDS and labels["seen-by-b"] == len(kept["relabelled"]) > 0
     path = memory.path

@@ -55,7 +55,7 @@ def purged(memory, tmp_path):
     certificate_path.parent.mkdir()
     certificate = purge(memory, [exemplar], certificate_path=certificate_path)
     assert certificate.passed, certificate.explain()
-    audit = json.dumps([entry.__dict__ for entry in memory.audit_log()])
+    audit = json.dumps([entry.__dict__ for entry in memory.audit.log()])
     memory.close()
     return memory.path, exemplar, certificate_path, needles, audit
 

@@ -53,11 +53,11 @@ def test_purge_all_tombstones_and_nothing_else(memory):
 def test_purge_of_unknown_or_purged_ids_changes_nothing(memory):
     purge(memory, [4])
     digest = memory_digest(memory)
-    entries = len(memory.audit_log())
+    entries = len(memory.audit.log())
     for bad in ([4], [999], [5, 4]):
         with pytest.raises(UnknownIdError, match="unknown or already purged"):
             purge(memory, bad)
-    assert memory_digest(memory) == digest and len(memory.audit_log()) == entries
+    assert memory_digest(memory) == digest and len(memory.audit.log()) == entries
     assert 5 in memory.table.ids  # not purged with the bad id
 
 
@@ -77,12 +77,12 @@ def test_audit_log_records_every_change_and_chains(memory):
     memory.restore([1])
     memory.relabel([2], "hat")
     purge(memory, [2])
-    entries = memory.audit_log()
+    entries = memory.audit.log()
     assert [e.action for e in entries] == ["create", "add", "delete", "restore", "relabel", "purge", "certify"]
     assert entries[1].payload() == {"ids": {"count": 12, "runs": [[0, 11]]},
                                     "labels": {"bag": 4, "sneaker": 4, "trouser": 4}}
     assert all(e.actor.endswith("via library") for e in entries)
-    assert memory.verify_audit().ok and memory.verify_audit().entries == len(entries)
+    assert memory.audit.verify().ok and memory.audit.verify().entries == len(entries)
     purged, certified = entries[-2].payload(), entries[-1].payload()
     assert purged["ids"] == [2] and len(purged["commitments"]) == 1 and "image_sha256" not in purged
     assert certified["purge_id"] == purged["purge_id"] and len(certified["certificate_sha256"]) == 64
@@ -91,19 +91,19 @@ def test_audit_log_records_every_change_and_chains(memory):
 def test_audit_log_refuses_an_action_no_reader_knows(memory):
     # readers match on action names (`vmem purge verify` looks for "purge" and "certify"): a misspelt one would chain
     # an entry nobody finds. The store is the only writer of the log, so it is reached directly here.
-    before = memory.audit_log()
+    before = memory.audit.log()
     with pytest.raises(ValueError, match=r"'certified' is not one of .*certify"):
         memory._store.log_event("certified", {"purge_id": "x"})
     memory.set_search_ef(64)
-    assert [e.action for e in memory.audit_log()] == [e.action for e in before] + ["tune"]
-    assert memory.verify_audit().ok
+    assert [e.action for e in memory.audit.log()] == [e.action for e in before] + ["tune"]
+    assert memory.audit.verify().ok
 
 
 @pytest.mark.parametrize("tamper", ["edit", "remove", "rehash-one", "cut-the-end"])
 def test_audit_tampering_is_detected(memory, tamper):
     memory.delete([1])
     memory.restore([1])
-    delete_seq = next(e.seq for e in memory.audit_log() if e.action == "delete")
+    delete_seq = next(e.seq for e in memory.audit.log() if e.action == "delete")
     path = memory.path
     memory.close()
     con = duckdb.connect(str(path / "memory.duckdb"))
@@ -122,7 +122,7 @@ def test_audit_tampering_is_detected(memory, tamper):
                     [forged, entry_hash(prev, seq, at, actor, action, forged), seq])
     con.close()
     with VisualMemory.open(path) as mem:
-        result = mem.verify_audit()
+        result = mem.audit.verify()
     assert not result.ok
     # an edit breaks its own entry; a removal or a re-hashed forgery breaks the link of the entry after it
     assert result.first_broken == (delete_seq if tamper in ("edit", "cut-the-end") else delete_seq + 1)
@@ -195,9 +195,9 @@ def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp
         assert not (path / "purge.journal.json").exists()
         assert len(mem) == 10 and mem.index_backend.live_count == 10
         assert mem.exemplars([3, 8]).empty
-        actions = [e.action for e in mem.audit_log()]
+        actions = [e.action for e in mem.audit.log()]
         assert actions.count("purge") == 1 and actions.count("certify") == 1  # never a second, unmatched certificate
-        assert mem.verify_audit().ok
+        assert mem.audit.verify().ok
         assert byte_scan(path, patterns) == []
         # the certificate the crashed purge would have written, with the salts its commitments were logged with
         certificate = json.loads(certificate_path.read_text())
@@ -229,8 +229,8 @@ def test_crashed_purge_with_nowhere_to_send_its_certificate_keeps_no_salt(memory
         del written["certificate_plan"]
         (path / "purge.journal.json").write_text(json.dumps(written))
     with VisualMemory.open(path) as mem:
-        assert mem.exemplars([3, 8]).empty and mem.verify_audit().ok
-        actions = [e.action for e in mem.audit_log()]
+        assert mem.exemplars([3, 8]).empty and mem.audit.verify().ok
+        actions = [e.action for e in mem.audit.log()]
     assert not (path / "purge.journal.json").exists()
     assert byte_scan(path, [(f"salt {i}", salt) for i, salt in enumerate(salts)]) == []
     receipts = [json.loads(p.read_text()) for p in (path / "certificates").glob("purge-*.json")]
@@ -262,7 +262,7 @@ def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
             assert not (path / "purge.journal.json").exists()
             purged = mem.exemplars([10, 20]).empty
             assert len(mem) == (2998 if purged else 3000) and mem.index_backend.live_count == len(mem)
-            assert mem.verify_audit().ok
+            assert mem.audit.verify().ok
             if purged:
                 assert byte_scan(path, byte_patterns(vectors, [])) == []
 
@@ -368,7 +368,7 @@ def test_concurrent_purges_both_complete(memory):
     for t in threads:
         t.join()
     assert errors == [None, None]
-    assert memory.exemplars([1, 2]).empty and memory.verify_audit().ok
+    assert memory.exemplars([1, 2]).empty and memory.audit.verify().ok
 
 
 def test_twin_kept_only_as_a_tombstone_is_named(memory):

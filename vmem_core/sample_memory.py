@@ -98,6 +98,6 @@ def completeness(memory: VisualMemory, source: Optional[Path] = None) -> Complet
     are taken off the missing count: a memory whose Unlearning demo purged 12 exemplars is not an unfinished build.
     """
     shipped, todo, _ = memory.plan_build(Path(source) if source is not None else sample_data() / "memory")
-    purged = sum(len(entry.payload().get("ids", [])) for entry in memory.audit_log() if entry.action == "purge")
+    purged = sum(len(entry.payload().get("ids", [])) for entry in memory.audit.log() if entry.action == "purge")
     accounted = min(purged, len(todo))
     return Completeness(shipped=shipped, missing=len(todo) - accounted, purged=accounted)

@@ -35,21 +35,32 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
 from .errors import VmemError
+from .memory.core import on_interrupted_purge
+from .memory.erasure import Erasure
 from .purge_proof import Check, certificate_digest, commitment, new_salt
-from .rerank.cache import RerankCache
 from .storage.atomic import fsync_dir, write_json_atomic
 from .storage.audit import id_summary
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
 from .voting import label_classes, prepare_votes, vote_all_k
 
-if TYPE_CHECKING:  # VisualMemory opens by finishing an interrupted purge, so it imports this module
+if TYPE_CHECKING:
     from .backends.base import Evidence
     from .memory import VisualMemory
+
+# Caches kept beside a memory that must forget purged exemplars (the re-rank cache's answers given with them in view):
+# each registers `forget(memory_path, ids)` here, so that unlearning imports none of them.
+_forgetters: list[Callable[[Path, list[int]], None]] = []
+
+
+def forget_on_purge(forget: Callable[[Path, list[int]], None]) -> None:
+    """Register a cache to be told, by every purge (and every interrupted purge finished on open), what went."""
+    if forget not in _forgetters:
+        _forgetters.append(forget)
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +183,8 @@ def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np
     added twice, or two images with the same thumbnail): they legitimately stay on disk, so the byte scan cannot
     expect them gone."""
     removed = set(int(i) for i in ids)
-    shared = memory.thumbnails_kept_elsewhere([t for t in thumbnails if t], removed)
-    remaining = np.setdiff1d(memory.all_ids(), np.asarray(sorted(removed), dtype=np.int64))
+    shared = Erasure(memory).thumbnails_kept_elsewhere([t for t in thumbnails if t], removed)
+    remaining = np.setdiff1d(Erasure(memory).all_ids(), np.asarray(sorted(removed), dtype=np.int64))
     if not len(remaining) or not len(vectors):
         return shared
     _, stored = memory.stored_embeddings(remaining)
@@ -253,9 +264,9 @@ def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, 
     `certificate_plan` (from `purge`) is what the certificate needs and the purge destroys; journalled with the rest,
     it lets a purge finished on reopen issue its certificate."""
     with memory.exclusive():  # one purge at a time: the journal is a single file
-        ids = memory.check_purgeable(ids)
+        ids = Erasure(memory).check_purgeable(ids)
         journal = {"purge_id": purge_id, "ids": ids, "details": details,
-                   "thumbnails": memory.thumbnail_places(ids)}  # the rows that say where they lie are about to go
+                   "thumbnails": Erasure(memory).thumbnail_places(ids)}  # the rows that say where they lie are about to go
         if certificate_plan is not None:
             journal["certificate_plan"] = certificate_plan
         write_json_atomic(memory.path / PURGE_JOURNAL, journal)
@@ -264,8 +275,9 @@ def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, 
 
 def _erase_journalled(memory: "VisualMemory", journal: dict) -> list["Evidence"]:
     """The journal's destructive steps; each is idempotent, so a crash anywhere is finished by a re-run."""
-    evidence = memory.erase_rows(journal["ids"], journal["purge_id"], journal["details"], journal["thumbnails"])
-    RerankCache(memory.path).forget_exemplars(journal["ids"])  # a model's answers given with these in view
+    evidence = Erasure(memory).erase_rows(journal["ids"], journal["purge_id"], journal["details"], journal["thumbnails"])
+    for forget in _forgetters:  # e.g. a model's answers given with these in view
+        forget(memory.path, journal["ids"])
     return evidence
 
 
@@ -306,10 +318,10 @@ def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]
     full = certificate.to_dict()
     write_json_atomic(journal_path, {"purge_id": certificate.purge_id, "issued": full, "certificate_path": path})
     digest = certificate_digest(full)
-    logged = {e.payload().get("certificate_sha256") for e in memory.audit_log()
+    logged = {e.payload().get("certificate_sha256") for e in memory.audit.log()
               if e.action == "certify" and e.payload().get("purge_id") == certificate.purge_id}
     if digest not in logged:
-        memory.record_certificate(certificate.purge_id, digest)
+        Erasure(memory).record_certificate(certificate.purge_id, digest)
     written = False
     if path is not None:
         try:
@@ -368,7 +380,7 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
     """Everything the certificate needs that the purge destroys, read before it: (journal head, certificate plan)."""
     if ids is None and not memory.tombstoned_ids():
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
-    ids = memory.check_purgeable(memory.tombstoned_ids() if ids is None else ids)
+    ids = Erasure(memory).check_purgeable(memory.tombstoned_ids() if ids is None else ids)
     rows = memory.exemplars(ids)
     _, removed_vectors = memory.stored_embeddings(ids)
     removed = [
@@ -419,7 +431,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     removed_vectors, probes = _vectors_from(plan["removed_vectors"]), _vectors_from(plan["probes"])
     patterns = [(name, base64.b64decode(pattern)) for name, pattern in plan["patterns"]]
     certificate = Certificate(journal["purge_id"], plan["started"], seconds, removed, plan["digest_before"],
-                              memory_digest(memory), audit_head=memory.audit_head())
+                              memory_digest(memory), audit_head=memory.audit.head())
 
     hits = byte_scan(memory.path, patterns)
     files = [p for p in memory.path.rglob("*") if p.is_file()]
@@ -484,3 +496,6 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     # what the index backend did and verified itself (e.g. Milvus: compaction waited for, ids no longer stored)
     certificate.checks.extend(Check(e.name, e.passed, e.detail) for e in evidence)
     return certificate
+
+
+on_interrupted_purge(finish_interrupted_purge)  # an open that finds a purge journal finishes it through this module

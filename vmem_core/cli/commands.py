@@ -211,8 +211,8 @@ def cmd_audit(args) -> int:
         raise UsageError("usage: vmem audit MEM | vmem audit verify MEM")
     args.memory = words[0]
     with open_memory(args) as memory:
-        entries = memory.audit_log()
-        result = memory.verify_audit()
+        entries = memory.audit.log()
+        result = memory.audit.verify()
     if verify_mode:
         if args.json:
             print_json(result.to_dict())

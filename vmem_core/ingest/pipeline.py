@@ -21,7 +21,8 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence, Union
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +45,20 @@ class BuildReport:
     added: int = 0
     skipped_existing: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+class BuildTarget(Protocol):
+    """What a build writes into (a VisualMemory): reading images knows no memory, only this."""
+
+    config: dict
+    encoder: object
+
+    def plan_build(self, data: Union[str, Path, Sequence[LabelledImage]]) -> tuple[int, list, "BuildReport"]: ...
+
+    def add_embeddings(self, embeddings: np.ndarray, labels: Sequence[str], sources: Optional[Sequence[str]] = None,
+                       sha256: Optional[Sequence[str]] = None, thumbnails: Optional[Sequence] = None) -> list[int]: ...
+
+    def flush(self) -> None: ...
 
 
 def batch_jpeg_device(encoder, requested: Optional[str] = AUTO) -> Optional[str]:
@@ -84,7 +99,7 @@ def _pixel_batch(good: list[DecodedImage], device: Optional[str]):
 
 
 def run_build(
-    memory,
+    memory: BuildTarget,
     todo: Sequence[LabelledImage],
     report: BuildReport,
     total: int,

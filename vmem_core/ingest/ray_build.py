@@ -31,7 +31,7 @@ from .datasets import LabelledImage
 from .images import load_image, make_thumbnail
 
 if TYPE_CHECKING:
-    from ..memory import BuildReport, VisualMemory
+    from .pipeline import BuildReport, BuildTarget
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def start(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bool
 
 
 def build_with_ray(
-    memory: "VisualMemory",
+    memory: "BuildTarget",
     data: Union[str, Path, Sequence[LabelledImage]],
     address: Optional[str] = None,
     num_cpus: Optional[int] = None,

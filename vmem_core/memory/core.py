@@ -21,31 +21,32 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
-from .backends.hnsw_index import IndexParams
-from .classification import Classification, classifications
-from .devices import devices_in_use
-from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
-from .errors import (
+from ..backends import IndexBackend, migrate, new_backend_record, open_backend, store_rows
+from ..backends.hnsw_index import IndexParams
+from ..classification import Classification, classifications
+from ..devices import devices_in_use
+from ..encoders import DEFAULT_ENCODER, Encoder, load_encoder
+from ..errors import (
     BadVectorError,
     EncoderMismatchError,
     MemoryFormatError,
     UnknownIdError,
     VmemError,
 )
-from .ingest import decode_workers
-from .ingest.datasets import LabelledImage, check_dataset_labels, scan_dataset
-from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
-from .ingest.names import check_label
-from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
-from .label_table import LabelTable
-from .storage.atomic import write_json_atomic
-from .storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, PURGE_JOURNAL, read_config
-from .storage.locks import ReadWriteLock
-from .storage.owner_lock import OwnerLock
-from .storage.stats import memory_stats
-from .storage.store import NewExemplars, Store
-from .voting import (
+from ..ingest import decode_workers
+from ..ingest.datasets import LabelledImage, check_dataset_labels, scan_dataset
+from ..ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
+from ..ingest.names import check_label
+from ..ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
+from ..label_table import LabelTable
+from ..storage.atomic import write_json_atomic
+from ..storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, PURGE_JOURNAL, read_config
+from ..storage.locks import ReadWriteLock
+from ..storage.owner_lock import OwnerLock
+from .audit import Audit
+from .stats import memory_stats
+from ..storage.store import NewExemplars, Store
+from ..voting import (
     DEFAULT_RELIABILITY_TOP_N,
     VoteSettings,
     prepare_votes,
@@ -61,6 +62,24 @@ log = logging.getLogger(__name__)
 NEAR_DUPLICATE_DISTANCE = 0.05
 
 Progress = Callable[[int, int], None]
+
+# What finishes a purge that a crash interrupted: vmem_core.unlearn owns purges and their journal and registers it
+# here (unlearn sits above the memory, so the memory cannot import it). Importing vmem_core registers it.
+_purge_finishers: list[Callable[["VisualMemory"], object]] = []
+
+
+def on_interrupted_purge(finish: Callable[["VisualMemory"], object]) -> None:
+    """Register `finish(memory)`, run by every open that finds a purge journal, before the memory is handed out."""
+    if finish not in _purge_finishers:
+        _purge_finishers.append(finish)
+
+
+def finish_interrupted_purge(memory: "VisualMemory") -> None:
+    if not _purge_finishers:  # fail closed: never hand out a memory whose purge is half done
+        raise MemoryFormatError(f"{memory.path}: a purge was interrupted here, and nothing is loaded to finish it "
+                                "(import vmem_core.unlearn)")
+    for finish in _purge_finishers:
+        finish(memory)
 
 
 def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
@@ -127,8 +146,6 @@ class VisualMemory:
             self._refresh_labels()
             self._index: IndexBackend = self._open_index()
             if (self.path / PURGE_JOURNAL).exists():
-                from .unlearn import finish_interrupted_purge
-
                 finish_interrupted_purge(self)
         except BaseException:
             try:
@@ -493,48 +510,6 @@ class VisualMemory:
             self._index.relabel(ids, label)
             self._refresh_labels()
 
-    # --- physical removal (vmem_core.unlearn journals and certifies it) ----------------------------------------------
-    def check_purgeable(self, ids: Sequence[int]) -> list[int]:
-        """The ids, sorted and unique, if every one has a row (live or tombstoned); else UnknownIdError."""
-        ids = sorted({int(i) for i in ids})
-        if not ids:
-            raise VmemError("nothing to purge: give exemplar ids, or tombstone some first (`vmem delete`)")
-        known = set(self._store.all_ids().tolist())
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise UnknownIdError(f"unknown or already purged exemplar id(s): {', '.join(map(str, unknown[:20]))}")
-        return ids
-
-    def thumbnail_places(self, ids: Sequence[int]) -> list:
-        """Where each exemplar's thumbnail lies in the vault, read before its row goes."""
-        return self._store.thumbnail_places(ids)
-
-    def erase_rows(
-        self, ids: Sequence[int], purge_id: str, details: dict, thumbnail_places: Sequence
-    ) -> list[Evidence]:
-        """Remove exemplars' bytes from the index and the database files, idempotently. Unjournalled and
-        uncertified: call `vmem_core.unlearn.purge`, which is both. Returns what the index backend did and verified.
-
-        Order matters: the index goes first, while the vault still holds the vectors it must find there."""
-        with self._lock.write():
-            evidence = self._index.purge(ids, self._store.vault.read_vectors(ids), self._store.seq())
-            self._store.purge(ids, purge_id, details, [tuple(p) for p in thumbnail_places])
-            self._refresh_labels()
-            self._keep_owner_lock()
-        return evidence
-
-    def record_certificate(self, purge_id: str, digest: str) -> None:
-        """Log the digest of a purge's certificate, so that `vmem purge verify` can tell it unaltered."""
-        self._store.log_event("certify", {"purge_id": purge_id, "certificate_sha256": digest})
-
-    # --- rows as stored, and the audit log --------------------------------------------------------------------------
-    def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
-        return self._store.thumbnails_kept_elsewhere(thumbnails, excluding)
-
-    def all_ids(self) -> np.ndarray:
-        """Every exemplar with a row, live or tombstoned."""
-        return self._store.all_ids()
-
     def tombstoned_ids(self) -> list[int]:
         return sorted(int(i) for i in self._store.deleted_ids())
 
@@ -563,19 +538,10 @@ class VisualMemory:
         """A context in which no other thread changes or searches the memory (this thread may do both)."""
         return self._lock.write()
 
-    def audit_log(self):
-        """Every change ever made, as hash-chained entries (`verify_audit` checks them)."""
-        return self._store.audit_entries()
-
-    def audit_head(self):
-        """(seq, hash) of the last audit entry written."""
-        return self._store.audit_head()
-
-    def verify_audit(self):
-        """Check the audit log's chain and that it ends at its recorded head (vmem_core.storage.audit.Verification)."""
-        from .storage.audit import verify
-
-        return verify(self._store.audit_entries(), self._store.audit_head())
+    @property
+    def audit(self) -> Audit:
+        """The audit log: `audit.log()`, `audit.head()`, `audit.verify()` (vmem_core.memory.audit)."""
+        return Audit(self._store)
 
     # --- bulk build (vmem_core.ingest.pipeline) ----------------------------------------------------------------------
     def build(
