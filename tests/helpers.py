@@ -23,6 +23,7 @@ from vmem_core.encoders import BatchedEncoder
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "fashion-mnist"
 TIMEOUT = 120  # seconds for an AppTest run
+CAUGHT: list = []  # objects an AppTest script hands to its test (the script runs in this process)
 
 
 def sample_folder(root: Path, labels=None, per_label: int = 4, split: str = "memory") -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vmem_core.access import AccessPolicy, ViewerMemory, hash_secret, is_loopback
+from vmem_core.access import AccessPolicy, hash_secret, is_loopback
 from vmem_core.errors import AccessDeniedError, VmemError
 from vmem_core.host import HOST_FILE
 
@@ -74,7 +74,7 @@ def test_hash_password_prints_a_hash_that_signs_in(tmp_path):
 
 
 def test_a_viewer_handle_reads_and_refuses_every_change(memory):
-    viewer = ViewerMemory(memory)
+    viewer = memory.reader()
     assert len(viewer) == 12 and viewer.labels == memory.labels
     for change in (lambda: viewer.delete([0]), lambda: viewer.relabel([0], "x"), lambda: viewer.add([b""], "x"),
                    lambda: viewer.exclusive()):

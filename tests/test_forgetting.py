@@ -138,4 +138,4 @@ def test_purge_from_the_cli_hands_out_the_certificate_and_keeps_a_receipt(memory
     usage = vmem("purge", "verify", tmp_path / "cert.json")
     assert usage.returncode == 2 and "usage: vmem purge verify CERT MEM" in usage.stderr
     with VisualMemory.open(path) as reopened:
-        assert 2 not in reopened.all_ids().tolist()
+        assert reopened.exemplars([2]).empty

@@ -19,7 +19,7 @@ import streamlit as st
 from PIL import Image
 
 from . import confirmation, resources
-from .access import ACCESS_ENV, AccessPolicy, ViewerMemory
+from .access import ACCESS_ENV, AccessPolicy
 from .analysis.attribution import winning_shares
 from .classification import Classification
 from .devices import devices_text
@@ -337,12 +337,12 @@ def can_edit() -> bool:
 
 
 def page_setup() -> tuple[VisualMemory, Settings]:
-    """What every page starts with: the shared memory (for a viewer, a handle that refuses every change), the
-    sidebar's voting settings, notes from the last change."""
+    """What every page starts with: the shared memory (for a viewer, only its reader, which has no way to change
+    it), the sidebar's voting settings, notes from the last change."""
     role = session_role()
     memory = get_memory()
     if role != "editor":
-        memory = ViewerMemory(memory)
+        memory = memory.reader()
     settings = sidebar(memory)
     with st.sidebar:
         if _access_policy().read_only:

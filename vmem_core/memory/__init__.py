@@ -4,5 +4,6 @@ parts over the open memory that unlearning, stats and the CLI reach for (erasure
 from ..ingest.pipeline import BUILD_CHUNK, BuildReport
 from ..label_table import LabelTable
 from .core import NEAR_DUPLICATE_DISTANCE, VisualMemory, check_encoder_fits
+from .reader import MemoryReader, OpenReader
 
-__all__ = ["BUILD_CHUNK", "NEAR_DUPLICATE_DISTANCE", "BuildReport", "LabelTable", "VisualMemory", "check_encoder_fits"]
+__all__ = ["BUILD_CHUNK", "NEAR_DUPLICATE_DISTANCE", "BuildReport", "LabelTable", "MemoryReader", "OpenReader", "VisualMemory", "check_encoder_fits"]

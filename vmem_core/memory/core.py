@@ -44,6 +44,7 @@ from ..storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VER
 from ..storage.locks import ReadWriteLock
 from ..storage.owner_lock import OwnerLock
 from .audit import Audit
+from .reader import MemoryReader, OpenReader
 from .stats import memory_stats
 from ..storage.store import NewExemplars, Store
 from ..voting import (
@@ -222,6 +223,18 @@ class VisualMemory:
             return cls.open(path, encoder, index_uri=index_uri)
         return cls.create(path, encoder or DEFAULT_ENCODER, index_params=index_params or IndexParams(),
                           backend=backend, index_uri=index_uri)
+
+    @classmethod
+    def open_reader(cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None,
+                    index_uri: Optional[str] = None) -> OpenReader:
+        """Open an existing memory read-only and return only a reader of it (no write method, no writable handle);
+        closing the reader closes the memory. Raises as `open`."""
+        return OpenReader(cls.open(path, encoder, index_uri=index_uri, read_only=True))
+
+    def reader(self) -> MemoryReader:
+        """What a viewer gets: reads, searches and classifies this memory and can change nothing
+        (vmem_core.memory.reader)."""
+        return MemoryReader(self)
 
     def close(self) -> None:
         """Persist the index if the database is ahead of it (unless read-only), then release the index, the
