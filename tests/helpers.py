@@ -89,11 +89,11 @@ def png_bytes(array: np.ndarray) -> bytes:
 def memory_state(path: Path) -> dict:
     """Everything observable about a memory, read back from disk in a fresh handle."""
     with VisualMemory.open(path) as mem:
-        frame = mem.browse(include_deleted=True, limit=1_000_000)
+        frame = mem.exemplars.browse(include_deleted=True, limit=1_000_000)
         return {
             "rows": frame.drop(columns=["thumbnail"]).to_dict("records"),
             "stats": {k: v for k, v in mem.stats().items() if k not in ("bytes", "bytes_per_exemplar")},
-            "live": sorted(mem.index_backend.live_ids().tolist()),
+            "live": sorted(mem.index.backend.live_ids().tolist()),
         }
 
 

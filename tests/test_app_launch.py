@@ -86,7 +86,7 @@ def test_vmem_app_in_the_background_serves_prints_its_url_and_opens_a_browser_on
         tmp_path, small_folder, display):
     memory = tmp_path / "app.vmem"
     with VisualMemory.create(memory, encoder="test-pixels") as created:
-        created.build(small_folder)
+        created.exemplars.build(small_folder)
     server, port, opened = start_in_background(memory, tmp_path, display)
     try:
         line = first_line_with(server, f"http://localhost:{port}")
@@ -117,7 +117,7 @@ def test_the_server_stops_when_vmem_app_is_killed(tmp_path, small_folder):
     # SIGKILL reaches no handler that could forward it: the kernel must stop the server, or it serves on, orphaned
     memory = tmp_path / "app.vmem"
     with VisualMemory.create(memory, encoder="test-pixels") as created:
-        created.build(small_folder)
+        created.exemplars.build(small_folder)
     server, port, _ = start_in_background(memory, tmp_path, False)
     try:
         first_line_with(server, f"http://localhost:{port}")

@@ -18,7 +18,7 @@ def sample_memory(tmp_path_factory) -> Path:
     root = sample_folder(tmp_path_factory.mktemp("subset"), per_label=30)
     path = tmp_path_factory.mktemp("mem") / "m.vmem"
     with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.build(root)
+        memory.exemplars.build(root)
     return path
 
 

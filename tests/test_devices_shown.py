@@ -60,7 +60,7 @@ def test_no_hint_for_a_memory_already_on_the_exact_backend(tmp_path, small_folde
 def test_a_forwarded_command_runs_on_the_apps_device_and_says_so(tmp_path, small_folder):
     path = tmp_path / "m"
     with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.build(small_folder)
+        memory.exemplars.build(small_folder)
     image = tmp_path / "q.png"
     image.write_bytes(png_bytes(np.full((28, 28), 90)))
     with held_by_a_host(path):

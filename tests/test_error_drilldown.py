@@ -31,8 +31,8 @@ def planted(tmp_path):
     memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels")
     cats = [unit((0, 1), (10 + i, 0.2)) for i in range(3)]
     dogs = [unit((1, 1), (20 + i, 0.2)) for i in range(3)]
-    memory.add_embeddings(np.stack(cats + dogs), ["cat"] * 3 + ["dog"] * 3)
-    (planted_id,) = memory.add_embeddings(unit((0, 1), (5, 0.3))[None], ["dog"])
+    memory.exemplars.add_embeddings(np.stack(cats + dogs), ["cat"] * 3 + ["dog"] * 3)
+    (planted_id,) = memory.exemplars.add_embeddings(unit((0, 1), (5, 0.3))[None], ["dog"])
     queries = np.stack([unit((0, 1), (5, 0.3), (6, 0.01)), unit((0, 1), (5, 0.3), (7, 0.01)),
                         unit((1, 1), (21, 0.1)), unit((0, 1), (11, 0.1))])
     truth = ["cat", "dog", "dog", "cat"]
@@ -84,7 +84,7 @@ def test_the_planted_exemplar_is_the_driver_of_the_wrong_prediction(planted):
 def test_deleting_the_driver_fixes_one_query_and_breaks_another(planted):
     memory, planted_id, queries, truth, names = planted
     before = evaluation_run(memory, queries, truth, names, K1)
-    memory.delete([planted_id])
+    memory.exemplars.delete([planted_id])
     after = evaluation_run(memory, queries, truth, names, K1)
     diff = compare_runs(before, after)
     assert [(c.name, c.before, c.after) for c in diff.fixed] == [("cat-on-plant.png", "dog", "cat")]
@@ -101,7 +101,7 @@ def test_deleting_the_driver_fixes_one_query_and_breaks_another(planted):
 def test_relabelling_the_driver_is_seen_the_same_way(planted):
     memory, planted_id, queries, truth, names = planted
     before = evaluation_run(memory, queries, truth, names, K1)
-    memory.relabel([planted_id], "cat")
+    memory.exemplars.relabel([planted_id], "cat")
     diff = compare_runs(before, evaluation_run(memory, queries, truth, names, K1))
     assert [c.index for c in diff.fixed] == [0] and [c.index for c in diff.broken] == [1]
 

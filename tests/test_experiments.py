@@ -204,7 +204,7 @@ def test_reliability_matches_the_memory_definition(data, tmp_path):
     loo = build_cache(memory, labels, k=20)
     v = reliability_from_loo(loo, top_n=10)
     mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
-    ids = mem.add_embeddings(np.pad(memory, ((0, 0), (0, 48))), list(labels))
+    ids = mem.exemplars.add_embeddings(np.pad(memory, ((0, 0), (0, 48))), list(labels))
     expected = mem.reliability(10)
     assert [expected[i] for i in ids] == v.tolist()
     mem.close()
@@ -301,7 +301,7 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
 
     memory, labels, queries, query_labels = blobs(per_class=12, classes=3, dim=64, spread=4.0)
     mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
-    mem.add_embeddings(memory, list(labels))
+    mem.exemplars.add_embeddings(memory, list(labels))
     queries, query_labels = queries[:12], query_labels[:12]
     explained = attribute(mem, queries, VoteSettings(k=4, rule=rule, pruning=pruning))
     v = dict(mem.reliability(10))
@@ -310,11 +310,11 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     for row, neighbors in enumerate(explained):
         assert sum(n.share for n in neighbors) == pytest.approx(1.0)
         for n in neighbors:
-            mem.delete([n.id])
-            [after] = mem.classify_embeddings(queries[row:row + 1], VoteSettings(k=4, rule=rule, pruning=pruning))
+            mem.exemplars.delete([n.id])
+            [after] = mem.search.classify_embeddings(queries[row:row + 1], VoteSettings(k=4, rule=rule, pruning=pruning))
             assert after.label == n.without, (row, n)
             flips_seen += n.flips
-            mem.restore([n.id])
+            mem.exemplars.restore([n.id])
     assert flips_seen > 0  # some exemplar mattered, so the comparison tested something
     frame = exemplar_influence(mem, queries, list(query_labels), VoteSettings(k=4, rule=rule, pruning=pruning))
     assert frame["flips"].sum() == flips_seen

@@ -45,7 +45,7 @@ def test_first_start_builds_the_whole_sample_and_renders_every_page(fresh_copy, 
     shipped = scan_dataset(SAMPLE / "memory")
     with VisualMemory.open(tmp_path / "home" / "sample.vmem") as memory:
         assert len(memory) == len(shipped) == 1000
-        assert sorted(memory.labels) == sorted({item.label for item in shipped})
+        assert sorted(list(memory.table.labels)) == sorted({item.label for item in shipped})
         assert completeness(memory).complete
     assert not list((tmp_path / "home").glob(".sample.vmem.building-*"))  # the staging folder is gone
 
@@ -89,9 +89,9 @@ def test_purged_sample_exemplars_do_not_make_the_memory_look_unfinished(tmp_path
     from vmem_core.unlearn import purge
 
     with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as memory:
-        memory.build(small_folder)
+        memory.exemplars.build(small_folder)
         assert completeness(memory, small_folder).complete
-        memory.delete([0, 1])
+        memory.exemplars.delete([0, 1])
         assert completeness(memory, small_folder).complete  # deleted rows keep their sources
         purge(memory, [0, 1])
         status = completeness(memory, small_folder)
@@ -107,7 +107,7 @@ def test_purged_sample_exemplars_do_not_make_the_memory_look_unfinished(tmp_path
 def test_a_partial_sample_memory_says_so_on_the_page(fresh_copy, tmp_path):
     # an old vmem's interrupted build: vmem.json exists, 256 of the 1,000 shipped exemplars
     with VisualMemory.create(tmp_path / "home" / "sample.vmem", encoder="test-pixels") as memory:
-        memory.build(_first_items(256))
+        memory.exemplars.build(_first_items(256))
         status = completeness(memory)
     assert (status.shipped, status.missing) == (1000, 744)
     at = AppTest.from_file(str(fresh_copy / "app.py"), default_timeout=120)

@@ -241,7 +241,7 @@ def test_a_used_memory_folder_holds_only_what_the_layout_names(memory):
     from vmem_core.storage.layout import ENTRIES
     from vmem_core.unlearn import purge
 
-    memory.delete([0])
+    memory.exemplars.delete([0])
     purge(memory, [0])
     host = Host(memory.path, lambda request: 0)
     try:

@@ -37,7 +37,7 @@ def memory60(tmp_path_factory):
     """60 exemplars (3 labels x 20) with the pixel encoder: enough for 50 neighbours."""
     root = sample_folder(tmp_path_factory.mktemp("data60"), LABELS, per_label=20)
     memory = VisualMemory.create(tmp_path_factory.mktemp("m") / "mem", encoder="test-pixels")
-    memory.build(root)
+    memory.exemplars.build(root)
     yield memory
     memory.close()
 
@@ -215,7 +215,7 @@ def test_refused_keys_stop_with_a_clear_error(memory60, fake, monkeypatch):
 def test_answers_are_cached_in_the_memory_and_a_rerun_costs_nothing(tmp_path, small_folder, fake, caplog):
     caplog.set_level("DEBUG")
     memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels")
-    memory.build(small_folder)
+    memory.exemplars.build(small_folder)
     first = request_for(memory, shown=12)
     cached = with_cache(reranker(fake), memory)
     assert plan_batch(cached, [first]).calls == 1
@@ -228,7 +228,7 @@ def test_answers_are_cached_in_the_memory_and_a_rerun_costs_nothing(tmp_path, sm
     assert plan_batch(again, [first]).calls == 0 and plan_batch(again, [first]).dollars == 0
 
     # what the model saw changed: asked again (another model, a relabelled neighbour)
-    memory.relabel([first.neighbors[0].id], "renamed")
+    memory.exemplars.relabel([first.neighbors[0].id], "renamed")
     again.rerank(request_for(memory, shown=12))
     assert len(fake.requests) == 2
 

@@ -29,7 +29,7 @@ def start(monkeypatch, memory_path, rerank=None):
 @pytest.fixture
 def pixel_memory(tmp_path, small_folder):
     with VisualMemory.create(tmp_path / "app.vmem", encoder="test-pixels") as memory:
-        memory.build(small_folder)
+        memory.exemplars.build(small_folder)
     return tmp_path / "app.vmem"
 
 

@@ -20,7 +20,7 @@ from .test_rerank import KEY, LABELS
 def mem(tmp_path, monkeypatch):
     root = sample_folder(tmp_path / "data", LABELS, per_label=20)
     with VisualMemory.create(tmp_path / "mem", encoder="test-pixels") as memory:
-        memory.build(root)
+        memory.exemplars.build(root)
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path / "mem"

@@ -39,7 +39,7 @@ def memory60(tmp_path):
         for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:20]:
             (root / label / path.name).write_bytes(path.read_bytes())
     memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels")
-    memory.build(root)
+    memory.exemplars.build(root)
     yield memory
     memory.close()
 

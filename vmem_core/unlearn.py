@@ -143,11 +143,11 @@ class Certificate:
 def memory_digest(memory: VisualMemory) -> str:
     """sha256 over every stored row (id, label, state, image sha256) and every embedding, in id order."""
     digest = hashlib.sha256()
-    frame = memory.browse(include_deleted=True, limit=2**62, thumbnails=False)
+    frame = memory.exemplars.browse(include_deleted=True, limit=2**62, thumbnails=False)
     for row in frame.itertuples():
         state = "deleted" if row.deleted_at is not None and str(row.deleted_at) != "NaT" else "live"
         digest.update(f"{row.id}\t{row.label}\t{state}\t{row.sha256}\n".encode())
-    ids, vectors = memory.stored_embeddings(frame["id"].tolist())
+    ids, vectors = memory.exemplars.stored_embeddings(frame["id"].tolist())
     digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
     return digest.hexdigest()
 
@@ -187,7 +187,7 @@ def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np
     remaining = np.setdiff1d(Erasure(memory).all_ids(), np.asarray(sorted(removed), dtype=np.int64))
     if not len(remaining) or not len(vectors):
         return shared
-    _, stored = memory.stored_embeddings(remaining)
+    _, stored = memory.exemplars.stored_embeddings(remaining)
     wanted = {np.asarray(v, dtype=np.float32).tobytes() for v in vectors}
     for start in range(0, len(stored), 65536):  # exact byte comparison, in blocks to bound memory
         for row in stored[start:start + 65536]:
@@ -263,7 +263,7 @@ def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, 
 
     `certificate_plan` (from `purge`) is what the certificate needs and the purge destroys; journalled with the rest,
     it lets a purge finished on reopen issue its certificate."""
-    with memory.exclusive():  # one purge at a time: the journal is a single file
+    with memory.exemplars.exclusive():  # one purge at a time: the journal is a single file
         ids = Erasure(memory).check_purgeable(ids)
         journal = {"purge_id": purge_id, "ids": ids, "details": details,
                    "thumbnails": Erasure(memory).thumbnail_places(ids)}  # the rows that say where they lie are about to go
@@ -366,7 +366,7 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
         if certificate_path.exists():  # e.g. an earlier purge's certificate: the only copy of the salts it issued
             raise VmemError(f"certificate path {certificate_path} already exists; choose a new path (a certificate "
                             "written there before holds the only salts that prove its purge). Nothing was purged")
-    with memory.exclusive():  # the before/after comparison must not see another thread's changes
+    with memory.exemplars.exclusive():  # the before/after comparison must not see another thread's changes
         journal, plan = _plan_purge(memory, ids, probes, seed, certificate_path)
         start = time.perf_counter()
         evidence = purge_physically(memory, journal["ids"], journal["purge_id"], journal["details"], plan)
@@ -378,11 +378,11 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
 def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray], seed: int,
                 certificate_path: Optional[Path]) -> tuple[dict, dict]:
     """Everything the certificate needs that the purge destroys, read before it: (journal head, certificate plan)."""
-    if ids is None and not memory.tombstoned_ids():
+    if ids is None and not memory.exemplars.tombstoned_ids():
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
-    ids = Erasure(memory).check_purgeable(memory.tombstoned_ids() if ids is None else ids)
-    rows = memory.exemplars(ids)
-    _, removed_vectors = memory.stored_embeddings(ids)
+    ids = Erasure(memory).check_purgeable(memory.exemplars.tombstoned_ids() if ids is None else ids)
+    rows = memory.exemplars.rows(ids)
+    _, removed_vectors = memory.exemplars.stored_embeddings(ids)
     removed = [
         RemovedExemplar(int(r.id), str(r.label), str(r.source), str(r.sha256),
                         hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest(), new_salt())
@@ -396,7 +396,7 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
     patterns = [(name, pattern) for name, pattern in patterns if pattern not in shared]
 
     # the memory as it would be built from scratch without these exemplars
-    kept_ids, kept_vectors = memory.embeddings()
+    kept_ids, kept_vectors = memory.exemplars.embeddings()
     keep = ~np.isin(kept_ids, ids)
     kept_ids, kept_vectors = kept_ids[keep], kept_vectors[keep]
     if probes is None:
@@ -459,7 +459,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     ))
 
     kept_ids = _expand(plan["kept"])
-    after_ids, after_vectors = memory.embeddings()
+    after_ids, after_vectors = memory.exemplars.embeddings()
     if len(kept_ids) == 0:
         same = len(after_ids) == 0
         detail = "the memory is empty, as one built from scratch without them would be" if same else \
@@ -474,7 +474,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
             _rows_digest(after_ids, after_vectors, after_labels) == plan["kept_sha256"]
         after_classes = label_classes(after_labels, labels_before)
         scratch_classes = label_classes(_live_labels(memory, kept_ids), labels_before)
-        _, scratch_vectors = memory.stored_embeddings(kept_ids)
+        _, scratch_vectors = memory.exemplars.stored_embeddings(kept_ids)
         scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, scratch_vectors, scratch_classes, probes,
                                                               EXACT_K, len(labels_before))
         after_neighbors, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,

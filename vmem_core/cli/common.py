@@ -118,7 +118,7 @@ class _Borrowed:
         from ..storage.audit import default_actor
 
         self.memory = memory
-        self._acting = memory.acting_as(default_actor("cli through app"))
+        self._acting = memory.audit.acting_as(default_actor("cli through app"))
 
     def __enter__(self):
         self._acting.__enter__()
@@ -159,7 +159,7 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
         memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri,
                                    read_only=getattr(args, "command", None) in READ_ONLY_COMMANDS
                                    or getattr(args, "read_only", False))
-    memory.actor = default_actor("cli")
+    memory.audit.actor = default_actor("cli")
     return memory
 
 
@@ -181,7 +181,7 @@ def index_params(args):
 
 def check_index_params(args, memory) -> None:
     """An existing memory keeps the graph it was built with: refuse --index-* values that differ from it."""
-    built = memory.index_params
+    built = memory.index.params
     differing = [f"{option} {getattr(args, field)} (this memory has {getattr(built, field)})"
                  for field, option in _INDEX_OPTIONS.items()
                  if getattr(args, field, None) is not None and getattr(args, field) != getattr(built, field)]

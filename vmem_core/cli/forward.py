@@ -45,9 +45,9 @@ def device_note(requested: Optional[str], memory) -> Optional[str]:
 
     if requested is None:
         return None
-    where = memory.devices()
+    where = memory.index.devices()
     used = {where["encode"]["device"]}
-    if "device" in memory.index_backend.describe():  # the exact backend searches on a device; hnswlib on the CPU
+    if "device" in memory.index.backend.describe():  # the exact backend searches on a device; hnswlib on the CPU
         used.add(where["search"]["device"])
     try:
         wanted = resolve_device(requested).name

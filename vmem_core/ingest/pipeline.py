@@ -47,18 +47,25 @@ class BuildReport:
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-class BuildTarget(Protocol):
-    """What a build writes into (a VisualMemory): reading images knows no memory, only this."""
-
-    config: dict
-    encoder: object
-
+class BuildExemplars(Protocol):
     def plan_build(self, data: Union[str, Path, Sequence[LabelledImage]]) -> tuple[int, list, "BuildReport"]: ...
 
     def add_embeddings(self, embeddings: np.ndarray, labels: Sequence[str], sources: Optional[Sequence[str]] = None,
                        sha256: Optional[Sequence[str]] = None, thumbnails: Optional[Sequence] = None) -> list[int]: ...
 
+
+class BuildIndex(Protocol):
     def flush(self) -> None: ...
+
+
+class BuildTarget(Protocol):
+    """What a build writes into (a VisualMemory: its exemplars and index): reading images knows no memory, only
+    this."""
+
+    config: dict
+    encoder: object
+    exemplars: BuildExemplars
+    index: BuildIndex
 
 
 def batch_jpeg_device(encoder, requested: Optional[str] = AUTO) -> Optional[str]:
@@ -140,12 +147,12 @@ def run_build(
         def insert(good: list[DecodedImage], embeddings, size: int) -> None:
             nonlocal done, last_snapshot
             if good:
-                memory.add_embeddings(embeddings, [d.item.label for d in good], [d.item.source for d in good],
+                memory.exemplars.add_embeddings(embeddings, [d.item.label for d in good], [d.item.source for d in good],
                                       [d.sha256 for d in good], [d.thumbnail for d in good])
                 report.added += len(good)
             done += size
             if time.monotonic() - last_snapshot > SNAPSHOT_INTERVAL_S:
-                memory.flush()
+                memory.index.flush()
                 last_snapshot = time.monotonic()
             if progress:
                 progress(done, total)

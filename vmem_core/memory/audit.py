@@ -1,5 +1,5 @@
-"""A memory's audit log as a noun: `memory.audit.log()`, `.head()`, `.verify()`. Reads only: every change writes its
-own entry as it commits (vmem_core.storage.store), so nothing here can add, alter or drop one."""
+"""A memory's audit log as a noun: `memory.audit.log()`, `.head()`, `.verify()`, and who it names (`actor`). Every
+change writes its own entry as it commits (vmem_core.storage.store), so nothing here can add, alter or drop one."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     from ..storage.store import Store
 
 
-class Audit:
-    """The hash-chained log of every change made to one open memory."""
+class AuditReads:
+    """The hash-chained log of every change made to one open memory (a reader's `audit`)."""
 
     def __init__(self, store: "Store") -> None:
         self._store = store
@@ -29,3 +29,20 @@ class Audit:
     def verify(self) -> "Verification":
         """Check the audit log's chain and that it ends at its recorded head (vmem_core.storage.audit.Verification)."""
         return verify(self._store.audit_entries(), self._store.audit_head())
+
+
+class Audit(AuditReads):
+    """`memory.audit`: the log, and who it names for this handle's changes."""
+
+    @property
+    def actor(self) -> str:
+        """Who the audit log names for this handle's changes (default: user@host via library)."""
+        return self._store.actor
+
+    @actor.setter
+    def actor(self, value: str) -> None:
+        self._store.actor = str(value)
+
+    def acting_as(self, actor: str):
+        """A context naming `actor` in the audit log for this thread's changes (e.g. a CLI command the app runs)."""
+        return self._store.acting_as(actor)

@@ -1,9 +1,16 @@
-"""VisualMemory: the facade over an encoder, an index backend (hnswlib or Milvus) and a DuckDB store.
+"""VisualMemory: the open memory. It keeps the lifecycle (create, open, close), what every part shares (the owner lock,
+the readers-writer lock, the DuckDB store, the index backend, the encoder, the change counter) and hands out the
+nouns a reader looks for:
 
-It keeps the lifecycle (create, open, close), the readers-writer lock, writes and search, and hands the rest to
-small parts: the folder's files (vmem_core.storage.layout), the label table (vmem_core.label_table), stats
-(vmem_core.storage.stats), the voting rules (vmem_core.voting), the purge journal and certificates
-(vmem_core.unlearn).
+- `memory.exemplars` (vmem_core.memory.exemplars): add, build, delete, restore, relabel; rows, browse, thumbnails;
+- `memory.search` (vmem_core.memory.search): nearest exemplars, votes, classification;
+- `memory.reliability` (vmem_core.memory.reliability): v(m), hard pruning's kept exemplars;
+- `memory.index` (vmem_core.memory.index): the index backend and its upkeep;
+- `memory.audit` (vmem_core.memory.audit): the hash-chained log of changes;
+- `memory.reader()` (vmem_core.memory.reader): what a viewer gets, reads alone.
+
+Unlearning (vmem_core.unlearn) owns purges and their journal; it registers what finishes an interrupted one here and
+erases through vmem_core.memory.erasure.
 
 Crash safety: every change is committed to DuckDB first, then applied to the index backend. The backend records the
 last database change it holds durably; on open, vmem replays the rows changed since, or (hnswlib) rebuilds the index
@@ -15,54 +22,35 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..backends import IndexBackend, migrate, new_backend_record, open_backend, store_rows
+from ..backends import IndexBackend, new_backend_record, open_backend
 from ..backends.hnsw_index import IndexParams
-from ..classification import Classification, classifications
+from ..classification import Classification
 from ..devices import devices_in_use
 from ..encoders import DEFAULT_ENCODER, Encoder, load_encoder
-from ..errors import (
-    BadVectorError,
-    EncoderMismatchError,
-    MemoryFormatError,
-    UnknownIdError,
-    VmemError,
-)
-from ..ingest import decode_workers
-from ..ingest.datasets import LabelledImage, check_dataset_labels, scan_dataset
-from ..ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
-from ..ingest.names import check_label
-from ..ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
+from ..errors import EncoderMismatchError, MemoryFormatError
+from ..ingest.images import ImageInput
 from ..label_table import LabelTable
 from ..storage.atomic import write_json_atomic
 from ..storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, PURGE_JOURNAL, read_config
 from ..storage.locks import ReadWriteLock
 from ..storage.owner_lock import OwnerLock
+from ..storage.store import Store
+from ..voting import VoteSettings, resolve_settings
 from .audit import Audit
+from .exemplars import NEAR_DUPLICATE_DISTANCE, Exemplars
+from .index import Index
 from .reader import MemoryReader, OpenReader
+from .reliability import Reliability
+from .search import Search
 from .stats import memory_stats
-from ..storage.store import NewExemplars, Store
-from ..voting import (
-    DEFAULT_RELIABILITY_TOP_N,
-    VoteSettings,
-    prepare_votes,
-    reliability_counts,
-    resolve_settings,
-    vote_all_k,
-)
 
 log = logging.getLogger(__name__)
-
-# Below this distance two exemplars count as near-duplicates. With efficientnet-lite0 the same photo saved again as
-# JPEG lands at ~0.04, while distinct Fashion-MNIST exemplars are rarely closer than 0.05 (4 of the 1,000 samples).
-NEAR_DUPLICATE_DISTANCE = 0.05
-
-Progress = Callable[[int, int], None]
 
 # What finishes a purge that a crash interrupted: vmem_core.unlearn owns purges and their journal and registers it
 # here (unlearn sits above the memory, so the memory cannot import it). Importing vmem_core registers it.
@@ -81,20 +69,6 @@ def finish_interrupted_purge(memory: "VisualMemory") -> None:
                                 "(import vmem_core.unlearn)")
     for finish in _purge_finishers:
         finish(memory)
-
-
-def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
-    array = np.asarray(embeddings, dtype=np.float32)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2 or array.shape[1] != dim:
-        raise BadVectorError(f"embeddings have shape {np.shape(embeddings)}; this memory accepts (n, {dim})")
-    if not np.all(np.isfinite(array)):
-        raise BadVectorError("embeddings contain NaN or infinite values")
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    if np.any(norms < 1e-12):
-        raise BadVectorError(f"embedding row(s) {np.flatnonzero(norms[:, 0] < 1e-12)[:10].tolist()} are zero vectors")
-    return array / norms
 
 
 def check_encoder_fits(path: Union[str, Path], config: dict, encoder: Union[str, Encoder, None]) -> Optional[Encoder]:
@@ -127,8 +101,8 @@ class VisualMemory:
         self.path = Path(path)
         self.config = config
         self.dim = int(config["encoder"]["dim"])
-        self.index_params = IndexParams(**config.get("index", {}))
-        self.read_only = read_only
+        self._index_params = IndexParams(**config.get("index", {}))
+        self._read_only = read_only
         self._encoder = encoder
         self._lock = ReadWriteLock()
         # taken before DuckDB opens and kept until close: the one lock that no rewrite of the database can move
@@ -241,8 +215,8 @@ class VisualMemory:
         database and the owner lock, in that order."""
         with self._lock.write():
             try:
-                if not self.read_only:
-                    self.flush()
+                if not self._read_only:
+                    self.index.flush()
             finally:
                 try:
                     self._index.close()
@@ -272,18 +246,13 @@ class VisualMemory:
 
     # --- index maintenance ----------------------------------------------------------------------------------------
     def _open_index(self) -> IndexBackend:
-        return open_backend(self.path, self.config, self._store, self.index_params, self._ids_with_labels,
+        return open_backend(self.path, self.config, self._store, self._index_params, self._ids_with_labels,
                             index_uri=self._index_uri)
 
     def _ids_with_labels(self, labels: Sequence[str]) -> np.ndarray:
         table, labels = self._table, set(labels)
         wanted = [i for i, label in enumerate(table.labels) if label in labels]
         return table.ids[np.isin(table.classes, wanted)]
-
-    @property
-    def index_backend(self) -> IndexBackend:
-        """The backend that searches this memory's vectors (vmem_core.backends)."""
-        return self._index
 
     def _keep_owner_lock(self) -> None:
         """After rewriting files in the folder: if someone removed or replaced the lock file meanwhile, lock the one
@@ -301,40 +270,6 @@ class VisualMemory:
         finally:
             self._index = self._open_index()
 
-    def move_index(self, backend: str, index_uri: Optional[str] = None) -> dict:
-        """Move the index to another backend ("hnswlib", or "milvus": embedded, or on the server at `index_uri`),
-        rebuilt from the database; the old one is removed. Returns {"from": ..., "to": ...} backend descriptions."""
-        with self._lock.write():
-            before = self._index.describe()
-            self._index, self.config = migrate(self.path, self.config, self._store, self.index_params,
-                                               self._ids_with_labels, self._index, backend, index_uri)
-            self._index_uri = None
-            after = self._index.describe()
-            self._store.log_event("migrate", {"from": before, "to": after})
-            self._index.persist(self._store.seq())
-            self._keep_owner_lock()
-        return {"from": before, "to": after}
-
-    def set_search_ef(self, ef: int) -> dict:
-        """Search with HNSW beam `ef` from now on, and keep it in vmem.json (the graph itself, M and ef_construction,
-        is fixed when built). Returns {"from": old ef, "to": ef}."""
-        if isinstance(ef, bool) or not isinstance(ef, int) or ef < 1:
-            raise VmemError(f"search beam ef {ef!r}: must be a positive integer (k neighbours use max(ef, k))")
-        with self._lock.write():
-            before = self.index_params.ef_search
-            params = replace(self.index_params, ef_search=ef)
-            config = {**self.config, "index": asdict(params)}
-            write_json_atomic(self.path / CONFIG_NAME, config)
-            self.config, self.index_params = config, params
-            self._index.set_search_ef(ef)
-            self._store.log_event("tune", {"ef_search": {"from": before, "to": ef}})
-        return {"from": before, "to": ef}
-
-    def flush(self) -> None:
-        """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush)."""
-        with self._lock.write():
-            self._index.persist(self._store.seq())
-
     # --- labels, who acts, and values cached until the next change -------------------------------------------------
     def _refresh_labels(self, table: Optional[LabelTable] = None) -> None:
         """Publish a new label table: `table` when the caller built it incrementally, else re-read the database."""
@@ -342,26 +277,9 @@ class VisualMemory:
         self._derived.clear()
 
     @property
-    def actor(self) -> str:
-        """Who the audit log names for this handle's changes (default: user@host via library)."""
-        return self._store.actor
-
-    @actor.setter
-    def actor(self, value: str) -> None:
-        self._store.actor = str(value)
-
-    def acting_as(self, actor: str):
-        """A context naming `actor` in the audit log for this thread's changes (e.g. a CLI command the app runs)."""
-        return self._store.acting_as(actor)
-
-    @property
     def table(self) -> LabelTable:
         """The current labels of live exemplars; take it once for several steps that must agree."""
         return self._table
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self._table.labels)
 
     @property
     def change_counter(self) -> int:
@@ -379,420 +297,51 @@ class VisualMemory:
         self._derived[key] = (seq, value)
         return value
 
-    def class_indices(self, ids) -> np.ndarray:
-        """Class index (into self.labels) of each id; -1 for ids that are not live."""
-        return self._table.class_indices(ids)
-
-    def label_of(self, exemplar_id: int) -> str:
-        table = self._table
-        cls = int(table.class_indices([exemplar_id])[0])
-        if cls < 0:
-            raise UnknownIdError(f"no live exemplar with id {exemplar_id}")
-        return table.labels[cls]
-
     def __len__(self) -> int:
         return len(self._table.ids)
 
-    # --- images -----------------------------------------------------------------------------------------------------
-    def load_images(self, images: Sequence[ImageInput], names: Optional[Sequence[str]] = None) -> list[LoadedImage]:
-        """Decode and validate every image before anything is written (raises BadImageError on the first bad one)."""
-        names = list(names) if names is not None else [None] * len(images)
-        return [load_image(image, name) for image, name in zip(images, names)]
+    # --- the nouns: what a memory holds, and what one asks of it ------------------------------------------------
+    @property
+    def exemplars(self) -> Exemplars:
+        """The labelled images: add, build, delete, restore, relabel; rows, browse, count, thumbnails, embeddings."""
+        return Exemplars(self)
 
-    def encode(self, images: Sequence[ImageInput], progress: Optional[Progress] = None) -> np.ndarray:
-        loaded = self.load_images(images)
-        return self.encoder.encode([item.image for item in loaded], progress=progress)
+    @property
+    def search(self) -> Search:
+        """`memory.search(embeddings, k, allowed_ids=None, labels=None)`; `.neighbors`, `.vote`,
+        `.classify_embeddings`, `.memory_neighbors` (vmem_core.memory.search)."""
+        return Search(self)
 
-    # --- writes -----------------------------------------------------------------------------------------------------
-    def add(
-        self,
-        images: Sequence[ImageInput],
-        labels: Union[str, Sequence[str]],
-        sources: Optional[Sequence[str]] = None,
-        progress: Optional[Progress] = None,
-        decode_processes: Optional[bool] = None,
-    ) -> list[int]:
-        """Add labelled images, all or none: any bad image or label rejects the whole call before any write.
+    @property
+    def reliability(self) -> Reliability:
+        """`memory.reliability(top_n)`: v of every live exemplar; `.kept_ids`, `.of_neighbors`."""
+        return Reliability(self)
 
-        Args:
-            images: paths, raw bytes or PIL images.
-            labels: one label for all, or one per image.
-            sources: names to record (default: the path, or "upload").
-            decode_processes: decode files in worker processes (None: for many files and an encoder on a GPU, as
-                a build does; see vmem_core.ingest.decode_workers).
-
-        Returns:
-            The new exemplar ids.
-        """
-        images = list(images)
-        labels = [labels] * len(images) if isinstance(labels, str) else list(labels)
-        if len(labels) != len(images):
-            raise VmemError(f"{len(images)} images but {len(labels)} labels; give one label or one per image")
-        labels = [check_label(label) for label in labels]  # before the encoder spends any time
-        if sources is None:
-            sources = [str(i) if isinstance(i, (str, Path)) else "upload" for i in images]
-        if self._decode_in_processes(images, decode_processes):
-            return self._add_files_decoded_in_processes(images, labels, [str(s) for s in sources], progress)
-        loaded = self.load_images(images, [str(s) for s in sources])
-        embeddings = self.encoder.encode([item.image for item in loaded], progress=progress)
-        return self._insert(loaded, labels, list(sources), embeddings)
-
-    def _decode_in_processes(self, images: Sequence[ImageInput], requested: Optional[bool]) -> bool:
-        """Whether `add` decodes in worker processes (vmem_core.ingest.decode_workers): files only, an encoder with
-        a pixel step, and as a build chooses (many files for an encoder on a GPU) unless `requested` says."""
-        if requested is False or not all(isinstance(i, (str, Path)) for i in images):
-            return False
-        if getattr(self.encoder, "pixel_step", lambda: None)() is None:
-            return False
-        on_gpu = bool(getattr(getattr(self.encoder, "device", None), "is_cuda", False))
-        return bool(requested) or (on_gpu and len(images) >= decode_workers.PROCESS_POOL_MIN_IMAGES)
-
-    def _add_files_decoded_in_processes(
-        self, paths: Sequence[ImageInput], labels: Sequence[str], sources: Sequence[str], progress: Optional[Progress]
-    ) -> list[int]:
-        items = [LabelledImage(Path(p), label, source) for p, label, source in zip(paths, labels, sources)]
-        decoded = decode_workers.decode_in_processes(items, self.encoder.pixel_step())
-        bad = next((d.error for d in decoded if d.error is not None), None)
-        if bad is not None:
-            raise bad  # all or none, as in-process: the first bad image in the caller's order, nothing written
-        embeddings = self.encoder.encode_pixels(np.stack([d.pixels for d in decoded]), progress=progress)
-        return self.add_embeddings(embeddings, labels, sources, [d.sha256 for d in decoded],
-                                   [d.thumbnail for d in decoded])
-
-    def _insert(
-        self, loaded: Sequence[LoadedImage], labels: Sequence[str], sources: Sequence[str], embeddings: np.ndarray
-    ) -> list[int]:
-        thumbnails = [make_thumbnail(item.image) for item in loaded]
-        return self.add_embeddings(embeddings, labels, sources, [item.sha256 for item in loaded], thumbnails)
-
-    def add_embeddings(
-        self,
-        embeddings: np.ndarray,
-        labels: Sequence[str],
-        sources: Optional[Sequence[str]] = None,
-        sha256: Optional[Sequence[str]] = None,
-        thumbnails: Optional[Sequence[Optional[bytes]]] = None,
-    ) -> list[int]:
-        """Add precomputed embeddings (normalised here); all or none."""
-        vectors = _check_embeddings(embeddings, self.dim)
-        n = len(vectors)
-        labels = [check_label(label) for label in labels]
-        if len(labels) != n:
-            raise VmemError(f"{n} embeddings but {len(labels)} labels")
-        rows = NewExemplars(
-            labels=labels,
-            sources=list(sources) if sources is not None else ["embedding"] * n,
-            sha256=list(sha256) if sha256 is not None else [""] * n,
-            thumbnails=list(thumbnails) if thumbnails is not None else [None] * n,
-            embeddings=vectors,
-        )
-        if n == 0:
-            return []
-        with self._lock.write():
-            ids, _ = self._store.insert(rows)  # the database commits first: it is the source of truth
-            try:
-                self._index.add(ids, vectors, labels)
-            except BaseException:
-                self._reopen_index()
-                raise
-            self._refresh_labels(self._table.merged(ids, labels))
-        return ids.tolist()
-
-    def delete(self, ids: Sequence[int]) -> None:
-        """Tombstone exemplars: excluded from every query at once, restorable until purged."""
-        ids = [int(i) for i in ids]
-        with self._lock.write():
-            self._store.set_deleted(ids, True)
-            self._index.mark_deleted(ids)
-            self._refresh_labels(self._table.without(ids))
-
-    def restore(self, ids: Sequence[int]) -> None:
-        """Undo `delete` for exemplars that are still tombstoned."""
-        ids = [int(i) for i in ids]
-        with self._lock.write():
-            self._store.set_deleted(ids, False)
-            # a row deleted before this process's index saw it (e.g. replayed after a crash) may be absent: add it
-            self._index.sync(np.asarray(ids, dtype=np.int64), np.zeros(0, np.int64), store_rows(self._store))
-            self._refresh_labels(self._table.merged(*self._store.labels_of(ids)))
-
-    def relabel(self, ids: Sequence[int], label: str) -> None:
-        """Give exemplars a new label (recorded in `label_changes`); takes effect in the next query."""
-        label = check_label(label)
-        with self._lock.write():
-            self._store.relabel(ids, label)
-            self._index.relabel(ids, label)
-            self._refresh_labels()
-
-    def tombstoned_ids(self) -> list[int]:
-        return sorted(int(i) for i in self._store.deleted_ids())
-
-    def stored_embeddings(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, embeddings) of rows that exist, live or tombstoned."""
-        return self._store.embeddings("id IN (SELECT UNNEST(?::BIGINT[]))", [[int(i) for i in ids]])
-
-    def near_duplicates_of(
-        self, ids: Sequence[int], max_distance: float = NEAR_DUPLICATE_DISTANCE
-    ) -> dict[int, list[tuple[int, float]]]:
-        """For each given exemplar (live or tombstoned), the live exemplars within `max_distance` of it: after a
-        deletion they keep nearly the same influence."""
-        found_ids, vectors = self.stored_embeddings(ids)
-        if not len(found_ids) or not len(self):
-            return {}
-        neighbor_ids, distances = self.search(vectors, 10)
-        excluded = set(int(i) for i in ids)
-        out = {}
-        for item, row_ids, row_d in zip(found_ids, neighbor_ids, distances):
-            close = [(int(n), float(d)) for n, d in zip(row_ids, row_d) if d <= max_distance and int(n) not in excluded]
-            if close:
-                out[int(item)] = close
-        return out
-
-    def exclusive(self):
-        """A context in which no other thread changes or searches the memory (this thread may do both)."""
-        return self._lock.write()
+    @property
+    def index(self) -> Index:
+        """The index backend: `describe`, `params`, `devices`, `move`, `set_search_ef`, `flush`."""
+        return Index(self)
 
     @property
     def audit(self) -> Audit:
-        """The audit log: `audit.log()`, `audit.head()`, `audit.verify()` (vmem_core.memory.audit)."""
+        """The audit log: `log()`, `head()`, `verify()`, and who it names for changes (`actor`, `acting_as`)."""
         return Audit(self._store)
 
     # --- bulk build (vmem_core.ingest.pipeline) ----------------------------------------------------------------------
-    def build(
-        self,
-        data: Union[str, Path, Sequence[LabelledImage]],
-        progress: Optional[Progress] = None,
-        strict: bool = False,
-        workers: Optional[int] = None,
-        chunk_size: int = BUILD_CHUNK,
-        decode_processes: Optional[bool] = None,
-    ) -> BuildReport:
-        """Add a labelled collection (ImageFolder directory, CSV, or scanned items), decoding, encoding and inserting
-        in overlapped chunks (vmem_core.ingest.pipeline).
-
-        Images already in the memory under the same source name are skipped, so an interrupted build resumes.
-        Undecodable images are reported in the result and skipped (or, with strict=True, stop the build).
-        `workers` decoding workers (default: one per core), in processes for a large build on a GPU or where
-        `decode_processes` says so (vmem_core.ingest.decode_workers).
-        """
-        total, todo, report = self.plan_build(data)
-        if progress:
-            progress(report.skipped_existing, total)
-        run_build(self, todo, report, total, progress, strict, workers, chunk_size,
-                  decode_processes=decode_processes)
-        self.flush()
-        return report
-
-    def plan_build(
-        self, data: Union[str, Path, Sequence[LabelledImage]]
-    ) -> tuple[int, list[LabelledImage], BuildReport]:
-        """What a build of `data` still has to add: (images in the collection, those whose source is not in the
-        memory yet, a report counting the ones skipped), the same for every build engine so that any of them resumes
-        any other's build."""
-        items = scan_dataset(Path(data)) if isinstance(data, (str, Path)) else list(data)
-        known = self._store.sources()
-        todo = [item for item in items if item.source not in known]
-        # a bad folder name or CSV label is refused before any image is encoded, not after the chunks before it
-        check_dataset_labels(todo)
-        return len(items), todo, BuildReport(skipped_existing=len(items) - len(todo))
-
-    # --- reads ------------------------------------------------------------------------------------------------------
-    def search(
-        self, embeddings: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None,
-        labels: Optional[Sequence[str]] = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest live exemplars of each embedding: (ids (n, k'), distances (n, k')), k' = min(k, candidates).
-
-        `allowed_ids` restricts the search to those exemplars, `labels` to exemplars with one of those labels.
-        """
-        queries = _check_embeddings(embeddings, self.dim)
-        if isinstance(labels, str):
-            labels = [labels]
-        with self._lock.read():
-            return self._index.search(queries, k, allowed_ids=allowed_ids, labels=labels)
-
-    def kept_ids(self, settings: Optional[VoteSettings] = None) -> np.ndarray:
-        """Live exemplars that hard pruning keeps under `settings`: reliability v (over top_n) < threshold."""
-        settings = resolve_settings(settings)
-        threshold, top_n = settings.threshold, settings.top_n
-
-        def compute() -> np.ndarray:
-            v = self.reliability(top_n)
-            return np.asarray(sorted(i for i, count in v.items() if count < threshold), dtype=np.int64)
-
-        return self.derived(("kept", threshold, top_n), compute)
-
-    def neighbors(
-        self, embeddings: np.ndarray, settings: Optional[VoteSettings] = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The settings.k neighbours that vote: with hard pruning, the k nearest among the kept exemplars (ranks
-        renumbered over them), so every k has k voters wherever enough exemplars are kept."""
-        settings = resolve_settings(settings)
-        if settings.pruning == "hard":
-            return self.search(embeddings, settings.k, allowed_ids=self.kept_ids(settings))
-        return self.search(embeddings, settings.k)
-
-    def memory_neighbors(
-        self, k: int, ids: Optional[Sequence[int]] = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Leave-one-out neighbours of memory items: each item's k nearest other live exemplars.
-
-        Returns:
-            (item ids (n,), neighbour ids (n, k'), distances (n, k')), k' = min(k, live exemplars - 1).
-        """
-        if ids is None:
-            # every live item: computed once per change and per depth, shared by reliability, curation and OOD
-            seq = self._store.seq()  # read before computing: a write meanwhile makes this result stale, not current
-            cached = self._derived.get(("loo", "deepest"))
-            if cached is not None and cached[0] == seq and cached[1][1].shape[1] >= min(
-                int(k), max(len(self) - 1, 0)
-            ):
-                items, found, distances = cached[1]
-                return items, found[:, :k], distances[:, :k]
-            result = self._memory_neighbors(int(k), None)
-            self._derived[("loo", "deepest")] = (seq, result)
-            return result
-        return self._memory_neighbors(int(k), np.asarray(ids, dtype=np.int64))
-
-    def _memory_neighbors(
-        self, k: int, ids: Optional[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with self._lock.read():
-            table = self._table
-            item_ids = table.ids.copy() if ids is None else ids
-            unknown = item_ids[table.class_indices(item_ids) < 0]
-            if len(unknown):
-                raise UnknownIdError(f"no live exemplar with id(s) {', '.join(map(str, unknown[:20]))}")
-            k = min(k, max(len(table.ids) - 1, 0))
-            if len(item_ids) == 0 or k == 0:
-                return item_ids, np.zeros((len(item_ids), 0), np.int64), np.zeros((len(item_ids), 0), np.float32)
-            stored_ids, vectors = self.embeddings(item_ids)  # the database reads faster than hnswlib's get_items
-            order = np.searchsorted(stored_ids, item_ids)
-            found, distances = self._index.search(vectors[order], k + 1)
-        is_self = found == item_ids[:, None]
-        # Drop the item itself; if the approximate search missed it, drop the farthest instead.
-        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), found.shape[1] - 1)
-        keep = np.ones_like(found, dtype=bool)
-        keep[np.arange(len(found)), drop] = False
-        return (
-            item_ids,
-            found[keep].reshape(len(found), -1)[:, :k],
-            distances[keep].reshape(len(found), -1)[:, :k],
-        )
-
-    def reliability(self, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> dict[int, int]:
-        """v(m): how often exemplar m is among the top-N leave-one-out neighbours of a differently-labelled item.
-
-        Cached until the memory changes.
-        """
-        return self.derived(("reliability", top_n), lambda: self._compute_reliability(top_n))
-
-    def _compute_reliability(self, top_n: int) -> dict[int, int]:
-        if top_n < 1:
-            raise VmemError(f"top_n must be at least 1, got {top_n}")
-        table = self._table
-        item_ids, neighbor_ids, _ = self.memory_neighbors(top_n)
-        counts = reliability_counts(item_ids, table.class_indices(item_ids), neighbor_ids)
-        return {int(i): int(c) for i, c in zip(item_ids, counts)}
-
-    def neighbor_reliability(self, neighbor_ids: np.ndarray, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
-        """v of each neighbour id (same shape; 0 for ids with no count, e.g. -1 padding)."""
-        v = self.reliability(top_n)
-        return np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(np.asarray(neighbor_ids))
-
-    def vote(
-        self,
-        neighbor_ids: np.ndarray,
-        distances: np.ndarray,
-        settings: Optional[VoteSettings] = None,
-        table: Optional[LabelTable] = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Votes over found neighbours: (class indices into table.labels, weights, positions kept, predictions for
-        every k). Neighbours for hard pruning should come from `neighbors` with the same settings; the hard mask
-        applied here then drops nothing."""
-        settings = resolve_settings(settings)
-        table = table or self._table
-        neighbor_ids = np.atleast_2d(neighbor_ids)
-        reliability = None if settings.pruning == "none" else self.neighbor_reliability(neighbor_ids, settings.top_n)
-        classes, weights, positions = prepare_votes(table.class_indices(neighbor_ids), distances, settings, reliability)
-        return classes, weights, positions, vote_all_k(classes, weights, len(table.labels))
-
-    def classify_embeddings(
-        self,
-        embeddings: np.ndarray,
-        settings: Optional[VoteSettings] = None,
-        names: Optional[Sequence[Optional[str]]] = None,
-        **changes,
-    ) -> list[Classification]:
-        """Classify precomputed query embeddings by the weighted vote of their k nearest exemplars.
-
-        Args:
-            embeddings: (n, dim) query features.
-            settings: how to vote (k, rule, pruning, threshold, top_n, rule parameters); default VoteSettings().
-            names: recorded as each result's `image`.
-            changes: single settings by keyword, e.g. `k=5, rule="softmax"` (applied over `settings`).
-
-        Raises:
-            BadSettingError: a setting out of range.
-        """
-        settings = resolve_settings(settings, **changes)
-        queries = _check_embeddings(embeddings, self.dim)
-        table = self._table
-        labels = table.labels
-        neighbor_ids, distances = self.neighbors(queries, settings)
-        classes, weights, positions, predictions = self.vote(neighbor_ids, distances, settings, table)
-        k_used = min(settings.k, classes.shape[1])
-        classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
-        predicted = predictions[:, k_used - 1] if k_used else np.full(len(queries), -1)
-        return classifications(labels, neighbor_ids, distances, classes, weights, positions, predicted, names)
 
     def classify(
         self, images: Sequence[ImageInput], settings: Optional[VoteSettings] = None, **changes
     ) -> list[Classification]:
-        """Classify images (paths, bytes or PIL images). See `classify_embeddings` for the settings."""
+        """Classify images (paths, bytes or PIL images). See `search.classify_embeddings` for the settings."""
         settings = resolve_settings(settings, **changes)
         images = list(images)
         names = [str(i) if isinstance(i, (str, Path)) else None for i in images]
-        return self.classify_embeddings(self.encode(images), settings, names)
-
-    def embeddings(self, ids: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, embeddings) of the given live ids, or of every live exemplar, read from the database."""
-        if ids is None:
-            return self._store.embeddings()
-        return self._store.embeddings(
-            "deleted_at IS NULL AND id IN (SELECT UNNEST(?::BIGINT[]))", [[int(i) for i in ids]]
-        )
-
-    def exemplars(self, ids: Sequence[int]):
-        """Metadata rows (label, source, sha256, thumbnail, added_at, ...) of the given ids as a DataFrame."""
-        return self._store.rows(ids)
-
-    def browse(self, **filters):
-        """A page of exemplar metadata; filters: label, source, added_from, added_to, include_deleted, limit, offset."""
-        return self._store.browse(**filters)
-
-    def label_changes(self, limit: int = 100):
-        """Recent relabellings as a DataFrame (exemplar_id, old_label, new_label, changed_at), newest first."""
-        return self._store.label_changes(limit)
-
-    def count(self, **filters) -> int:
-        """How many exemplars match the same filters as `browse` (without limit and offset)."""
-        return self._store.count_matching(**filters)
-
-    def thumbnails(self, ids: Sequence[int]) -> dict[int, Optional[bytes]]:
-        rows = self._store.rows(ids)
-        return {
-            int(i): bytes(t) if isinstance(t, (bytes, bytearray, memoryview)) else None
-            for i, t in zip(rows["id"], rows["thumbnail"])
-        }
+        return self.search.classify_embeddings(self.exemplars.encode(images), settings, names)
 
     def stats(self) -> dict:
         """What the memory holds and what it costs on disk and in RAM (`vmem stats --json`)."""
         with self._lock.read():
-            stats = memory_stats(self.path, self.config, self.index_params, self._store, self._index, self._table)
+            stats = memory_stats(self.path, self.config, self._index_params, self._store, self._index, self._table)
         stats["devices"] = devices_in_use(self._encoder, stats["index_backend"])
         return stats
 
-    def devices(self) -> dict:
-        """Where this memory encodes and searches (`vmem_core.devices.devices_in_use`), without stats' disk sums."""
-        with self._lock.read():
-            return devices_in_use(self._encoder, self._index.describe())

@@ -16,19 +16,20 @@ import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-import numpy as np
-
 from ..errors import AccessDeniedError
 
+from .audit import AuditReads
+from .exemplars import ExemplarReads
+from .index import IndexReads
+from .reliability import Reliability
+from .search import Search
+
 if TYPE_CHECKING:
-    from ..backends.hnsw_index import IndexParams
     from ..classification import Classification
     from ..encoders import Encoder
     from ..ingest.images import ImageInput
     from ..label_table import LabelTable
     from ..voting import VoteSettings
-    from .audit import Audit
-    from .core import VisualMemory
 
 
 class RefusedChange(AccessDeniedError, AttributeError):
@@ -41,7 +42,7 @@ class MemoryReader:
 
     __slots__ = ("_memory",)
 
-    def __init__(self, memory: "VisualMemory") -> None:
+    def __init__(self, memory) -> None:  # a VisualMemory (core imports this module)
         object.__setattr__(self, "_memory", memory)
 
     def __getattr__(self, name: str):
@@ -69,32 +70,16 @@ class MemoryReader:
         return self._memory.dim
 
     @property
-    def index_params(self) -> "IndexParams":
-        return self._memory.index_params  # frozen
-
-    @property
-    def read_only(self) -> bool:
-        return True
-
-    @property
     def encoder(self) -> "Encoder":
         return self._memory.encoder
 
     @property
     def table(self) -> "LabelTable":
-        return self._memory.table
-
-    @property
-    def labels(self) -> list[str]:
-        return self._memory.labels
+        return self._memory.table  # immutable: replaced whole by every change
 
     @property
     def change_counter(self) -> int:
         return self._memory.change_counter
-
-    @property
-    def audit(self) -> "Audit":
-        return self._memory.audit  # reads only (vmem_core.memory.audit)
 
     def __len__(self) -> int:
         return len(self._memory)
@@ -104,83 +89,33 @@ class MemoryReader:
         to the memory)."""
         return self._memory.derived(key, compute)
 
-    def class_indices(self, ids) -> np.ndarray:
-        return self._memory.class_indices(ids)
+    # --- the nouns, each the reading half of the memory's --------------------------------------------------------
+    @property
+    def exemplars(self) -> ExemplarReads:
+        return ExemplarReads(self._memory)
 
-    def label_of(self, exemplar_id: int) -> str:
-        return self._memory.label_of(exemplar_id)
+    @property
+    def search(self) -> Search:
+        return Search(self._memory)  # every search reads
 
-    def stats(self) -> dict:
-        return self._memory.stats()
+    @property
+    def reliability(self) -> Reliability:
+        return Reliability(self._memory)  # reads, and caches until the next change
 
-    def devices(self) -> dict:
-        return self._memory.devices()
+    @property
+    def index(self) -> IndexReads:
+        return IndexReads(self._memory)
 
-    # --- exemplars ------------------------------------------------------------------------------------------------
-    def exemplars(self, ids: Sequence[int]):
-        return self._memory.exemplars(ids)
-
-    def browse(self, **filters):
-        return self._memory.browse(**filters)
-
-    def count(self, **filters) -> int:
-        return self._memory.count(**filters)
-
-    def label_changes(self, limit: int = 100):
-        return self._memory.label_changes(limit)
-
-    def thumbnails(self, ids: Sequence[int]) -> dict[int, Optional[bytes]]:
-        return self._memory.thumbnails(ids)
-
-    def embeddings(self, ids: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
-        return self._memory.embeddings(ids)
-
-    def stored_embeddings(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        return self._memory.stored_embeddings(ids)
-
-    def tombstoned_ids(self) -> list[int]:
-        return self._memory.tombstoned_ids()
-
-    def near_duplicates_of(self, ids: Sequence[int], *args, **kwargs) -> dict[int, list[tuple[int, float]]]:
-        return self._memory.near_duplicates_of(ids, *args, **kwargs)
-
-    # --- search, reliability, votes -------------------------------------------------------------------------------
-    def search(self, embeddings: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None,
-               labels: Optional[Sequence[str]] = None) -> tuple[np.ndarray, np.ndarray]:
-        return self._memory.search(embeddings, k, allowed_ids=allowed_ids, labels=labels)
-
-    def neighbors(self, embeddings: np.ndarray, settings: Optional["VoteSettings"] = None):
-        return self._memory.neighbors(embeddings, settings)
-
-    def memory_neighbors(self, k: int, ids: Optional[Sequence[int]] = None):
-        return self._memory.memory_neighbors(k, ids)
-
-    def kept_ids(self, settings: Optional["VoteSettings"] = None) -> np.ndarray:
-        return self._memory.kept_ids(settings)
-
-    def reliability(self, *args, **kwargs) -> dict[int, int]:
-        return self._memory.reliability(*args, **kwargs)
-
-    def neighbor_reliability(self, neighbor_ids: np.ndarray, *args, **kwargs) -> np.ndarray:
-        return self._memory.neighbor_reliability(neighbor_ids, *args, **kwargs)
-
-    def vote(self, neighbor_ids: np.ndarray, distances: np.ndarray, settings: Optional["VoteSettings"] = None,
-             table: Optional["LabelTable"] = None):
-        return self._memory.vote(neighbor_ids, distances, settings, table)
-
-    def classify_embeddings(self, embeddings: np.ndarray, settings: Optional["VoteSettings"] = None,
-                            names: Optional[Sequence[Optional[str]]] = None, **changes) -> list["Classification"]:
-        return self._memory.classify_embeddings(embeddings, settings, names, **changes)
+    @property
+    def audit(self) -> AuditReads:
+        return AuditReads(self._memory._store)
 
     def classify(self, images: Sequence["ImageInput"], settings: Optional["VoteSettings"] = None,
                  **changes) -> list["Classification"]:
         return self._memory.classify(images, settings, **changes)
 
-    def load_images(self, images: Sequence["ImageInput"], names: Optional[Sequence[str]] = None):
-        return self._memory.load_images(images, names)
-
-    def encode(self, images: Sequence["ImageInput"], progress=None) -> np.ndarray:
-        return self._memory.encode(images, progress)
+    def stats(self) -> dict:
+        return self._memory.stats()
 
     def reader(self) -> "MemoryReader":
         return self
