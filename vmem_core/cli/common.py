@@ -128,14 +128,10 @@ class _Borrowed:
         self._acting.__exit__(*exc)
 
 
-# commands that only read: they open the memory read-only, so that closing it writes nothing (not even the index
-# snapshot that a writer would bring up to date)
-READ_ONLY_COMMANDS = ("stats", "classify", "eval", "attribute", "search-text", "audit")
-
-
 def open_memory(args, encoder: Optional[str] = None, create: bool = False):
     """The memory named by args.memory: the handle this process holds for a client, else opened (or created)."""
     from ..host import hosted
+    from ..backends import DEFAULT_BACKEND
     from ..memory import VisualMemory, check_encoder_fits
     from ..storage.audit import default_actor
 
@@ -148,7 +144,7 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
         return _Borrowed(held)
     index_uri = getattr(args, "index_uri", None)
     if create:
-        memory = VisualMemory.open_or_create(args.memory, encoder=encoder, backend=getattr(args, "backend", "hnswlib"),
+        memory = VisualMemory.open_or_create(args.memory, encoder=encoder, backend=getattr(args, "backend", DEFAULT_BACKEND),
                                              index_uri=index_uri, index_params=index_params(args))
         try:
             check_index_params(args, memory)
@@ -157,8 +153,7 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
             raise
     else:
         memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri,
-                                   read_only=getattr(args, "command", None) in READ_ONLY_COMMANDS
-                                   or getattr(args, "read_only", False))
+                                   read_only=getattr(args, "read_only", False))
     memory.audit.actor = default_actor("cli")
     return memory
 

@@ -8,9 +8,8 @@ from typing import Optional
 
 from ..errors import MemoryLockedError
 
-# commands a process holding the memory can run for the CLI (app and demo start processes of their own)
-HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "attribute", "search-text",
-             "stats", "tune", "migrate")
+from .table import HOSTABLE  # commands a process holding the memory can run for the CLI (vmem_core.cli.table)
+
 _PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms", "taxonomy", "ood_images", "certificate",
                    "verify_certificate")
 

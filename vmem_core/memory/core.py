@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..backends import IndexBackend, new_backend_record, open_backend
+from ..backends import DEFAULT_BACKEND, IndexBackend, new_backend_record, open_backend
 from ..backends.hnsw_index import IndexParams
 from ..classification import Classification
 from ..devices import devices_in_use
@@ -138,7 +138,7 @@ class VisualMemory:
         path: Union[str, Path],
         encoder: Union[str, Encoder] = DEFAULT_ENCODER,
         index_params: IndexParams = IndexParams(),
-        backend: str = "hnswlib",
+        backend: str = DEFAULT_BACKEND,
         index_uri: Optional[str] = None,
     ) -> "VisualMemory":
         """Create an empty memory at `path` (a new or empty directory) for `encoder`.
@@ -156,7 +156,7 @@ class VisualMemory:
             "encoder": {"name": encoder.name, "identity": encoder.identity, "dim": int(encoder.dim)},
             "index": asdict(index_params),
         }
-        if backend != "hnswlib" or index_uri:
+        if backend != DEFAULT_BACKEND or index_uri:
             config["backend"] = new_backend_record(backend, index_uri)
         path.mkdir(parents=True, exist_ok=True)
         try:
@@ -189,7 +189,7 @@ class VisualMemory:
 
     @classmethod
     def open_or_create(cls, path: Union[str, Path], encoder: Union[str, Encoder, None] = None,
-                       backend: str = "hnswlib", index_uri: Optional[str] = None,
+                       backend: str = DEFAULT_BACKEND, index_uri: Optional[str] = None,
                        index_params: Optional[IndexParams] = None) -> "VisualMemory":
         """Open the memory at `path`, or create it (with `backend` and `index_params`) when there is none."""
         path = Path(path)
