@@ -51,6 +51,7 @@ def run(out: Path, name: str, *args, tmp: Path) -> dict:
     except ValueError:
         parsed = None
     (out / f"{name}.json").write_text(f"exit {result.returncode}\n{text}\n")
+    (out / f"{name}.stderr").write_text(result.stderr.replace(str(tmp), "<TMP>"))
     return parsed
 
 

@@ -37,6 +37,15 @@ def sample_folder(root: Path, labels=None, per_label: int = 4, split: str = "mem
     return root
 
 
+def new_memory(path, data=None, **options) -> VisualMemory:
+    """A new test memory at `path` (the test-pixels encoder unless `encoder=` says otherwise; other options as
+    `VisualMemory.create`), built from the ImageFolder or CSV `data` when given."""
+    memory = VisualMemory.create(path, encoder=options.pop("encoder", "test-pixels"), **options)
+    if data is not None:
+        memory.exemplars.build(data)
+    return memory
+
+
 class PixelEncoder(BatchedEncoder):
     """8x8 greyscale pixels, centred: a deterministic stand-in encoder for storage and CLI tests."""
 

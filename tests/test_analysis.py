@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vmem_core import VisualMemory, VoteSettings
+from vmem_core import VoteSettings
 from vmem_core.analysis.attribution import dependent_queries, winning_shares
 from vmem_core.analysis.curate import near_duplicates, suspicious_exemplars
 from vmem_core.analysis.evaluate import (
@@ -14,6 +14,8 @@ from vmem_core.analysis.evaluate import (
     predict_at_k,
 )
 from vmem_core.analysis.ood import judge, nearest_distance_threshold
+
+from .helpers import new_memory
 
 
 def clustered(n_per_class=20, classes=3, dim=64, spread=0.15, seed=0):
@@ -27,7 +29,7 @@ def clustered(n_per_class=20, classes=3, dim=64, spread=0.15, seed=0):
 @pytest.fixture
 def clusters(tmp_path):
     centres, vectors, labels = clustered()
-    mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
+    mem = new_memory(tmp_path / "m")
     mem.exemplars.add_embeddings(vectors, labels)
     yield mem, centres
     mem.close()

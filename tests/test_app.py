@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vmem_core import VisualMemory
+
 from vmem_core.encoders import load_encoder
 
-from .helpers import REPO, SAMPLE, TIMEOUT, png_bytes, sample_folder, texts
+from .helpers import REPO, SAMPLE, TIMEOUT, new_memory, png_bytes, sample_folder, texts
 
 
 def test_classify_shows_prediction_scores_and_neighbors(app):
@@ -298,7 +298,7 @@ def test_unlearning_extra_ids_validated(app):
 
 def test_classify_when_hard_pruning_keeps_no_voter(tmp_path, monkeypatch):
     path = tmp_path / "two.vmem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
+    with new_memory(path) as memory:
         memory.exemplars.add_embeddings(np.stack([np.eye(64)[0], np.eye(64)[0] + 1e-3]), ["left", "right"])
     monkeypatch.setenv("VMEM_MEMORY", str(path))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()

@@ -17,7 +17,7 @@ from vmem_core import VisualMemory
 from vmem_core.errors import VmemError
 from vmem_core.unlearn import byte_patterns, byte_scan, purge
 
-from .helpers import REPO, clustered
+from .helpers import REPO, clustered, new_memory
 from .optional import require
 
 BACKENDS = ["hnswlib", "milvus", "exact"]
@@ -50,7 +50,7 @@ def data() -> tuple[np.ndarray, list[str], np.ndarray]:
 @pytest.fixture
 def filled(tmp_path, backend, data):
     vectors, labels, _ = data
-    memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels", backend=backend)
+    memory = new_memory(tmp_path / "mem", backend=backend)
     ids = memory.exemplars.add_embeddings(vectors, labels)
     assert ids == list(range(N))
     yield memory
@@ -243,7 +243,7 @@ def test_migrate_to_milvus_and_back_keeps_the_memory(tmp_path, data):
 
     vectors, labels, queries = data
     path = tmp_path / "mem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
+    with new_memory(path) as memory:
         memory.exemplars.add_embeddings(vectors[:800], labels[:800])
         memory.exemplars.delete([0, 1, 2])
         memory.exemplars.relabel([3], "renamed")
@@ -270,7 +270,7 @@ def test_migrate_refuses_what_it_cannot_do(tmp_path, capsys):
     from vmem_core.cli import main
 
     path = tmp_path / "mem"
-    VisualMemory.create(path, encoder="test-pixels").close()
+    new_memory(path).close()
     assert main(["migrate", str(path), "--to", "hnswlib"]) == 2
     assert "already uses the hnswlib index" in capsys.readouterr().err
     assert main(["migrate", str(path), "--to", "hnswlib", "--index-uri", "http://host:19530"]) == 2

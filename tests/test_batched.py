@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vmem_core import VisualMemory
+
 from vmem_core.analysis.attribution import attribute
 from vmem_core.analysis.evaluate import evaluate_embeddings
 
-from .helpers import SAMPLE
+from .helpers import SAMPLE, new_memory
 
 
 @pytest.fixture(params=["hnswlib", "exact"])
 def memory_and_queries(request, tmp_path, small_folder):
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels", backend=request.param) as memory:
+    with new_memory(tmp_path / "m", backend=request.param) as memory:
         memory.exemplars.build(small_folder)
         paths = sorted((SAMPLE / "queries").rglob("*.png"))[:9]
         yield memory, paths

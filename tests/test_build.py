@@ -18,7 +18,7 @@ from PIL import Image
 from vmem_core import BadImageError, VisualMemory
 from vmem_core.ingest.datasets import scan_dataset
 
-from .helpers import REPO, PixelEncoder
+from .helpers import PixelEncoder, REPO, new_memory
 
 RECORD = PixelEncoder.dim * 4  # bytes per vector in the vault
 
@@ -42,7 +42,7 @@ def expected_embeddings(root: Path) -> dict[str, np.ndarray]:
 
 def test_pipelined_build_stores_what_the_encoder_gives(tmp_path):
     root = make_folder(tmp_path / "data", 70)
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         calls = []
         report = mem.exemplars.build(root, chunk_size=16, workers=3, progress=lambda done, total: calls.append((done, total)))
         frame = mem.exemplars.browse(limit=1000, thumbnails=True)
@@ -61,7 +61,7 @@ def test_pipelined_build_stores_what_the_encoder_gives(tmp_path):
 def test_strict_build_commits_the_chunks_before_the_bad_image(tmp_path):
     root = make_folder(tmp_path / "data", 40, labels=("a",))
     (root / "a" / "00025.png").write_bytes(b"not a png")  # sorted position 25: in the second chunk of 16
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         with pytest.raises(BadImageError, match="00025.png"):
             mem.exemplars.build(root, chunk_size=16, strict=True)
         assert len(mem) == 16  # the first chunk is committed, nothing of the second

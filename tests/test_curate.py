@@ -4,11 +4,12 @@ flipped labels first, and the precision it reports for itself."""
 import numpy as np
 import pytest
 
-from vmem_core import VisualMemory
+
 from vmem_core.analysis.curate import DEFAULT_SUGGESTIONS, check_ranking, label_issue_scores, suspicious_exemplars
 from vmem_core.voting import VoteSettings
 
 from .test_analysis import clustered
+from .helpers import new_memory
 
 
 def naive_scores(classes, neighbors):
@@ -45,7 +46,7 @@ def noisy_memory(tmp_path):
     flipped = rng.choice(len(labels), 15, replace=False)
     for i in flipped:
         labels[i] = f"c{(int(labels[i][1]) + 1) % 3}"
-    memory = VisualMemory.create(tmp_path / "noisy", encoder="test-pixels")
+    memory = new_memory(tmp_path / "noisy")
     ids = memory.exemplars.add_embeddings(vectors, labels)
     yield memory, {ids[i] for i in flipped}
     memory.close()

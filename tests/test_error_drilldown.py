@@ -4,12 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vmem_core import VisualMemory, VmemError
+from vmem_core import VmemError
 from vmem_core.analysis.error_drilldown import ANY_WRONG, NO_PREDICTION, EvaluationRun, cell_queries, changes_table
 from vmem_core.analysis.error_drilldown import compare_runs, evaluation_run, selected_cell, voters
 from vmem_core.analysis.plots import confusion_matrix_figure, per_class_accuracy_figure
 from vmem_core.classification import Classification
 from vmem_core.voting import VoteSettings
+
+from .helpers import new_memory
 
 DIM = 64
 K1 = VoteSettings(k=1, rule="plurality")
@@ -28,7 +30,7 @@ def planted(tmp_path):
 
     Queries: a cat that sits on the planted exemplar (wrong: "dog"), a dog that sits on it too (right, by luck), a
     plain dog and a plain cat (right). Deleting the planted exemplar fixes the first and breaks the second."""
-    memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels")
+    memory = new_memory(tmp_path / "mem")
     cats = [unit((0, 1), (10 + i, 0.2)) for i in range(3)]
     dogs = [unit((1, 1), (20 + i, 0.2)) for i in range(3)]
     memory.exemplars.add_embeddings(np.stack(cats + dogs), ["cat"] * 3 + ["dog"] * 3)

@@ -15,7 +15,7 @@ from vmem_core import VisualMemory
 from vmem_core.ingest.datasets import scan_dataset
 from vmem_core.sample_memory import build_sample_memory, completeness
 
-from .helpers import REPO, SAMPLE
+from .helpers import REPO, SAMPLE, new_memory
 
 PAGES = sorted(p.name for p in (REPO / "pages").glob("*.py"))
 
@@ -88,7 +88,7 @@ def test_a_killed_builders_staging_folder_is_removed_and_a_live_ones_kept(tmp_pa
 def test_purged_sample_exemplars_do_not_make_the_memory_look_unfinished(tmp_path, small_folder):
     from vmem_core.unlearn import purge
 
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as memory:
+    with new_memory(tmp_path / "m") as memory:
         memory.exemplars.build(small_folder)
         assert completeness(memory, small_folder).complete
         memory.exemplars.delete([0, 1])
@@ -106,7 +106,7 @@ def test_purged_sample_exemplars_do_not_make_the_memory_look_unfinished(tmp_path
 
 def test_a_partial_sample_memory_says_so_on_the_page(fresh_copy, tmp_path):
     # an old vmem's interrupted build: vmem.json exists, 256 of the 1,000 shipped exemplars
-    with VisualMemory.create(tmp_path / "home" / "sample.vmem", encoder="test-pixels") as memory:
+    with new_memory(tmp_path / "home" / "sample.vmem") as memory:
         memory.exemplars.build(_first_items(256))
         status = completeness(memory)
     assert (status.shipped, status.missing) == (1000, 744)

@@ -17,7 +17,7 @@ from vmem_core.ingest.datasets import extract_labelled_zip
 from vmem_core.ingest.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_MEGABYTES, load_image
 from vmem_core.ingest.names import BadLabelError, check_label, upload_name
 
-from .helpers import REPO, memory_state, png_bytes, png_header_only, texts, vmem
+from .helpers import REPO, memory_state, new_memory, png_bytes, png_header_only, texts, vmem
 
 ODD_LABELS = [
     "it's", 'say "hi"', "a; DROP TABLE exemplars; --", "x'); DELETE FROM exemplars; --", "Ελληνικά", "中文标签",
@@ -138,7 +138,7 @@ def test_cli_shows_odd_labels_and_refuses_control_characters(tmp_path):
     image = tmp_path / "img.png"
     image.write_bytes(png_bytes(np.full((16, 16), 40)))
     label = "中文; it's \"q\""
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
+    with new_memory(path) as memory:
         memory.exemplars.add([image], label)
     assert json.loads(vmem("stats", path, "--json").stdout)["labels"] == {label: 1}
     assert label in vmem("stats", path).stdout

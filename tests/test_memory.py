@@ -20,7 +20,7 @@ from vmem_core import (
     VoteSettings,
 )
 
-from .helpers import REPO, SAMPLE, database_held_elsewhere, memory_state
+from .helpers import REPO, SAMPLE, database_held_elsewhere, memory_state, new_memory
 
 
 def test_build_records_everything_per_exemplar(memory, small_folder):
@@ -154,11 +154,11 @@ def test_not_a_memory(tmp_path):
 
 def test_create_refuses_a_non_empty_directory(memory):
     with pytest.raises(MemoryFormatError, match="already exists"):
-        VisualMemory.create(memory.path, encoder="test-pixels")
+        new_memory(memory.path)
 
 
 def test_build_resumes_without_duplicates(tmp_path, small_folder):
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         first = mem.exemplars.build(small_folder)
         second = mem.exemplars.build(small_folder)
         assert (first.added, second.added, second.skipped_existing) == (12, 0, 12)
@@ -167,7 +167,7 @@ def test_build_resumes_without_duplicates(tmp_path, small_folder):
 
 def test_build_skips_and_reports_bad_images(tmp_path, small_folder):
     (small_folder / "bag" / "broken.png").write_bytes(b"garbage")
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         report = mem.exemplars.build(small_folder)
         assert report.added == 12 and len(report.rejected) == 1 and "broken.png" in report.rejected[0][1]
         with pytest.raises(BadImageError):
@@ -177,7 +177,7 @@ def test_build_skips_and_reports_bad_images(tmp_path, small_folder):
 def test_build_from_csv(tmp_path, small_folder):
     rows = ["path,label"] + [f"{p.relative_to(small_folder)},{p.parent.name}" for p in small_folder.rglob("*.png")]
     (small_folder / "list.csv").write_text("\n".join(rows))
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         assert mem.exemplars.build(small_folder / "list.csv").added == 12
         assert mem.stats()["labels"] == {"bag": 4, "sneaker": 4, "trouser": 4}
 
@@ -362,7 +362,7 @@ def test_hard_pruning_keeps_k_voters_and_matches_evaluation(tmp_path):
         labels[i] = f"c{(int(labels[i][1]) + 1) % 3}"
     queries = np.concatenate([c + 0.6 * rng.normal(size=(10, 64)) for c in centres])
     truth = [f"c{i}" for i in range(3) for _ in range(10)]
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         mem.exemplars.add_embeddings(vectors, labels)
         kept = set(mem.reliability.kept_ids(VoteSettings(threshold=2, top_n=5)).tolist())
         assert 0 < len(kept) < len(mem)
@@ -437,7 +437,7 @@ def test_heavy_deletion_and_selective_filters_still_answer(tmp_path):
 
     n = 25_000
     vectors = rng.normal(size=(n, 64)).astype(np.float32)
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         ids = mem.exemplars.add_embeddings(vectors, [f"c{i % 7}" for i in range(n)])
         mem.exemplars.delete(ids[: n * 9 // 10])  # 90% gone; 2,500 live stay above the exact-search size: hnswlib answers
         assert len(mem) > EXACT_SEARCH_BELOW

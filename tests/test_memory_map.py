@@ -4,7 +4,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from vmem_core import UnknownIdError, VisualMemory
+from vmem_core import UnknownIdError
 from vmem_core.analysis.memory_map import (
     map_labels,
     memory_map,
@@ -15,13 +15,13 @@ from vmem_core.analysis.memory_map import (
 )
 from vmem_core.analysis.plots import label_colours, memory_map_figure
 
-from .helpers import clustered
+from .helpers import clustered, new_memory
 
 
 @pytest.fixture
 def memory(tmp_path):
     vectors, labels = clustered(120, seed=3)
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         mem.exemplars.add_embeddings(vectors, labels)
         yield mem
 

@@ -12,7 +12,7 @@ import pytest
 
 from vmem_core import VisualMemory
 
-from .helpers import SAMPLE
+from .helpers import SAMPLE, new_memory
 from .optional import require
 
 
@@ -52,7 +52,7 @@ def everything(memory: VisualMemory) -> dict:
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory, collection):
     path = tmp_path_factory.mktemp("single") / "mem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
+    with new_memory(path) as memory:
         report = memory.exemplars.build(collection)
         return report, everything(memory)
 
@@ -63,7 +63,7 @@ def test_ray_build_equals_the_single_process_build(ray_instance, tmp_path, colle
 
     expected_report, expected = single_process
     progress = []
-    with VisualMemory.create(tmp_path / "mem", encoder="test-pixels") as memory:
+    with new_memory(tmp_path / "mem") as memory:
         report = build_with_ray(memory, collection, progress=lambda done, total: progress.append((done, total)))
         got = everything(memory)
         assert memory.index.backend.live_count == 1000
@@ -88,7 +88,7 @@ def test_ray_build_resumes_and_writes_to_milvus(ray_instance, tmp_path, collecti
 
     _, expected = single_process
     items = scan_dataset(collection)
-    with VisualMemory.create(tmp_path / "mem", encoder="test-pixels", backend="milvus") as memory:
+    with new_memory(tmp_path / "mem", backend="milvus") as memory:
         first = memory.exemplars.build(items[:300])
         report = build_with_ray(memory, collection)
         assert report.skipped_existing == first.added > 0 and report.added == 1000 - first.added

@@ -14,7 +14,7 @@ from vmem_core.errors import VmemError
 from vmem_core.purge_proof import verify_certificate
 from vmem_core.unlearn import byte_patterns, byte_scan, memory_digest, purge
 
-from .helpers import REPO
+from .helpers import REPO, new_memory
 
 
 def leftovers(memory, ids):
@@ -246,7 +246,7 @@ def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
     rng = np.random.default_rng(11)
     for attempt in range(3):
         path = tmp_path / f"m{attempt}"
-        with VisualMemory.create(path, encoder="test-pixels") as mem:
+        with new_memory(path) as mem:
             mem.exemplars.add_embeddings(rng.normal(size=(3000, 64)), [f"c{i % 5}" for i in range(3000)])
             vectors = mem.exemplars.stored_embeddings([10, 20])[1]
         script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r});"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from vmem_core import BadSettingError, VisualMemory, VmemError, VoteSettings
+from vmem_core import BadSettingError, VmemError, VoteSettings
 from vmem_core.analysis.experiments import DEFAULT_FIXED_K
 from vmem_core.analysis.registry import ExperimentOptions
 from vmem_core.cli import build_parser
@@ -23,6 +23,8 @@ from vmem_core.voting import (
     resolve_settings,
     rule_weights,
 )
+
+from .helpers import new_memory
 
 
 def test_defaults_are_the_papers():
@@ -108,7 +110,7 @@ def test_rule_parameters_change_the_weights():
 def test_a_memory_votes_with_the_settings_it_is_given(tmp_path):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(20, 64))
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         mem.exemplars.add_embeddings(vectors, ["a" if i % 2 else "b" for i in range(20)])
         query = vectors[:1] + 0.01
         [by_keywords] = mem.search.classify_embeddings(query, k=4, voting="plurality")
