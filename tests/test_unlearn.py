@@ -304,7 +304,7 @@ def test_crashed_add_leaves_no_bytes_for_a_later_purge_to_miss(memory):
     script = (f"import os, sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r});"
               "import numpy as np, helpers; from vmem_core import VisualMemory; from vmem_core.storage import store;"
               "store.Store._insert_rows = lambda *a, **k: os._exit(9);"
-              f"VisualMemory.open({str(path)!r}).add_embeddings(np.stack([np.eye(64)[9], np.eye(64)[10]]) + 0.02,"
+              f"VisualMemory.open({str(path)!r}).exemplars.add_embeddings(np.stack([np.eye(64)[9], np.eye(64)[10]]) + 0.02,"
               " ['x', 'y'], thumbnails=[b'ghost-thumbnail-one', b'ghost-thumbnail-two'])")
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     orphans = byte_patterns(extra / np.linalg.norm(extra, axis=1, keepdims=True),
