@@ -52,8 +52,7 @@ if TYPE_CHECKING:
     from .backends.base import Evidence
     from .memory import VisualMemory
 
-# Caches kept beside a memory that must forget purged exemplars (the re-rank cache's answers given with them in view):
-# each registers `forget(memory_path, ids)` here, so that unlearning imports none of them.
+# caches that must forget purged exemplars (the re-rank cache) register `forget(memory_path, ids)`: unlearn imports none
 _forgetters: list[Callable[[Path, list[int]], None]] = []
 
 
