@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 
 from vmem_core.encoders import load_encoder
+from vmem_core.host import hosted
 
 from .helpers import REPO, SAMPLE, TIMEOUT, new_memory, png_bytes, sample_folder, texts
 
@@ -247,9 +248,7 @@ def test_curate_page_and_soft_pruning_toggle(app):
 
 
 def test_curate_accept_relabel_and_dismiss(app, tmp_path):
-    from vmem_core import ui
-
-    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
     bag = memory.exemplars.embeddings([0])[1]
     (wrong,) = memory.exemplars.add_embeddings(bag + 1e-3, ["trouser"])  # a bag labelled trouser
     app.switch_page("pages/curate.py").run()
@@ -267,9 +266,7 @@ def test_curate_accept_relabel_and_dismiss(app, tmp_path):
 
 
 def test_curate_a_delete_confirmed_after_another_session_relabelled_it_changes_nothing(app, tmp_path):
-    from vmem_core import ui
-
-    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
     (wrong,) = memory.exemplars.add_embeddings(memory.exemplars.embeddings([0])[1] + 1e-3, ["trouser"])
     ids, vectors = memory.exemplars.embeddings(list(range(12)))
     memory.exemplars.add_embeddings(vectors + 1e-2, [memory.table.label_of(i) for i in ids])  # 25 exemplars: 5% is one to flip
@@ -444,10 +441,9 @@ def _plant_a_wrong_neighbour(tmp_path, folder) -> dict:
     """Place an exemplar labelled trouser on a bag query of `folder` that the memory gets right at k=1, so that at
     k=1 it is predicted trouser. Returns the query's name and index, the planted id, and which queries deleting the
     planted exemplar will fix and break (worked out from two plain searches, not by the page's code)."""
-    from vmem_core import ui
     from vmem_core.ingest.datasets import scan_dataset
 
-    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
     items = scan_dataset(folder)
     embeddings = memory.exemplars.encode([item.path for item in items])
     index = next(i for i, (item, r) in enumerate(zip(items, memory.search.classify_embeddings(embeddings, k=1)))
@@ -532,8 +528,6 @@ def test_evaluate_error_loop_on_an_uploaded_query_set(app, tmp_path, monkeypatch
 
 
 def test_evaluate_a_classs_bar_lists_all_its_errors_and_a_relabel_is_confirmed_first(app, tmp_path, monkeypatch):
-    from vmem_core import ui
-
     plant = _plant_a_wrong_neighbour(tmp_path, SAMPLE / "queries")
     name, planted = plant["name"], plant["planted"]
     _select_a_cell_by_click(monkeypatch, ("bag", "(any wrong)"))
@@ -545,7 +539,7 @@ def test_evaluate_a_classs_bar_lists_all_its_errors_and_a_relabel_is_confirmed_f
     app.checkbox(key=f"eval-voter-{plant['index']}-{planted}").check().run()
     app.text_input(key="eval-relabel-to").input("bag").run()
     app.button(key="eval-relabel-button").click().run()
-    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
     assert memory.table.label_of(planted) == "trouser"  # only asked so far
     app.button(key="eval-confirm-relabel-yes").click().run()
     assert not app.exception and memory.table.label_of(planted) == "bag"

@@ -43,7 +43,7 @@ EXPECTED = {
 def test_snapshot_damage_heals_with_one_log_line(memory, how, caplog):
     memory.exemplars.delete([5])
     memory.index.flush()
-    seq = memory._store.seq()
+    seq = memory.change_counter
     path = memory.path
     if how == "behind":  # three changes committed after the snapshot, then the process died
         memory.exemplars.add_embeddings(np.eye(64)[:2] + 0.01, ["late", "late"])

@@ -379,7 +379,8 @@ def test_incremental_label_table_matches_a_fresh_read(memory):
     from vmem_core.memory import LabelTable
 
     def fresh():
-        return LabelTable.from_rows(*memory._store.live_labels())
+        rows = memory.exemplars.browse(limit=10**6, thumbnails=False).sort_values("id")
+        return LabelTable.from_rows(rows["id"].to_numpy(), rows["label"].tolist())
 
     steps = [
         lambda: memory.exemplars.add_embeddings(np.ones((2, 64)), ["aaa", "zzz"]),  # new labels sorting first and last
