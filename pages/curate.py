@@ -52,11 +52,13 @@ def confirm_pending(where: Optional[str]) -> None:
         return
     target, label = pending.ids[0], pending.detail
     if pending.action == "delete":
-        ui.confirmation_box(memory, "confirm-curate", f"Delete exemplar {target}?", lambda: memory.exemplars.delete([target]),
+        ui.confirmation_box(memory, "confirm-curate", f"Delete exemplar {target}?",
+                            lambda: memory.exemplars.delete([target]),
                             f"Deleted exemplar {target}.")
     else:
         ui.confirmation_box(memory, "confirm-curate", f"Relabel exemplar {target} as '{label}'?",
-                            lambda: memory.exemplars.relabel([target], label), f"Relabelled exemplar {target} as '{label}'.")
+                            lambda: memory.exemplars.relabel([target], label),
+                            f"Relabelled exemplar {target} as '{label}'.")
     rows_confirmed.add(where)
 
 

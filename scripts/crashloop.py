@@ -103,7 +103,8 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
             count = rng.randint(1, 4)
             intent.update(label=rng.choice(LABELS), sources=[f"add-{round_no}-{n}-{j}" for j in range(count)])
             note(intent)
-            ids = memory.exemplars.add([_random_png(rng) for _ in range(count)], intent["label"], sources=intent["sources"])
+            ids = memory.exemplars.add([_random_png(rng) for _ in range(count)], intent["label"],
+                                       sources=intent["sources"])
             note({"ack": n, "ids": ids})
         elif op == "build":
             folder = Path(log_path).parent / f"build-{round_no}-{n}"

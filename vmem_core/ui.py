@@ -174,7 +174,7 @@ def sidebar(memory: VisualMemory) -> Settings:
     for name in _SETTING_DEFAULTS:
         state[name] = state[f"_{name}"]
     with st.sidebar:
-        st.markdown(f"**Memory** `{memory.path.name}`  \n{live:,} exemplars, {len(list(memory.table.labels))} classes  \n"
+        st.markdown(f"**Memory** `{memory.path.name}`  \n{live:,} exemplars, {len(memory.table.labels)} classes  \n"
                     f"encoder `{memory.config['encoder']['name']}`  \n{devices_text(memory.index.devices())}")
         st.selectbox("Voting rule", RULES, key="voting", format_func=lambda r: RULE_HELP[r], on_change=_keep,
                      args=("voting",))
@@ -284,7 +284,8 @@ def restore_actions(memory: VisualMemory, deleted_selected: Sequence[int], prefi
         ask_to_confirm(key, memory, "restore", deleted_selected)
     if pending := pending_change(key):
         ids = list(pending.ids)
-        confirmation_box(memory, key, f"Restore exemplar(s) {confirmation.id_list(ids)}?", lambda: memory.exemplars.restore(ids),
+        confirmation_box(memory, key, f"Restore exemplar(s) {confirmation.id_list(ids)}?",
+                         lambda: memory.exemplars.restore(ids),
                          f"Restored {len(ids)} exemplar(s): {confirmation.id_list(ids)}.", selection=deleted_selected,
                          note="They count again at once, with the label they had.")
 

@@ -35,7 +35,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -51,15 +51,6 @@ from .voting import label_classes, prepare_votes, vote_all_k
 if TYPE_CHECKING:
     from .backends.base import Evidence
     from .memory import VisualMemory
-
-# caches that must forget purged exemplars (the re-rank cache) register `forget(memory_path, ids)`: unlearn imports none
-_forgetters: list[Callable[[Path, list[int]], None]] = []
-
-
-def forget_on_purge(forget: Callable[[Path, list[int]], None]) -> None:
-    """Register a cache to be told, by every purge (and every interrupted purge finished on open), what went."""
-    if forget not in _forgetters:
-        _forgetters.append(forget)
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +256,8 @@ def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, 
     with memory.exemplars.exclusive():  # one purge at a time: the journal is a single file
         ids = Erasure(memory).check_purgeable(ids)
         journal = {"purge_id": purge_id, "ids": ids, "details": details,
-                   "thumbnails": Erasure(memory).thumbnail_places(ids)}  # the rows that say where they lie are about to go
+                   # the rows that say where they lie are about to go
+                   "thumbnails": Erasure(memory).thumbnail_places(ids)}
         if certificate_plan is not None:
             journal["certificate_plan"] = certificate_plan
         write_json_atomic(memory.path / PURGE_JOURNAL, journal)
@@ -274,9 +266,8 @@ def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, 
 
 def _erase_journalled(memory: "VisualMemory", journal: dict) -> list["Evidence"]:
     """The journal's destructive steps; each is idempotent, so a crash anywhere is finished by a re-run."""
-    evidence = Erasure(memory).erase_rows(journal["ids"], journal["purge_id"], journal["details"], journal["thumbnails"])
-    for forget in _forgetters:  # e.g. a model's answers given with these in view
-        forget(memory.path, journal["ids"])
+    evidence = Erasure(memory).erase_rows(journal["ids"], journal["purge_id"], journal["details"],
+                                          journal["thumbnails"])
     return evidence
 
 

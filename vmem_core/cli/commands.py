@@ -124,7 +124,8 @@ def cmd_migrate(args) -> int:
 
 def cmd_add(args) -> int:
     with open_memory(args) as memory:
-        ids = memory.exemplars.add(expand_images(args.images), args.label, progress=progress_bar("encode", not args.json))
+        ids = memory.exemplars.add(expand_images(args.images), args.label,
+                                   progress=progress_bar("encode", not args.json))
     if args.json:
         print_json({"ids": ids, "label": args.label})
     else:

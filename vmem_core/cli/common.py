@@ -144,7 +144,8 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
         return _Borrowed(held)
     index_uri = getattr(args, "index_uri", None)
     if create:
-        memory = VisualMemory.open_or_create(args.memory, encoder=encoder, backend=getattr(args, "backend", DEFAULT_BACKEND),
+        memory = VisualMemory.open_or_create(args.memory, encoder=encoder,
+                                             backend=getattr(args, "backend", DEFAULT_BACKEND),
                                              index_uri=index_uri, index_params=index_params(args))
         try:
             check_index_params(args, memory)

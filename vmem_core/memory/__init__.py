@@ -6,4 +6,5 @@ from ..label_table import LabelTable
 from .core import NEAR_DUPLICATE_DISTANCE, VisualMemory, check_encoder_fits
 from .reader import MemoryReader, OpenReader
 
-__all__ = ["BUILD_CHUNK", "NEAR_DUPLICATE_DISTANCE", "BuildReport", "LabelTable", "MemoryReader", "OpenReader", "VisualMemory", "check_encoder_fits"]
+__all__ = ["BUILD_CHUNK", "NEAR_DUPLICATE_DISTANCE", "BuildReport", "LabelTable", "MemoryReader", "OpenReader",
+           "VisualMemory", "check_encoder_fits"]

@@ -8,7 +8,8 @@ knows nothing of how rows are stored.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -17,6 +18,17 @@ from ..errors import UnknownIdError, VmemError
 if TYPE_CHECKING:
     from ..backends.base import Evidence
     from .core import VisualMemory
+
+
+# Caches kept beside a memory that must forget erased exemplars (the re-rank cache's answers given with them in view)
+# register `forget(memory_path, ids)` here, so that neither the memory nor unlearning imports any of them.
+_forgetters: list[Callable[[Path, list[int]], None]] = []
+
+
+def forget_on_purge(forget: Callable[[Path, list[int]], None]) -> None:
+    """Register a cache to be told, by every purge (and every interrupted purge finished on open), what went."""
+    if forget not in _forgetters:
+        _forgetters.append(forget)
 
 
 class Erasable(Protocol):
@@ -60,8 +72,9 @@ class Erasure:
     def erase_rows(
         self, ids: Sequence[int], purge_id: str, details: dict, thumbnail_places: Sequence
     ) -> list["Evidence"]:
-        """Remove exemplars' bytes from the index and the database files, idempotently. Unjournalled and
-        uncertified: call `vmem_core.unlearn.purge`, which is both. Returns what the index backend did and verified.
+        """Remove exemplars' bytes from the index and the database files, idempotently, and tell every registered
+        cache to forget them. Unjournalled and uncertified: call `vmem_core.unlearn.purge`, which is both. Returns
+        what the index backend did and verified.
 
         Order matters: the index goes first, while the vault still holds the vectors it must find there."""
         memory = self._memory
@@ -70,6 +83,8 @@ class Erasure:
             memory._store.purge(ids, purge_id, details, [tuple(p) for p in thumbnail_places])
             memory._refresh_labels()
             memory._keep_owner_lock()
+        for forget in _forgetters:
+            forget(memory.path, [int(i) for i in ids])
         return evidence
 
     def record_certificate(self, purge_id: str, digest: str) -> None:

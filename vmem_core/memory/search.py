@@ -81,7 +81,8 @@ class Search(Part):
             k = min(k, max(len(table.ids) - 1, 0))
             if len(item_ids) == 0 or k == 0:
                 return item_ids, np.zeros((len(item_ids), 0), np.int64), np.zeros((len(item_ids), 0), np.float32)
-            stored_ids, vectors = self._memory.exemplars.embeddings(item_ids)  # the database reads faster than hnswlib's get_items
+            # the database reads faster than hnswlib's get_items
+            stored_ids, vectors = self._memory.exemplars.embeddings(item_ids)
             order = np.searchsorted(stored_ids, item_ids)
             found, distances = self._index.search(vectors[order], k + 1)
         is_self = found == item_ids[:, None]
@@ -108,7 +109,8 @@ class Search(Part):
         settings = resolve_settings(settings)
         table = table or self._table
         neighbor_ids = np.atleast_2d(neighbor_ids)
-        reliability = None if settings.pruning == "none" else self._memory.reliability.of_neighbors(neighbor_ids, settings.top_n)
+        reliability = (None if settings.pruning == "none"
+                       else self._memory.reliability.of_neighbors(neighbor_ids, settings.top_n))
         classes, weights, positions = prepare_votes(table.class_indices(neighbor_ids), distances, settings, reliability)
         return classes, weights, positions, vote_all_k(classes, weights, len(table.labels))
 

@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 from ..storage.atomic import write_json_atomic
 from ..storage.layout import RERANK_CACHE_DIR as CACHE_DIR
-from ..unlearn import forget_on_purge
+from ..memory.erasure import forget_on_purge
 from .base import Reranker, RerankRequest, RerankResult
 from .prompt import PROMPT_VERSION
 
