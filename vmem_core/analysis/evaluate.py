@@ -63,7 +63,7 @@ def accuracy_curves(
     rules: Sequence[str] = RULES,
     settings: Optional[VoteSettings] = None,
 ) -> dict[str, np.ndarray]:
-    """Accuracy at every k for each rule, from one neighbour retrieval (n, K) made by `memory.neighbors` with the
+    """Accuracy at every k for each rule, from one neighbour retrieval (n, K) made by `memory.search.neighbors` with the
     same settings (their pruning, threshold, top_n and rule parameters; k and rule are not used)."""
     settings = resolve_settings(settings)
     table = memory.table
@@ -149,7 +149,7 @@ def evaluate_dataset(
 def predict_at_k(
     memory: VisualMemory, neighbor_ids: np.ndarray, distances: np.ndarray, settings: VoteSettings
 ) -> list[Optional[str]]:
-    """Predicted label per query from the first settings.k neighbours found by `memory.neighbors` (None where none
+    """Predicted label per query from the first settings.k neighbours found by `memory.search.neighbors` (None where none
     voted)."""
     table = memory.table
     *_, predictions = memory.search.vote(neighbor_ids, distances, settings, table)
