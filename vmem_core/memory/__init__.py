@@ -3,7 +3,8 @@ parts over the open memory that unlearning, stats and the CLI reach for (erasure
 
 from ..ingest.pipeline import BUILD_CHUNK, BuildReport
 from ..label_table import LabelTable
-from .core import NEAR_DUPLICATE_DISTANCE, VisualMemory, check_encoder_fits
+from .core import VisualMemory, check_encoder_fits
+from .exemplars import NEAR_DUPLICATE_DISTANCE
 from .reader import MemoryReader, OpenReader
 
 __all__ = ["BUILD_CHUNK", "NEAR_DUPLICATE_DISTANCE", "BuildReport", "LabelTable", "MemoryReader", "OpenReader",

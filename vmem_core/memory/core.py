@@ -43,7 +43,7 @@ from ..storage.owner_lock import OwnerLock
 from ..storage.store import Store
 from ..voting import VoteSettings, resolve_settings
 from .audit import Audit
-from .exemplars import NEAR_DUPLICATE_DISTANCE, Exemplars
+from .exemplars import Exemplars
 from .index import Index
 from .reader import MemoryReader, OpenReader
 from .reliability import Reliability
