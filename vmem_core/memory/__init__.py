@@ -1,5 +1,6 @@
-"""The memory: `VisualMemory` (core: the open memory and its lifecycle), the reader a viewer gets (reader), and the
-parts over the open memory that unlearning, stats and the CLI reach for (erasure, audit, stats)."""
+"""The memory: `VisualMemory` (core: the open memory and its lifecycle) and its nouns, `exemplars`, `search`,
+`reliability`, `index`, `audit`; the reader a viewer gets (reader); the narrow erase interface unlearning uses
+(erasure); `vmem stats` (stats). docs/architecture.md maps them."""
 
 from ..ingest.pipeline import BUILD_CHUNK, BuildReport
 from ..label_table import LabelTable
