@@ -416,3 +416,18 @@ def test_audit_text_output_shortens_a_long_entry_and_json_keeps_it(memory, capsy
     assert main(["audit", path, "--json"]) == 0
     (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["action"] == "purge"]
     assert len(entry["details"]["commitments"]) == 8
+
+
+def test_an_open_that_finds_a_purge_journal_and_nothing_to_finish_it_fails_closed(memory, monkeypatch):
+    # unlearn registers what finishes an interrupted purge (the memory cannot import it); without it an open must
+    # refuse rather than hand out a half-purged memory
+    from vmem_core.errors import MemoryFormatError
+    from vmem_core.memory import core
+    from vmem_core.storage.layout import PURGE_JOURNAL
+
+    path = memory.path
+    memory.close()
+    (path / PURGE_JOURNAL).write_text("{}")
+    monkeypatch.setattr(core, "_purge_finishers", [])
+    with pytest.raises(MemoryFormatError, match="a purge was interrupted here"):
+        VisualMemory.open(path)
