@@ -5,7 +5,8 @@
 
 The memory is built from the shipped sample (four images of each label) with the default encoder. What differs
 between two runs of the same code is masked (and only that): the temporary folder's path, ISO timestamps, purge ids,
-salts and the digests that cover them, durations, and the process-dependent numbers of `stats` (bytes in RAM).
+salts and the digests that cover them, durations, and the process-dependent numbers of `stats` (bytes in RAM). Every
+image is copied into the temporary folder first, so that the checkout's path never reaches the memory.
 `search-text` is not recorded: it needs an open_clip text encoder, which the default encoder is not.
 """
 
@@ -26,6 +27,7 @@ SAMPLE = REPO / "data" / "fashion-mnist"
 VOLATILE_KEYS = re.compile(r"salt|digest|commitment|purge_id|certificate_sha256|hash|_at$|^at$|time|seconds|"
                            r"elapsed|rss|ram|memory_bytes|per_second|throughput|pid")
 ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)?")
+PURGE_ID = re.compile(r"\bpurge [0-9a-f]{32}\b")  # a uuid4, in a check's detail
 
 
 def mask(value, key=""):
@@ -36,7 +38,7 @@ def mask(value, key=""):
     if VOLATILE_KEYS.search(str(key).lower()) and value is not None:
         return "<masked>"
     if isinstance(value, str):
-        return ISO_TIME.sub("<time>", value)
+        return PURGE_ID.sub("purge <masked>", ISO_TIME.sub("<time>", value))
     return value
 
 
@@ -64,13 +66,17 @@ def main(out: Path) -> None:
             (data / label).mkdir(parents=True)
             for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:4]:
                 shutil.copy(path, data / label / path.name)
-        queries = sorted((SAMPLE / "queries").rglob("*.png"))[:6]
+        # copied into the temporary folder, so that no path of the checkout (its length included) reaches the memory
+        queries = []
+        for path in sorted((SAMPLE / "queries").rglob("*.png"))[:6]:
+            (tmp / "queries" / path.parent.name).mkdir(parents=True, exist_ok=True)
+            queries.append(Path(shutil.copy(path, tmp / "queries" / path.parent.name / path.name)))
         mem = tmp / "mem"
         run(out, "01-build", "build", data, "--memory", mem, "--json", tmp=tmp)
         run(out, "02-stats", "stats", mem, "--json", tmp=tmp)
         run(out, "03-classify", "classify", mem, *queries, "--k", "5", "--json", tmp=tmp)
         run(out, "04-classify-hard", "classify", mem, *queries, "--k", "3", "--pruning", "hard", "--json", tmp=tmp)
-        run(out, "05-eval", "eval", mem, SAMPLE / "queries", "--k-max", "10", "--json", tmp=tmp)
+        run(out, "05-eval", "eval", mem, tmp / "queries", "--k-max", "10", "--json", tmp=tmp)
         run(out, "06-attribute", "attribute", mem, queries[0], "--json", tmp=tmp)
         added = run(out, "07-add", "add", mem, queries[1], "--label", "extra", "--json", tmp=tmp)
         new_id = added["ids"][0] if added else 0
