@@ -67,10 +67,8 @@ def main(out: Path) -> None:
             for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:4]:
                 shutil.copy(path, data / label / path.name)
         # copied into the temporary folder, so that no path of the checkout (its length included) reaches the memory
-        queries = []
-        for path in sorted((SAMPLE / "queries").rglob("*.png"))[:6]:
-            (tmp / "queries" / path.parent.name).mkdir(parents=True, exist_ok=True)
-            queries.append(Path(shutil.copy(path, tmp / "queries" / path.parent.name / path.name)))
+        shutil.copytree(SAMPLE / "queries", tmp / "queries")
+        queries = sorted((tmp / "queries").rglob("*.png"))[:6]
         mem = tmp / "mem"
         run(out, "01-build", "build", data, "--memory", mem, "--json", tmp=tmp)
         run(out, "02-stats", "stats", mem, "--json", tmp=tmp)
