@@ -32,6 +32,7 @@ class ExemplarReads(Part):
     """What anyone may read of one open memory's exemplars (a reader's `exemplars`)."""
 
     __slots__ = ()
+    _read_half = True
 
     def load_images(self, images: Sequence[ImageInput], names: Optional[Sequence[str]] = None) -> list[LoadedImage]:
         """Decode and validate every image before anything is written (raises BadImageError on the first bad one)."""
@@ -102,6 +103,7 @@ class Exemplars(ExemplarReads):
     """The exemplars of one open memory (`memory.exemplars`): the reads, and every change."""
 
     __slots__ = ()
+    _read_half = False
 
     def exclusive(self):
         """A context in which no other thread changes or searches the memory (this thread may do both)."""

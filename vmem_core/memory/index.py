@@ -19,6 +19,7 @@ class IndexReads(Part):
     """What a reader may ask of the index: which backend, its parameters, where it searches."""
 
     __slots__ = ()
+    _read_half = True
 
     def describe(self) -> dict:
         """The backend's description (name, and where it keeps its files or which server it uses)."""
@@ -39,6 +40,7 @@ class Index(IndexReads):
     """The index of one open memory (`memory.index`), with its upkeep."""
 
     __slots__ = ()
+    _read_half = False
 
     @property
     def backend(self) -> IndexBackend:

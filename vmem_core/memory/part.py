@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BadVectorError
+from ..errors import AccessDeniedError, BadVectorError
+
+
+class RefusedChange(AccessDeniedError, AttributeError):
+    """A name a reader (or a reader's part) does not have, which is every write: refused with the line a viewer reads,
+    and still an AttributeError, so that `hasattr(reader, "delete")` is False."""
+
+
+def refuse(name: str) -> RefusedChange:
+    return RefusedChange(f"viewers cannot change this memory ({name} refused); sign in as an editor")
 
 
 def check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
@@ -28,6 +37,7 @@ class Part:
     do not, so a part hands out nothing of the memory but what it defines."""
 
     __slots__ = ("_memory",)
+    _read_half = False  # a reader's part (ExemplarReads, IndexReads): a name it lacks is a change a viewer may not make
 
     def __init__(self, memory) -> None:
         object.__setattr__(self, "_memory", memory)
@@ -35,6 +45,8 @@ class Part:
     def __getattr__(self, name: str):
         if name.startswith("_") and not name.startswith("__"):
             return getattr(self._memory, name)
+        if self._read_half:
+            raise refuse(name)
         raise AttributeError(f"{type(self).__name__} has no {name!r}")
 
     def __setattr__(self, name: str, value) -> None:

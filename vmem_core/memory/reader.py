@@ -16,11 +16,11 @@ import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from ..errors import AccessDeniedError
 
 from .audit import AuditReads
 from .exemplars import ExemplarReads
 from .index import IndexReads
+from .part import RefusedChange, refuse
 from .reliability import Reliability
 from .search import Search
 
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
     from ..ingest.images import ImageInput
     from ..label_table import LabelTable
     from ..voting import VoteSettings
-
-
-class RefusedChange(AccessDeniedError, AttributeError):
-    """A name a reader does not have (every write): refused with the line a viewer reads, and still an
-    AttributeError, so that `hasattr(reader, "delete")` is False."""
 
 
 class MemoryReader:
@@ -50,7 +45,7 @@ class MemoryReader:
         # VisualMemory since), a reader does not have them
         if name.startswith("_"):
             raise AttributeError(name)
-        raise RefusedChange(f"viewers cannot change this memory ({name} refused); sign in as an editor")
+        raise refuse(name)
 
     def __setattr__(self, name: str, value) -> None:
         raise RefusedChange(f"viewers cannot change the memory's {name}")
