@@ -38,7 +38,7 @@ def build(path: Path, size: int) -> None:
         while added < size:
             n = min(len(paths), size - added)
             jitter = vectors[:n] + (0.01 * rng.normal(size=vectors[:n].shape) if added else 0)
-            memory.add_embeddings(jitter, labels[:n], [f"copy{added}/{p.name}" for p in paths[:n]],
+            memory.exemplars.add_embeddings(jitter, labels[:n], [f"copy{added}/{p.name}" for p in paths[:n]],
                                   [item.sha256 for item in loaded[:n]], thumbs[:n])
             added += n
 

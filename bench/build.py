@@ -62,7 +62,7 @@ def build_rate(encoder, data: Path, memory_dir: Path, count: int) -> tuple[float
     memory = VisualMemory.create(memory_dir, encoder=encoder)
     start, cpu = time.perf_counter(), time.process_time()
     with memory:
-        report = memory.build(data)
+        report = memory.exemplars.build(data)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     assert report.added == count, report
     return count / seconds, count / cpu_seconds

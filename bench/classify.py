@@ -53,11 +53,11 @@ def main() -> None:
         vectors, clusters = model.sample(args.exemplars, seed=0, labels=True)
         for begin in range(0, args.exemplars, 10_000):
             part = slice(begin, begin + 10_000)
-            memory.add_embeddings(vectors[part], [f"class-{c % 10}" for c in clusters[part]])
+            memory.exemplars.add_embeddings(vectors[part], [f"class-{c % 10}" for c in clusters[part]])
         fill_s = time.perf_counter() - start
         print(f"machine: {os.cpu_count()} cores, shared (load average {os.getloadavg()[0]:.1f}); memory of "
-              f"{len(memory):,} exemplars x {encoder.dim}-d filled in {fill_s:.0f} s (index M={memory.index_params.M}"
-              f", ef_construction={memory.index_params.ef_construction}, ef={memory.index_params.ef_search})")
+              f"{len(memory):,} exemplars x {encoder.dim}-d filled in {fill_s:.0f} s (index M={memory.index.params.M}"
+              f", ef_construction={memory.index.params.ef_construction}, ef={memory.index.params.ef_search})")
 
         settings = VoteSettings(k=args.k)
         memory.classify([uploads[0]], settings)  # warm-up: first-call allocations in onnxruntime and hnswlib
@@ -75,8 +75,8 @@ def main() -> None:
         for data in uploads:
             image = timed("decode", lambda: load_image(data).image)
             embedding = timed("encode", lambda: encoder.encode([image]))
-            ids, distances = timed("search", lambda: memory.neighbors(embedding, settings))
-            timed("vote", lambda: memory.vote(ids, distances, settings))
+            ids, distances = timed("search", lambda: memory.search.neighbors(embedding, settings))
+            timed("vote", lambda: memory.search.vote(ids, distances, settings))
             result = timed("end to end", lambda: memory.classify([data], settings)[0])
             assert len(result.neighbors) == args.k
         memory.close()

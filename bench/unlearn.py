@@ -52,8 +52,8 @@ def build(path: Path, n: int, dim: int) -> VisualMemory:
         count = min(10_000, n - start)
         which = rng.integers(0, 100, count)
         batch = centres[which] + 0.35 * rng.normal(size=(count, dim)).astype(np.float32)
-        memory.add_embeddings(batch, [f"c{c}" for c in which], thumbnails=[thumb.getvalue()] * count)
-    memory.flush()
+        memory.exemplars.add_embeddings(batch, [f"c{c}" for c in which], thumbnails=[thumb.getvalue()] * count)
+    memory.index.flush()
     return memory
 
 
@@ -77,10 +77,10 @@ def main() -> None:
         deletes, restores = [], []
         for exemplar_id in ids:
             t = time.perf_counter()
-            memory.delete([exemplar_id])
+            memory.exemplars.delete([exemplar_id])
             deletes.append(time.perf_counter() - t)
             t = time.perf_counter()
-            memory.restore([exemplar_id])
+            memory.exemplars.restore([exemplar_id])
             restores.append(time.perf_counter() - t)
         print(f"tombstone (delete one):  {median_ms(deletes):8.2f} ms median of {args.repeats}   "
               f"(paper: {PAPER_MS:.0f} ms; target < 5 ms)")

@@ -52,11 +52,13 @@ def confirm_pending(where: Optional[str]) -> None:
         return
     target, label = pending.ids[0], pending.detail
     if pending.action == "delete":
-        ui.confirmation_box(memory, "confirm-curate", f"Delete exemplar {target}?", lambda: memory.delete([target]),
+        ui.confirmation_box(memory, "confirm-curate", f"Delete exemplar {target}?",
+                            lambda: memory.exemplars.delete([target]),
                             f"Deleted exemplar {target}.")
     else:
         ui.confirmation_box(memory, "confirm-curate", f"Relabel exemplar {target} as '{label}'?",
-                            lambda: memory.relabel([target], label), f"Relabelled exemplar {target} as '{label}'.")
+                            lambda: memory.exemplars.relabel([target], label),
+                            f"Relabelled exemplar {target} as '{label}'.")
     rows_confirmed.add(where)
 
 
@@ -67,7 +69,7 @@ def ask(action: str, exemplar_id: int, where: str, label: str = "") -> None:
 
 
 rows_confirmed: set = set()
-thumbs = memory.thumbnails([s.id for s in suggestions])
+thumbs = memory.exemplars.thumbnails([s.id for s in suggestions])
 for s in suggestions:
     image, text, actions = st.columns([1, 4, 4])
     image.image(ui.enlarge(thumbs.get(s.id), 72))
@@ -93,7 +95,7 @@ max_distance = st.slider("Pairs closer than distance", 0.0, 0.2, NEAR_DUPLICATE_
 pairs = near_duplicates(memory, max_distance=max_distance, limit=30)
 if not pairs:
     st.caption("No pairs that close.")
-pair_thumbs = memory.thumbnails([i for p in pairs for i in (p.id, p.other_id)])
+pair_thumbs = memory.exemplars.thumbnails([i for p in pairs for i in (p.id, p.other_id)])
 for p in pairs:
     a, b, text, action = st.columns([1, 1, 4, 2])
     a.image(ui.enlarge(pair_thumbs.get(p.id), 64))

@@ -185,7 +185,7 @@ if frame is not None:
 st.subheader("The paper's experiments")
 st.caption("One exact search of the memory for these queries; every experiment votes from it (subsets of the memory "
            "reuse it where it is exact and search again where it is not).")
-labels = list(memory.labels)
+labels = list(memory.table.labels)
 chosen = st.multiselect("Experiments", list(registry.REGISTRY),
                         default=["accuracy", "new-classes", "pruning", "noise", "ood"], key="exp-names")
 new_classes = st.multiselect("Classes added later (new classes) and held out (OOD)", labels, default=labels[-1:],

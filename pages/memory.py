@@ -27,7 +27,7 @@ if ui.can_edit():  # viewers see no edit controls
         label = st.text_input("New label", key="add-new-label").strip() if choice == NEW_LABEL else choice
         if st.button("Add to memory", type="primary", disabled=not files or not label, key="add-button"):
             try:
-                ids = memory.add([f.getvalue() for f in files], label,
+                ids = memory.exemplars.add([f.getvalue() for f in files], label,
                                  sources=[f"upload/{upload_name(f.name)}" for f in files])
             except (BadImageError, VmemError) as exc:
                 st.error(f"Nothing was added: {exc}")
@@ -36,11 +36,11 @@ if ui.can_edit():  # viewers see no edit controls
                 for cleared in ("browse-source", "browse-dates"):
                     st.session_state.pop(cleared, None)
                 st.session_state.update({"browse-label": label, "memory-new-ids": set(ids),
-                                         "browse-page": max(1, -(-memory.count(label=label) // PAGE_SIZE))})
+                                         "browse-page": max(1, -(-memory.exemplars.count(label=label) // PAGE_SIZE))})
                 ui.flash(f"Added {len(ids)} exemplar(s) labelled '{label}' (ids {', '.join(map(str, ids))}); "
                          "they are shown below, marked new.")
 
-changes = memory.label_changes(limit=50)
+changes = memory.exemplars.label_changes(limit=50)
 if len(changes):
     with st.expander(f"Recent label changes ({len(changes)})"):
         st.dataframe(changes, hide_index=True)
@@ -54,12 +54,12 @@ filters = {"label": None if label_filter == "(all)" else label_filter, "source":
 if len(dates) == 2:
     filters["added_from"] = dt.datetime.combine(dates[0], dt.time.min)
     filters["added_to"] = dt.datetime.combine(dates[1], dt.time.min) + dt.timedelta(days=1)
-total = memory.count(**filters)
+total = memory.exemplars.count(**filters)
 pages = max(1, -(-total // PAGE_SIZE))
 if st.session_state.get("browse-page", 1) > pages:  # e.g. the filter changed while on a later page
     st.session_state["browse-page"] = pages
 page = st.number_input(f"Page (of {pages}; {total:,} matching)", 1, pages, key="browse-page")
-rows = memory.browse(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **filters)
+rows = memory.exemplars.browse(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, **filters)
 new_ids = st.session_state.get("memory-new-ids", set())
 selected = ui.exemplar_grid(memory, rows["id"].tolist(),
                             [f"{'NEW ' if r.id in new_ids else ''}{r.label} (id {r.id})" for r in rows.itertuples()],

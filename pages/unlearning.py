@@ -59,7 +59,7 @@ if last is None:
     except ValueError:
         st.error(f"Exemplar ids are whole numbers separated by commas; got {extra!r}.")
         extra_ids = []
-    unknown = [i for i in extra_ids if memory.class_indices([i])[0] < 0]
+    unknown = [i for i in extra_ids if memory.table.class_indices([i])[0] < 0]
     if unknown:
         st.error(f"No live exemplar with id(s) {', '.join(map(str, unknown))}.")
     for exemplar_id in extra_ids:
@@ -75,7 +75,7 @@ if last is None:
         dependents_before = ui.classify_embeddings(memory, split.embeddings[dependent], settings)
         start = time.perf_counter()
         try:
-            memory.delete(to_forget)
+            memory.exemplars.delete(to_forget)
         except VmemError as exc:
             st.error(f"Nothing changed: {exc}")
             st.stop()
@@ -108,10 +108,10 @@ for column, title, result in ((old, "Before", before), (new, "After", now)):
 certificate = st.session_state.get("certificate")
 purged = bool(certificate) and sorted(certificate["ids"]) == sorted(ids)
 # another session or `vmem restore` may have brought some back since: a purge here would destroy live exemplars
-live_again = [] if purged else [i for i, c in zip(ids, memory.class_indices(ids)) if c >= 0]
+live_again = [] if purged else [i for i, c in zip(ids, memory.table.class_indices(ids)) if c >= 0]
 if ui.can_edit() and not purged and not live_again and st.button("Undo: restore them", key="restore-button"):
     st.session_state.pop("unlearning")
-    ui.apply(lambda: memory.restore(ids), f"Restored {len(ids)} exemplar(s).")
+    ui.apply(lambda: memory.exemplars.restore(ids), f"Restored {len(ids)} exemplar(s).")
 
 st.header("4. Purge them for good")
 st.caption("Deleted exemplars still sit in the files until purged: the purge removes their bytes from every file, "

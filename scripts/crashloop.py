@@ -86,7 +86,7 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
     can_migrate = _milvus_installed()
     for n in range(10_000):
         live = memory.table.ids.tolist()
-        deleted = memory.tombstoned_ids()
+        deleted = memory.exemplars.tombstoned_ids()
         op = focus if rng.random() < 0.7 else rng.choice(RANDOM_OPERATIONS)
         if len(live) + len(deleted) > SIZE_CAP and op in ("add", "build"):
             op = "purge" if deleted else "delete"
@@ -103,7 +103,8 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
             count = rng.randint(1, 4)
             intent.update(label=rng.choice(LABELS), sources=[f"add-{round_no}-{n}-{j}" for j in range(count)])
             note(intent)
-            ids = memory.add([_random_png(rng) for _ in range(count)], intent["label"], sources=intent["sources"])
+            ids = memory.exemplars.add([_random_png(rng) for _ in range(count)], intent["label"],
+                                       sources=intent["sources"])
             note({"ack": n, "ids": ids})
         elif op == "build":
             folder = Path(log_path).parent / f"build-{round_no}-{n}"
@@ -114,8 +115,8 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
                 (folder / source).write_bytes(_random_png(rng))
             intent.update(sources=sources, labels=labels)
             note(intent)
-            memory.build(folder, workers=1)
-            rows = memory.browse(include_deleted=True, limit=10**9, thumbnails=False)
+            memory.exemplars.build(folder, workers=1)
+            rows = memory.exemplars.browse(include_deleted=True, limit=10**9, thumbnails=False)
             note({"ack": n, "ids": [[int(i), s] for i, s in zip(rows["id"], rows["source"]) if s in set(sources)]})
         elif op in ("delete", "restore", "relabel", "purge"):
             pool = deleted if op in ("restore", "purge") else live + (deleted if op == "relabel" else [])
@@ -125,24 +126,24 @@ def child_main(path: str, log_path: str, focus: str, seed: int, round_no: int) -
                 intent.update(label=rng.choice(LABELS))
             note(intent)
             if op == "delete":
-                memory.delete(ids)
+                memory.exemplars.delete(ids)
             elif op == "restore":
-                memory.restore(ids)
+                memory.exemplars.restore(ids)
             elif op == "relabel":
-                memory.relabel(ids, intent["label"])
+                memory.exemplars.relabel(ids, intent["label"])
             else:
                 certificate = purge(memory, ids)
                 if not certificate.passed:
                     note({"failed": n, "why": certificate.explain()})
             note({"ack": n})
         elif op == "migrate":
-            intent.update(to="hnswlib" if memory.index_backend.describe()["name"] == "milvus" else "milvus")
+            intent.update(to="hnswlib" if memory.index.backend.describe()["name"] == "milvus" else "milvus")
             note(intent)
-            memory.move_index(intent["to"])
+            memory.index.move(intent["to"])
             note({"ack": n})
         else:
             note(intent)
-            memory.flush()
+            memory.index.flush()
             note({"ack": n})
 
 
@@ -192,7 +193,7 @@ def _read_log(path: Path) -> list[dict]:
 def _actual_state(memory) -> tuple[dict[int, Exemplar], dict[str, int]]:
     import pandas as pd
 
-    rows = memory.browse(include_deleted=True, limit=10**9, thumbnails=False)
+    rows = memory.exemplars.browse(include_deleted=True, limit=10**9, thumbnails=False)
     state = {int(r.id): Exemplar(str(r.label), not pd.isna(r.deleted_at)) for r in rows.itertuples()}
     return state, {str(s): int(i) for i, s in zip(rows["id"], rows["source"])}
 
@@ -295,14 +296,14 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
         hits = byte_scan(path, [(f"embedding of {i}", figures.known_vectors.pop(i)) for i in newly_purged])
         if hits:
             return f"purged embeddings still on disk: {hits[:3]}", model, in_flight
-        known_ids, known = memory.stored_embeddings(sorted(actual))
+        known_ids, known = memory.exemplars.stored_embeddings(sorted(actual))
         figures.known_vectors.update({int(i): v.astype("<f4").tobytes() for i, v in zip(known_ids, known)})
-        verification = memory.verify_audit()
+        verification = memory.audit.verify()
         if not verification.ok:
             return f"audit chain broken: {verification.reason}", model, in_flight
         if live:
             probe_ids = live[:: max(1, len(live) // 5)][:5]
-            _, vectors = memory.embeddings(probe_ids)
+            _, vectors = memory.exemplars.embeddings(probe_ids)
             found, distances = memory.search(vectors, min(3, len(live)))
             if found[:, 0].tolist() != probe_ids or float(distances[:, 0].max()) > 1e-4:
                 return f"query of exemplars {probe_ids} did not find themselves first: {found[:, 0].tolist()}", \
@@ -310,8 +311,8 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
             everything, _ = memory.search(vectors[:1], len(live))
             if sorted(everything[0].tolist()) != live:
                 return "a search for every live exemplar does not return exactly them", model, in_flight
-            results = memory.classify_embeddings(vectors, k=5)
-            if any(r.label not in set(memory.labels) for r in results):
+            results = memory.search.classify_embeddings(vectors, k=5)
+            if any(r.label not in set(memory.table.labels) for r in results):
                 return "classification returned a label the memory does not hold", model, in_flight
         return None, model, in_flight
     finally:
@@ -358,7 +359,7 @@ def _kill_rounds(kills: int, workdir: Path, rng: random.Random, max_delay: float
 
     path = workdir / "crash.vmem"
     with VisualMemory.create(path, encoder=ENCODER) as memory:
-        ids = memory.add([_random_png(rng) for _ in range(12)], [LABELS[i % 3] for i in range(12)],
+        ids = memory.exemplars.add([_random_png(rng) for _ in range(12)], [LABELS[i % 3] for i in range(12)],
                          sources=[f"seed-{i}" for i in range(12)])
         model = {i: Exemplar(LABELS[j % 3], False) for j, i in enumerate(ids)}
     purged: set[int] = set()

@@ -463,10 +463,10 @@ def build_memory(path: Path, encoder, vectors: np.ndarray, labels: np.ndarray, p
     for start in range(0, len(vectors), 10_000):
         stop = min(start + 10_000, len(vectors))
         thumbnails = [make_thumbnail(Image.fromarray(p, mode="L").convert("RGB")) for p in pixels[start:stop]]
-        memory.add_embeddings(vectors[start:stop], list(labels[start:stop]),
+        memory.exemplars.add_embeddings(vectors[start:stop], list(labels[start:stop]),
                               [f"train[{i}]" for i in range(start, stop)], thumbnails=thumbnails)
         print(f"  memory: {stop:,}/{len(vectors):,} exemplars", flush=True)
-    memory.flush()
+    memory.index.flush()
     return memory
 
 

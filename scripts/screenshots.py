@@ -264,7 +264,7 @@ def error_to_fix(memory_path: Path, rule: str, k: int) -> tuple[str, str, int]:
     items = scan_dataset(resources.sample_data() / "queries")
     settings = VoteSettings(k=k, rule=rule)
     with VisualMemory.open(memory_path) as memory:
-        embeddings, truth = memory.encode([i.path for i in items]), [i.label for i in items]
+        embeddings, truth = memory.exemplars.encode([i.path for i in items]), [i.label for i in items]
         run = evaluation_run(memory, embeddings, truth, [i.source for i in items], settings)
         influence = exemplar_influence(memory, embeddings, truth, settings)
     gain = dict(zip(influence["id"], influence["flips_to_correct"] - influence["flips_to_wrong"]))

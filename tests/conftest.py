@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from vmem_core import VisualMemory
 
-from .helpers import REPO, TIMEOUT, TINY_CLIP, sample_folder  # importing helpers registers the test encoders
+from .helpers import REPO, TIMEOUT, TINY_CLIP, new_memory, sample_folder  # importing helpers registers the test encoders
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ def small_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def memory(tmp_path: Path, small_folder: Path):
-    mem = VisualMemory.create(tmp_path / "mem", encoder="test-pixels")
-    mem.build(small_folder)
+    mem = new_memory(tmp_path / "mem")
+    mem.exemplars.build(small_folder)
     yield mem
     try:
         mem.close()
@@ -33,8 +33,8 @@ def memory(tmp_path: Path, small_folder: Path):
 @pytest.fixture
 def app(tmp_path, small_folder, monkeypatch):
     path = tmp_path / "app.vmem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.build(small_folder)
+    with new_memory(path) as memory:
+        memory.exemplars.build(small_folder)
     monkeypatch.setenv("VMEM_MEMORY", str(path))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
@@ -56,7 +56,7 @@ def clip_memory(tmp_path_factory):
     torch.save(open_clip.create_model("vmem-tiny-clip").state_dict(), checkpoint)
     data = sample_folder(root / "data", ("bag", "sneaker", "trouser"), per_label=4)
     with VisualMemory.create(root / "mem", encoder=f"open_clip:vmem-tiny-clip:{checkpoint}") as memory:
-        memory.build(data)
+        memory.exemplars.build(data)
     return root / "mem"
 
 

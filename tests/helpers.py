@@ -23,6 +23,7 @@ from vmem_core.encoders import BatchedEncoder
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "fashion-mnist"
 TIMEOUT = 120  # seconds for an AppTest run
+CAUGHT: list = []  # objects an AppTest script hands to its test (the script runs in this process)
 
 
 def sample_folder(root: Path, labels=None, per_label: int = 4, split: str = "memory") -> Path:
@@ -34,6 +35,15 @@ def sample_folder(root: Path, labels=None, per_label: int = 4, split: str = "mem
         for path in sorted((SAMPLE / split / label).glob("*.png"))[:per_label]:
             shutil.copy(path, root / label / path.name)
     return root
+
+
+def new_memory(path, data=None, **options) -> VisualMemory:
+    """A new test memory at `path` (the test-pixels encoder unless `encoder=` says otherwise; other options as
+    `VisualMemory.create`), built from the ImageFolder or CSV `data` when given."""
+    memory = VisualMemory.create(path, encoder=options.pop("encoder", "test-pixels"), **options)
+    if data is not None:
+        memory.exemplars.build(data)
+    return memory
 
 
 class PixelEncoder(BatchedEncoder):
@@ -88,11 +98,11 @@ def png_bytes(array: np.ndarray) -> bytes:
 def memory_state(path: Path) -> dict:
     """Everything observable about a memory, read back from disk in a fresh handle."""
     with VisualMemory.open(path) as mem:
-        frame = mem.browse(include_deleted=True, limit=1_000_000)
+        frame = mem.exemplars.browse(include_deleted=True, limit=1_000_000)
         return {
             "rows": frame.drop(columns=["thumbnail"]).to_dict("records"),
             "stats": {k: v for k, v in mem.stats().items() if k not in ("bytes", "bytes_per_exemplar")},
-            "live": sorted(mem.index_backend.live_ids().tolist()),
+            "live": sorted(mem.index.backend.live_ids().tolist()),
         }
 
 

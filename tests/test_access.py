@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vmem_core.access import AccessPolicy, ViewerMemory, hash_secret, is_loopback
+from vmem_core.access import AccessPolicy, hash_secret, is_loopback
 from vmem_core.errors import AccessDeniedError, VmemError
 from vmem_core.host import HOST_FILE
 
@@ -74,18 +74,18 @@ def test_hash_password_prints_a_hash_that_signs_in(tmp_path):
 
 
 def test_a_viewer_handle_reads_and_refuses_every_change(memory):
-    viewer = ViewerMemory(memory)
-    assert len(viewer) == 12 and viewer.labels == memory.labels
-    for change in (lambda: viewer.delete([0]), lambda: viewer.relabel([0], "x"), lambda: viewer.add([b""], "x"),
-                   lambda: viewer.exclusive()):
+    viewer = memory.reader()
+    assert len(viewer) == 12 and list(viewer.table.labels) == list(memory.table.labels)
+    for change in (lambda: viewer.exemplars.delete([0]), lambda: viewer.exemplars.relabel([0], "x"), lambda: viewer.exemplars.add([b""], "x"),
+                   lambda: viewer.exemplars.exclusive()):
         with pytest.raises(AccessDeniedError, match="viewers cannot change this memory"):
             change()
     from vmem_core.unlearn import purge
 
-    memory.delete([1])
+    memory.exemplars.delete([1])
     with pytest.raises(AccessDeniedError):
         purge(viewer, [1])
-    assert len(memory) == 11 and memory.tombstoned_ids() == [1]  # nothing purged
+    assert len(memory) == 11 and memory.exemplars.tombstoned_ids() == [1]  # nothing purged
 
 
 def _page(page: str) -> AppTest:
@@ -134,7 +134,7 @@ def test_a_forged_change_from_a_viewer_session_changes_nothing(app, monkeypatch)
         from vmem_core import VmemError, ui
 
         memory, _ = ui.page_setup()
-        for change in (lambda: memory.delete([0]), lambda: memory.relabel([1], "forged")):
+        for change in (lambda: memory.exemplars.delete([0]), lambda: memory.exemplars.relabel([1], "forged")):
             try:
                 change()
             except VmemError as exc:

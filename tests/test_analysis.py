@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vmem_core import VisualMemory, VoteSettings
+from vmem_core import VoteSettings
 from vmem_core.analysis.attribution import dependent_queries, winning_shares
 from vmem_core.analysis.curate import near_duplicates, suspicious_exemplars
 from vmem_core.analysis.evaluate import (
@@ -14,6 +14,8 @@ from vmem_core.analysis.evaluate import (
     predict_at_k,
 )
 from vmem_core.analysis.ood import judge, nearest_distance_threshold
+
+from .helpers import new_memory
 
 
 def clustered(n_per_class=20, classes=3, dim=64, spread=0.15, seed=0):
@@ -27,8 +29,8 @@ def clustered(n_per_class=20, classes=3, dim=64, spread=0.15, seed=0):
 @pytest.fixture
 def clusters(tmp_path):
     centres, vectors, labels = clustered()
-    mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
-    mem.add_embeddings(vectors, labels)
+    mem = new_memory(tmp_path / "m")
+    mem.exemplars.add_embeddings(vectors, labels)
     yield mem, centres
     mem.close()
 
@@ -75,7 +77,7 @@ def test_memory_size_curve_grows_and_is_exact_on_tiny_subsets(clusters):
 
 def test_mislabelled_exemplar_is_suggested_first(clusters, tmp_path):
     mem, centres = clusters
-    (wrong,) = mem.add_embeddings(centres[0:1] + 0.01, ["c2"])  # sits inside c0's cluster with label c2
+    (wrong,) = mem.exemplars.add_embeddings(centres[0:1] + 0.01, ["c2"])  # sits inside c0's cluster with label c2
     suggestions = suspicious_exemplars(mem, VoteSettings(k=5, top_n=5))
     assert suggestions[0].id == wrong
     assert suggestions[0].label == "c2" and suggestions[0].suggested_label == "c0"
@@ -84,7 +86,7 @@ def test_mislabelled_exemplar_is_suggested_first(clusters, tmp_path):
 
 def test_near_duplicates_found_once(clusters):
     mem, centres = clusters
-    a, b = mem.add_embeddings(np.stack([centres[1], centres[1] * 1.0000001]), ["c1", "c0"])
+    a, b = mem.exemplars.add_embeddings(np.stack([centres[1], centres[1] * 1.0000001]), ["c1", "c0"])
     pairs = near_duplicates(mem, max_distance=1e-4)
     assert [(p.id, p.other_id, p.same_label) for p in pairs] == [(a, b, False)]
 
@@ -104,13 +106,13 @@ def test_ood_threshold_flags_far_queries(clusters):
 def test_derived_values_are_recomputed_after_a_change(clusters):
     mem, centres = clusters
     before = nearest_distance_threshold(mem, 0.5)
-    mem.add_embeddings(np.repeat(centres, 30, axis=0), ["c0", "c1", "c2"] * 30)  # many exact duplicates
+    mem.exemplars.add_embeddings(np.repeat(centres, 30, axis=0), ["c0", "c1", "c2"] * 30)  # many exact duplicates
     assert nearest_distance_threshold(mem, 0.5) < before
 
 
 def test_winning_shares_and_dependents(clusters):
     mem, centres = clusters
-    result = mem.classify_embeddings(centres[:1], k=4)[0]
+    result = mem.search.classify_embeddings(centres[:1], k=4)[0]
     shares = winning_shares(result)
     assert sum(shares) == pytest.approx(1.0) and shares[0] == pytest.approx(0.5 / (1 / 2 + 1 / 3 + 1 / 4 + 1 / 5))
     nearest = result.neighbors[0].id

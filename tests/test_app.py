@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from vmem_core import VisualMemory
-from vmem_core.encoders import load_encoder
 
-from .helpers import REPO, SAMPLE, TIMEOUT, png_bytes, sample_folder, texts
+from vmem_core.encoders import load_encoder
+from vmem_core.host import hosted
+
+from .helpers import REPO, SAMPLE, TIMEOUT, new_memory, png_bytes, sample_folder, texts
 
 
 def test_classify_shows_prediction_scores_and_neighbors(app):
@@ -247,32 +248,28 @@ def test_curate_page_and_soft_pruning_toggle(app):
 
 
 def test_curate_accept_relabel_and_dismiss(app, tmp_path):
-    from vmem_core import ui
-
-    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
-    bag = memory.embeddings([0])[1]
-    (wrong,) = memory.add_embeddings(bag + 1e-3, ["trouser"])  # a bag labelled trouser
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
+    bag = memory.exemplars.embeddings([0])[1]
+    (wrong,) = memory.exemplars.add_embeddings(bag + 1e-3, ["trouser"])  # a bag labelled trouser
     app.switch_page("pages/curate.py").run()
     assert f"**id {wrong}**, labelled **trouser**" in texts(app)
     app.button(key=f"curate-rel-{wrong}").click().run()
-    assert memory.label_of(wrong) == "trouser"  # not yet: the button only asks
+    assert memory.table.label_of(wrong) == "trouser"  # not yet: the button only asks
     assert any(f"Relabel exemplar {wrong} as 'bag'?" in w.value and f"relabel exemplar(s) {wrong} (as of change #"
                in w.value for w in app.warning)
     app.button(key="confirm-curate-yes").click().run()
     assert not app.exception and f"Relabelled exemplar {wrong} as 'bag'" in texts(app)
-    assert memory.label_of(wrong) == "bag"
+    assert memory.table.label_of(wrong) == "bag"
     first = next(b.key for b in app.button if b.key.startswith("curate-dis-"))
     app.button(key=first).click().run()
     assert not any(b.key == first for b in app.button)
 
 
 def test_curate_a_delete_confirmed_after_another_session_relabelled_it_changes_nothing(app, tmp_path):
-    from vmem_core import ui
-
-    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
-    (wrong,) = memory.add_embeddings(memory.embeddings([0])[1] + 1e-3, ["trouser"])
-    ids, vectors = memory.embeddings(list(range(12)))
-    memory.add_embeddings(vectors + 1e-2, [memory.label_of(i) for i in ids])  # 25 exemplars: 5% is one to flip
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
+    (wrong,) = memory.exemplars.add_embeddings(memory.exemplars.embeddings([0])[1] + 1e-3, ["trouser"])
+    ids, vectors = memory.exemplars.embeddings(list(range(12)))
+    memory.exemplars.add_embeddings(vectors + 1e-2, [memory.table.label_of(i) for i in ids])  # 25 exemplars: 5% is one to flip
     app.switch_page("pages/curate.py").run()
     assert "How often a suggestion is right, measured on this memory: with 5% of this memory's labels flipped" \
         in texts(app)
@@ -281,10 +278,10 @@ def test_curate_a_delete_confirmed_after_another_session_relabelled_it_changes_n
     other.switch_page("pages/curate.py").run()
     other.button(key=f"curate-rel-{wrong}").click().run()
     other.button(key="confirm-curate-yes").click().run()
-    assert memory.label_of(wrong) == "bag"
+    assert memory.table.label_of(wrong) == "bag"
     app.button(key="confirm-curate-yes").click().run()
     assert any(f"{wrong} was live ('trouser'), now live ('bag')" in e.value for e in app.error)
-    assert memory.label_of(wrong) == "bag"  # not deleted
+    assert memory.table.label_of(wrong) == "bag"  # not deleted
 
 
 def test_unlearning_extra_ids_validated(app):
@@ -298,8 +295,8 @@ def test_unlearning_extra_ids_validated(app):
 
 def test_classify_when_hard_pruning_keeps_no_voter(tmp_path, monkeypatch):
     path = tmp_path / "two.vmem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.add_embeddings(np.stack([np.eye(64)[0], np.eye(64)[0] + 1e-3]), ["left", "right"])
+    with new_memory(path) as memory:
+        memory.exemplars.add_embeddings(np.stack([np.eye(64)[0], np.eye(64)[0] + 1e-3]), ["left", "right"])
     monkeypatch.setenv("VMEM_MEMORY", str(path))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
     at.radio(key="pruning").set_value("hard").run()
@@ -444,18 +441,17 @@ def _plant_a_wrong_neighbour(tmp_path, folder) -> dict:
     """Place an exemplar labelled trouser on a bag query of `folder` that the memory gets right at k=1, so that at
     k=1 it is predicted trouser. Returns the query's name and index, the planted id, and which queries deleting the
     planted exemplar will fix and break (worked out from two plain searches, not by the page's code)."""
-    from vmem_core import ui
     from vmem_core.ingest.datasets import scan_dataset
 
-    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
     items = scan_dataset(folder)
-    embeddings = memory.encode([item.path for item in items])
-    index = next(i for i, (item, r) in enumerate(zip(items, memory.classify_embeddings(embeddings, k=1)))
+    embeddings = memory.exemplars.encode([item.path for item in items])
+    index = next(i for i, (item, r) in enumerate(zip(items, memory.search.classify_embeddings(embeddings, k=1)))
                  if item.label == r.label == "bag")
-    (planted,) = memory.add_embeddings(embeddings[index][None], ["trouser"])
+    (planted,) = memory.exemplars.add_embeddings(embeddings[index][None], ["trouser"])
     found, _ = memory.search(embeddings, 2)
     leaning = [i for i in range(len(items)) if found[i, 0] == planted]  # planted is their nearest: predicted trouser
-    after = {i: memory.label_of(int(found[i, 1])) for i in leaning}  # their nearest once it is gone
+    after = {i: memory.table.label_of(int(found[i, 1])) for i in leaning}  # their nearest once it is gone
     return {"name": items[index].source, "index": index, "planted": planted,
             "fixed": sorted(items[i].source for i in leaning if after[i] == items[i].label != "trouser"),
             "broken": sorted(items[i].source for i in leaning if items[i].label == "trouser" != after[i])}
@@ -532,8 +528,6 @@ def test_evaluate_error_loop_on_an_uploaded_query_set(app, tmp_path, monkeypatch
 
 
 def test_evaluate_a_classs_bar_lists_all_its_errors_and_a_relabel_is_confirmed_first(app, tmp_path, monkeypatch):
-    from vmem_core import ui
-
     plant = _plant_a_wrong_neighbour(tmp_path, SAMPLE / "queries")
     name, planted = plant["name"], plant["planted"]
     _select_a_cell_by_click(monkeypatch, ("bag", "(any wrong)"))
@@ -545,10 +539,10 @@ def test_evaluate_a_classs_bar_lists_all_its_errors_and_a_relabel_is_confirmed_f
     app.checkbox(key=f"eval-voter-{plant['index']}-{planted}").check().run()
     app.text_input(key="eval-relabel-to").input("bag").run()
     app.button(key="eval-relabel-button").click().run()
-    memory = ui._open_memory(str((tmp_path / "app.vmem").resolve()))
-    assert memory.label_of(planted) == "trouser"  # only asked so far
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
+    assert memory.table.label_of(planted) == "trouser"  # only asked so far
     app.button(key="eval-confirm-relabel-yes").click().run()
-    assert not app.exception and memory.label_of(planted) == "bag"
+    assert not app.exception and memory.table.label_of(planted) == "bag"
     assert name in [r["query"] for r in _fixed_and_broken(app)[0]]
 
 

@@ -11,11 +11,12 @@ import urllib.request
 
 import pytest
 
-from vmem_core import VisualMemory
+
 from vmem_core.cli.app import DEV_VARIABLE, dev_mode, display_available, streamlit_command
 
 from .browser import free_port
 from .conftest import REPO
+from .helpers import new_memory
 
 
 @pytest.mark.parametrize("platform, environ, expected", [
@@ -85,8 +86,8 @@ def first_line_with(server, needle: str, timeout: float = 120) -> str:
 def test_vmem_app_in_the_background_serves_prints_its_url_and_opens_a_browser_only_with_a_display(
         tmp_path, small_folder, display):
     memory = tmp_path / "app.vmem"
-    with VisualMemory.create(memory, encoder="test-pixels") as created:
-        created.build(small_folder)
+    with new_memory(memory) as created:
+        created.exemplars.build(small_folder)
     server, port, opened = start_in_background(memory, tmp_path, display)
     try:
         line = first_line_with(server, f"http://localhost:{port}")
@@ -116,8 +117,8 @@ def _running(pid: int) -> bool:
 def test_the_server_stops_when_vmem_app_is_killed(tmp_path, small_folder):
     # SIGKILL reaches no handler that could forward it: the kernel must stop the server, or it serves on, orphaned
     memory = tmp_path / "app.vmem"
-    with VisualMemory.create(memory, encoder="test-pixels") as created:
-        created.build(small_folder)
+    with new_memory(memory) as created:
+        created.exemplars.build(small_folder)
     server, port, _ = start_in_background(memory, tmp_path, False)
     try:
         first_line_with(server, f"http://localhost:{port}")

@@ -17,7 +17,7 @@ from vmem_core import VisualMemory
 from vmem_core.errors import VmemError
 from vmem_core.unlearn import byte_patterns, byte_scan, purge
 
-from .helpers import REPO, clustered
+from .helpers import REPO, clustered, new_memory
 from .optional import require
 
 BACKENDS = ["hnswlib", "milvus", "exact"]
@@ -50,8 +50,8 @@ def data() -> tuple[np.ndarray, list[str], np.ndarray]:
 @pytest.fixture
 def filled(tmp_path, backend, data):
     vectors, labels, _ = data
-    memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels", backend=backend)
-    ids = memory.add_embeddings(vectors, labels)
+    memory = new_memory(tmp_path / "mem", backend=backend)
+    ids = memory.exemplars.add_embeddings(vectors, labels)
     assert ids == list(range(N))
     yield memory
     try:
@@ -133,8 +133,8 @@ def test_state_survives_reopen(filled, data):
     path = filled.path
     filled.close()
     with VisualMemory.open(path) as memory:
-        assert memory.index_backend.live_count == N - 3
-        assert sorted(memory.index_backend.live_ids().tolist()) == [i for i in range(N) if i not in (1, 2, 3)]
+        assert memory.index.backend.live_count == N - 3
+        assert sorted(memory.index.backend.live_ids().tolist()) == [i for i in range(N) if i not in (1, 2, 3)]
         after = memory.search(queries, 10)
         assert recall(after[0], before[0]) >= 0.95
         assert memory.search(vectors[[10]], 1, labels=["renamed"])[0][0, 0] == 10
@@ -143,7 +143,7 @@ def test_state_survives_reopen(filled, data):
 
 def search_beam(memory) -> int:
     """The ef the backend searches with now (hnswlib's own setting; the Milvus request's)."""
-    backend = memory.index_backend
+    backend = memory.index.backend
     return backend.index._index.ef if backend.name == "hnswlib" else backend.params.ef_search  # hnswlib keeps its own
 
 
@@ -163,11 +163,11 @@ def test_search_beam_changes_at_once_and_survives_reopen(filled, data, backend):
     path = filled.path
     filled.close()
     with VisualMemory.open(path) as memory:
-        assert memory.index_params.ef_search == 400 and search_beam(memory) == 400
-        assert memory.index_params.M == 16  # the graph's own parameters are untouched
-        assert [e.payload() for e in memory.audit_log() if e.action == "tune"] == [
+        assert memory.index.params.ef_search == 400 and search_beam(memory) == 400
+        assert memory.index.params.M == 16  # the graph's own parameters are untouched
+        assert [e.payload() for e in memory.audit.log() if e.action == "tune"] == [
             {"ef_search": {"from": default, "to": 400}}]
-        assert memory.verify_audit().ok
+        assert memory.audit.verify().ok
 
 
 CRASH_AFTER_COMMIT = """
@@ -177,9 +177,9 @@ import numpy as np, helpers
 from vmem_core import VisualMemory
 from vmem_core.errors import VmemError
 mem = VisualMemory.open({path!r})
-mem.add_embeddings(np.eye(64)[:3], ["new"] * 3)
-mem.delete([4, 5])
-mem.relabel([6], "moved")
+mem.exemplars.add_embeddings(np.eye(64)[:3], ["new"] * 3)
+mem.exemplars.delete([4, 5])
+mem.exemplars.relabel([6], "moved")
 os._exit(9)  # no close: the backend's last persisted state is behind the database
 """
 
@@ -191,24 +191,24 @@ def test_changes_after_the_last_persist_are_replayed_on_open(filled):
     script = CRASH_AFTER_COMMIT.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path))
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     with VisualMemory.open(path) as memory:
-        live = set(memory.index_backend.live_ids().tolist())
+        live = set(memory.index.backend.live_ids().tolist())
         assert {N, N + 1, N + 2} <= live and not {4, 5} & live and len(live) == N + 1
         found, distances = memory.search(np.eye(64)[:3], 1)
         assert found[:, 0].tolist() == [N, N + 1, N + 2] and np.allclose(distances, 0, atol=1e-5)
-        assert memory.search(memory.stored_embeddings([6])[1], 1, labels=["moved"])[0][0, 0] == 6
+        assert memory.search(memory.exemplars.stored_embeddings([6])[1], 1, labels=["moved"])[0][0, 0] == 6
 
 
 def index_files_holding(memory, backend: str, ids: list[int], vectors: np.ndarray) -> list:
     """Where the backend's own files hold these exemplars: hnswlib's snapshot byte for byte; milvus-lite's
     compressed Parquet and Arrow files read row by row; the exact backend, which has no files, in its rows."""
     if backend == "exact":
-        held = memory.index_backend.held_vectors(ids)
+        held = memory.index.backend.held_vectors(ids)
         return [i for i, vector in zip(ids, vectors) if i in held and np.array_equal(held[i], vector)]
     if backend == "hnswlib":
         return [hit for hit in byte_scan(memory.path, byte_patterns(vectors, [])) if hit[0].startswith("index/")]
     from vmem_core.backends.milvus import lite_rows_holding
 
-    return lite_rows_holding(memory.index_backend.lite_path, ids, vectors)[1]
+    return lite_rows_holding(memory.index.backend.lite_path, ids, vectors)[1]
 
 
 def test_purge_removes_the_data_and_says_what_was_verified(filled, data, backend):
@@ -232,7 +232,7 @@ def test_purge_removes_the_data_and_says_what_was_verified(filled, data, backend
     with VisualMemory.open(path) as memory:
         found, _ = memory.search(vectors[[7, 8, 9]], 50)
         assert not {7, 8, 9} & set(found.ravel().tolist())
-        assert memory.index_backend.live_count == N - 3
+        assert memory.index.backend.live_count == N - 3
     assert byte_scan(path, patterns) == []
 
 
@@ -243,34 +243,34 @@ def test_migrate_to_milvus_and_back_keeps_the_memory(tmp_path, data):
 
     vectors, labels, queries = data
     path = tmp_path / "mem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.add_embeddings(vectors[:800], labels[:800])
-        memory.delete([0, 1, 2])
-        memory.relabel([3], "renamed")
+    with new_memory(path) as memory:
+        memory.exemplars.add_embeddings(vectors[:800], labels[:800])
+        memory.exemplars.delete([0, 1, 2])
+        memory.exemplars.relabel([3], "renamed")
         before = memory.search(queries, 10)
     assert main(["migrate", str(path), "--to", "milvus", "--json"]) == 0
     assert not (path / "index").exists() and (path / "milvus").is_dir()
     with VisualMemory.open(path) as memory:
-        assert memory.index_backend.name == "milvus" and memory.index_backend.live_count == 797
+        assert memory.index.backend.name == "milvus" and memory.index.backend.live_count == 797
         after = memory.search(queries, 10)
         assert recall(after[0], before[0]) >= 0.95 and not {0, 1, 2} & set(after[0].ravel().tolist())
         assert memory.search(vectors[[3]], 1, labels=["renamed"])[0][0, 0] == 3
-        memory.delete([4])
-        memory.restore([0])
-        moved = memory.move_index("hnswlib")
+        memory.exemplars.delete([4])
+        memory.exemplars.restore([0])
+        moved = memory.index.move("hnswlib")
         assert moved["from"]["name"] == "milvus" and moved["to"]["name"] == "hnswlib"
     assert not (path / "milvus").exists() and not (path / "milvus.json").exists() and (path / "index").is_dir()
     with VisualMemory.open(path) as memory:
-        assert memory.index_backend.name == "hnswlib"
-        assert sorted(memory.index_backend.live_ids().tolist()) == [0] + list(range(3, 4)) + list(range(5, 800))
-        assert [e.action for e in memory.audit_log()].count("migrate") == 2 and memory.verify_audit().ok
+        assert memory.index.backend.name == "hnswlib"
+        assert sorted(memory.index.backend.live_ids().tolist()) == [0] + list(range(3, 4)) + list(range(5, 800))
+        assert [e.action for e in memory.audit.log()].count("migrate") == 2 and memory.audit.verify().ok
 
 
 def test_migrate_refuses_what_it_cannot_do(tmp_path, capsys):
     from vmem_core.cli import main
 
     path = tmp_path / "mem"
-    VisualMemory.create(path, encoder="test-pixels").close()
+    new_memory(path).close()
     assert main(["migrate", str(path), "--to", "hnswlib"]) == 2
     assert "already uses the hnswlib index" in capsys.readouterr().err
     assert main(["migrate", str(path), "--to", "hnswlib", "--index-uri", "http://host:19530"]) == 2
@@ -281,4 +281,4 @@ def test_migrate_refuses_what_it_cannot_do(tmp_path, capsys):
     assert main(["stats", str(path), "--index-uri", "http://host:19530"]) == 2
     assert "uses the hnswlib index" in capsys.readouterr().err
     with VisualMemory.open(path) as memory:  # nothing changed
-        assert memory.index_backend.name == "hnswlib" and memory.verify_audit().ok
+        assert memory.index.backend.name == "hnswlib" and memory.audit.verify().ok

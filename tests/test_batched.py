@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vmem_core import VisualMemory
+
 from vmem_core.analysis.attribution import attribute
 from vmem_core.analysis.evaluate import evaluate_embeddings
 
-from .helpers import SAMPLE
+from .helpers import SAMPLE, new_memory
 
 
 @pytest.fixture(params=["hnswlib", "exact"])
 def memory_and_queries(request, tmp_path, small_folder):
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels", backend=request.param) as memory:
-        memory.build(small_folder)
+    with new_memory(tmp_path / "m", backend=request.param) as memory:
+        memory.exemplars.build(small_folder)
         paths = sorted((SAMPLE / "queries").rglob("*.png"))[:9]
         yield memory, paths
 
@@ -36,18 +36,18 @@ def same_answer(batched, alone) -> bool:
 
 def test_a_batch_of_queries_is_classified_as_each_alone(memory_and_queries):
     memory, paths = memory_and_queries
-    embeddings = memory.encode(paths)
-    one_by_one = np.concatenate([memory.encode([path]) for path in paths])
+    embeddings = memory.exemplars.encode(paths)
+    one_by_one = np.concatenate([memory.exemplars.encode([path]) for path in paths])
     np.testing.assert_allclose(embeddings, one_by_one, atol=1e-6)
     for settings in ({"k": 5}, {"k": 3, "rule": "softmax"}, {"k": 4, "pruning": "soft"}, {"k": 4, "pruning": "hard"}):
-        batched = memory.classify_embeddings(embeddings, **settings)
-        alone = [memory.classify_embeddings(row[None], **settings)[0] for row in embeddings]
+        batched = memory.search.classify_embeddings(embeddings, **settings)
+        alone = [memory.search.classify_embeddings(row[None], **settings)[0] for row in embeddings]
         assert len(batched) == len(paths) and all(same_answer(b, a) for b, a in zip(batched, alone)), settings
 
 
 def test_attribution_and_evaluation_of_a_batch_equal_those_of_each_query(memory_and_queries):
     memory, paths = memory_and_queries
-    embeddings = memory.encode(paths)
+    embeddings = memory.exemplars.encode(paths)
     batched, alone = attribute(memory, embeddings), [attribute(memory, row[None])[0] for row in embeddings]
     assert [[(n.id, n.rank, n.without, n.prediction) for n in row] for row in batched] == \
         [[(n.id, n.rank, n.without, n.prediction) for n in row] for row in alone]
@@ -89,5 +89,5 @@ def test_the_classify_page_explains_each_of_several_queries_as_if_alone(app):
     settings = VoteSettings(k=int(state["k"]), rule=state["voting"], pruning=state["pruning"],
                             threshold=float(state["threshold"]), top_n=int(state["top_n"]))
     for name, frame in zip(names, frames):
-        (alone,) = attribute(memory, memory.encode([sample_query_files()[name]]), settings)
+        (alone,) = attribute(memory, memory.exemplars.encode([sample_query_files()[name]]), settings)
         assert frame["id"].tolist() == [n.id for n in alone] and len(alone) == settings.k, name

@@ -31,7 +31,7 @@ def real_memory(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     data = sample_folder(root / "data", ("bag", "sneaker", "trouser"), per_label=6)
     with VisualMemory.create(root / "mem.vmem") as memory:  # the default encoder, as a user would have
-        memory.build(data)
+        memory.exemplars.build(data)
     return root / "mem.vmem"
 
 
@@ -87,7 +87,7 @@ def test_two_sessions_the_second_delete_confirmation_says_what_moved(real_memory
         second.save_screenshot(str(tmp_path / "two-sessions.png"))
         assert "Yes, delete" not in [b.text for b in second.find_elements("tag name", "button")]
     with VisualMemory.open(tmp_path / "mem.vmem") as memory:
-        assert len(memory) == 17 and memory.tombstoned_ids() == [0]
+        assert len(memory) == 17 and memory.exemplars.tombstoned_ids() == [0]
 
 
 @pytest.mark.slow

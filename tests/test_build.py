@@ -18,7 +18,7 @@ from PIL import Image
 from vmem_core import BadImageError, VisualMemory
 from vmem_core.ingest.datasets import scan_dataset
 
-from .helpers import REPO, PixelEncoder
+from .helpers import PixelEncoder, REPO, new_memory
 
 RECORD = PixelEncoder.dim * 4  # bytes per vector in the vault
 
@@ -42,11 +42,11 @@ def expected_embeddings(root: Path) -> dict[str, np.ndarray]:
 
 def test_pipelined_build_stores_what_the_encoder_gives(tmp_path):
     root = make_folder(tmp_path / "data", 70)
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         calls = []
-        report = mem.build(root, chunk_size=16, workers=3, progress=lambda done, total: calls.append((done, total)))
-        frame = mem.browse(limit=1000, thumbnails=True)
-        ids, vectors = mem.embeddings(frame["id"].tolist())
+        report = mem.exemplars.build(root, chunk_size=16, workers=3, progress=lambda done, total: calls.append((done, total)))
+        frame = mem.exemplars.browse(limit=1000, thumbnails=True)
+        ids, vectors = mem.exemplars.embeddings(frame["id"].tolist())
     assert report.added == 70 and report.skipped_existing == 0
     assert calls[-1] == (70, 70) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     expected = expected_embeddings(root)
@@ -61,11 +61,11 @@ def test_pipelined_build_stores_what_the_encoder_gives(tmp_path):
 def test_strict_build_commits_the_chunks_before_the_bad_image(tmp_path):
     root = make_folder(tmp_path / "data", 40, labels=("a",))
     (root / "a" / "00025.png").write_bytes(b"not a png")  # sorted position 25: in the second chunk of 16
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
+    with new_memory(tmp_path / "m") as mem:
         with pytest.raises(BadImageError, match="00025.png"):
-            mem.build(root, chunk_size=16, strict=True)
+            mem.exemplars.build(root, chunk_size=16, strict=True)
         assert len(mem) == 16  # the first chunk is committed, nothing of the second
-        report = mem.build(root, chunk_size=16)
+        report = mem.exemplars.build(root, chunk_size=16)
         assert (report.added, report.skipped_existing, len(report.rejected)) == (23, 16, 1)
         assert len(mem) == 39
 
@@ -146,14 +146,14 @@ def test_build_killed_halfway_resumes_without_duplicates_or_loss(tmp_path):
 
     expected = expected_embeddings(root)
     with VisualMemory.open(memory) as mem:
-        frame = mem.browse(include_deleted=True, limit=10 * count, thumbnails=False)
+        frame = mem.exemplars.browse(include_deleted=True, limit=10 * count, thumbnails=False)
         assert sorted(frame["source"]) == sorted(expected)  # every image once: none lost, none twice
         assert sorted(frame["id"]) == list(range(count))  # the ids of the killed chunk were not burnt
-        ids, stored = mem.embeddings()
+        ids, stored = mem.exemplars.embeddings()
         by_source = dict(zip(frame.set_index("id").loc[ids, "source"], stored))
         assert all(np.allclose(by_source[s], v, atol=1e-6) for s, v in expected.items())
-        assert sorted(mem.index_backend.live_ids().tolist()) == list(range(count))
+        assert sorted(mem.index.backend.live_ids().tolist()) == list(range(count))
         found, _ = mem.search(stored[::97], 1)
         assert found[:, 0].tolist() == ids[::97].tolist()
-        assert mem.verify_audit().ok
+        assert mem.audit.verify().ok
     assert vectors.stat().st_size == count * RECORD  # no bytes of the killed chunk left behind

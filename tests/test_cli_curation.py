@@ -17,7 +17,7 @@ def mem(tmp_path, small_folder) -> Path:
     """A closed 12-exemplar memory (bag 0-3, sneaker 4-7, trouser 8-11) with the pixel encoder."""
     path = tmp_path / "mem"
     with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.build(small_folder)
+        memory.exemplars.build(small_folder)
     return path
 
 
@@ -59,8 +59,8 @@ def test_relabel_json_contract_and_the_change_is_kept(mem, capsys):
     assert payload["previous"] == [{"id": 1, "label": "bag"}, {"id": 2, "label": "bag"}]
     assert payload["new_label"] is False
     with VisualMemory.open(mem) as memory:
-        assert [memory.label_of(i) for i in (0, 1, 2)] == ["bag", "sneaker", "sneaker"]
-        assert memory.label_changes()["new_label"].tolist() == ["sneaker", "sneaker"]
+        assert [memory.table.label_of(i) for i in (0, 1, 2)] == ["bag", "sneaker", "sneaker"]
+        assert memory.exemplars.label_changes()["new_label"].tolist() == ["sneaker", "sneaker"]
 
 
 def test_relabel_to_a_new_label_needs_new(mem, capsys):
@@ -71,7 +71,7 @@ def test_relabel_to_a_new_label_needs_new(mem, capsys):
     status, out, _ = run(capsys, "relabel", mem, 1, "hat", "--new", "--json")
     assert status == 0 and json.loads(out)["new_label"] is True
     with VisualMemory.open(mem) as memory:
-        assert memory.label_of(1) == "hat" and "hat" in memory.labels
+        assert memory.table.label_of(1) == "hat" and "hat" in memory.table.labels
 
 
 @pytest.mark.parametrize("ids, says", [
@@ -86,7 +86,7 @@ def test_relabel_refuses_unknown_ids_and_changes_nothing(mem, capsys, ids, says)
 
 def test_relabel_refuses_deleted_exemplars(mem, capsys):
     with VisualMemory.open(mem) as memory:
-        memory.delete([3])
+        memory.exemplars.delete([3])
     before = memory_state(mem)
     refused(capsys, "relabel", mem, 3, "sneaker", says="exemplar(s) 3 are deleted; restore them first")
     assert memory_state(mem) == before
@@ -114,8 +114,8 @@ def test_ls_json_contract_filters_and_pages(mem, capsys):
     assert ids("--label", "trouser") == [8, 9, 10, 11]
     assert ids("--source", "SNEAKER/") == [4, 5, 6, 7]  # a substring of the source, any case
     with VisualMemory.open(mem) as memory:
-        memory.delete([0, 9])
-        added = memory.browse(limit=1)["added_at"][0]
+        memory.exemplars.delete([0, 9])
+        added = memory.exemplars.browse(limit=1)["added_at"][0]
     assert ids("--label", "bag") == [1, 2, 3]
     assert ids("--deleted", "only") == [0, 9] and ids("--deleted", "only", "--label", "trouser") == [9]
     assert ids("--deleted", "all", "--label", "bag") == [0, 1, 2, 3]
@@ -140,7 +140,7 @@ def test_ls_bad_input(mem, empty, capsys):
 # --- curate ----------------------------------------------------------------------------------------------------------
 def test_curate_json_contract_finds_a_flipped_label(mem, capsys):
     with VisualMemory.open(mem) as memory:
-        memory.relabel([9], "bag")  # a trouser labelled bag
+        memory.exemplars.relabel([9], "bag")  # a trouser labelled bag
     status, out, _ = run(capsys, "curate", mem, "--json", "--limit", "3", "--k", "3")
     assert status == 0
     payload = json.loads(out)
@@ -173,7 +173,7 @@ def test_curate_agrees_with_the_library_and_refuses_an_empty_memory(mem, empty, 
 # --- map -------------------------------------------------------------------------------------------------------------
 def test_map_writes_a_standalone_page_and_leaves_the_memory_as_it_was(mem, tmp_path, capsys):
     with VisualMemory.open(mem) as memory:
-        memory.delete([5])
+        memory.exemplars.delete([5])
     before = memory_state(mem)
     out_file = tmp_path / "map.html"
     status, out, _ = run(capsys, "map", mem, "--out", out_file, "--deleted", "--json")
@@ -217,8 +217,8 @@ def test_the_four_commands_run_in_the_process_that_holds_the_memory(mem, tmp_pat
         assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith(
             "vmem: error: unknown exemplar id(s): 99")
     with VisualMemory.open(mem) as memory:  # one memory: the holder's change is on disk, made in the CLI's name
-        assert memory.label_of(9) == "bag"
-        assert [(e.action, e.actor.split(" via ")[1]) for e in memory.audit_log()][-1:] == [
+        assert memory.table.label_of(9) == "bag"
+        assert [(e.action, e.actor.split(" via ")[1]) for e in memory.audit.log()][-1:] == [
             ("relabel", "cli through app")]
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from vmem_core import VisualMemory
+
 from vmem_core.cli import main
 
-from .helpers import SAMPLE, sample_folder
+from .helpers import SAMPLE, new_memory, sample_folder
 
 TAXONOMY = SAMPLE / "taxonomy.csv"
 
@@ -17,8 +17,8 @@ TAXONOMY = SAMPLE / "taxonomy.csv"
 def sample_memory(tmp_path_factory) -> Path:
     root = sample_folder(tmp_path_factory.mktemp("subset"), per_label=30)
     path = tmp_path_factory.mktemp("mem") / "m.vmem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.build(root)
+    with new_memory(path) as memory:
+        memory.exemplars.build(root)
     return path
 
 

@@ -38,8 +38,8 @@ def test_an_add_killed_midway_must_be_whole_or_absent(tmp_path, monkeypatch):
     path = tmp_path / "m.vmem"
     rng = np.random.default_rng(0)
     with VisualMemory.create(path, encoder=crashloop.ENCODER) as memory:
-        memory.add([png_bytes(rng.integers(0, 256, (8, 8)))], "c0", sources=["seed"])
-        memory.add([png_bytes(rng.integers(0, 256, (8, 8)))], "c1", sources=["add-0-0"])  # one of the intended two
+        memory.exemplars.add([png_bytes(rng.integers(0, 256, (8, 8)))], "c0", sources=["seed"])
+        memory.exemplars.add([png_bytes(rng.integers(0, 256, (8, 8)))], "c1", sources=["add-0-0"])  # one of the intended two
     model = {0: crashloop.Exemplar("c0", False)}
     intent = {"op": "add", "n": 0, "label": "c1", "sources": ["add-0-0", "add-0-1"]}
     problem, _, in_flight = crashloop.check_memory(path, model, [{"ready": True}, intent], set(),

@@ -4,11 +4,12 @@ flipped labels first, and the precision it reports for itself."""
 import numpy as np
 import pytest
 
-from vmem_core import VisualMemory
+
 from vmem_core.analysis.curate import DEFAULT_SUGGESTIONS, check_ranking, label_issue_scores, suspicious_exemplars
 from vmem_core.voting import VoteSettings
 
 from .test_analysis import clustered
+from .helpers import new_memory
 
 
 def naive_scores(classes, neighbors):
@@ -45,8 +46,8 @@ def noisy_memory(tmp_path):
     flipped = rng.choice(len(labels), 15, replace=False)
     for i in flipped:
         labels[i] = f"c{(int(labels[i][1]) + 1) % 3}"
-    memory = VisualMemory.create(tmp_path / "noisy", encoder="test-pixels")
-    ids = memory.add_embeddings(vectors, labels)
+    memory = new_memory(tmp_path / "noisy")
+    ids = memory.exemplars.add_embeddings(vectors, labels)
     yield memory, {ids[i] for i in flipped}
     memory.close()
 
@@ -92,7 +93,7 @@ def test_suggestions_follow_the_sessions_rule_and_k_but_never_its_pruning(noisy_
             check_ranking(memory, top=10, settings=VoteSettings())
 
     # the rule weights the disagreement: plurality's is the plain share of the top_n neighbours with another label
-    items, neighbors, _ = memory.memory_neighbors(10)
+    items, neighbors, _ = memory.search.memory_neighbors(10)
     own = dict(zip(items.tolist(), memory.table.class_indices(items).tolist()))
     v = memory.reliability(10)
     plurality = suspicious_exemplars(memory, VoteSettings(k=5, top_n=10, rule="plurality"), limit=300)
@@ -102,7 +103,7 @@ def test_suggestions_follow_the_sessions_rule_and_k_but_never_its_pruning(noisy_
         assert s.score == pytest.approx(v.get(s.id, 0) / max(v.values()) + np.mean([own[int(n)] != own[s.id]
                                                                                       for n in row]))
     # and, with k, the suggested label: the most common one among its 5 nearest, where that is not its own
-    _, nearest, _ = memory.memory_neighbors(5)
+    _, nearest, _ = memory.search.memory_neighbors(5)
     labels = memory.table.labels
     relabels = [s for s in plurality if s.suggested_label]
     assert relabels and all("(plurality voting)" in s.reason for s in relabels)

@@ -38,9 +38,9 @@ def pool_kinds(monkeypatch) -> list[bool]:
 def built(path: Path, root: Path, encoder: str, **options):
     calls = []
     with VisualMemory.create(path, encoder=encoder) as mem:
-        report = mem.build(root, progress=lambda done, total: calls.append(done), **options)
-        frame = mem.browse(limit=10_000, thumbnails=True).sort_values("id")
-        ids, vectors = mem.embeddings(frame["id"].tolist())
+        report = mem.exemplars.build(root, progress=lambda done, total: calls.append(done), **options)
+        frame = mem.exemplars.browse(limit=10_000, thumbnails=True).sort_values("id")
+        ids, vectors = mem.exemplars.embeddings(frame["id"].tolist())
     assert ids.tolist() == frame["id"].tolist()
     return report, frame, vectors, calls
 
@@ -70,7 +70,7 @@ def test_strict_build_in_processes_stops_at_the_bad_image(tmp_path, pool_kinds):
     (root / "a" / "00025.png").write_bytes(b"not a png")
     with VisualMemory.create(tmp_path / "m", encoder="test-pixels-split") as mem:
         with pytest.raises(BadImageError, match="00025.png"):
-            mem.build(root, chunk_size=16, strict=True, workers=2, decode_processes=True)
+            mem.exemplars.build(root, chunk_size=16, strict=True, workers=2, decode_processes=True)
         assert len(mem) == 16 and pool_kinds == [True]
 
 
@@ -80,16 +80,16 @@ def test_adding_files_decoded_in_processes_is_adding_them_here(tmp_path):
     added = {}
     for processes in (False, True):
         with VisualMemory.create(tmp_path / f"m{processes}", encoder="test-pixels-split") as mem:
-            assert mem.add(paths, "a", decode_processes=processes) == list(range(30))
-            frame = mem.browse(limit=100, thumbnails=True).sort_values("id")
-            added[processes] = (frame[["source", "sha256", "thumbnail"]].to_dict("records"), mem.embeddings()[1])
+            assert mem.exemplars.add(paths, "a", decode_processes=processes) == list(range(30))
+            frame = mem.exemplars.browse(limit=100, thumbnails=True).sort_values("id")
+            added[processes] = (frame[["source", "sha256", "thumbnail"]].to_dict("records"), mem.exemplars.embeddings()[1])
     assert added[False][0] == added[True][0]
     np.testing.assert_array_equal(added[False][1], added[True][1])
 
     (root / "a" / "00017.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
     with VisualMemory.create(tmp_path / "bad", encoder="test-pixels-split") as mem:
         with pytest.raises(BadImageError, match="00017.png: "):
-            mem.add(paths, "a", decode_processes=True)
+            mem.exemplars.add(paths, "a", decode_processes=True)
         assert len(mem) == 0  # all or none, as in this process
 
 
@@ -154,11 +154,11 @@ def test_batched_jpeg_decode_on_the_cpu_agrees_with_pil(tmp_path, pool_kinds):
     _, pil_frame, pil_vectors, _ = built(tmp_path / "pil", tmp_path / "data", "efficientnet-lite0", workers=2,
                                          chunk_size=8, decode_processes=True)
     with VisualMemory.create(tmp_path / "batched", encoder="efficientnet-lite0") as mem:
-        total, todo, report = mem.plan_build(tmp_path / "data")
+        total, todo, report = mem.exemplars.plan_build(tmp_path / "data")
         pipeline.run_build(mem, todo, report, total, workers=2, chunk_size=8, jpeg_device="cpu",
                            decode_processes=True)
-        frame = mem.browse(limit=100, thumbnails=True).sort_values("id")
-        _, vectors = mem.embeddings(frame["id"].tolist())
+        frame = mem.exemplars.browse(limit=100, thumbnails=True).sort_values("id")
+        _, vectors = mem.exemplars.embeddings(frame["id"].tolist())
     assert pool_kinds == [True, True]
     assert report.added == len(files) and frame["source"].tolist() == pil_frame["source"].tolist()
     assert frame["sha256"].tolist() == pil_frame["sha256"].tolist()

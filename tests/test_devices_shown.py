@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from vmem_core import VisualMemory, devices
+from vmem_core import devices
 from vmem_core.cli import main
 from vmem_core.devices import Device, devices_text
 
-from .helpers import held_by_a_host, png_bytes, vmem
+from .helpers import held_by_a_host, new_memory, png_bytes, vmem
 
 
 def test_the_sidebar_says_where_the_memory_encodes_and_searches(app):
@@ -59,8 +59,8 @@ def test_no_hint_for_a_memory_already_on_the_exact_backend(tmp_path, small_folde
 @pytest.mark.slow
 def test_a_forwarded_command_runs_on_the_apps_device_and_says_so(tmp_path, small_folder):
     path = tmp_path / "m"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.build(small_folder)
+    with new_memory(path) as memory:
+        memory.exemplars.build(small_folder)
     image = tmp_path / "q.png"
     image.write_bytes(png_bytes(np.full((28, 28), 90)))
     with held_by_a_host(path):

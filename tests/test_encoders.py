@@ -135,7 +135,7 @@ def test_a_memory_built_with_lite1_refuses_lite0(tmp_path):
     images = [Image.open(p) for p in sorted((SAMPLE / "memory" / "bag").glob("*.png"))[:2]]
     path = tmp_path / "lite1.vmem"
     with VisualMemory.create(path, "efficientnet-lite1") as memory:
-        memory.add(images, "bag")
+        memory.exemplars.add(images, "bag")
         assert memory.classify(images[:1])[0].label == "bag"
     # both give 1280-d features, so only the identity tells them apart
     with pytest.raises(EncoderMismatchError, match="built with encoder 'efficientnet-lite1'.*'efficientnet-lite0'"):
@@ -243,7 +243,7 @@ def test_timm_local_checkpoint_builds_a_memory_that_classifies(tmp_path: Path):
     exemplars = {label: sorted((SAMPLE / "memory" / label).glob("*.png"))[:6] for label in labels}
     with VisualMemory.create(path, name) as memory:
         for label, paths in exemplars.items():
-            memory.add(paths, label)
+            memory.exemplars.add(paths, label)
         predicted = [result.label for result in memory.classify([paths[0] for paths in exemplars.values()], k=1)]
         assert predicted == list(labels)  # an exemplar is its own nearest neighbour
 

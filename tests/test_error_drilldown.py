@@ -4,12 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vmem_core import VisualMemory, VmemError
+from vmem_core import VmemError
 from vmem_core.analysis.error_drilldown import ANY_WRONG, NO_PREDICTION, EvaluationRun, cell_queries, changes_table
 from vmem_core.analysis.error_drilldown import compare_runs, evaluation_run, selected_cell, voters
 from vmem_core.analysis.plots import confusion_matrix_figure, per_class_accuracy_figure
 from vmem_core.classification import Classification
 from vmem_core.voting import VoteSettings
+
+from .helpers import new_memory
 
 DIM = 64
 K1 = VoteSettings(k=1, rule="plurality")
@@ -28,11 +30,11 @@ def planted(tmp_path):
 
     Queries: a cat that sits on the planted exemplar (wrong: "dog"), a dog that sits on it too (right, by luck), a
     plain dog and a plain cat (right). Deleting the planted exemplar fixes the first and breaks the second."""
-    memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels")
+    memory = new_memory(tmp_path / "mem")
     cats = [unit((0, 1), (10 + i, 0.2)) for i in range(3)]
     dogs = [unit((1, 1), (20 + i, 0.2)) for i in range(3)]
-    memory.add_embeddings(np.stack(cats + dogs), ["cat"] * 3 + ["dog"] * 3)
-    (planted_id,) = memory.add_embeddings(unit((0, 1), (5, 0.3))[None], ["dog"])
+    memory.exemplars.add_embeddings(np.stack(cats + dogs), ["cat"] * 3 + ["dog"] * 3)
+    (planted_id,) = memory.exemplars.add_embeddings(unit((0, 1), (5, 0.3))[None], ["dog"])
     queries = np.stack([unit((0, 1), (5, 0.3), (6, 0.01)), unit((0, 1), (5, 0.3), (7, 0.01)),
                         unit((1, 1), (21, 0.1)), unit((0, 1), (11, 0.1))])
     truth = ["cat", "dog", "dog", "cat"]
@@ -84,7 +86,7 @@ def test_the_planted_exemplar_is_the_driver_of_the_wrong_prediction(planted):
 def test_deleting_the_driver_fixes_one_query_and_breaks_another(planted):
     memory, planted_id, queries, truth, names = planted
     before = evaluation_run(memory, queries, truth, names, K1)
-    memory.delete([planted_id])
+    memory.exemplars.delete([planted_id])
     after = evaluation_run(memory, queries, truth, names, K1)
     diff = compare_runs(before, after)
     assert [(c.name, c.before, c.after) for c in diff.fixed] == [("cat-on-plant.png", "dog", "cat")]
@@ -101,7 +103,7 @@ def test_deleting_the_driver_fixes_one_query_and_breaks_another(planted):
 def test_relabelling_the_driver_is_seen_the_same_way(planted):
     memory, planted_id, queries, truth, names = planted
     before = evaluation_run(memory, queries, truth, names, K1)
-    memory.relabel([planted_id], "cat")
+    memory.exemplars.relabel([planted_id], "cat")
     diff = compare_runs(before, evaluation_run(memory, queries, truth, names, K1))
     assert [c.index for c in diff.fixed] == [0] and [c.index for c in diff.broken] == [1]
 

@@ -16,7 +16,7 @@ from vmem_core.devices import (
     set_default_device,
 )
 
-from .helpers import DIM, clustered
+from .helpers import DIM, clustered, new_memory
 
 cuda = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 
@@ -64,9 +64,9 @@ def test_ties_are_broken_by_position_and_exclude_skips_one_row():
 def test_the_backend_search_is_the_reference_order(tmp_path):
     vectors, labels = clustered(2600)
     queries, _ = clustered(30, seed=2)
-    with VisualMemory.create(tmp_path / "mem", encoder="test-pixels", backend="exact") as memory:
-        memory.add_embeddings(vectors, labels)
-        memory.delete(list(range(0, 2600, 3)))
+    with new_memory(tmp_path / "mem", backend="exact") as memory:
+        memory.exemplars.add_embeddings(vectors, labels)
+        memory.exemplars.delete(list(range(0, 2600, 3)))
         live = np.setdiff1d(np.arange(2600), np.arange(0, 2600, 3))
         found, distances = memory.search(queries, 25)
         positions, true_distances = reference(queries, vectors[live], 25)
@@ -80,10 +80,10 @@ def test_the_backend_search_is_the_reference_order(tmp_path):
 
 def test_tuning_the_beam_changes_nothing_on_the_exact_backend(tmp_path):
     vectors, labels = clustered(500)
-    with VisualMemory.create(tmp_path / "mem", encoder="test-pixels", backend="exact") as memory:
-        memory.add_embeddings(vectors, labels)
+    with new_memory(tmp_path / "mem", backend="exact") as memory:
+        memory.exemplars.add_embeddings(vectors, labels)
         before = memory.search(vectors[:5], 20)
-        assert memory.set_search_ef(1) == {"from": 128, "to": 1}
+        assert memory.index.set_search_ef(1) == {"from": 128, "to": 1}
         after = memory.search(vectors[:5], 20)
         assert np.array_equal(before[0], after[0]) and after[0].shape == (5, 20)
 
@@ -104,12 +104,12 @@ def test_adds_out_of_id_order_and_growth_keep_rows_and_ids_paired(tmp_path):
 
 def test_purge_leaves_zeros_and_the_evidence_says_so(tmp_path):
     vectors, labels = clustered(300)
-    with VisualMemory.create(tmp_path / "mem", encoder="test-pixels", backend="exact") as memory:
-        memory.add_embeddings(vectors, labels)
-        _, stored = memory.stored_embeddings([3, 4])
-        evidence = memory.index_backend.purge([3, 4], stored, 99)
+    with new_memory(tmp_path / "mem", backend="exact") as memory:
+        memory.exemplars.add_embeddings(vectors, labels)
+        _, stored = memory.exemplars.stored_embeddings([3, 4])
+        evidence = memory.index.backend.purge([3, 4], stored, 99)
         assert [e.passed for e in evidence] == [True] and "overwritten with zeros" in evidence[0].detail
-        assert all(not row.any() for row in memory.index_backend.held_vectors([3, 4]).values())
+        assert all(not row.any() for row in memory.index.backend.held_vectors([3, 4]).values())
         assert not {3, 4} & set(memory.search(vectors[[3, 4]], 10)[0].ravel().tolist())
 
 
@@ -157,7 +157,7 @@ def test_cli_refuses_a_bad_device_and_stats_names_the_devices(tmp_path, capsys):
     from vmem_core.cli import main
 
     path = tmp_path / "mem"
-    VisualMemory.create(path, encoder="test-pixels", backend="exact").close()
+    new_memory(path, backend="exact").close()
     with pytest.raises(SystemExit):
         main(["classify", str(path), "x.png", "--device", "gpu"])
     assert "argument --device: device 'gpu' is not one vmem knows; accepted: auto, cpu" in capsys.readouterr().err
@@ -199,14 +199,14 @@ def test_a_memory_searched_on_the_gpu_finds_what_the_cpu_finds(tmp_path, device_
     queries, _ = clustered(50, seed=4)
     path = tmp_path / "mem"
     set_default_device("cuda")
-    with VisualMemory.create(path, encoder="test-pixels", backend="exact") as memory:
-        memory.add_embeddings(vectors, labels)
-        memory.delete([1, 2, 3])
+    with new_memory(path, backend="exact") as memory:
+        memory.exemplars.add_embeddings(vectors, labels)
+        memory.exemplars.delete([1, 2, 3])
         assert memory.stats()["devices"]["search"]["device"] == "cuda:0"
         on_gpu = memory.search(queries, 30, labels=["class-1", "class-4"])
     set_default_device("cpu")
     with VisualMemory.open(path) as memory:
-        assert memory.index_backend.describe()["device"] == "cpu"
+        assert memory.index.backend.describe()["device"] == "cpu"
         on_cpu = memory.search(queries, 30, labels=["class-1", "class-4"])
     assert np.array_equal(on_gpu[0], on_cpu[0]) and np.allclose(on_gpu[1], on_cpu[1], atol=1e-6)
 

@@ -33,6 +33,8 @@ from vmem_core.analysis.neighbor_cache import NeighborCache, build_cache, exact_
 from vmem_core.errors import DatasetError, VmemError
 from vmem_core.voting import SOFTMAX_TEMPERATURE, VoteSettings
 
+from .helpers import new_memory
+
 
 def unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
@@ -198,13 +200,11 @@ def test_new_classes_before_after_and_forgetting(cache, data):
 
 
 def test_reliability_matches_the_memory_definition(data, tmp_path):
-    from vmem_core import VisualMemory
-
     memory, labels, _, _ = data
     loo = build_cache(memory, labels, k=20)
     v = reliability_from_loo(loo, top_n=10)
-    mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
-    ids = mem.add_embeddings(np.pad(memory, ((0, 0), (0, 48))), list(labels))
+    mem = new_memory(tmp_path / "m")
+    ids = mem.exemplars.add_embeddings(np.pad(memory, ((0, 0), (0, 48))), list(labels))
     expected = mem.reliability(10)
     assert [expected[i] for i in ids] == v.tolist()
     mem.close()
@@ -296,12 +296,11 @@ def test_held_out_classes_are_detected_as_out_of_distribution():
 def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     """The counterfactual from k + 1 cached neighbours is what the memory predicts once the exemplar is gone
     (reliability held fixed: soft pruning recomputes v after a delete, so that case compares with v frozen)."""
-    from vmem_core import VisualMemory
     from vmem_core.analysis.attribution import attribute, exemplar_influence
 
     memory, labels, queries, query_labels = blobs(per_class=12, classes=3, dim=64, spread=4.0)
-    mem = VisualMemory.create(tmp_path / "m", encoder="test-pixels")
-    mem.add_embeddings(memory, list(labels))
+    mem = new_memory(tmp_path / "m")
+    mem.exemplars.add_embeddings(memory, list(labels))
     queries, query_labels = queries[:12], query_labels[:12]
     explained = attribute(mem, queries, VoteSettings(k=4, rule=rule, pruning=pruning))
     v = dict(mem.reliability(10))
@@ -310,11 +309,11 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     for row, neighbors in enumerate(explained):
         assert sum(n.share for n in neighbors) == pytest.approx(1.0)
         for n in neighbors:
-            mem.delete([n.id])
-            [after] = mem.classify_embeddings(queries[row:row + 1], VoteSettings(k=4, rule=rule, pruning=pruning))
+            mem.exemplars.delete([n.id])
+            [after] = mem.search.classify_embeddings(queries[row:row + 1], VoteSettings(k=4, rule=rule, pruning=pruning))
             assert after.label == n.without, (row, n)
             flips_seen += n.flips
-            mem.restore([n.id])
+            mem.exemplars.restore([n.id])
     assert flips_seen > 0  # some exemplar mattered, so the comparison tested something
     frame = exemplar_influence(mem, queries, list(query_labels), VoteSettings(k=4, rule=rule, pruning=pruning))
     assert frame["flips"].sum() == flips_seen

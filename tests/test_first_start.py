@@ -15,7 +15,7 @@ from vmem_core import VisualMemory
 from vmem_core.ingest.datasets import scan_dataset
 from vmem_core.sample_memory import build_sample_memory, completeness
 
-from .helpers import REPO, SAMPLE
+from .helpers import REPO, SAMPLE, new_memory
 
 PAGES = sorted(p.name for p in (REPO / "pages").glob("*.py"))
 
@@ -45,7 +45,7 @@ def test_first_start_builds_the_whole_sample_and_renders_every_page(fresh_copy, 
     shipped = scan_dataset(SAMPLE / "memory")
     with VisualMemory.open(tmp_path / "home" / "sample.vmem") as memory:
         assert len(memory) == len(shipped) == 1000
-        assert sorted(memory.labels) == sorted({item.label for item in shipped})
+        assert sorted(list(memory.table.labels)) == sorted({item.label for item in shipped})
         assert completeness(memory).complete
     assert not list((tmp_path / "home").glob(".sample.vmem.building-*"))  # the staging folder is gone
 
@@ -88,10 +88,10 @@ def test_a_killed_builders_staging_folder_is_removed_and_a_live_ones_kept(tmp_pa
 def test_purged_sample_exemplars_do_not_make_the_memory_look_unfinished(tmp_path, small_folder):
     from vmem_core.unlearn import purge
 
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as memory:
-        memory.build(small_folder)
+    with new_memory(tmp_path / "m") as memory:
+        memory.exemplars.build(small_folder)
         assert completeness(memory, small_folder).complete
-        memory.delete([0, 1])
+        memory.exemplars.delete([0, 1])
         assert completeness(memory, small_folder).complete  # deleted rows keep their sources
         purge(memory, [0, 1])
         status = completeness(memory, small_folder)
@@ -106,8 +106,8 @@ def test_purged_sample_exemplars_do_not_make_the_memory_look_unfinished(tmp_path
 
 def test_a_partial_sample_memory_says_so_on_the_page(fresh_copy, tmp_path):
     # an old vmem's interrupted build: vmem.json exists, 256 of the 1,000 shipped exemplars
-    with VisualMemory.create(tmp_path / "home" / "sample.vmem", encoder="test-pixels") as memory:
-        memory.build(_first_items(256))
+    with new_memory(tmp_path / "home" / "sample.vmem") as memory:
+        memory.exemplars.build(_first_items(256))
         status = completeness(memory)
     assert (status.shipped, status.missing) == (1000, 744)
     at = AppTest.from_file(str(fresh_copy / "app.py"), default_timeout=120)

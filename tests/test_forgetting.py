@@ -44,18 +44,18 @@ def purged(memory, tmp_path):
     image_file = tmp_path / "elsewhere" / NAME
     image_file.parent.mkdir()
     image_file.write_bytes(png_bytes(np.random.default_rng(7).integers(0, 256, (28, 28))))
-    (exemplar,) = memory.add([image_file], "bag")
-    row = memory.exemplars([exemplar]).iloc[0]
+    (exemplar,) = memory.exemplars.add([image_file], "bag")
+    row = memory.exemplars.rows([exemplar]).iloc[0]
     assert row["source"] == str(image_file)  # the memory did know the values the scan looks for
     assert row["sha256"] == hashlib.sha256(image_file.read_bytes()).hexdigest()
-    _, (embedding,) = memory.stored_embeddings([exemplar])
+    _, (embedding,) = memory.exemplars.stored_embeddings([exemplar])
     needles = traces_of(image_file, embedding)
-    memory.delete([exemplar])
+    memory.exemplars.delete([exemplar])
     certificate_path = tmp_path / "requester" / "certificate.json"
     certificate_path.parent.mkdir()
     certificate = purge(memory, [exemplar], certificate_path=certificate_path)
     assert certificate.passed, certificate.explain()
-    audit = json.dumps([entry.__dict__ for entry in memory.audit_log()])
+    audit = json.dumps([entry.__dict__ for entry in memory.audit.log()])
     memory.close()
     return memory.path, exemplar, certificate_path, needles, audit
 
@@ -102,28 +102,28 @@ def test_an_edited_certificate_does_not_verify(purged, tmp_path, edit, failing):
 
 
 def test_a_certificate_path_inside_the_memory_is_refused_before_anything_is_purged(memory):
-    memory.delete([4])
+    memory.exemplars.delete([4])
     with pytest.raises(VmemError, match="inside the memory folder .* choose a path outside it. Nothing was purged"):
         purge(memory, [4], certificate_path=memory.path / "certificates" / "mine.json")
-    assert memory.tombstoned_ids() == [4]
+    assert memory.exemplars.tombstoned_ids() == [4]
 
 
 def test_an_existing_certificate_is_never_overwritten(memory, tmp_path):
     # the certificate holds the only salts that open its purge's commitments: a second purge to the same path
     # would have destroyed the proof of the first
-    memory.delete([3, 4])
+    memory.exemplars.delete([3, 4])
     first = tmp_path / "cert.json"
     purge(memory, [3], certificate_path=first)
     kept = first.read_bytes()
     with pytest.raises(VmemError, match=f"certificate path {first} already exists; choose a new path .* Nothing was "
                                         "purged"):
         purge(memory, [4], certificate_path=first)
-    assert first.read_bytes() == kept and memory.tombstoned_ids() == [4]
+    assert first.read_bytes() == kept and memory.exemplars.tombstoned_ids() == [4]
 
 
 def test_purge_from_the_cli_hands_out_the_certificate_and_keeps_a_receipt(memory, tmp_path):
     path = memory.path
-    memory.delete([2])
+    memory.exemplars.delete([2])
     memory.close()
     result = vmem("purge", path, 2, "--certificate", tmp_path / "cert.json")
     assert result.returncode == 0, result.stderr
@@ -138,4 +138,4 @@ def test_purge_from_the_cli_hands_out_the_certificate_and_keeps_a_receipt(memory
     usage = vmem("purge", "verify", tmp_path / "cert.json")
     assert usage.returncode == 2 and "usage: vmem purge verify CERT MEM" in usage.stderr
     with VisualMemory.open(path) as reopened:
-        assert 2 not in reopened.all_ids().tolist()
+        assert reopened.exemplars.rows([2]).empty

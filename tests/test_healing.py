@@ -41,24 +41,24 @@ EXPECTED = {
 
 @pytest.mark.parametrize("how", list(EXPECTED))
 def test_snapshot_damage_heals_with_one_log_line(memory, how, caplog):
-    memory.delete([5])
-    memory.flush()
-    seq = memory._store.seq()
+    memory.exemplars.delete([5])
+    memory.index.flush()
+    seq = memory.change_counter
     path = memory.path
     if how == "behind":  # three changes committed after the snapshot, then the process died
-        memory.add_embeddings(np.eye(64)[:2] + 0.01, ["late", "late"])
-        memory.relabel([0], "renamed")
-        memory.delete([1])
+        memory.exemplars.add_embeddings(np.eye(64)[:2] + 0.01, ["late", "late"])
+        memory.exemplars.relabel([0], "renamed")
+        memory.exemplars.delete([1])
         memory._store.close()
     else:
         memory.close()
         damage_snapshot(path, how)
     with caplog.at_level(logging.INFO, logger="vmem_core"), VisualMemory.open(path) as mem:
         lines = [r for r in caplog.records if r.name.startswith("vmem_core")]
-        live = sorted(mem.index_backend.live_ids().tolist())
+        live = sorted(mem.index.backend.live_ids().tolist())
         assert live == sorted(mem.table.ids.tolist())  # index and database agree: nothing lost
         if how == "behind":
-            assert live == [i for i in range(14) if i not in (1, 5)] and "renamed" in mem.labels
+            assert live == [i for i in range(14) if i not in (1, 5)] and "renamed" in list(mem.table.labels)
         else:
             assert live == [i for i in range(12) if i != 5]
     level, text = EXPECTED[how]

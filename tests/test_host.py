@@ -130,7 +130,7 @@ def test_cli_beside_a_running_app_server(tmp_path):
     data = sample_folder(tmp_path / "data", ("bag", "trouser"), per_label=3)
     path = tmp_path / "mem.vmem"
     with VisualMemory.create(path) as memory:  # the default encoder: the app process has no test encoders
-        memory.build(data)
+        memory.exemplars.build(data)
 
     def sidebar(driver):
         return driver.find_element(By.CSS_SELECTOR, "[data-testid='stSidebar']").text
@@ -149,7 +149,7 @@ def test_cli_beside_a_running_app_server(tmp_path):
         wait_for(driver, lambda d: "6 exemplars, 3 classes" in sidebar(d), what="the app showing the CLI's changes")
     assert not (path / HOST_FILE).exists()  # the app removed its address when it stopped
     with VisualMemory.open(path) as memory:  # and the file is free again
-        assert memory.labels == ["bag", "cup", "trouser"] and len(memory) == 6
+        assert list(memory.table.labels) == ["bag", "cup", "trouser"] and len(memory) == 6
 
 
 def test_a_command_run_for_a_client_has_its_own_streams_and_no_terminal(capsys):

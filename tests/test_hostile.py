@@ -17,7 +17,7 @@ from vmem_core.ingest.datasets import extract_labelled_zip
 from vmem_core.ingest.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_UPLOAD_MEGABYTES, load_image
 from vmem_core.ingest.names import BadLabelError, check_label, upload_name
 
-from .helpers import REPO, memory_state, png_bytes, png_header_only, texts, vmem
+from .helpers import REPO, memory_state, new_memory, png_bytes, png_header_only, texts, vmem
 
 ODD_LABELS = [
     "it's", 'say "hi"', "a; DROP TABLE exemplars; --", "x'); DELETE FROM exemplars; --", "Ελληνικά", "中文标签",
@@ -28,18 +28,18 @@ CONTROL = ["line\nbreak", "tab\there", "nul\x00", "escape \x1b[31mred", "c1 \x85
 
 def test_odd_labels_are_stored_shown_and_filtered_exactly(memory):
     vectors = np.random.default_rng(0).normal(size=(len(ODD_LABELS), 64))
-    ids = memory.add_embeddings(vectors, ODD_LABELS)
-    assert [memory.label_of(i) for i in ids] == ODD_LABELS
+    ids = memory.exemplars.add_embeddings(vectors, ODD_LABELS)
+    assert [memory.table.label_of(i) for i in ids] == ODD_LABELS
     for exemplar_id, label in zip(ids, ODD_LABELS):  # filters bind the label: it is never SQL
-        assert memory.browse(label=label)["id"].tolist() == [exemplar_id]
-        assert memory.count(label=label) == 1
-    memory.relabel(ids[:1], ODD_LABELS[3])
-    assert memory.label_changes(1)[["old_label", "new_label"]].values.tolist() == [[ODD_LABELS[0], ODD_LABELS[3]]]
+        assert memory.exemplars.browse(label=label)["id"].tolist() == [exemplar_id]
+        assert memory.exemplars.count(label=label) == 1
+    memory.exemplars.relabel(ids[:1], ODD_LABELS[3])
+    assert memory.exemplars.label_changes(1)[["old_label", "new_label"]].values.tolist() == [[ODD_LABELS[0], ODD_LABELS[3]]]
     path = memory.path
     memory.close()
     with VisualMemory.open(path) as reopened:
         assert len(reopened) == 12 + len(ODD_LABELS)  # no row went missing
-        assert set(ODD_LABELS[1:]) <= set(reopened.labels)
+        assert set(ODD_LABELS[1:]) <= set(reopened.table.labels)
 
 
 @pytest.mark.parametrize("separator, name", [("\u2028", "line separator"), ("\u2029", "paragraph separator")])
@@ -87,15 +87,15 @@ def test_invisible_labels_change_nothing_wherever_labels_enter(memory, small_fol
     with VisualMemory.open(path) as mem:
         refused = "invisible format character U\\+202E RIGHT-TO-LEFT OVERRIDE at position 0"
         with pytest.raises(BadLabelError, match=refused):
-            mem.add_embeddings(np.ones((1, 64)), [label])
+            mem.exemplars.add_embeddings(np.ones((1, 64)), [label])
         with pytest.raises(BadLabelError, match=refused):
-            mem.add([image], label)
+            mem.exemplars.add([image], label)
         with pytest.raises(BadLabelError, match=refused):
-            mem.relabel([1], label)
+            mem.exemplars.relabel([1], label)
         with pytest.raises(BadLabelError, match=f"^'\\\\u202ebag/.*{refused}.*nothing was added"):
-            mem.build(data, chunk_size=1)
+            mem.exemplars.build(data, chunk_size=1)
         with pytest.raises(BadLabelError, match="U\\+FEFF ZERO WIDTH NO-BREAK SPACE at position 3"):
-            mem.build(table, chunk_size=1)
+            mem.exemplars.build(table, chunk_size=1)
     assert memory_state(path) == before
 
 
@@ -107,15 +107,15 @@ def test_labels_with_zero_width_joiners_are_kept_exactly(memory, small_folder, t
     (data / persian).mkdir(parents=True)
     for image in sorted((small_folder / "bag").glob("*.png"))[:2]:
         shutil.copy(image, data / persian / image.name)
-    report = memory.build(data)
+    report = memory.exemplars.build(data)
     assert report.added == 2
-    ids = memory.add_embeddings(np.ones((2, 64)), [scientist, hindi])
-    memory.relabel(ids[1:], f"{hindi} {scientist}")
+    ids = memory.exemplars.add_embeddings(np.ones((2, 64)), [scientist, hindi])
+    memory.exemplars.relabel(ids[1:], f"{hindi} {scientist}")
     path = memory.path
     memory.close()
     with VisualMemory.open(path) as reopened:
-        assert reopened.label_of(ids[0]) == scientist and reopened.label_of(ids[1]) == f"{hindi} {scientist}"
-        assert reopened.count(label=persian) == 2
+        assert reopened.table.label_of(ids[0]) == scientist and reopened.table.label_of(ids[1]) == f"{hindi} {scientist}"
+        assert reopened.exemplars.count(label=persian) == 2
 
 
 @pytest.mark.parametrize("label", CONTROL)
@@ -125,10 +125,10 @@ def test_control_characters_in_labels_are_refused_and_change_nothing(memory, lab
     before = memory_state(path)
     with VisualMemory.open(path) as mem:
         with pytest.raises(BadLabelError, match=r"control character U\+00[0-9A-F]{2} at position \d+") as info:
-            mem.add_embeddings(np.ones((1, 64)), [label])
+            mem.exemplars.add_embeddings(np.ones((1, 64)), [label])
         assert "\n" not in str(info.value) and "\x1b" not in str(info.value)  # shown as escapes, one line
         with pytest.raises(BadLabelError, match="control character"):
-            mem.relabel([1], label)
+            mem.exemplars.relabel([1], label)
     assert memory_state(path) == before
 
 
@@ -138,8 +138,8 @@ def test_cli_shows_odd_labels_and_refuses_control_characters(tmp_path):
     image = tmp_path / "img.png"
     image.write_bytes(png_bytes(np.full((16, 16), 40)))
     label = "中文; it's \"q\""
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
-        memory.add([image], label)
+    with new_memory(path) as memory:
+        memory.exemplars.add([image], label)
     assert json.loads(vmem("stats", path, "--json").stdout)["labels"] == {label: 1}
     assert label in vmem("stats", path).stdout
     refused = vmem("add", path, image, "--label", "two\nlines")

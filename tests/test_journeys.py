@@ -32,15 +32,15 @@ def planted_memory(tmp_path):
     data = sample_folder(tmp_path / "data", ("bag", "sneaker", "trouser"), per_label=8)
     queries = scan_dataset(SAMPLE / "queries")
     with VisualMemory.create(tmp_path / "mem.vmem") as memory:
-        memory.build(data)
-        embeddings = memory.encode([q.path for q in queries])
-        results = memory.classify_embeddings(embeddings, k=K, rule=RULE)
+        memory.exemplars.build(data)
+        embeddings = memory.exemplars.encode([q.path for q in queries])
+        results = memory.search.classify_embeddings(embeddings, k=K, rule=RULE)
         index = [i for i, (q, r) in enumerate(zip(queries, results)) if q.label == r.label == "bag"][1]
-        (planted,) = memory.add_embeddings(embeddings[index][None], ["trouser"])
+        (planted,) = memory.exemplars.add_embeddings(embeddings[index][None], ["trouser"])
         found, _ = memory.search(embeddings, 2)
         leaning = [i for i in range(len(queries)) if found[i, 0] == planted]
-        after = {i: memory.label_of(int(found[i, 1])) for i in leaning}
-        nearest_left = [memory.label_of(int(row[1] if row[0] == planted else row[0])) for row in found]
+        after = {i: memory.table.label_of(int(found[i, 1])) for i in leaning}
+        nearest_left = [memory.table.label_of(int(row[1] if row[0] == planted else row[0])) for row in found]
     return {"path": tmp_path / "mem.vmem", "planted": planted, "query": queries[index].source,
             "bag_errors_after": sum(q.label == "bag" != label for q, label in zip(queries, nearest_left)),
             "fixed": sum(after[i] == queries[i].label for i in leaning),
@@ -87,10 +87,10 @@ def test_the_journeys_in_a_real_browser(planted_memory, tmp_path):
         assert len(unlearned["checks"]) == 4 and all(c.startswith("check_circle") for c in unlearned["checks"])
 
     with VisualMemory.open(planted_memory["path"]) as memory:
-        tombstoned = memory.tombstoned_ids()
+        tombstoned = memory.exemplars.tombstoned_ids()
         assert planted in tombstoned and added["id"] in tombstoned  # deleted, restorable: not purged
-        assert not set(forgotten) & set(tombstoned) and memory.exemplars(forgotten).empty  # purged: gone
+        assert not set(forgotten) & set(tombstoned) and memory.exemplars.rows(forgotten).empty  # purged: gone
         if curated["id"] not in forgotten:
-            assert memory.label_of(curated["id"]) == curated["label"]
+            assert memory.table.label_of(curated["id"]) == curated["label"]
     assert sorted(p.name for p in shots.folder.iterdir()) == sorted(f"{name}.png" for name in journey.SHOTS)
     assert all(p.stat().st_size > 10_000 for p in shots.folder.iterdir())

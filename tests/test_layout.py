@@ -27,22 +27,14 @@ EDGES = {
 }
 
 
-def _type_checking_only(tree) -> set[int]:
-    """ids of the import nodes under `if TYPE_CHECKING:` (annotations only, never run)."""
-    skipped = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skipped |= {id(inner) for stmt in node.body for inner in ast.walk(stmt)}
-    return skipped
-
-
 def _module_name(path) -> str:
     parts = list(path.relative_to(REPO).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def package_imports() -> dict[str, set[str]]:
-    """vmem_core's import graph, module -> the vmem_core modules it imports (at the top or inside a function).
+    """vmem_core's import graph, module -> the vmem_core modules it imports: at the top, inside a function or under
+    `if TYPE_CHECKING:` alike (an annotation that names a higher module is a dependency on it all the same).
 
     `from . import x` counts as importing the submodule x, not its package, so that a package's __init__ that
     re-exports its parts is not a cycle with each of them."""
@@ -50,12 +42,9 @@ def package_imports() -> dict[str, set[str]]:
     graph = {}
     for name, path in paths.items():
         tree = ast.parse(path.read_text())
-        skipped = _type_checking_only(tree)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets = set()
         for node in ast.walk(tree):
-            if id(node) in skipped:
-                continue
             if isinstance(node, ast.Import):
                 candidates = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -134,37 +123,47 @@ def test_pages_use_the_library_never_the_cli():
     assert not offenders, f"pages importing the CLI: {offenders}"
 
 
-# Layers, lowest first: a module imports only from its own layer or below. The folders name the layers.
+# Layers, lowest first, each on its own: a module imports only from its own layer (its package) or a lower one.
 LAYERS = [
-    ("errors",),
-    ("storage", "resources", "devices"),
-    ("backends", "encoders"),
-    ("ingest", "voting", "label_table", "classification"),
-    ("memory", "unlearn", "purge_proof", "host", "access", "sample_memory", "confirmation"),
-    ("analysis",),
-    ("rerank",),
-    ("cli", "ui", "__main__", ""),  # the faces: the command line, the app's helpers, the package's public API
+    "errors",
+    "resources",  # file and memory limits
+    "devices",  # where to compute
+    "storage",  # the source of truth: folder layout, DuckDB store, vault, audit chain, locks; knows no index
+    "voting",
+    "label_table",
+    "classification",
+    "neighbour_set",  # a search's neighbours, voted at any k and pruning (pure: no memory)
+    "encoders",
+    "backends",  # the searchable copies of the store's vectors, and their registry
+    "ingest",  # reading and encoding images; knows no memory
+    "memory",  # the open memory and its nouns (exemplars, search, reliability, audit), and its reader
+    "purge_proof",
+    "unlearn",  # tombstone, purge, journal, certificate, over memory's narrow erase interface
+    "access",  # roles
+    "host",  # serving CLI commands from the process that holds a memory
+    "confirmation",
+    "sample_memory",
+    "analysis",
+    "rerank",
+    "cli",
+    "ui",  # the app's helpers
+    "__main__",
+    "",  # the package's public API
 ]
-# deliberate exceptions, each with its reason
-UPWARD_ALLOWED = {
-    ("vmem_core.unlearn", "vmem_core.rerank.cache"),  # a purge also forgets the model's cached answers about it
-}
 
 
 def _layer(module: str) -> int:
-    part = module.split(".")[1] if "." in module else ""
-    return next(rank for rank, names in enumerate(LAYERS) if part in names)
+    return LAYERS.index(module.split(".")[1] if "." in module else "")
 
 
 def test_every_module_has_a_layer():
-    unplaced = [m for m in package_imports() if not any(
-        (m.split(".")[1] if "." in m else "") in names for names in LAYERS)]
+    unplaced = [m for m in package_imports() if (m.split(".")[1] if "." in m else "") not in LAYERS]
     assert not unplaced, f"modules outside every layer of LAYERS: {unplaced}"
 
 
 def test_imports_point_down_the_layers():
     upward = sorted((module, target) for module, targets in package_imports().items() for target in targets
-                    if _layer(target) > _layer(module) and (module, target) not in UPWARD_ALLOWED)
+                    if _layer(target) > _layer(module))
     assert not upward, f"imports from a higher layer: {upward}"
 
 
@@ -232,7 +231,7 @@ def test_a_used_memory_folder_holds_only_what_the_layout_names(memory):
     from vmem_core.storage.layout import ENTRIES
     from vmem_core.unlearn import purge
 
-    memory.delete([0])
+    memory.exemplars.delete([0])
     purge(memory, [0])
     host = Host(memory.path, lambda request: 0)
     try:

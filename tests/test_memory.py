@@ -20,12 +20,12 @@ from vmem_core import (
     VoteSettings,
 )
 
-from .helpers import REPO, SAMPLE, database_held_elsewhere, memory_state
+from .helpers import REPO, SAMPLE, database_held_elsewhere, memory_state, new_memory
 
 
 def test_build_records_everything_per_exemplar(memory, small_folder):
-    assert len(memory) == 12 and memory.labels == ["bag", "sneaker", "trouser"]
-    rows = memory.browse(limit=100)
+    assert len(memory) == 12 and list(memory.table.labels) == ["bag", "sneaker", "trouser"]
+    rows = memory.exemplars.browse(limit=100)
     assert set(rows["label"]) == {"bag", "sneaker", "trouser"}
     first = rows.iloc[0]
     assert first["source"].startswith("bag/") and len(first["sha256"]) == 64
@@ -54,30 +54,30 @@ def test_an_exemplar_is_its_own_nearest_neighbor(memory, small_folder):
 def test_k_is_clamped_to_live_exemplars(memory, small_folder):
     image = sorted((small_folder / "bag").glob("*.png"))[0]
     assert len(memory.classify([image], k=500)[0].neighbors) == 12
-    memory.delete(list(range(10)))
+    memory.exemplars.delete(list(range(10)))
     assert len(memory.classify([image], k=500)[0].neighbors) == 2
 
 
 def test_delete_hides_at_once_and_restore_brings_back(memory, small_folder):
     image = sorted((small_folder / "trouser").glob("*.png"))[0]
     nearest = memory.classify([image], k=1)[0].neighbors[0].id
-    memory.delete([nearest])
+    memory.exemplars.delete([nearest])
     assert nearest not in [n.id for n in memory.classify([image], k=12)[0].neighbors]
     assert memory.stats()["deleted"] == 1 and len(memory) == 11
-    memory.restore([nearest])
+    memory.exemplars.restore([nearest])
     assert memory.classify([image], k=1)[0].neighbors[0].id == nearest
 
 
 def test_unknown_and_repeated_ids_are_clear_errors_that_change_nothing(memory):
     before = memory.stats()
     with pytest.raises(UnknownIdError, match="unknown exemplar id\\(s\\): 999"):
-        memory.delete([3, 999])
+        memory.exemplars.delete([3, 999])
     assert memory.stats() == before  # id 3 was not deleted either: all or none
-    memory.delete([3])
+    memory.exemplars.delete([3])
     with pytest.raises(UnknownIdError, match="already deleted: 3"):
-        memory.delete([3])
+        memory.exemplars.delete([3])
     with pytest.raises(UnknownIdError, match="not deleted: 4"):
-        memory.restore([4])
+        memory.exemplars.restore([4])
 
 
 def test_rejected_add_leaves_memory_exactly_as_it_was(memory, small_folder, tmp_path):
@@ -89,15 +89,15 @@ def test_rejected_add_leaves_memory_exactly_as_it_was(memory, small_folder, tmp_
     good = sorted((small_folder / "bag").glob("*.png"))[0]
     with VisualMemory.open(path) as mem:
         with pytest.raises(BadImageError, match="bad.jpg"):
-            mem.add([good, bad], "bag")
+            mem.exemplars.add([good, bad], "bag")
         with pytest.raises(VmemError, match="2 images but 3 labels"):
-            mem.add([good, good], ["a", "b", "c"])
+            mem.exemplars.add([good, good], ["a", "b", "c"])
         with pytest.raises(BadVectorError, match=r"accepts \(n, 64\)"):
-            mem.add_embeddings(np.ones((2, 63)), ["a", "a"])
+            mem.exemplars.add_embeddings(np.ones((2, 63)), ["a", "a"])
         with pytest.raises(BadVectorError, match="NaN"):
-            mem.add_embeddings(np.full((1, 64), np.nan), ["a"])
+            mem.exemplars.add_embeddings(np.full((1, 64), np.nan), ["a"])
         with pytest.raises(BadVectorError, match="zero vectors"):
-            mem.add_embeddings(np.zeros((1, 64)), ["a"])
+            mem.exemplars.add_embeddings(np.zeros((1, 64)), ["a"])
     assert memory_state(path) == before
 
 
@@ -105,33 +105,33 @@ def test_adding_a_new_class_keeps_old_predictions(memory, small_folder):
     queries = [sorted((small_folder / label).glob("*.png"))[0] for label in ("bag", "sneaker", "trouser")]
     before = [r.label for r in memory.classify(queries, k=1)]
     dress = sorted((SAMPLE / "memory" / "dress").glob("*.png"))[:3]
-    ids = memory.add(dress, "dress")
-    assert len(ids) == 3 and "dress" in memory.labels
+    ids = memory.exemplars.add(dress, "dress")
+    assert len(ids) == 3 and "dress" in list(memory.table.labels)
     assert [r.label for r in memory.classify(queries, k=1)] == before
     assert memory.classify([dress[0]], k=1)[0].label == "dress"
 
 
 def test_relabel_is_recorded(memory):
-    memory.relabel([2, 3], "hat")
-    memory.relabel([2], "cap")
-    memory.relabel([2], "cap")  # no change, nothing recorded
-    changes = memory.label_changes()
+    memory.exemplars.relabel([2, 3], "hat")
+    memory.exemplars.relabel([2], "cap")
+    memory.exemplars.relabel([2], "cap")  # no change, nothing recorded
+    changes = memory.exemplars.label_changes()
     assert changes[["exemplar_id", "old_label", "new_label"]].values.tolist() == [
         [2, "hat", "cap"], [2, "bag", "hat"], [3, "bag", "hat"]
     ]
-    assert memory.label_of(2) == "cap" and memory.label_of(3) == "hat"
+    assert memory.table.label_of(2) == "cap" and memory.table.label_of(3) == "hat"
     with pytest.raises(UnknownIdError, match="999"):
-        memory.relabel([999], "x")
+        memory.exemplars.relabel([999], "x")
 
 
 def test_reopen_sees_the_same_memory(memory):
-    memory.delete([0, 1])
-    memory.relabel([2], "relabelled")
+    memory.exemplars.delete([0, 1])
+    memory.exemplars.relabel([2], "relabelled")
     path = memory.path
     memory.close()
     with VisualMemory.open(path) as mem:
-        assert len(mem) == 10 and "relabelled" in mem.labels
-        assert sorted(mem.index_backend.live_ids().tolist()) == list(range(2, 12))
+        assert len(mem) == 10 and "relabelled" in list(mem.table.labels)
+        assert sorted(mem.index.backend.live_ids().tolist()) == list(range(2, 12))
 
 
 def test_opening_with_another_encoder_is_refused(memory):
@@ -154,36 +154,36 @@ def test_not_a_memory(tmp_path):
 
 def test_create_refuses_a_non_empty_directory(memory):
     with pytest.raises(MemoryFormatError, match="already exists"):
-        VisualMemory.create(memory.path, encoder="test-pixels")
+        new_memory(memory.path)
 
 
 def test_build_resumes_without_duplicates(tmp_path, small_folder):
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
-        first = mem.build(small_folder)
-        second = mem.build(small_folder)
+    with new_memory(tmp_path / "m") as mem:
+        first = mem.exemplars.build(small_folder)
+        second = mem.exemplars.build(small_folder)
         assert (first.added, second.added, second.skipped_existing) == (12, 0, 12)
         assert len(mem) == 12
 
 
 def test_build_skips_and_reports_bad_images(tmp_path, small_folder):
     (small_folder / "bag" / "broken.png").write_bytes(b"garbage")
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
-        report = mem.build(small_folder)
+    with new_memory(tmp_path / "m") as mem:
+        report = mem.exemplars.build(small_folder)
         assert report.added == 12 and len(report.rejected) == 1 and "broken.png" in report.rejected[0][1]
         with pytest.raises(BadImageError):
-            mem.build(small_folder, strict=True)  # broken.png was never added, so it is tried again
+            mem.exemplars.build(small_folder, strict=True)  # broken.png was never added, so it is tried again
 
 
 def test_build_from_csv(tmp_path, small_folder):
     rows = ["path,label"] + [f"{p.relative_to(small_folder)},{p.parent.name}" for p in small_folder.rglob("*.png")]
     (small_folder / "list.csv").write_text("\n".join(rows))
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
-        assert mem.build(small_folder / "list.csv").added == 12
+    with new_memory(tmp_path / "m") as mem:
+        assert mem.exemplars.build(small_folder / "list.csv").added == 12
         assert mem.stats()["labels"] == {"bag": 4, "sneaker": 4, "trouser": 4}
 
 
 def test_memory_neighbors_leave_the_item_out(memory):
-    items, neighbors, distances = memory.memory_neighbors(3)
+    items, neighbors, distances = memory.search.memory_neighbors(3)
     assert neighbors.shape == (12, 3)
     assert not np.any(neighbors == items[:, None])
     assert np.all(np.diff(distances, axis=1) >= -1e-6)
@@ -191,11 +191,11 @@ def test_memory_neighbors_leave_the_item_out(memory):
 
 def test_reliability_counts_differently_labelled_neighborhoods(memory):
     v = memory.reliability(top_n=3)
-    items, neighbors, _ = memory.memory_neighbors(3)
+    items, neighbors, _ = memory.search.memory_neighbors(3)
     expected = {int(i): 0 for i in items}
     for item, row in zip(items, neighbors):
         for n in row:
-            if memory.label_of(int(n)) != memory.label_of(int(item)):
+            if memory.table.label_of(int(n)) != memory.table.label_of(int(item)):
                 expected[int(n)] += 1
     assert v == expected
 
@@ -227,22 +227,22 @@ def run_then_crash(path, body: str) -> None:
 def test_crash_after_commit_is_replayed_on_open(memory):
     path = memory.path
     memory.close()
-    run_then_crash(path, 'mem.add_embeddings(np.eye(64)[:5] + 0.01, ["new"] * 5)\nmem.delete([0, 1])')
+    run_then_crash(path, 'mem.exemplars.add_embeddings(np.eye(64)[:5] + 0.01, ["new"] * 5)\nmem.exemplars.delete([0, 1])')
     with VisualMemory.open(path) as mem:
-        assert len(mem) == 15 and "new" in mem.labels
-        assert sorted(mem.index_backend.live_ids().tolist()) == list(range(2, 17))
-        assert mem.classify_embeddings(np.eye(64)[:1] + 0.01, k=1)[0].label == "new"
+        assert len(mem) == 15 and "new" in list(mem.table.labels)
+        assert sorted(mem.index.backend.live_ids().tolist()) == list(range(2, 17))
+        assert mem.search.classify_embeddings(np.eye(64)[:1] + 0.01, k=1)[0].label == "new"
 
 
 def test_concurrent_readers_and_writers(memory, small_folder):
     images = sorted(small_folder.rglob("*.png"))
-    vectors = memory.encode(images)
+    vectors = memory.exemplars.encode(images)
     errors = []
 
     def reader():
         try:
             for _ in range(30):
-                results = memory.classify_embeddings(vectors, k=5)
+                results = memory.search.classify_embeddings(vectors, k=5)
                 assert all(r.label is not None for r in results)
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
@@ -250,8 +250,8 @@ def test_concurrent_readers_and_writers(memory, small_folder):
     def writer():
         try:
             for i in range(10):
-                ids = memory.add_embeddings(vectors[i:i + 1], ["extra"])
-                memory.delete(ids)
+                ids = memory.exemplars.add_embeddings(vectors[i:i + 1], ["extra"])
+                memory.exemplars.delete(ids)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -267,58 +267,58 @@ def test_concurrent_readers_and_writers(memory, small_folder):
 def test_browse_filters_and_pagination(memory):
     import datetime as dt
 
-    assert memory.count() == 12 and memory.count(label="bag") == 4
-    assert memory.count(source="SNEAKER/") == 4  # case-insensitive substring
-    page = memory.browse(limit=5, offset=10)
+    assert memory.exemplars.count() == 12 and memory.exemplars.count(label="bag") == 4
+    assert memory.exemplars.count(source="SNEAKER/") == 4  # case-insensitive substring
+    page = memory.exemplars.browse(limit=5, offset=10)
     assert page["id"].tolist() == [10, 11]
     tomorrow = dt.datetime.now() + dt.timedelta(days=1)
-    assert memory.count(added_from=tomorrow) == 0 and memory.count(added_to=tomorrow) == 12
-    memory.delete([0])
-    assert memory.count() == 11 and memory.count(include_deleted=True) == 12
-    assert memory.count(label="bag'; DROP TABLE exemplars; --") == 0 and memory.count() == 11
-    thumbs = memory.thumbnails([1, 2])
+    assert memory.exemplars.count(added_from=tomorrow) == 0 and memory.exemplars.count(added_to=tomorrow) == 12
+    memory.exemplars.delete([0])
+    assert memory.exemplars.count() == 11 and memory.exemplars.count(include_deleted=True) == 12
+    assert memory.exemplars.count(label="bag'; DROP TABLE exemplars; --") == 0 and memory.exemplars.count() == 11
+    thumbs = memory.exemplars.thumbnails([1, 2])
     assert set(thumbs) == {1, 2} and all(t.startswith(b"\x89PNG") for t in thumbs.values())
 
 
 def test_thumbnails_absent_for_embedding_only_exemplars(memory):
-    (new,) = memory.add_embeddings(np.ones((1, 64)), ["vector"])
-    assert memory.thumbnails([new, 0]) == {new: None, 0: memory.thumbnails([0])[0]}
+    (new,) = memory.exemplars.add_embeddings(np.ones((1, 64)), ["vector"])
+    assert memory.exemplars.thumbnails([new, 0]) == {new: None, 0: memory.exemplars.thumbnails([0])[0]}
 
 
 def test_restore_of_a_row_the_index_never_saw(memory):
     """Added and deleted after the last snapshot, then a crash: replay skips it, so restore must add it."""
     path = memory.path
     memory.close()
-    run_then_crash(path, '(new,) = mem.add_embeddings(np.eye(64)[7:8] + 0.01, ["ghost"])\nmem.delete([new])')
+    run_then_crash(path, '(new,) = mem.exemplars.add_embeddings(np.eye(64)[7:8] + 0.01, ["ghost"])\nmem.exemplars.delete([new])')
     with VisualMemory.open(path) as mem:
-        mem.restore([12])
-        assert mem.classify_embeddings(np.eye(64)[7:8] + 0.01, k=1)[0].neighbors[0].id == 12
+        mem.exemplars.restore([12])
+        assert mem.search.classify_embeddings(np.eye(64)[7:8] + 0.01, k=1)[0].neighbors[0].id == 12
     with VisualMemory.open(path) as mem:  # and the snapshot written on close has it too
-        assert mem.classify_embeddings(np.eye(64)[7:8] + 0.01, k=1)[0].label == "ghost"
+        assert mem.search.classify_embeddings(np.eye(64)[7:8] + 0.01, k=1)[0].label == "ghost"
 
 
 def test_restore_after_the_snapshot_recorded_the_delete(memory):
     """The snapshot holds id 4 as deleted; it is restored and the process dies: searches must work and find it."""
-    vector = memory.embeddings([4])[1]
-    memory.delete([4])
+    vector = memory.exemplars.embeddings([4])[1]
+    memory.exemplars.delete([4])
     path = memory.path
     memory.close()
-    run_then_crash(path, "mem.restore([4])")
+    run_then_crash(path, "mem.exemplars.restore([4])")
     for _ in range(2):  # and again after a clean close and reopen
         with VisualMemory.open(path) as mem:
             assert mem.search(vector, 1)[0][0, 0] == 4
-            assert len(mem.classify_embeddings(vector, k=12)[0].neighbors) == 12
+            assert len(mem.search.classify_embeddings(vector, k=12)[0].neighbors) == 12
 
 
 def test_readers_never_see_labels_mid_relabel(memory):
     """Relabelling to a label that sorts first shifts every class index; a reader must still see one state."""
-    vector = memory.embeddings([8])[1]  # a trouser; its own nearest neighbour
+    vector = memory.exemplars.embeddings([8])[1]  # a trouser; its own nearest neighbour
     stop = threading.Event()
     wrong = []
 
     def reader():
         while not stop.is_set():
-            label = memory.classify_embeddings(vector, k=1)[0].label
+            label = memory.search.classify_embeddings(vector, k=1)[0].label
             if label != "trouser":
                 wrong.append(label)
 
@@ -326,7 +326,7 @@ def test_readers_never_see_labels_mid_relabel(memory):
     for t in threads:
         t.start()
     for i in range(40):
-        memory.relabel([0], "aaa" if i % 2 == 0 else "bag")
+        memory.exemplars.relabel([0], "aaa" if i % 2 == 0 else "bag")
     stop.set()
     for t in threads:
         t.join()
@@ -334,17 +334,19 @@ def test_readers_never_see_labels_mid_relabel(memory):
 
 
 def test_leave_one_out_cache_not_stamped_with_a_later_change(memory, monkeypatch):
-    original = memory._memory_neighbors
+    from vmem_core.memory.search import Search
 
-    def slow(k, ids):
-        result = original(k, ids)
-        monkeypatch.setattr(memory, "_memory_neighbors", original)
-        memory.delete([0])  # a write lands while the neighbours are being computed
+    original = Search._memory_neighbors
+
+    def slow(self, k, ids):
+        result = original(self, k, ids)
+        monkeypatch.setattr(Search, "_memory_neighbors", original)
+        memory.exemplars.delete([0])  # a write lands while the neighbours are being computed
         return result
 
-    monkeypatch.setattr(memory, "_memory_neighbors", slow)
-    memory.memory_neighbors(3)
-    items, neighbors, _ = memory.memory_neighbors(3)
+    monkeypatch.setattr(Search, "_memory_neighbors", slow)
+    memory.search.memory_neighbors(3)
+    items, neighbors, _ = memory.search.memory_neighbors(3)
     assert 0 not in items and 0 not in neighbors
 
 
@@ -360,11 +362,11 @@ def test_hard_pruning_keeps_k_voters_and_matches_evaluation(tmp_path):
         labels[i] = f"c{(int(labels[i][1]) + 1) % 3}"
     queries = np.concatenate([c + 0.6 * rng.normal(size=(10, 64)) for c in centres])
     truth = [f"c{i}" for i in range(3) for _ in range(10)]
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
-        mem.add_embeddings(vectors, labels)
-        kept = set(mem.kept_ids(VoteSettings(threshold=2, top_n=5)).tolist())
+    with new_memory(tmp_path / "m") as mem:
+        mem.exemplars.add_embeddings(vectors, labels)
+        kept = set(mem.reliability.kept_ids(VoteSettings(threshold=2, top_n=5)).tolist())
         assert 0 < len(kept) < len(mem)
-        results = mem.classify_embeddings(queries, k=10, pruning="hard", threshold=2, top_n=5)
+        results = mem.search.classify_embeddings(queries, k=10, pruning="hard", threshold=2, top_n=5)
         assert all(len(r.neighbors) == 10 for r in results)
         assert all(n.id in kept for r in results for n in r.neighbors)
         assert all([n.rank for n in r.neighbors] == list(range(10)) for r in results)
@@ -377,14 +379,15 @@ def test_incremental_label_table_matches_a_fresh_read(memory):
     from vmem_core.memory import LabelTable
 
     def fresh():
-        return LabelTable.from_rows(*memory._store.live_labels())
+        rows = memory.exemplars.browse(limit=10**6, thumbnails=False).sort_values("id")
+        return LabelTable.from_rows(rows["id"].to_numpy(), rows["label"].tolist())
 
     steps = [
-        lambda: memory.add_embeddings(np.ones((2, 64)), ["aaa", "zzz"]),  # new labels sorting first and last
-        lambda: memory.delete([0, 1, 2, 3]),  # every "bag": the label disappears
-        lambda: memory.restore([1]),
-        lambda: memory.delete([12]),
-        lambda: memory.relabel([5], "mmm"),
+        lambda: memory.exemplars.add_embeddings(np.ones((2, 64)), ["aaa", "zzz"]),  # new labels sorting first and last
+        lambda: memory.exemplars.delete([0, 1, 2, 3]),  # every "bag": the label disappears
+        lambda: memory.exemplars.restore([1]),
+        lambda: memory.exemplars.delete([12]),
+        lambda: memory.exemplars.relabel([5], "mmm"),
     ]
     for step in steps:
         step()
@@ -416,11 +419,11 @@ def test_memory_of_the_first_schema_migrates_on_open(tmp_path):
                     [i, "ab"[i % 2], b"thumb%d" % i if i else None, vectors[i].tolist()])
     con.close()
     with VisualMemory.open(path) as mem:
-        ids, stored = mem.embeddings()
+        ids, stored = mem.exemplars.embeddings()
         assert ids.tolist() == [0, 1, 2] and np.array_equal(stored, vectors)
-        assert mem.thumbnails([0, 1, 2]) == {0: None, 1: b"thumb1", 2: b"thumb2"}
+        assert mem.exemplars.thumbnails([0, 1, 2]) == {0: None, 1: b"thumb1", 2: b"thumb2"}
         assert mem.search(vectors[2:], 1)[0][0, 0] == 2
-        assert mem.add_embeddings(vectors[:1], ["c"]) == [3]
+        assert mem.exemplars.add_embeddings(vectors[:1], ["c"]) == [3]
     columns = duckdb.connect(str(path / "memory.duckdb")).execute(
         "SELECT column_name FROM duckdb_columns() WHERE table_name = 'exemplars'").fetchall()
     assert ("embedding",) not in columns and ("thumbnail",) not in columns
@@ -435,9 +438,9 @@ def test_heavy_deletion_and_selective_filters_still_answer(tmp_path):
 
     n = 25_000
     vectors = rng.normal(size=(n, 64)).astype(np.float32)
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
-        ids = mem.add_embeddings(vectors, [f"c{i % 7}" for i in range(n)])
-        mem.delete(ids[: n * 9 // 10])  # 90% gone; 2,500 live stay above the exact-search size: hnswlib answers
+    with new_memory(tmp_path / "m") as mem:
+        ids = mem.exemplars.add_embeddings(vectors, [f"c{i % 7}" for i in range(n)])
+        mem.exemplars.delete(ids[: n * 9 // 10])  # 90% gone; 2,500 live stay above the exact-search size: hnswlib answers
         assert len(mem) > EXACT_SEARCH_BELOW
         found, distances = mem.search(vectors[-10:], 50)
         assert found.shape == (10, 50) and not np.isin(found, ids[: n * 9 // 10]).any()
@@ -445,5 +448,5 @@ def test_heavy_deletion_and_selective_filters_still_answer(tmp_path):
         allowed = np.asarray([n - 300, n - 200, n - 100])  # a filter that matches 3 exemplars
         found, _ = mem.search(vectors[:2], 10, allowed_ids=allowed)
         assert found.shape == (2, 3) and set(found.ravel()) == set(allowed.tolist())
-        results = mem.classify_embeddings(vectors[-10:], k=100)
+        results = mem.search.classify_embeddings(vectors[-10:], k=100)
         assert all(len(r.neighbors) == 100 and r.label for r in results)

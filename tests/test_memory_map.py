@@ -4,7 +4,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from vmem_core import UnknownIdError, VisualMemory
+from vmem_core import UnknownIdError
 from vmem_core.analysis.memory_map import (
     map_labels,
     memory_map,
@@ -15,21 +15,21 @@ from vmem_core.analysis.memory_map import (
 )
 from vmem_core.analysis.plots import label_colours, memory_map_figure
 
-from .helpers import clustered
+from .helpers import clustered, new_memory
 
 
 @pytest.fixture
 def memory(tmp_path):
     vectors, labels = clustered(120, seed=3)
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
-        mem.add_embeddings(vectors, labels)
+    with new_memory(tmp_path / "m") as mem:
+        mem.exemplars.add_embeddings(vectors, labels)
         yield mem
 
 
 def test_projection_has_a_point_per_live_exemplar(memory):
     projection = memory_map(memory, "pca")
     assert projection.method == "pca" and projection.points.shape == (120, 2)
-    assert np.array_equal(projection.ids, np.sort(memory.embeddings()[0]))
+    assert np.array_equal(projection.ids, np.sort(memory.exemplars.embeddings()[0]))
     assert np.isfinite(projection.points).all() and projection.points.std(axis=0).min() > 0
     # the first axis spreads the points at least as much as the second (principal axes in order)
     assert projection.points[:, 0].var() >= projection.points[:, 1].var()
@@ -38,7 +38,7 @@ def test_projection_has_a_point_per_live_exemplar(memory):
 def test_projection_is_cached_until_the_memory_changes(memory, monkeypatch):
     first = memory_map(memory, "pca")
     assert memory_map(memory, "pca") is first
-    memory.delete([5])
+    memory.exemplars.delete([5])
     second = memory_map(memory, "pca")
     assert second is not first and 5 not in second.ids and len(second) == 119
     assert memory_map(memory, "pca") is second
@@ -46,7 +46,7 @@ def test_projection_is_cached_until_the_memory_changes(memory, monkeypatch):
 
 def test_queries_land_where_their_exemplars_are(memory):
     projection = memory_map(memory, "pca")
-    ids, vectors = memory.embeddings([7, 42])
+    ids, vectors = memory.exemplars.embeddings([7, 42])
     assert np.allclose(place_queries(memory, vectors, "pca"), projection.points_of(ids))
     # a query near an exemplar is placed near that exemplar's point, nearer than the map's typical spread
     nudged = vectors[0] + 0.01 * np.random.default_rng(0).normal(size=vectors.shape[1])
@@ -65,12 +65,12 @@ def test_more_like_this_leaves_itself_out_nearest_first(memory):
     similar, distances = more_like_this(memory, 11, k=5)
     assert len(similar) == 5 and 11 not in similar
     assert np.all(np.diff(distances) >= 0)
-    ids, vectors = memory.embeddings()
+    ids, vectors = memory.exemplars.embeddings()
     own = vectors[np.searchsorted(ids, 11)]
     exact = 1 - vectors @ own
     exact[np.searchsorted(ids, 11)] = np.inf
     assert set(similar) == set(ids[np.argsort(exact)[:5]])
-    memory.delete([11])
+    memory.exemplars.delete([11])
     with pytest.raises(UnknownIdError):
         more_like_this(memory, 11)
 
@@ -101,8 +101,8 @@ def test_figure_colours_points_by_reliability(memory):
 
 def test_figure_draws_the_query_with_lines_to_its_neighbors(memory):
     projection = memory_map(memory, "pca")
-    query = memory.embeddings([9])[1][0]
-    result = memory.classify_embeddings(query[None], k=4)[0]
+    query = memory.exemplars.embeddings([9])[1][0]
+    result = memory.search.classify_embeddings(query[None], k=4)[0]
     neighbors = [n.id for n in result.neighbors]
     point = projection.place(query)[0]
     fig = memory_map_figure(projection, map_labels(memory, projection), query_point=point, neighbor_ids=neighbors)
@@ -157,12 +157,12 @@ def test_deleted_exemplars_are_placed_where_they_were_and_selected_apart(memory)
     from vmem_core.analysis.memory_map import deleted_points, selected_deleted_ids
 
     before = memory_map(memory, "pca").points_of([5, 6])
-    memory.delete([5, 6])
+    memory.exemplars.delete([5, 6])
     ids, points = deleted_points(memory, "pca")
     assert deleted_points(memory, "pca")[0] is ids  # cached until the next change
     assert ids.tolist() == [5, 6] and points.shape == (2, 2)
     # placed on the new map, where those embeddings project (the same place as a query with them would land)
-    assert np.allclose(points, memory_map(memory, "pca").place(memory.stored_embeddings([5, 6])[1]))
+    assert np.allclose(points, memory_map(memory, "pca").place(memory.exemplars.stored_embeddings([5, 6])[1]))
     assert not np.allclose(before, 0)
     projection = memory_map(memory, "pca")
     fig = memory_map_figure(projection, map_labels(memory, projection), deleted=(ids, points))
@@ -181,7 +181,7 @@ def test_umap_projection_is_seeded_placeable_and_cached(memory):
     pytest.importorskip("umap", reason="umap-learn is optional at run time (requirements-test.txt installs it)")
     from vmem_core.analysis.memory_map import umap_projection
 
-    ids, vectors = memory.embeddings()
+    ids, vectors = memory.exemplars.embeddings()
     first, again = umap_projection(ids[::-1], vectors[::-1], seed=7), umap_projection(ids, vectors, seed=7)
     assert first.method == "umap" and first.points.shape == (120, 2) and np.isfinite(first.points).all()
     assert np.array_equal(first.ids, np.sort(ids))  # sorted by id whatever order the rows came in
@@ -195,6 +195,6 @@ def test_umap_projection_is_seeded_placeable_and_cached(memory):
     cached = memory_map(memory, "umap")
     assert cached.method == "umap" and memory_map(memory, "umap") is cached
     assert memory_map(memory) is not cached and memory_map(memory).method == "pca"  # the default, cached apart
-    memory.delete([5])
+    memory.exemplars.delete([5])
     redrawn = memory_map(memory, "umap")
     assert redrawn is not cached and 5 not in redrawn.ids and len(redrawn) == 119

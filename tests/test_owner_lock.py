@@ -31,14 +31,14 @@ def one_line_refusal(result, pid: int) -> str:
 
 
 def test_after_a_purge_the_holder_still_keeps_other_processes_out(memory, tmp_path):
-    memory.delete([0])
+    memory.exemplars.delete([0])
     purge(memory, [0])  # rewrites memory.duckdb: a new file that DuckDB's own lock does not cover
     image = tmp_path / "hat.png"
     image.write_bytes(png_bytes(np.full((28, 28), 90)))
     for command in (("add", memory.path, image, "--label", "hat"), ("delete", memory.path, 1),
                     ("stats", memory.path)):
         one_line_refusal(vmem(*command), os.getpid())
-    assert len(memory) == 11 and "hat" not in memory.labels  # nobody wrote beside this process
+    assert len(memory) == 11 and "hat" not in list(memory.table.labels)  # nobody wrote beside this process
     # the holder's pid, in a fixed width: the folder's size (stats --json) does not change with the opener's pid
     assert (memory.path / LOCK_FILE).read_bytes() == f"{os.getpid():>10}\n".encode()
     memory.close()
@@ -85,7 +85,7 @@ def test_read_only_commands_write_no_index_snapshot(memory, tmp_path):
     memory.close()
     # a writer that died after a change: the snapshot on disk is behind the database, so a reader must replay it
     subprocess.run([sys.executable, "-c", "import os, sys; sys.path.insert(0, 'tests'); import helpers; "
-                    f"from vmem_core import VisualMemory; m = VisualMemory.open({str(path)!r}); m.delete([3]); "
+                    f"from vmem_core import VisualMemory; m = VisualMemory.open({str(path)!r}); m.exemplars.delete([3]); "
                     "os._exit(0)"], check=True, cwd=REPO, timeout=120)
     before = _snapshot_files(path)
     image = REPO / "data" / "fashion-mnist" / "queries" / "bag"
@@ -134,9 +134,9 @@ def test_purge_and_migrate_run_in_the_holder_and_every_later_command_follows(mem
         assert classified[0]["neighbors"][0]["id"] == added["ids"][0]
         assert (path / LOCK_FILE).exists()
     with VisualMemory.open(path) as reopened:  # the holder's changes are the memory's, on disk
-        assert reopened.index_backend.describe()["name"] == "milvus"
-        assert sorted(reopened.all_ids().tolist()) == [i for i in range(13) if i != 0]
-        assert reopened.tombstoned_ids() == [5] and reopened.label_of(added["ids"][0]) == "hat"
+        assert reopened.index.backend.describe()["name"] == "milvus"
+        assert sorted(reopened.exemplars.browse(include_deleted=True, limit=100)["id"].tolist()) == [i for i in range(13) if i != 0]
+        assert reopened.exemplars.tombstoned_ids() == [5] and reopened.table.label_of(added["ids"][0]) == "hat"
 
 
 def test_the_holder_accepts_the_same_encoder_by_another_name_as_an_open_does(memory, small_folder):

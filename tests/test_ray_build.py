@@ -12,7 +12,7 @@ import pytest
 
 from vmem_core import VisualMemory
 
-from .helpers import SAMPLE
+from .helpers import SAMPLE, new_memory
 from .optional import require
 
 
@@ -36,8 +36,8 @@ def collection(tmp_path_factory):
 
 
 def everything(memory: VisualMemory) -> dict:
-    rows = memory.browse(include_deleted=True, limit=10**6)
-    ids, vectors = memory.stored_embeddings(rows["id"].tolist())
+    rows = memory.exemplars.browse(include_deleted=True, limit=10**6)
+    ids, vectors = memory.exemplars.stored_embeddings(rows["id"].tolist())
     return {
         "ids": rows["id"].tolist(),
         "labels": rows["label"].tolist(),
@@ -52,8 +52,8 @@ def everything(memory: VisualMemory) -> dict:
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory, collection):
     path = tmp_path_factory.mktemp("single") / "mem"
-    with VisualMemory.create(path, encoder="test-pixels") as memory:
-        report = memory.build(collection)
+    with new_memory(path) as memory:
+        report = memory.exemplars.build(collection)
         return report, everything(memory)
 
 
@@ -63,10 +63,10 @@ def test_ray_build_equals_the_single_process_build(ray_instance, tmp_path, colle
 
     expected_report, expected = single_process
     progress = []
-    with VisualMemory.create(tmp_path / "mem", encoder="test-pixels") as memory:
+    with new_memory(tmp_path / "mem") as memory:
         report = build_with_ray(memory, collection, progress=lambda done, total: progress.append((done, total)))
         got = everything(memory)
-        assert memory.index_backend.live_count == 1000
+        assert memory.index.backend.live_count == 1000
         found, distances = memory.search(got["vectors"][:5], 1)
         assert found[:, 0].tolist() == got["ids"][:5] and np.allclose(distances, 0, atol=1e-5)
     assert report.added == expected_report.added == 1000
@@ -88,12 +88,12 @@ def test_ray_build_resumes_and_writes_to_milvus(ray_instance, tmp_path, collecti
 
     _, expected = single_process
     items = scan_dataset(collection)
-    with VisualMemory.create(tmp_path / "mem", encoder="test-pixels", backend="milvus") as memory:
-        first = memory.build(items[:300])
+    with new_memory(tmp_path / "mem", backend="milvus") as memory:
+        first = memory.exemplars.build(items[:300])
         report = build_with_ray(memory, collection)
         assert report.skipped_existing == first.added > 0 and report.added == 1000 - first.added
         got = everything(memory)
-        assert memory.index_backend.name == "milvus" and memory.index_backend.live_count == 1000
+        assert memory.index.backend.name == "milvus" and memory.index.backend.live_count == 1000
         again = build_with_ray(memory, collection)
         assert again.added == 0 and again.skipped_existing == 1000
     for key in ("ids", "labels", "sources", "sha256", "thumbnails"):
@@ -115,6 +115,6 @@ def test_cli_build_with_ray_into_milvus(ray_instance, tmp_path, small_folder, ca
     out = json.loads(capsys.readouterr().out)
     assert out["added"] == 12 and out["exemplars"] == 12 and out["rejected"] == []
     with VisualMemory.open(path) as memory:
-        assert memory.index_backend.name == "milvus" and memory.index_backend.live_count == 12
+        assert memory.index.backend.name == "milvus" and memory.index.backend.live_count == 12
     assert main(["build", str(small_folder), "--memory", str(path), "--ray-address", "auto"]) == 2
     assert "--ray-address and --ray-cpus go with --engine ray" in capsys.readouterr().err

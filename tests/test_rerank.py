@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vmem_core import VisualMemory
+
 from vmem_core.ingest.images import load_image
 from vmem_core.rerank import (
     CachingReranker,
@@ -26,7 +26,7 @@ from vmem_core.rerank import (
 from vmem_core.rerank.pipeline import make_requests, plan_batch, with_cache
 
 from .fake_vlm import FakeVLM, Step
-from .helpers import SAMPLE, sample_folder
+from .helpers import SAMPLE, new_memory, sample_folder
 
 KEY = "test-secret-key-8c1f2e"
 LABELS = ("bag", "sneaker", "trouser")
@@ -36,8 +36,8 @@ LABELS = ("bag", "sneaker", "trouser")
 def memory60(tmp_path_factory):
     """60 exemplars (3 labels x 20) with the pixel encoder: enough for 50 neighbours."""
     root = sample_folder(tmp_path_factory.mktemp("data60"), LABELS, per_label=20)
-    memory = VisualMemory.create(tmp_path_factory.mktemp("m") / "mem", encoder="test-pixels")
-    memory.build(root)
+    memory = new_memory(tmp_path_factory.mktemp("m") / "mem")
+    memory.exemplars.build(root)
     yield memory
     memory.close()
 
@@ -214,8 +214,8 @@ def test_refused_keys_stop_with_a_clear_error(memory60, fake, monkeypatch):
 
 def test_answers_are_cached_in_the_memory_and_a_rerun_costs_nothing(tmp_path, small_folder, fake, caplog):
     caplog.set_level("DEBUG")
-    memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels")
-    memory.build(small_folder)
+    memory = new_memory(tmp_path / "mem")
+    memory.exemplars.build(small_folder)
     first = request_for(memory, shown=12)
     cached = with_cache(reranker(fake), memory)
     assert plan_batch(cached, [first]).calls == 1
@@ -228,7 +228,7 @@ def test_answers_are_cached_in_the_memory_and_a_rerun_costs_nothing(tmp_path, sm
     assert plan_batch(again, [first]).calls == 0 and plan_batch(again, [first]).dollars == 0
 
     # what the model saw changed: asked again (another model, a relabelled neighbour)
-    memory.relabel([first.neighbors[0].id], "renamed")
+    memory.exemplars.relabel([first.neighbors[0].id], "renamed")
     again.rerank(request_for(memory, shown=12))
     assert len(fake.requests) == 2
 

@@ -11,7 +11,7 @@ from vmem_core import VisualMemory
 from vmem_core.analysis.text_query import search_text
 
 from .fake_vlm import FakeVLM
-from .helpers import REPO, TIMEOUT, texts
+from .helpers import REPO, TIMEOUT, new_memory, texts
 
 
 def start(monkeypatch, memory_path, rerank=None):
@@ -28,8 +28,8 @@ def start(monkeypatch, memory_path, rerank=None):
 
 @pytest.fixture
 def pixel_memory(tmp_path, small_folder):
-    with VisualMemory.create(tmp_path / "app.vmem", encoder="test-pixels") as memory:
-        memory.build(small_folder)
+    with new_memory(tmp_path / "app.vmem") as memory:
+        memory.exemplars.build(small_folder)
     return tmp_path / "app.vmem"
 
 

@@ -7,20 +7,20 @@ import json
 
 import pytest
 
-from vmem_core import VisualMemory
+
 from vmem_core.cli import main
 from vmem_core.rerank import RerankCache
 
 from .fake_vlm import FakeVLM, Step
-from .helpers import SAMPLE, sample_folder
+from .helpers import SAMPLE, new_memory, sample_folder
 from .test_rerank import KEY, LABELS
 
 
 @pytest.fixture
 def mem(tmp_path, monkeypatch):
     root = sample_folder(tmp_path / "data", LABELS, per_label=20)
-    with VisualMemory.create(tmp_path / "mem", encoder="test-pixels") as memory:
-        memory.build(root)
+    with new_memory(tmp_path / "mem") as memory:
+        memory.exemplars.build(root)
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path / "mem"

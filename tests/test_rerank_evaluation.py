@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from vmem_core import VisualMemory
+
 from vmem_core.analysis.evaluate import evaluate_embeddings
 from vmem_core.cli import main
 from vmem_core.errors import VmemError
@@ -23,7 +23,7 @@ from vmem_core.rerank.pipeline import make_requests
 from vmem_core.rerank.prompt import PAPER_PROMPT, VMEM_PROMPT, PromptSwitches
 
 from .fake_vlm import Step
-from .helpers import SAMPLE
+from .helpers import SAMPLE, new_memory
 from . import test_rerank
 from .test_rerank import LABELS, query, reranker
 
@@ -38,8 +38,8 @@ def memory60(tmp_path):
         (root / label).mkdir(parents=True)
         for path in sorted((SAMPLE / "memory" / label).glob("*.png"))[:20]:
             (root / label / path.name).write_bytes(path.read_bytes())
-    memory = VisualMemory.create(tmp_path / "mem", encoder="test-pixels")
-    memory.build(root)
+    memory = new_memory(tmp_path / "mem")
+    memory.exemplars.build(root)
     yield memory
     memory.close()
 

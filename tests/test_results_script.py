@@ -59,7 +59,7 @@ def test_the_chosen_device_is_the_process_default_and_the_report_names_it(script
 
 
 def test_unlearning_section_and_verdict_come_from_the_measurement(script, memory, tmp_path):
-    ids, vectors = memory.embeddings()
+    ids, vectors = memory.exemplars.embeddings()
     measured = {**measure_unlearning(memory, deletions=4, probes=vectors), "build_seconds": 1.0}
     report = script.write_report({"unlearning": measured}, tmp_path, META)
     assert "## Unlearning" in report and "purged in one certified purge" in report

@@ -9,6 +9,8 @@ import pytest
 
 from vmem_core.backends.hnsw_index import AnnIndex, IndexParams
 
+from .helpers import new_memory
+
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -53,7 +55,7 @@ def test_an_empty_memory_has_no_per_exemplar_figures(tmp_path, capsys):
     from vmem_core import VisualMemory
     from vmem_core.cli import main
 
-    VisualMemory.create(tmp_path / "empty", encoder="test-pixels").close()
+    new_memory(tmp_path / "empty").close()
     with VisualMemory.open(tmp_path / "empty") as memory:
         stats = memory.stats()
     assert stats["exemplars"] == 0 and stats["bytes"] > 0  # the fixed overhead is there, but divides by nothing

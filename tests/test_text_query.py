@@ -20,18 +20,18 @@ def test_search_by_text_returns_the_exemplars_nearest_to_the_sentence(clip_memor
         assert text_unsupported_reason(memory) is None
         hits = search_text(memory, "a red sneaker", k=5)
         text = memory.encoder.encode_text(["a red sneaker"])[0]
-        ids, vectors = memory.embeddings()
+        ids, vectors = memory.exemplars.embeddings()
         expected = np.argsort(-(vectors @ text))[:5]
         assert [h.id for h in hits] == ids[expected].tolist()
         assert [round(h.distance, 5) for h in hits] == [round(1 - float(vectors[i] @ text), 5) for i in expected]
-        assert [h.label for h in hits] == [memory.label_of(int(ids[i])) for i in expected]
+        assert [h.label for h in hits] == [memory.table.label_of(int(ids[i])) for i in expected]
         with pytest.raises(TextQueryError, match="the text query is empty"):
             search_text(memory, "  ")
 
 
 def test_zero_shot_scores_come_from_the_label_names(clip_memory):
     with VisualMemory.open(clip_memory) as memory:
-        image = memory.encode([sorted((SAMPLE / "queries" / "bag").glob("*.png"))[0]])
+        image = memory.exemplars.encode([sorted((SAMPLE / "queries" / "bag").glob("*.png"))[0]])
         (scores,) = zero_shot_scores(memory, image)
         assert set(scores) == {"bag", "sneaker", "trouser"} and sum(scores.values()) == pytest.approx(1.0)
         assert list(scores.values()) == sorted(scores.values(), reverse=True)
@@ -39,7 +39,7 @@ def test_zero_shot_scores_come_from_the_label_names(clip_memory):
         logits = 100 * image[0] @ names.T
         reference = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         assert [scores[label] for label in ("bag", "sneaker", "trouser")] == pytest.approx(reference.tolist())
-        memory.add([sorted((SAMPLE / "memory" / "dress").glob("*.png"))[0]], "dress")
+        memory.exemplars.add([sorted((SAMPLE / "memory" / "dress").glob("*.png"))[0]], "dress")
         assert "dress" in zero_shot_scores(memory, image)[0]  # a new label is scored at once
 
 

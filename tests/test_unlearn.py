@@ -14,26 +14,26 @@ from vmem_core.errors import VmemError
 from vmem_core.purge_proof import verify_certificate
 from vmem_core.unlearn import byte_patterns, byte_scan, memory_digest, purge
 
-from .helpers import REPO
+from .helpers import REPO, new_memory
 
 
 def leftovers(memory, ids):
     """Byte patterns of exemplars (embeddings, thumbnails), for scanning the memory directory."""
-    rows = memory.exemplars(ids)
-    _, vectors = memory.stored_embeddings(ids)
+    rows = memory.exemplars.rows(ids)
+    _, vectors = memory.exemplars.stored_embeddings(ids)
     return byte_patterns(vectors, [bytes(t) if t is not None else None for t in rows["thumbnail"]])
 
 
 def test_byte_scan_finds_the_bytes_before_purge_and_not_after(memory):
-    memory.delete([3])
-    memory.flush()  # the snapshot on disk now holds id 3 as a deleted element, its vector intact
+    memory.exemplars.delete([3])
+    memory.index.flush()  # the snapshot on disk now holds id 3 as a deleted element, its vector intact
     patterns = leftovers(memory, [3])
     before = byte_scan(memory.path, patterns)
     assert any(path.startswith("index/") and "float32" in name for path, name in before)
     certificate = purge(memory, [3])
     assert certificate.passed, certificate.explain()
     assert byte_scan(memory.path, patterns) == []
-    assert 3 not in memory.exemplars([3])["id"].tolist()
+    assert 3 not in memory.exemplars.rows([3])["id"].tolist()
     names = [c.name for c in certificate.checks]
     assert names == ["byte scan", "removed images return none of their ids", "exactness", "index (hnswlib)"]
     assert "1 record(s) overwritten in place in the snapshot file" in certificate.checks[3].detail
@@ -41,7 +41,7 @@ def test_byte_scan_finds_the_bytes_before_purge_and_not_after(memory):
 
 
 def test_purge_all_tombstones_and_nothing_else(memory):
-    memory.delete([1, 2])
+    memory.exemplars.delete([1, 2])
     live_before = sorted(memory.table.ids.tolist())
     certificate = purge(memory)
     assert [r.id for r in certificate.removed] == [1, 2]
@@ -53,11 +53,11 @@ def test_purge_all_tombstones_and_nothing_else(memory):
 def test_purge_of_unknown_or_purged_ids_changes_nothing(memory):
     purge(memory, [4])
     digest = memory_digest(memory)
-    entries = len(memory.audit_log())
+    entries = len(memory.audit.log())
     for bad in ([4], [999], [5, 4]):
         with pytest.raises(UnknownIdError, match="unknown or already purged"):
             purge(memory, bad)
-    assert memory_digest(memory) == digest and len(memory.audit_log()) == entries
+    assert memory_digest(memory) == digest and len(memory.audit.log()) == entries
     assert 5 in memory.table.ids  # not purged with the bad id
 
 
@@ -66,23 +66,23 @@ def test_purged_memory_reopens_consistently(memory):
     path = memory.path
     memory.close()
     with VisualMemory.open(path) as mem:
-        assert len(mem) == 10 and mem.index_backend.live_count == 10
-        assert set(mem.index_backend.live_ids().tolist()) == set(range(12)) - {0, 6}
-        ids, _ = mem.search(mem.embeddings()[1], 10)
+        assert len(mem) == 10 and mem.index.backend.live_count == 10
+        assert set(mem.index.backend.live_ids().tolist()) == set(range(12)) - {0, 6}
+        ids, _ = mem.search(mem.exemplars.embeddings()[1], 10)
         assert not np.isin(ids, [0, 6]).any()
 
 
 def test_audit_log_records_every_change_and_chains(memory):
-    memory.delete([1])
-    memory.restore([1])
-    memory.relabel([2], "hat")
+    memory.exemplars.delete([1])
+    memory.exemplars.restore([1])
+    memory.exemplars.relabel([2], "hat")
     purge(memory, [2])
-    entries = memory.audit_log()
+    entries = memory.audit.log()
     assert [e.action for e in entries] == ["create", "add", "delete", "restore", "relabel", "purge", "certify"]
     assert entries[1].payload() == {"ids": {"count": 12, "runs": [[0, 11]]},
                                     "labels": {"bag": 4, "sneaker": 4, "trouser": 4}}
     assert all(e.actor.endswith("via library") for e in entries)
-    assert memory.verify_audit().ok and memory.verify_audit().entries == len(entries)
+    assert memory.audit.verify().ok and memory.audit.verify().entries == len(entries)
     purged, certified = entries[-2].payload(), entries[-1].payload()
     assert purged["ids"] == [2] and len(purged["commitments"]) == 1 and "image_sha256" not in purged
     assert certified["purge_id"] == purged["purge_id"] and len(certified["certificate_sha256"]) == 64
@@ -91,19 +91,19 @@ def test_audit_log_records_every_change_and_chains(memory):
 def test_audit_log_refuses_an_action_no_reader_knows(memory):
     # readers match on action names (`vmem purge verify` looks for "purge" and "certify"): a misspelt one would chain
     # an entry nobody finds. The store is the only writer of the log, so it is reached directly here.
-    before = memory.audit_log()
+    before = memory.audit.log()
     with pytest.raises(ValueError, match=r"'certified' is not one of .*certify"):
         memory._store.log_event("certified", {"purge_id": "x"})
-    memory.set_search_ef(64)
-    assert [e.action for e in memory.audit_log()] == [e.action for e in before] + ["tune"]
-    assert memory.verify_audit().ok
+    memory.index.set_search_ef(64)
+    assert [e.action for e in memory.audit.log()] == [e.action for e in before] + ["tune"]
+    assert memory.audit.verify().ok
 
 
 @pytest.mark.parametrize("tamper", ["edit", "remove", "rehash-one", "cut-the-end"])
 def test_audit_tampering_is_detected(memory, tamper):
-    memory.delete([1])
-    memory.restore([1])
-    delete_seq = next(e.seq for e in memory.audit_log() if e.action == "delete")
+    memory.exemplars.delete([1])
+    memory.exemplars.restore([1])
+    delete_seq = next(e.seq for e in memory.audit.log() if e.action == "delete")
     path = memory.path
     memory.close()
     con = duckdb.connect(str(path / "memory.duckdb"))
@@ -122,7 +122,7 @@ def test_audit_tampering_is_detected(memory, tamper):
                     [forged, entry_hash(prev, seq, at, actor, action, forged), seq])
     con.close()
     with VisualMemory.open(path) as mem:
-        result = mem.verify_audit()
+        result = mem.audit.verify()
     assert not result.ok
     # an edit breaks its own entry; a removal or a re-hashed forgery breaks the link of the entry after it
     assert result.first_broken == (delete_seq if tamper in ("edit", "cut-the-end") else delete_seq + 1)
@@ -132,12 +132,12 @@ def test_audit_tampering_is_detected(memory, tamper):
 
 
 def test_near_duplicates_of_a_deleted_exemplar_are_listed(memory):
-    vector = memory.embeddings([7])[1]
-    (twin,) = memory.add_embeddings(vector * 1.0001, ["bag"])
-    memory.delete([7])
-    assert [other for other, _ in memory.near_duplicates_of([7], max_distance=1e-3)[7]] == [twin]
-    memory.delete([twin])
-    assert memory.near_duplicates_of([7, twin], max_distance=1e-3) == {}
+    vector = memory.exemplars.embeddings([7])[1]
+    (twin,) = memory.exemplars.add_embeddings(vector * 1.0001, ["bag"])
+    memory.exemplars.delete([7])
+    assert [other for other, _ in memory.exemplars.near_duplicates_of([7], max_distance=1e-3)[7]] == [twin]
+    memory.exemplars.delete([twin])
+    assert memory.exemplars.near_duplicates_of([7, twin], max_distance=1e-3) == {}
 
 
 CRASH_DURING_PURGE = """
@@ -149,7 +149,7 @@ from vmem_core import VisualMemory
 from vmem_core.storage import store, vault
 from vmem_core.backends import hnsw
 from vmem_core.unlearn import purge
-from vmem_core import memory
+from vmem_core.memory import erasure
 
 where = {where!r}
 def crash_around(owner, name, before):
@@ -167,8 +167,8 @@ owner, name, before = {{
     "after-vault-erase": (vault.Vault, "erase", False),
     "before-rewrite": (store.Store, "rewrite", True),
     "after-rewrite": (store.Store, "rewrite", False),
-    "before-certify": (memory.VisualMemory, "record_certificate", True),
-    "after-certify": (memory.VisualMemory, "record_certificate", False),
+    "before-certify": (erasure.Erasure, "record_certificate", True),
+    "after-certify": (erasure.Erasure, "record_certificate", False),
 }}[where]
 crash_around(owner, name, before)
 mem = VisualMemory.open({path!r})
@@ -180,7 +180,7 @@ purge(mem, [3, 8], certificate_path={certificate!r})
                                    "before-rewrite", "after-rewrite", "before-certify", "after-certify"])
 def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp_path, caplog):
     patterns = leftovers(memory, [3, 8])
-    memory.flush()
+    memory.index.flush()
     path = memory.path
     memory.close()
     assert byte_scan(path, patterns)  # the snapshot and the vault hold them before
@@ -193,11 +193,11 @@ def test_crash_during_purge_is_finished_and_certified_on_open(memory, where, tmp
         # whoever reopens it is told where the certificate went
         assert "of 2 exemplar(s) finished, checks passed; certificate written to " + str(certificate_path) in caplog.text
         assert not (path / "purge.journal.json").exists()
-        assert len(mem) == 10 and mem.index_backend.live_count == 10
-        assert mem.exemplars([3, 8]).empty
-        actions = [e.action for e in mem.audit_log()]
+        assert len(mem) == 10 and mem.index.backend.live_count == 10
+        assert mem.exemplars.rows([3, 8]).empty
+        actions = [e.action for e in mem.audit.log()]
         assert actions.count("purge") == 1 and actions.count("certify") == 1  # never a second, unmatched certificate
-        assert mem.verify_audit().ok
+        assert mem.audit.verify().ok
         assert byte_scan(path, patterns) == []
         # the certificate the crashed purge would have written, with the salts its commitments were logged with
         certificate = json.loads(certificate_path.read_text())
@@ -229,8 +229,8 @@ def test_crashed_purge_with_nowhere_to_send_its_certificate_keeps_no_salt(memory
         del written["certificate_plan"]
         (path / "purge.journal.json").write_text(json.dumps(written))
     with VisualMemory.open(path) as mem:
-        assert mem.exemplars([3, 8]).empty and mem.verify_audit().ok
-        actions = [e.action for e in mem.audit_log()]
+        assert mem.exemplars.rows([3, 8]).empty and mem.audit.verify().ok
+        actions = [e.action for e in mem.audit.log()]
     assert not (path / "purge.journal.json").exists()
     assert byte_scan(path, [(f"salt {i}", salt) for i, salt in enumerate(salts)]) == []
     receipts = [json.loads(p.read_text()) for p in (path / "certificates").glob("purge-*.json")]
@@ -246,9 +246,9 @@ def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
     rng = np.random.default_rng(11)
     for attempt in range(3):
         path = tmp_path / f"m{attempt}"
-        with VisualMemory.create(path, encoder="test-pixels") as mem:
-            mem.add_embeddings(rng.normal(size=(3000, 64)), [f"c{i % 5}" for i in range(3000)])
-            vectors = mem.stored_embeddings([10, 20])[1]
+        with new_memory(path) as mem:
+            mem.exemplars.add_embeddings(rng.normal(size=(3000, 64)), [f"c{i % 5}" for i in range(3000)])
+            vectors = mem.exemplars.stored_embeddings([10, 20])[1]
         script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r});"
                   f"import helpers; from vmem_core import VisualMemory; from vmem_core.unlearn import purge;"
                   f"purge(VisualMemory.open({str(path)!r}), [10, 20])")
@@ -260,17 +260,17 @@ def test_random_kills_during_purge_never_leave_it_half_done(tmp_path):
             process.wait()
         with VisualMemory.open(path) as mem:
             assert not (path / "purge.journal.json").exists()
-            purged = mem.exemplars([10, 20]).empty
-            assert len(mem) == (2998 if purged else 3000) and mem.index_backend.live_count == len(mem)
-            assert mem.verify_audit().ok
+            purged = mem.exemplars.rows([10, 20]).empty
+            assert len(mem) == (2998 if purged else 3000) and mem.index.backend.live_count == len(mem)
+            assert mem.audit.verify().ok
             if purged:
                 assert byte_scan(path, byte_patterns(vectors, [])) == []
 
 
 def test_identical_image_that_stays_is_named_not_failed(memory):
     """Purging one of two byte-identical exemplars cannot remove bytes the other one still holds: say so."""
-    image = memory.thumbnails([5])[5]
-    first, second = memory.add([image, image], "twin")
+    image = memory.exemplars.thumbnails([5])[5]
+    first, second = memory.exemplars.add([image, image], "twin")
     certificate = purge(memory, [first])
     assert certificate.passed, certificate.explain()
     assert "not searched: byte-identical to an exemplar that stays" in certificate.checks[0].detail
@@ -281,7 +281,7 @@ def test_purge_when_the_snapshot_is_of_an_older_format(memory):
     """An old-format snapshot cannot be patched: the purge writes a fresh one, and no stale file survives."""
     import json
 
-    memory.flush()
+    memory.index.flush()
     path = memory.path
     patterns = leftovers(memory, [6])
     memory.close()
@@ -304,35 +304,37 @@ def test_crashed_add_leaves_no_bytes_for_a_later_purge_to_miss(memory):
     script = (f"import os, sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r});"
               "import numpy as np, helpers; from vmem_core import VisualMemory; from vmem_core.storage import store;"
               "store.Store._insert_rows = lambda *a, **k: os._exit(9);"
-              f"VisualMemory.open({str(path)!r}).add_embeddings(np.stack([np.eye(64)[9], np.eye(64)[10]]) + 0.02,"
+              f"VisualMemory.open({str(path)!r}).exemplars.add_embeddings(np.stack([np.eye(64)[9], np.eye(64)[10]]) + 0.02,"
               " ['x', 'y'], thumbnails=[b'ghost-thumbnail-one', b'ghost-thumbnail-two'])")
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     orphans = byte_patterns(extra / np.linalg.norm(extra, axis=1, keepdims=True),
                             [b"ghost-thumbnail-one", b"ghost-thumbnail-two"])
     with VisualMemory.open(path) as mem:
         assert byte_scan(path, orphans) == []  # trimmed on open
-        (again,) = mem.add_embeddings(extra[1:], ["y"])
+        (again,) = mem.exemplars.add_embeddings(extra[1:], ["y"])
         assert again == 12 and purge(mem, [again]).passed
 
 
 def test_failed_add_writes_nothing(memory):
-    before = memory._store.vault.sizes()
+    from vmem_core.memory.stats import disk_usage
+
+    before = {part: size for part, size in disk_usage(memory.path).items() if part in ("vectors", "thumbnails")}
     with pytest.raises(Exception):
-        memory.add_embeddings(np.ones((1, 64)), ["x"], sha256=[123], thumbnails=[b"never-stored"])
-    assert memory._store.vault.sizes() == before
+        memory.exemplars.add_embeddings(np.ones((1, 64)), ["x"], sha256=[123], thumbnails=[b"never-stored"])
+    assert {part: size for part, size in disk_usage(memory.path).items() if part in ("vectors", "thumbnails")} == before
 
 
 def test_purge_removes_stray_index_files_and_stale_snapshots(memory):
-    vector = memory.stored_embeddings([2])[1]
-    memory.flush()
+    vector = memory.exemplars.stored_embeddings([2])[1]
+    memory.index.flush()
     (memory.path / "index" / ".index.crashed.tmp").write_bytes(b"x" + vector.tobytes())
     assert purge(memory, [2]).passed
     assert not (memory.path / "index" / ".index.crashed.tmp").exists()
 
 
 def test_purge_after_the_index_was_rebuilt_from_a_damaged_snapshot(memory):
-    memory.delete([3])
-    memory.flush()
+    memory.exemplars.delete([3])
+    memory.index.flush()
     patterns = leftovers(memory, [3])
     path = memory.path
     memory.close()
@@ -348,9 +350,9 @@ def test_purge_after_the_index_was_rebuilt_from_a_damaged_snapshot(memory):
 def test_patch_refuses_a_damaged_chunk(memory):
     from vmem_core.backends.hnsw_index import element_bytes, patch_snapshot
 
-    memory.flush()
+    memory.index.flush()
     snapshot = next((memory.path / "index").glob("index.*.hnsw"))
-    vector = memory.stored_embeddings([4])[1][0]
+    vector = memory.exemplars.stored_embeddings([4])[1][0]
     data = bytearray(snapshot.read_bytes())
     data[-1] ^= 0xFF
     snapshot.write_bytes(bytes(data))
@@ -368,13 +370,13 @@ def test_concurrent_purges_both_complete(memory):
     for t in threads:
         t.join()
     assert errors == [None, None]
-    assert memory.exemplars([1, 2]).empty and memory.verify_audit().ok
+    assert memory.exemplars.rows([1, 2]).empty and memory.audit.verify().ok
 
 
 def test_twin_kept_only_as_a_tombstone_is_named(memory):
-    vector = memory.stored_embeddings([5])[1]
-    (twin,) = memory.add_embeddings(vector, ["twin"])
-    memory.delete([5])  # the original stays, tombstoned
+    vector = memory.exemplars.stored_embeddings([5])[1]
+    (twin,) = memory.exemplars.add_embeddings(vector, ["twin"])
+    memory.exemplars.delete([5])  # the original stays, tombstoned
     certificate = purge(memory, [twin])
     assert certificate.passed, certificate.explain()
     assert "byte-identical to an exemplar that stays" in certificate.checks[0].detail
@@ -385,7 +387,7 @@ def test_unlearning_measured_for_the_report(memory):
     from vmem_core.analysis.unlearning import measure_unlearning
 
     ticks = iter(np.arange(0, 100, 0.004))  # a clock that moves 4 ms per reading: each deletion "takes" 4 ms
-    ids, vectors = memory.embeddings()
+    ids, vectors = memory.exemplars.embeddings()
     probes = vectors[:5] + 0.01  # queries near exemplars, some of them about to be deleted
     result = measure_unlearning(memory, deletions=3, probes=probes, clock=lambda: float(next(ticks)))
     assert result["exemplars"] == 12 and result["deletions"] == 3 and len(memory) == 9
@@ -394,9 +396,9 @@ def test_unlearning_measured_for_the_report(memory):
     checks = {check["name"]: check for check in result["certificate"]["checks"]}
     assert result["certificate"]["passed"] and checks["byte scan"]["passed"] and checks["exactness"]["passed"]
     assert checks["exactness"]["detail"].startswith("5 probe queries: predictions and 10 nearest neighbours equal")
-    purged = sorted(set(ids.tolist()) - set(memory.all_ids().tolist()))
+    purged = sorted(set(ids.tolist()) - set(memory.exemplars.browse(include_deleted=True, limit=100)["id"].tolist()))
     assert len(purged) == 3 and result["purge"]["exemplars"] == 3
-    assert memory.exemplars(purged).empty  # gone, not tombstoned
+    assert memory.exemplars.rows(purged).empty  # gone, not tombstoned
     with pytest.raises(VmemError, match="between 1 and the 9 live exemplars, got 10"):
         measure_unlearning(memory, deletions=10)
 
@@ -404,7 +406,7 @@ def test_unlearning_measured_for_the_report(memory):
 def test_audit_text_output_shortens_a_long_entry_and_json_keeps_it(memory, capsys):
     from vmem_core.cli import main
 
-    memory.delete(list(range(8)))
+    memory.exemplars.delete(list(range(8)))
     purge(memory, list(range(8)))
     path = str(memory.path)
     memory.close()
@@ -414,3 +416,18 @@ def test_audit_text_output_shortens_a_long_entry_and_json_keeps_it(memory, capsy
     assert main(["audit", path, "--json"]) == 0
     (entry,) = [e for e in json.loads(capsys.readouterr().out) if e["action"] == "purge"]
     assert len(entry["details"]["commitments"]) == 8
+
+
+def test_an_open_that_finds_a_purge_journal_and_nothing_to_finish_it_fails_closed(memory, monkeypatch):
+    # unlearn registers what finishes an interrupted purge (the memory cannot import it); without it an open must
+    # refuse rather than hand out a half-purged memory
+    from vmem_core.errors import MemoryFormatError
+    from vmem_core.memory import core
+    from vmem_core.storage.layout import PURGE_JOURNAL
+
+    path = memory.path
+    memory.close()
+    (path / PURGE_JOURNAL).write_text("{}")
+    monkeypatch.setattr(core, "_purge_finishers", [])
+    with pytest.raises(MemoryFormatError, match="a purge was interrupted here"):
+        VisualMemory.open(path)

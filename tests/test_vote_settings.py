@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from vmem_core import BadSettingError, VisualMemory, VmemError, VoteSettings
+from vmem_core import BadSettingError, VmemError, VoteSettings
 from vmem_core.analysis.experiments import DEFAULT_FIXED_K
 from vmem_core.analysis.registry import ExperimentOptions
 from vmem_core.cli import build_parser
@@ -23,6 +23,8 @@ from vmem_core.voting import (
     resolve_settings,
     rule_weights,
 )
+
+from .helpers import new_memory
 
 
 def test_defaults_are_the_papers():
@@ -108,16 +110,16 @@ def test_rule_parameters_change_the_weights():
 def test_a_memory_votes_with_the_settings_it_is_given(tmp_path):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(20, 64))
-    with VisualMemory.create(tmp_path / "m", encoder="test-pixels") as mem:
-        mem.add_embeddings(vectors, ["a" if i % 2 else "b" for i in range(20)])
+    with new_memory(tmp_path / "m") as mem:
+        mem.exemplars.add_embeddings(vectors, ["a" if i % 2 else "b" for i in range(20)])
         query = vectors[:1] + 0.01
-        [by_keywords] = mem.classify_embeddings(query, k=4, voting="plurality")
-        [by_object] = mem.classify_embeddings(query, VoteSettings(k=4, rule="plurality"))
+        [by_keywords] = mem.search.classify_embeddings(query, k=4, voting="plurality")
+        [by_object] = mem.search.classify_embeddings(query, VoteSettings(k=4, rule="plurality"))
         assert by_keywords == by_object and [n.weight for n in by_object.neighbors] == [1.0] * 4
-        [offset] = mem.classify_embeddings(query, VoteSettings(k=4, rank_offset=1))
+        [offset] = mem.search.classify_embeddings(query, VoteSettings(k=4, rank_offset=1))
         assert [n.weight for n in offset.neighbors] == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
         with pytest.raises(BadSettingError, match="k 0 is not accepted"):
-            mem.classify_embeddings(query, k=0)
+            mem.search.classify_embeddings(query, k=0)
 
 
 def test_label_classes_is_the_one_label_to_index_map():

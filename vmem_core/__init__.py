@@ -18,6 +18,8 @@ from .errors import (
     VmemError,
 )
 from .memory import BuildReport, VisualMemory
+from .rerank import cache as _rerank_cache  # noqa: F401  registers the re-rank cache to forget purged exemplars
+from . import unlearn as _unlearn  # noqa: F401  registers what finishes an interrupted purge on open
 from .voting import RULES, VoteSettings, class_scores, prepare_votes, rule_weights, vote_all_k
 
 __version__ = "0.1.0"

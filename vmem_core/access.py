@@ -12,6 +12,9 @@ purge. The app knows the roles from:
 A secret given at sign-in is hashed (scrypt, with each stored hash's own salt) and compared with hmac.compare_digest
 against every stored hash, so the time taken does not tell which one, if any, matched. Without any of these the app
 has one role, editor, and `vmem app` serves only this machine (127.0.0.1) unless told --read-only.
+
+A viewer's pages get only `memory.reader()` (vmem_core.memory.reader): an object that defines reads alone, so a role
+fails closed by construction rather than by a list of refused names.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .errors import AccessDeniedError, VmemError
+from .errors import VmemError
 
 ROLES = ("viewer", "editor")
 READ_ONLY_ENV = "VMEM_APP_READ_ONLY"
@@ -35,10 +38,6 @@ PASSWORD_ENV = {"editor": "VMEM_EDITOR_PASSWORD", "viewer": "VMEM_VIEWER_PASSWOR
 ACCESS_ENV = (READ_ONLY_ENV, AUTH_FILE_ENV, *PASSWORD_ENV.values())  # every setting the policy reads
 # scrypt at n=2^14, r=8 takes ~50 ms and 16 MiB per try here: cheap for a sign-in, dear for guessing
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-
-# what a viewer's handle on the memory refuses (VisualMemory's methods that change it or hold it exclusively)
-WRITE_METHODS = frozenset({"add", "add_embeddings", "build", "delete", "restore", "relabel", "erase_rows",
-                           "record_certificate", "move_index", "set_search_ef", "flush", "close", "exclusive"})
 
 
 def hash_secret(secret: str, salt: Optional[bytes] = None) -> str:
@@ -127,24 +126,3 @@ def _read_auth_file(path: Path) -> dict[str, list[str]]:
                 raise VmemError(f"auth file {path}: entry {number} of {role!r} is not a hash made by "
                                 "`vmem app --hash-password` (a password must never be stored in the file)") from None
     return content
-
-
-class ViewerMemory:
-    """A viewer's handle on a shared memory: every read passes through, every change is refused before it starts
-    (so a request forged to reach an editor's control changes nothing)."""
-
-    def __init__(self, memory) -> None:
-        object.__setattr__(self, "_memory", memory)
-
-    def __getattr__(self, name: str):
-        if name in WRITE_METHODS:
-            def refuse(*args, **kwargs):
-                raise AccessDeniedError(f"viewers cannot change this memory ({name} refused); sign in as an editor")
-            return refuse
-        return getattr(self._memory, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        raise AccessDeniedError(f"viewers cannot change the memory's {name}")
-
-    def __len__(self) -> int:
-        return len(self._memory)

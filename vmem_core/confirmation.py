@@ -51,7 +51,7 @@ def id_list(ids: Sequence[int], shown: int = 20) -> str:
 
 
 def _states(memory: VisualMemory, ids: Sequence[int]) -> tuple[Optional[tuple[str, bool]], ...]:
-    rows = memory.exemplars(ids)
+    rows = memory.exemplars.rows(ids)
     found = {int(r.id): (str(r.label), bool(pd.notna(r.deleted_at))) for r in rows.itertuples()}
     return tuple(found.get(int(i), GONE) for i in ids)
 
@@ -101,7 +101,7 @@ def carry_out(memory: VisualMemory, pending: PendingChange, change: Callable[[],
     Raises:
         StaleConfirmationError: the selection or those exemplars changed; `change` was not run.
     """
-    with memory.exclusive():
+    with memory.exemplars.exclusive():
         reason = stale_reason(memory, pending, selection)
         if reason:
             raise StaleConfirmationError(f"Nothing was changed: {reason}. Check and press "

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import UnknownIdError
 from .voting import class_names, label_classes
 
 
@@ -54,3 +55,10 @@ class LabelTable:
             return np.full(ids.shape, -1, dtype=np.int64)
         where = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
         return np.where(self.ids[where] == ids, self.classes[where], -1)
+
+    def label_of(self, exemplar_id: int) -> str:
+        """The label of a live exemplar (UnknownIdError if it is not one)."""
+        cls = int(self.class_indices([exemplar_id])[0])
+        if cls < 0:
+            raise UnknownIdError(f"no live exemplar with id {exemplar_id}")
+        return self.labels[cls]

@@ -20,6 +20,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from .memory.erasure import Erasure
 from .storage.audit import canonical
 
 if TYPE_CHECKING:
@@ -68,10 +69,10 @@ class CertificateCheck:
 def verify_certificate(memory: "VisualMemory", certificate: dict) -> CertificateCheck:
     """Check a purge certificate against the memory it came from (see the module's docstring for what is checked)."""
     checks = []
-    audit = memory.verify_audit()
+    audit = memory.audit.verify()
     checks.append(Check("audit log intact", audit.ok, audit.reason))
     purge_id = certificate.get("purge_id")
-    entries = [e for e in memory.audit_log() if e.payload().get("purge_id") == purge_id and purge_id]
+    entries = [e for e in memory.audit.log() if e.payload().get("purge_id") == purge_id and purge_id]
     purge_entry = next((e.payload() for e in entries if e.action == "purge"), None)
     certify_entry = next((e.payload() for e in entries if e.action == "certify"), None)
     removed = certificate.get("removed") if isinstance(certificate.get("removed"), list) else []
@@ -98,7 +99,7 @@ def verify_certificate(memory: "VisualMemory", certificate: dict) -> Certificate
                         "its digest is the one logged when it was issued" if unaltered else
                         "no digest logged for this purge" if logged_digest is None else
                         "its digest differs from the one logged when it was issued: it was edited"))
-    still_there = sorted(set(ids) & set(memory.all_ids().tolist())) if ids else []
+    still_there = sorted(set(ids) & set(Erasure(memory).all_ids().tolist())) if ids else []
     checks.append(Check("ids absent", bool(ids) and not still_there,
                         f"none of the {len(ids)} id(s) has a row in the memory" if not still_there else
                         f"id(s) {still_there[:20]} still have rows"))

@@ -75,7 +75,7 @@ def build_sample_memory(path: Path, progress: Optional[Progress] = None,
     staging = path.with_name(f".{path.name}{_STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with VisualMemory.create(staging) as memory:
-            report = memory.build(source, progress=progress)
+            report = memory.exemplars.build(source, progress=progress)
         try:
             # a folder left at `path` without vmem.json (an earlier tool's debris) must not block the sample
             if path.is_dir() and not any(path.iterdir()):
@@ -97,7 +97,7 @@ def completeness(memory: VisualMemory, source: Optional[Path] = None) -> Complet
     audit log keeps how many ids each purge removed (not their sources: that would keep what was forgotten), and those
     are taken off the missing count: a memory whose Unlearning demo purged 12 exemplars is not an unfinished build.
     """
-    shipped, todo, _ = memory.plan_build(Path(source) if source is not None else sample_data() / "memory")
-    purged = sum(len(entry.payload().get("ids", [])) for entry in memory.audit_log() if entry.action == "purge")
+    shipped, todo, _ = memory.exemplars.plan_build(Path(source) if source is not None else sample_data() / "memory")
+    purged = sum(len(entry.payload().get("ids", [])) for entry in memory.audit.log() if entry.action == "purge")
     accounted = min(purged, len(todo))
     return Completeness(shipped=shipped, missing=len(todo) - accounted, purged=accounted)

@@ -19,7 +19,7 @@ import streamlit as st
 from PIL import Image
 
 from . import confirmation, resources
-from .access import ACCESS_ENV, AccessPolicy, ViewerMemory
+from .access import ACCESS_ENV, AccessPolicy
 from .analysis.attribution import winning_shares
 from .classification import Classification
 from .devices import devices_text
@@ -60,7 +60,7 @@ def _open_memory(path: str) -> VisualMemory:
     from .storage.audit import default_actor
 
     memory = VisualMemory.open(path)
-    memory.actor = default_actor("app")
+    memory.audit.actor = default_actor("app")
     # DuckDB lets one process open the file: `vmem` commands run while the app is open are sent here instead
     _HOSTS[path] = host_memory(memory)
     return memory
@@ -174,8 +174,8 @@ def sidebar(memory: VisualMemory) -> Settings:
     for name in _SETTING_DEFAULTS:
         state[name] = state[f"_{name}"]
     with st.sidebar:
-        st.markdown(f"**Memory** `{memory.path.name}`  \n{live:,} exemplars, {len(memory.labels)} classes  \n"
-                    f"encoder `{memory.config['encoder']['name']}`  \n{devices_text(memory.devices())}")
+        st.markdown(f"**Memory** `{memory.path.name}`  \n{live:,} exemplars, {len(memory.table.labels)} classes  \n"
+                    f"encoder `{memory.config['encoder']['name']}`  \n{devices_text(memory.index.devices())}")
         st.selectbox("Voting rule", RULES, key="voting", format_func=lambda r: RULE_HELP[r], on_change=_keep,
                      args=("voting",))
         st.slider("k: neighbours that vote", 1, max_k, key="k", on_change=_keep, args=("k",))
@@ -263,14 +263,14 @@ def selection_actions(memory: VisualMemory, selected: Sequence[int], prefix: str
     if pending := pending_change(delete_key):
         ids = list(pending.ids)
         confirmation_box(memory, delete_key, f"Delete exemplar(s) {confirmation.id_list(ids)}?",
-                         lambda: (memory.delete(ids), after_delete and after_delete(ids)),
+                         lambda: (memory.exemplars.delete(ids), after_delete and after_delete(ids)),
                          f"Deleted {len(ids)} exemplar(s): {confirmation.id_list(ids)}.", selection=selected,
                          note="They stop counting at once (until purged, restorable on the Map with \"Show deleted "
                               "exemplars\", or with `vmem restore`).")
     if pending := pending_change(relabel_key):
         ids, label = list(pending.ids), pending.detail
         confirmation_box(memory, relabel_key, f"Relabel exemplar(s) {confirmation.id_list(ids)} as '{label}'?",
-                         lambda: memory.relabel(ids, label),
+                         lambda: memory.exemplars.relabel(ids, label),
                          f"Relabelled {len(ids)} exemplar(s) as '{label}': {confirmation.id_list(ids)}.",
                          selection=selected)
 
@@ -284,7 +284,8 @@ def restore_actions(memory: VisualMemory, deleted_selected: Sequence[int], prefi
         ask_to_confirm(key, memory, "restore", deleted_selected)
     if pending := pending_change(key):
         ids = list(pending.ids)
-        confirmation_box(memory, key, f"Restore exemplar(s) {confirmation.id_list(ids)}?", lambda: memory.restore(ids),
+        confirmation_box(memory, key, f"Restore exemplar(s) {confirmation.id_list(ids)}?",
+                         lambda: memory.exemplars.restore(ids),
                          f"Restored {len(ids)} exemplar(s): {confirmation.id_list(ids)}.", selection=deleted_selected,
                          note="They count again at once, with the label they had.")
 
@@ -337,12 +338,12 @@ def can_edit() -> bool:
 
 
 def page_setup() -> tuple[VisualMemory, Settings]:
-    """What every page starts with: the shared memory (for a viewer, a handle that refuses every change), the
-    sidebar's voting settings, notes from the last change."""
+    """What every page starts with: the shared memory (for a viewer, only its reader, which has no way to change
+    it), the sidebar's voting settings, notes from the last change."""
     role = session_role()
     memory = get_memory()
     if role != "editor":
-        memory = ViewerMemory(memory)
+        memory = memory.reader()
     settings = sidebar(memory)
     with st.sidebar:
         if _access_policy().read_only:
@@ -361,7 +362,7 @@ def classify_embeddings(memory: VisualMemory, embeddings: np.ndarray, settings: 
                         names: Optional[Sequence[str]] = None) -> list[Classification]:
     if len(embeddings) == 0:
         return []
-    return memory.classify_embeddings(embeddings, settings, names)
+    return memory.search.classify_embeddings(embeddings, settings, names)
 
 
 def classify(memory: VisualMemory, queries: Sequence[Query], settings: Settings) -> list[Classification]:
@@ -421,7 +422,7 @@ def first_sample(prefix: str) -> list[str]:
 def in_domain_sample(memory: VisualMemory) -> list[str]:
     """The first shipped query whose true label the memory knows (a one-item list), or none: a demo opens on an
     image the memory can speak about, not on an out-of-distribution photo."""
-    known = set(memory.labels)
+    known = set(memory.table.labels)
     return [name for name in sample_query_files() if name.partition("/")[0] in known][:1]
 
 
@@ -503,7 +504,7 @@ def enlarge(png: Optional[bytes], size: int = 112) -> Image.Image:
 def neighbor_gallery(memory: VisualMemory, result: Classification, columns: int = 5, limit: int = 20) -> None:
     """Thumbnails of the neighbours that voted, with label, distance, rank, weight and share of the winning score."""
     shown = result.neighbors[:limit]
-    thumbs = memory.thumbnails([n.id for n in shown])
+    thumbs = memory.exemplars.thumbnails([n.id for n in shown])
     shares = winning_shares(result)
     total = sum(result.scores.values())
     grid = st.columns(columns)
@@ -522,7 +523,7 @@ def neighbor_gallery(memory: VisualMemory, result: Classification, columns: int 
 def exemplar_grid(memory: VisualMemory, ids: Sequence[int], captions: Sequence[str], key: str,
                   columns: int = 6, selectable: bool = True) -> list[int]:
     """Thumbnails of exemplars with a checkbox each; returns the ids ticked."""
-    thumbs = memory.thumbnails(ids)
+    thumbs = memory.exemplars.thumbnails(ids)
     grid = st.columns(columns)
     selected = []
     for i, (exemplar_id, caption) in enumerate(zip(ids, captions)):

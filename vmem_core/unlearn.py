@@ -40,14 +40,15 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from .errors import VmemError
+from .memory.core import on_interrupted_purge
+from .memory.erasure import Erasure
 from .purge_proof import Check, certificate_digest, commitment, new_salt
-from .rerank.cache import RerankCache
 from .storage.atomic import fsync_dir, write_json_atomic
 from .storage.audit import id_summary
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
 from .voting import label_classes, prepare_votes, vote_all_k
 
-if TYPE_CHECKING:  # VisualMemory opens by finishing an interrupted purge, so it imports this module
+if TYPE_CHECKING:
     from .backends.base import Evidence
     from .memory import VisualMemory
 
@@ -132,11 +133,11 @@ class Certificate:
 def memory_digest(memory: VisualMemory) -> str:
     """sha256 over every stored row (id, label, state, image sha256) and every embedding, in id order."""
     digest = hashlib.sha256()
-    frame = memory.browse(include_deleted=True, limit=2**62, thumbnails=False)
+    frame = memory.exemplars.browse(include_deleted=True, limit=2**62, thumbnails=False)
     for row in frame.itertuples():
         state = "deleted" if row.deleted_at is not None and str(row.deleted_at) != "NaT" else "live"
         digest.update(f"{row.id}\t{row.label}\t{state}\t{row.sha256}\n".encode())
-    ids, vectors = memory.stored_embeddings(frame["id"].tolist())
+    ids, vectors = memory.exemplars.stored_embeddings(frame["id"].tolist())
     digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
     return digest.hexdigest()
 
@@ -172,11 +173,11 @@ def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np
     added twice, or two images with the same thumbnail): they legitimately stay on disk, so the byte scan cannot
     expect them gone."""
     removed = set(int(i) for i in ids)
-    shared = memory.thumbnails_kept_elsewhere([t for t in thumbnails if t], removed)
-    remaining = np.setdiff1d(memory.all_ids(), np.asarray(sorted(removed), dtype=np.int64))
+    shared = Erasure(memory).thumbnails_kept_elsewhere([t for t in thumbnails if t], removed)
+    remaining = np.setdiff1d(Erasure(memory).all_ids(), np.asarray(sorted(removed), dtype=np.int64))
     if not len(remaining) or not len(vectors):
         return shared
-    _, stored = memory.stored_embeddings(remaining)
+    _, stored = memory.exemplars.stored_embeddings(remaining)
     wanted = {np.asarray(v, dtype=np.float32).tobytes() for v in vectors}
     for start in range(0, len(stored), 65536):  # exact byte comparison, in blocks to bound memory
         for row in stored[start:start + 65536]:
@@ -252,10 +253,11 @@ def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, 
 
     `certificate_plan` (from `purge`) is what the certificate needs and the purge destroys; journalled with the rest,
     it lets a purge finished on reopen issue its certificate."""
-    with memory.exclusive():  # one purge at a time: the journal is a single file
-        ids = memory.check_purgeable(ids)
+    with memory.exemplars.exclusive():  # one purge at a time: the journal is a single file
+        ids = Erasure(memory).check_purgeable(ids)
         journal = {"purge_id": purge_id, "ids": ids, "details": details,
-                   "thumbnails": memory.thumbnail_places(ids)}  # the rows that say where they lie are about to go
+                   # the rows that say where they lie are about to go
+                   "thumbnails": Erasure(memory).thumbnail_places(ids)}
         if certificate_plan is not None:
             journal["certificate_plan"] = certificate_plan
         write_json_atomic(memory.path / PURGE_JOURNAL, journal)
@@ -264,8 +266,8 @@ def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, 
 
 def _erase_journalled(memory: "VisualMemory", journal: dict) -> list["Evidence"]:
     """The journal's destructive steps; each is idempotent, so a crash anywhere is finished by a re-run."""
-    evidence = memory.erase_rows(journal["ids"], journal["purge_id"], journal["details"], journal["thumbnails"])
-    RerankCache(memory.path).forget_exemplars(journal["ids"])  # a model's answers given with these in view
+    evidence = Erasure(memory).erase_rows(journal["ids"], journal["purge_id"], journal["details"],
+                                          journal["thumbnails"])
     return evidence
 
 
@@ -306,10 +308,10 @@ def _issue(memory: "VisualMemory", certificate: Certificate, path: Optional[str]
     full = certificate.to_dict()
     write_json_atomic(journal_path, {"purge_id": certificate.purge_id, "issued": full, "certificate_path": path})
     digest = certificate_digest(full)
-    logged = {e.payload().get("certificate_sha256") for e in memory.audit_log()
+    logged = {e.payload().get("certificate_sha256") for e in memory.audit.log()
               if e.action == "certify" and e.payload().get("purge_id") == certificate.purge_id}
     if digest not in logged:
-        memory.record_certificate(certificate.purge_id, digest)
+        Erasure(memory).record_certificate(certificate.purge_id, digest)
     written = False
     if path is not None:
         try:
@@ -354,7 +356,7 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
         if certificate_path.exists():  # e.g. an earlier purge's certificate: the only copy of the salts it issued
             raise VmemError(f"certificate path {certificate_path} already exists; choose a new path (a certificate "
                             "written there before holds the only salts that prove its purge). Nothing was purged")
-    with memory.exclusive():  # the before/after comparison must not see another thread's changes
+    with memory.exemplars.exclusive():  # the before/after comparison must not see another thread's changes
         journal, plan = _plan_purge(memory, ids, probes, seed, certificate_path)
         start = time.perf_counter()
         evidence = purge_physically(memory, journal["ids"], journal["purge_id"], journal["details"], plan)
@@ -366,11 +368,11 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
 def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray], seed: int,
                 certificate_path: Optional[Path]) -> tuple[dict, dict]:
     """Everything the certificate needs that the purge destroys, read before it: (journal head, certificate plan)."""
-    if ids is None and not memory.tombstoned_ids():
+    if ids is None and not memory.exemplars.tombstoned_ids():
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
-    ids = memory.check_purgeable(memory.tombstoned_ids() if ids is None else ids)
-    rows = memory.exemplars(ids)
-    _, removed_vectors = memory.stored_embeddings(ids)
+    ids = Erasure(memory).check_purgeable(memory.exemplars.tombstoned_ids() if ids is None else ids)
+    rows = memory.exemplars.rows(ids)
+    _, removed_vectors = memory.exemplars.stored_embeddings(ids)
     removed = [
         RemovedExemplar(int(r.id), str(r.label), str(r.source), str(r.sha256),
                         hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest(), new_salt())
@@ -384,7 +386,7 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
     patterns = [(name, pattern) for name, pattern in patterns if pattern not in shared]
 
     # the memory as it would be built from scratch without these exemplars
-    kept_ids, kept_vectors = memory.embeddings()
+    kept_ids, kept_vectors = memory.exemplars.embeddings()
     keep = ~np.isin(kept_ids, ids)
     kept_ids, kept_vectors = kept_ids[keep], kept_vectors[keep]
     if probes is None:
@@ -419,7 +421,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     removed_vectors, probes = _vectors_from(plan["removed_vectors"]), _vectors_from(plan["probes"])
     patterns = [(name, base64.b64decode(pattern)) for name, pattern in plan["patterns"]]
     certificate = Certificate(journal["purge_id"], plan["started"], seconds, removed, plan["digest_before"],
-                              memory_digest(memory), audit_head=memory.audit_head())
+                              memory_digest(memory), audit_head=memory.audit.head())
 
     hits = byte_scan(memory.path, patterns)
     files = [p for p in memory.path.rglob("*") if p.is_file()]
@@ -447,7 +449,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     ))
 
     kept_ids = _expand(plan["kept"])
-    after_ids, after_vectors = memory.embeddings()
+    after_ids, after_vectors = memory.exemplars.embeddings()
     if len(kept_ids) == 0:
         same = len(after_ids) == 0
         detail = "the memory is empty, as one built from scratch without them would be" if same else \
@@ -462,7 +464,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
             _rows_digest(after_ids, after_vectors, after_labels) == plan["kept_sha256"]
         after_classes = label_classes(after_labels, labels_before)
         scratch_classes = label_classes(_live_labels(memory, kept_ids), labels_before)
-        _, scratch_vectors = memory.stored_embeddings(kept_ids)
+        _, scratch_vectors = memory.exemplars.stored_embeddings(kept_ids)
         scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, scratch_vectors, scratch_classes, probes,
                                                               EXACT_K, len(labels_before))
         after_neighbors, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,
@@ -484,3 +486,6 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     # what the index backend did and verified itself (e.g. Milvus: compaction waited for, ids no longer stored)
     certificate.checks.extend(Check(e.name, e.passed, e.detail) for e in evidence)
     return certificate
+
+
+on_interrupted_purge(finish_interrupted_purge)  # an open that finds a purge journal finishes it through this module

@@ -101,9 +101,9 @@ def attribution_rows(explained: Sequence[NeighborAttribution]) -> list[dict]:
 def _neighbor_votes(memory: VisualMemory, embeddings: np.ndarray, settings: VoteSettings):
     """k + 1 voting neighbours per query (hard pruning already applied by the search) as class indices."""
     table = memory.table
-    ids, distances = memory.neighbors(embeddings, replace(settings, k=settings.k + 1))
+    ids, distances = memory.search.neighbors(embeddings, replace(settings, k=settings.k + 1))
     classes = table.class_indices(ids)
-    reliability = memory.neighbor_reliability(ids, settings.top_n) if settings.pruning == "soft" else None
+    reliability = memory.reliability.of_neighbors(ids, settings.top_n) if settings.pruning == "soft" else None
     return table, ids, distances, classes, reliability
 
 

@@ -64,7 +64,7 @@ def neighbor_graph(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(item ids (n,), class indices (n,), neighbour positions (n, top_n)): the leave-one-out graph that
     `label_issue_scores` reads, positions indexing the first two arrays (-1 = none)."""
-    item_ids, graph_ids, _ = memory.memory_neighbors(top_n)
+    item_ids, graph_ids, _ = memory.search.memory_neighbors(top_n)
     return item_ids, memory.table.class_indices(item_ids), _neighbor_positions(item_ids, graph_ids)
 
 
@@ -119,12 +119,12 @@ def _suspicious(memory: VisualMemory, settings: VoteSettings) -> list[Suggestion
     k, top_n = settings.k, settings.top_n
     table = memory.table
     v = memory.reliability(top_n)
-    item_ids, graph_ids, graph_distances = memory.memory_neighbors(top_n)
+    item_ids, graph_ids, graph_distances = memory.search.memory_neighbors(top_n)
     own = table.class_indices(item_ids)
     scores = label_issue_scores(own, _neighbor_positions(item_ids, graph_ids),
                                 rule_weights(settings.rule, graph_distances, settings=settings))
-    _, neighbor_ids, distances = memory.memory_neighbors(k)
-    *_, predictions = memory.vote(neighbor_ids, distances, settings, table=table)
+    _, neighbor_ids, distances = memory.search.memory_neighbors(k)
+    *_, predictions = memory.search.vote(neighbor_ids, distances, settings, table=table)
     voted = predictions[:, -1] if predictions.shape[1] else np.full(len(item_ids), -1)
     out = []
     for item, own_class, vote, score in zip(item_ids, own, voted, scores):
@@ -179,7 +179,7 @@ def check_ranking(memory: VisualMemory, top: int = DEFAULT_SUGGESTIONS, noise: f
 
 def _check_ranking(memory: VisualMemory, top: int, noise: float, settings: VoteSettings, seed: int) -> RankingCheck:
     _, classes, graph = neighbor_graph(memory, settings.top_n)
-    _, _, distances = memory.memory_neighbors(settings.top_n)
+    _, _, distances = memory.search.memory_neighbors(settings.top_n)
     noisy, flipped = flip_labels(classes, len(memory.table.labels), noise, seed)
     top = min(top, len(classes))
     weights = rule_weights(settings.rule, distances, settings=settings)
@@ -212,7 +212,7 @@ def near_duplicates(
 
 
 def _near_duplicates(memory: VisualMemory, max_distance: float) -> list[DuplicatePair]:
-    item_ids, neighbor_ids, distances = memory.memory_neighbors(5)
+    item_ids, neighbor_ids, distances = memory.search.memory_neighbors(5)
     pairs = {}
     for item, row_ids, row_d in zip(item_ids, neighbor_ids, distances):
         for other, d in zip(row_ids, row_d):

@@ -58,7 +58,7 @@ def evaluation_run(memory: VisualMemory, embeddings: np.ndarray, true_labels: Se
         raise VmemError(f"one label and one name per query: {len(embeddings)} embeddings, {len(true_labels)} "
                         f"labels, {len(names)} names")
     counter = memory.change_counter  # read first: a change while classifying makes the run look older, not newer
-    results = memory.classify_embeddings(embeddings, settings, list(names)) if len(embeddings) else []
+    results = memory.search.classify_embeddings(embeddings, settings, list(names)) if len(embeddings) else []
     return EvaluationRun(tuple(names), tuple(true_labels), tuple(results), settings, counter)
 
 

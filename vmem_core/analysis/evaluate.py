@@ -63,7 +63,7 @@ def accuracy_curves(
     rules: Sequence[str] = RULES,
     settings: Optional[VoteSettings] = None,
 ) -> dict[str, np.ndarray]:
-    """Accuracy at every k for each rule, from one neighbour retrieval (n, K) made by `memory.neighbors` with the
+    """Accuracy at every k for each rule, from one neighbour retrieval (n, K) made by `memory.search.neighbors` with the
     same settings (their pruning, threshold, top_n and rule parameters; k and rule are not used)."""
     settings = resolve_settings(settings)
     table = memory.table
@@ -71,7 +71,7 @@ def accuracy_curves(
     curves = {}
     for rule in rules:
         rule = check_rule(rule)
-        *_, predictions = memory.vote(neighbor_ids, distances, replace(settings, rule=rule), table)
+        *_, predictions = memory.search.vote(neighbor_ids, distances, replace(settings, rule=rule), table)
         curves[rule] = (predictions == truth[:, None]).mean(axis=0) if len(truth) else np.zeros(0)
     return curves
 
@@ -93,9 +93,9 @@ def evaluate_embeddings(
     settings = resolve_settings(settings, **changes)
     if int(k_max) < 1:
         raise VmemError(f"k_max must be at least 1, got {k_max}")
-    neighbor_ids, distances = memory.neighbors(embeddings, replace(settings, k=int(k_max)))
+    neighbor_ids, distances = memory.search.neighbors(embeddings, replace(settings, k=int(k_max)))
     curves = accuracy_curves(memory, neighbor_ids, distances, true_labels, rules, settings)
-    known = set(memory.labels)
+    known = set(memory.table.labels)
     table = memory.table
     found = np.asarray([table.labels[c] if c >= 0 else None for c in table.class_indices(neighbor_ids).ravel()],
                        dtype=object).reshape(neighbor_ids.shape)
@@ -149,10 +149,10 @@ def evaluate_dataset(
 def predict_at_k(
     memory: VisualMemory, neighbor_ids: np.ndarray, distances: np.ndarray, settings: VoteSettings
 ) -> list[Optional[str]]:
-    """Predicted label per query from the first settings.k neighbours found by `memory.neighbors` (None where none
+    """Predicted label per query from the first settings.k neighbours found by `memory.search.neighbors` (None where none
     voted)."""
     table = memory.table
-    *_, predictions = memory.vote(neighbor_ids, distances, settings, table)
+    *_, predictions = memory.search.vote(neighbor_ids, distances, settings, table)
     if predictions.shape[1] == 0:
         return [None] * len(predictions)
     column = predictions[:, min(settings.k, predictions.shape[1]) - 1]

@@ -106,7 +106,7 @@ def memory_map(memory, method: str = "pca") -> Projection:
     """The live exemplars' 2-D projection, computed once per memory change (cached by `memory.derived`)."""
 
     def compute() -> Projection:
-        ids, vectors = memory.embeddings()
+        ids, vectors = memory.exemplars.embeddings()
         chosen = resolve_method(method, len(ids))
         return umap_projection(ids, vectors) if chosen == "umap" else pca_projection(ids, vectors)
 
@@ -123,7 +123,7 @@ def deleted_points(memory, method: str = "pca") -> tuple[np.ndarray, np.ndarray]
     points (m, 2)); cached until the next change."""
 
     def compute() -> tuple[np.ndarray, np.ndarray]:
-        ids, vectors = memory.stored_embeddings(memory.tombstoned_ids())
+        ids, vectors = memory.exemplars.stored_embeddings(memory.exemplars.tombstoned_ids())
         return np.asarray(ids, dtype=np.int64), memory_map(memory, method).place(vectors)
 
     return memory.derived(("memory-map-deleted", method), compute)
@@ -131,13 +131,13 @@ def deleted_points(memory, method: str = "pca") -> tuple[np.ndarray, np.ndarray]
 
 def map_labels(memory, projection: Projection) -> list[str]:
     """The current label of each exemplar on the map ("(deleted)" for one deleted since it was drawn)."""
-    labels = memory.labels
-    return [labels[c] if c >= 0 else "(deleted)" for c in memory.class_indices(projection.ids)]
+    labels = list(memory.table.labels)
+    return [labels[c] if c >= 0 else "(deleted)" for c in memory.table.class_indices(projection.ids)]
 
 
 def more_like_this(memory, exemplar_id: int, k: int = 12) -> tuple[np.ndarray, np.ndarray]:
     """An exemplar's k nearest other live exemplars, nearest first: (ids (k',), distances (k',))."""
-    ids, vectors = memory.embeddings([int(exemplar_id)])
+    ids, vectors = memory.exemplars.embeddings([int(exemplar_id)])
     if not len(ids):
         raise UnknownIdError(f"no live exemplar with id {exemplar_id}")
     found, distances = memory.search(vectors[:1], int(k) + 1)

@@ -133,7 +133,7 @@ def build_cache(
 def memory_arrays(memory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, unit vectors, labels) of a VisualMemory's live exemplars, for building caches."""
     table = memory.table
-    ids, vectors = memory.embeddings()
+    ids, vectors = memory.exemplars.embeddings()
     classes = table.class_indices(ids)
     live = classes >= 0  # rows added after the table was taken
     labels = np.asarray([table.labels[c] for c in classes[live]], dtype=object)

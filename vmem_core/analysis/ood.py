@@ -32,7 +32,7 @@ def nearest_distance_threshold(memory: VisualMemory, quantile: float = DEFAULT_Q
         raise ValueError(f"quantile must be in (0, 1], got {quantile}")
 
     def compute() -> float:
-        _, _, distances = memory.memory_neighbors(1)
+        _, _, distances = memory.search.memory_neighbors(1)
         if distances.size == 0:
             return float("inf")
         return float(np.quantile(distances[:, 0], quantile))

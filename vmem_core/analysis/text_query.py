@@ -63,7 +63,7 @@ def search_text(memory: VisualMemory, text: str, k: int = 10) -> list[TextHit]:
 
 def _label_vectors(memory: VisualMemory, template: str) -> tuple[list[str], np.ndarray]:
     def compute():
-        labels = list(memory.labels)
+        labels = list(memory.table.labels)
         texts = [template.format(label.replace("_", " ")) for label in labels]
         return labels, (_encode_text(memory, texts) if labels else np.zeros((0, memory.dim), np.float32))
 

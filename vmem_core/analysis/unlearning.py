@@ -63,7 +63,7 @@ def measure_unlearning(
     durations = []
     for exemplar_id in chosen.tolist():
         started = clock()
-        memory.delete([exemplar_id])
+        memory.exemplars.delete([exemplar_id])
         durations.append(clock() - started)
     started = clock()
     certificate = purge(memory, chosen.tolist(), probes=probes)

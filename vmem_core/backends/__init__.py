@@ -23,20 +23,8 @@ from typing import TYPE_CHECKING, Optional
 
 from ..errors import VmemError
 from ..storage.layout import CONFIG_NAME, HNSW_DIR, MILVUS_LITE_DIR, MILVUS_STATE
-from .base import (
-    BACKENDS,
-    DEFAULT_BACKEND,
-    Evidence,
-    IndexBackend,
-    LabelLookup,
-    MilvusIndexError,
-    RowFetcher,
-    backend_config,
-    catch_up,
-    check_uri,
-    new_backend_record,
-    store_rows,
-)
+from .base import Evidence, IndexBackend, LabelLookup, MilvusIndexError, RowFetcher, catch_up, check_uri, store_rows
+from .registry import ALL_ENTRIES, BACKENDS, DEFAULT_BACKEND, REGISTRY, backend_config, load, new_backend_record
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -53,12 +41,7 @@ __all__ = [
 
 def load_milvus():
     """The Milvus backend module, or a clear error when the optional extra is not installed."""
-    try:
-        from . import milvus
-    except ImportError as exc:
-        raise MilvusIndexError(f"the Milvus index needs pymilvus and milvus-lite: pip install -r "
-                               f"requirements-scale.txt ({exc})") from None
-    return milvus
+    return load(REGISTRY["milvus"])
 
 
 def open_backend(
@@ -72,30 +55,18 @@ def open_backend(
     record = backend_config(config)
     dim = int(config["encoder"]["dim"])
     remove_stale_local_indexes(path, record)
-    if record["name"] == "milvus":
-        return load_milvus().MilvusBackend.open(path, record, dim, params, store, index_uri=index_uri)
-    if index_uri:
+    kind = REGISTRY[record["name"]]
+    if index_uri and not kind.schemes:
         raise VmemError(f"--index-uri {index_uri!r} given, but {path} uses the {record['name']} index, which lives "
                         f"in the memory folder; move it to Milvus first with `vmem migrate {path} --to milvus`")
-    if record["name"] == "exact":
-        from .exact import ExactBackend
-
-        return ExactBackend.open(dim, store, label_lookup)
-    from .hnsw import HnswlibBackend
-
-    return HnswlibBackend.open(path / HNSW_DIR, dim, params, store, label_lookup)
+    return load(kind).open_index(path, record, dim, params, store, label_lookup, index_uri=index_uri)
 
 
 def remove_stale_local_indexes(path: Path, record: dict) -> None:
     """Delete the local files of a backend the memory no longer uses (left by an interrupted `vmem migrate`):
     they hold vectors that a later purge would not reach."""
-    stale = []
-    if record["name"] != "hnswlib":
-        stale.append(path / HNSW_DIR)
-    if record["name"] != "milvus":
-        stale.append(path / MILVUS_STATE)
-    if record["name"] != "milvus" or record.get("uri"):
-        stale.append(path / MILVUS_LITE_DIR)
+    kept = REGISTRY[record["name"]].entries(record)
+    stale = [path / entry for entry in ALL_ENTRIES if entry not in kept]
     for item in stale:
         if item.exists():
             log.warning("removing %s: index files of a backend this memory no longer uses", item)
@@ -120,21 +91,7 @@ def migrate(path: Path, config: dict, store: "Store", params: "IndexParams", lab
         raise VmemError(f"{path} already uses the {to} index{where}; nothing to migrate")
     dim = int(config["encoder"]["dim"])
     new_config = {**config, "backend": record}
-    if to == "hnswlib":
-        from .hnsw import HnswlibBackend
-
-        shutil.rmtree(path / HNSW_DIR, ignore_errors=True)  # a half-built index from an interrupted migrate
-        target: IndexBackend = HnswlibBackend.from_store(path / HNSW_DIR, dim, params, store, label_lookup)
-    elif to == "exact":
-        from .exact import ExactBackend
-
-        target = ExactBackend.open(dim, store, label_lookup)
-    else:
-        MilvusBackend = load_milvus().MilvusBackend
-        if not record.get("uri") and old["name"] != "milvus":
-            shutil.rmtree(path / MILVUS_LITE_DIR, ignore_errors=True)
-            (path / MILVUS_STATE).unlink(missing_ok=True)
-        target = MilvusBackend.open(path, record, dim, params, store)  # empty collection: filled from the store
+    target: IndexBackend = load(REGISTRY[to]).build_index(path, record, old, dim, params, store, label_lookup)
     try:
         target.persist(store.seq())
         if target.live_count != len(store.live_labels()[0]):
@@ -147,7 +104,8 @@ def migrate(path: Path, config: dict, store: "Store", params: "IndexParams", lab
     try:
         current.close()
     finally:
-        if old["name"] == "milvus":
-            load_milvus().drop(path, old)
+        leave = getattr(load(REGISTRY[old["name"]]), "leave", None)  # a server's collection is dropped
+        if leave is not None:
+            leave(path, old)
         remove_stale_local_indexes(path, record)
     return target, new_config

@@ -5,7 +5,6 @@ replaying the store's changes into an index. The engines (hnsw, milvus, exact) i
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
@@ -17,9 +16,6 @@ if TYPE_CHECKING:
     from ..storage.store import Store
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("hnswlib", "milvus", "exact")
-DEFAULT_BACKEND = "hnswlib"
 
 # (ids) -> (ids found, their vectors, their labels), all ordered by id: rows read back from the source of truth
 RowFetcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, list]]
@@ -112,28 +108,6 @@ def check_uri(uri: Optional[str]) -> Optional[str]:
             f"index URI {uri!r} is not a Milvus server address; accepted: {', '.join(SERVER_SCHEMES)}... (e.g. "
             "http://host:19530), or none for Milvus embedded in the memory folder")
     return uri
-
-
-def backend_config(config: dict) -> dict:
-    """The memory config's backend record, defaulting to hnswlib; a clear error for an unknown name."""
-    record = dict(config.get("backend") or {"name": DEFAULT_BACKEND})
-    if record.get("name") not in BACKENDS:
-        raise VmemError(f"index backend {record.get('name')!r} in vmem.json is unknown; accepted: "
-                        f"{', '.join(BACKENDS)}")
-    return record
-
-
-def new_backend_record(name: str, uri: Optional[str] = None) -> dict:
-    """The vmem.json record of a backend a memory is about to use (a fresh Milvus collection name each time)."""
-    if name not in BACKENDS:
-        raise VmemError(f"unknown index backend {name!r}; accepted: {', '.join(BACKENDS)}")
-    if name in ("hnswlib", "exact"):
-        if uri:
-            where = "lives in the memory folder" if name == "hnswlib" else "is loaded from the memory's database"
-            raise VmemError(f"the {name} index {where} and takes no URI (got {uri!r}); "
-                            "use --backend milvus with --index-uri")
-        return {"name": name}
-    return {"name": "milvus", "uri": check_uri(uri), "collection": f"vmem_{uuid.uuid4().hex[:16]}"}
 
 
 def store_rows(store: "Store") -> RowFetcher:

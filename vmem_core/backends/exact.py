@@ -373,3 +373,14 @@ class ExactBackend:
 
     def close(self) -> None:
         pass
+
+
+# --- the registry's hooks (vmem_core.backends.registry) -------------------------------------------------------------
+def open_index(path, record: dict, dim: int, params, store: "Store", label_lookup: LabelLookup,
+               index_uri: Optional[str] = None) -> ExactBackend:
+    return ExactBackend.open(dim, store, label_lookup)
+
+
+def build_index(path, record: dict, old: dict, dim: int, params, store: "Store",
+                label_lookup: LabelLookup) -> ExactBackend:
+    return ExactBackend.open(dim, store, label_lookup)

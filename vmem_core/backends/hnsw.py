@@ -8,11 +8,13 @@ in place (or writes a fresh snapshot when the file cannot be patched).
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
+from ..storage.layout import HNSW_DIR
 from .base import Evidence, LabelLookup, RowFetcher, catch_up
 from .hnsw_index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
 
@@ -146,3 +148,15 @@ class HnswlibBackend:
     def close(self) -> None:
         pass
 
+
+
+# --- the registry's hooks (vmem_core.backends.registry) -------------------------------------------------------------
+def open_index(path: Path, record: dict, dim: int, params: IndexParams, store: "Store", label_lookup: LabelLookup,
+               index_uri: Optional[str] = None) -> HnswlibBackend:
+    return HnswlibBackend.open(path / HNSW_DIR, dim, params, store, label_lookup)
+
+
+def build_index(path: Path, record: dict, old: dict, dim: int, params: IndexParams, store: "Store",
+                label_lookup: LabelLookup) -> HnswlibBackend:
+    shutil.rmtree(path / HNSW_DIR, ignore_errors=True)  # a half-built index from an interrupted migrate
+    return HnswlibBackend.from_store(path / HNSW_DIR, dim, params, store, label_lookup)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import os
 import time
 from dataclasses import replace
@@ -401,3 +402,22 @@ def drop(path: Path, record: dict, index_uri: Optional[str] = None) -> None:
         finally:
             client.close()
     (path / MILVUS_STATE).unlink(missing_ok=True)
+
+
+# --- the registry's hooks (vmem_core.backends.registry) -------------------------------------------------------------
+def open_index(path: Path, record: dict, dim: int, params: "IndexParams", store: "Store", label_lookup,
+               index_uri: Optional[str] = None) -> MilvusBackend:
+    return MilvusBackend.open(path, record, dim, params, store, index_uri=index_uri)
+
+
+def build_index(path: Path, record: dict, old: dict, dim: int, params: "IndexParams", store: "Store",
+                label_lookup) -> MilvusBackend:
+    if not record.get("uri") and old["name"] != "milvus":
+        shutil.rmtree(path / MILVUS_LITE_DIR, ignore_errors=True)
+        (path / MILVUS_STATE).unlink(missing_ok=True)
+    return MilvusBackend.open(path, record, dim, params, store)  # empty collection: filled from the store
+
+
+def leave(path: Path, record: dict) -> None:
+    """After `vmem migrate` away from Milvus: drop the old collection (vmem_core.backends.migrate)."""
+    drop(path, record)

@@ -14,10 +14,10 @@ from typing import Optional, Sequence
 
 from ..access import READ_ONLY_ENV
 from ..errors import MemoryLockedError, VmemError
-from . import commands
-from .common import EXIT_ERROR, READ_ONLY_COMMANDS, UsageError
-from .forward import HOSTABLE, client_request, device_note, memory_argument, run_in_holder
+from .common import EXIT_ERROR, UsageError
+from .forward import client_request, device_note, memory_argument, run_in_holder
 from .parser import build_parser
+from .table import FORWARDED, HOSTABLE, READ_ONLY_COMMANDS
 
 __all__ = ["EXIT_ERROR", "UsageError", "build_parser", "client_request", "main", "run_for_client"]
 
@@ -47,6 +47,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ..devices import set_default_device
 
         set_default_device(args.device)  # before anything loads an encoder or an index
+    if args.command in READ_ONLY_COMMANDS:
+        # commands that only read open the memory read-only, so that closing it writes nothing (not even the index
+        # snapshot that a writer would bring up to date)
+        args.read_only = True
     return _execute(args)
 
 
@@ -81,7 +85,7 @@ def run_for_client(request: dict) -> int:
         print(f"vmem: error: the app holding this memory is read-only: {command!r} is refused; accepted: "
               f"{', '.join(READ_ONLY_COMMANDS)}", file=sys.stderr)
         return EXIT_ERROR
-    args = argparse.Namespace(**request, func=getattr(commands, f"cmd_{command.replace('-', '_')}"))
+    args = argparse.Namespace(**request, func=FORWARDED[command].run)
     memory = hosted(memory_argument(args))
     if memory is None:
         print(f"vmem: error: {memory_argument(args)} is not the memory this app holds", file=sys.stderr)

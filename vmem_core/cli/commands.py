@@ -44,7 +44,7 @@ def cmd_build(args) -> int:
                 report = build_with_ray(memory, items, address=args.ray_address, num_cpus=args.ray_cpus,
                                         progress=progress, strict=args.strict)
             else:
-                report = memory.build(items, progress=progress, strict=args.strict)
+                report = memory.exemplars.build(items, progress=progress, strict=args.strict)
         except BadImageError as exc:  # --strict: the chunks before the image are committed
             stopped = (exc, len(memory))
         else:
@@ -110,7 +110,7 @@ def cmd_migrate(args) -> int:
 
     start = time.perf_counter()
     with open_memory(args) as memory:
-        moved = memory.move_index(args.to, index_uri=args.target_uri)
+        moved = memory.index.move(args.to, index_uri=args.target_uri)
         live = len(memory)
     seconds = time.perf_counter() - start
     if args.json:
@@ -124,7 +124,8 @@ def cmd_migrate(args) -> int:
 
 def cmd_add(args) -> int:
     with open_memory(args) as memory:
-        ids = memory.add(expand_images(args.images), args.label, progress=progress_bar("encode", not args.json))
+        ids = memory.exemplars.add(expand_images(args.images), args.label,
+                                   progress=progress_bar("encode", not args.json))
     if args.json:
         print_json({"ids": ids, "label": args.label})
     else:
@@ -134,8 +135,8 @@ def cmd_add(args) -> int:
 
 def cmd_delete(args) -> int:
     with open_memory(args) as memory:
-        memory.delete(args.ids)
-        duplicates = memory.near_duplicates_of(args.ids, args.duplicate_distance)
+        memory.exemplars.delete(args.ids)
+        duplicates = memory.exemplars.near_duplicates_of(args.ids, args.duplicate_distance)
     print(f"deleted {len(args.ids)} exemplar(s) (tombstoned: excluded from queries; `vmem restore` undoes it, "
           "`vmem purge` removes them for good)")
     for exemplar_id, close in duplicates.items():
@@ -211,8 +212,8 @@ def cmd_audit(args) -> int:
         raise UsageError("usage: vmem audit MEM | vmem audit verify MEM")
     args.memory = words[0]
     with open_memory(args) as memory:
-        entries = memory.audit_log()
-        result = memory.verify_audit()
+        entries = memory.audit.log()
+        result = memory.audit.verify()
     if verify_mode:
         if args.json:
             print_json(result.to_dict())
@@ -232,7 +233,7 @@ def cmd_audit(args) -> int:
 
 def cmd_restore(args) -> int:
     with open_memory(args) as memory:
-        memory.restore(args.ids)
+        memory.exemplars.restore(args.ids)
     print(f"restored {len(args.ids)} exemplar(s)")
     return 0
 
@@ -243,9 +244,9 @@ def cmd_classify(args) -> int:
 
     with open_memory(args) as memory:
         images = expand_images(args.images)
-        loaded = memory.load_images(images)
+        loaded = memory.exemplars.load_images(images)
         embeddings = memory.encoder.encode([item.image for item in loaded])
-        results = memory.classify_embeddings(embeddings, vote_settings(args), names=[str(p) for p in images])
+        results = memory.search.classify_embeddings(embeddings, vote_settings(args), names=[str(p) for p in images])
         extras = query_extras(args, memory, loaded, embeddings, progress_bar("ask the model", not args.json))
         # the OOD threshold needs a leave-one-out pass over the memory: only the text output shows it
         verdicts = [] if args.json else [judge(memory, r.neighbors[0].distance) if r.neighbors else None
@@ -348,7 +349,7 @@ def _run_experiments(args) -> int:
         embeddings, labels, rejected = encode_labelled(memory, args.queries, progress_bar("encode", not args.json))
         ood = None
         if args.ood_images:
-            ood = memory.encode(expand_images([args.ood_images]))
+            ood = memory.exemplars.encode(expand_images([args.ood_images]))
         results = run_experiments(memory, embeddings, labels, names, _experiment_options(args),
                                   progress=lambda stage, done, total: bar(done, total), ood_embeddings=ood)
     if args.json:
@@ -374,7 +375,7 @@ def cmd_attribute(args) -> int:
             frame = exemplar_influence(memory, embeddings, labels, vote_settings(args))
         else:
             paths = expand_images(args.images)
-            explained = attribute(memory, memory.encode(paths), vote_settings(args))
+            explained = attribute(memory, memory.exemplars.encode(paths), vote_settings(args))
     if args.queries:
         if args.json:
             print_json({"queries": len(labels), "k": args.k, "voting": args.voting,
@@ -431,7 +432,7 @@ def cmd_stats(args) -> int:
 
 def cmd_tune(args) -> int:
     with open_memory(args) as memory:
-        change = memory.set_search_ef(args.ef_search)
+        change = memory.index.set_search_ef(args.ef_search)
         stats = memory.stats()
         index, backend = dict(stats["index"]), stats["index_backend"]["name"]
     if args.json:
@@ -443,9 +444,3 @@ def cmd_tune(args) -> int:
         print(f"{args.memory}: search beam ef {change['from']} -> {change['to']} (M {index['M']}, "
               f"ef_construction {index['ef_construction']} stay as built); queries use max(ef, k)")
     return 0
-
-
-
-
-# run_for_client finds a forwarded command here by name (cmd_<name>); these four live in their own module
-from .curation import cmd_curate, cmd_ls, cmd_map, cmd_relabel  # noqa: E402,F401

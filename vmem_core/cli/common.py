@@ -118,7 +118,7 @@ class _Borrowed:
         from ..storage.audit import default_actor
 
         self.memory = memory
-        self._acting = memory.acting_as(default_actor("cli through app"))
+        self._acting = memory.audit.acting_as(default_actor("cli through app"))
 
     def __enter__(self):
         self._acting.__enter__()
@@ -128,14 +128,10 @@ class _Borrowed:
         self._acting.__exit__(*exc)
 
 
-# commands that only read: they open the memory read-only, so that closing it writes nothing (not even the index
-# snapshot that a writer would bring up to date)
-READ_ONLY_COMMANDS = ("stats", "classify", "eval", "attribute", "search-text", "audit", "ls", "curate", "map")
-
-
 def open_memory(args, encoder: Optional[str] = None, create: bool = False):
     """The memory named by args.memory: the handle this process holds for a client, else opened (or created)."""
     from ..host import hosted
+    from ..backends import DEFAULT_BACKEND
     from ..memory import VisualMemory, check_encoder_fits
     from ..storage.audit import default_actor
 
@@ -148,7 +144,8 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
         return _Borrowed(held)
     index_uri = getattr(args, "index_uri", None)
     if create:
-        memory = VisualMemory.open_or_create(args.memory, encoder=encoder, backend=getattr(args, "backend", "hnswlib"),
+        memory = VisualMemory.open_or_create(args.memory, encoder=encoder,
+                                             backend=getattr(args, "backend", DEFAULT_BACKEND),
                                              index_uri=index_uri, index_params=index_params(args))
         try:
             check_index_params(args, memory)
@@ -157,9 +154,8 @@ def open_memory(args, encoder: Optional[str] = None, create: bool = False):
             raise
     else:
         memory = VisualMemory.open(args.memory, encoder=encoder, index_uri=index_uri,
-                                   read_only=getattr(args, "command", None) in READ_ONLY_COMMANDS
-                                   or getattr(args, "read_only", False))
-    memory.actor = default_actor("cli")
+                                   read_only=getattr(args, "read_only", False))
+    memory.audit.actor = default_actor("cli")
     return memory
 
 
@@ -181,7 +177,7 @@ def index_params(args):
 
 def check_index_params(args, memory) -> None:
     """An existing memory keeps the graph it was built with: refuse --index-* values that differ from it."""
-    built = memory.index_params
+    built = memory.index.params
     differing = [f"{option} {getattr(args, field)} (this memory has {getattr(built, field)})"
                  for field, option in _INDEX_OPTIONS.items()
                  if getattr(args, field, None) is not None and getattr(args, field) != getattr(built, field)]

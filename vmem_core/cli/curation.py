@@ -51,13 +51,13 @@ def _known_label(memory, label: str, what: str) -> str:
     from ..ingest.names import check_label
 
     label = check_label(label)
-    if label in memory.labels or memory.count(label=label, include_deleted=True):
+    if label in memory.table.labels or memory.exemplars.count(label=label, include_deleted=True):
         return label
     raise UsageError(f"{what} {label!r} is not a label of {memory.path.name}; accepted: {_labels_text(memory)}")
 
 
 def _labels_text(memory) -> str:
-    labels = memory.labels
+    labels = memory.table.labels
     more = f", ... ({len(labels)} in all)" if len(labels) > 30 else ""
     shown = ", ".join(repr(name) for name in labels[:30]) + more
     return shown or "none (it is empty)"
@@ -78,11 +78,11 @@ def cmd_relabel(args) -> int:
     ids = list(dict.fromkeys(args.ids))  # each once, in the order given
     with open_memory(args) as memory:
         label = check_label(args.label)
-        created = label not in memory.labels
+        created = label not in memory.table.labels
         if created and not args.new:
             raise UsageError(f"label {label!r} is not in {memory.path.name} (accepted: {_labels_text(memory)}); "
                              "pass --new to create it")
-        rows = memory.exemplars(ids)
+        rows = memory.exemplars.rows(ids)
         found = {int(i): (lab, deleted) for i, lab, deleted in zip(rows["id"], rows["label"], rows["deleted_at"])}
         missing = [i for i in ids if i not in found]
         if missing:
@@ -92,7 +92,7 @@ def cmd_relabel(args) -> int:
         if deleted:
             raise UsageError(f"exemplar(s) {', '.join(map(str, deleted[:20]))} are deleted; restore them first "
                              f"(`vmem restore {args.memory} ID...`) or relabel live ones only")
-        memory.relabel(ids, label)
+        memory.exemplars.relabel(ids, label)
     previous = [{"id": i, "label": found[i][0]} for i in ids]
     changed = [i for i in ids if found[i][0] != label]
     if args.json:
@@ -143,11 +143,11 @@ def _listing(memory, filters: dict, deleted: str, limit: int, offset: int) -> tu
     """(how many match, the page of rows) for --deleted live (the default), all or only."""
     if deleted != "only":
         include = deleted == "all"
-        frame = memory.browse(include_deleted=include, limit=limit, offset=offset, thumbnails=False, **filters)
-        return memory.count(include_deleted=include, **filters), frame.to_dict("records")
+        frame = memory.exemplars.browse(include_deleted=include, limit=limit, offset=offset, thumbnails=False, **filters)
+        return memory.exemplars.count(include_deleted=include, **filters), frame.to_dict("records")
     # tombstoned exemplars are few (purge removes them); browse has no "deleted only" filter, so they are read by id
     # and the same filters applied here
-    frame = memory.exemplars(memory.tombstoned_ids()).sort_values("id")
+    frame = memory.exemplars.rows(memory.exemplars.tombstoned_ids()).sort_values("id")
     if "label" in filters:
         frame = frame[frame["label"] == filters["label"]]
     if "source" in filters:

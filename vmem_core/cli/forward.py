@@ -8,9 +8,8 @@ from typing import Optional
 
 from ..errors import MemoryLockedError
 
-# commands a process holding the memory can run for the CLI (app and demo start processes of their own)
-HOSTABLE = ("build", "add", "delete", "restore", "purge", "audit", "classify", "eval", "attribute", "search-text",
-             "stats", "tune", "migrate", "relabel", "ls", "curate", "map")
+from .table import HOSTABLE  # commands a process holding the memory can run for the CLI (vmem_core.cli.table)
+
 _PATH_ARGUMENTS = ("memory", "data", "queries", "synonyms", "taxonomy", "ood_images", "certificate",
                    "verify_certificate", "out")
 
@@ -45,9 +44,9 @@ def device_note(requested: Optional[str], memory) -> Optional[str]:
 
     if requested is None:
         return None
-    where = memory.devices()
+    where = memory.index.devices()
     used = {where["encode"]["device"]}
-    if "device" in memory.index_backend.describe():  # the exact backend searches on a device; hnswlib on the CPU
+    if "device" in memory.index.backend.describe():  # the exact backend searches on a device; hnswlib on the CPU
         used.add(where["search"]["device"])
     try:
         wanted = resolve_device(requested).name

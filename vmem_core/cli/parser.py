@@ -25,7 +25,7 @@ from .common import device_spec, exemplar_id
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..backends import BACKENDS
+    from ..backends import BACKENDS, DEFAULT_BACKEND
     from ..encoders import DEFAULT_ENCODER
     from ..voting import (
         DEFAULT_HARD_THRESHOLD,
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"encoder for a new memory (default: {DEFAULT_ENCODER}): efficientnet-lite0, "
                         "efficientnet-lite1, efficientnet-lite2, open_clip:<arch>:<tag or checkpoint path> or "
                         "timm:<arch>:<tag or checkpoint path>")
-    p.add_argument("--backend", default="hnswlib", choices=BACKENDS,
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
                    help="index of a new memory: hnswlib (embedded, default), milvus (embedded milvus-lite, or the "
                         "server given by --index-uri) or exact (every vector scored on --device; on a GPU, faster "
                         "than hnswlib and never approximate for any memory that fits in its memory)")

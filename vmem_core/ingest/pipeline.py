@@ -21,7 +21,8 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence, Union
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +45,27 @@ class BuildReport:
     added: int = 0
     skipped_existing: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+class BuildExemplars(Protocol):
+    def plan_build(self, data: Union[str, Path, Sequence[LabelledImage]]) -> tuple[int, list, "BuildReport"]: ...
+
+    def add_embeddings(self, embeddings: np.ndarray, labels: Sequence[str], sources: Optional[Sequence[str]] = None,
+                       sha256: Optional[Sequence[str]] = None, thumbnails: Optional[Sequence] = None) -> list[int]: ...
+
+
+class BuildIndex(Protocol):
+    def flush(self) -> None: ...
+
+
+class BuildTarget(Protocol):
+    """What a build writes into (a VisualMemory: its exemplars and index): reading images knows no memory, only
+    this."""
+
+    config: dict
+    encoder: object
+    exemplars: BuildExemplars
+    index: BuildIndex
 
 
 def batch_jpeg_device(encoder, requested: Optional[str] = AUTO) -> Optional[str]:
@@ -84,7 +106,7 @@ def _pixel_batch(good: list[DecodedImage], device: Optional[str]):
 
 
 def run_build(
-    memory,
+    memory: BuildTarget,
     todo: Sequence[LabelledImage],
     report: BuildReport,
     total: int,
@@ -125,12 +147,12 @@ def run_build(
         def insert(good: list[DecodedImage], embeddings, size: int) -> None:
             nonlocal done, last_snapshot
             if good:
-                memory.add_embeddings(embeddings, [d.item.label for d in good], [d.item.source for d in good],
+                memory.exemplars.add_embeddings(embeddings, [d.item.label for d in good], [d.item.source for d in good],
                                       [d.sha256 for d in good], [d.thumbnail for d in good])
                 report.added += len(good)
             done += size
             if time.monotonic() - last_snapshot > SNAPSHOT_INTERVAL_S:
-                memory.flush()
+                memory.index.flush()
                 last_snapshot = time.monotonic()
             if progress:
                 progress(done, total)

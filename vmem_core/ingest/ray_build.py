@@ -31,7 +31,7 @@ from .datasets import LabelledImage
 from .images import load_image, make_thumbnail
 
 if TYPE_CHECKING:
-    from ..memory import BuildReport, VisualMemory
+    from .pipeline import BuildReport, BuildTarget
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def start(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bool
 
 
 def build_with_ray(
-    memory: "VisualMemory",
+    memory: "BuildTarget",
     data: Union[str, Path, Sequence[LabelledImage]],
     address: Optional[str] = None,
     num_cpus: Optional[int] = None,
@@ -129,7 +129,7 @@ def build_with_ray(
     """
     from .pipeline import BUILD_CHUNK
 
-    total, todo, report = memory.plan_build(data)
+    total, todo, report = memory.exemplars.plan_build(data)
     done = report.skipped_existing
     if progress:
         progress(done, total)
@@ -165,7 +165,7 @@ def build_with_ray(
                     raise BadImageError(chunk.rejected[0][1])
                 report.rejected += chunk.rejected
                 if chunk.labels:
-                    memory.add_embeddings(chunk.embeddings, chunk.labels, chunk.sources, chunk.sha256,
+                    memory.exemplars.add_embeddings(chunk.embeddings, chunk.labels, chunk.sources, chunk.sha256,
                                           chunk.thumbnails)
                     report.added += len(chunk.labels)
                 done += len(chunks[chunk.index])
@@ -174,5 +174,5 @@ def build_with_ray(
     finally:
         if started:
             ray.shutdown()
-    memory.flush()
+    memory.index.flush()
     return report

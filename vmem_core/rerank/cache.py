@@ -15,6 +15,7 @@ from typing import Iterable, Optional
 
 from ..storage.atomic import write_json_atomic
 from ..storage.layout import RERANK_CACHE_DIR as CACHE_DIR
+from ..memory.erasure import forget_on_purge
 from .base import Reranker, RerankRequest, RerankResult
 from .prompt import PROMPT_VERSION
 
@@ -108,3 +109,8 @@ class CachingReranker:
         result = self.reranker.rerank(request)
         self.cache.put(self.name, request, result)
         return result
+
+
+# a purge forgets the model's cached answers given with the purged exemplars in view (registered, so that unlearning
+# imports no re-ranker)
+forget_on_purge(lambda memory_path, ids: RerankCache(memory_path).forget_exemplars(ids))

@@ -238,7 +238,7 @@ def evaluate_configurations(
 
     # one retrieval for every kNN figure: the curve to k_max and the vote over each configuration's shown neighbours
     depth = max(int(k_max), int(fixed_k), *(c.shown for c in configurations))
-    ids, distances = memory.neighbors(np.asarray(embeddings, np.float32), replace(settings, k=depth))
+    ids, distances = memory.search.neighbors(np.asarray(embeddings, np.float32), replace(settings, k=depth))
     curve = accuracy_curves(memory, ids[:, :k_max], distances[:, :k_max], truths, [settings.rule], settings)
     evaluations = []
     asked = 0

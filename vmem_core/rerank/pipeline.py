@@ -58,9 +58,9 @@ def make_requests(
     if int(shown) == 0:
         return [RerankRequest(query_png(image), sha, (), every_class, allow_new, switches.show_distances, True)
                 for image, sha in zip(images, sha256s)]
-    ids, distances = memory.neighbors(np.asarray(embeddings, np.float32),
+    ids, distances = memory.search.neighbors(np.asarray(embeddings, np.float32),
                                       replace(resolve_settings(settings), k=int(shown)))
-    thumbnails = memory.thumbnails(sorted({int(i) for i in ids.ravel() if i >= 0}))
+    thumbnails = memory.exemplars.thumbnails(sorted({int(i) for i in ids.ravel() if i >= 0}))
     restricted = switches.restrict_to_neighbor_labels
     requests = []
     for row, (image, sha) in enumerate(zip(images, sha256s)):

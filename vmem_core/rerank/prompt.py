@@ -21,12 +21,20 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol, Sequence
 
 from PIL import Image
 
-if TYPE_CHECKING:
-    from .base import RerankRequest
+
+class PromptRequest(Protocol):
+    """What the prompt reads of a question (vmem_core.rerank.base.RerankRequest, whose module imports this one)."""
+
+    query_png: bytes
+    neighbors: Sequence
+    candidates: Sequence[str]
+    allow_new: bool
+    show_distances: bool
+    list_candidates: bool
 
 # Bumped whenever the wording changes, so cached answers to the old prompt are not reused.
 PROMPT_VERSION = 1
@@ -88,7 +96,7 @@ def instruction(candidates, allow_new: bool, listed: bool = True) -> str:
     return text
 
 
-def build_prompt(request: "RerankRequest") -> list[PromptPart]:
+def build_prompt(request: PromptRequest) -> list[PromptPart]:
     """The parts of one question, in order: the introduction, the query image, each shown neighbour's label (and
     distance, if switched on) then its thumbnail, and the closing question."""
     shown = len(request.neighbors)

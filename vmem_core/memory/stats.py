@@ -6,13 +6,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .layout import CERTIFICATE_DIR, CONFIG_NAME, DATABASE_NAME, THUMBNAILS_NAME, VECTORS_NAME
+from ..storage.layout import CERTIFICATE_DIR, CONFIG_NAME, DATABASE_NAME, THUMBNAILS_NAME, VECTORS_NAME
 
 if TYPE_CHECKING:
     from ..backends.base import IndexBackend
     from ..backends.hnsw_index import IndexParams
     from ..label_table import LabelTable
-    from .store import Store
+    from ..storage.store import Store
 
 DISK_PARTS = ("vectors", "thumbnails", "database", "index", "other")
 

@@ -1,0 +1,83 @@
+"""`memory.index`: the searchable copy of the memory's vectors (an index backend, vmem_core.backends): what it is
+(`describe`, `params`, `devices`), and its upkeep (`move` to another backend, `set_search_ef`, `flush`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Optional
+
+from ..backends import IndexBackend, migrate
+from ..backends.hnsw_index import IndexParams
+from ..devices import devices_in_use
+from ..errors import VmemError
+from ..storage.atomic import write_json_atomic
+from ..storage.layout import CONFIG_NAME
+from .part import Part
+
+
+class IndexReads(Part):
+    """What a reader may ask of the index: which backend, its parameters, where it searches."""
+
+    __slots__ = ()
+    _read_half = True
+
+    def describe(self) -> dict:
+        """The backend's description (name, and where it keeps its files or which server it uses)."""
+        return self._index.describe()
+
+    @property
+    def params(self) -> IndexParams:
+        """HNSW graph and search parameters (frozen)."""
+        return self._index_params
+
+    def devices(self) -> dict:
+        """Where this memory encodes and searches (`vmem_core.devices.devices_in_use`), without stats' disk sums."""
+        with self._lock.read():
+            return devices_in_use(self._encoder, self._index.describe())
+
+
+class Index(IndexReads):
+    """The index of one open memory (`memory.index`), with its upkeep."""
+
+    __slots__ = ()
+    _read_half = False
+
+    @property
+    def backend(self) -> IndexBackend:
+        """The backend that searches this memory's vectors (vmem_core.backends)."""
+        return self._index
+
+    def move(self, backend: str, index_uri: Optional[str] = None) -> dict:
+        """Move the index to another backend ("hnswlib", or "milvus": embedded, or on the server at `index_uri`),
+        rebuilt from the database; the old one is removed. Returns {"from": ..., "to": ...} backend descriptions."""
+        with self._lock.write():
+            before = self._index.describe()
+            memory = self._memory
+            memory._index, memory.config = migrate(memory.path, memory.config, self._store, self._index_params,
+                                               self._ids_with_labels, self._index, backend, index_uri)
+            memory._index_uri = None
+            after = self._index.describe()
+            self._store.log_event("migrate", {"from": before, "to": after})
+            self._index.persist(self._store.seq())
+            self._keep_owner_lock()
+        return {"from": before, "to": after}
+
+    def set_search_ef(self, ef: int) -> dict:
+        """Search with HNSW beam `ef` from now on, and keep it in vmem.json (the graph itself, M and ef_construction,
+        is fixed when built). Returns {"from": old ef, "to": ef}."""
+        if isinstance(ef, bool) or not isinstance(ef, int) or ef < 1:
+            raise VmemError(f"search beam ef {ef!r}: must be a positive integer (k neighbours use max(ef, k))")
+        with self._lock.write():
+            before = self._index_params.ef_search
+            params = replace(self._index_params, ef_search=ef)
+            config = {**self._memory.config, "index": asdict(params)}
+            write_json_atomic(self._memory.path / CONFIG_NAME, config)
+            self._memory.config, self._memory._index_params = config, params
+            self._index.set_search_ef(ef)
+            self._store.log_event("tune", {"ef_search": {"from": before, "to": ef}})
+        return {"from": before, "to": ef}
+
+    def flush(self) -> None:
+        """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush)."""
+        with self._lock.write():
+            self._index.persist(self._store.seq())

@@ -1,0 +1,144 @@
+"""`memory.search`: the nearest exemplars of a query, and the votes over them.
+
+`memory.search(embeddings, k, allowed_ids=None, labels=None)` is the raw k-nearest search; `neighbors` is the search
+that voting uses (hard pruning searches the kept exemplars only), `vote` weighs found neighbours, and
+`classify_embeddings` does both. `memory_neighbors` is the leave-one-out search over the memory's own items.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..classification import Classification, classifications
+from ..errors import UnknownIdError
+from ..label_table import LabelTable
+from ..voting import VoteSettings, prepare_votes, resolve_settings, vote_all_k
+from .part import Part, check_embeddings
+
+
+class Search(Part):
+    """Searches of one open memory (`memory.search`); every method reads."""
+
+    __slots__ = ()
+
+    def __call__(
+        self, embeddings: np.ndarray, k: int, allowed_ids: Optional[np.ndarray] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest live exemplars of each embedding: (ids (n, k'), distances (n, k')), k' = min(k, candidates).
+
+        `allowed_ids` restricts the search to those exemplars, `labels` to exemplars with one of those labels.
+        """
+        queries = check_embeddings(embeddings, self._memory.dim)
+        if isinstance(labels, str):
+            labels = [labels]
+        with self._lock.read():
+            return self._index.search(queries, k, allowed_ids=allowed_ids, labels=labels)
+
+    def neighbors(
+        self, embeddings: np.ndarray, settings: Optional[VoteSettings] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The settings.k neighbours that vote: with hard pruning, the k nearest among the kept exemplars (ranks
+        renumbered over them), so every k has k voters wherever enough exemplars are kept."""
+        settings = resolve_settings(settings)
+        if settings.pruning == "hard":
+            return self(embeddings, settings.k, allowed_ids=self._memory.reliability.kept_ids(settings))
+        return self(embeddings, settings.k)
+
+    def memory_neighbors(
+        self, k: int, ids: Optional[Sequence[int]] = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Leave-one-out neighbours of memory items: each item's k nearest other live exemplars.
+
+        Returns:
+            (item ids (n,), neighbour ids (n, k'), distances (n, k')), k' = min(k, live exemplars - 1).
+        """
+        if ids is None:
+            # every live item: computed once per change and per depth, shared by reliability, curation and OOD
+            seq = self._store.seq()  # read before computing: a write meanwhile makes this result stale, not current
+            cached = self._derived.get(("loo", "deepest"))
+            if cached is not None and cached[0] == seq and cached[1][1].shape[1] >= min(
+                int(k), max(len(self._memory) - 1, 0)
+            ):
+                items, found, distances = cached[1]
+                return items, found[:, :k], distances[:, :k]
+            result = self._memory_neighbors(int(k), None)
+            self._derived[("loo", "deepest")] = (seq, result)
+            return result
+        return self._memory_neighbors(int(k), np.asarray(ids, dtype=np.int64))
+
+    def _memory_neighbors(
+        self, k: int, ids: Optional[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with self._lock.read():
+            table = self._table
+            item_ids = table.ids.copy() if ids is None else ids
+            unknown = item_ids[table.class_indices(item_ids) < 0]
+            if len(unknown):
+                raise UnknownIdError(f"no live exemplar with id(s) {', '.join(map(str, unknown[:20]))}")
+            k = min(k, max(len(table.ids) - 1, 0))
+            if len(item_ids) == 0 or k == 0:
+                return item_ids, np.zeros((len(item_ids), 0), np.int64), np.zeros((len(item_ids), 0), np.float32)
+            # the database reads faster than hnswlib's get_items
+            stored_ids, vectors = self._memory.exemplars.embeddings(item_ids)
+            order = np.searchsorted(stored_ids, item_ids)
+            found, distances = self._index.search(vectors[order], k + 1)
+        is_self = found == item_ids[:, None]
+        # Drop the item itself; if the approximate search missed it, drop the farthest instead.
+        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), found.shape[1] - 1)
+        keep = np.ones_like(found, dtype=bool)
+        keep[np.arange(len(found)), drop] = False
+        return (
+            item_ids,
+            found[keep].reshape(len(found), -1)[:, :k],
+            distances[keep].reshape(len(found), -1)[:, :k],
+        )
+
+    def vote(
+        self,
+        neighbor_ids: np.ndarray,
+        distances: np.ndarray,
+        settings: Optional[VoteSettings] = None,
+        table: Optional[LabelTable] = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Votes over found neighbours: (class indices into table.labels, weights, positions kept, predictions for
+        every k). Neighbours for hard pruning should come from `neighbors` with the same settings; the hard mask
+        applied here then drops nothing."""
+        settings = resolve_settings(settings)
+        table = table or self._table
+        neighbor_ids = np.atleast_2d(neighbor_ids)
+        reliability = (None if settings.pruning == "none"
+                       else self._memory.reliability.of_neighbors(neighbor_ids, settings.top_n))
+        classes, weights, positions = prepare_votes(table.class_indices(neighbor_ids), distances, settings, reliability)
+        return classes, weights, positions, vote_all_k(classes, weights, len(table.labels))
+
+    def classify_embeddings(
+        self,
+        embeddings: np.ndarray,
+        settings: Optional[VoteSettings] = None,
+        names: Optional[Sequence[Optional[str]]] = None,
+        **changes,
+    ) -> list[Classification]:
+        """Classify precomputed query embeddings by the weighted vote of their k nearest exemplars.
+
+        Args:
+            embeddings: (n, dim) query features.
+            settings: how to vote (k, rule, pruning, threshold, top_n, rule parameters); default VoteSettings().
+            names: recorded as each result's `image`.
+            changes: single settings by keyword, e.g. `k=5, rule="softmax"` (applied over `settings`).
+
+        Raises:
+            BadSettingError: a setting out of range.
+        """
+        settings = resolve_settings(settings, **changes)
+        queries = check_embeddings(embeddings, self._memory.dim)
+        table = self._table
+        labels = table.labels
+        neighbor_ids, distances = self.neighbors(queries, settings)
+        classes, weights, positions, predictions = self.vote(neighbor_ids, distances, settings, table)
+        k_used = min(settings.k, classes.shape[1])
+        classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
+        predicted = predictions[:, k_used - 1] if k_used else np.full(len(queries), -1)
+        return classifications(labels, neighbor_ids, distances, classes, weights, positions, predicted, names)
