@@ -138,3 +138,67 @@ def test_a_failed_purge_certificate_is_does_not_hold_however_fast():
 def test_an_unknown_verdict_is_refused():
     with pytest.raises(ValueError, match="not one of"):
         Verdict("mostly holds", "")
+
+
+def test_a_sign_claim_does_not_hold_on_a_tie():
+    """'Raises accuracy' is not shown by no change: an interval pinned at 0 is 'does not hold' for a strict claim."""
+    claim = claims.BY_ID["hard-pruning"]
+    assert claim.verdict({"interval": iv(0.0, 0.0)}).verdict == FAILS
+    assert claim.criterion() == "pruned - unpruned > +0.00 pp"
+
+
+def blobs_inputs(seed: int = 0):
+    """Small labelled clusters with disjoint 'digit' clusters and far 'photos', in the form the evidence reads."""
+    from vmem_core.analysis.claim_evidence import Inputs
+
+    rng = np.random.default_rng(seed)
+    dim = 16
+
+    def unit(v):
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    centres, digit_centres = rng.normal(size=(6, dim)), 2 * rng.normal(size=(4, dim))
+
+    def draw(n, c, spread):
+        labels = rng.integers(0, len(c), n)
+        return unit(c[labels] + spread * rng.normal(size=(n, dim))), labels
+
+    names = np.array([f"c{i}" for i in range(6)], dtype=object)
+    mv, ml = draw(600, centres, 1.2)
+    qv, ql = draw(120, centres, 1.2)
+    dv, dl = draw(80, digit_centres, 0.4)
+    taxonomy = {f"c{i}": f"g{i // 2}" for i in range(6)}
+    encoders = {"efficientnet-lite0": (mv[:200], names[ml[:200]], qv[:60], names[ql[:60]]),
+                "efficientnet-lite1": (mv[200:400], names[ml[200:400]], qv[:60], names[ql[:60]])}
+    return Inputs(mv, names[ml], qv, names[ql], dv, np.array([f"digit-{i}" for i in dl], dtype=object),
+                  unit(rng.normal(size=(5, dim))), taxonomy, ("c1", "c2"), encoders)
+
+
+def test_evidence_from_embeddings_reaches_every_measured_claim_and_unlearning_is_exact():
+    from vmem_core.analysis.claim_evidence import Evidence
+
+    found = Evidence(blobs_inputs(), seeds=(0, 1), deep_k=120).run()
+    verdicts = claims.verdicts(found["evidence"])
+    measured_elsewhere = {"delete-latency", "purge", "reranking"}  # a real memory / a model: the script adds them
+    for claim in CLAIMS:
+        if claim.id not in measured_elsewhere:
+            assert verdicts[claim.id].reason != "not run in this report", claim.id
+            assert verdicts[claim.id].verdict != NOT_COMPARABLE, (claim.id, verdicts[claim.id])
+    assert found["evidence"]["retained-utility"]["count"] == 0
+    assert found["evidence"]["forgetting"]["count"] == 0
+    # the per-query tables are there for the report
+    assert len(found["tables"]["hit_rate"]) == 100 and found["tables"]["noise"]["k_searched"] == 120
+
+
+def test_digits_are_the_new_classes_and_their_absence_is_not_comparable():
+    from vmem_core.analysis.claim_evidence import Evidence
+
+    inputs = blobs_inputs()
+    inputs.digits_vectors = None
+    evidence = Evidence(inputs, seeds=(0, 1), deep_k=50)
+    evidence.accuracy()
+    evidence.new_classes()
+    found = claims.verdicts(evidence.out)
+    assert found["new-classes-digits"].verdict == NOT_COMPARABLE
+    assert "digits" in found["new-classes-digits"].reason
+    assert found["new-classes-overlapping"].verdict != NOT_COMPARABLE

@@ -38,12 +38,15 @@ class Region:
 
     low: float = -math.inf
     high: float = math.inf
+    strict: bool = False  # a claim of a sign ("raises", "beats"): the interval must lie above `low`, not touch it
 
     def contains(self, interval: Interval) -> bool:
-        return self.low <= interval.low and interval.high <= self.high
+        above = self.low < interval.low if self.strict else self.low <= interval.low
+        return above and interval.high <= self.high
 
     def excludes(self, interval: Interval) -> bool:
-        return interval.high < self.low or interval.low > self.high
+        below = interval.high <= self.low if self.strict else interval.high < self.low
+        return below or interval.low > self.high
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ class Claim:
         if math.isinf(self.region.low):
             return f"{self.quantity} <= {high}"
         if math.isinf(self.region.high):
-            return f"{self.quantity} >= {low}"
+            return f"{self.quantity} {'>' if self.region.strict else '>='} {low}"
         return f"{low} <= {self.quantity} <= {high}"
 
 
@@ -159,7 +162,7 @@ def judge_tradeoff(claim: Claim, evidence: Mapping) -> Verdict:
     the smaller memory, same queries). Holds when both intervals are above 0; does not hold when either is wholly
     below 0; inconclusive otherwise."""
     gain, catch_up = Interval.from_dict(evidence["gain"]), Interval.from_dict(evidence["catch_up"])
-    above = Region(0.0, math.inf)
+    above = Region(0.0, math.inf, strict=True)
     verdicts = compare(gain, above), compare(catch_up, above)
     verdict = (FAILS if FAILS in verdicts else HOLDS if verdicts == (HOLDS, HOLDS) else INCONCLUSIVE)
     ours = f"gain {fmt_interval(gain, 'pp')}; catch-up {fmt_interval(catch_up, 'pp')}"
@@ -185,7 +188,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("rank-beats-softmax", "RankVoting is more accurate than SoftmaxVoting",
           "aggregation section, top-1-vs-k figure", "RankVoting above SoftmaxVoting at every k shown",
           "rank minus softmax (T = 0.07) at k = 100, same queries, paired bootstrap", "rank - softmax at k = 100",
-          Region(0.0, math.inf), "the sign the paper shows; no size is claimed", "pp"),
+          Region(0.0, math.inf, strict=True), "the sign the paper shows; no size is claimed", "pp"),
     Claim("temperature", "SoftmaxVoting's temperature 0.07 sits on the flat part of its sweep",
           "appendix, aggregation hyper-parameter sweeps", "T = 0.07 used throughout as the flat optimum",
           "best of T in {0.01, 0.02, 0.05, 0.07, 0.1, 0.2, 0.5} minus T = 0.07, k = 10, paired bootstrap "
@@ -208,13 +211,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("linear-probe", "kNN voting trails a linear probe on the same embeddings by a few pp",
           "aggregation section, kNN vs linear-probe comparison (text)", "83.5% kNN vs 86.3% linear (2.8 pp, ImageNet, DinoV2)",
           "multinomial logistic regression on the 60,000 training embeddings minus rank voting at k = 10, "
-          "same 10,000 queries, paired bootstrap", "linear - kNN", Region(0.0, 5.6 * PP),
+          "same 10,000 queries, paired bootstrap", "linear - kNN", Region(0.0, 5.6 * PP, strict=True),
           "same sign as the paper and at most 2x its 2.8 pp gap", "pp"),
     Claim("scaling-form", "Error falls linearly in log10(log10 N): that form predicts larger memories",
           "Appendix F (scaling fit)", "log10(error) linear in log10(log10 N)",
           "fit both forms on memories of 10 to 20,000 exemplars (5 seeds each), predict log10(error) at 60,000; "
           "power-law prediction error minus the paper's form's, bootstrap over queries",
-          "|power-law miss| - |paper-form miss| (log10 error)", Region(0.0, math.inf),
+          "|power-law miss| - |paper-form miss| (log10 error)", Region(0.0, math.inf, strict=True),
           "the paper's form must predict the held-out largest memory better than the rival form (an exact power "
           "law fits both forms well in-sample, so in-sample R² cannot decide)", "log10"),
     Claim("new-classes-digits", "Adding new classes leaves old-class accuracy unchanged",
@@ -247,12 +250,12 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("hard-pruning", "Hard pruning of unreliable exemplars raises accuracy",
           "memory-pruning section; notebook main_analysis_plots.ipynb, pruning cells", "v >= 128 skipped (~2% of ImageNet) gains",
           "v over the top-100 leave-one-out neighbours; the threshold that prunes ~2% here; rank voting, k = 10; "
-          "pruned minus unpruned, paired bootstrap", "pruned - unpruned", Region(0.0, math.inf),
+          "pruned minus unpruned, paired bootstrap", "pruned - unpruned", Region(0.0, math.inf, strict=True),
           "the sign the paper reports; no size is claimed", "pp"),
     Claim("soft-pruning", "Soft pruning (weights x 1.75/(1 + v)) raises accuracy",
           "memory-pruning section, Fig. 5", "soft pruning corrects decisions (Fig. 5) and gains",
           "v over the top-10 leave-one-out neighbours; rank voting, k = 10; soft minus none, paired bootstrap",
-          "soft - none", Region(0.0, math.inf), "the sign the paper reports", "pp"),
+          "soft - none", Region(0.0, math.inf, strict=True), "the sign the paper reports", "pp"),
     Claim("label-noise", "Accuracy is almost unchanged with up to ~60% of labels replaced by a random class",
           "removing-data section, label-noise figure", "almost unchanged up to ~60% noise (RankVoting, best k)",
           "60% of memory labels replaced by a random class (may be the true one), 5 seeds; rank voting at its best "
@@ -262,7 +265,7 @@ CLAIMS: tuple[Claim, ...] = (
           "adding-data section, taxonomy (held-out class) experiment", "held-out classes land in the right superclass",
           "each class whose group has another class held out in turn, others at 50 exemplars, k = 1, 5 seeds; "
           "group accuracy minus chance (the share of the remaining memory in that group); t interval over seeds",
-          "group accuracy - chance", Region(0.0, math.inf),
+          "group accuracy - chance", Region(0.0, math.inf, strict=True),
           "above what a random neighbour would give; singleton groups are left out (they score 0 by construction)",
           "pp"),
     Claim("calibration", "The share of neighbours that agree is a usable confidence",
@@ -274,7 +277,7 @@ CLAIMS: tuple[Claim, ...] = (
           "adding-data section, compute-vs-memory figure", "the smaller model catches up with more memory",
           "EfficientNet-Lite0 vs Lite1 on 10,000 training / 2,000 test images: Lite1 - Lite0 at 5,000 (gain) and "
           "Lite0 at 10,000 - Lite1 at 5,000 (catch-up), rank voting, k = 10, paired bootstrap", "gain and catch-up",
-          Region(0.0, math.inf), "both above 0: the claim's premise and its conclusion", "pp"),
+          Region(0.0, math.inf, strict=True), "both above 0: the claim's premise and its conclusion", "pp"),
     Claim("delete-latency", "Deleting an exemplar (reversible: queries stop seeing it at once) takes < 20 ms",
           "removing-data section, unlearning", "< 20 ms per deletion",
           "200 single deletions from a 60,000-exemplar hnswlib memory; p95 per exemplar, bootstrap",
@@ -293,7 +296,7 @@ CLAIMS: tuple[Claim, ...] = (
           "count", Region(0.0, 0.0), "must be 0", "count"),
     Claim("reranking", "A VLM shown 50 neighbours re-ranks them to higher accuracy",
           "interpretability section, VLM (Gemini) re-ranking", "83.5% -> 88.5% top-1 on ImageNet",
-          "needs a reachable model (--rerank)", "re-ranked - kNN", Region(0.0, math.inf),
+          "needs a reachable model (--rerank)", "re-ranked - kNN", Region(0.0, math.inf, strict=True),
           "the sign the paper reports", "pp"),
 )
 
