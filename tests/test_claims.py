@@ -202,3 +202,42 @@ def test_digits_are_the_new_classes_and_their_absence_is_not_comparable():
     assert found["new-classes-digits"].verdict == NOT_COMPARABLE
     assert "digits" in found["new-classes-digits"].reason
     assert found["new-classes-overlapping"].verdict != NOT_COMPARABLE
+
+
+def test_an_accuracy_near_89_percent_on_10000_queries_carries_about_0_6_pp():
+    from vmem_core.analysis import stats
+
+    correct = np.zeros(10_000)
+    correct[:8_900] = 1
+    found = stats.mean_interval(correct)
+    assert found.low < 0.89 < found.high
+    assert 0.005 < (found.high - found.low) / 2 < 0.007  # 1.96 * sqrt(.89 * .11 / 10000) = 0.61 pp
+    assert stats.mean_interval(correct) == found  # seeded: the report's bytes do not move between runs
+
+
+def test_paired_tests_see_what_unpaired_intervals_hide():
+    from vmem_core.analysis import stats
+
+    rng = np.random.default_rng(0)
+    base = rng.random(10_000) < 0.89
+    better = base.copy()
+    better[np.flatnonzero(~base)[:60]] = True  # 60 queries fixed, none broken: +0.6 pp
+    diff = stats.paired_difference(better, base)
+    assert 0 < diff.low and abs(diff.estimate - 0.006) < 1e-12
+    assert stats.mcnemar_p(better, base) == pytest.approx(2 * 0.5 ** 60)
+    assert stats.paired_difference(base, base).to_dict() | {"method": ""} == {"estimate": 0.0, "low": 0.0,
+                                                                              "high": 0.0, "method": ""}
+    assert stats.mcnemar_p(base, base) == 1.0
+
+
+def test_a_seed_interval_is_students_t_and_needs_two_seeds():
+    from scipy import stats as scipy_stats
+
+    from vmem_core.analysis import stats
+
+    values = [0.10, 0.12, 0.11, 0.13, 0.09]
+    found = stats.seed_interval(values)
+    half = scipy_stats.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
+    assert (found.low, found.high) == pytest.approx((0.11 - half, 0.11 + half))
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        stats.seed_interval([0.1])
