@@ -632,6 +632,14 @@ def section_claim_tables(tables: dict) -> list[str]:
                      [[rule, claims.fmt_interval(stats.Interval.from_dict(r["k10_interval"]), "%"), r["best_k"],
                        fmt(r["best"]), fmt(r["k100"]), claims.fmt_interval(stats.Interval.from_dict(r["drop"]), "pp")]
                       for rule, r in acc.items()]), ""]
+    if "hard_pruning" in tables:
+        h = tables["hard_pruning"]
+        md += [f"Hard pruning (v >= {h['threshold']}, {100 * h['fraction']:.2f}% of the memory) as the paper's notebook "
+               "votes (pruned neighbours skipped within the 100 retrieved, ranks over the kept ones; every one pruned: "
+               f"none is): the notebook's cell, ported line by line, gives {h['notebook_port_differences']} different "
+               f"predictions from the vectorised vote on {h['port_checked']:,} queries' neighbours. The project's "
+               f"variant (the k nearest kept exemplars instead) changes accuracy by "
+               f"{claims.fmt_interval(stats.Interval.from_dict(h['nearest_kept']), 'pp')}.\n"]
     if "temperature" in tables:
         md += ["Softmax temperature (k=10): " + ", ".join(f"T {t}: {fmt(v)}" for t, v in tables["temperature"].items())
                + ". Rank offset (k=10): " + ", ".join(f"{o}: {fmt(v)}" for o, v in tables["offset"].items()) + ".\n"]

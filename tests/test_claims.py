@@ -241,3 +241,21 @@ def test_a_seed_interval_is_students_t_and_needs_two_seeds():
     assert (found.low, found.high) == pytest.approx((0.11 - half, 0.11 + half))
     with pytest.raises(ValueError, match="at least 2 seeds"):
         stats.seed_interval([0.1])
+
+
+def test_the_notebooks_hard_pruning_port_and_the_vectorised_vote_agree_on_the_same_neighbours():
+    from vmem_core.analysis.claim_evidence import notebook_predict, skip_pruned_predictions
+
+    rng = np.random.default_rng(1)
+    classes = rng.integers(0, 4, (300, 12))
+    ids = rng.permutation(5000)[: 300 * 12].reshape(300, 12)
+    excluded = set(rng.choice(ids.ravel(), 1500, replace=False).tolist())
+    excluded |= set(ids[0].tolist())  # one query whose every neighbour is pruned: none is
+    mask = np.isin(ids, list(excluded))
+    vectorised = skip_pruned_predictions(classes, mask)
+    ported = np.array([notebook_predict(classes[i].tolist(), ids[i].tolist(), excluded) for i in range(300)])
+    assert (vectorised == ported).all()
+    # and pruning does something: without exclusions the predictions differ somewhere
+    assert (skip_pruned_predictions(classes, np.zeros_like(mask)) != vectorised).any()
+    # before the first kept neighbour, the first retrieved class is predicted (the notebook's fallback)
+    assert notebook_predict([3, 1, 1], [10, 11, 12], {10})[0] == 3

@@ -62,6 +62,38 @@ def correct_every_k(cache_labels: np.ndarray, distances: np.ndarray, truth: np.n
     return vote_all_k(cache_labels, weights, num_classes) == truth[:, None]
 
 
+def notebook_predict(classes: Sequence[int], ids: Sequence[int], excluded: set, offset: float = 2.0) -> list[int]:
+    """The paper notebook's hard-pruned RankVoting for one query (main_analysis_plots.ipynb,
+    PredictionAggregation.predict with exclude sets), ported line by line for the check below: prediction at every
+    prefix of the retrieved list; excluded neighbours are skipped and do not advance the rank; if every retrieved
+    neighbour is excluded none is; before the first kept neighbour the first retrieved one's class is predicted.
+    One deliberate difference: the notebook tests `not highest_weight_class`, which also fires for a leading class
+    0 when classes are integers; the port tests for no leader, which is what the notebook means."""
+    counts: dict = {}
+    max_count, leader, kept_rank = -math.inf, None, 0
+    exclude = bool(excluded) and len(ids) - len(set(ids) & excluded) > 0
+    out = []
+    for i, p in enumerate(classes):
+        if not (exclude and ids[i] in excluded):
+            counts[p] = counts.get(p, 0.0) + 1.0 / (kept_rank + offset)
+            if counts[p] > max_count:
+                max_count, leader = counts[p], p
+            kept_rank += 1
+        out.append(classes[0] if leader is None else leader)
+    return out
+
+
+def skip_pruned_predictions(neighbor_classes: np.ndarray, excluded: np.ndarray, offset: float = 2.0) -> np.ndarray:
+    """The notebook's hard pruning, vectorised: (n, K) predictions at every k, pruned neighbours skipped within the
+    retrieved list (not replaced by the next kept item), ranks counted over the kept ones. `excluded`: (n, K) bool."""
+    excluded = np.where(excluded.all(axis=1, keepdims=True), False, excluded)  # all pruned: none is
+    kept = ~excluded
+    ranks = np.cumsum(kept, axis=1) - 1
+    weights = np.where(kept, 1.0 / (np.maximum(ranks, 0) + offset), 0.0)
+    # a zero weight still takes the lead while no kept neighbour has voted: the first retrieved class, as the notebook
+    return vote_all_k(neighbor_classes, weights, int(neighbor_classes.max()) + 1)
+
+
 def scaling_misses(sizes: np.ndarray, error: np.ndarray, fit_below: float) -> tuple[float, float]:
     """Fit log10(error) linearly in log10(N) (power law) and in log10(log10(N)) (the paper's form) on the sizes below
     `fit_below`; return each form's |miss| in log10(error) at the largest size."""
@@ -302,11 +334,27 @@ class Evidence:
         fraction = np.array([(v100 >= t).mean() for t in thresholds])
         threshold = int(thresholds[np.argmin(np.abs(fraction - PRUNED_FRACTION))]) if len(thresholds) else 1
         keep = v100 < threshold
+        # the notebook's protocol: pruned neighbours are skipped within the retrieved list (K = 100)
+        depth = min(CURVE_K, self.cache.depth)
+        pruned = ~keep[self.cache.positions[:, :depth]]
+        predictions = skip_pruned_predictions(self.neighbor_classes[:, :depth], pruned)
+        hard = predictions[:, FIXED_K - 1] == self.truth
+        # the port, line by line, on the same neighbours: it must agree everywhere it is run
+        sample = np.random.default_rng(0).choice(len(self.truth), min(1000, len(self.truth)), replace=False)
+        excluded = set(np.flatnonzero(~keep).tolist())
+        differences = sum(
+            notebook_predict(self.neighbor_classes[i, :depth].tolist(), self.cache.positions[i, :depth].tolist(),
+                             excluded) != predictions[i].tolist() for i in sample)
+        # the project's variant: the k nearest kept exemplars (pruned ones replaced by the next kept)
         positions, distances = self.cache.restricted(keep, FIXED_K)
-        hard = self.correct("rank", FIXED_K, positions=positions, distances=distances)[:, -1]
+        nearest_kept = self.correct("rank", FIXED_K, positions=positions, distances=distances)[:, -1]
+        self.tables["hard_pruning"] = {"threshold": threshold, "fraction": float((~keep).mean()),
+                                       "notebook_port_differences": int(differences), "port_checked": int(len(sample)),
+                                       "nearest_kept": stats.paired_difference(nearest_kept, base).to_dict()}
         self.out["hard-pruning"] = {"interval": _iv(stats.paired_difference(hard, base)),
                                     "note": f"v >= {threshold} pruned: {100 * (~keep).mean():.2f}% of the memory; "
-                                            f"McNemar p = {stats.mcnemar_p(hard, base):.2g}"}
+                                            f"McNemar p = {stats.mcnemar_p(hard, base):.2g}; notebook port: "
+                                            f"{differences} differences on {len(sample):,} queries"}
         # soft: v over the top-10, weights x 1.75 / (1 + v)
         v10 = reliability_counts(ids, self.memory_classes, loo.positions[:, :10])
         factors = soft_pruning_factors(v10)[self.cache.positions[:, :FIXED_K]]
