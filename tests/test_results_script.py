@@ -113,3 +113,17 @@ def test_report_only_reproduces_the_committed_report_byte_for_byte(script, monke
     results = json.loads((docs / "results" / "results.json").read_text())
     meta = json.loads((docs / "results" / "meta.json").read_text())
     assert script.write_report(results, docs, meta) == (docs / "RESULTS.md").read_text()
+
+
+def test_the_committed_report_opens_with_a_claims_table_of_16_rows_or_more_none_citing_an_issue():
+    text = (REPO / "docs" / "RESULTS.md").read_text()
+    first = text.index("## ")
+    assert text[first:].startswith("## Claims: the paper against this run")
+    table = text[first:text.index("### Criteria, fixed")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| claim |")]
+    assert len(rows) >= 16
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        assert len(cells) == 5 and all(cells[:3]), row
+        assert cells[4].split(" (")[0] in claims.VERDICTS, row
+        assert "issue" not in row.lower(), row
