@@ -600,6 +600,7 @@ def section_claims(results: dict) -> list[str]:
     rows = [[c.claim, c.where, c.paper, found[c.id].ours or "-", found[c.id].text()] for c in claims.CLAIMS]
     counts = {v: sum(found[c.id].verdict == v for c in claims.CLAIMS) for v in claims.VERDICTS}
     run = results.get("claims", {})
+    smaller = bool(run) and run.get("memory") != 60_000  # a --limit run
     md = ["## Claims: the paper against this run\n",
           "Each row is a claim of the paper (arXiv 2408.08172, ICML 2025), fixed with its criterion in "
           "`vmem_core/analysis/claims.py` before this run; ours is the measured quantity with its 95% interval "
@@ -611,6 +612,9 @@ def section_claims(results: dict) -> list[str]:
           + "Tally: " + ", ".join(f"{counts[v]} {v}" for v in claims.VERDICTS) + ".\n",
           table(["claim", "where in the paper", "the paper's number", "ours (95% interval)", "verdict"], rows), "",
           "### Criteria, fixed before the run\n",
+          *(["The protocols name the full run's sizes (60,000 exemplars, 10,000 queries); this run used "
+             f"{run['memory']:,} and {run['queries']:,}, and the compute-vs-memory subset shrinks with it.\n"]
+            if smaller else []),
           table(["claim", "protocol here", "criterion", "how the tolerance was derived"],
                 [[c.id, c.protocol, c.criterion(), c.tolerance] for c in claims.CLAIMS]), "",
           "### Criteria changed after seeing results\n"]
@@ -743,7 +747,10 @@ def main() -> None:
     started = time.perf_counter()
     encoder = load_encoder(DEFAULT_ENCODER)
     with bench_lock() if args.limit is None else nullcontext():  # a quick check does not wait for benchmarks
-        cached = all(cache_path(encoder, images).exists() for images, _ in files.values()) and args.limit is None
+        # from the cache when an entry covers the request: the whole file's, or (under --limit) that prefix's
+        cached = all(cache_path(encoder, images).exists() or (args.limit is not None and
+                                                              cache_path(encoder, images, args.limit).exists())
+                     for images, _ in files.values())
         arrays = {}
         for split, (images, labels) in files.items():
             vectors = idx_embeddings(encoder, images, progress_printer(f"encode {split}"), limit=args.limit)
