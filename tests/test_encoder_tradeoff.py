@@ -184,35 +184,3 @@ def test_the_results_script_runs_the_section_and_its_verdict(tmp_path, monkeypat
     section = "\n".join(script.section_encoders(result, tmp_path, {"memory": 60, "queries": 30}))
     assert "## Compute vs memory" in section and "![encoder_tradeoff]" in section
     assert "first 45 training images; queries: the first 30 test images (a subset" in section
-    row = script.encoder_verdict(result)
-    assert row[0] == "compute vs memory" and "2 encoders (test-pixels, test-pixels-other)" in row[2]
-    # the same pixels twice: the "larger" encoder is never better, so the claim cannot be tested on them
-    assert row[4] == "not comparable: no larger encoder is better at equal memory on most sizes here"
-    assert script.encoder_verdict(None)[2:] == ["not run", "", "not comparable (not run in this report)"]
-
-
-def test_the_verdict_tests_only_pairs_whose_larger_encoder_is_better(monkeypatch):
-    import importlib.util
-
-    from .helpers import REPO
-
-    spec = importlib.util.spec_from_file_location("results_script", REPO / "scripts" / "results.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-
-    def curve(accuracies):
-        return [{"size": size, "accuracy": a, "best_accuracy": a} for size, a in zip((100, 1000, 10000), accuracies)]
-
-    # mid is better than small at every size and small catches it with 10x the memory; big is worse than both
-    curves = {"small": curve([0.50, 0.70, 0.90]), "mid": curve([0.70, 0.85, 0.95]), "big": curve([0.40, 0.60, 0.80])}
-    order = ["small", "mid", "big"]
-    result = {"encoders": order, "sizes": [100, 1000, 10000], "seeds": [0], "rule": "rank", "k": 10, "memory": 10000,
-              "queries": 2000, "curves": curves, "overtakes": {"best_accuracy": overtakes(curves, order)}}
-    row = script.encoder_verdict(result)
-    assert row[3] == "small at 10,000 = mid at 1,000 (85.00%, 10x the memory)"  # the largest memory of mid matched
-    assert row[4] == ("holds where the larger encoder is better; not comparable for small / big, mid / big (the "
-                      "larger is no better at equal memory on most sizes)")
-    curves["small"] = curve([0.50, 0.55, 0.60])  # now no memory lets small reach mid (and big still trails small)
-    curves["big"] = curve([0.40, 0.45, 0.50])
-    result["overtakes"] = {"best_accuracy": overtakes(curves, order)}
-    assert script.encoder_verdict(result)[4].startswith("does not hold where the larger encoder is better")

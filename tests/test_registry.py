@@ -6,7 +6,7 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from vmem_core.analysis import registry
+from vmem_core.analysis import claims, registry
 from vmem_core.analysis.experiments import accuracy_and_hit_rate, ood_auroc, reliability_from_loo
 from vmem_core.analysis.neighbor_cache import build_cache
 from vmem_core.cli import build_parser
@@ -138,7 +138,7 @@ def test_an_experiment_added_to_the_registry_reaches_the_cli_report_and_the_resu
     assert f"8 queries, mean nearest distance {found['toy']['nearest']:.4f}" in report and exported == ["toy_1"]
 
 
-def test_the_results_page_opens_with_verdicts_computed_from_the_results(results, monkeypatch, tmp_path):
+def test_the_results_page_opens_with_the_claims_table(results, monkeypatch, tmp_path):
     found, _ = results
     spec = importlib.util.spec_from_file_location("results_script", REPO / "scripts" / "results.py")
     script = importlib.util.module_from_spec(spec)
@@ -149,19 +149,11 @@ def test_the_results_page_opens_with_verdicts_computed_from_the_results(results,
             "encoder": "test", "k_max": 20, "held_out_queries": 15, "limit": 40}
     report = script.write_report(found, tmp_path, meta)
     assert "A subsample, not the full result: the first 40 images" in report
-    verdicts = report.index("## Verdicts")
-    assert verdicts < report.index("## 1. Accuracy vs k")
-    rows = script.verdict_rows(found)
-    assert [row[0] for row in rows] == ["accuracy vs k", "scaling", "new classes", "hard pruning", "label noise",
-                                        "taxonomy", "OOD by distance", "compute vs memory", "re-ranking", "unlearning"]
-    assert all(len(row) == 5 and row[1] and row[4] for row in rows)
-    # the figures are the results': a changed result changes its verdict
-    loglog = found["memory-size"]["fit_loglog"]["rank"]["r_squared"]
-    assert f"R² {loglog:.3f} (paper's form)" in rows[1][3]
-    worse = {**found, "ood": {"held_out_classes": {**found["ood"]["held_out_classes"], "by_k": [
-        {"k": 20, "auroc": 0.4, "in_score_median": 0.3, "out_score_median": 0.2}]}}}
-    assert script.verdict_rows(worse)[6][4] == "does not hold"
-    assert rows[6][4] == ("holds" if found["ood"]["held_out_classes"]["by_k"][-1]["auroc"] > 0.5 else "does not hold")
+    assert report.index("## Claims: the paper against this run") < report.index("## 1. Accuracy vs k")
+    # without claim evidence every claim is listed, not comparable, and no row cites an issue
+    table = report[report.index("## Claims"):report.index("### Criteria, fixed")]
+    assert table.count("not comparable (not run in this report)") == len(claims.CLAIMS)
+    assert "issue" not in table.lower()
     for heading in ("The paper's hard pruning", "The paper's protocol: the chosen labels", "each of the 4 classes held",
                     "The paper's score (its fig. 12)", "each class in turn is the new one"):
         assert heading in report, heading
