@@ -23,7 +23,7 @@ import numpy as np
 
 from .backends import Evidence, IndexBackend, migrate, new_backend_record, open_backend, store_rows
 from .backends.hnsw_index import IndexParams
-from .classification import Classification, classifications
+from .classification import Classification
 from .devices import devices_in_use
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import (
@@ -39,6 +39,7 @@ from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .ingest.names import check_label
 from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
 from .label_table import LabelTable
+from .neighbour_set import NeighbourSet
 from .storage.atomic import write_json_atomic
 from .storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, PURGE_JOURNAL, read_config
 from .storage.locks import ReadWriteLock
@@ -756,15 +757,20 @@ class VisualMemory:
             BadSettingError: a setting out of range.
         """
         settings = resolve_settings(settings, **changes)
+        return self.neighbour_set(embeddings, settings.k, settings).classifications(settings, names)
+
+    def neighbour_set(self, embeddings: np.ndarray, depth: int, settings: Optional[VoteSettings] = None) -> NeighbourSet:
+        """One search: each query's `depth` nearest exemplars that may vote under `settings` (with hard pruning,
+        among the exemplars it keeps), with their labels and, where the pruning needs it, their reliability v. The
+        set answers votes at any k <= depth, attribution (depth k + 1) and which queries lean on which exemplars
+        without searching again (vmem_core.neighbour_set)."""
+        settings = resolve_settings(settings)
         queries = _check_embeddings(embeddings, self.dim)
-        table = self._table
-        labels = table.labels
-        neighbor_ids, distances = self.neighbors(queries, settings)
-        classes, weights, positions, predictions = self.vote(neighbor_ids, distances, settings, table)
-        k_used = min(settings.k, classes.shape[1])
-        classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
-        predicted = predictions[:, k_used - 1] if k_used else np.full(len(queries), -1)
-        return classifications(labels, neighbor_ids, distances, classes, weights, positions, predicted, names)
+        table = self._table  # one table for the labels of the whole set
+        allowed = self.kept_ids(settings) if settings.pruning == "hard" else None
+        ids, distances = self.search(queries, int(depth), allowed_ids=allowed)
+        reliability = None if settings.pruning == "none" else self.neighbor_reliability(ids, settings.top_n)
+        return NeighbourSet(ids, distances, tuple(table.labels), table.class_indices(ids), settings, reliability)
 
     def classify(
         self, images: Sequence[ImageInput], settings: Optional[VoteSettings] = None, **changes
