@@ -96,10 +96,11 @@ if last is None:
     st.stop()
 
 ids = last["ids"]
-median_ms = float(np.median(last["ms"]))
+median_ms, slowest_ms = float(np.median(last["ms"])), max(last["ms"])
+spread = f", slowest {slowest_ms:.1f} ms" if len(ids) > 1 else ""
+# the paper's figure is per deletion: compare one deletion's time with it, not the total of several
 timing = (f"Forgot {len(ids)} exemplar(s) ({', '.join(map(str, ids))}), one deletion at a time: {median_ms:.1f} ms "
-          f"per deletion (median{f', slowest {max(last['ms']):.1f} ms' if len(ids) > 1 else ''}); the paper reports "
-          f"under {PAPER_DELETION_MS:.0f} ms per deletion")
+          f"per deletion (median{spread}); the paper reports under {PAPER_DELETION_MS:.0f} ms per deletion")
 if median_ms < PAPER_DELETION_MS:
     st.success(f"{timing}: within it.")
 else:  # an honest miss is not a success

@@ -247,6 +247,6 @@ class NeighbourSet:
 
     def rows(self, indices) -> "NeighbourSet":
         """The same neighbours for some of the queries (e.g. the first, the page's own query, and the rest)."""
-        index = np.asarray(indices)
+        index = indices if isinstance(indices, slice) else np.asarray(indices, dtype=np.int64)
         return replace(self, ids=self.ids[index], distances=self.distances[index], classes=self.classes[index],
                        reliability=None if self.reliability is None else self.reliability[index])
