@@ -71,6 +71,10 @@ if not len(split.names) or not len(memory):
 counter = memory.change_counter  # read before the search: a change meanwhile makes the run look older, not newer
 # the one search of this evaluation set: the curves (every rule, k = 1..100) and the drill-down at k both read it
 neighbours = memory.neighbour_set(split.embeddings, 100, settings)
+if not neighbours.depth:  # hard pruning kept no exemplar: nothing votes at any k
+    st.info(f"Hard pruning at threshold {settings.threshold:g} keeps no exemplar: nothing votes. Raise the threshold "
+            "in the sidebar.")
+    st.stop()
 result = evaluate_set(neighbours, split.labels, settings=settings)
 st.plotly_chart(accuracy_vs_k_figure(result), width="stretch")
 best = result.best()

@@ -56,7 +56,10 @@ if last is None:
     options = [n.id for n in before.neighbors]
     labels_by_id = {n.id: f"id {n.id} ({n.label}, rank {n.rank})" for n in before.neighbors}
     to_forget = st.multiselect("Exemplars to forget (default: the neighbours that drove this prediction)", options,
-                               default=drivers, format_func=labels_by_id.get, key=f"forget-{query.sha256}")
+                               default=drivers, format_func=labels_by_id.get,
+                               # keyed by the neighbours shown too: when k or pruning changes them, the default
+                               # (the new drivers) applies, not a selection of exemplars no longer listed
+                               key=f"forget-{query.sha256}-{'-'.join(map(str, options))}")
     extra = st.text_input("...and any other exemplar ids (comma-separated, e.g. from the Memory page)",
                           key="forget-extra")
     try:
