@@ -142,7 +142,7 @@ LAYERS = [
     ("errors",),
     ("storage", "resources", "devices"),
     ("backends", "encoders"),
-    ("ingest", "voting", "label_table", "classification"),
+    ("ingest", "voting", "label_table", "classification", "neighbour_set"),
     ("memory", "unlearn", "purge_proof", "host", "access", "sample_memory", "confirmation"),
     ("analysis",),
     ("rerank",),

@@ -103,3 +103,18 @@ def test_attribution_from_the_set_a_page_classified_with(blobs):
         neighbours = memory.neighbour_set(queries, settings.k + 1, settings)
         _same(neighbours.classifications(settings), memory.classify_embeddings(queries, settings))
         assert attribute_set(neighbours, settings) == attribute(memory, queries, settings)
+
+
+def test_classifying_resolves_the_settings_once(blobs, monkeypatch):
+    import vmem_core.memory
+    import vmem_core.neighbour_set
+    import vmem_core.voting
+
+    memory, queries = blobs
+    memory.kept_ids(PRUNINGS[2])  # reliability and the kept set, computed once per change
+    calls = []
+    resolve = vmem_core.voting.resolve_settings
+    for module in (vmem_core.memory, vmem_core.neighbour_set, vmem_core.voting):
+        monkeypatch.setattr(module, "resolve_settings", lambda *a, **kw: calls.append(1) or resolve(*a, **kw))
+    memory.classify_embeddings(queries, PRUNINGS[2], k=4)
+    assert len(calls) == 1

@@ -634,7 +634,9 @@ class VisualMemory:
 
     def kept_ids(self, settings: Optional[VoteSettings] = None) -> np.ndarray:
         """Live exemplars that hard pruning keeps under `settings`: reliability v (over top_n) < threshold."""
-        settings = resolve_settings(settings)
+        return self._kept_ids(resolve_settings(settings))
+
+    def _kept_ids(self, settings: VoteSettings) -> np.ndarray:
         threshold, top_n = settings.threshold, settings.top_n
 
         def compute() -> np.ndarray:
@@ -756,18 +758,20 @@ class VisualMemory:
         Raises:
             BadSettingError: a setting out of range.
         """
-        settings = resolve_settings(settings, **changes)
-        return self.neighbour_set(embeddings, settings.k, settings).classifications(settings, names)
+        settings = resolve_settings(settings, **changes)  # once per call: what follows takes it as it is
+        return self._neighbour_set(embeddings, settings.k, settings).classifications(settings, names)
 
     def neighbour_set(self, embeddings: np.ndarray, depth: int, settings: Optional[VoteSettings] = None) -> NeighbourSet:
         """One search: each query's `depth` nearest exemplars that may vote under `settings` (with hard pruning,
         among the exemplars it keeps), with their labels and, where the pruning needs it, their reliability v. The
         set answers votes at any k <= depth, attribution (depth k + 1) and which queries lean on which exemplars
         without searching again (vmem_core.neighbour_set)."""
-        settings = resolve_settings(settings)
+        return self._neighbour_set(embeddings, depth, resolve_settings(settings))
+
+    def _neighbour_set(self, embeddings: np.ndarray, depth: int, settings: VoteSettings) -> NeighbourSet:
         queries = _check_embeddings(embeddings, self.dim)
         table = self._table  # one table for the labels of the whole set
-        allowed = self.kept_ids(settings) if settings.pruning == "hard" else None
+        allowed = self._kept_ids(settings) if settings.pruning == "hard" else None
         ids, distances = self.search(queries, int(depth), allowed_ids=allowed)
         reliability = None if settings.pruning == "none" else self.neighbor_reliability(ids, settings.top_n)
         return NeighbourSet(ids, distances, tuple(table.labels), table.class_indices(ids), settings, reliability)

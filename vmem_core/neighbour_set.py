@@ -138,7 +138,9 @@ class NeighbourSet:
         Raises:
             ValueError: a pruning this set cannot answer (see the module docstring).
         """
-        settings = resolve_settings(settings if settings is not None else self.searched, **changes)
+        settings = settings if settings is not None else self.searched
+        if changes or not isinstance(settings, VoteSettings):  # a VoteSettings was resolved once, by the caller
+            settings = resolve_settings(settings, **changes)
         searched = self.searched
         if searched.pruning == "hard" and (settings.pruning != "hard" or settings.threshold != searched.threshold
                                            or settings.top_n != searched.top_n):
@@ -157,7 +159,8 @@ class NeighbourSet:
         ids, classes, distances, v = self.ids, self.classes, self.distances, self.reliability
         if settings.pruning == "hard" and self.searched.pruning != "hard":
             keep = (classes >= 0) & (v < settings.threshold)
-            ids, classes, v = compact_kept(keep, ids, classes, v)
+            ids, classes = compact_kept(keep, ids, classes)
+            (v,) = compact_kept(keep, v, fill=0)  # 0, not -1: soft pruning's 1.75 / (1 + v) must stay finite
             (distances,) = compact_kept(keep, distances, fill=np.inf)
         return ids, classes, distances, v
 
@@ -234,7 +237,7 @@ class NeighbourSet:
         kept = ~gone
         after = self._predict_at(*compact_kept(kept, classes, fill=-1),
                                  *compact_kept(kept, distances, fill=np.inf),
-                                 None if v is None else compact_kept(kept, v)[0], voting, settings.k)
+                                 None if v is None else compact_kept(kept, v, fill=0)[0], voting, settings.k)
         return np.flatnonzero(before != after).tolist()
 
     def _predict_at(self, classes, distances, v, voting: VoteSettings, k: int) -> np.ndarray:
