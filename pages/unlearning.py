@@ -12,7 +12,6 @@ from vmem_core.analysis.plots import class_scores_figure
 from vmem_core.analysis.unlearning import delete_one_at_a_time
 from vmem_core.unlearn import PAPER_DELETION_MS, purge
 
-
 memory, settings = ui.page_setup()
 ui.present_toggle("unlearn-present")
 st.title("Unlearning")
@@ -110,11 +109,10 @@ else:  # an honest miss is not a success
     st.info(f"{timing}: {median_ms / PAPER_DELETION_MS:.1f}x that here (this machine, under its current load).")
 
 st.header("3. What changed")
-unforeseen = sorted(set(last["changed"]) - set(last["foreseen"]))
 st.write(f"{len(last['changed'])} of the {len(split.names)} shipped test predictions changed "
          f"({len(last['foreseen'])} foreseen from the {last['dependents']} that leaned on them)."
-         + (f" {len(unforeseen)} more changed because forgetting also changed other exemplars' reliability v."
-            if unforeseen else ""))
+         + (" The forecast held the exemplars' reliability v fixed; forgetting also changed the v of their "
+            "neighbours in memory, and with it some predictions." if last["changed"] != last["foreseen"] else ""))
 old, new = st.columns(2)
 for column, title, result in ((old, "Before", before), (new, "After", now)):
     with column:

@@ -118,3 +118,4 @@ def test_classifying_resolves_the_settings_once(blobs, monkeypatch):
         monkeypatch.setattr(module, "resolve_settings", lambda *a, **kw: calls.append(1) or resolve(*a, **kw))
     memory.classify_embeddings(queries, PRUNINGS[2], k=4)
     assert len(calls) == 1
+

@@ -53,8 +53,10 @@ def delete_one_at_a_time(
             memory.delete([exemplar_id])
         except VmemError as exc:
             done = ids[:len(durations)]
-            raise VmemError(f"Forgot {len(done)} exemplar(s) ({', '.join(map(str, done)) or 'none'}), then "
-                            f"id {exemplar_id} failed: {exc}") from exc
+            if not done:
+                raise VmemError(f"Nothing changed: {exc}") from exc
+            raise VmemError(f"Forgot {len(done)} exemplar(s) ({', '.join(map(str, done))}), then id {exemplar_id} "
+                            f"failed: {exc}") from exc
         durations.append(clock() - started)
     return durations
 
