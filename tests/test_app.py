@@ -268,6 +268,14 @@ def test_evaluate_page(app):
     assert not app.exception and len(app.dataframe) == 2 and len(app.get("plotly_chart")) == 4
 
 
+def test_evaluate_says_so_when_hard_pruning_keeps_no_exemplar(app):
+    # the small memory's exemplars all have v >= 3: at threshold 2 nothing votes (this raised "k 0 is not accepted")
+    app.switch_page("pages/evaluate.py").run()
+    app.radio(key="pruning").set_value("hard").run()
+    assert not app.exception, app.exception
+    assert any(i.value.startswith("Hard pruning at threshold 2 keeps no exemplar: nothing votes.") for i in app.info)
+
+
 def test_curate_page_and_soft_pruning_toggle(app):
     app.switch_page("pages/curate.py").run()
     assert not app.exception and app.title[0].value == "Curate"
