@@ -761,7 +761,9 @@ class VisualMemory:
         settings = resolve_settings(settings, **changes)  # once per call: what follows takes it as it is
         return self._neighbour_set(embeddings, settings.k, settings).classifications(settings, names)
 
-    def neighbour_set(self, embeddings: np.ndarray, depth: int, settings: Optional[VoteSettings] = None) -> NeighbourSet:
+    def neighbour_set(
+        self, embeddings: np.ndarray, depth: int, settings: Optional[VoteSettings] = None
+    ) -> NeighbourSet:
         """One search: each query's `depth` nearest exemplars that may vote under `settings` (with hard pruning,
         among the exemplars it keeps), with their labels and, where the pruning needs it, their reliability v. The
         set answers votes at any k <= depth, attribution (depth k + 1) and which queries lean on which exemplars
