@@ -1,10 +1,9 @@
 """Classify: a prediction, its class scores, and the exemplars that voted for it."""
 
-import numpy as np
 import streamlit as st
 
 from vmem_core import ui
-from vmem_core.analysis.attribution import attribute, attribution_rows
+from vmem_core.analysis.attribution import attribution_rows
 from vmem_core.analysis.ood import judge
 from vmem_core.analysis.plots import class_scores_figure
 
@@ -22,9 +21,8 @@ if rerank_problem:
 with_text = ui.text_queries_supported(memory)
 if with_text:
     ui.text_search(memory)
-results = ui.classify(memory, queries, settings)
-# every query's attribution from one search, not one search per query (issue 14: batched on the device)
-explanations = attribute(memory, np.stack([q.embedding for q in queries]), settings) if queries else []
+# one search for the whole batch: the votes and every query's attribution read the same neighbours
+results, explanations = ui.classify_and_attribute(memory, queries, settings)
 for query, result, explained in zip(queries, results, explanations):
     st.divider()
     left, middle, right = st.columns([1, 2, 3])

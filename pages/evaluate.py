@@ -15,7 +15,7 @@ from vmem_core.analysis.error_drilldown import (
     cell_queries,
     changes_table,
     compare_runs,
-    evaluation_run,
+    evaluation_run_from,
     selected_cell,
     voters,
 )
@@ -23,7 +23,7 @@ from vmem_core.analysis.evaluate import (
     BEST_LABEL,
     accuracy_vs_memory_size,
     confusion_matrix,
-    evaluate_embeddings,
+    evaluate_set,
     per_class_accuracy,
 )
 from vmem_core.analysis.plots import (
@@ -68,7 +68,14 @@ if not len(split.names) or not len(memory):
     st.info("Nothing to evaluate: no readable queries, or an empty memory.")
     st.stop()
 
-result = evaluate_embeddings(memory, split.embeddings, split.labels, k_max=100, settings=settings)
+counter = memory.change_counter  # read before the search: a change meanwhile makes the run look older, not newer
+# the one search of this evaluation set: the curves (every rule, k = 1..100) and the drill-down at k both read it
+neighbours = memory.search.neighbour_set(split.embeddings, 100, settings)
+if not neighbours.depth:  # hard pruning kept no exemplar: nothing votes at any k
+    st.info(f"Hard pruning at threshold {settings.threshold:g} keeps no exemplar: nothing votes. Raise the threshold "
+            "in the sidebar.")
+    st.stop()
+result = evaluate_set(neighbours, split.labels, settings=settings)
 st.plotly_chart(accuracy_vs_k_figure(result), width="stretch")
 best = result.best()
 k = min(settings.k, result.k_max)
@@ -82,7 +89,7 @@ if result.unknown_labels:
     st.warning(f"Query labels absent from the memory (always counted wrong): {', '.join(result.unknown_labels)}")
 
 st.subheader(f"Per class and confusion at k={k}, {settings.rule} voting")
-run = evaluation_run(memory, split.embeddings, split.labels, split.names, replace(settings, k=k))
+run = evaluation_run_from(neighbours, split.labels, split.names, replace(settings, k=k), counter)
 # what the last edit changed: this session's previous run of these queries at these settings, if the memory moved since
 runs = st.session_state.setdefault("eval-runs", {})
 last = runs.get(split_key)

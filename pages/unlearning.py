@@ -2,15 +2,14 @@
 the certificate."""
 
 import json
-import time
 
 import numpy as np
 import streamlit as st
 
 from vmem_core import VmemError, ui
-from vmem_core.analysis.attribution import dependent_queries
 from vmem_core.analysis.ood import judge
 from vmem_core.analysis.plots import class_scores_figure
+from vmem_core.analysis.unlearning import delete_one_at_a_time
 from vmem_core.unlearn import PAPER_DELETION_MS, purge
 
 memory, settings = ui.page_setup()
@@ -27,7 +26,13 @@ query = queries[0]
 # once this query's exemplars are forgotten, steps 1-2 keep telling what was true before (step 3 shows after)
 last = st.session_state.get("unlearning")
 last = last if last and last["query"] == query.sha256 else None
-(now,) = ui.classify(memory, [query], settings)
+split = ui.query_split_embeddings(memory)
+# one search per rerun: this query and, until they are forgotten, the shipped test queries whose predictions lean on
+# the exemplars, 2k deep so that "without them" is exact for any of the k voters (vmem_core.neighbour_set)
+neighbours = memory.search.neighbour_set(np.vstack([query.embedding[None], split.embeddings[:0 if last else None]]),
+                                  2 * settings.k, settings)
+(now,) = neighbours.rows([0]).classifications(settings, [query.name])
+tests = neighbours.rows(slice(1, None))
 before = last["before"] if last else now
 
 st.header("1. The prediction and the exemplars behind it")
@@ -46,12 +51,14 @@ with verdict:
 ui.neighbor_gallery(memory, before, columns=5, limit=10)
 
 st.header("2. Forget them")
-split = ui.query_split_embeddings(memory)
 if last is None:
     options = [n.id for n in before.neighbors]
     labels_by_id = {n.id: f"id {n.id} ({n.label}, rank {n.rank})" for n in before.neighbors}
     to_forget = st.multiselect("Exemplars to forget (default: the neighbours that drove this prediction)", options,
-                               default=drivers, format_func=labels_by_id.get, key=f"forget-{query.sha256}")
+                               default=drivers, format_func=labels_by_id.get,
+                               # keyed by the neighbours shown too: when k or pruning changes them, the default
+                               # (the new drivers) applies, not a selection of exemplars no longer listed
+                               key=f"forget-{query.sha256}-{'-'.join(map(str, options))}")
     extra = st.text_input("...and any other exemplar ids (comma-separated, e.g. from the Memory page)",
                           key="forget-extra")
     try:
@@ -65,39 +72,47 @@ if last is None:
     for exemplar_id in extra_ids:
         if exemplar_id not in unknown and exemplar_id not in to_forget:
             to_forget.append(exemplar_id)
-    dependent = dependent_queries(memory, split.embeddings, to_forget, settings.k) if to_forget else []
-    st.write(f"{len(dependent)} of the {len(split.names)} shipped test queries have at least one of these "
-             f"exemplars among their k={settings.k} neighbours: their predictions depend on them.")
+    # the same neighbours and pruning as the prediction: a pruned exemplar never votes, so nothing leans on it
+    leaning = tests.voted_by(to_forget, settings)
+    foreseen = tests.changes_without(to_forget, settings)
+    st.write(f"{len(leaning)} of the {len(split.names)} shipped test queries have at least one of these exemplars "
+             f"among their k={settings.k} voting neighbours (pruning {settings.pruning}); without them, "
+             f"{len(foreseen)} of those predictions change.")
     if not ui.can_edit():
         st.info("Viewers see what forgetting would change; an editor can forget and purge.")
     elif st.button(f"Forget {len(to_forget)} exemplar(s)", type="primary", disabled=not to_forget,
                    key="forget-button"):
-        dependents_before = ui.classify_embeddings(memory, split.embeddings[dependent], settings)
-        start = time.perf_counter()
+        predicted_before = [tests.labels[c] if c >= 0 else None for c in tests.predictions(settings)]
         try:
-            memory.exemplars.delete(to_forget)
+            durations = [seconds * 1000 for seconds in delete_one_at_a_time(memory, to_forget)]
         except VmemError as exc:
-            st.error(f"Nothing changed: {exc}")
+            st.error(str(exc))
             st.stop()
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        dependents_after = ui.classify_embeddings(memory, split.embeddings[dependent], settings)
-        changed = int(np.sum([a.label != b.label for a, b in zip(dependents_before, dependents_after)]))
+        after = ui.classify_embeddings(memory, split.embeddings, settings)
+        changed = [i for i, (was, result) in enumerate(zip(predicted_before, after)) if was != result.label]
         st.session_state["unlearning"] = {"query": query.sha256, "before": before, "ids": to_forget,
-                                          "ms": elapsed_ms, "dependents": len(dependent), "changed": changed}
+                                          "ms": durations, "dependents": len(leaning), "foreseen": foreseen,
+                                          "changed": changed}
         st.session_state.pop("certificate", None)
         st.rerun()
     st.stop()
 
 ids = last["ids"]
-timing = (f"Forgot {len(ids)} exemplar(s) ({', '.join(map(str, ids))}) in {last['ms']:.1f} ms; the paper reports "
-          f"under {PAPER_DELETION_MS:.0f} ms per deletion")
-if last["ms"] < PAPER_DELETION_MS:
+median_ms, slowest_ms = float(np.median(last["ms"])), max(last["ms"])
+spread = f", slowest {slowest_ms:.1f} ms" if len(ids) > 1 else ""
+# the paper's figure is per deletion: compare one deletion's time with it, not the total of several
+timing = (f"Forgot {len(ids)} exemplar(s) ({', '.join(map(str, ids))}), one deletion at a time: {median_ms:.1f} ms "
+          f"per deletion (median{spread}); the paper reports under {PAPER_DELETION_MS:.0f} ms per deletion")
+if median_ms < PAPER_DELETION_MS:
     st.success(f"{timing}: within it.")
 else:  # an honest miss is not a success
-    st.info(f"{timing}: {last['ms'] / PAPER_DELETION_MS:.1f}x that here (this machine, under its current load).")
+    st.info(f"{timing}: {median_ms / PAPER_DELETION_MS:.1f}x that here (this machine, under its current load).")
 
 st.header("3. What changed")
-st.write(f"{last['changed']} of the {last['dependents']} test predictions that leaned on them changed.")
+st.write(f"{len(last['changed'])} of the {len(split.names)} shipped test predictions changed "
+         f"({len(last['foreseen'])} foreseen from the {last['dependents']} that leaned on them)."
+         + (" The forecast held the exemplars' reliability v fixed; forgetting also changed the v of their "
+            "neighbours in memory, and with it some predictions." if last["changed"] != last["foreseen"] else ""))
 old, new = st.columns(2)
 for column, title, result in ((old, "Before", before), (new, "After", now)):
     with column:

@@ -53,6 +53,23 @@ def test_upload_good_and_bad_images(app):
     assert any("broken.png: not a recognised image" in e.value for e in app.error)
 
 
+def test_classify_shows_a_repeated_image_once(app):
+    # issue 24 item 11: the same image uploaded twice, and an upload that is the picked sample, crashed the page
+    # (StreamlitDuplicateElementKey: its charts are keyed by the image's hash)
+    picked = app.multiselect(key="classify-samples").value
+    assert len(picked) == 1
+    sample = (SAMPLE / "queries" / picked[0]).read_bytes()
+    other = sorted((SAMPLE / "queries" / "bag").glob("*.png"))[0].read_bytes()
+    app.file_uploader(key="classify-upload").set_value(
+        [("a.png", other, "image/png"), ("again.png", other, "image/png"), ("mine.png", sample, "image/png")]
+    ).run()
+    assert not app.exception, app.exception
+    assert sum(s.value.startswith("Prediction: ") for s in app.subheader) == 2  # a.png and mine.png
+    notes = [i.value for i in app.info]
+    assert "again.png is the same image as a.png: shown once." in notes
+    assert f"{picked[0]} is the same image as mine.png: shown once." in notes
+
+
 def test_memory_page_add_then_delete(app):
     app.switch_page("pages/memory.py").run()
     assert app.title[0].value == "Memory" and not app.exception
@@ -161,18 +178,30 @@ def test_unlearning_step_one_keeps_the_before_state_after_forgetting(app):
     assert "Forget 0 exemplar(s)" not in str([b.label for b in app.button])
 
 
-@pytest.mark.parametrize("elapsed, box", [(0.005, "success"), (0.0268, "info")])
-def test_unlearning_timing_is_green_only_under_the_papers_20_ms(app, monkeypatch, elapsed, box):
+@pytest.mark.parametrize("per_deletion, box", [(0.008, "success"), (0.0268, "info")])
+def test_unlearning_compares_one_deletions_time_with_the_papers_20_ms(app, monkeypatch, per_deletion, box):
+    # issue 24 item 13: a clock on which deleting each exemplar takes `per_deletion` seconds; the page forgets the
+    # query's 4 drivers. Compared as a total (4 x 8 ms = 32 ms) the fast case read "1.6x" the paper's per-deletion
+    # 20 ms; per deletion it is 8 ms, within it
     import time
 
     app.switch_page("pages/unlearning.py").run()
-    ticks = iter([100.0, 100.0 + elapsed])
-    real = time.perf_counter
-    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks, None) or real())
+    clock = {"now": 100.0}
+    delete = VisualMemory.delete
+
+    def timed_delete(self, ids, *args, **kwargs):
+        clock["now"] += per_deletion * len(list(ids))
+        return delete(self, ids, *args, **kwargs)
+
+    monkeypatch.setattr(VisualMemory, "delete", timed_delete)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
     app.button(key="forget-button").click().run()
-    monkeypatch.setattr(time, "perf_counter", real)
+    monkeypatch.undo()
+    assert not app.exception
     shown = [e.value for e in getattr(app, box) if e.value.startswith("Forgot")]
-    assert shown and f"in {elapsed * 1000:.1f} ms; the paper reports under 20 ms" in shown[0]
+    assert shown and "Forgot 4 exemplar(s)" in shown[0]
+    assert f"one deletion at a time: {per_deletion * 1000:.1f} ms per deletion (median, slowest " \
+           f"{per_deletion * 1000:.1f} ms); the paper reports under 20 ms per deletion" in shown[0]
     other = "info" if box == "success" else "success"
     assert not [e for e in getattr(app, other) if e.value.startswith("Forgot")]
 
@@ -238,6 +267,14 @@ def test_evaluate_page(app):
     assert len(app.get("plotly_chart")) == 3
     app.button(key="eval-size").click().run()
     assert not app.exception and len(app.dataframe) == 2 and len(app.get("plotly_chart")) == 4
+
+
+def test_evaluate_says_so_when_hard_pruning_keeps_no_exemplar(app):
+    # the small memory's exemplars all have v >= 3: at threshold 2 nothing votes (this raised "k 0 is not accepted")
+    app.switch_page("pages/evaluate.py").run()
+    app.radio(key="pruning").set_value("hard").run()
+    assert not app.exception, app.exception
+    assert any(i.value.startswith("Hard pruning at threshold 2 keeps no exemplar: nothing votes.") for i in app.info)
 
 
 def test_curate_page_and_soft_pruning_toggle(app):

@@ -20,7 +20,7 @@ from PIL import Image
 
 from . import confirmation, resources
 from .access import ACCESS_ENV, AccessPolicy
-from .analysis.attribution import winning_shares
+from .analysis.attribution import NeighborAttribution, attribute_set, winning_shares
 from .classification import Classification
 from .devices import devices_text
 from .errors import BadImageError, VmemError
@@ -371,6 +371,16 @@ def classify(memory: VisualMemory, queries: Sequence[Query], settings: Settings)
     return classify_embeddings(memory, np.stack([q.embedding for q in queries]), settings, [q.name for q in queries])
 
 
+def classify_and_attribute(memory: VisualMemory, queries: Sequence[Query],
+                           settings: Settings) -> tuple[list[Classification], list[list[NeighborAttribution]]]:
+    """Each query's classification and its attribution (the prediction without each voter), from one search of
+    k + 1 neighbours for the whole batch (vmem_core.neighbour_set)."""
+    if not queries:
+        return [], []
+    neighbours = memory.search.neighbour_set(np.stack([q.embedding for q in queries]), settings.k + 1, settings)
+    return neighbours.classifications(settings, [q.name for q in queries]), attribute_set(neighbours, settings)
+
+
 @dataclass(frozen=True)
 class LabelledSplit:
     names: list[str]
@@ -486,7 +496,22 @@ def query_picker(memory: VisualMemory, key: str, default_samples: Sequence[str] 
     queries, errors = encode_queries(memory, items)
     for message in errors:
         st.error(f"Skipped: {message}")
-    return queries
+    return distinct_images(queries)
+
+
+def distinct_images(queries: Sequence[Query]) -> list[Query]:
+    """The queries with each image once (by content): a page keys its elements by the image's hash, and the same
+    image twice (uploaded twice, or an upload that is a picked sample) would show the same answer twice. Says which
+    were left out."""
+    first: dict[str, str] = {}
+    kept = []
+    for query in queries:
+        if query.sha256 in first:
+            st.info(f"{query.name} is the same image as {first[query.sha256]}: shown once.")
+            continue
+        first[query.sha256] = query.name
+        kept.append(query)
+    return kept
 
 
 # --- galleries -------------------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ import numpy as np
 from ..classification import Classification
 from ..errors import VmemError
 from ..memory import VisualMemory
-from ..voting import EXPLAIN_SETTINGS, VoteSettings, label_classes, prepare_votes, soft_or_unpruned, vote_all_k
+# counterfactual_predictions lived here before the neighbour set took it: imported from here too
+from ..neighbour_set import NeighbourSet, counterfactual_predictions  # noqa: F401
+from ..voting import EXPLAIN_SETTINGS, VoteSettings, label_classes
 
 
 def winning_shares(result: Classification) -> list[float]:
@@ -20,62 +22,16 @@ def winning_shares(result: Classification) -> list[float]:
 
 
 def dependent_queries(
-    memory: VisualMemory, query_embeddings: np.ndarray, exemplar_ids: Sequence[int], k: int
+    memory: VisualMemory, query_embeddings: np.ndarray, exemplar_ids: Sequence[int], k: int,
+    settings: Optional[VoteSettings] = None,
 ) -> list[int]:
-    """Indices of the queries whose k nearest exemplars include any of `exemplar_ids`."""
+    """Indices of the queries that have any of `exemplar_ids` among their k voting neighbours under `settings`'
+    pruning (default: none), from one search (`NeighbourSet.voted_by`; a page that has searched already asks its
+    own set)."""
     if len(query_embeddings) == 0 or not len(exemplar_ids):
         return []
-    found, _ = memory.search(query_embeddings, k)
-    hits = np.isin(found, np.asarray(list(exemplar_ids), dtype=np.int64)).any(axis=1)
-    return np.flatnonzero(hits).tolist()
-
-
-def counterfactual_predictions(
-    classes: np.ndarray,
-    distances: np.ndarray,
-    settings: VoteSettings,
-    num_classes: int,
-    reliability: Optional[np.ndarray] = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The prediction at k, and the prediction at k with each of the first k neighbours removed, exactly.
-
-    Removing a neighbour lets the (k+1)-th one in and renumbers the ranks behind it, so the inputs hold k + 1
-    neighbours per row (fewer where the memory is smaller: then removal just leaves k - 1 voters).
-
-    Args:
-        classes: int (n, k+1) class indices, nearest first (-1 for missing).
-        distances: float (n, k+1).
-        settings: k (voters per prediction), the rule and its parameters; hard pruning has already chosen the
-            neighbours, soft pruning applies where `reliability` is given.
-        num_classes: C.
-        reliability: v per neighbour, (n, k+1), for soft pruning; None for none.
-
-    Returns:
-        (predicted (n,), without (n, k)): without[:, j] is the prediction with neighbour j left out (-1: no voter).
-
-    >>> counterfactual_predictions(np.array([[0, 1, 1]]), np.zeros((1, 3)), VoteSettings(k=2), 2)[1].tolist()
-    [[1, 0]]
-    """
-    classes = np.asarray(classes, dtype=np.int64)
-    distances = np.asarray(distances, dtype=np.float64)
-    voting = soft_or_unpruned(settings, reliability)
-    k = settings.k
-    depth = classes.shape[1]
-    used = min(k, depth)
-
-    def predict(columns: np.ndarray, voters: int) -> np.ndarray:
-        votes, weights, _ = prepare_votes(classes[:, columns], distances[:, columns], voting,
-                                          None if reliability is None else reliability[:, columns])
-        if voters == 0 or votes.shape[1] == 0:
-            return np.full(len(classes), -1, dtype=np.int64)
-        return vote_all_k(votes[:, :voters], weights[:, :voters], num_classes)[:, -1]
-
-    predicted = predict(np.arange(used), used)
-    without = np.empty((len(classes), used), dtype=np.int64)
-    for j in range(used):
-        columns = np.delete(np.arange(min(k + 1, depth)), j)
-        without[:, j] = predict(columns, min(used, len(columns)))
-    return predicted, without
+    settings = replace(settings or VoteSettings(), k=int(k))
+    return memory.search.neighbour_set(query_embeddings, settings.k, settings).voted_by(exemplar_ids, settings)
 
 
 @dataclass(frozen=True)
@@ -98,35 +54,31 @@ def attribution_rows(explained: Sequence[NeighborAttribution]) -> list[dict]:
              "prediction without it": n.without, "flips": n.flips} for n in explained]
 
 
-def _neighbor_votes(memory: VisualMemory, embeddings: np.ndarray, settings: VoteSettings):
-    """k + 1 voting neighbours per query (hard pruning already applied by the search) as class indices."""
-    table = memory.table
-    ids, distances = memory.search.neighbors(embeddings, replace(settings, k=settings.k + 1))
-    classes = table.class_indices(ids)
-    reliability = memory.reliability.of_neighbors(ids, settings.top_n) if settings.pruning == "soft" else None
-    return table, ids, distances, classes, reliability
-
-
 def attribute(
     memory: VisualMemory, embeddings: np.ndarray, settings: VoteSettings = EXPLAIN_SETTINGS
 ) -> list[list[NeighborAttribution]]:
     """For each query, its settings.k voting neighbours with their share of the winning score and the exact
     counterfactual prediction without each of them (from one search of k + 1 neighbours)."""
-    table, ids, distances, classes, reliability = _neighbor_votes(memory, embeddings, settings)
-    predicted, without = counterfactual_predictions(classes, distances, settings, len(table.labels), reliability)
+    return attribute_set(memory.search.neighbour_set(embeddings, settings.k + 1, settings), settings)
+
+
+def attribute_set(neighbours: NeighbourSet, settings: VoteSettings) -> list[list[NeighborAttribution]]:
+    """`attribute` from neighbours already searched (at least k + 1 deep for exact counterfactuals), e.g. the set a
+    page classified with: no search."""
+    explained = neighbours.attribution(settings)
+    labels, ids, classes = neighbours.labels, explained.ids, explained.classes
+    predicted, without, votes, weights = explained.predicted, explained.without, explained.votes, explained.weights
     used = without.shape[1]
-    votes, weights, _ = prepare_votes(classes[:, :used], distances[:, :used], soft_or_unpruned(settings, reliability),
-                                      None if reliability is None else reliability[:, :used])
     out = []
     for row in range(len(ids)):
         winner = predicted[row]
         total = weights[row][votes[row] == winner].sum() if winner >= 0 else 0.0
-        name = table.labels[winner] if winner >= 0 else None
+        name = labels[winner] if winner >= 0 else None
         out.append([
             NeighborAttribution(
-                id=int(ids[row, j]), label=table.labels[classes[row, j]], rank=j,
+                id=int(ids[row, j]), label=labels[classes[row, j]], rank=j,
                 share=float(weights[row, j] / total) if total and classes[row, j] == winner else 0.0,
-                without=table.labels[without[row, j]] if without[row, j] >= 0 else None, prediction=name,
+                without=labels[without[row, j]] if without[row, j] >= 0 else None, prediction=name,
             )
             for j in range(used) if classes[row, j] >= 0
         ])
@@ -150,10 +102,12 @@ def exemplar_influence(
 
     if len(embeddings) != len(true_labels):
         raise VmemError(f"{len(embeddings)} query embeddings but {len(true_labels)} labels")
-    table, ids, distances, classes, reliability = _neighbor_votes(memory, embeddings, settings)
-    predicted, without = counterfactual_predictions(classes, distances, settings, len(table.labels), reliability)
+    neighbours = memory.search.neighbour_set(embeddings, settings.k + 1, settings)
+    explained = neighbours.attribution(settings)
+    ids, classes, predicted, without = explained.ids, explained.classes, explained.predicted, explained.without
     used = without.shape[1]
-    truth = label_classes(true_labels, table.labels, missing=-2)  # -2: never a prediction, so always wrong
+    labels = neighbours.labels
+    truth = label_classes(true_labels, labels, missing=-2)  # -2: never a prediction, so always wrong
     voter_ids = ids[:, :used]
     present = classes[:, :used] >= 0
     supports = (classes[:, :used] == predicted[:, None]) & present
@@ -169,5 +123,5 @@ def exemplar_influence(
     })
     columns = ["supported_correct", "drove_wrong", "flips", "flips_to_correct", "flips_to_wrong"]
     summary = frame.groupby("id")[columns].sum().astype(int).reset_index()
-    summary.insert(1, "label", [table.labels[c] for c in table.class_indices(summary["id"].to_numpy())])
+    summary.insert(1, "label", [labels[c] for c in memory.table.class_indices(summary["id"].to_numpy())])
     return summary.sort_values(["flips", "drove_wrong", "id"], ascending=[False, False, True]).reset_index(drop=True)

@@ -16,6 +16,7 @@ import numpy as np
 from ..classification import Classification, Neighbor
 from ..errors import VmemError
 from ..memory import VisualMemory
+from ..neighbour_set import NeighbourSet
 from ..voting import VoteSettings
 from .attribution import winning_shares
 
@@ -60,6 +61,21 @@ def evaluation_run(memory: VisualMemory, embeddings: np.ndarray, true_labels: Se
     counter = memory.change_counter  # read first: a change while classifying makes the run look older, not newer
     results = memory.search.classify_embeddings(embeddings, settings, list(names)) if len(embeddings) else []
     return EvaluationRun(tuple(names), tuple(true_labels), tuple(results), settings, counter)
+
+
+def evaluation_run_from(neighbours: NeighbourSet, true_labels: Sequence[str], names: Sequence[str],
+                        settings: VoteSettings, change_counter: int) -> EvaluationRun:
+    """`evaluation_run` from neighbours already searched (at least settings.k deep, e.g. the K = 100 the accuracy
+    curves were scored from), as the memory stood at `change_counter` (read before that search): no search.
+
+    Raises:
+        VmemError: the neighbours, labels and names are not one per query.
+    """
+    if not len(neighbours) == len(true_labels) == len(names):
+        raise VmemError(f"one label and one name per query: {len(neighbours)} searched, {len(true_labels)} "
+                        f"labels, {len(names)} names")
+    results = neighbours.classifications(settings, list(names)) if len(neighbours) else []
+    return EvaluationRun(tuple(names), tuple(true_labels), tuple(results), settings, change_counter)
 
 
 def cell_queries(run: EvaluationRun, true_label: str, predicted: str) -> list[int]:

@@ -16,6 +16,7 @@ from ..errors import BadImageError, DatasetError, VmemError
 from ..ingest.datasets import LabelledImage, scan_dataset
 from ..ingest.images import load_image
 from ..memory import VisualMemory
+from ..neighbour_set import NeighbourSet
 from ..voting import RULES, VoteSettings, check_rule, label_classes, resolve_settings
 from .experiments import DEFAULT_K_MAX, FIXED_K_SETTINGS, hit_rate_every_k
 
@@ -63,7 +64,7 @@ def accuracy_curves(
     rules: Sequence[str] = RULES,
     settings: Optional[VoteSettings] = None,
 ) -> dict[str, np.ndarray]:
-    """Accuracy at every k for each rule, from one neighbour retrieval (n, K) made by `memory.search.neighbors` with the
+    """Accuracy at every k for each rule, from one neighbour retrieval (n, K) made by `memory.neighbors` with the
     same settings (their pruning, threshold, top_n and rule parameters; k and rule are not used)."""
     settings = resolve_settings(settings)
     table = memory.table
@@ -93,17 +94,32 @@ def evaluate_embeddings(
     settings = resolve_settings(settings, **changes)
     if int(k_max) < 1:
         raise VmemError(f"k_max must be at least 1, got {k_max}")
-    neighbor_ids, distances = memory.search.neighbors(embeddings, replace(settings, k=int(k_max)))
-    curves = accuracy_curves(memory, neighbor_ids, distances, true_labels, rules, settings)
-    known = set(memory.table.labels)
-    table = memory.table
-    found = np.asarray([table.labels[c] if c >= 0 else None for c in table.class_indices(neighbor_ids).ravel()],
-                       dtype=object).reshape(neighbor_ids.shape)
+    return evaluate_set(memory.search.neighbour_set(embeddings, int(k_max), settings), true_labels, rules, settings)
+
+
+def evaluate_set(
+    neighbours: NeighbourSet,
+    true_labels: Sequence[str],
+    rules: Sequence[str] = RULES,
+    settings: Optional[VoteSettings] = None,
+) -> EvalResult:
+    """`evaluate_embeddings` from neighbours already searched (k_max = their depth): every rule at every k, no
+    search, so that a page can draw the curves and drill into one k from the same neighbours."""
+    settings = resolve_settings(settings if settings is not None else neighbours.searched)
+    truth = label_classes(true_labels, neighbours.labels, missing=-2)  # -2: never a prediction, so always wrong
+    curves = {}
+    for rule in rules:
+        rule = check_rule(rule)
+        *_, predictions = neighbours.votes(replace(settings, rule=rule))
+        curves[rule] = (predictions == truth[:, None]).mean(axis=0) if len(truth) else np.zeros(0)
+    known = set(neighbours.labels)
+    found = np.asarray([neighbours.labels[c] if c >= 0 else None for c in neighbours.classes.ravel()],
+                       dtype=object).reshape(neighbours.ids.shape)
     return EvalResult(
         hit_rate=hit_rate_every_k(found, np.asarray(list(true_labels), dtype=object)),
         accuracy=curves,
         queries=len(true_labels),
-        k_max=neighbor_ids.shape[1],
+        k_max=neighbours.depth,
         pruning=settings.pruning,
         unknown_labels=sorted({label for label in true_labels if label not in known}),
     )
@@ -149,7 +165,7 @@ def evaluate_dataset(
 def predict_at_k(
     memory: VisualMemory, neighbor_ids: np.ndarray, distances: np.ndarray, settings: VoteSettings
 ) -> list[Optional[str]]:
-    """Predicted label per query from the first settings.k neighbours found by `memory.search.neighbors` (None where none
+    """Predicted label per query from the first settings.k neighbours found by `memory.neighbors` (None where none
     voted)."""
     table = memory.table
     *_, predictions = memory.search.vote(neighbor_ids, distances, settings, table)

@@ -20,7 +20,10 @@ class Reliability(Part):
 
     def kept_ids(self, settings: Optional[VoteSettings] = None) -> np.ndarray:
         """Live exemplars that hard pruning keeps under `settings`: reliability v (over top_n) < threshold."""
-        settings = resolve_settings(settings)
+        return self.kept_under(resolve_settings(settings))
+
+    def kept_under(self, settings: VoteSettings) -> np.ndarray:
+        """`kept_ids` for settings already resolved (a caller that resolved them once passes them on as they are)."""
         threshold, top_n = settings.threshold, settings.top_n
 
         def compute() -> np.ndarray:

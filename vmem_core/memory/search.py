@@ -11,9 +11,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..classification import Classification, classifications
+from ..classification import Classification
 from ..errors import UnknownIdError
 from ..label_table import LabelTable
+from ..neighbour_set import NeighbourSet
 from ..voting import VoteSettings, prepare_votes, resolve_settings, vote_all_k
 from .part import Part, check_embeddings
 
@@ -132,13 +133,23 @@ class Search(Part):
         Raises:
             BadSettingError: a setting out of range.
         """
-        settings = resolve_settings(settings, **changes)
+        settings = resolve_settings(settings, **changes)  # once per call: what follows takes it as it is
+        return self._neighbour_set(embeddings, settings.k, settings).classifications(settings, names)
+
+    def neighbour_set(
+        self, embeddings: np.ndarray, depth: int, settings: Optional[VoteSettings] = None
+    ) -> NeighbourSet:
+        """One search: each query's `depth` nearest exemplars that may vote under `settings` (with hard pruning,
+        among the exemplars it keeps), with their labels and, where the pruning needs it, their reliability v. The
+        set answers votes at any k <= depth, attribution (depth k + 1) and which queries lean on which exemplars
+        without searching again (vmem_core.neighbour_set)."""
+        return self._neighbour_set(embeddings, depth, resolve_settings(settings))
+
+    def _neighbour_set(self, embeddings: np.ndarray, depth: int, settings: VoteSettings) -> NeighbourSet:
         queries = check_embeddings(embeddings, self._memory.dim)
-        table = self._table
-        labels = table.labels
-        neighbor_ids, distances = self.neighbors(queries, settings)
-        classes, weights, positions, predictions = self.vote(neighbor_ids, distances, settings, table)
-        k_used = min(settings.k, classes.shape[1])
-        classes, weights, positions = classes[:, :k_used], weights[:, :k_used], positions[:, :k_used]
-        predicted = predictions[:, k_used - 1] if k_used else np.full(len(queries), -1)
-        return classifications(labels, neighbor_ids, distances, classes, weights, positions, predicted, names)
+        table = self._table  # one table for the labels of the whole set
+        reliability = self._memory.reliability
+        allowed = reliability.kept_under(settings) if settings.pruning == "hard" else None
+        ids, distances = self(queries, int(depth), allowed_ids=allowed)
+        v = None if settings.pruning == "none" else reliability.of_neighbors(ids, settings.top_n)
+        return NeighbourSet(ids, distances, tuple(table.labels), table.class_indices(ids), settings, v)
