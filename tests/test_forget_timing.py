@@ -2,7 +2,7 @@
 
 import pytest
 
-from vmem_core import VisualMemory
+from vmem_core.memory.exemplars import Exemplars
 
 from .test_neighbour_set import blobs  # noqa: F401 - the fixture
 
@@ -17,13 +17,13 @@ def test_forgetting_one_at_a_time_times_each_and_says_what_took_effect(blobs, mo
     with pytest.raises(VmemError, match=r"^Nothing changed: no live exemplar with id\(s\) 2$"):
         delete_one_at_a_time(memory, [4, 2])
     assert memory.table.class_indices([4])[0] >= 0  # checked before any deletion
-    delete = VisualMemory.delete
+    delete = Exemplars.delete
 
     def racing(self, ids):  # another session deletes 6 just before this one does
         if list(ids) == [6]:
             raise VmemError("no live exemplar with id(s) 6")
         return delete(self, ids)
 
-    monkeypatch.setattr(VisualMemory, "delete", racing)
+    monkeypatch.setattr(Exemplars, "delete", racing)
     with pytest.raises(VmemError, match=r"^Forgot 1 exemplar\(s\) \(5\), then id 6 failed"):
         delete_one_at_a_time(memory, [5, 6])

@@ -46,17 +46,20 @@ def test_one_deep_search_votes_at_every_k_and_rule_as_a_search_at_that_k(blobs, 
             _same(neighbours.classifications(asked), memory.search.classify_embeddings(queries, asked))
 
 
-def _frozen_reliability(memory: VisualMemory, top_n: int) -> None:
+def _frozen_reliability(memory: VisualMemory, top_n: int, monkeypatch) -> None:
+    from vmem_core.memory.reliability import Reliability
+
     v = dict(memory.reliability(top_n))
-    memory.reliability = lambda n=top_n: v  # held fixed across the deletion, as the neighbour set assumes
+    # held fixed across the deletion, as the neighbour set assumes
+    monkeypatch.setattr(Reliability, "__call__", lambda self, n=top_n: v)
 
 
 @pytest.mark.parametrize("settings", PRUNINGS, ids=lambda s: s.pruning)
-def test_dependent_queries_are_those_whose_prediction_changes_when_the_exemplars_go(blobs, settings):
+def test_dependent_queries_are_those_whose_prediction_changes_when_the_exemplars_go(blobs, settings, monkeypatch):
     """The Unlearning page's check: from the same neighbours and pruning as the prediction (2k deep), the queries
     that lean on the exemplars and those whose prediction changes without them, against a real deletion."""
     memory, queries = blobs
-    _frozen_reliability(memory, settings.top_n)
+    _frozen_reliability(memory, settings.top_n, monkeypatch)
     neighbours = memory.search.neighbour_set(queries, 2 * settings.k, settings)
     # the exemplars that drove the first three predictions (a set of several, as the page forgets)
     gone = sorted({n.id for r in neighbours.rows([0, 1, 2]).classifications(settings)
@@ -106,7 +109,7 @@ def test_attribution_from_the_set_a_page_classified_with(blobs):
 
 
 def test_classifying_resolves_the_settings_once(blobs, monkeypatch):
-    import vmem_core.memory
+    import vmem_core.memory.search
     import vmem_core.neighbour_set
     import vmem_core.voting
 
@@ -114,7 +117,7 @@ def test_classifying_resolves_the_settings_once(blobs, monkeypatch):
     memory.reliability.kept_ids(PRUNINGS[2])  # reliability and the kept set, computed once per change
     calls = []
     resolve = vmem_core.voting.resolve_settings
-    for module in (vmem_core.memory, vmem_core.neighbour_set, vmem_core.voting):
+    for module in (vmem_core.memory.search, vmem_core.neighbour_set, vmem_core.voting):
         monkeypatch.setattr(module, "resolve_settings", lambda *a, **kw: calls.append(1) or resolve(*a, **kw))
     memory.search.classify_embeddings(queries, PRUNINGS[2], k=4)
     assert len(calls) == 1

@@ -12,6 +12,7 @@ from vmem_core import VisualMemory
 from vmem_core.backends.hnsw import HnswlibBackend
 from vmem_core.ingest.datasets import scan_dataset
 from vmem_core.ingest.images import load_image
+from vmem_core.memory.reliability import Reliability
 from vmem_core.voting import VoteSettings
 
 from .helpers import REPO, SAMPLE, TIMEOUT, sample_folder, texts
@@ -105,12 +106,13 @@ def test_unlearning_dependent_queries_follow_hard_pruning(tmp_path, monkeypatch)
     with VisualMemory.open(tmp_path / "copy") as copy:
         queries = copy.encoder.encode([load_image(item.path, item.source).image for item in items])
         v = dict(copy.reliability(settings.top_n))
-        copy.reliability = lambda top_n=settings.top_n: v  # held fixed, as the page says
-        before = copy.classify_embeddings(queries, settings)
+        # held fixed, as the page says
+        monkeypatch.setattr(Reliability, "__call__", lambda self, top_n=settings.top_n: v)
+        before = copy.search.classify_embeddings(queries, settings)
         leaning = [i for i, r in enumerate(before) if {n.id for n in r.neighbors} & set(to_forget)]
         unpruned, _ = copy.search(queries, settings.k)
-        copy.delete(to_forget)
-        after = copy.classify_embeddings(queries, settings)
+        copy.exemplars.delete(to_forget)
+        after = copy.search.classify_embeddings(queries, settings)
     changed = [i for i, (b, a) in enumerate(zip(before, after)) if b.label != a.label]
     # the case in point: the unpruned k nearest are not the voters (so the check before counted other queries)
     assert len(leaning) != int(np.isin(unpruned, to_forget).any(axis=1).sum())
