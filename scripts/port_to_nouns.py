@@ -17,7 +17,7 @@ import sys
 
 # a receiver named like a memory, at the start of an expression (or after a \n or \t inside a code string)
 R = (r"(?:(?<![\w.])|(?<=\\n)|(?<=\\t))"
-     r"((?:self\.)?(?:memory|mem|reopened|viewer|created|second|intruder|held_memory|m|mem2|restored))")
+     r"((?:self\.)?(?:memory|mem|reopened|viewer|created|second|intruder|held_memory|m|mem2|restored|filled|memory60|held))")
 EX = ["add_embeddings", "add", "build", "plan_build", "delete", "restore", "relabel", "browse", "count", "label_changes",
       "thumbnails", "embeddings", "stored_embeddings", "tombstoned_ids", "near_duplicates_of", "load_images", "encode",
       "exclusive"]

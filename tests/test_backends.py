@@ -61,7 +61,7 @@ def filled(tmp_path, backend, data):
 
 
 def test_the_memory_names_its_backend(filled, backend):
-    assert filled.index_backend.name == backend
+    assert filled.index.backend.name == backend
     assert filled.stats()["index_backend"]["name"] == backend
 
 
@@ -93,15 +93,15 @@ def test_k_is_clamped_to_the_candidates(filled, data):
 def test_tombstone_hides_at_once_and_restore_brings_back(filled, data):
     vectors, _, _ = data
     gone = list(range(0, 200, 2))
-    filled.delete(gone)
-    assert filled.index_backend.live_count == N - len(gone)
+    filled.exemplars.delete(gone)
+    assert filled.index.backend.live_count == N - len(gone)
     found, _ = filled.search(vectors[gone], 20)
     assert not set(found.ravel().tolist()) & set(gone)
-    assert not set(filled.index_backend.live_ids().tolist()) & set(gone)
-    filled.restore(gone[:10])
+    assert not set(filled.index.backend.live_ids().tolist()) & set(gone)
+    filled.exemplars.restore(gone[:10])
     found, distances = filled.search(vectors[gone[:10]], 1)
     assert found[:, 0].tolist() == gone[:10] and np.allclose(distances, 0, atol=1e-5)
-    assert filled.index_backend.live_count == N - len(gone) + 10
+    assert filled.index.backend.live_count == N - len(gone) + 10
 
 
 def test_filtered_search_by_label(filled, data):
@@ -114,7 +114,7 @@ def test_filtered_search_by_label(filled, data):
     assert recall(found, truth) >= 0.95
     # a relabel moves an exemplar in or out of the filter at once
     outsider = int(next(i for i, label in enumerate(labels) if label not in wanted))
-    filled.relabel([outsider], "class-2")
+    filled.exemplars.relabel([outsider], "class-2")
     found, _ = filled.search(vectors[[outsider]], 1, labels=["class-2"])
     assert found[0, 0] == outsider
     found, _ = filled.search(vectors[[outsider]], 5, labels=[labels[outsider]])
@@ -127,8 +127,8 @@ def test_filtered_search_by_label(filled, data):
 
 def test_state_survives_reopen(filled, data):
     vectors, labels, queries = data
-    filled.delete([1, 2, 3])
-    filled.relabel([10], "renamed")
+    filled.exemplars.delete([1, 2, 3])
+    filled.exemplars.relabel([10], "renamed")
     before = filled.search(queries, 10)
     path = filled.path
     filled.close()
@@ -151,11 +151,11 @@ def test_search_beam_changes_at_once_and_survives_reopen(filled, data, backend):
     if backend == "exact":
         pytest.skip("exact search has no beam (test_exact.py checks that tuning it changes nothing)")
     vectors, _, queries = data
-    default = filled.index_params.ef_search
+    default = filled.index.params.ef_search
     with pytest.raises(VmemError, match="search beam ef 0: must be a positive integer"):
-        filled.set_search_ef(0)
-    assert filled.index_params.ef_search == default and search_beam(filled) == default
-    assert filled.set_search_ef(400) == {"from": default, "to": 400}
+        filled.index.set_search_ef(0)
+    assert filled.index.params.ef_search == default and search_beam(filled) == default
+    assert filled.index.set_search_ef(400) == {"from": default, "to": 400}
     assert search_beam(filled) == 400
     truth, _ = exact(vectors, np.arange(N), queries, 50)
     assert recall(filled.search(queries, 50)[0], truth) >= 0.99
@@ -185,7 +185,7 @@ os._exit(9)  # no close: the backend's last persisted state is behind the databa
 
 
 def test_changes_after_the_last_persist_are_replayed_on_open(filled):
-    filled.flush()
+    filled.index.flush()
     path = filled.path
     filled.close()
     script = CRASH_AFTER_COMMIT.format(repo=str(REPO), tests=str(REPO / "tests"), path=str(path))
@@ -213,10 +213,10 @@ def index_files_holding(memory, backend: str, ids: list[int], vectors: np.ndarra
 
 def test_purge_removes_the_data_and_says_what_was_verified(filled, data, backend):
     vectors, _, _ = data
-    filled.flush()  # on disk in the index's files, then tombstoned: deleted rows stay in them until purged
-    filled.delete([7, 8])
-    filled.flush()
-    _, stored = filled.stored_embeddings([7, 8, 9])
+    filled.index.flush()  # on disk in the index's files, then tombstoned: deleted rows stay in them until purged
+    filled.exemplars.delete([7, 8])
+    filled.index.flush()
+    _, stored = filled.exemplars.stored_embeddings([7, 8, 9])
     patterns = byte_patterns(stored, [])
     assert index_files_holding(filled, backend, [7, 8, 9], stored)
     certificate = purge(filled, [7, 8, 9])
@@ -224,8 +224,8 @@ def test_purge_removes_the_data_and_says_what_was_verified(filled, data, backend
     index_checks = [c for c in certificate.checks if c.name.startswith("index")]
     assert index_checks and all(c.passed for c in index_checks)
     assert index_files_holding(filled, backend, [7, 8, 9], stored) == []
-    assert not {7, 8, 9} & set(filled.index_backend.live_ids().tolist())
-    assert filled.index_backend.live_count == N - 3
+    assert not {7, 8, 9} & set(filled.index.backend.live_ids().tolist())
+    assert filled.index.backend.live_count == N - 3
     assert byte_scan(filled.path, patterns) == []  # the index's files lie in the memory folder for both
     path = filled.path
     filled.close()

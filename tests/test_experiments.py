@@ -293,7 +293,7 @@ def test_held_out_classes_are_detected_as_out_of_distribution():
 
 
 @pytest.mark.parametrize("rule,pruning", [("rank", "none"), ("plurality", "none"), ("softmax", "soft")])
-def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
+def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning, monkeypatch):
     """The counterfactual from k + 1 cached neighbours is what the memory predicts once the exemplar is gone
     (reliability held fixed: soft pruning recomputes v after a delete, so that case compares with v frozen)."""
     from vmem_core.analysis.attribution import attribute, exemplar_influence
@@ -304,7 +304,9 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning):
     queries, query_labels = queries[:12], query_labels[:12]
     explained = attribute(mem, queries, VoteSettings(k=4, rule=rule, pruning=pruning))
     v = dict(mem.reliability(10))
-    mem.reliability = lambda top_n=10: v  # frozen, as the counterfactual assumes
+    from vmem_core.memory.reliability import Reliability
+
+    monkeypatch.setattr(Reliability, "__call__", lambda self, top_n=10: v)  # frozen, as the counterfactual assumes
     flips_seen = 0
     for row, neighbors in enumerate(explained):
         assert sum(n.share for n in neighbors) == pytest.approx(1.0)

@@ -171,10 +171,10 @@ def test_upload_named_with_path_traversal_writes_nothing_outside(app, tmp_path):
     with_upload = [p for p in tmp_path.parent.rglob("*") if "app.vmem" not in p.parts]
     assert sorted(with_upload) == around  # no file appeared anywhere but inside the memory
     assert not (REPO / "x.png").exists() and not (REPO.parent / "x.png").exists()
-    from vmem_core.ui import _open_memory
+    from vmem_core.host import hosted
 
-    held = _open_memory(str(memory_dir.resolve()))
-    assert held.browse(source="x.png")["source"].tolist() == ["upload/x.png"]
+    held = hosted(memory_dir)  # the memory the app holds
+    assert held.exemplars.browse(source="x.png")["source"].tolist() == ["upload/x.png"]
 
 
 def test_zip_slip_is_refused_and_writes_nothing(tmp_path):

@@ -84,9 +84,9 @@ def test_request_carries_the_query_then_50_labelled_neighbors(memory60, fake):
     assert np.array_equal(decoded, np.asarray(item.image))  # 28x28: sent whole, not shrunk
     # neighbours nearest first, each label then that exemplar's stored thumbnail, found independently here
     ids, distances = memory60.search(memory60.encoder.encode([item.image]), 50)
-    thumbnails = memory60.thumbnails(ids[0].tolist())
+    thumbnails = memory60.exemplars.thumbnails(ids[0].tolist())
     for rank, (exemplar, distance) in enumerate(zip(ids[0], distances[0]), start=1):
-        position = parts.index(("text", f'Neighbour {rank} of 50: label "{memory60.label_of(int(exemplar))}" '
+        position = parts.index(("text", f'Neighbour {rank} of 50: label "{memory60.table.label_of(int(exemplar))}" '
                                         f"(distance {distance:.3f})"))
         assert parts[position + 1] == ("image", thumbnails[int(exemplar)])
     closing = parts[-1][1]
@@ -278,7 +278,7 @@ def test_any_object_with_a_name_and_rerank_is_a_reranker(memory60):
     assert isinstance(plain, Reranker)
     cached = with_cache(plain, memory60)
     request = request_for(memory60, shown=7)
-    assert cached.rerank(request).label == memory60.label_of(request.neighbors[0].id)
+    assert cached.rerank(request).label == memory60.table.label_of(request.neighbors[0].id)
     again = cached.rerank(request)
     assert again.cached and again.label == request.neighbors[0].label and plain.calls == 1
 

@@ -80,11 +80,11 @@ def test_each_switch_changes_the_prompt_and_only_its_part(memory60, fake, switch
     assert len(lines) == 50 and [kind for kind, _ in parts].count("image") == 51
     ids, distances = memory60.search(memory60.encoder.encode([item.image]), 50)
     for rank, (exemplar, distance) in enumerate(zip(ids[0], distances[0]), start=1):
-        label = f'Neighbour {rank} of 50: label "{memory60.label_of(int(exemplar))}"'
+        label = f'Neighbour {rank} of 50: label "{memory60.table.label_of(int(exemplar))}"'
         assert lines[rank - 1] == (label + f" (distance {distance:.3f})" if switches.show_distances else label)
     closing = texts(parts)[-1]
     if switches.restrict_to_neighbor_labels:
-        neighbour_labels = list(dict.fromkeys(memory60.label_of(int(i)) for i in ids[0]))
+        neighbour_labels = list(dict.fromkeys(memory60.table.label_of(int(i)) for i in ids[0]))
         assert listed(closing) == neighbour_labels
     else:
         assert listed(closing) is None and "label only" in closing
