@@ -39,13 +39,17 @@ from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .ingest.names import check_label
 from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
 from .label_table import LabelTable
+from .neighbour_table import NeighbourTable, NeighbourTableKeeper
 from .storage.atomic import write_json_atomic
-from .storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, PURGE_JOURNAL, read_config
+from .storage.layout import (
+    CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, NEIGHBOUR_TABLE, PURGE_JOURNAL, read_config,
+)
 from .storage.locks import ReadWriteLock
 from .storage.owner_lock import OwnerLock
 from .storage.stats import memory_stats
 from .storage.store import NewExemplars, Store
 from .voting import (
+    DEFAULT_K,
     DEFAULT_RELIABILITY_TOP_N,
     VoteSettings,
     prepare_votes,
@@ -61,6 +65,10 @@ log = logging.getLogger(__name__)
 NEAR_DUPLICATE_DISTANCE = 0.05
 
 Progress = Callable[[int, int], None]
+
+# the neighbour table keeps as many leave-one-out neighbours as the memory's pages ask for by default: reliability's
+# top_n and curation's k; a deeper request is computed on demand
+NEIGHBOUR_TABLE_DEPTH = max(DEFAULT_K, DEFAULT_RELIABILITY_TOP_N)
 
 
 def _check_embeddings(embeddings: np.ndarray, dim: int) -> np.ndarray:
@@ -122,6 +130,7 @@ class VisualMemory:
             self.config = config = {**config, "version": FORMAT_VERSION}
             write_json_atomic(self.path / CONFIG_NAME, config)
         self._derived: dict[object, tuple[int, object]] = {}
+        self._neighbours = NeighbourTableKeeper(self.path / NEIGHBOUR_TABLE, NEIGHBOUR_TABLE_DEPTH)
         self._index_uri = index_uri
         try:
             self._refresh_labels()
@@ -304,6 +313,7 @@ class VisualMemory:
         """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush)."""
         with self._lock.write():
             self._index.persist(self._store.seq())
+        self._neighbours.save()
 
     # --- labels, who acts, and values cached until the next change -------------------------------------------------
     def _refresh_labels(self, table: Optional[LabelTable] = None) -> None:
@@ -660,8 +670,10 @@ class VisualMemory:
         Returns:
             (item ids (n,), neighbour ids (n, k'), distances (n, k')), k' = min(k, live exemplars - 1).
         """
+        if ids is None and int(k) <= NEIGHBOUR_TABLE_DEPTH:
+            return self.neighbour_table().leave_one_out(int(k))
         if ids is None:
-            # every live item: computed once per change and per depth, shared by reliability, curation and OOD
+            # deeper than the table: computed once per change and per depth
             seq = self._store.seq()  # read before computing: a write meanwhile makes this result stale, not current
             cached = self._derived.get(("loo", "deepest"))
             if cached is not None and cached[0] == seq and cached[1][1].shape[1] >= min(
@@ -673,6 +685,20 @@ class VisualMemory:
             self._derived[("loo", "deepest")] = (seq, result)
             return result
         return self._memory_neighbors(int(k), np.asarray(ids, dtype=np.int64))
+
+    def neighbour_table(self, progress: Optional[Progress] = None) -> NeighbourTable:
+        """Every live exemplar's leave-one-out neighbours (vmem_core.neighbour_table), brought up to date with the
+        changes since it was last used; built in full (with `progress`) only where the memory has none yet."""
+        with self._lock.read():  # the change counter and the live ids of one state
+            seq, live = self._store.seq(), self._table.ids
+        return self._neighbours.current(live, seq, _IndexSearch(self), progress)
+
+    def rebuild_neighbour_table(self, progress: Optional[Progress] = None) -> NeighbourTable:
+        """Recompute the neighbour table from scratch (resumable: an interrupted rebuild continues from its
+        checkpoint), e.g. after changing the index's search parameters."""
+        with self._lock.read():
+            seq, live = self._store.seq(), self._table.ids
+        return self._neighbours.rebuild(live, seq, _IndexSearch(self), progress)
 
     def _memory_neighbors(
         self, k: int, ids: Optional[np.ndarray]
@@ -817,3 +843,17 @@ class VisualMemory:
         """Where this memory encodes and searches (`vmem_core.devices.devices_in_use`), without stats' disk sums."""
         with self._lock.read():
             return devices_in_use(self._encoder, self._index.describe())
+
+
+class _IndexSearch:
+    """The neighbour table's view of a memory (vmem_core.neighbour_table.VectorSearch): its index, its vault."""
+
+    def __init__(self, memory: VisualMemory) -> None:
+        self._memory = memory
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._memory._lock.read():
+            return self._memory._index.search(vectors, k)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._memory._store.vault.read_vectors(ids)
