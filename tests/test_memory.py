@@ -334,15 +334,17 @@ def test_readers_never_see_labels_mid_relabel(memory):
 
 
 def test_leave_one_out_cache_not_stamped_with_a_later_change(memory, monkeypatch):
-    original = memory._memory_neighbors
+    import vmem_core.neighbour_table as neighbour_table
 
-    def slow(k, ids):
-        result = original(k, ids)
-        monkeypatch.setattr(memory, "_memory_neighbors", original)
-        memory.delete([0])  # a write lands while the neighbours are being computed
+    original = neighbour_table.search_rows
+
+    def slow(ids, search, depth):
+        result = original(ids, search, depth)
+        monkeypatch.setattr(neighbour_table, "search_rows", original)
+        memory.delete([0])  # a write lands while the neighbour table is being built
         return result
 
-    monkeypatch.setattr(memory, "_memory_neighbors", slow)
+    monkeypatch.setattr(neighbour_table, "search_rows", slow)
     memory.memory_neighbors(3)
     items, neighbors, _ = memory.memory_neighbors(3)
     assert 0 not in items and 0 not in neighbors
