@@ -35,6 +35,11 @@ SPACE = "ip"
 SNAPSHOT_FORMAT = 2
 CHECKSUM_CHUNK = 16 * 1024 * 1024  # checksums per 16 MiB chunk: a purge patches one record and re-hashes one chunk
 EXACT_SEARCH_BELOW = 2048  # live items or allowed ids: exact search is as fast and perfectly recalled
+# Tombstones (delete, restore) since the last snapshot are not written into a new one: the database's per-row change
+# stamps are their log, replayed on open (`catch_up`). A snapshot is rewritten once an add needs it, or once this
+# many tombstones (at least COMPACT_TOMBSTONES_MIN) have piled up and the replay would start to cost.
+COMPACT_TOMBSTONES = 0.02  # of the index's elements
+COMPACT_TOMBSTONES_MIN = 1024
 NUMPY_EXACT_SCORES = 2**24  # queries x candidates scored with numpy where torch is not loaded (64 MiB of float32)
 
 
@@ -100,6 +105,10 @@ class AnnIndex:
     # --- contents -------------------------------------------------------------------------------------------------
     def ids(self) -> np.ndarray:
         return np.asarray(self._index.get_ids_list(), dtype=np.int64)
+
+    def element_count(self) -> int:
+        """Elements in the graph, live or marked deleted."""
+        return int(self._index.get_current_count())
 
     @property
     def live_count(self) -> int:
@@ -274,6 +283,23 @@ class AnnIndex:
         return final
 
 
+def snapshot_needed(applied_seq: int, seq: int, added_since: bool, tombstones_since: int, elements: int) -> bool:
+    """Whether persisting change `seq` must write a new snapshot. Not when nothing changed, nor when only tombstones
+    did (up to the compaction threshold) since a snapshot that exists: the database logs them, and an open replays
+    them in milliseconds, where rewriting the snapshot costs ~1.4 s at 60,000 x 1280.
+
+    >>> snapshot_needed(5, 6, False, 1, 60000), snapshot_needed(5, 6, True, 0, 60000)
+    (False, True)
+    >>> snapshot_needed(-1, 6, False, 1, 60000), snapshot_needed(5, 6, False, 1200, 60000)
+    (True, True)
+    """
+    if seq == applied_seq:
+        return False
+    if applied_seq < 0 or added_since:
+        return True
+    return tombstones_since > max(COMPACT_TOMBSTONES_MIN, int(COMPACT_TOMBSTONES * elements))
+
+
 @dataclass(frozen=True)
 class Snapshot:
     path: Path
@@ -304,16 +330,20 @@ def find_snapshot(directory: Path, dim: int) -> tuple[Optional[Snapshot], str]:
 
 def chunk_digests(path: Path, chunk: int = CHECKSUM_CHUNK) -> list[str]:
     """sha256 of each `chunk`-byte piece of a file (an empty file has one empty piece)."""
-    digests = []
-    with open(path, "rb") as f:
-        while True:
-            piece = f.read(chunk)
-            if not piece and digests:
-                break
-            digests.append(hashlib.sha256(piece).hexdigest())
-            if len(piece) < chunk:
-                break
-    return digests
+    count = max(1, -(-os.path.getsize(path) // chunk))
+
+    def digest(index: int) -> str:
+        with open(path, "rb") as f:
+            f.seek(index * chunk)
+            return hashlib.sha256(f.read(chunk)).hexdigest()
+
+    if count < 4:
+        return [digest(i) for i in range(count)]
+    # hashlib releases the GIL on large buffers: every core hashes, the same digests in a fraction of the time
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(digest, range(count)))
 
 
 def patch_snapshot(directory: Path, replacements: Sequence[tuple[bytes, bytes]]) -> Optional[int]:
