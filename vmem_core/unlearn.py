@@ -30,7 +30,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import mmap
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -154,16 +153,11 @@ def byte_patterns(vectors: np.ndarray, thumbnails: Sequence[Optional[bytes]]) ->
 
 
 def byte_scan(directory: Path, patterns: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
-    """(file, pattern name) for every pattern found in any file under `directory`."""
-    hits = []
-    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
-        if path.stat().st_size == 0:
-            continue
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            for name, pattern in patterns:
-                if data.find(pattern) >= 0:
-                    hits.append((str(path.relative_to(directory)), name))
-    return hits
+    """(file, pattern name) for every pattern found in any file under `directory` (each file read once:
+    vmem_core.storage.byte_scan)."""
+    from .storage.byte_scan import byte_scan as scan
+
+    return scan(directory, patterns)
 
 
 def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np.ndarray,
@@ -177,13 +171,11 @@ def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np
     if not len(remaining) or not len(vectors):
         return shared
     _, stored = memory.stored_embeddings(remaining)
-    wanted = {np.asarray(v, dtype=np.float32).tobytes() for v in vectors}
-    for start in range(0, len(stored), 65536):  # exact byte comparison, in blocks to bound memory
-        for row in stored[start:start + 65536]:
-            data = row.tobytes()
-            if data in wanted:
-                shared.add(data)
-                shared.add(row.astype(np.float16).tobytes())
+    from .storage.byte_scan import rows_holding
+
+    for row in stored[rows_holding(stored, vectors)]:
+        shared.add(row.tobytes())
+        shared.add(row.astype(np.float16).tobytes())
     return shared
 
 
