@@ -290,7 +290,7 @@ def snapshot_needed(applied_seq: int, seq: int, added_since: bool, tombstones_si
 
     >>> snapshot_needed(5, 6, False, 1, 60000), snapshot_needed(5, 6, True, 0, 60000)
     (False, True)
-    >>> snapshot_needed(-1, 6, False, 1, 60000), snapshot_needed(5, 6, False, 1200, 60000)
+    >>> snapshot_needed(-1, 6, False, 1, 60000), snapshot_needed(5, 6, False, 1500, 60000)
     (True, True)
     """
     if seq == applied_seq:
