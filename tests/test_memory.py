@@ -334,7 +334,7 @@ def test_readers_never_see_labels_mid_relabel(memory):
 
 
 def test_leave_one_out_cache_not_stamped_with_a_later_change(memory, monkeypatch):
-    import vmem_core.neighbour_table as neighbour_table
+    import vmem_core.storage.neighbour_table as neighbour_table
 
     original = neighbour_table.search_rows
 

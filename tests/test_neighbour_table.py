@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from vmem_core.analysis.ood import nearest_distance_threshold
 from vmem_core.memory import VisualMemory
-from vmem_core.neighbour_table import NeighbourTable, NeighbourTableKeeper, cosine_distances
+from vmem_core.storage.neighbour_table import NeighbourTable, NeighbourTableKeeper, cosine_distances
 from vmem_core.voting import reliability_counts
 
 DIM = 8
@@ -130,7 +130,7 @@ def test_damaged_table_file_is_rebuilt_not_trusted(tmp_path):
 
 
 def test_an_interrupted_build_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    import vmem_core.neighbour_table as nt
+    import vmem_core.storage.neighbour_table as nt
 
     search = ExactSearch()
     for i, vector in enumerate(unit(np.random.default_rng(2), 30)):

@@ -39,7 +39,7 @@ from .ingest.images import ImageInput, LoadedImage, load_image, make_thumbnail
 from .ingest.names import check_label
 from .ingest.pipeline import BUILD_CHUNK, BuildReport, run_build
 from .label_table import LabelTable
-from .neighbour_table import NeighbourTable, NeighbourTableKeeper
+from .storage.neighbour_table import NeighbourTable, NeighbourTableKeeper
 from .storage.atomic import write_json_atomic
 from .storage.layout import (
     CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, NEIGHBOUR_TABLE, PURGE_JOURNAL, read_config,
@@ -687,7 +687,7 @@ class VisualMemory:
         return self._memory_neighbors(int(k), np.asarray(ids, dtype=np.int64))
 
     def neighbour_table(self, progress: Optional[Progress] = None) -> NeighbourTable:
-        """Every live exemplar's leave-one-out neighbours (vmem_core.neighbour_table), brought up to date with the
+        """Every live exemplar's leave-one-out neighbours (vmem_core.storage.neighbour_table), brought up to date with the
         changes since it was last used; built in full (with `progress`) only where the memory has none yet."""
         with self._lock.read():  # the change counter and the live ids of one state
             seq, live = self._store.seq(), self._table.ids
@@ -846,7 +846,7 @@ class VisualMemory:
 
 
 class _IndexSearch:
-    """The neighbour table's view of a memory (vmem_core.neighbour_table.VectorSearch): its index, its vault."""
+    """The neighbour table's view of a memory (vmem_core.storage.neighbour_table.VectorSearch): its index, its vault."""
 
     def __init__(self, memory: VisualMemory) -> None:
         self._memory = memory

@@ -11,7 +11,7 @@
     host.json            where the app holding the memory serves CLI commands (vmem_core.host)
     memory.lock          locked by the process that holds the memory, never replaced (vmem_core.storage.owner_lock)
     rerank-cache/        answers of vision-language re-rankers (vmem_core.rerank.cache)
-    neighbours/          the leave-one-out neighbour table and a full build's checkpoint (vmem_core.neighbour_table)
+    neighbours/          the leave-one-out neighbour table and a full build's checkpoint (vmem_core.storage.neighbour_table)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
-from .storage.atomic import fsync_dir, fsync_file
+from .atomic import fsync_dir, fsync_file
 
 Progress = Callable[[int, int], None]
 
@@ -246,7 +246,7 @@ def _save(path: Path, table: NeighbourTable, rows_done: Optional[int] = None) ->
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, format=np.int64(FORMAT), seq=np.int64(table.seq), ids=table.ids, neighbours=table.neighbours,
+        np.savez(f, format=np.int64(FORMAT), seq=np.int64(table.seq), ids=table.ids, neighbour_ids=table.neighbours,
                  distances=table.distances, rows_done=np.int64(len(table) if rows_done is None else rows_done))
     fsync_file(tmp)
     os.replace(tmp, path)
@@ -261,7 +261,7 @@ def _load(path: Path) -> Optional[tuple[NeighbourTable, int]]:
             if int(data["format"]) != FORMAT:
                 return None
             table = NeighbourTable(int(data["seq"]), data["ids"].astype(np.int64),
-                                   data["neighbours"].astype(np.int64), data["distances"].astype(np.float32))
+                                   data["neighbour_ids"].astype(np.int64), data["distances"].astype(np.float32))
             done = int(data["rows_done"])
     except (OSError, ValueError, KeyError, EOFError):
         return None
