@@ -206,3 +206,14 @@ def test_the_table_is_saved_on_close_and_updated_from_the_file_on_open(memory, t
         np.testing.assert_array_equal(neighbours, _full(reopened, 10)[1])
     finally:
         reopened.close()
+
+
+def test_a_purge_leaves_no_table_file_listing_the_purged(memory, tmp_path):
+    from vmem_core.unlearn import purge
+
+    memory.memory_neighbors(5)
+    memory.flush()
+    victim = int(memory.memory_neighbors(1)[1][0, 0])  # listed in a row
+    purge(memory, [victim], certificate_path=tmp_path / "cert.json")
+    with np.load(memory._neighbours.path) as saved:
+        assert victim not in saved["ids"] and victim not in saved["neighbour_ids"]

@@ -530,6 +530,7 @@ class VisualMemory:
             evidence = self._index.purge(ids, self._store.vault.read_vectors(ids), self._store.seq())
             self._store.purge(ids, purge_id, details, [tuple(p) for p in thumbnail_places])
             self._refresh_labels()
+            self._neighbours.after_purge(lambda: self.neighbour_table())
             self._keep_owner_lock()
         return evidence
 
@@ -610,6 +611,7 @@ class VisualMemory:
             progress(report.skipped_existing, total)
         run_build(self, todo, report, total, progress, strict, workers, chunk_size,
                   decode_processes=decode_processes)
+        self.neighbour_table()  # once, here, so that no page or command opens on a whole-memory pass later
         self.flush()
         return report
 
@@ -692,6 +694,26 @@ class VisualMemory:
         with self._lock.read():  # the change counter and the live ids of one state
             seq, live = self._store.seq(), self._table.ids
         return self._neighbours.current(live, seq, _IndexSearch(self), progress)
+
+    def neighbour_table_in_background(self) -> Optional["threading.Thread"]:
+        """Where the memory has no neighbour table on disk (built before there was one), build it in a thread and
+        save it (unless read-only); returns the thread, or None where there is nothing to do."""
+        import threading
+
+        if self._neighbours.loaded() is not None or self._neighbours.path.exists():
+            return None
+
+        def build() -> None:
+            try:
+                self.neighbour_table()
+                if not self.read_only:
+                    self._neighbours.save()
+            except Exception:  # noqa: BLE001 - the next reader builds it instead, and reports what fails
+                log.exception("building the neighbour table of %s in the background failed", self.path)
+
+        thread = threading.Thread(target=build, name="vmem-neighbour-table", daemon=True)
+        thread.start()
+        return thread
 
     def rebuild_neighbour_table(self, progress: Optional[Progress] = None) -> NeighbourTable:
         """Recompute the neighbour table from scratch (resumable: an interrupted rebuild continues from its
