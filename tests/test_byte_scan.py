@@ -53,3 +53,12 @@ def test_rows_holding_finds_byte_identical_rows_only():
     stored[:, 0] = 0  # a shared first word must not make rows equal
     wanted = [stored[7].copy(), stored[30].copy(), np.nextafter(stored[3], 2).astype(np.float32)]
     assert rows_holding(stored, wanted).tolist() == [7, 30]
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(min_size=8, max_size=400), picks=st.lists(st.tuples(st.integers(0, 400), st.integers(8, 30)),
+                                                                  min_size=1, max_size=5))
+def test_first_positions_are_finds_answers(data, picks):
+    patterns = [(f"p{i}", data[a:a + n]) for i, (a, n) in enumerate(picks) if len(data[a:a + n]) >= 1]
+    expected = {i: data.find(p) for i, (_, p) in enumerate(patterns) if data.find(p) >= 0}
+    assert PatternSet(patterns).first_positions(data) == expected

@@ -372,13 +372,15 @@ def patch_snapshot(directory: Path, replacements: Sequence[tuple[bytes, bytes]])
     chunks = list(manifest["chunks"])
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as data:
         found = []
-        for old, new in replacements:
-            if len(old) != len(new):
-                raise ValueError("a patch must keep the length of what it replaces")
-            at = data.find(old)
-            if at >= 0:
-                found.append((at, new))
-                touched.update(range(at // CHECKSUM_CHUNK, (at + len(new) - 1) // CHECKSUM_CHUNK + 1))
+        if any(len(old) != len(new) for old, new in replacements):
+            raise ValueError("a patch must keep the length of what it replaces")
+        from ..storage.byte_scan import PatternSet  # every record located in one pass over the file, not one each
+
+        for index, at in PatternSet([(str(i), old) for i, (old, _) in enumerate(replacements)]).first_positions(
+                data).items():
+            new = replacements[index][1]
+            found.append((at, new))
+            touched.update(range(at // CHECKSUM_CHUNK, (at + len(new) - 1) // CHECKSUM_CHUNK + 1))
         if any(index >= len(chunks) or _chunk_digest(data, index) != chunks[index] for index in touched):
             return None  # damaged already: re-hashing would bless the damage; the caller writes a fresh snapshot
         for at, new in found:

@@ -63,7 +63,11 @@ class PatternSet:
 
     def find_in(self, data) -> set[int]:
         """Indices of the patterns found anywhere in `data` (bytes or an mmap)."""
-        found = {i for i in self.short if data.find(self.patterns[i]) >= 0}
+        return set(self.first_positions(data))
+
+    def first_positions(self, data) -> dict[int, int]:
+        """{pattern index: the offset of its first occurrence} for the patterns found in `data`, in one pass."""
+        found = {i: at for i in self.short if (at := data.find(self.patterns[i])) >= 0}
         size = len(data)
         if not self.by_anchor or size < ANCHOR:
             return found
@@ -87,8 +91,9 @@ class PatternSet:
                     for index, offset in self.by_anchor.get(int(words[hit]), ()):
                         begin = position - offset
                         pattern = self.patterns[index]
-                        if index not in found and begin >= 0 and data[begin:begin + len(pattern)] == pattern:
-                            found.add(index)
+                        if begin >= 0 and (index not in found or begin < found[index]) and \
+                                data[begin:begin + len(pattern)] == pattern:
+                            found[index] = begin
             start = stop
         return found
 
