@@ -158,10 +158,11 @@ def main() -> None:
             print(f"{'page ' + page:<46}{first:8.0f} ms first visit, {again:6.0f} ms revisit")
         rng = np.random.default_rng(1)
         live = memory.table.ids
+        picks = iter(rng.permutation(live).tolist())  # a different exemplar for every edit
         edits = {
-            "delete": lambda: memory.delete([int(live[len(live) // 2])]),
-            "relabel": lambda: memory.relabel([int(live[len(live) // 3])], memory.labels[0]),
-            "add": lambda: memory.add_embeddings(rng.normal(size=(1, memory.dim)), [memory.labels[1]]),
+            "delete": lambda: memory.delete([next(picks)]),
+            "relabel": lambda: memory.relabel([next(picks)], memory.labels[0]),
+            "add": lambda: memory.add_embeddings(np.abs(rng.normal(size=(1, memory.dim))), [memory.labels[1]]),
         }
         for name, edit in edits.items():
             for page in PAGES:

@@ -23,12 +23,13 @@ def test_finds_what_find_finds_at_every_offset(data, picks, strangers):
     patterns = [(f"p{i}", data[a:a + n]) for i, (a, n) in enumerate(picks) if data[a:a + n]]
     patterns += [(f"s{i}", s) for i, s in enumerate(strangers)]
     assert PatternSet(patterns).find_in(data) == finds(data, patterns)
+    assert set(PatternSet(patterns).one_pass(data)) == finds(data, patterns)
 
 
 def test_patterns_across_block_boundaries_and_in_zero_runs(monkeypatch):
     import vmem_core.storage.byte_scan as scan
 
-    monkeypatch.setattr(scan, "BLOCK", 64)
+    monkeypatch.setattr(scan, "BLOCK_WORDS", 8)
     rng = np.random.default_rng(0)
     vector = rng.random(16).astype(np.float32).tobytes()
     zeros_then = bytes(8) + vector[8:]  # an embedding that starts with two zeros
@@ -36,6 +37,7 @@ def test_patterns_across_block_boundaries_and_in_zero_runs(monkeypatch):
     for at, pattern in ((61, vector), (127, zeros_then), (1290, vector[:10])):
         data[at:at + len(pattern)] = pattern
     patterns = [("v", vector), ("z", zeros_then), ("tail", vector[:10]), ("absent", rng.random(16).tobytes())]
+    assert set(PatternSet(patterns).one_pass(bytes(data))) == {0, 1, 2}
     assert PatternSet(patterns).find_in(bytes(data)) == {0, 1, 2}
 
 
@@ -62,3 +64,4 @@ def test_first_positions_are_finds_answers(data, picks):
     patterns = [(f"p{i}", data[a:a + n]) for i, (a, n) in enumerate(picks) if len(data[a:a + n]) >= 1]
     expected = {i: data.find(p) for i, (_, p) in enumerate(patterns) if data.find(p) >= 0}
     assert PatternSet(patterns).first_positions(data) == expected
+    assert PatternSet(patterns).one_pass(data) == expected
