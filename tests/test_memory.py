@@ -345,6 +345,8 @@ def test_leave_one_out_cache_not_stamped_with_a_later_change(memory, monkeypatch
         return result
 
     monkeypatch.setattr(neighbour_table, "search_rows", slow)
+    memory._neighbours._table = None  # the build made one: start again from none, so that it is built now
+    memory._neighbours.path.unlink()
     memory.memory_neighbors(3)
     items, neighbors, _ = memory.memory_neighbors(3)
     assert 0 not in items and 0 not in neighbors
