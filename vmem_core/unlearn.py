@@ -461,11 +461,15 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
             _rows_digest(after_ids, after_vectors, after_labels) == plan["kept_sha256"]
         after_classes = label_classes(after_labels, labels_before)
         scratch_classes = label_classes(_live_labels(memory, kept_ids), labels_before)
-        _, scratch_vectors = memory.stored_embeddings(kept_ids)
-        scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, scratch_vectors, scratch_classes, probes,
-                                                              EXACT_K, len(labels_before))
         after_neighbors, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,
                                                           EXACT_K, len(labels_before))
+        if same_rows and np.array_equal(scratch_classes, after_classes):
+            # the same ids, vectors and labels: the exact search from scratch is this one, term for term
+            scratch_neighbors, scratch_pred = after_neighbors, after_pred
+        else:
+            _, scratch_vectors = memory.stored_embeddings(kept_ids)
+            scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, scratch_vectors, scratch_classes, probes,
+                                                                  EXACT_K, len(labels_before))
         same_predictions = np.array_equal(scratch_pred, after_pred) and np.array_equal(scratch_neighbors,
                                                                                        after_neighbors)
         index_ids, _ = memory.search(probes, min(EXACT_K, len(after_ids)))

@@ -61,9 +61,16 @@ def numpy_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.nd
     """
     similarities = queries.astype(np.float32) @ vectors.astype(np.float32).T
     k = min(int(k), similarities.shape[1])
-    order = np.lexsort((np.broadcast_to(np.arange(similarities.shape[1]), similarities.shape), -similarities),
-                       axis=1)[:, :k]
-    return order.astype(np.int64), 1.0 - np.take_along_axis(similarities, order, axis=1)
+    order = np.zeros((len(similarities), k), dtype=np.int64)
+    if k == 0:
+        return order, np.zeros((len(similarities), 0), np.float32)
+    # the k-th highest similarity of each row, then every column at least that high (ties at the cut included),
+    # ordered by similarity and position: a sort of a few columns, not of every row in full
+    kth = -np.partition(-similarities, k - 1, axis=1)[:, k - 1]
+    for row, (scores, cut) in enumerate(zip(similarities, kth)):
+        columns = np.flatnonzero(scores >= cut)
+        order[row] = columns[np.lexsort((columns, -scores[columns]))][:k]
+    return order, 1.0 - np.take_along_axis(similarities, order, axis=1)
 
 
 class AnnIndex:
