@@ -150,3 +150,29 @@ def test_special_images():
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
     Image.new("RGB", (8, 2)).save(rotated, format="JPEG", exif=exif)
     assert load_image(rotated.getvalue()).image.size == (2, 8)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_below_what_encoders_need(tmp_path):
+    """Draft mode: a 2000 x 1200 JPEG comes back at 1/2 scale (1000 x 600, both sides >= JPEG_DRAFT_MIN_SIDE), close
+    to the full decode shrunk the same way; its sha256 is still that of the file."""
+    import hashlib
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from vmem_core.ingest.images import JPEG_DRAFT_MIN_SIDE, load_image
+
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 255, size=(12, 20, 3)), np.ones((100, 100, 1))).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(smooth).save(buffer, format="JPEG", quality=95)
+    data = buffer.getvalue()
+    loaded = load_image(data)
+    assert loaded.image.size == (1000, 600) and min(loaded.image.size) >= JPEG_DRAFT_MIN_SIDE
+    assert loaded.sha256 == hashlib.sha256(data).hexdigest()
+    full = Image.open(io.BytesIO(data)).convert("RGB").resize((1000, 600), Image.BILINEAR)
+    assert np.abs(np.asarray(loaded.image, np.float32) - np.asarray(full, np.float32)).mean() < 3
+    small = io.BytesIO()
+    Image.fromarray(smooth[:800, :800]).save(small, format="JPEG")
+    assert load_image(small.getvalue()).image.size == (800, 800)  # under twice the minimum: decoded in full

@@ -334,19 +334,25 @@ def test_readers_never_see_labels_mid_relabel(memory):
 
 
 def test_leave_one_out_cache_not_stamped_with_a_later_change(memory, monkeypatch):
-    from vmem_core.memory.search import Search
+    import vmem_core.storage.neighbour_table as neighbour_table
+    from vmem_core.storage.layout import NEIGHBOUR_TABLE
 
-    original = Search._memory_neighbors
+    path = memory.path
+    memory.close()
+    (path / NEIGHBOUR_TABLE).unlink()  # the build made one: start again from none, so that it is built now
+    memory = VisualMemory.open(path)
+    original = neighbour_table.search_rows
 
-    def slow(self, k, ids):
-        result = original(self, k, ids)
-        monkeypatch.setattr(Search, "_memory_neighbors", original)
-        memory.exemplars.delete([0])  # a write lands while the neighbours are being computed
+    def slow(ids, search, depth):
+        result = original(ids, search, depth)
+        monkeypatch.setattr(neighbour_table, "search_rows", original)
+        memory.exemplars.delete([0])  # a write lands while the neighbour table is being built
         return result
 
-    monkeypatch.setattr(Search, "_memory_neighbors", slow)
-    memory.search.memory_neighbors(3)
-    items, neighbors, _ = memory.search.memory_neighbors(3)
+    monkeypatch.setattr(neighbour_table, "search_rows", slow)
+    with memory:
+        memory.search.memory_neighbors(3)
+        items, neighbors, _ = memory.search.memory_neighbors(3)
     assert 0 not in items and 0 not in neighbors
 
 

@@ -198,3 +198,20 @@ def test_umap_projection_is_seeded_placeable_and_cached(memory):
     memory.exemplars.delete([5])
     redrawn = memory_map(memory, "umap")
     assert redrawn is not cached and 5 not in redrawn.ids and len(redrawn) == 119
+
+
+def test_a_large_memory_keeps_its_axes_through_a_small_change(memory, monkeypatch):
+    import vmem_core.analysis.memory_map as memory_map_module
+
+    monkeypatch.setattr(memory_map_module, "EXACT_PCA_BELOW", 10)  # this memory counts as large
+    monkeypatch.setattr(memory_map_module, "REFIT_AFTER_CHANGE", 0.05)
+    first = memory_map(memory, "pca")
+    memory.exemplars.delete([5])
+    calls = []
+    monkeypatch.setattr(memory_map_module, "pca_projection", lambda *a: calls.append(a))
+    second = memory_map(memory, "pca")
+    assert not calls and 5 not in second.ids and len(second) == len(first) - 1
+    assert np.array_equal(second.points_of([7]), first.points_of([7]))  # the same axes: points stay put
+    memory.exemplars.delete(list(range(20, 40)))  # far more than 5% of the memory: fitted again
+    assert memory_map(memory, "pca") is None  # the stub's answer: a refit was asked for
+    assert len(calls) == 1

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vmem_core.voting import (
     VoteSettings,
@@ -129,3 +131,37 @@ def test_pruning_needs_reliability():
 def test_compact_kept_preserves_order():
     (out,) = compact_kept(np.array([[False, True, False, True]]), np.array([[1, 2, 3, 4]]))
     assert out.tolist() == [[2, 4, -1, -1]]
+
+
+def _vote_all_k_one_neighbour_at_a_time(labels, weights, num_classes):
+    """The definition of vote_all_k: neighbours added one by one, a class takes the lead on a strictly higher score."""
+    labels, weights = np.asarray(labels, np.int64), np.asarray(weights, np.float64)
+    n, depth = labels.shape
+    scores = np.zeros((n, max(num_classes, 1)))
+    out = np.full((n, depth), -1, np.int64)
+    for i in range(n):
+        leader, leader_score = -1, -np.inf
+        for j in range(depth):
+            c = labels[i, j]
+            if c >= 0:
+                scores[i, c] += weights[i, j]
+                if scores[i, c] > leader_score:
+                    leader, leader_score = c, scores[i, c]
+            out[i, j] = leader
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 12), st.integers(1, 4), st.integers(0, 2**31))
+def test_vote_all_k_equals_adding_neighbours_one_by_one(n, depth, num_classes, seed):
+    """Ties (integer weights), zero weights and missing neighbours (-1) included."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(-1, num_classes, size=(n, depth))
+    weights = rng.integers(0, 3, size=(n, depth)).astype(np.float64)
+    if seed % 2:
+        weights = 1.0 / (np.arange(depth) + 2.0) * np.ones((n, 1))  # rank weights: float sums in order
+    expected = _vote_all_k_one_neighbour_at_a_time(labels, weights, num_classes)
+    np.testing.assert_array_equal(vote_all_k(labels, weights, num_classes), expected)
+    import vmem_core.voting as voting
+
+    np.testing.assert_array_equal(voting._leaders_step_by_step(labels, weights, num_classes), expected)

@@ -30,7 +30,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import mmap
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -45,6 +44,7 @@ from .memory.erasure import Erasure
 from .purge_proof import Check, certificate_digest, commitment, new_salt
 from .storage.atomic import fsync_dir, write_json_atomic
 from .storage.audit import id_summary
+from .storage.byte_scan import byte_scan, rows_holding  # noqa: F401 - byte_scan is also this module's API
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
 from .voting import label_classes, prepare_votes, vote_all_k
 
@@ -154,19 +154,6 @@ def byte_patterns(vectors: np.ndarray, thumbnails: Sequence[Optional[bytes]]) ->
     return patterns
 
 
-def byte_scan(directory: Path, patterns: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
-    """(file, pattern name) for every pattern found in any file under `directory`."""
-    hits = []
-    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
-        if path.stat().st_size == 0:
-            continue
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            for name, pattern in patterns:
-                if data.find(pattern) >= 0:
-                    hits.append((str(path.relative_to(directory)), name))
-    return hits
-
-
 def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np.ndarray,
                            thumbnails: Sequence[Optional[bytes]]) -> set[bytes]:
     """Byte patterns of removed exemplars that a remaining exemplar, live or tombstoned, holds too (the same image
@@ -178,22 +165,25 @@ def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np
     if not len(remaining) or not len(vectors):
         return shared
     _, stored = memory.exemplars.stored_embeddings(remaining)
-    wanted = {np.asarray(v, dtype=np.float32).tobytes() for v in vectors}
-    for start in range(0, len(stored), 65536):  # exact byte comparison, in blocks to bound memory
-        for row in stored[start:start + 65536]:
-            data = row.tobytes()
-            if data in wanted:
-                shared.add(data)
-                shared.add(row.astype(np.float16).tobytes())
+    for row in stored[rows_holding(stored, vectors)]:
+        shared.add(row.tobytes())
+        shared.add(row.astype(np.float16).tobytes())
     return shared
 
 
 def _exact_predictions(ids: np.ndarray, vectors: np.ndarray, classes: np.ndarray, probes: np.ndarray, k: int,
                        num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN (rank voting) over the given exemplars: (neighbour ids, predictions) per probe."""
-    from .backends.exact import exact_top_k  # imports torch: only when a certificate is checked
+    import sys
 
-    order, distances = exact_top_k(probes, vectors, k)
+    if "torch" in sys.modules:
+        from .backends.exact import exact_top_k
+
+        order, distances = exact_top_k(probes, vectors, k)
+    else:  # the same exact order (by similarity, ties by position) in numpy: no 1.7 s torch import for a purge
+        from .backends.hnsw_index import numpy_top_k
+
+        order, distances = numpy_top_k(probes, vectors, k)
     votes, weights, _ = prepare_votes(classes[order], distances, "rank")
     return ids[order], vote_all_k(votes, weights, num_classes)[:, -1]
 
@@ -464,11 +454,15 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
             _rows_digest(after_ids, after_vectors, after_labels) == plan["kept_sha256"]
         after_classes = label_classes(after_labels, labels_before)
         scratch_classes = label_classes(_live_labels(memory, kept_ids), labels_before)
-        _, scratch_vectors = memory.exemplars.stored_embeddings(kept_ids)
-        scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, scratch_vectors, scratch_classes, probes,
-                                                              EXACT_K, len(labels_before))
         after_neighbors, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,
                                                           EXACT_K, len(labels_before))
+        if same_rows and np.array_equal(scratch_classes, after_classes):
+            # the same ids, vectors and labels: the exact search from scratch is this one, term for term
+            scratch_neighbors, scratch_pred = after_neighbors, after_pred
+        else:
+            _, scratch_vectors = memory.exemplars.stored_embeddings(kept_ids)
+            scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, scratch_vectors, scratch_classes, probes,
+                                                                  EXACT_K, len(labels_before))
         same_predictions = np.array_equal(scratch_pred, after_pred) and np.array_equal(scratch_neighbors,
                                                                                        after_neighbors)
         index_ids, _ = memory.search(probes, min(EXACT_K, len(after_ids)))

@@ -294,7 +294,21 @@ def vote_all_k(
     if labels.ndim != 2 or labels.shape != weights.shape:
         raise ValueError(f"labels {labels.shape} and weights {weights.shape} must be equal 2-D shapes")
     n, depth = labels.shape
-    scores = np.zeros((n, max(num_classes, 1)), dtype=np.float64)
+    classes = max(num_classes, 1)
+    if n * depth * classes > ALL_PREFIXES_AT_ONCE:
+        return _leaders_step_by_step(labels, weights, classes)
+    return _leaders(labels, weights, classes)
+
+
+# Up to this many (rows x K x classes) values, every prefix is voted at once (a query's classification: no Python
+# loop over k, ~0.1 ms). Beyond it (curation's vote of every exemplar), one step per k over all rows costs less than
+# the (rows, K, classes) arrays, and its loop is spread over thousands of rows.
+ALL_PREFIXES_AT_ONCE = 200_000
+
+
+def _leaders_step_by_step(labels: np.ndarray, weights: np.ndarray, classes: int) -> np.ndarray:
+    n, depth = labels.shape
+    scores = np.zeros((n, classes), dtype=np.float64)
     leader = np.full(n, -1, dtype=np.int64)
     leader_score = np.full(n, -np.inf)
     rows = np.arange(n)
@@ -311,6 +325,31 @@ def vote_all_k(
         leader_score = np.where(takes_lead, new_score, leader_score)
         predictions[:, j] = leader
     return predictions
+
+
+def _leaders(labels: np.ndarray, weights: np.ndarray, classes: int) -> np.ndarray:
+    """The leader after every prefix, for all prefixes at once. Adding neighbours one by one, a class takes the lead
+    when its score strictly exceeds the leader's (an equal score arrived later: the earlier class keeps the tie). So
+    the leader is, among the classes that have voted, one with the highest score, and among those the one that
+    reached its score first: its last score increase (or first vote, for a zero weight) is the earliest."""
+    n, depth = labels.shape
+    if n == 0 or depth == 0:
+        return np.zeros((n, depth), dtype=np.int64)
+    voted = labels[:, :, None] == np.arange(classes)  # (n, K, C); a missing neighbour (-1) votes for none
+    votes = voted * weights[:, :, None]
+    scores = np.cumsum(votes, axis=1)  # sequential sums: the same floats as adding one neighbour at a time
+    ever = np.logical_or.accumulate(voted, axis=1)
+    # a class's score reaches a new value when it gains weight, or on its first vote (a zero weight)
+    reached = voted & (votes > 0)
+    reached[:, 0] |= voted[:, 0]
+    reached[:, 1:] |= voted[:, 1:] & ~ever[:, :-1]
+    steps = np.arange(depth)[None, :, None]
+    reached_at = np.maximum.accumulate(np.where(reached, steps, -1), axis=1)
+    standing = np.where(ever, scores, -np.inf)
+    best = standing.max(axis=2, keepdims=True)
+    tied = ever & (standing == best)
+    leader = np.where(tied, reached_at, depth + 1).argmin(axis=2)
+    return np.where(ever.any(axis=2), leader, -1).astype(np.int64)
 
 
 def class_scores(neighbor_labels: np.ndarray, weights: np.ndarray, num_classes: int) -> np.ndarray:

@@ -57,27 +57,62 @@ class Projection:
         return self.points[where]
 
 
+# Above this many values (exemplars x dimensions) the axes come from a randomized SVD (Halko, Martinsson & Tropp
+# 2011: a seeded sketch, power iterations, float32 products over the uncentred rows): ~0.3 s at 60,000 x 1280 where
+# the full covariance took 4.2 s; below it, numpy's exact decomposition.
+EXACT_PCA_BELOW = 4_000_000
+SKETCH_OVERSAMPLE = 10
+SKETCH_POWER_ITERATIONS = 5
+
+
 def pca_projection(ids: np.ndarray, vectors: np.ndarray) -> Projection:
-    """Project onto the two principal axes (numpy SVD; the covariance's eigenvectors when exemplars are many), signs
-    fixed so that the same data always draws the same way."""
+    """Project onto the two principal axes, signs fixed so that the same data always draws the same way: numpy's
+    SVD (the covariance's eigenvectors when exemplars are many), or for a large memory a seeded randomized SVD."""
     ids = np.asarray(ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
-    ids, vectors = ids[order], np.asarray(vectors, dtype=np.float64)[order]
+    large = np.size(vectors) > EXACT_PCA_BELOW
+    ids, vectors = ids[order], np.asarray(vectors, dtype=np.float32 if large else np.float64)[order]
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
-    mean = vectors.mean(axis=0) if len(vectors) else np.zeros(dim)
+    mean = vectors.mean(axis=0, dtype=np.float64) if len(vectors) else np.zeros(dim)
     components = np.zeros((2, dim))
     if len(vectors) >= 2:
-        centred = vectors - mean
-        if len(vectors) > 2 * dim:  # many exemplars: the (dim, dim) covariance's top eigenvectors are the same axes
+        if large:
+            axes = _sketched_axes(vectors, mean)
+        elif len(vectors) > 2 * dim:  # many exemplars: the (dim, dim) covariance's top eigenvectors are the same axes
+            centred = vectors - mean
             values, vectors_of = np.linalg.eigh(centred.T @ centred)
             axes = vectors_of[:, ::-1][:, :2].T
         else:
-            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
             axes = vt[:2]
         signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
         components[: len(axes)] = axes * np.where(signs == 0, 1, signs)[:, None]
-    points = (vectors - mean) @ components.T if len(vectors) else np.zeros((0, 2))
-    return Projection("pca", ids, points, mean, components)
+    points = (vectors @ components.T.astype(vectors.dtype) - mean @ components.T) if len(vectors) else np.zeros((0, 2))
+    return Projection("pca", ids, np.asarray(points, dtype=np.float64), mean, components)
+
+
+def _sketched_axes(vectors: np.ndarray, mean: np.ndarray, rank: int = 2) -> np.ndarray:
+    """The top `rank` right singular vectors of (vectors - mean), by randomized subspace iteration; the centring is
+    applied to the products, so no centred copy of the memory is made."""
+    width = min(rank + SKETCH_OVERSAMPLE, vectors.shape[1])
+    mean32 = mean.astype(np.float32)
+
+    def times(m: np.ndarray) -> np.ndarray:  # (vectors - mean) @ m
+        m = m.astype(np.float32)
+        return vectors @ m - mean32 @ m
+
+    def times_t(m: np.ndarray) -> np.ndarray:  # (vectors - mean).T @ m
+        m = m.astype(np.float32)
+        return vectors.T @ m - np.outer(mean32, m.sum(axis=0))
+
+    sketch = times(np.random.default_rng(0).standard_normal((vectors.shape[1], width)))
+    for _ in range(SKETCH_POWER_ITERATIONS):
+        basis, _ = np.linalg.qr(sketch.astype(np.float64))
+        back, _ = np.linalg.qr(times_t(basis).astype(np.float64))
+        sketch = times(back)
+    basis, _ = np.linalg.qr(sketch.astype(np.float64))
+    _, _, vt = np.linalg.svd(times_t(basis).astype(np.float64).T, full_matrices=False)
+    return vt[:rank]
 
 
 def umap_projection(ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> Projection:
@@ -102,15 +137,61 @@ def resolve_method(method: str, n: int) -> str:
     return method
 
 
+# A large memory's map keeps its axes through small changes: after an edit, exemplars that stay keep their points and
+# new ones are placed on the same axes (milliseconds, where a refit of 60,000 x 1280 takes seconds and would move
+# every point for one exemplar's sake). The axes are fitted again once the exemplars added or removed since their fit
+# exceed this share of the memory.
+REFIT_AFTER_CHANGE = 0.01
+_fitted: "weakref.WeakKeyDictionary" = None  # memory -> {method: (projection, exemplars fitted on)}
+
+
 def memory_map(memory, method: str = "pca") -> Projection:
-    """The live exemplars' 2-D projection, computed once per memory change (cached by `memory.derived`)."""
+    """The live exemplars' 2-D projection, computed once per memory change (cached by `memory.derived`); for a large
+    memory, updated on its axes after a small change (REFIT_AFTER_CHANGE)."""
 
     def compute() -> Projection:
+        updated = _updated_on_the_same_axes(memory, method)
+        if updated is not None:
+            return updated
         ids, vectors = memory.exemplars.embeddings()
         chosen = resolve_method(method, len(ids))
-        return umap_projection(ids, vectors) if chosen == "umap" else pca_projection(ids, vectors)
+        projection = umap_projection(ids, vectors) if chosen == "umap" else pca_projection(ids, vectors)
+        if np.size(vectors) > EXACT_PCA_BELOW:
+            _fits(memory)[method] = (projection, len(ids))
+        return projection
 
     return memory.derived(("memory-map", method), compute)
+
+
+def _fits(memory) -> dict:
+    global _fitted
+    import weakref
+
+    if _fitted is None:
+        _fitted = weakref.WeakKeyDictionary()
+    return _fitted.setdefault(memory, {})
+
+
+def _updated_on_the_same_axes(memory, method: str) -> Optional[Projection]:
+    """The last projection of a large memory with removed exemplars dropped and new ones placed, or None where there
+    is none or the change since its fit is too large."""
+    fitted = _fits(memory).get(method)
+    if fitted is None:
+        return None
+    previous, fitted_count = fitted
+    live = memory.table.ids
+    stays = np.isin(previous.ids, live)
+    new_ids = np.setdiff1d(live, previous.ids)
+    if (len(new_ids) + int((~stays).sum())) > REFIT_AFTER_CHANGE * fitted_count:
+        return None
+    found, vectors = memory.exemplars.embeddings(new_ids)
+    ids = np.concatenate([previous.ids[stays], found])
+    points = np.concatenate([previous.points[stays], previous.place(vectors)])
+    order = np.argsort(ids, kind="stable")
+    projection = Projection(previous.method, ids[order], points[order], previous.mean, previous.components,
+                            previous.reducer)
+    _fits(memory)[method] = (projection, fitted_count)  # the axes' fit is what the next change is measured from
+    return projection
 
 
 def place_queries(memory, embeddings: np.ndarray, method: str = "pca") -> np.ndarray:

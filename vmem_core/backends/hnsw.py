@@ -16,7 +16,7 @@ import numpy as np
 
 from ..storage.layout import HNSW_DIR
 from .base import Evidence, LabelLookup, RowFetcher, catch_up
-from .hnsw_index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
+from .hnsw_index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot, snapshot_needed
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -33,6 +33,9 @@ class HnswlibBackend:
         self.dim = index.dim
         self._applied_seq = applied_seq
         self._label_lookup = label_lookup
+        # what changed since the snapshot: adds need a new one, tombstones only past the compaction threshold
+        self._added_since = False
+        self._tombstones_since = 0
 
     @classmethod
     def open(cls, directory: Path, dim: int, params: IndexParams, store: "Store",
@@ -79,12 +82,14 @@ class HnswlibBackend:
         return self.index.live_ids()
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str] = ()) -> None:
+        self._added_since = True
         self.index.add(ids, vectors)  # labels are the memory's: `label_lookup` reads them at search time
 
     def relabel(self, ids: Sequence[int], label: str) -> None:
         pass  # labels are looked up in the memory's label table when a search filters by label
 
     def mark_deleted(self, ids: Sequence[int]) -> None:
+        self._tombstones_since += len(ids)
         self.index.mark_deleted(ids)
 
     def sync(self, live: np.ndarray, deleted: np.ndarray, fetch: RowFetcher) -> None:
@@ -93,7 +98,9 @@ class HnswlibBackend:
         self.index.unmark_deleted(live[present])
         if not present.all():
             ids, vectors, _ = fetch(live[~present])
+            self._added_since = True
             self.index.add(ids, vectors)
+        self._tombstones_since += int(present.sum()) + len(deleted)
         self.index.mark_deleted(deleted)
 
     def search(
@@ -107,9 +114,11 @@ class HnswlibBackend:
 
     # --- durability -----------------------------------------------------------------------------------------------
     def persist(self, seq: int) -> None:
-        if seq != self._applied_seq:
+        if snapshot_needed(self._applied_seq, seq, self._added_since, self._tombstones_since,
+                           self.index.element_count()):
             self.index.save_snapshot(self.directory, seq)
             self._applied_seq = seq
+            self._added_since, self._tombstones_since = False, 0
 
     def purge(self, ids: Sequence[int], originals: np.ndarray, seq: int) -> list[Evidence]:
         """Overwrite the vectors with noise in memory, then in the snapshot file: patched in place where it holds
@@ -129,6 +138,7 @@ class HnswlibBackend:
         if patched is None:
             self._applied_seq = seq  # the live index holds every committed change
             self.index.save_snapshot(self.directory, seq)
+            self._added_since, self._tombstones_since = False, 0
             how = "a fresh snapshot written from the scrubbed index"
         else:
             how = f"{patched} record(s) overwritten in place in the snapshot file"

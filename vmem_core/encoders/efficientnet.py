@@ -127,6 +127,30 @@ def weights_path(name: str = DEFAULT_VARIANT) -> Path:
     return Path(model_file.get_model_file_path())
 
 
+def torch_version() -> str:
+    """torch.__version__ (e.g. '2.5.1+cpu', local tag included) read from torch/version.py without importing torch;
+    the version torch reports where it is imported already or that file cannot be read."""
+    import sys
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"].__version__
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("torch")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", (Path(folder) / "version.py").read_text(),
+                              re.MULTILINE)
+        except OSError:
+            continue
+        if found:
+            return found.group(1)
+    import torch
+
+    return torch.__version__
+
+
 def load_torch_network(name: str = DEFAULT_VARIANT):
     """The full pretrained network of variant `name` (features and ImageNet classifier), in eval mode, ReLU6 kept."""
     spec = variant(name)
@@ -192,20 +216,37 @@ class EfficientNetLiteEncoder(BatchedEncoder):
         self._weights_digest = hashlib.sha256(weights.read_bytes()).hexdigest()
         # the format memories and the embedding cache are keyed by: never change it for an existing variant
         self.identity = f"{self.name}:sha256:{self._weights_digest[:16]}"
-        self._network = load_torch_network(self.name)
-        self._features = _feature_module(self._network)
+        # the torch network is built on first use: the onnx runtime with its export cached never imports torch
+        # (1.7 s and ~480 MiB of a CLI process), only exporting or the torch runtime does
+        self._torch_features = None
+        self._torch_network = None
         if self.device.is_cuda:
-            from .on_device import CUDA_BATCH_SIZE, place
+            from .on_device import CUDA_BATCH_SIZE
 
-            self._features = place(self._features, self.device)
             self.batch_size = CUDA_BATCH_SIZE
         self._session = self._onnx_session() if runtime == "onnx" else None
 
+    @property
+    def _network(self):
+        if self._torch_network is None:
+            self._torch_network = load_torch_network(self.name)
+        return self._torch_network
+
+    @property
+    def _features(self):
+        if self._torch_features is None:
+            features = _feature_module(self._network)
+            if self.device.is_cuda:
+                from .on_device import place
+
+                features = place(features, self.device)
+            self._torch_features = features
+        return self._torch_features
+
     def _onnx_path(self) -> Path:
         import onnxruntime
-        import torch
 
-        tag = f"{self._weights_digest[:16]}-v{EXPORT_VERSION}-torch{torch.__version__}-ort{onnxruntime.__version__}"
+        tag = f"{self._weights_digest[:16]}-v{EXPORT_VERSION}-torch{torch_version()}-ort{onnxruntime.__version__}"
         return cache_dir() / f"{self.name}-features-{tag}.onnx"
 
     def _export_onnx(self, path: Path) -> None:

@@ -37,7 +37,10 @@ from ..errors import EncoderMismatchError, MemoryFormatError
 from ..ingest.images import ImageInput
 from ..label_table import LabelTable
 from ..storage.atomic import write_json_atomic
-from ..storage.layout import CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, PURGE_JOURNAL, read_config
+from ..storage.layout import (
+    CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, NEIGHBOUR_TABLE, PURGE_JOURNAL, read_config,
+)
+from ..storage.neighbour_table import NeighbourTableKeeper
 from ..storage.locks import ReadWriteLock
 from ..storage.owner_lock import OwnerLock
 from ..storage.store import Store
@@ -46,7 +49,7 @@ from .audit import Audit
 from .exemplars import Exemplars
 from .index import Index
 from .reader import MemoryReader, OpenReader
-from .reliability import Reliability
+from .reliability import NEIGHBOUR_TABLE_DEPTH, Reliability
 from .search import Search
 from .stats import memory_stats
 
@@ -116,6 +119,7 @@ class VisualMemory:
             self.config = config = {**config, "version": FORMAT_VERSION}
             write_json_atomic(self.path / CONFIG_NAME, config)
         self._derived: dict[object, tuple[int, object]] = {}
+        self._neighbours = NeighbourTableKeeper(self.path / NEIGHBOUR_TABLE, NEIGHBOUR_TABLE_DEPTH)
         self._index_uri = index_uri
         try:
             self._refresh_labels()

@@ -82,6 +82,7 @@ class Erasure:
             evidence = memory._index.purge(ids, memory._store.vault.read_vectors(ids), memory._store.seq())
             memory._store.purge(ids, purge_id, details, [tuple(p) for p in thumbnail_places])
             memory._refresh_labels()
+            memory._neighbours.after_purge(memory.reliability.table)
             memory._keep_owner_lock()
         for forget in _forgetters:
             forget(memory.path, [int(i) for i in ids])

@@ -250,6 +250,8 @@ class Exemplars(ExemplarReads):
             progress(report.skipped_existing, total)
         run_build(self._memory, todo, report, total, progress, strict, workers, chunk_size,
                   decode_processes=decode_processes)
+        # once, here, so that no page or command opens on a whole-memory pass later
+        self._memory.reliability.table()
         self._memory.index.flush()
         return report
 

@@ -78,6 +78,8 @@ class Index(IndexReads):
         return {"from": before, "to": ef}
 
     def flush(self) -> None:
-        """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush)."""
+        """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush),
+        and the neighbour table if it is newer than its file."""
         with self._lock.write():
             self._index.persist(self._store.seq())
+        self._neighbours.save()

@@ -21,7 +21,7 @@ from .audit import AuditReads
 from .exemplars import ExemplarReads
 from .index import IndexReads
 from .part import RefusedChange, refuse
-from .reliability import Reliability
+from .reliability import ReliabilityReads
 from .search import Search
 
 if TYPE_CHECKING:
@@ -94,8 +94,8 @@ class MemoryReader:
         return Search(self._memory)  # every search reads
 
     @property
-    def reliability(self) -> Reliability:
-        return Reliability(self._memory)  # reads, and caches until the next change
+    def reliability(self) -> ReliabilityReads:
+        return ReliabilityReads(self._memory)  # reads, and caches until the next change
 
     @property
     def index(self) -> IndexReads:

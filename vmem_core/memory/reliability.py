@@ -3,20 +3,39 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import threading
+from typing import Callable, Optional
 
 import numpy as np
 
 from ..errors import VmemError
-from ..voting import DEFAULT_RELIABILITY_TOP_N, VoteSettings, reliability_counts, resolve_settings
+from ..storage.neighbour_table import NeighbourTable
+from ..voting import DEFAULT_K, DEFAULT_RELIABILITY_TOP_N, VoteSettings, reliability_counts, resolve_settings
 from .part import Part
 
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
 
-class Reliability(Part):
-    """Reliability of one open memory's exemplars (`memory.reliability(top_n)`); every method reads, and caches its
-    result until the memory changes."""
+# the neighbour table keeps as many leave-one-out neighbours as the memory's pages ask for by default: reliability's
+# top_n and curation's k; a deeper request is computed on demand
+NEIGHBOUR_TABLE_DEPTH = max(DEFAULT_K, DEFAULT_RELIABILITY_TOP_N)
+
+
+class ReliabilityReads(Part):
+    """Reliability of one open memory's exemplars (`memory.reliability(top_n)`, a reader's too): every method reads,
+    and caches its result until the memory changes. Its inside is the neighbour table (every live exemplar's
+    leave-one-out neighbours, vmem_core.storage.neighbour_table), kept up to date edit by edit."""
 
     __slots__ = ()
+    _read_half = True
+
+    def table(self, progress: Optional[Progress] = None) -> NeighbourTable:
+        """Every live exemplar's leave-one-out neighbours, brought up to date with the changes since it was last used;
+        built in full (with `progress`) only where the memory has none yet."""
+        with self._lock.read():  # the change counter and the live ids of one state
+            seq, live = self._store.seq(), self._table.ids
+        return self._neighbours.current(live, seq, _IndexSearch(self._memory), progress)
 
     def kept_ids(self, settings: Optional[VoteSettings] = None) -> np.ndarray:
         """Live exemplars that hard pruning keeps under `settings`: reliability v (over top_n) < threshold."""
@@ -51,3 +70,50 @@ class Reliability(Part):
         """v of each neighbour id (same shape; 0 for ids with no count, e.g. -1 padding)."""
         v = self(top_n)
         return np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(np.asarray(neighbor_ids))
+
+
+class Reliability(ReliabilityReads):
+    """`memory.reliability`: the reads, and the upkeep of the neighbour table on disk (a writer's)."""
+
+    __slots__ = ()
+    _read_half = False
+
+    def table_in_background(self) -> Optional[threading.Thread]:
+        """Where the memory has no neighbour table on disk (built before there was one), build it in a thread and
+        save it (unless read-only); returns the thread, or None where there is nothing to do."""
+        memory = self._memory
+        if memory._neighbours.loaded() is not None or memory._neighbours.path.exists():
+            return None
+
+        def build() -> None:
+            try:
+                ReliabilityReads(memory).table()
+                if not memory._read_only:
+                    memory._neighbours.save()
+            except Exception:  # noqa: BLE001 - the next reader builds it instead, and reports what fails
+                log.exception("building the neighbour table of %s in the background failed", memory.path)
+
+        thread = threading.Thread(target=build, name="vmem-neighbour-table", daemon=True)
+        thread.start()
+        return thread
+
+    def rebuild_table(self, progress: Optional[Progress] = None) -> NeighbourTable:
+        """Recompute the neighbour table from scratch (resumable: an interrupted rebuild continues from its
+        checkpoint), e.g. after changing the index's search parameters."""
+        with self._lock.read():
+            seq, live = self._store.seq(), self._table.ids
+        return self._neighbours.rebuild(live, seq, _IndexSearch(self._memory), progress)
+
+
+class _IndexSearch:
+    """The neighbour table's view of a memory (vmem_core.storage.neighbour_table.VectorSearch): its index, its vault."""
+
+    def __init__(self, memory) -> None:
+        self._memory = memory
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._memory._lock.read():
+            return self._memory._index.search(vectors, k)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._memory._store.vault.read_vectors(ids)

@@ -17,6 +17,7 @@ from ..label_table import LabelTable
 from ..neighbour_set import NeighbourSet
 from ..voting import VoteSettings, prepare_votes, resolve_settings, vote_all_k
 from .part import Part, check_embeddings
+from .reliability import NEIGHBOUR_TABLE_DEPTH
 
 
 class Search(Part):
@@ -56,8 +57,10 @@ class Search(Part):
         Returns:
             (item ids (n,), neighbour ids (n, k'), distances (n, k')), k' = min(k, live exemplars - 1).
         """
+        if ids is None and int(k) <= NEIGHBOUR_TABLE_DEPTH:
+            return self._memory.reliability.table().leave_one_out(int(k))
         if ids is None:
-            # every live item: computed once per change and per depth, shared by reliability, curation and OOD
+            # deeper than the table: computed once per change and per depth
             seq = self._store.seq()  # read before computing: a write meanwhile makes this result stale, not current
             cached = self._derived.get(("loo", "deepest"))
             if cached is not None and cached[0] == seq and cached[1][1].shape[1] >= min(

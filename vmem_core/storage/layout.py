@@ -11,6 +11,7 @@
     host.json            where the app holding the memory serves CLI commands (vmem_core.host)
     memory.lock          locked by the process that holds the memory, never replaced (vmem_core.storage.owner_lock)
     rerank-cache/        answers of vision-language re-rankers (vmem_core.rerank.cache)
+    neighbours/          the leave-one-out neighbour table and a full build's checkpoint (vmem_core.storage.neighbour_table)
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ CERTIFICATE_DIR = "certificates"
 HOST_FILE = "host.json"
 LOCK_FILE = "memory.lock"
 RERANK_CACHE_DIR = "rerank-cache"
+NEIGHBOUR_DIR = "neighbours"
+NEIGHBOUR_TABLE = "neighbours/table.npz"
 
 # the top-level entries a memory folder may hold (DuckDB adds its write-ahead log beside the database)
 ENTRIES = (CONFIG_NAME, DATABASE_NAME, DATABASE_NAME + ".wal", VECTORS_NAME, THUMBNAILS_NAME, HNSW_DIR,
-           MILVUS_LITE_DIR, MILVUS_STATE, PURGE_JOURNAL, CERTIFICATE_DIR, HOST_FILE, LOCK_FILE, RERANK_CACHE_DIR)
+           MILVUS_LITE_DIR, MILVUS_STATE, PURGE_JOURNAL, CERTIFICATE_DIR, HOST_FILE, LOCK_FILE, RERANK_CACHE_DIR,
+           NEIGHBOUR_DIR)
 
 
 def is_memory(path: Path) -> bool:

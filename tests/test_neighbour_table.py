@@ -1,0 +1,219 @@
+"""The neighbour table kept incrementally equals a full recomputation, whatever sequence of edits came before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vmem_core.analysis.ood import nearest_distance_threshold
+from vmem_core.memory import VisualMemory
+from vmem_core.storage.neighbour_table import NeighbourTable, NeighbourTableKeeper, cosine_distances
+from vmem_core.voting import reliability_counts
+
+DIM = 8
+LABELS = ["a", "b", "c"]
+
+
+class ExactSearch:
+    """Exact search over a dict of live unit vectors: a full recomputation is then the one true answer."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, np.ndarray] = {}
+        self.stored: dict[int, np.ndarray] = {}
+
+    def search(self, vectors, k):
+        ids = np.asarray(sorted(self.live), dtype=np.int64)
+        if not len(ids):
+            return np.zeros((len(vectors), 0), np.int64), np.zeros((len(vectors), 0), np.float32)
+        d = cosine_distances(np.asarray(vectors), np.stack([self.live[i] for i in ids]))
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return ids[order], np.take_along_axis(d, order, axis=1)
+
+    def vectors(self, ids):
+        return np.stack([self.stored[int(i)] for i in ids]) if len(ids) else np.zeros((0, DIM), np.float32)
+
+
+def unit(rng, n):
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def v_and_threshold(table: NeighbourTable, labels: dict[int, int], top_n: int):
+    ids, neighbours, distances = table.leave_one_out(top_n)
+    v = reliability_counts(ids, np.asarray([labels[int(i)] for i in ids]), neighbours)
+    threshold = float(np.quantile(distances[:, 0], 0.99)) if distances.size else float("inf")
+    return dict(zip(ids.tolist(), v.tolist())), threshold
+
+
+edits = st.lists(st.tuples(st.sampled_from(["add", "delete", "restore", "relabel"]),
+                           st.integers(1, 6), st.integers(0, 2**31)), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=st.integers(0, 25), steps=edits, depth=st.sampled_from([1, 3, 10]), seed=st.integers(0, 2**31))
+def test_incremental_table_equals_full_recomputation(start, steps, depth, seed):
+    rng = np.random.default_rng(seed)
+    search, labels, deleted, next_id = ExactSearch(), {}, set(), 0
+
+    def add(n):
+        nonlocal next_id
+        for vector in unit(rng, n):
+            search.live[next_id] = search.stored[next_id] = vector
+            labels[next_id] = int(rng.integers(len(LABELS)))
+            next_id += 1
+
+    add(start)
+    live = lambda: np.asarray(sorted(search.live), dtype=np.int64)  # noqa: E731
+    table = NeighbourTable.build(live(), search, depth, seq=0)
+    for seq, (action, n, pick) in enumerate(steps, start=1):
+        pool = sorted(search.live) if action in ("delete", "relabel") else sorted(deleted)
+        chosen = [pool[(pick + j * 7919) % len(pool)] for j in range(min(n, len(pool)))] if pool else []
+        if action == "add":
+            add(n)
+        elif action == "delete":
+            for i in set(chosen):
+                del search.live[i]
+                deleted.add(i)
+        elif action == "restore":
+            for i in set(chosen):
+                search.live[i] = search.stored[i]
+                deleted.discard(i)
+        else:
+            for i in chosen:
+                labels[i] = (labels[i] + 1) % len(LABELS)
+        table = table.updated(live(), search, seq)
+        full = NeighbourTable.build(live(), search, depth, seq)
+        np.testing.assert_array_equal(table.ids, full.ids)
+        np.testing.assert_array_equal(table.neighbours, full.neighbours)
+        for top_n in {1, depth}:
+            (v, threshold), (full_v, full_threshold) = (v_and_threshold(t, labels, top_n) for t in (table, full))
+            assert v == full_v
+            # the same neighbours; a distance found by a direct comparison may differ from the search's in the
+            # last bit of float32 arithmetic (one row against a matrix product)
+            assert threshold == pytest.approx(full_threshold, rel=1e-6, abs=1e-6)
+
+
+def test_rows_outside_the_new_items_cover_are_still_updated():
+    """An outlier's last neighbour is farther than everything a new item's search covers; the new item must still
+    enter the outlier's row (the direct comparison, not the search, finds it)."""
+    rng = np.random.default_rng(0)
+    search = ExactSearch()
+    cluster = unit(rng, 40) * 0.05 + np.eye(DIM, dtype=np.float32)[0]
+    cluster /= np.linalg.norm(cluster, axis=1, keepdims=True)
+    e0, e1 = np.eye(DIM, dtype=np.float32)[:2]
+    outlier = e1[None, :]  # cosine distance ~1 from every cluster item: its row's last entry is that far
+    for i, vector in enumerate(np.concatenate([cluster, outlier])):
+        search.live[i] = search.stored[i] = vector
+    table = NeighbourTable.build(np.arange(41), search, 3, seq=0)
+    # ~0.14 from the cluster, ~0.49 from the outlier: its 7 nearest (the search's cover) are all cluster items
+    newcomer = e0 + 0.6 * e1
+    search.live[41] = search.stored[41] = newcomer / np.linalg.norm(newcomer)
+    assert 40 not in search.search(search.vectors([41]), 7)[0]
+    updated = table.updated(np.arange(42), search, 1)
+    full = NeighbourTable.build(np.arange(42), search, 3, seq=1)
+    np.testing.assert_array_equal(updated.neighbours, full.neighbours)
+    assert 41 in updated.neighbours[40]
+
+
+def test_damaged_table_file_is_rebuilt_not_trusted(tmp_path):
+    search = ExactSearch()
+    for i, vector in enumerate(unit(np.random.default_rng(1), 12)):
+        search.live[i] = search.stored[i] = vector
+    keeper = NeighbourTableKeeper(tmp_path / "neighbours" / "table.npz", 3)
+    keeper.current(np.arange(12), 5, search)
+    assert keeper.save()
+    keeper.path.write_bytes(b"not a table")
+    again = NeighbourTableKeeper(keeper.path, 3).current(np.arange(12), 5, search)
+    np.testing.assert_array_equal(again.neighbours, NeighbourTable.build(np.arange(12), search, 3, 5).neighbours)
+
+
+def test_an_interrupted_build_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import vmem_core.storage.neighbour_table as nt
+
+    search = ExactSearch()
+    for i, vector in enumerate(unit(np.random.default_rng(2), 30)):
+        search.live[i] = search.stored[i] = vector
+    monkeypatch.setattr(nt, "BUILD_CHUNK", 10)
+    checkpoint = tmp_path / "table.npz.partial"
+    calls = []
+
+    def failing_progress(done, total):
+        calls.append(done)
+        if done == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        NeighbourTable.build(np.arange(30), search, 3, 7, failing_progress, checkpoint)
+    assert checkpoint.exists()
+    resumed = []
+    table = NeighbourTable.build(np.arange(30), search, 3, 7, lambda d, t: resumed.append(d), checkpoint)
+    assert resumed[0] == 20  # the first 20 rows were not searched again
+    np.testing.assert_array_equal(table.neighbours, NeighbourTable.build(np.arange(30), search, 3, 7).neighbours)
+    assert not checkpoint.exists()
+
+
+@pytest.fixture
+def memory(tmp_path):
+    rng = np.random.default_rng(3)
+    memory = VisualMemory.create(tmp_path / "m", encoder=_FakeEncoder())
+    memory.exemplars.add_embeddings(unit(rng, 60), [LABELS[i % 3] for i in range(60)])
+    yield memory
+    memory.close()
+
+
+class _FakeEncoder:
+    name, identity, dim = "fake-8", "fake-8-identity", DIM
+
+
+def _full(memory, k):
+    return memory._memory_neighbors(k, None)  # the whole-memory search the table replaces
+
+
+def test_memory_reads_its_table_and_keeps_it_through_edits(memory, monkeypatch):
+    rng = np.random.default_rng(4)
+    items, neighbours, _ = memory.search.memory_neighbors(10)
+    full = _full(memory, 10)
+    np.testing.assert_array_equal(items, full[0])
+    np.testing.assert_array_equal(neighbours, full[1])
+    memory.exemplars.delete([3, 17])
+    memory.exemplars.relabel([5], "c")
+    new = memory.exemplars.add_embeddings(unit(rng, 4), ["a", "b", "a", "b"])
+    memory.exemplars.restore([17])
+    # from here on no whole-memory pass: a search of every row would go through _memory_neighbors or build()
+    monkeypatch.setattr(NeighbourTable, "build", classmethod(lambda *a, **k: pytest.fail("rebuilt in full")))
+    v = memory.reliability(10)
+    threshold = nearest_distance_threshold(memory)
+    monkeypatch.undo()
+    items, neighbours, distances = _full(memory, 10)
+    expected_v = reliability_counts(items, memory.table.class_indices(items), neighbours)
+    assert v == dict(zip(items.tolist(), expected_v.tolist()))
+    assert threshold == pytest.approx(float(np.quantile(distances[:, 0], 0.99)))
+    assert set(new) <= set(v)
+
+
+def test_the_table_is_saved_on_close_and_updated_from_the_file_on_open(memory, tmp_path):
+    memory.search.memory_neighbors(5)
+    memory.close()
+    reopened = VisualMemory.open(tmp_path / "m")
+    try:
+        reopened.exemplars.delete([0])  # a change the file does not reflect
+        reopened._neighbours._table = None  # as a fresh process: the file, then the change since
+        assert reopened._neighbours.path.exists()
+        items, neighbours, _ = reopened.search.memory_neighbors(10)
+        assert 0 not in items and not (neighbours == 0).any()
+        np.testing.assert_array_equal(neighbours, _full(reopened, 10)[1])
+    finally:
+        reopened.close()
+
+
+def test_a_purge_leaves_no_table_file_listing_the_purged(memory, tmp_path):
+    from vmem_core.unlearn import purge
+
+    memory.search.memory_neighbors(5)
+    memory.index.flush()
+    victim = int(memory.search.memory_neighbors(1)[1][0, 0])  # listed in a row
+    purge(memory, [victim], certificate_path=tmp_path / "cert.json")
+    with np.load(memory._neighbours.path) as saved:
+        assert victim not in saved["ids"] and victim not in saved["neighbour_ids"]

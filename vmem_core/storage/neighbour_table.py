@@ -1,0 +1,353 @@
+"""The neighbour table: every live exemplar's leave-one-out nearest neighbours, kept with the memory and updated
+incrementally, so that reliability v, the out-of-distribution threshold and curation never search the whole memory
+on the interactive path.
+
+A row lists an item's `depth` nearest *other* live items (ids and distances, nearest first; -1 / inf pad a memory
+with fewer items). The table is a function of the set of live items alone (labels do not enter it), so it is brought
+up to date by comparing the ids it covers with the live ids now, whatever changed them and in which process:
+
+- items no longer live (deleted, purged) lose their rows, and the rows that list one are searched again;
+- new items (added, restored) are searched for their own rows, and inserted into every other row they enter: a row
+  changes only where a new item is nearer than its last entry. Candidates are the new item's `COVER` nearest items;
+  a row not among them can only list the new item if its last distance exceeds the farthest of those, and such rows
+  (few: outliers) are compared directly, so the result is the one a full recomputation finds with the same search.
+- a relabel changes no row.
+
+Search goes through `VectorSearch` (this module imports no memory). The table records the memory's change counter it
+reflects, and lives in one file in the memory folder (`layout.NEIGHBOUR_TABLE`), written on the memory's flush, never
+by a read. A full build is explicit (`build`), chunked with progress, and resumable from its checkpoint file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+
+from .atomic import fsync_dir, fsync_file
+
+Progress = Callable[[int, int], None]
+
+FORMAT = 1
+BUILD_CHUNK = 2048  # rows per search call in a full build; a checkpoint is written after each
+# a new item's nearest `COVER x depth` items are its candidate rows; the rest are compared directly where needed
+COVER = 2
+# an edit that brings more new items than this (or than a tenth of the table) rebuilds instead: one batched search
+# of every row is then cheaper than inserting item by item
+MAX_INCREMENTAL_ADD = 4096
+
+
+class VectorSearch(Protocol):
+    """What the table needs of a memory: search its live items, and read stored unit vectors."""
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (n, k'), distances (n, k')) of each vector's k nearest live items, nearest first, k' <= k."""
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 unit vectors of the given ids, in that order."""
+
+
+def cosine_distances(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """1 - <q, x> for unit rows: the memory's distance (hnswlib's inner-product space)."""
+    return (1.0 - queries @ vectors.T).astype(np.float32)
+
+
+@dataclass
+class NeighbourTable:
+    seq: int  # the memory's change counter this table reflects
+    ids: np.ndarray  # (n,) int64, sorted: the live items
+    neighbours: np.ndarray  # (n, depth) int64, nearest first; -1 pads
+    distances: np.ndarray  # (n, depth) float32; inf pads
+
+    @property
+    def depth(self) -> int:
+        return int(self.neighbours.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def leave_one_out(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item ids, neighbour ids (n, k'), distances (n, k')), k' = min(k, n - 1): what
+        `VisualMemory.memory_neighbors(k)` returns."""
+        k = min(int(k), max(len(self.ids) - 1, 0))
+        if k > self.depth:
+            raise ValueError(f"the neighbour table holds {self.depth} neighbours per item, not {k}")
+        return self.ids, self.neighbours[:, :k], self.distances[:, :k]
+
+    # --- building and updating ----------------------------------------------------------------------------------
+    @classmethod
+    def empty(cls, depth: int, seq: int = -1) -> "NeighbourTable":
+        return cls(seq, np.zeros(0, np.int64), np.zeros((0, depth), np.int64), np.zeros((0, depth), np.float32))
+
+    @classmethod
+    def build(cls, ids: np.ndarray, search: VectorSearch, depth: int, seq: int,
+              progress: Optional[Progress] = None, checkpoint: Optional[Path] = None) -> "NeighbourTable":
+        """Every row searched, `BUILD_CHUNK` at a time. With `checkpoint`, the rows done are saved there after each
+        chunk and a build of the same items at the same seq resumes from them."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        neighbours = np.full((len(ids), depth), -1, np.int64)
+        distances = np.full((len(ids), depth), np.inf, np.float32)
+        done = 0
+        if checkpoint is not None:
+            partial = _load(checkpoint)
+            if partial is not None and partial[0].seq == seq and np.array_equal(partial[0].ids, ids) \
+                    and partial[0].depth == depth:
+                neighbours, distances, done = partial[0].neighbours, partial[0].distances, partial[1]
+        if progress:
+            progress(done, len(ids))
+        while done < len(ids):
+            rows = slice(done, min(done + BUILD_CHUNK, len(ids)))
+            neighbours[rows], distances[rows] = search_rows(ids[rows], search, depth)
+            done = rows.stop
+            if checkpoint is not None and done < len(ids):
+                _save(checkpoint, cls(seq, ids, neighbours, distances), done)
+            if progress:
+                progress(done, len(ids))
+        if checkpoint is not None:
+            Path(checkpoint).unlink(missing_ok=True)
+        return cls(seq, ids, neighbours, distances)
+
+    def updated(self, live_ids: np.ndarray, search: VectorSearch, seq: int) -> "NeighbourTable":
+        """This table brought to the live set `live_ids` (sorted), as `search` sees it now."""
+        live_ids = np.asarray(live_ids, dtype=np.int64)
+        depth = self.depth
+        kept = _member(self.ids, live_ids)
+        added = live_ids[~_member(live_ids, self.ids)]
+        if len(added) > min(MAX_INCREMENTAL_ADD, max(len(live_ids) // 10, 64)):
+            return NeighbourTable.build(live_ids, search, depth, seq)
+        ids, neighbours, distances = self.ids[kept], self.neighbours[kept], self.distances[kept]
+        # a row listing an item that is not live any more (deleted, purged, or added and gone while it was
+        # searched) is searched again; so is a row short of entries while there are items it could list
+        listed = neighbours >= 0
+        gone = listed & ~_member(neighbours, live_ids)
+        short = (~listed).any(axis=1) & (listed.sum(axis=1) < len(live_ids) - 1)
+        stale = gone.any(axis=1) | short
+        if len(added):
+            added_vectors = search.vectors(added)
+            cover = min(COVER * depth + 1, len(live_ids))
+            found, found_d = search.search(added_vectors, cover)
+            neighbours, distances = _insert(ids, neighbours, distances, ~stale, added, added_vectors, found, found_d,
+                                            cover, search)
+        if stale.any():
+            neighbours[stale], distances[stale] = search_rows(ids[stale], search, depth)
+        if len(added):
+            new_neighbours, new_distances = (_rows_from(added, found, found_d, depth) if found.shape[1] >= depth + 1
+                                             or found.shape[1] >= len(live_ids) else search_rows(added, search, depth))
+            ids = np.concatenate([ids, added])
+            neighbours = np.concatenate([neighbours, new_neighbours])
+            distances = np.concatenate([distances, new_distances])
+            order = np.argsort(ids, kind="stable")
+            ids, neighbours, distances = ids[order], neighbours[order], distances[order]
+        return NeighbourTable(seq, ids, neighbours, distances)
+
+
+def search_rows(ids: np.ndarray, search: VectorSearch, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out rows of `ids`: depth + 1 searched, the item itself dropped (or, where the approximate search
+    missed it, the farthest), padded to `depth`."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        return np.zeros((0, depth), np.int64), np.zeros((0, depth), np.float32)
+    found, found_d = search.search(search.vectors(ids), depth + 1)
+    return _rows_from(ids, found, found_d, depth)
+
+
+def _rows_from(ids: np.ndarray, found: np.ndarray, found_d: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    found = np.asarray(found, dtype=np.int64)
+    found_d = np.asarray(found_d, dtype=np.float32)
+    neighbours = np.full((len(ids), depth), -1, np.int64)
+    distances = np.full((len(ids), depth), np.inf, np.float32)
+    if found.shape[1] == 0:
+        return neighbours, distances
+    is_self = found == ids[:, None]
+    # the same rule as VisualMemory._memory_neighbors: drop the item itself, else the farthest found
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), found.shape[1] - 1)
+    keep = np.ones(found.shape, dtype=bool)
+    keep[np.arange(len(found)), drop] = False
+    width = min(depth, found.shape[1] - 1)
+    neighbours[:, :width] = found[keep].reshape(len(found), -1)[:, :width]
+    distances[:, :width] = found_d[keep].reshape(len(found), -1)[:, :width]
+    return neighbours, distances
+
+
+def _insert(ids, neighbours, distances, open_rows, added, added_vectors, found, found_d, cover, search):
+    """Insert new items into the rows (where `open_rows`) they enter; returns the new (neighbours, distances)."""
+    found = np.asarray(found, dtype=np.int64)
+    found_d = np.asarray(found_d, dtype=np.float32)
+    radius = distances[:, -1]  # inf where a row is not full: any new item enters it
+    row_of = _positions(ids, found)  # -1 where a found item has no row here (it is new)
+    pair_rows, pair_items, pair_d = [], [], []
+    hit = (row_of >= 0)
+    hit[hit] &= open_rows[row_of[hit]]
+    a_index = np.broadcast_to(np.arange(len(added))[:, None], found.shape)
+    enters = hit.copy()
+    enters[hit] = found_d[hit] < radius[row_of[hit]]
+    pair_rows.append(row_of[enters])
+    pair_items.append(a_index[enters])
+    pair_d.append(found_d[enters])
+    # rows the search did not reach: only one whose radius exceeds the farthest found can list the new item
+    if found.shape[1] >= cover and len(ids):
+        farthest = found_d[:, -1] if found.shape[1] else np.full(len(added), -np.inf, np.float32)
+        for a in range(len(added)):
+            candidates = np.flatnonzero(open_rows & (radius > farthest[a]))
+            if len(candidates):
+                candidates = np.setdiff1d(candidates, row_of[a][row_of[a] >= 0], assume_unique=False)
+            if len(candidates):
+                d = cosine_distances(added_vectors[a:a + 1], search.vectors(ids[candidates]))[0]
+                near = d < radius[candidates]
+                pair_rows.append(candidates[near])
+                pair_items.append(np.full(int(near.sum()), a))
+                pair_d.append(d[near])
+    rows = np.concatenate(pair_rows)
+    if len(rows) == 0:
+        return neighbours, distances
+    items = added[np.concatenate(pair_items)]
+    dists = np.concatenate(pair_d).astype(np.float32)
+    neighbours, distances = neighbours.copy(), distances.copy()
+    depth = neighbours.shape[1]
+    order = np.argsort(rows, kind="stable")
+    rows, items, dists = rows[order], items[order], dists[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ends = np.r_[starts[1:], len(rows)]
+    for start, end in zip(starts, ends):
+        row = rows[start]
+        have = neighbours[row]
+        fresh = ~np.isin(items[start:end], have)  # listed already: found while it was being added
+        merged_ids = np.concatenate([have, items[start:end][fresh]])
+        merged_d = np.concatenate([distances[row], dists[start:end][fresh]])
+        best = np.argsort(merged_d, kind="stable")[:depth]
+        neighbours[row], distances[row] = merged_ids[best], merged_d[best]
+    return neighbours, distances
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """values (any shape) that are in `sorted_set` (sorted, unique, non-negative ids): a lookup in a boolean array
+    over the ids (a gather per value; binary searches over 60,000 x 50 entries took ~10x longer)."""
+    values = np.asarray(values)
+    if len(sorted_set) == 0 or values.size == 0:
+        return np.zeros(np.shape(values), dtype=bool)
+    top = int(sorted_set[-1])
+    if top > 64 * (len(sorted_set) + values.size) + 2**20:  # ids too sparse for a table: binary search
+        at = np.clip(np.searchsorted(sorted_set, values), 0, len(sorted_set) - 1)
+        return sorted_set[at] == values
+    table = np.zeros(top + 2, dtype=bool)  # the last slot stands for every value outside [0, top]
+    table[sorted_set] = True
+    return table[np.where((values < 0) | (values > top), top + 1, values)]
+
+
+def _positions(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each value in `sorted_ids`, -1 where absent."""
+    if len(sorted_ids) == 0:
+        return np.full(np.shape(values), -1, np.int64)
+    at = np.clip(np.searchsorted(sorted_ids, values), 0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[at] == values, at, -1)
+
+
+# --- the file ---------------------------------------------------------------------------------------------------------
+def _save(path: Path, table: NeighbourTable, rows_done: Optional[int] = None) -> None:
+    """Written to a temp file, fsynced and renamed: a crash leaves the old table or the new one."""
+    path = Path(path)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, format=np.int64(FORMAT), seq=np.int64(table.seq), ids=table.ids, neighbour_ids=table.neighbours,
+                 distances=table.distances, rows_done=np.int64(len(table) if rows_done is None else rows_done))
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _load(path: Path) -> Optional[tuple[NeighbourTable, int]]:
+    """(table, rows done) from `path`, or None where it is missing, damaged or of another format: the caller then
+    rebuilds (the table is derived data, never the only copy of anything)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["format"]) != FORMAT:
+                return None
+            table = NeighbourTable(int(data["seq"]), data["ids"].astype(np.int64),
+                                   data["neighbour_ids"].astype(np.int64), data["distances"].astype(np.float32))
+            done = int(data["rows_done"])
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    n = len(table.ids)
+    if table.neighbours.ndim != 2 or table.neighbours.shape != table.distances.shape or \
+            table.neighbours.shape[0] != n or not 0 <= done <= n or (n and np.any(np.diff(table.ids) <= 0)):
+        return None
+    return table, done
+
+
+class NeighbourTableKeeper:
+    """A memory's table: loaded from its file on first use, brought up to date on each use after a change, built in
+    full where there is none, and saved by `save` (the memory's flush)."""
+
+    def __init__(self, path: Path, depth: int) -> None:
+        self.path = Path(path)
+        self.depth = int(depth)
+        self._table: Optional[NeighbourTable] = None
+        self._saved_seq: Optional[int] = None
+        self._lock = threading.Lock()  # one update at a time; readers of a returned table need none
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path.with_name(self.path.name + ".partial")
+
+    def loaded(self) -> Optional[NeighbourTable]:
+        """The table in this process, if any (it may lag the memory)."""
+        return self._table
+
+    def current(self, live_ids: np.ndarray, seq: int, search: VectorSearch,
+                progress: Optional[Progress] = None) -> NeighbourTable:
+        """The table for the live items `live_ids` at change `seq` (read before `live_ids`)."""
+        table = self._table
+        if table is not None and table.seq == seq:
+            return table
+        with self._lock:
+            table = self._table
+            if table is None:
+                found = _load(self.path)
+                if found is not None and found[1] == len(found[0]) and found[0].depth == self.depth:
+                    table = found[0]
+                    self._saved_seq = table.seq
+            if table is None:
+                table = NeighbourTable.build(live_ids, search, self.depth, seq, progress, self.checkpoint)
+            elif table.seq != seq and np.array_equal(table.ids, live_ids) and (
+                    not len(table.ids) or int(table.neighbours.max(initial=-1)) <= int(table.ids[-1])):
+                # the same live items (a relabel, or a delete undone): the same rows. A row can list an id above
+                # the table's largest only if that item came while the table was built (ids only grow): then update
+                table = NeighbourTable(seq, table.ids, table.neighbours, table.distances)
+            elif table.seq != seq or not np.array_equal(table.ids, live_ids):
+                table = table.updated(live_ids, search, seq)
+            self._table = table
+            return table
+
+    def rebuild(self, live_ids: np.ndarray, seq: int, search: VectorSearch,
+                progress: Optional[Progress] = None) -> NeighbourTable:
+        """A full recomputation (resumable from its checkpoint), replacing the table."""
+        with self._lock:
+            self._table = NeighbourTable.build(live_ids, search, self.depth, seq, progress, self.checkpoint)
+            return self._table
+
+    def after_purge(self, current: Callable[[], NeighbourTable]) -> None:
+        """After exemplars were purged: no file keeps listing them. The table on disk is brought up to date and
+        rewritten (`current` gives the table of the memory as it is now); a build's checkpoint is dropped."""
+        self.checkpoint.unlink(missing_ok=True)
+        if self._table is not None or self.path.exists():
+            current()
+            with self._lock:
+                table = self._table
+                if table is not None:
+                    _save(self.path, table)
+                    self._saved_seq = table.seq
+
+    def save(self) -> bool:
+        """Write the table if it is newer than the file; returns whether it wrote."""
+        with self._lock:
+            table = self._table
+            if table is None or table.seq == self._saved_seq:
+                return False
+            _save(self.path, table)
+            self._saved_seq = table.seq
+            return True
