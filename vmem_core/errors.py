@@ -53,3 +53,11 @@ class BadSettingError(VmemError, ValueError):
 
 class AccessDeniedError(VmemError):
     """The session's role does not allow the change it asked for (a viewer editing the memory)."""
+
+
+class ReadOnlyError(VmemError):
+    """A change was asked of a memory opened for reading alone."""
+
+
+class StorageError(VmemError):
+    """A file of the memory could not be written (a full disk, a read-only filesystem): the change did not happen."""

@@ -71,7 +71,8 @@ def open_backend(
     """
     record = backend_config(config)
     dim = int(config["encoder"]["dim"])
-    remove_stale_local_indexes(path, record)
+    if not getattr(store, "read_only", False):  # a reader removes nothing; the next writer does
+        remove_stale_local_indexes(path, record)
     if record["name"] == "milvus":
         return load_milvus().MilvusBackend.open(path, record, dim, params, store, index_uri=index_uri)
     if index_uri:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from .base import Evidence, LabelLookup, RowFetcher, catch_up
-from .hnsw_index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot
+from .hnsw_index import (AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot,
+                         reconcile_deleted_marks)
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -47,6 +48,7 @@ class HnswlibBackend:
                 catch_up(backend, store)
                 # purged rows stay in hnswlib as scrubbed, deleted elements: keep them out of every count
                 index.mark_deleted(np.setdiff1d(index.ids(), store.all_ids()))
+                reconcile_deleted_marks(index, store.live_labels()[0])  # live in the database: live in the index
                 return backend
         elif snapshot is not None:
             why = f"index snapshot is ahead of the database (seq {snapshot.applied_seq} > {seq})"
@@ -105,8 +107,16 @@ class HnswlibBackend:
 
     # --- durability -----------------------------------------------------------------------------------------------
     def persist(self, seq: int) -> None:
+        """Snapshot the index if the database is ahead of it. A snapshot that cannot be written (a full disk) is
+        not an error: the database has committed every change already, and the next open replays those after the
+        last snapshot; the failed write leaves no file behind."""
         if seq != self._applied_seq:
-            self.index.save_snapshot(self.directory, seq)
+            try:
+                self.index.save_snapshot(self.directory, seq)
+            except OSError as exc:
+                log.warning("index snapshot of %s not saved (%s); the next open replays the changes from the "
+                            "database", self.directory.parent, exc)
+                return
             self._applied_seq = seq
 
     def purge(self, ids: Sequence[int], originals: np.ndarray, seq: int) -> list[Evidence]:

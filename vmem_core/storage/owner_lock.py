@@ -12,12 +12,13 @@ Handles opened in one process share its lock (DuckDB shares one database between
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
 from pathlib import Path
 
-from ..errors import MemoryLockedError
+from ..errors import MemoryFormatError, MemoryLockedError
 from .layout import LOCK_FILE
 
 _guard = threading.Lock()
@@ -27,19 +28,34 @@ _held: dict[tuple[int, int], list[int]] = {}  # (device, inode) of a lock file -
 class OwnerLock:
     """This process's hold on a memory folder, taken by `acquire` and given up by `release` (idempotent)."""
 
-    def __init__(self, key: tuple[int, int], path: Path) -> None:
+    def __init__(self, key: tuple[int, int] | None, path: Path) -> None:
         self._key: tuple[int, int] | None = key
         self.path = path
 
     @classmethod
-    def acquire(cls, folder: Path) -> "OwnerLock":
-        """Hold the memory in `folder` for this process.
+    def acquire(cls, folder: Path, read_only: bool = False) -> "OwnerLock":
+        """Hold the memory in `folder` for this process; `read_only`: for reading alone, which writes no byte (the
+        lock file is opened for reading, not created, and locked shared: readers exclude a writer, not each other).
 
         Raises:
             MemoryLockedError: another process holds it (the message names that process's id).
+            MemoryFormatError: the lock file is a symbolic link.
         """
         path = Path(folder) / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if read_only:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            else:  # never through a link: the pid written below would land in whatever file it points at
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            # a reader of a memory no writer has held yet (a fresh copy): nothing to lock against but DuckDB's own
+            # lock, which a read-only open takes as well
+            return cls(None, path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise MemoryFormatError(f"{path} is a symbolic link; vmem does not follow links inside a memory: "
+                                        "remove it (vmem makes a new one)") from None
+            raise
         with _guard:
             stat = os.fstat(fd)
             key = (stat.st_dev, stat.st_ino)
@@ -48,7 +64,7 @@ class OwnerLock:
                 _held[key][1] += 1
                 return cls(key, path)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_pid(fd)
                 os.close(fd)
@@ -58,7 +74,8 @@ class OwnerLock:
                     "it, and try again"
                 ) from None
             # who holds it, for the message above; fixed width, so that the folder's size does not depend on the pid
-            os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)
+            if not read_only:
+                os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)
             _held[key] = [fd, 1]
         return cls(key, path)
 
