@@ -121,6 +121,7 @@ class VisualMemory:
         except BaseException:
             self._owner.release()
             raise
+        self._owner.announce()
         if config["version"] < FORMAT_VERSION and not read_only:  # the store has just migrated the layout
             self.config = config = {**config, "version": FORMAT_VERSION}
             write_json_atomic(self.path / CONFIG_NAME, config)

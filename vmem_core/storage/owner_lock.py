@@ -73,11 +73,18 @@ class OwnerLock:
                     "for example the vmem app or another vmem command; close that process, or run this command in "
                     "it, and try again"
                 ) from None
-            # who holds it, for the message above; fixed width, so that the folder's size does not depend on the pid
-            if not read_only:
-                os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)
             _held[key] = [fd, 1]
         return cls(key, path)
+
+    def announce(self) -> None:
+        """Write this process's id into the lock file, for another process's "held by pid N" message: called once
+        the memory has opened, so that an open refused for a damaged folder leaves even this file as it was.
+        Fixed width, so that the folder's size does not depend on the pid."""
+        with _guard:
+            entry = _held.get(self._key) if self._key is not None else None
+            if entry is not None and _writable(entry[0]):
+                if _read_pid(entry[0]) != os.getpid():
+                    os.pwrite(entry[0], f"{os.getpid():>10}\n".encode(), 0)
 
     def still_guards(self) -> bool:
         """Whether the lock file at the path is still the file this process locked (nobody replaced or removed it)."""
@@ -97,6 +104,10 @@ class OwnerLock:
                 del _held[self._key]
                 os.close(entry[0])  # closing the last descriptor of the open file drops its flock
             self._key = None
+
+
+def _writable(fd: int) -> bool:
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
 
 
 def _read_pid(fd: int) -> int | None:

@@ -1,0 +1,293 @@
+"""The faults people meet with a memory folder (a file missing from a copy, an archive from someone else, a full disk,
+a hand-edited config): each is refused with one line naming the file and what to do, and nothing is written on the
+way, least of all outside the memory (issue 24)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from vmem_core import VisualMemory, cli
+from vmem_core.errors import MemoryFormatError, ReadOnlyError, StorageError
+from vmem_core.storage.layout import DATABASE_NAME, HNSW_DIR, LOCK_FILE, THUMBNAILS_NAME, VECTORS_NAME
+
+from .helpers import REPO
+
+QUERY = REPO / "data" / "fashion-mnist" / "queries" / "bag"
+
+
+def folder_state(path: Path) -> dict:
+    """Every file under `path` (links as links): its size, digest and modification time."""
+    state = {}
+    for item in sorted(Path(path).rglob("*")):
+        if item.is_symlink():
+            state[str(item.relative_to(path))] = ("link", os.readlink(item))
+        elif item.is_file():
+            stat = item.stat()
+            state[str(item.relative_to(path))] = (stat.st_size, stat.st_mtime_ns,
+                                                  hashlib.sha256(item.read_bytes()).hexdigest())
+    return state
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    """`vmem ARGS` in this process: (exit status, stderr)."""
+    capsys.readouterr()
+    status = cli.main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+def one_line_error(status: int, err: str, *names: str) -> None:
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vmem: error:"), err
+    for name in names:
+        assert name in lines[0], err
+
+
+READ_COMMANDS = (("stats", "{m}"), ("classify", "{m}", QUERY, "--k", "3"), ("audit", "{m}"),
+                 ("audit", "verify", "{m}"))
+
+
+def read_commands(path: Path):
+    return [[str(part).format(m=path) for part in command] for command in READ_COMMANDS]
+
+
+@pytest.fixture
+def closed(memory, tmp_path) -> Path:
+    """A built memory, closed, with a delete its index snapshot has not seen yet."""
+    memory.delete([3])
+    path = memory.path
+    memory.close()
+    return path
+
+
+# --- 1: opening reads before it writes -----------------------------------------------------------------------------
+def test_a_copy_without_its_database_is_refused_and_its_vectors_are_kept(closed, capsys):
+    (closed / DATABASE_NAME).unlink()
+    before = folder_state(closed)
+    for command in read_commands(closed) + [["delete", str(closed), "1"], ["build", str(QUERY.parent), "--memory",
+                                                                             str(closed)]]:
+        status, err = run(capsys, *command)
+        one_line_error(status, err, DATABASE_NAME, "copy")
+    with pytest.raises(MemoryFormatError, match="is missing"):
+        VisualMemory.open(closed)
+    assert folder_state(closed) == before  # no empty database, and vectors.f32 and thumbs.bin whole
+
+
+def test_an_edited_dimension_is_detected_not_obeyed(closed, capsys):
+    config = json.loads((closed / "vmem.json").read_text())
+    config["encoder"]["dim"] = 16
+    (closed / "vmem.json").write_text(json.dumps(config))
+    before = folder_state(closed)
+    for command in read_commands(closed) + [["delete", str(closed), "1"]]:
+        status, err = run(capsys, *command)
+        one_line_error(status, err, "encoder.dim", "64")
+    assert folder_state(closed) == before  # vectors.f32 not cut to 16-d records
+
+
+def test_an_edited_dimension_of_a_memory_that_never_recorded_it_is_detected_by_the_index(closed, capsys):
+    with duckdb.connect(str(closed / DATABASE_NAME)) as con:  # as a memory written before the database recorded it
+        con.execute("DELETE FROM meta WHERE key = 'dim'")
+    config = json.loads((closed / "vmem.json").read_text())
+    config["encoder"]["dim"] = 16
+    (closed / "vmem.json").write_text(json.dumps(config))
+    size = (closed / VECTORS_NAME).stat().st_size
+    with pytest.raises(MemoryFormatError, match="index manifest records 64"):
+        VisualMemory.open(closed)
+    assert (closed / VECTORS_NAME).stat().st_size == size
+
+
+@pytest.mark.parametrize("name", [VECTORS_NAME, THUMBNAILS_NAME])
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_truncated_vault_file_is_refused_and_not_trimmed(closed, capsys, name, damage):
+    target = closed / name
+    if damage == "missing":
+        target.unlink()
+    else:
+        os.truncate(target, target.stat().st_size // 2)
+    before = folder_state(closed)
+    for command in read_commands(closed) + [["delete", str(closed), "1"]]:
+        status, err = run(capsys, *command)
+        one_line_error(status, err, name, damage if damage == "truncated" else "missing")
+    assert folder_state(closed) == before
+
+
+# --- 2: links inside a memory are never written through -------------------------------------------------------------
+@pytest.mark.parametrize("name", [LOCK_FILE, THUMBNAILS_NAME, VECTORS_NAME, DATABASE_NAME])
+def test_a_symbolic_link_inside_a_memory_is_refused_and_its_target_untouched(closed, tmp_path, capsys, name):
+    outside = tmp_path / "precious.bin"
+    original = (closed / name).read_bytes() if (closed / name).exists() else b""
+    outside.write_bytes(original + b"the user's own bytes " * 100_000)
+    (closed / name).unlink(missing_ok=True)
+    (closed / name).symlink_to(outside)
+    before = outside.read_bytes(), outside.stat().st_mtime_ns
+    for command in read_commands(closed) + [["delete", str(closed), "1"]]:
+        status, err = run(capsys, *command)
+        one_line_error(status, err, name, "symbolic link")
+    with pytest.raises(MemoryFormatError, match="symbolic link"):
+        VisualMemory.open(closed)
+    assert (outside.read_bytes(), outside.stat().st_mtime_ns) == before
+
+
+def test_a_link_made_after_the_check_is_refused_by_the_kernel(memory, tmp_path):
+    outside = tmp_path / "precious.bin"
+    outside.write_bytes(b"x" * 1000)
+    thumbs = memory.path / THUMBNAILS_NAME
+    thumbs.unlink()
+    thumbs.symlink_to(outside)
+    with pytest.raises(MemoryFormatError, match="symbolic link"):
+        memory.add_embeddings(np.ones((1, 64)), ["bag"], thumbnails=[b"png"])
+    assert outside.read_bytes() == b"x" * 1000
+
+
+# --- 6: someone else's database, a damaged one ---------------------------------------------------------------------
+def test_a_foreign_duckdb_file_is_not_adopted(closed, capsys):
+    (closed / DATABASE_NAME).unlink()
+    with duckdb.connect(str(closed / DATABASE_NAME)) as con:
+        con.execute("CREATE TABLE invoices (id INTEGER, amount DECIMAL(10, 2)); INSERT INTO invoices VALUES (1, 9.5)")
+    before = folder_state(closed)
+    for command in read_commands(closed) + [["delete", str(closed), "1"]]:
+        status, err = run(capsys, *command)
+        one_line_error(status, err, DATABASE_NAME, "not a vmem database")
+    assert folder_state(closed) == before
+    with duckdb.connect(str(closed / DATABASE_NAME), read_only=True) as con:
+        assert [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()] == ["invoices"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_database_gives_one_line(closed, capsys, damage):
+    database = closed / DATABASE_NAME
+    if damage == "garbage":
+        data = bytearray(database.read_bytes())
+        data[4096:8192] = os.urandom(4096)
+        database.write_bytes(bytes(data))
+    else:
+        os.truncate(database, 5000)
+    for command in read_commands(closed):
+        status, err = run(capsys, *command)
+        one_line_error(status, err, DATABASE_NAME)
+
+
+# --- 7 (storage side): what opens read-only holds no write handle ---------------------------------------------------
+def test_a_read_only_open_refuses_changes_and_holds_no_write_handle(closed):
+    before = folder_state(closed)
+    with VisualMemory.open(closed, read_only=True) as memory:
+        live = len(memory)
+        with pytest.raises(ReadOnlyError, match="read-only"):
+            memory.delete([1])
+        with pytest.raises(ReadOnlyError):
+            memory.relabel([1], "hat")
+        with pytest.raises(ReadOnlyError):
+            memory.add_embeddings(np.ones((1, 64)), ["hat"])
+        with pytest.raises(ReadOnlyError):
+            memory._store.set_deleted([1], True)
+        with pytest.raises(duckdb.Error, match="read-only"):  # raw SQL through the handle's own connection
+            memory._store._con.execute("UPDATE exemplars SET label = 'hat' WHERE id = 1")
+        with pytest.raises(ReadOnlyError):
+            memory._store.vault.erase([1], []) if False else memory._store.purge([1], "x", {}, [])
+        assert len(memory) == live
+    assert folder_state(closed) == before
+
+
+def test_commands_that_read_write_no_byte(closed, capsys):
+    before = folder_state(closed)
+    for command in read_commands(closed) + [["classify", str(closed), str(QUERY), "--json"]]:
+        status, err = run(capsys, *command)
+        assert status == 0, (command, err)
+    assert folder_state(closed) == before
+
+
+# --- 4: an index that disagrees with the database ------------------------------------------------------------------
+def test_an_index_of_another_dimension_behind_a_right_manifest_is_rebuilt(closed, capsys):
+    from vmem_core.backends.hnsw_index import AnnIndex, IndexParams
+
+    index_dir = closed / HNSW_DIR
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    wrong = AnnIndex(16, IndexParams())
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(12, 16)).astype(np.float32)
+    wrong.add(np.arange(12), vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    shutil.rmtree(index_dir)
+    wrong.save_snapshot(index_dir, manifest["applied_seq"])
+    forged = json.loads((index_dir / "manifest.json").read_text())
+    (index_dir / "manifest.json").write_text(json.dumps({**forged, "dim": 64}))
+    with VisualMemory.open(closed) as memory:
+        ids, vectors = memory.embeddings()
+        found, distances = memory.search(vectors, 1)
+        assert np.isfinite(distances).all()
+        assert found[:, 0].tolist() == ids.tolist()  # each exemplar finds itself
+    with VisualMemory.open(closed) as memory:  # and the index it saved is the right one
+        ids, vectors = memory.embeddings()
+        assert memory.search(vectors, 1)[0][:, 0].tolist() == ids.tolist()
+
+
+def test_an_index_that_marks_a_live_exemplar_deleted_is_repaired_on_open(closed):
+    with VisualMemory.open(closed) as memory:
+        backend = memory.index_backend
+        backend.index._index.mark_deleted(5)  # hnswlib's own mark, behind the database's back
+        backend.index.save_snapshot(backend.directory, memory.change_counter)
+    with VisualMemory.open(closed) as memory:
+        ids, vectors = memory.embeddings()
+        assert 5 in ids.tolist()
+        found, _ = memory.search(vectors, 1)  # every search read vector 5: "Label not found" before
+        assert found[:, 0].tolist() == ids.tolist()
+
+
+# --- 3: a full disk -------------------------------------------------------------------------------------------------
+def test_a_short_index_file_is_never_recorded_as_the_snapshot(memory, monkeypatch):
+    from vmem_core.backends import hnsw_index
+
+    path = memory.path
+    manifest_before = (path / HNSW_DIR / "manifest.json").read_bytes()
+    real_save = hnsw_index.hnswlib.Index.save_index
+
+    def save_short(self, target):  # as hnswlib does on a full disk: no error, a short file
+        real_save(self, target)
+        os.truncate(target, os.path.getsize(target) // 2)
+
+    monkeypatch.setattr(hnsw_index.AnnIndex, "_save_raw", None, raising=False)
+    index = memory.index_backend.index
+    monkeypatch.setattr(index, "_index", _Proxy(index._index, save_short))
+    memory.add_embeddings(np.ones((1, 64)), ["bag"])
+    memory.flush()  # the database has the add; the snapshot cannot be written: a warning, not a failure
+    assert (path / HNSW_DIR / "manifest.json").read_bytes() == manifest_before
+    assert sorted(p.name for p in (path / HNSW_DIR).iterdir()) == sorted(
+        ["manifest.json", json.loads(manifest_before)["file"]])  # no temp or unnamed index file left
+    monkeypatch.undo()
+    memory.close()
+    with VisualMemory.open(path) as reopened:
+        assert len(reopened) == 13  # replayed from the database
+
+
+class _Proxy:
+    def __init__(self, inner, save):
+        self._inner, self._save = inner, save
+
+    def save_index(self, target):
+        self._save(self._inner, target)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_an_add_the_disk_refuses_is_reported_in_one_line_and_leaves_nothing(memory, monkeypatch, capsys):
+    from vmem_core.storage import vault
+
+    sizes = memory._store.vault.sizes()
+    seq = memory.change_counter
+
+    def full(self, thumbnails):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.thumbnails_path))
+
+    monkeypatch.setattr(vault.Vault, "append_thumbnails", full)
+    with pytest.raises(StorageError, match="No space left on device.*nothing was added"):
+        memory.add_embeddings(np.ones((2, 64)), ["bag", "bag"], thumbnails=[b"a", b"b"])
+    assert memory._store.vault.sizes() == sizes and memory.change_counter == seq and len(memory) == 12
