@@ -167,10 +167,10 @@ def test_a_damaged_database_gives_one_line(closed, capsys, damage):
     database = closed / DATABASE_NAME
     if damage == "garbage":
         data = bytearray(database.read_bytes())
-        data[4096:8192] = os.urandom(4096)
+        data[12288:16384] = bytes(4096)  # a block whose checksum no longer matches
         database.write_bytes(bytes(data))
     else:
-        os.truncate(database, 5000)
+        os.truncate(database, database.stat().st_size // 2)  # a copy cut short
     for command in read_commands(closed):
         status, err = run(capsys, *command)
         one_line_error(status, err, DATABASE_NAME)
@@ -291,3 +291,18 @@ def test_an_add_the_disk_refuses_is_reported_in_one_line_and_leaves_nothing(memo
     with pytest.raises(StorageError, match="No space left on device.*nothing was added"):
         memory.add_embeddings(np.ones((2, 64)), ["bag", "bag"], thumbnails=[b"a", b"b"])
     assert memory._store.vault.sizes() == sizes and memory.change_counter == seq and len(memory) == 12
+
+
+# --- 5: a purge keeps DuckDB's own lock on the database ------------------------------------------------------------
+def test_after_a_purge_a_plain_duckdb_connect_is_still_kept_out(memory):
+    import subprocess
+    import sys
+
+    from vmem_core.unlearn import purge
+
+    memory.delete([2])
+    purge(memory, [2])  # its byte scan reads memory.duckdb
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(memory.path / DATABASE_NAME)!r})"],
+        capture_output=True, text=True, timeout=120)
+    assert probe.returncode != 0 and "lock" in probe.stderr.lower(), probe.stderr

@@ -30,7 +30,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import mmap
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -45,6 +44,7 @@ from .rerank.cache import RerankCache
 from .storage.atomic import fsync_dir, write_json_atomic
 from .storage.audit import id_summary
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
+from .storage.scan import patterns_in_file
 from .voting import label_classes, prepare_votes, vote_all_k
 
 if TYPE_CHECKING:  # VisualMemory opens by finishing an interrupted purge, so it imports this module
@@ -159,10 +159,8 @@ def byte_scan(directory: Path, patterns: Sequence[tuple[str, bytes]]) -> list[tu
     for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
         if path.stat().st_size == 0:
             continue
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            for name, pattern in patterns:
-                if data.find(pattern) >= 0:
-                    hits.append((str(path.relative_to(directory)), name))
+        # through the descriptor this process holds, if any: closing another would drop DuckDB's lock
+        hits.extend((str(path.relative_to(directory)), name) for name in patterns_in_file(path, patterns))
     return hits
 
 

@@ -295,6 +295,10 @@ class Store:
             cursor = self._con.cursor()
             try:
                 yield cursor
+            except (duckdb.IOException, duckdb.InternalException, duckdb.FatalException) as exc:
+                # a block that cannot be read (a truncated or damaged file) shows only when a query reaches it
+                raise MemoryFormatError(f"{self.path} could not be read ({_first_line(exc)}); it is damaged: restore "
+                                        "it from a copy") from None
             finally:
                 cursor.close()
 

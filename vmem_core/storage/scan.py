@@ -1,0 +1,66 @@
+"""Reading a file of the memory this process may hold a lock on, without dropping that lock.
+
+POSIX record locks (DuckDB's lock on its database file) belong to the process and the file: closing *any* descriptor
+of the file drops them, however it was opened (an `open().read()` of memory.duckdb, or an mmap, which duplicates
+its descriptor and closes the duplicate). A purge's byte scan reads every file in the memory, the database included;
+reading the database through a new descriptor would leave the database unlocked beside the process that holds it.
+So a file this process already has open is read through that descriptor, with pread, and no descriptor of it is
+closed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+CHUNK = 16 * 1024 * 1024
+
+
+def _open_descriptor(path: Path) -> Optional[int]:
+    """A descriptor this process already has open on `path`'s file (Linux's /proc/self/fd), or None."""
+    try:
+        target = os.stat(path)
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for name in names:
+        try:
+            stat = os.stat(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if (stat.st_dev, stat.st_ino) == (target.st_dev, target.st_ino):
+            return int(name)
+    return None
+
+
+def _chunks(fd: int, size: int, overlap: int) -> Iterator[bytes]:
+    """The file in pieces that overlap by `overlap` bytes, so that no pattern shorter than that falls between two."""
+    at = 0
+    while at < size:
+        piece = os.pread(fd, CHUNK + overlap, at)
+        if not piece:
+            return
+        yield piece
+        at += CHUNK
+
+
+def patterns_in_file(path: Path, patterns: Sequence[tuple[str, bytes]]) -> list[str]:
+    """Names of the patterns found anywhere in the file at `path`, read without closing any descriptor that another
+    part of this process holds open on it (see the module's docstring)."""
+    overlap = max((len(p) for _, p in patterns), default=1)
+    held = _open_descriptor(path)
+    fd = held if held is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        remaining = dict(patterns)
+        found = []
+        for piece in _chunks(fd, size, overlap):
+            for name, pattern in list(remaining.items()):
+                if piece.find(pattern) >= 0:
+                    found.append(name)
+                    del remaining[name]
+        return [name for name, _ in patterns if name in found]
+    finally:
+        if held is None:
+            os.close(fd)
