@@ -306,3 +306,22 @@ def test_after_a_purge_a_plain_duckdb_connect_is_still_kept_out(memory):
         [sys.executable, "-c", f"import duckdb; duckdb.connect({str(memory.path / DATABASE_NAME)!r})"],
         capture_output=True, text=True, timeout=120)
     assert probe.returncode != 0 and "lock" in probe.stderr.lower(), probe.stderr
+
+
+# --- 8: audit verify replays the log against the database ----------------------------------------------------------
+def test_audit_verify_reports_changes_made_behind_the_logs_back_by_id(memory, capsys):
+    memory.relabel([4], "hat")
+    memory.delete([6])
+    assert memory.verify_audit().ok and "replaying" in memory.verify_audit().reason
+    path = memory.path
+    memory.close()
+    status, _ = run(capsys, "audit", "verify", path)
+    assert status == 0
+    with duckdb.connect(str(path / DATABASE_NAME)) as con:  # raw SQL: no audit entry
+        con.execute("UPDATE exemplars SET label = 'sandal' WHERE id = 7")
+        con.execute("UPDATE exemplars SET deleted_at = NULL WHERE id = 6")
+    capsys.readouterr()
+    assert cli.main(["audit", "verify", str(path), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert not result["ok"] and result["differing_ids"] == [6, 7]
+    assert "id 7 is labelled 'sandal', the log says" in result["reason"] and "id 6 is live" in result["reason"]

@@ -576,10 +576,9 @@ class VisualMemory:
         return self._store.audit_head()
 
     def verify_audit(self):
-        """Check the audit log's chain and that it ends at its recorded head (vmem_core.storage.audit.Verification)."""
-        from .storage.audit import verify
-
-        return verify(self._store.audit_entries(), self._store.audit_head())
+        """Check the audit log's chain, that it ends at its recorded head, and that replaying it gives the database's
+        rows (vmem_core.storage.audit.Verification)."""
+        return self._store.verify_audit()
 
     # --- bulk build (vmem_core.ingest.pipeline) ----------------------------------------------------------------------
     def build(

@@ -26,7 +26,8 @@ import pyarrow as pa
 from ..errors import MemoryFormatError, MemoryLockedError, ReadOnlyError, StorageError, UnknownIdError
 from .atomic import fsync_dir, fsync_file
 from .check import check_dimension
-from .audit import GENESIS, AuditEntry, canonical, check_action, default_actor, entry_hash, id_summary
+from .audit import (GENESIS, AuditEntry, Verification, canonical, check_action, default_actor, entry_hash,
+                    id_summary, label_runs, verify)
 from .locks import ReadWriteLock
 from .vault import Vault
 
@@ -361,6 +362,12 @@ class Store:
             row = cur.execute("SELECT seq, hash FROM audit_head").fetchone()
         return (int(row[0]), str(row[1])) if row and row[0] else None
 
+    def verify_audit(self) -> Verification:
+        """The audit log's chain, its head, and that replaying it gives every row's state and label (`verify`)."""
+        with self._cursor() as cur:
+            rows = cur.execute("SELECT id, deleted_at IS NULL, label FROM exemplars").fetchall()
+        return verify(self.audit_entries(), self.audit_head(), {int(i): (bool(live), label) for i, live, label in rows})
+
     def audit_entries(self) -> list[AuditEntry]:
         with self._cursor() as cur:
             rows = cur.execute("SELECT * FROM audit_log ORDER BY seq").fetchall()
@@ -428,7 +435,8 @@ class Store:
             labels: dict[str, int] = {}
             for label in batch.column("label").to_pylist():
                 labels[label] = labels.get(label, 0) + 1
-            self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels})
+            self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels,
+                                     "label_runs": label_runs(batch.column("label").to_pylist())})
         return seq
 
     def set_deleted(self, ids: Sequence[int], deleted: bool) -> int:
