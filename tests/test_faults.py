@@ -325,3 +325,16 @@ def test_audit_verify_reports_changes_made_behind_the_logs_back_by_id(memory, ca
     result = json.loads(capsys.readouterr().out)
     assert not result["ok"] and result["differing_ids"] == [6, 7]
     assert "id 7 is labelled 'sandal', the log says" in result["reason"] and "id 6 is live" in result["reason"]
+
+
+# --- 12: a second app on a held memory is refused at start ---------------------------------------------------------
+def test_a_second_app_on_a_held_memory_is_refused_at_start(closed, capsys, request):
+    from .helpers import held_by_a_host
+
+    with held_by_a_host(closed) as other:
+        launched_apps = request.getfixturevalue("launched_apps")  # replaces Popen: only once the holder runs
+        status, err = run(capsys, "app", closed, "--headless")
+        one_line_error(status, err, str(closed), f"pid {other.pid}")
+        assert launched_apps == []
+    status, err = run(capsys, "app", closed, "--headless")  # once it is free, the app starts
+    assert status == 0 and len(launched_apps) == 1, err

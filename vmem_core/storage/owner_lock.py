@@ -115,3 +115,25 @@ def _read_pid(fd: int) -> int | None:
         return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
     except (OSError, ValueError):
         return None
+
+
+def holder(folder: Path) -> int | None:
+    """The id of another process that holds the memory in `folder` (0 if it did not say), or None if none does.
+    Reads only: the lock file is opened for reading and locked shared for an instant."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file (no writer yet) or a link, which the open itself refuses with one line
+    try:
+        with _guard:
+            stat = os.fstat(fd)
+            if (stat.st_dev, stat.st_ino) in _held:
+                return None  # this process holds it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_pid(fd) or 0
+            return None
+    finally:
+        os.close(fd)  # also drops the instant's shared lock (flock locks go with their open file)
