@@ -338,3 +338,28 @@ def test_a_second_app_on_a_held_memory_is_refused_at_start(closed, capsys, reque
         assert launched_apps == []
     status, err = run(capsys, "app", closed, "--headless")  # once it is free, the app starts
     assert status == 0 and len(launched_apps) == 1, err
+
+
+# --- 15: what cannot be undone asks for a word more; bounds on what a user may set ---------------------------------
+def test_purging_a_live_exemplar_needs_a_delete_first_or_live(closed, capsys):
+    status, err = run(capsys, "purge", closed, 1)
+    one_line_error(status, err, "live", "vmem delete", "--live")
+    with VisualMemory.open(closed, read_only=True) as memory:
+        assert 1 in memory.all_ids().tolist() and memory.class_indices([1])[0] >= 0
+    status, err = run(capsys, "purge", closed, 1, "--live", "--json")
+    assert status == 0, err
+    status, err = run(capsys, "purge", closed, 3, "--json")  # tombstoned already: no word more needed
+    assert status == 0, err
+
+
+def test_absurd_index_parameters_and_labels_are_refused(closed, capsys, tmp_path):
+    status, err = run(capsys, "tune", closed, "--index-ef", 1_000_000_000_000)
+    one_line_error(status, err, "--index-ef 1000000000000", "10,000")
+    status, err = run(capsys, "build", QUERY.parent, "--memory", tmp_path / "new", "--encoder", "test-pixels",
+                      "--index-m", 100_000)
+    one_line_error(status, err, "--index-m 100000")
+    with VisualMemory.open(closed) as memory:
+        with pytest.raises(Exception, match="10,000 characters; a label has at most 200"):
+            memory.add_embeddings(np.ones((1, 64)), ["x" * 10_000])
+        with pytest.raises(Exception, match="at most 200"):
+            memory.relabel([1], "y" * 201)

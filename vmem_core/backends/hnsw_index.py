@@ -37,6 +37,12 @@ CHECKSUM_CHUNK = 16 * 1024 * 1024  # checksums per 16 MiB chunk: a purge patches
 EXACT_SEARCH_BELOW = 2048  # live items or allowed ids: exact search is as fast and perfectly recalled
 
 
+# Upper bounds of the parameters a user may set: beyond them a graph is no better and costs memory and time without
+# limit (hnswlib allocates per M; a beam of 10^12 made every query visit the whole graph).
+MAX_EF = 10_000
+INDEX_LIMITS = {"M": 256, "ef_construction": MAX_EF, "ef_search": MAX_EF}
+
+
 @dataclass(frozen=True)
 class IndexParams:
     """hnswlib build and search parameters (M and ef_construction are fixed once the index exists)."""
