@@ -10,6 +10,7 @@ closed.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -30,7 +31,12 @@ def _open_descriptor(path: Path) -> Optional[int]:
         except OSError:
             continue
         if (stat.st_dev, stat.st_ino) == (target.st_dev, target.st_ino):
-            return int(name)
+            try:
+                flags = fcntl.fcntl(int(name), fcntl.F_GETFL)
+            except OSError:
+                continue  # closed meanwhile (another thread)
+            if flags & os.O_ACCMODE != os.O_WRONLY and not flags & getattr(os, "O_PATH", 0):
+                return int(name)  # one that can be read: write-only and path-only descriptors cannot
     return None
 
 
@@ -50,17 +56,24 @@ def patterns_in_file(path: Path, patterns: Sequence[tuple[str, bytes]]) -> list[
     part of this process holds open on it (see the module's docstring)."""
     overlap = max((len(p) for _, p in patterns), default=1)
     held = _open_descriptor(path)
-    fd = held if held is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    if held is not None:
+        try:
+            return _scan(held, patterns, overlap)
+        except OSError:
+            pass  # the holder closed it meanwhile: read through a descriptor of our own
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        size = os.fstat(fd).st_size
-        remaining = dict(patterns)
-        found = []
-        for piece in _chunks(fd, size, overlap):
-            for name, pattern in list(remaining.items()):
-                if piece.find(pattern) >= 0:
-                    found.append(name)
-                    del remaining[name]
-        return [name for name, _ in patterns if name in found]
+        return _scan(fd, patterns, overlap)
     finally:
-        if held is None:
-            os.close(fd)
+        os.close(fd)
+
+
+def _scan(fd: int, patterns: Sequence[tuple[str, bytes]], overlap: int) -> list[str]:
+    remaining = dict(patterns)
+    found = []
+    for piece in _chunks(fd, os.fstat(fd).st_size, overlap):
+        for name, pattern in list(remaining.items()):
+            if piece.find(pattern) >= 0:
+                found.append(name)
+                del remaining[name]
+    return [name for name, _ in patterns if name in found]

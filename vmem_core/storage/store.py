@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
+import shutil
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,12 +28,15 @@ import pyarrow as pa
 from ..errors import MemoryFormatError, MemoryLockedError, ReadOnlyError, StorageError, UnknownIdError
 from .atomic import fsync_dir, fsync_file
 from .check import check_dimension
+from .layout import HNSW_DIR
 from .audit import (GENESIS, AuditEntry, Verification, canonical, check_action, default_actor, entry_hash,
                     id_summary, label_runs, verify)
 from .locks import ReadWriteLock
 from .vault import Vault
 
 SCHEMA_VERSION = 2
+SPACE_MARGIN = 1 << 20  # bytes: DuckDB's own blocks and the write-ahead log of a purge's delete
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -288,7 +293,13 @@ class Store:
         self._vault_trimmed = True
 
     def close(self) -> None:
-        self._con.close()
+        """Close the database. A checkpoint the disk refuses (full) is no failure: every committed change is in the
+        write-ahead log, which the next open replays."""
+        try:
+            self._con.close()
+        except duckdb.Error as exc:
+            log.warning("%s: closing could not checkpoint (%s); the write-ahead log keeps every committed change",
+                        self.path, _first_line(exc))
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -322,7 +333,8 @@ class Store:
                     cur.execute("ROLLBACK")
                 except duckdb.Error:
                     pass  # the commit itself failed: DuckDB has rolled back already
-                if isinstance(exc, (duckdb.IOException, duckdb.FatalException, OSError)):
+                if isinstance(exc, (duckdb.IOException, duckdb.FatalException, duckdb.TransactionException,
+                                    OSError)):
                     # a write the disk refused (full, read-only): nothing of this change was committed
                     raise StorageError(f"could not write {self.path} ({_first_line(exc)}); the change was not "
                                        "made: free some space (or make the folder writable) and try again") \
@@ -517,6 +529,22 @@ class Store:
                 cur.execute("DELETE FROM label_changes WHERE exemplar_id IN (SELECT UNNEST(?::BIGINT[]))", [ids])
                 self._audit(cur, "purge", {**details, "purge_id": purge_id})
         self.rewrite()
+
+    def check_space_for_purge(self, journal_bytes: int) -> None:
+        """Raise StorageError, before anything is written, unless the folder has room for what a purge writes: its
+        journal, the database's rewritten copy beside the old one (and the write-ahead log of the delete), and a
+        fresh index snapshot. A purge stopped by a full disk halfway would stay pending until space is freed."""
+        folder = self.path.parent
+        database = sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + ".wal"))
+                       if p.exists())
+        index = sum(p.stat().st_size for p in (folder / HNSW_DIR).glob("*") if p.is_file()) \
+            if (folder / HNSW_DIR).is_dir() else 0
+        needed = journal_bytes + database + index + SPACE_MARGIN
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            raise StorageError(f"a purge needs about {needed / 2**20:.1f} MiB free in {folder} (it rewrites the "
+                               f"database), and {free / 2**20:.1f} MiB are: free some space and try again; nothing "
+                               "was changed")
 
     def rewrite(self) -> None:
         """Copy every table into a new file and swap it in atomically (readers wait; DELETE and VACUUM alone leave
