@@ -363,3 +363,40 @@ def test_absurd_index_parameters_and_labels_are_refused(closed, capsys, tmp_path
             memory.add_embeddings(np.ones((1, 64)), ["x" * 10_000])
         with pytest.raises(Exception, match="at most 200"):
             memory.relabel([1], "y" * 201)
+
+
+# --- 9: sign-in on a network ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("secret", ["abc", " " * 20, "short pass"])
+def test_a_short_or_blank_password_in_the_environment_does_not_start_an_app(secret, capsys, launched_apps):
+    from vmem_core.access import AccessPolicy
+    from vmem_core.errors import VmemError
+
+    with pytest.raises(VmemError, match="VMEM_EDITOR_PASSWORD.*too easy to guess; use 12 or more"):
+        AccessPolicy.from_environment({"VMEM_EDITOR_PASSWORD": secret})
+    os.environ["VMEM_EDITOR_PASSWORD"] = secret
+    try:
+        status, err = run(capsys, "app", "--address", "0.0.0.0", "--headless")
+    finally:
+        del os.environ["VMEM_EDITOR_PASSWORD"]
+    one_line_error(status, err, "VMEM_EDITOR_PASSWORD", "12")
+    assert launched_apps == [] and secret.strip() not in err.replace("VMEM_EDITOR_PASSWORD", "") or not secret.strip()
+
+
+def test_wrong_passwords_slow_a_client_down_and_are_logged(caplog):
+    from vmem_core.access import SignInThrottle
+
+    now = [1000.0]
+    throttle = SignInThrottle(clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="vmem_core.access"):
+        for _ in range(5):
+            assert throttle.wait("10.0.0.9") == 0
+            throttle.record("10.0.0.9", success=False)
+    assert len([r for r in caplog.records if "sign-in failed from 10.0.0.9" in r.getMessage()]) == 5
+    assert throttle.wait("10.0.0.9") == 1.0 and throttle.wait("10.0.0.7") == 0  # per client
+    for _ in range(25):  # 30 guesses in a row: each waits twice as long as the last, up to 5 minutes
+        now[0] += throttle.wait("10.0.0.9")
+        throttle.record("10.0.0.9", success=False)
+    assert throttle.wait("10.0.0.9") == SignInThrottle.MAX_WAIT
+    assert now[0] - 1000.0 > 1500  # 30 guesses took more than 25 minutes (5.9 s before)
+    throttle.record("10.0.0.9", success=True)
+    assert throttle.wait("10.0.0.9") == 0

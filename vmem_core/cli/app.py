@@ -188,10 +188,10 @@ def refuse_a_held_memory(path: Path) -> None:
 def _read_secret() -> str:
     import getpass
 
+    from ..access import check_secret
+
     secret = getpass.getpass("password or token: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
-    if len(secret) < 12:
-        raise UsageError(f"a password or token of {len(secret)} characters is too easy to guess; use 12 or more")
-    return secret
+    return check_secret(secret, "--hash-password")
 
 
 def cmd_demo(args) -> int:
