@@ -129,8 +129,10 @@ def build_base(root: Path) -> tuple[Path, Path, Path]:
     import tests.helpers as helpers  # registers the test encoder
     from vmem_core import VisualMemory
 
-    data = helpers.sample_folder(root / "data", LABELS, per_label=6)
     base = root / "base.vmem"
+    for leftover in (root / "data", base):  # a --workdir used before
+        shutil.rmtree(leftover, ignore_errors=True)
+    data = helpers.sample_folder(root / "data", LABELS, per_label=6)
     with VisualMemory.create(base, encoder=ENCODER) as memory:
         memory.build(data)
         memory.delete([2])

@@ -400,3 +400,29 @@ def test_wrong_passwords_slow_a_client_down_and_are_logged(caplog):
     assert now[0] - 1000.0 > 1500  # 30 guesses took more than 25 minutes (5.9 s before)
     throttle.record("10.0.0.9", success=True)
     assert throttle.wait("10.0.0.9") == 0
+
+
+# --- 10: archives bounded by size, count and ratio; a damaged one is named ------------------------------------------
+def test_a_zip_bomb_and_a_zip_with_a_bad_crc_are_refused_in_one_line(tmp_path):
+    import io
+    import zipfile
+
+    from vmem_core.errors import DatasetError
+    from vmem_core.ingest.datasets import extract_labelled_zip
+
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bag/a.png", bytes(50 * 2**20))  # 50 MiB of zeros in ~50 KB
+    assert len(bomb.getvalue()) < 2**20
+    with pytest.raises(DatasetError, match="zip bomb"):
+        extract_labelled_zip(bomb.getvalue(), tmp_path / "bomb")
+    assert not (tmp_path / "bomb").exists() or not any((tmp_path / "bomb").rglob("*.png"))
+
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("bag/a.png", b"\x89PNG not really an image but bytes " * 100)
+    data = bytearray(good.getvalue())
+    at = data.index(b"not really")
+    data[at] ^= 0xFF  # one byte flipped: the CRC no longer matches
+    with pytest.raises(DatasetError, match="'bag/a.png' is damaged.*CRC"):
+        extract_labelled_zip(bytes(data), tmp_path / "crc")
