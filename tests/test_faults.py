@@ -426,3 +426,20 @@ def test_a_zip_bomb_and_a_zip_with_a_bad_crc_are_refused_in_one_line(tmp_path):
     data[at] ^= 0xFF  # one byte flipped: the CRC no longer matches
     with pytest.raises(DatasetError, match="'bag/a.png' is damaged.*CRC"):
         extract_labelled_zip(bytes(data), tmp_path / "crc")
+
+
+# --- the fault drill (scripts/faultdrill.py), short ----------------------------------------------------------------
+@pytest.mark.slow
+def test_the_fault_drill_finds_nothing_wrong(tmp_path, monkeypatch):
+    import importlib
+    import io
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    drill = importlib.import_module("faultdrill")
+    figures = drill.run(tmp_path, short=True, log=io.StringIO())
+    assert figures.problems == []
+    assert figures.tracebacks == 0 and figures.bytes_written_outside == 0 and figures.read_commands_that_wrote == 0
+    assert figures.failed_but_took_effect == 0 and figures.acknowledged_lost == 0 and figures.left_behind == []
+    assert figures.commands > 70 and set(figures.exit_codes) <= {"0", "2"}
+    if figures.full_disk == "run":  # root could mount a small filesystem: some writes fit, some did not
+        assert figures.acknowledged_kept > 0 and figures.exit_codes.get("2", 0) > 70
