@@ -363,7 +363,8 @@ def drill_full_disk(root: Path, base: Path, query: Path, data: Path, figures: Fi
                 status, err = vmem(*_full_disk_command(operation, memory, query, extra))
                 figures.commands += 1
                 figures.exit(status)
-                lines = [line for line in err.strip().splitlines() if line and not line.startswith("vmem: warning")
+                lines = [line.rsplit("\r", 1)[-1].strip() for line in err.strip().splitlines()]  # after a progress bar
+                lines = [line for line in lines if line and "img/s" not in line and not line.startswith("vmem: warning")
                          and "WARNING" not in line and not line.startswith("vmem: rebuilding")
                          and "not saved" not in line and "could not checkpoint" not in line]
                 if status == "traceback":

@@ -423,7 +423,7 @@ class Store:
             except BaseException as exc:
                 self.vault.trim_thumbnails(thumbnails_end)  # nothing of a failed add stays on disk
                 self.vault.trim_vectors(first)
-                if isinstance(exc, OSError):
+                if isinstance(exc, OSError) and not isinstance(exc, StorageError):
                     raise _not_written(self.path.parent, exc, "nothing was added") from None
                 raise
         return ids, seq
