@@ -45,8 +45,8 @@ WRITE_METHODS = frozenset({"add", "add_embeddings", "build", "delete", "restore"
 def check_secret(secret: str, where: str) -> str:
     """`secret` if it is long enough to resist guessing; VmemError naming `where` it came from (never the secret)."""
     if len(secret.strip()) < MIN_SECRET_LENGTH:
-        raise VmemError(f"{where}: a password or token of {len(secret.strip())} characters (spaces around it not "
-                        f"counted) is too easy to guess; use {MIN_SECRET_LENGTH} or more")
+        raise VmemError(f"{where}: a password or token of {len(secret.strip())} characters is too easy to guess; use "
+                        f"{MIN_SECRET_LENGTH} or more (spaces around it are not counted)")
     return secret
 
 

@@ -319,6 +319,11 @@ class Store:
         """A write transaction with the next seq; the seq is only consumed if the transaction commits.
         `locked`: the caller already holds the write lock."""
         self._writable()
+        if not self._vault_trimmed:
+            try:
+                self._trim_vault()  # the first write of this handle cuts what a killed add left (never an open)
+            except OSError as exc:
+                raise _not_written(self.path.parent, exc, "the change was not made") from None
         with (contextlib.nullcontext() if locked else self._write_lock), self._cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             self._pending_audit = None
@@ -520,6 +525,7 @@ class Store:
         database into a fresh file so that no free block keeps the rows."""
         ids = [int(i) for i in ids]
         self._writable()
+        self._trim_vault()  # an add killed before its commit left bytes no row points at: none may outlive a purge
         self.vault.erase(ids, thumbnail_places)
         logged = any(entry.action == "purge" and entry.payload().get("purge_id") == purge_id
                      for entry in self.audit_entries())
