@@ -443,3 +443,21 @@ def test_the_fault_drill_finds_nothing_wrong(tmp_path, monkeypatch):
     assert figures.commands > 70 and set(figures.exit_codes) <= {"0", "2"}
     if figures.full_disk == "run":  # root could mount a small filesystem: some writes fit, some did not
         assert figures.acknowledged_kept > 0 and figures.exit_codes.get("2", 0) > 70
+
+
+@pytest.mark.slow
+def test_the_sign_in_page_makes_a_guessing_client_wait(app, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from .helpers import TIMEOUT
+
+    monkeypatch.setenv("VMEM_EDITOR_PASSWORD", "editor-token-4f9b2c-throttle")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/memory.py").run()
+    for guess in range(6):
+        at.text_input(key="sign-in-secret").input(f"guess {guess}")
+        at.button[0].click().run()
+    assert any(e.value.startswith("Too many wrong passwords from this client: try again in") for e in at.error)
+    at.text_input(key="sign-in-secret").input("editor-token-4f9b2c-throttle")
+    at.button[0].click().run()  # even the right one waits: the guesser learns nothing meanwhile
+    assert [t.value for t in at.title] == ["Sign in"]

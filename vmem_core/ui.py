@@ -345,8 +345,8 @@ def _sign_in_throttle() -> SignInThrottle:
 def _client_address() -> str:
     """Who is signing in, for the throttle: the client's address, or this browser session where it is unknown."""
     address = getattr(st.context, "ip_address", None)
-    if address:
-        return str(address)
+    if isinstance(address, str) and address:  # None behind some proxies (and not a string in Streamlit's AppTest)
+        return address
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
