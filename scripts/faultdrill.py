@@ -363,7 +363,9 @@ def drill_full_disk(root: Path, base: Path, query: Path, data: Path, figures: Fi
                 status, err = vmem(*_full_disk_command(operation, memory, query, extra))
                 figures.commands += 1
                 figures.exit(status)
-                lines = [line.rsplit("\r", 1)[-1].strip() for line in err.strip().splitlines()]  # after a progress bar
+                # a progress bar left on the line (no newline before the error) is not a second line of the error
+                lines = [line[line.find("vmem: error"):] if "vmem: error" in line else line.rsplit("\r", 1)[-1].strip()
+                         for line in err.strip().splitlines()]
                 lines = [line for line in lines if line and "img/s" not in line and not line.startswith("vmem: warning")
                          and "WARNING" not in line and not line.startswith("vmem: rebuilding")
                          and "not saved" not in line and "could not checkpoint" not in line]
