@@ -48,7 +48,8 @@ class HnswlibBackend:
                 catch_up(backend, store)
                 # purged rows stay in hnswlib as scrubbed, deleted elements: keep them out of every count
                 index.mark_deleted(np.setdiff1d(index.ids(), store.all_ids()))
-                reconcile_deleted_marks(index, store.live_labels()[0])  # live in the database: live in the index
+                # live in the database: live in the index
+                reconcile_deleted_marks(index, store.live_labels()[0], snapshot.path)
                 return backend
         elif snapshot is not None:
             why = f"index snapshot is ahead of the database (seq {snapshot.applied_seq} > {seq})"

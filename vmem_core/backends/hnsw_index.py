@@ -431,22 +431,38 @@ class _Empty:
         return False
 
 
-def reconcile_deleted_marks(index: "AnnIndex", live_ids: np.ndarray) -> int:
-    """Clear hnswlib's own deleted mark on every element the database says is live (a snapshot saved after a
-    mark_deleted whose tombstone never committed): such an element breaks every search that reads its vector
-    ("Label not found"). Returns how many marks were cleared."""
-    cleared = 0
-    present = np.intersect1d(np.asarray(live_ids, dtype=np.int64), index.ids())
-    for item in present.tolist():
+def marked_deleted_in_file(path: Path) -> np.ndarray:
+    """Labels of the elements an hnswlib file marks deleted, read from its level-0 records without loading it: each
+    record starts with its link count, whose third byte holds hnswlib's delete mark (hnswalg.h, DELETE_MARK)."""
+    size = Path(path).stat().st_size
+    if size < _HEADER.size:
+        return np.zeros(0, dtype=np.int64)
+    with open(path, "rb") as f:
+        fields = _HEADER.unpack(f.read(_HEADER.size))
+    elements, per_element, label_offset = fields[2], fields[3], fields[4]
+    if not elements or _HEADER.size + elements * per_element > size:
+        return np.zeros(0, dtype=np.int64)
+    records = np.memmap(path, dtype=np.uint8, mode="r", offset=_HEADER.size, shape=(elements, per_element))
+    marked = (records[:, 2] & 1).astype(bool)
+    labels = np.ascontiguousarray(records[marked, label_offset:label_offset + 8]).view("<u8").ravel()
+    return labels.astype(np.int64)
+
+
+def reconcile_deleted_marks(index: "AnnIndex", live_ids: np.ndarray, snapshot: Path) -> int:
+    """Clear hnswlib's own deleted mark on every element of the loaded `snapshot` that the database says is live (a
+    snapshot saved after a mark_deleted whose tombstone never committed): such an element breaks every search that
+    reads its vector ("Label not found"). Returns how many marks were cleared."""
+    marked = marked_deleted_in_file(snapshot)
+    stale = marked[np.isin(marked, np.asarray(live_ids, dtype=np.int64))] if len(marked) else marked
+    for item in stale.tolist():
         if item in index._deleted:
             continue
         try:
             index._index.unmark_deleted(item)
         except RuntimeError:
-            continue  # not marked: the common case
-        cleared += 1
-    if cleared:
+            continue  # not marked after all
+    if len(stale):
         index._live_matrix = None
         log.warning("%d element(s) of the index were marked deleted though the database holds them live; "
-                    "unmarked", cleared)
-    return cleared
+                    "unmarked", len(stale))
+    return len(stale)
