@@ -438,8 +438,8 @@ def cmd_tune(args) -> int:
     from ..backends.hnsw_index import MAX_EF
 
     if not 1 <= args.ef_search <= MAX_EF:
-        raise UsageError(f"--index-ef {args.ef_search}: must be 1 .. {MAX_EF:,} (a beam wider than that searches "
-                         "no better and takes memory and time)")
+        raise UsageError(f"--index-ef {args.ef_search}: must be a positive integer, at most {MAX_EF:,} (a wider "
+                         "beam searches no better and takes memory and time)")
     with open_memory(args) as memory:
         change = memory.set_search_ef(args.ef_search)
         stats = memory.stats()

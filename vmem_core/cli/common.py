@@ -177,7 +177,8 @@ def index_params(args):
     given = {field: getattr(args, field) for field in _INDEX_OPTIONS if getattr(args, field, None) is not None}
     for field, value in given.items():
         if not 1 <= value <= INDEX_LIMITS[field]:
-            raise UsageError(f"{_INDEX_OPTIONS[field]} {value}: must be 1 .. {INDEX_LIMITS[field]:,}")
+            raise UsageError(f"{_INDEX_OPTIONS[field]} {value}: must be a positive integer, at most "
+                             f"{INDEX_LIMITS[field]:,}")
     return replace(IndexParams(), **given)
 
 
