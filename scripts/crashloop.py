@@ -180,9 +180,18 @@ class Figures:
                 "inconsistencies": self.inconsistencies, "seconds": round(self.seconds, 1)}
 
 
+def _log_bytes(path: Path) -> bytes:
+    """A child's log as written so far; b"" before the child has created it (checking first and reading after
+    raced the child's start: the crash loop died reading a log that did not exist yet)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 def _read_log(path: Path) -> list[dict]:
     records = []
-    for line in path.read_text().splitlines():
+    for line in _log_bytes(path).decode(errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except ValueError:
@@ -234,7 +243,9 @@ def check_memory(path: Path, model: dict[int, Exemplar], records: list[dict], pu
     from vmem_core import VisualMemory
     from vmem_core.unlearn import byte_scan
 
-    memory = VisualMemory.open(path, read_only=not snapshot)
+    # a read-only open leaves an interrupted purge to the next writer: open for writing when one is pending
+    journal_pending = (path / "purge.journal.json").exists()
+    memory = VisualMemory.open(path, read_only=not snapshot and not journal_pending)
     try:
         if (path / "purge.journal.json").exists():
             return "purge journal left after open", model, "?"
@@ -376,7 +387,7 @@ def _kill_rounds(kills: int, workdir: Path, rng: random.Random, max_delay: float
             time.sleep(rng.uniform(0, 0.3))
         else:
             deadline = time.monotonic() + 60
-            while not (log_path.exists() and b"ready" in log_path.read_bytes()):
+            while b"ready" not in _log_bytes(log_path):
                 if not child.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError(f"round {round_no}: the child died before opening the memory "
                                        f"(exit code {child.exitcode})")
@@ -386,7 +397,8 @@ def _kill_rounds(kills: int, workdir: Path, rng: random.Random, max_delay: float
             raise RuntimeError(f"round {round_no}: the child stopped on its own (exit code {child.exitcode}); "
                                "an operation raised: see its traceback above")
         intruder = None
-        if rng.random() < 0.3 and b"ready" in log_path.read_bytes():  # the child holds the memory: keep out
+        # the child may have been killed (or be killed) before it created its log: a missing log reads as empty
+        if rng.random() < 0.3 and b"ready" in _log_bytes(log_path):  # the child holds the memory: keep out
             try:
                 intruder = VisualMemory.open(path, read_only=True)
             except MemoryLockedError:
@@ -399,7 +411,7 @@ def _kill_rounds(kills: int, workdir: Path, rng: random.Random, max_delay: float
                                             "problem": "another process opened the memory while the child held it"})
             break
         child.join()
-        records = _read_log(log_path) if log_path.exists() else []
+        records = _read_log(log_path)
         problem, model, in_flight = check_memory(path, model, records, purged, figures, snapshot=rng.random() < 0.5)
         figures.kills[in_flight] += 1
         if problem:

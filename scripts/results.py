@@ -632,7 +632,7 @@ def section_claim_tables(tables: dict) -> list[str]:
     if "accuracy" in tables:
         acc = tables["accuracy"]
         md += ["### Accuracy vs k behind the verdicts (rank offset 2, T 0.07)\n",
-               table(["rule", "k=10 (95% interval)", "best k", "at best k", f"k=100", "loss best -> 100 (95%)"],
+               table(["rule", "k=10 (95% interval)", "best k", "at best k", "k=100", "loss best -> 100 (95%)"],
                      [[rule, claims.fmt_interval(stats.Interval.from_dict(r["k10_interval"]), "%"), r["best_k"],
                        fmt(r["best"]), fmt(r["k100"]), claims.fmt_interval(stats.Interval.from_dict(r["drop"]), "pp")]
                       for rule, r in acc.items()]), ""]

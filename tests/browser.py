@@ -98,18 +98,44 @@ def script_running(driver) -> bool:
     return bool(driver.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget']"))
 
 
+def quiet(driver, seconds: float = 2.5, timeout: float = 120) -> None:
+    """Wait until Streamlit's "running" widget has been gone for `seconds`: a rerun replaces the page's elements,
+    and an element read during one is stale."""
+    quiet_since = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        quiet_since = None if script_running(driver) else (quiet_since or time.monotonic())
+        if quiet_since and time.monotonic() - quiet_since > seconds:
+            return
+        time.sleep(0.3)
+
+
 def settle(driver, title: str) -> None:
     """Wait for the page titled `title`, then until Streamlit's "running" widget has been gone for a moment."""
     from selenium.webdriver.common.by import By
 
     wait_for(driver, lambda d: title in d.find_element(By.TAG_NAME, "h1").text, what=f"the {title} page")
-    quiet_since = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        quiet_since = None if script_running(driver) else (quiet_since or time.monotonic())
-        if quiet_since and time.monotonic() - quiet_since > 2.5:
-            return
-        time.sleep(0.3)
+    quiet(driver)
+
+
+def settled_read(driver, read, timeout: float = 120):
+    """`read(driver)` on a settled page, read again if a rerun replaced an element meanwhile (a stale element):
+    reading a page mid-rerun failed a full run under load (StaleElementReferenceException)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        quiet(driver, timeout=timeout)
+        try:
+            return read(driver)
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+
+
+def button_texts(driver) -> list[str]:
+    """The texts of every button on the page, once it has settled."""
+    return settled_read(driver, lambda d: [b.text for b in d.find_elements("tag name", "button")])
 
 
 def page_text(driver) -> str:

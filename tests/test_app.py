@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from vmem_core.encoders import load_encoder
 from vmem_core.host import hosted
+from vmem_core.memory.exemplars import Exemplars
 
 from .helpers import REPO, SAMPLE, TIMEOUT, new_memory, png_bytes, sample_folder, texts
 
@@ -187,13 +188,13 @@ def test_unlearning_compares_one_deletions_time_with_the_papers_20_ms(app, monke
 
     app.switch_page("pages/unlearning.py").run()
     clock = {"now": 100.0}
-    delete = VisualMemory.delete
+    delete = Exemplars.delete
 
     def timed_delete(self, ids, *args, **kwargs):
         clock["now"] += per_deletion * len(list(ids))
         return delete(self, ids, *args, **kwargs)
 
-    monkeypatch.setattr(VisualMemory, "delete", timed_delete)
+    monkeypatch.setattr(Exemplars, "delete", timed_delete)
     monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
     app.button(key="forget-button").click().run()
     monkeypatch.undo()

@@ -11,6 +11,7 @@ from .browser import (
     box_select_everything,
     browser_available,
     button,
+    button_texts,
     chromium,
     click,
     streamlit_server,
@@ -85,7 +86,7 @@ def test_two_sessions_the_second_delete_confirmation_says_what_moved(real_memory
         wait_for(second, lambda d: "memory changed since you pressed Delete" in d.page_source
                  and "0 was live ('bag'), now deleted ('bag')" in d.page_source, what="the second tab told what moved")
         second.save_screenshot(str(tmp_path / "two-sessions.png"))
-        assert "Yes, delete" not in [b.text for b in second.find_elements("tag name", "button")]
+        assert "Yes, delete" not in button_texts(second)  # read once the page settled, never mid-rerun
     with VisualMemory.open(tmp_path / "mem.vmem") as memory:
         assert len(memory) == 17 and memory.exemplars.tombstoned_ids() == [0]
 

@@ -38,6 +38,15 @@ PASSWORD_ENV = {"editor": "VMEM_EDITOR_PASSWORD", "viewer": "VMEM_VIEWER_PASSWOR
 ACCESS_ENV = (READ_ONLY_ENV, AUTH_FILE_ENV, *PASSWORD_ENV.values())  # every setting the policy reads
 # scrypt at n=2^14, r=8 takes ~50 ms and 16 MiB per try here: cheap for a sign-in, dear for guessing
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+MIN_SECRET_LENGTH = 12  # characters, spaces around it not counted: for --hash-password and the environment alike
+
+
+def check_secret(secret: str, where: str) -> str:
+    """`secret` if it is long enough to resist guessing; VmemError naming `where` it came from (never the secret)."""
+    if len(secret.strip()) < MIN_SECRET_LENGTH:
+        raise VmemError(f"{where}: a password or token of {len(secret.strip())} characters is too easy to guess; use "
+                        f"{MIN_SECRET_LENGTH} or more (spaces around it are not counted)")
+    return secret
 
 
 def hash_secret(secret: str, salt: Optional[bytes] = None) -> str:
@@ -88,8 +97,9 @@ class AccessPolicy:
             for role, stored in _read_auth_file(Path(environ[AUTH_FILE_ENV])).items():
                 hashes[role].extend(stored)
         for role, name in PASSWORD_ENV.items():
-            if environ.get(name):
-                hashes[role].append(hash_secret(environ[name]))
+            if environ.get(name):  # an empty variable is unset in effect: it grants nothing
+                # the same minimum as --hash-password: a short one would open an app served to the network
+                hashes[role].append(hash_secret(check_secret(environ[name], f"${name}")))
         return cls(read_only=environ.get(READ_ONLY_ENV, "") not in ("", "0"), hashes=hashes)
 
     @property
@@ -126,3 +136,39 @@ def _read_auth_file(path: Path) -> dict[str, list[str]]:
                 raise VmemError(f"auth file {path}: entry {number} of {role!r} is not a hash made by "
                                 "`vmem app --hash-password` (a password must never be stored in the file)") from None
     return content
+class SignInThrottle:
+    """Wrong secrets slow a client down: after FREE_TRIES failures in a row, each further try from that client waits
+    twice as long as the last (1 s, 2 s, 4 s, ... up to MAX_WAIT), and every failure is logged with the client's
+    address. A success clears the client's record. Keyed by client address (one per browser session where the
+    address is unknown), kept in the server's memory: a restart forgets it, as it forgets sessions."""
+
+    FREE_TRIES = 5
+    MAX_WAIT = 300.0
+
+    def __init__(self, clock=None) -> None:
+        import threading
+        import time
+
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, float]] = {}  # client -> (failures in a row, time of the last)
+
+    def wait(self, client: str) -> float:
+        """Seconds `client` must still wait before its next try (0: it may try now)."""
+        with self._lock:
+            failures, last = self._failures.get(client, (0, 0.0))
+        if failures < self.FREE_TRIES:
+            return 0.0
+        delay = min(self.MAX_WAIT, 2.0 ** (failures - self.FREE_TRIES))
+        return max(0.0, last + delay - self._clock())
+
+    def record(self, client: str, success: bool) -> None:
+        import logging
+
+        with self._lock:
+            if success:
+                self._failures.pop(client, None)
+                return
+            failures = self._failures.get(client, (0, 0.0))[0] + 1
+            self._failures[client] = (failures, self._clock())
+        logging.getLogger(__name__).warning("sign-in failed from %s (%d in a row)", client, failures)

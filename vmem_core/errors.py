@@ -53,3 +53,15 @@ class BadSettingError(VmemError, ValueError):
 
 class AccessDeniedError(VmemError):
     """The session's role does not allow the change it asked for (a viewer editing the memory)."""
+
+
+class ReadOnlyError(VmemError):
+    """A change was asked of a memory opened for reading alone."""
+
+
+class StorageError(VmemError, OSError):
+    """A file of the memory could not be written (a full disk, a read-only filesystem): the change did not happen.
+    An OSError too, so that code which tolerates a failed write (an index snapshot) tolerates this one."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror); the message is one line already
+        return str(self.args[0]) if self.args else ""

@@ -19,7 +19,7 @@ import streamlit as st
 from PIL import Image
 
 from . import confirmation, resources
-from .access import ACCESS_ENV, AccessPolicy
+from .access import ACCESS_ENV, AccessPolicy, SignInThrottle
 from .analysis.attribution import NeighborAttribution, attribute_set, winning_shares
 from .classification import Classification
 from .devices import devices_text
@@ -325,12 +325,34 @@ def session_role() -> str:
         secret = st.text_input("Password or token", type="password", key="sign-in-secret")
         submitted = st.form_submit_button("Sign in")
     if submitted:
+        client = _client_address()
+        wait = _sign_in_throttle().wait(client)
+        if wait > 0:  # checked before the secret is: a guesser learns nothing while it waits
+            st.error(f"Too many wrong passwords from this client: try again in {wait:.0f} s.")
+            st.stop()
         role = policy.role_for(secret)
+        _sign_in_throttle().record(client, success=bool(role))
         if role:
             st.session_state["_vmem_role"] = role
             st.rerun()
         st.error("That password or token opens no role here.")
     st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def _sign_in_throttle() -> SignInThrottle:
+    return SignInThrottle()  # one per server: shared by every session, so a new tab does not reset it
+
+
+def _client_address() -> str:
+    """Who is signing in, for the throttle: the client's address, or this browser session where it is unknown."""
+    address = getattr(st.context, "ip_address", None)
+    if isinstance(address, str) and address:  # None behind some proxies (and not a string in Streamlit's AppTest)
+        return address
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return f"session {ctx.session_id}" if ctx is not None else "unknown"
 
 
 def can_edit() -> bool:

@@ -250,6 +250,8 @@ def purge_physically(memory: "VisualMemory", ids: Sequence[int], purge_id: str, 
                    "thumbnails": Erasure(memory).thumbnail_places(ids)}
         if certificate_plan is not None:
             journal["certificate_plan"] = certificate_plan
+        # refused before the journal, not halfway: a full disk would leave the purge pending, salts and all
+        memory._store.check_space_for_purge(len(json.dumps(journal)))
         write_json_atomic(memory.path / PURGE_JOURNAL, journal)
         return _erase_journalled(memory, journal)
 

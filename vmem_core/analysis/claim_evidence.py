@@ -21,7 +21,7 @@ import numpy as np
 from ..voting import VoteSettings, class_names, label_classes, reliability_counts, rule_weights, \
     soft_pruning_factors, vote_all_k
 from . import stats
-from .neighbor_cache import NeighborCache, build_cache, exact_top_k
+from .neighbor_cache import build_cache, exact_top_k
 
 SEEDS = (0, 1, 2, 3, 4)
 DEEP_K = 500  # label noise at 60% needs large k; the best k must not sit at the cap (else: censored)

@@ -9,6 +9,7 @@ compilation (about 18 s for 1,000 exemplars on two cores), too slow to be what a
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -142,7 +143,9 @@ def resolve_method(method: str, n: int) -> str:
 # every point for one exemplar's sake). The axes are fitted again once the exemplars added or removed since their fit
 # exceed this share of the memory.
 REFIT_AFTER_CHANGE = 0.01
-_fitted: "weakref.WeakKeyDictionary" = None  # memory -> {method: (projection, exemplars fitted on)}
+# (memory folder, encoder) -> {method: (projection, exemplars fitted on)}: by folder, not by handle, so that the
+# readers a viewer gets (a new one per page run) and the editor's handle share one fit
+_fitted: dict[tuple[str, str], dict] = {}
 
 
 def memory_map(memory, method: str = "pca") -> Projection:
@@ -164,12 +167,7 @@ def memory_map(memory, method: str = "pca") -> Projection:
 
 
 def _fits(memory) -> dict:
-    global _fitted
-    import weakref
-
-    if _fitted is None:
-        _fitted = weakref.WeakKeyDictionary()
-    return _fitted.setdefault(memory, {})
+    return _fitted.setdefault((str(Path(memory.path).resolve()), memory.config["encoder"]["identity"]), {})
 
 
 def _updated_on_the_same_axes(memory, method: str) -> Optional[Projection]:

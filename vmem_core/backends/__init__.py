@@ -54,7 +54,8 @@ def open_backend(
     """
     record = backend_config(config)
     dim = int(config["encoder"]["dim"])
-    remove_stale_local_indexes(path, record)
+    if not getattr(store, "read_only", False):  # a reader removes nothing; the next writer does
+        remove_stale_local_indexes(path, record)
     kind = REGISTRY[record["name"]]
     if index_uri and not kind.schemes:
         raise VmemError(f"--index-uri {index_uri!r} given, but {path} uses the {record['name']} index, which lives "

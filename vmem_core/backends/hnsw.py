@@ -16,7 +16,8 @@ import numpy as np
 
 from ..storage.layout import HNSW_DIR
 from .base import Evidence, LabelLookup, RowFetcher, catch_up
-from .hnsw_index import AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot, snapshot_needed
+from .hnsw_index import (AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot,
+                         reconcile_deleted_marks, snapshot_needed)
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -52,6 +53,8 @@ class HnswlibBackend:
                 catch_up(backend, store)
                 # purged rows stay in hnswlib as scrubbed, deleted elements: keep them out of every count
                 index.mark_deleted(np.setdiff1d(index.ids(), store.all_ids()))
+                # live in the database: live in the index
+                reconcile_deleted_marks(index, store.live_labels()[0], snapshot.path)
                 return backend
         elif snapshot is not None:
             why = f"index snapshot is ahead of the database (seq {snapshot.applied_seq} > {seq})"
@@ -114,9 +117,18 @@ class HnswlibBackend:
 
     # --- durability -----------------------------------------------------------------------------------------------
     def persist(self, seq: int) -> None:
+        """Snapshot the index when the database is far enough ahead of it (vmem_core.backends.hnsw_index.
+        snapshot_needed: deletes alone are replayed from the database's log instead). A snapshot that cannot be
+        written (a full disk) is not an error: the database has committed every change already, and the next open
+        replays those after the last snapshot; the failed write leaves no file behind."""
         if snapshot_needed(self._applied_seq, seq, self._added_since, self._tombstones_since,
                            self.index.element_count()):
-            self.index.save_snapshot(self.directory, seq)
+            try:
+                self.index.save_snapshot(self.directory, seq)
+            except OSError as exc:
+                log.warning("index snapshot of %s not saved (%s); the next open replays the changes from the "
+                            "database", self.directory.parent, exc)
+                return
             self._applied_seq = seq
             self._added_since, self._tombstones_since = False, 0
 

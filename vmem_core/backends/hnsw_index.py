@@ -13,6 +13,7 @@ import json
 import logging
 import mmap
 import os
+import struct
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -41,6 +42,12 @@ EXACT_SEARCH_BELOW = 2048  # live items or allowed ids: exact search is as fast 
 COMPACT_TOMBSTONES = 0.02  # of the index's elements
 COMPACT_TOMBSTONES_MIN = 1024
 NUMPY_EXACT_SCORES = 2**24  # queries x candidates scored with numpy where torch is not loaded (64 MiB of float32)
+
+
+# Upper bounds of the parameters a user may set: beyond them a graph is no better and costs memory and time without
+# limit (hnswlib allocates per M; a beam of 10^12 made every query visit the whole graph).
+MAX_EF = 10_000
+INDEX_LIMITS = {"M": 256, "ef_construction": MAX_EF, "ef_search": MAX_EF}
 
 
 @dataclass(frozen=True)
@@ -269,6 +276,7 @@ class AnnIndex:
         try:
             self._index.save_index(tmp)
             fsync_file(Path(tmp))
+            check_saved_file(Path(tmp), self.dim, int(self._index.get_current_count()))
             chunks = chunk_digests(Path(tmp))
             os.replace(tmp, final)
         finally:
@@ -285,7 +293,11 @@ class AnnIndex:
             "ef_construction": self.params.ef_construction,
             "count": int(self._index.get_current_count()),
         }
-        write_json_atomic(directory / MANIFEST_NAME, manifest)
+        try:
+            write_json_atomic(directory / MANIFEST_NAME, manifest)
+        except BaseException:
+            final.unlink(missing_ok=True)  # unnamed by any manifest: it would only hold vectors a purge cannot see
+            raise
         remove_unnamed_files(directory, final)
         return final
 
@@ -332,6 +344,10 @@ def find_snapshot(directory: Path, dim: int) -> tuple[Optional[Snapshot], str]:
         return None, f"index file {path.name} missing"
     if chunk_digests(path) != expected:
         return None, f"index file {path.name} does not match its checksum (truncated or corrupted)"
+    try:
+        check_saved_file(path, dim, manifest.get("count"))
+    except SnapshotError as exc:  # a whole file that is not what its manifest says (another index copied in)
+        return None, str(exc)
     return Snapshot(path, applied_seq), "ok"
 
 
@@ -417,3 +433,95 @@ def remove_unnamed_files(directory: Path, keep: Optional[Path]) -> None:
 def element_bytes(vector: np.ndarray, label: int) -> bytes:
     """How hnswlib stores an element in level 0: its float32 vector followed by its label as a 64-bit integer."""
     return np.ascontiguousarray(vector, dtype="<f4").tobytes() + int(label).to_bytes(8, "little")
+
+
+# --- what an hnswlib file is: checked after every save and before every load ------------------------------------------
+# hnswlib's saveIndex (hnswalg.h, 0.8) writes a 96-byte header (offsetLevel0, max_elements, cur_element_count,
+# size_data_per_element, label_offset, offsetData as size_t; maxlevel, enterpoint_node as int; maxM, maxM0, M as
+# size_t; mult as double; ef_construction as size_t), then cur_element_count level-0 records, then for each element a
+# 4-byte length and its upper-level links. It reports no write error: a full disk leaves a short file that loads.
+_HEADER = struct.Struct("<6Q2i3Qd Q".replace(" ", ""))
+
+
+class SnapshotError(OSError):
+    """An index file is not the complete index it should be (short, or of another dimension or size)."""
+
+
+def file_dimension(path: Path) -> int:
+    """The vector dimension an hnswlib file was saved with (its label offset minus its data offset, over 4 bytes)."""
+    with open(path, "rb") as f:
+        header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise SnapshotError(f"index file {Path(path).name} is shorter than hnswlib's header ({len(header)} bytes)")
+    fields = _HEADER.unpack(header)
+    return (fields[4] - fields[5]) // 4
+
+
+def check_saved_file(path: Path, dim: int, count: Optional[int]) -> None:
+    """Raise SnapshotError unless `path` is a whole hnswlib file of `dim`-d vectors holding `count` elements (None:
+    any): every record and link list it announces is there, to the last byte, and nothing after."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else _Empty() as data:
+        if size < _HEADER.size:
+            raise SnapshotError(f"index file {path.name} is truncated ({size} bytes)")
+        fields = _HEADER.unpack_from(data, 0)
+        elements, per_element, label_offset, data_offset = fields[2], fields[3], fields[4], fields[5]
+        saved_dim = (label_offset - data_offset) // 4
+        if saved_dim != dim:
+            raise SnapshotError(f"index file {path.name} holds {saved_dim}-d vectors, the memory {dim}-d")
+        if count is not None and elements != int(count):
+            raise SnapshotError(f"index file {path.name} holds {elements} elements, its manifest says {count}")
+        at = _HEADER.size + elements * per_element
+        for _ in range(elements):  # one 4-byte length per element, then that many bytes of upper-level links
+            if at + 4 > size:
+                break
+            at += 4 + int.from_bytes(data[at:at + 4], "little")
+        if at != size:
+            raise SnapshotError(f"index file {path.name} is {size:,} bytes where its header needs {at:,} "
+                                "(written to a full disk?)")
+
+
+class _Empty:
+    def __enter__(self):
+        return b""
+
+    def __exit__(self, *exc):
+        return False
+
+
+def marked_deleted_in_file(path: Path) -> np.ndarray:
+    """Labels of the elements an hnswlib file marks deleted, read from its level-0 records without loading it: each
+    record starts with its link count, whose third byte holds hnswlib's delete mark (hnswalg.h, DELETE_MARK)."""
+    size = Path(path).stat().st_size
+    if size < _HEADER.size:
+        return np.zeros(0, dtype=np.int64)
+    with open(path, "rb") as f:
+        fields = _HEADER.unpack(f.read(_HEADER.size))
+    elements, per_element, label_offset = fields[2], fields[3], fields[4]
+    if not elements or _HEADER.size + elements * per_element > size:
+        return np.zeros(0, dtype=np.int64)
+    records = np.memmap(path, dtype=np.uint8, mode="r", offset=_HEADER.size, shape=(elements, per_element))
+    marked = (records[:, 2] & 1).astype(bool)
+    labels = np.ascontiguousarray(records[marked, label_offset:label_offset + 8]).view("<u8").ravel()
+    return labels.astype(np.int64)
+
+
+def reconcile_deleted_marks(index: "AnnIndex", live_ids: np.ndarray, snapshot: Path) -> int:
+    """Clear hnswlib's own deleted mark on every element of the loaded `snapshot` that the database says is live (a
+    snapshot saved after a mark_deleted whose tombstone never committed): such an element breaks every search that
+    reads its vector ("Label not found"). Returns how many marks were cleared."""
+    marked = marked_deleted_in_file(snapshot)
+    stale = marked[np.isin(marked, np.asarray(live_ids, dtype=np.int64))] if len(marked) else marked
+    for item in stale.tolist():
+        if item in index._deleted:
+            continue
+        try:
+            index._index.unmark_deleted(item)
+        except RuntimeError:
+            continue  # not marked after all
+    if len(stale):
+        index._live_matrix = None
+        log.warning("%d element(s) of the index were marked deleted though the database holds them live; "
+                    "unmarked", len(stale))
+    return len(stale)

@@ -133,6 +133,8 @@ def cmd_app(args) -> int:
         raise UsageError(f"--address {address} serves other machines, and without a sign-in anyone reaching it could "
                          "change and purge the memory: give --auth-file PATH (hashes from `vmem app --hash-password`) "
                          "or set VMEM_EDITOR_PASSWORD, or pass --read-only")
+    if args.memory:
+        refuse_a_held_memory(Path(args.memory))
     app = app_script()
     if not app.exists():
         raise UsageError(f"the app is not installed: {app} is missing (reinstall vmem)")
@@ -169,13 +171,27 @@ def cmd_app(args) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def refuse_a_held_memory(path: Path) -> None:
+    """A second app on a memory another process holds would start and serve pages that only say so: refuse at
+    start, as every other command does."""
+    from ..storage.layout import is_memory
+    from ..storage.owner_lock import holder
+
+    if not is_memory(path):
+        return
+    pid = holder(path)
+    if pid is not None:
+        raise UsageError(f"memory {path} is open in another process{f' (pid {pid})' if pid else ''}, for example "
+                         "another vmem app: use that app, or stop that process and start this one again")
+
+
 def _read_secret() -> str:
     import getpass
 
+    from ..access import check_secret
+
     secret = getpass.getpass("password or token: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
-    if len(secret) < 12:
-        raise UsageError(f"a password or token of {len(secret)} characters is too easy to guess; use 12 or more")
-    return secret
+    return check_secret(secret, "--hash-password")
 
 
 def cmd_demo(args) -> int:

@@ -162,6 +162,11 @@ def cmd_purge(args) -> int:
     if ids and args.all:
         raise UsageError("give either exemplar ids or --all, not both")
     with open_memory(args) as memory:
+        live = [i for i, cls in zip(ids, memory.table.class_indices(ids)) if cls >= 0]
+        if live and not getattr(args, "live", False):  # a purge cannot be undone: a live exemplar needs a word more
+            raise UsageError(f"exemplar id(s) {', '.join(map(str, live[:20]))} are live: a purge removes them for "
+                             f"good; tombstone them first (`vmem delete {args.memory} ID...`, undoable), or pass "
+                             "--live to purge live exemplars at once")
         certificate = purge(memory, None if args.all else ids, certificate_path=args.certificate)
     if args.json:
         print_json(certificate.to_dict())
@@ -431,6 +436,11 @@ def cmd_stats(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from ..backends.hnsw_index import MAX_EF
+
+    if not 1 <= args.ef_search <= MAX_EF:
+        raise UsageError(f"--index-ef {args.ef_search}: must be a positive integer, at most {MAX_EF:,} (a wider "
+                         "beam searches no better and takes memory and time)")
     with open_memory(args) as memory:
         change = memory.index.set_search_ef(args.ef_search)
         stats = memory.stats()

@@ -168,10 +168,13 @@ def index_params(args):
 
     from ..backends.hnsw_index import IndexParams
 
+    from ..backends.hnsw_index import INDEX_LIMITS
+
     given = {field: getattr(args, field) for field in _INDEX_OPTIONS if getattr(args, field, None) is not None}
     for field, value in given.items():
-        if value < 1:
-            raise UsageError(f"{_INDEX_OPTIONS[field]} {value}: must be a positive integer")
+        if not 1 <= value <= INDEX_LIMITS[field]:
+            raise UsageError(f"{_INDEX_OPTIONS[field]} {value}: must be a positive integer, at most "
+                             f"{INDEX_LIMITS[field]:,}")
     return replace(IndexParams(), **given)
 
 

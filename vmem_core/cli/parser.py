@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("memory", metavar="MEM | verify")
     p.add_argument("ids", nargs="*", metavar="ID | CERT MEM")  # ids are checked by cmd_purge (verify takes paths)
     p.add_argument("--all", action="store_true", help="purge every tombstoned exemplar")
+    p.add_argument("--live", action="store_true", help="also purge the given ids that are live (not deleted first)")
     p.add_argument("--certificate", default=None, metavar="PATH",
                    help="write the certificate (with the salts and digests that prove what was removed) to PATH, "
                         "outside the memory folder; a new file (an existing one is never overwritten)")

@@ -95,17 +95,21 @@ def check_dataset_labels(items: list[LabelledImage]) -> None:
 
 
 MAX_ZIP_MEMBERS = 50_000
-MAX_ZIP_BYTES = 2 * 1024**3
+MAX_ZIP_BYTES = 1024**3
+# uncompressed bytes per byte of archive: images are compressed already (PNG, JPEG pack ~1:1 again), so an archive
+# that claims to unpack far larger is a zip bomb (a 1.84 MB zip unpacked to 1.9 GB on disk)
+MAX_ZIP_RATIO = 20
 
 
 def extract_labelled_zip(data: bytes, destination: Path) -> Path:
     """Safely unpack a .zip holding `<label>/<image>` folders (optionally under one top folder).
 
-    Refuses absolute paths and `..` (zip slip), more than MAX_ZIP_MEMBERS files, or more than MAX_ZIP_BYTES
-    uncompressed. Returns the folder to scan as an ImageFolder.
+    Refuses absolute paths and `..` (zip slip), more than MAX_ZIP_MEMBERS files, more than MAX_ZIP_BYTES
+    uncompressed or more than MAX_ZIP_RATIO times its own size (a zip bomb), and a damaged member (bad CRC). Returns the folder to scan as an ImageFolder.
     """
     import io
     import zipfile
+    import zlib
 
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -114,14 +118,22 @@ def extract_labelled_zip(data: bytes, destination: Path) -> Path:
     members = [m for m in archive.infolist() if not m.is_dir()]
     if len(members) > MAX_ZIP_MEMBERS:
         raise DatasetError(f"zip holds {len(members):,} files; the limit is {MAX_ZIP_MEMBERS:,}")
-    if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-        raise DatasetError(f"zip unpacks to more than {MAX_ZIP_BYTES:,} bytes")
+    unpacked = sum(m.file_size for m in members)
+    if unpacked > MAX_ZIP_BYTES:
+        raise DatasetError(f"zip unpacks to {unpacked:,} bytes; the limit is {MAX_ZIP_BYTES:,}")
+    if unpacked > MAX_ZIP_RATIO * max(len(data), 1) and unpacked > 1024**2:
+        raise DatasetError(f"zip of {len(data):,} bytes unpacks to {unpacked:,} (more than {MAX_ZIP_RATIO}x): "
+                           "refused as a zip bomb; zip the images themselves (they are compressed already)")
     destination = Path(destination).resolve()
     for member in members:
         target = (destination / member.filename).resolve()
         if destination not in target.parents:
             raise DatasetError(f"zip member {member.filename!r} would land outside the target folder")
-    archive.extractall(destination)
+    for member in members:
+        try:  # zipfile stops each member at its declared size and checks its CRC at the end
+            archive.extract(member, destination)
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
+            raise DatasetError(f"zip member {member.filename!r} is damaged ({exc}); make the zip again") from None
     entries = [p for p in destination.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and entries[0].is_dir() and all(c.is_dir() for c in entries[0].iterdir()):
         return entries[0]  # a single top folder holding the label folders

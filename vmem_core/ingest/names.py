@@ -35,11 +35,17 @@ class BadLabelError(VmemError):
     """A label is empty or holds characters a label cannot have."""
 
 
+MAX_LABEL_LENGTH = 200  # characters: a class name, not a document (it is shown in every table and plot)
+
+
 def check_label(label: object) -> str:
     """The label as stored: surrounding whitespace removed, NFC-normalised; BadLabelError if empty or unprintable."""
     text = unicodedata.normalize("NFC", str(label).strip()) if isinstance(label, str) else str(label).strip()
     if not text:
         raise BadLabelError("empty label; every exemplar needs a non-empty label")
+    if len(text) > MAX_LABEL_LENGTH:
+        raise BadLabelError(f"label {text[:40]!r}... has {len(text):,} characters; a label has at most "
+                            f"{MAX_LABEL_LENGTH}")
     for position, char in enumerate(text):
         kind = _unprintable(char)
         if kind is not None:

@@ -37,6 +37,7 @@ from ..errors import EncoderMismatchError, MemoryFormatError
 from ..ingest.images import ImageInput
 from ..label_table import LabelTable
 from ..storage.atomic import write_json_atomic
+from ..storage.check import refuse_links
 from ..storage.layout import (
     CONFIG_NAME, DATABASE_NAME, FORMAT_NAME, FORMAT_VERSION, NEIGHBOUR_TABLE, PURGE_JOURNAL, read_config,
 )
@@ -100,7 +101,7 @@ class VisualMemory:
     """An editable visual memory. Thread-safe: many concurrent readers (classify, search) or one writer."""
 
     def __init__(self, path: Path, config: dict, encoder: Optional[Encoder] = None,
-                 index_uri: Optional[str] = None, read_only: bool = False) -> None:
+                 index_uri: Optional[str] = None, read_only: bool = False, create: bool = False) -> None:
         self.path = Path(path)
         self.config = config
         self.dim = int(config["encoder"]["dim"])
@@ -109,13 +110,16 @@ class VisualMemory:
         self._encoder = encoder
         self._lock = ReadWriteLock()
         # taken before DuckDB opens and kept until close: the one lock that no rewrite of the database can move
-        self._owner = OwnerLock.acquire(self.path)
+        refuse_links(self.path)  # before any file in it is opened: a link would carry writes outside the memory
+        self._owner = OwnerLock.acquire(self.path, read_only=read_only)
         try:
-            self._store = Store(self.path / DATABASE_NAME, self.dim, config["encoder"]["identity"])
+            self._store = Store(self.path / DATABASE_NAME, self.dim, config["encoder"]["identity"], create=create,
+                                read_only=read_only)
         except BaseException:
             self._owner.release()
             raise
-        if config["version"] < FORMAT_VERSION:  # the store has just migrated the layout
+        self._owner.announce()
+        if config["version"] < FORMAT_VERSION and not read_only:  # the store has just migrated the layout
             self.config = config = {**config, "version": FORMAT_VERSION}
             write_json_atomic(self.path / CONFIG_NAME, config)
         self._derived: dict[object, tuple[int, object]] = {}
@@ -124,7 +128,7 @@ class VisualMemory:
         try:
             self._refresh_labels()
             self._index: IndexBackend = self._open_index()
-            if (self.path / PURGE_JOURNAL).exists():
+            if (self.path / PURGE_JOURNAL).exists() and not read_only:  # a reader leaves it to the next writer
                 finish_interrupted_purge(self)
         except BaseException:
             try:
@@ -165,7 +169,7 @@ class VisualMemory:
         path.mkdir(parents=True, exist_ok=True)
         try:
             write_json_atomic(path / CONFIG_NAME, config)
-            memory = cls(path, config, encoder)
+            memory = cls(path, config, encoder, create=True)
             memory._store.log_event("create", {"encoder": config["encoder"], "format_version": FORMAT_VERSION})
             return memory
         except BaseException:

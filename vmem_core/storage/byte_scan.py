@@ -13,10 +13,13 @@ few patterns, one `find` each is what runs, being faster there.
 from __future__ import annotations
 
 import mmap
+import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
+
+from .scan import held_descriptor, pieces
 
 ANCHOR = 8  # bytes: one uint64 word
 SPAN = 2 * ANCHOR - 1  # a pattern this long holds an anchor word at each of the 8 phases of the file's alignment
@@ -98,16 +101,34 @@ class PatternSet:
 
 
 def byte_scan(directory: Path, patterns: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
-    """(file, pattern name) for every pattern found in any file under `directory`, each file read once."""
+    """(file, pattern name) for every pattern found in any file under `directory`, each file read once. A file this
+    process already holds open (DuckDB's database) is read through that descriptor, in overlapping pieces, so that
+    no descriptor of it is closed and DuckDB keeps its lock (vmem_core.storage.scan)."""
     prepared = PatternSet(patterns)
+    overlap = max((len(p) for _, p in patterns), default=1)
     hits = []
     for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
         if path.stat().st_size == 0:
             continue
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            found = prepared.find_in(data)
+        found = _found_through_held_descriptor(path, prepared, overlap)
+        if found is None:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                found = prepared.find_in(data)
         hits.extend((str(path.relative_to(directory)), prepared.names[i]) for i in sorted(found))
     return hits
+
+
+def _found_through_held_descriptor(path: Path, prepared: "PatternSet", overlap: int) -> Optional[set[int]]:
+    held = held_descriptor(path)
+    if held is None:
+        return None
+    try:
+        found: set[int] = set()
+        for piece in pieces(held, os.fstat(held).st_size, overlap):
+            found |= prepared.find_in(piece)
+        return found
+    except OSError:
+        return None  # the holder closed it meanwhile: read through a descriptor of our own
 
 
 def rows_holding(stored: np.ndarray, vectors: Iterable[np.ndarray]) -> np.ndarray:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
+import shutil
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,13 +25,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..errors import MemoryFormatError, MemoryLockedError, UnknownIdError
+from ..errors import MemoryFormatError, MemoryLockedError, ReadOnlyError, StorageError, UnknownIdError
 from .atomic import fsync_dir, fsync_file
-from .audit import GENESIS, AuditEntry, canonical, check_action, default_actor, entry_hash, id_summary
+from .check import check_dimension
+from .layout import HNSW_DIR
+from .audit import (GENESIS, AuditEntry, Verification, canonical, check_action, default_actor, entry_hash,
+                    id_summary, label_runs, verify)
 from .locks import ReadWriteLock
 from .vault import Vault
 
 SCHEMA_VERSION = 2
+SPACE_MARGIN = 1 << 20  # bytes: DuckDB's own blocks and the write-ahead log of a purge's delete
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,27 +56,109 @@ class NewExemplars:
 class Store:
     """One DuckDB file. Writes are serialised by a lock; reads use a cursor per call, so threads may share a Store."""
 
-    def __init__(self, path: Path, dim: int, encoder_identity: str) -> None:
+    def __init__(self, path: Path, dim: int, encoder_identity: str, create: bool = False,
+                 read_only: bool = False) -> None:
+        """Open the memory's database; `create`: a new memory (the file must not exist yet); `read_only`: hold no
+        write handle (DuckDB read-only, vault files opened for reading) and refuse every change.
+
+        Opening reads before it writes: a missing database, someone else's DuckDB file, a vault shorter than the rows
+        need or a dimension that disagrees with the one recorded is refused (MemoryFormatError naming the file)
+        before any byte is written, and the vault is never trimmed on open (a write trims what it owns).
+        """
         self.path = Path(path)
         self.dim = dim
         self.encoder_identity = encoder_identity
+        self.read_only = read_only
         self._actor = default_actor()
         self._thread_actor = threading.local()  # a command run for another process names its own actor
         # readers share the connection; a purge swaps the database file under the write side
         self._connection_lock = ReadWriteLock()
+        if not create and not self.path.exists():
+            raise MemoryFormatError(
+                f"{self.path} is missing: it holds the memory's labels and ids, which the vectors beside it cannot "
+                "give back; copy memory.duckdb back from where this memory came from (vmem does not create an empty "
+                "database over existing vectors)")
+        if create and self.path.exists():
+            raise MemoryFormatError(f"{self.path} already exists; open the memory instead of creating it")
         self._con = self._connect()
         self._write_lock = threading.Lock()
+        self._vault_trimmed = False
         self._audit_head: Optional[tuple[int, str]] = None  # (seq, hash) of the last committed audit entry
         self._pending_audit: Optional[tuple[int, str]] = None
-        self.vault = Vault(self.path.parent, dim)
-        self._create_schema()
-        # The change counter: every write transaction logs one audit entry, whose head row also records the counter
-        # (one statement fewer per change than a separate counter row). Older memories kept it in `meta`.
-        self._seq = int(self._con.execute(
-            "SELECT greatest((SELECT value FROM meta WHERE key = 'seq'), (SELECT max(change_seq) FROM audit_head))"
-        ).fetchone()[0] or 0)
-        self._migrate_embedded_bytes()
-        self._trim_vault()
+        try:
+            if not create:
+                self._check_is_vmem_database()
+            if not read_only:
+                self._create_schema()
+            # The change counter: every write transaction logs one audit entry, whose head row also records the
+            # counter (one statement fewer per change than a separate counter row). Older memories kept it in `meta`.
+            self._seq = int(self._con.execute(
+                "SELECT greatest((SELECT value FROM meta WHERE key = 'seq'), "
+                "(SELECT max(change_seq) FROM audit_head))" if self._has_column("audit_head", "change_seq") else
+                "SELECT value FROM meta WHERE key = 'seq'"
+            ).fetchone()[0] or 0)
+            recorded_dim = self._meta("dim")
+            check_dimension(self.path.parent, dim, recorded_dim)
+            next_id = int(self._meta("next_id") or 0)
+            embedded = self._has_column("exemplars", "embedding")  # vmem 0.1's first format: no vault yet
+            if read_only and embedded:
+                raise MemoryFormatError(
+                    f"{self.path}: a memory of vmem 0.1's first format, which a read-only open cannot upgrade; "
+                    "run one writing command on it first (e.g. `vmem tune MEMORY --index-ef 128`)")
+            self.vault = Vault(self.path.parent, dim, create=create or next_id == 0 or embedded, read_only=read_only)
+            if not embedded:
+                self._check_vault(next_id)
+            if not read_only:
+                if recorded_dim is None:  # from now on the database records the dimension its vectors have
+                    self._con.execute("INSERT INTO meta VALUES ('dim', ?) ON CONFLICT DO NOTHING", [int(dim)])
+                self._migrate_embedded_bytes()
+        except duckdb.Error as exc:
+            self._con.close()
+            raise MemoryFormatError(f"{self.path} is damaged ({_first_line(exc)}); restore it from a copy") from None
+        except BaseException:
+            self._con.close()
+            raise
+
+    def _meta(self, key: str) -> Optional[int]:
+        row = self._con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else int(row[0])
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self._con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database()",
+            [name]).fetchone()[0])
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return bool(self._con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = ? "
+            "AND database_name = current_database()", [table, column]).fetchone()[0])
+
+    def _check_is_vmem_database(self) -> None:
+        """Someone else's DuckDB file beside a vmem.json is not adopted: its tables are not vmem's."""
+        missing = [t for t in ("exemplars", "meta") if not self._has_table(t)]
+        if missing:
+            raise MemoryFormatError(
+                f"{self.path} is not a vmem database (it has no {' or '.join(missing)} table); vmem does not adopt "
+                "another program's DuckDB file: put the memory's own memory.duckdb back, or build a new memory")
+
+    def _check_vault(self, next_id: int) -> None:
+        """The vault must hold every byte the rows point at: a shorter file was truncated or is another memory's."""
+        vectors, thumbnails = self.vault.sizes()
+        needed = next_id * self.vault.record
+        if vectors < needed:
+            raise MemoryFormatError(
+                f"{self.vault.vectors_path} is truncated ({vectors:,} bytes; the database's {next_id:,} ids need "
+                f"{needed:,}): copy the file back from where this memory came from")
+        end = self._committed_thumbnails_end() if self._has_column("exemplars", "thumb_offset") else 0
+        if thumbnails < end:
+            raise MemoryFormatError(
+                f"{self.vault.thumbnails_path} is truncated ({thumbnails:,} bytes; the database's thumbnails end at "
+                f"{end:,}): copy the file back from where this memory came from")
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"memory {self.path.parent} is open read-only: this handle makes no changes; open it "
+                                "without read_only to change it")
 
     @property
     def actor(self) -> str:
@@ -92,16 +181,26 @@ class Store:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            return duckdb.connect(str(self.path))
+            return duckdb.connect(str(self.path), read_only=self.read_only)
+        except duckdb.ConnectionException as exc:
+            if self.read_only and "different configuration" in str(exc):
+                # this process holds the database for writing already (DuckDB shares one instance per file and
+                # process): share it; this handle still refuses every change (`_writable`)
+                return duckdb.connect(str(self.path))
+            raise MemoryLockedError(
+                f"memory database {self.path} is open in this process in another mode ({_first_line(exc)}); close "
+                "the other handle first") from None
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise MemoryLockedError(
                     f"memory database {self.path} is open in another process (for example the vmem app or another "
                     "vmem command); close that process, or run this command in it, and try again"
                 ) from None
-            raise MemoryFormatError(f"memory database {self.path} cannot be opened: {exc}") from None
+            raise MemoryFormatError(f"{self.path} cannot be opened ({_first_line(exc)}); restore it from a copy") \
+                from None
         except duckdb.Error as exc:
-            raise MemoryFormatError(f"memory database {self.path} cannot be opened: {exc}") from None
+            raise MemoryFormatError(f"{self.path} cannot be opened ({_first_line(exc)}); restore it from a copy") \
+                from None
 
     def _create_schema(self) -> None:
         self._con.execute(
@@ -176,17 +275,31 @@ class Store:
             raise
         self.rewrite()
 
-    def _trim_vault(self) -> None:
-        """Drop vault bytes that no committed row points at (an add killed between its vault write and commit)."""
+    def _committed_thumbnails_end(self) -> int:
         with self._cursor() as cur:
-            end = cur.execute("SELECT coalesce(max(thumb_offset + thumb_len), 0) FROM exemplars "
-                              "WHERE thumb_offset >= 0").fetchone()[0]
+            return int(cur.execute("SELECT coalesce(max(thumb_offset + thumb_len), 0) FROM exemplars "
+                                   "WHERE thumb_offset >= 0").fetchone()[0])
+
+    def _trim_vault(self) -> None:
+        """Drop vault bytes that no committed row points at (an add killed between its vault write and commit).
+        Done by the first add, never on open: an open only reads, and a write trims only what its own checks
+        (`_check_vault`, `check_dimension`) have shown to be this memory's uncommitted tail."""
+        if self._vault_trimmed:
+            return
+        with self._cursor() as cur:
             next_id = cur.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0]
-        self.vault.trim_thumbnails(int(end))
+        self.vault.trim_thumbnails(self._committed_thumbnails_end())
         self.vault.trim_vectors(int(next_id))
+        self._vault_trimmed = True
 
     def close(self) -> None:
-        self._con.close()
+        """Close the database. A checkpoint the disk refuses (full) is no failure: every committed change is in the
+        write-ahead log, which the next open replays."""
+        try:
+            self._con.close()
+        except duckdb.Error as exc:
+            log.warning("%s: closing could not checkpoint (%s); the write-ahead log keeps every committed change",
+                        self.path, _first_line(exc))
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -194,6 +307,10 @@ class Store:
             cursor = self._con.cursor()
             try:
                 yield cursor
+            except (duckdb.IOException, duckdb.InternalException, duckdb.FatalException) as exc:
+                # a block that cannot be read (a truncated or damaged file) shows only when a query reaches it
+                raise MemoryFormatError(f"{self.path} could not be read ({_first_line(exc)}); it is damaged: restore "
+                                        "it from a copy") from None
             finally:
                 cursor.close()
 
@@ -201,6 +318,12 @@ class Store:
     def _transaction(self, locked: bool = False) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
         """A write transaction with the next seq; the seq is only consumed if the transaction commits.
         `locked`: the caller already holds the write lock."""
+        self._writable()
+        if not self._vault_trimmed:
+            try:
+                self._trim_vault()  # the first write of this handle cuts what a killed add left (never an open)
+            except OSError as exc:
+                raise _not_written(self.path.parent, exc, "the change was not made") from None
         with (contextlib.nullcontext() if locked else self._write_lock), self._cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             self._pending_audit = None
@@ -210,8 +333,17 @@ class Store:
                 if self._pending_audit is None:  # no audit entry carried the counter: store it directly
                     cur.execute("UPDATE meta SET value = ? WHERE key = 'seq'", [seq])
                 cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the commit itself failed: DuckDB has rolled back already
+                if isinstance(exc, (duckdb.IOException, duckdb.FatalException, duckdb.TransactionException,
+                                    OSError)):
+                    # a write the disk refused (full, read-only): nothing of this change was committed
+                    raise StorageError(f"could not write {self.path} ({_first_line(exc)}); the change was not "
+                                       "made: free some space (or make the folder writable) and try again") \
+                        from None
                 raise
             self._seq = seq
             if self._pending_audit is not None:  # the chain's head moves only once the entry is committed
@@ -247,6 +379,12 @@ class Store:
             row = cur.execute("SELECT seq, hash FROM audit_head").fetchone()
         return (int(row[0]), str(row[1])) if row and row[0] else None
 
+    def verify_audit(self) -> Verification:
+        """The audit log's chain, its head, and that replaying it gives every row's state and label (`verify`)."""
+        with self._cursor() as cur:
+            rows = cur.execute("SELECT id, deleted_at IS NULL, label FROM exemplars").fetchall()
+        return verify(self.audit_entries(), self.audit_head(), {int(i): (bool(live), label) for i, live, label in rows})
+
     def audit_entries(self) -> list[AuditEntry]:
         with self._cursor() as cur:
             rows = cur.execute("SELECT * FROM audit_log ORDER BY seq").fetchall()
@@ -275,6 +413,11 @@ class Store:
                 "sha256": pa.array(list(rows.sha256), pa.string()),
                 "thumb_sha256": pa.array(thumbnail_hashes, pa.string()),
             }
+            self._writable()
+            try:
+                self._trim_vault()
+            except OSError as exc:
+                raise _not_written(self.path.parent, exc, "nothing was added") from None
             _, thumbnails_end = self.vault.sizes()
             try:
                 self.vault.write_vectors(first, embeddings)
@@ -282,9 +425,11 @@ class Store:
                 batch = pa.table({**columns, "thumb_offset": pa.array([p[0] for p in places], pa.int64()),
                                   "thumb_len": pa.array([p[1] for p in places], pa.int32())})
                 seq = self._insert_rows(batch, ids, now, n)
-            except BaseException:
+            except BaseException as exc:
                 self.vault.trim_thumbnails(thumbnails_end)  # nothing of a failed add stays on disk
                 self.vault.trim_vectors(first)
+                if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+                    raise _not_written(self.path.parent, exc, "nothing was added") from None
                 raise
         return ids, seq
 
@@ -307,7 +452,8 @@ class Store:
             labels: dict[str, int] = {}
             for label in batch.column("label").to_pylist():
                 labels[label] = labels.get(label, 0) + 1
-            self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels})
+            self._audit(cur, "add", {"ids": id_summary(ids), "labels": labels,
+                                     "label_runs": label_runs(batch.column("label").to_pylist())})
         return seq
 
     def set_deleted(self, ids: Sequence[int], deleted: bool) -> int:
@@ -378,6 +524,8 @@ class Store:
         the purge in one transaction (once per purge_id, so a resumed purge does not log twice), then rewrite the
         database into a fresh file so that no free block keeps the rows."""
         ids = [int(i) for i in ids]
+        self._writable()
+        self._trim_vault()  # an add killed before its commit left bytes no row points at: none may outlive a purge
         self.vault.erase(ids, thumbnail_places)
         logged = any(entry.action == "purge" and entry.payload().get("purge_id") == purge_id
                      for entry in self.audit_entries())
@@ -388,25 +536,54 @@ class Store:
                 self._audit(cur, "purge", {**details, "purge_id": purge_id})
         self.rewrite()
 
+    def check_space_for_purge(self, journal_bytes: int) -> None:
+        """Raise StorageError, before anything is written, unless the folder has room for what a purge writes: its
+        journal, the database's rewritten copy beside the old one (and the write-ahead log of the delete), and a
+        fresh index snapshot. A purge stopped by a full disk halfway would stay pending until space is freed."""
+        folder = self.path.parent
+        database = sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + ".wal"))
+                       if p.exists())
+        index = sum(p.stat().st_size for p in (folder / HNSW_DIR).glob("*") if p.is_file()) \
+            if (folder / HNSW_DIR).is_dir() else 0
+        needed = journal_bytes + database + index + SPACE_MARGIN
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            raise StorageError(f"a purge needs about {needed / 2**20:.1f} MiB free in {folder} (it rewrites the "
+                               f"database), and {free / 2**20:.1f} MiB are: free some space and try again; nothing "
+                               "was changed")
+
     def rewrite(self) -> None:
         """Copy every table into a new file and swap it in atomically (readers wait; DELETE and VACUUM alone leave
         deleted values' bytes in the file)."""
+        self._writable()
         fresh = self.path.with_name(self.path.name + ".rewrite")
+        leftovers = (fresh, fresh.with_name(fresh.name + ".wal"))
         with self._write_lock, self._connection_lock.write():  # the same order as every writer: no deadlock
-            for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+            for leftover in leftovers:
                 leftover.unlink(missing_ok=True)
             name = self._con.execute("SELECT current_database()").fetchone()[0]
             quoted = str(fresh).replace("'", "''")
-            self._con.execute(f"ATTACH '{quoted}' AS vmem_fresh")
             try:
-                self._con.execute(f'COPY FROM DATABASE "{name}" TO vmem_fresh')
-            finally:
-                self._con.execute("DETACH vmem_fresh")
-            self._con.close()  # checkpoints and removes the old write-ahead log
-            fsync_file(fresh)
-            self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
-            os.replace(fresh, self.path)
-            fsync_dir(self.path.parent)
+                self._con.execute(f"ATTACH '{quoted}' AS vmem_fresh")
+                try:
+                    self._con.execute(f'COPY FROM DATABASE "{name}" TO vmem_fresh')
+                finally:
+                    self._con.execute("DETACH vmem_fresh")
+                self._con.close()  # checkpoints and removes the old write-ahead log
+                fsync_file(fresh)
+                self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
+                os.replace(fresh, self.path)
+                fsync_dir(self.path.parent)
+            except (duckdb.Error, OSError) as exc:
+                # a full disk midway: the old database (or, once renamed, the whole copy) stays the memory, and no
+                # half-written copy stays beside it
+                for leftover in leftovers:
+                    leftover.unlink(missing_ok=True)
+                with contextlib.suppress(duckdb.Error):
+                    self._con.close()
+                self._con = self._connect()  # the old file, or (swapped) the complete new one
+                raise StorageError(f"could not rewrite {self.path} ({_first_line(exc)}); the database is unchanged "
+                                   "by the rewrite: free some space and try again") from None
             self._con = self._connect()
 
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
@@ -548,3 +725,16 @@ class Store:
     def sources(self) -> set[str]:
         with self._cursor() as cur:
             return {r[0] for r in cur.execute("SELECT DISTINCT source FROM exemplars").fetchall()}
+
+
+def _first_line(exc: BaseException) -> str:
+    """A library error's first line, for a one-line message (DuckDB's run to many)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _not_written(folder: Path, exc: OSError, outcome: str) -> StorageError:
+    """A failed write as one line: which file, why (a full disk, most often), that nothing changed, what to do."""
+    where = f" {exc.filename}" if getattr(exc, "filename", None) else f" in {folder}"
+    return StorageError(f"could not write{where} ({exc.strerror or exc}); {outcome}: free some space (or make the "
+                        "folder writable) and try again")

@@ -7,34 +7,52 @@ its file until the whole database is rewritten, which takes seconds at 100k exem
     thumbs.bin    thumbnails appended one after another; the database row keeps (offset, length)
 
 Writes land here and are fsynced before the database commits the rows that point at them, so a crash leaves at most
-unreferenced bytes past the end, which the store cuts off when it opens (and at once when an add fails).
+unreferenced bytes past the end, which the store cuts off at its first add (and at once when an add fails);
+never when it opens, since an open only reads.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import MemoryFormatError
 from .layout import THUMBNAILS_NAME, VECTORS_NAME
 
 
 class Vault:
-    def __init__(self, directory: Path, dim: int) -> None:
+    def __init__(self, directory: Path, dim: int, create: bool = False, read_only: bool = False) -> None:
+        """The vault of the memory in `directory`. Its files must exist unless `create` (a new or empty memory, for
+        which a writer makes them): a missing file of a memory with rows is damage to report, not to paper over."""
         self.dim = dim
         self.record = dim * 4
+        self.read_only = read_only
         self.vectors_path = Path(directory) / VECTORS_NAME
         self.thumbnails_path = Path(directory) / THUMBNAILS_NAME
         for path in (self.vectors_path, self.thumbnails_path):
-            path.touch(exist_ok=True)
+            if os.path.lexists(path):
+                continue
+            if not create:
+                raise MemoryFormatError(f"{path} is missing: it holds the exemplars' vectors and thumbnails, which "
+                                        "the database does not; copy it back from where this memory came from")
+            if not read_only:
+                os.close(_open(path, os.O_WRONLY | os.O_CREAT))
+
+    def _open(self, path: Path, mode: str):
+        """A vault file, never through a symbolic link (a memory from elsewhere could make one point at the user's
+        files): O_NOFOLLOW makes the kernel refuse it."""
+        flags = {"rb": os.O_RDONLY, "r+b": os.O_RDWR, "ab": os.O_WRONLY | os.O_APPEND}[mode]
+        return os.fdopen(_open(path, flags), mode)
 
     # --- writes ---------------------------------------------------------------------------------------------------
     def write_vectors(self, first_id: int, vectors: np.ndarray) -> None:
         """Store consecutive ids' embeddings from `first_id` on, durably."""
         data = np.ascontiguousarray(vectors, dtype="<f4")
-        with open(self.vectors_path, "r+b") as f:
+        with self._open(self.vectors_path, "r+b") as f:
             f.seek(first_id * self.record)
             f.write(data.tobytes())
             f.flush()
@@ -43,7 +61,7 @@ class Vault:
     def append_thumbnails(self, thumbnails: Sequence[Optional[bytes]]) -> list[tuple[int, int]]:
         """Append thumbnails durably; returns (offset, length) for each, (-1, 0) where there is none."""
         places = []
-        with open(self.thumbnails_path, "ab") as f:
+        with self._open(self.thumbnails_path, "ab") as f:
             offset = f.seek(0, os.SEEK_END)
             for thumb in thumbnails:
                 if thumb:
@@ -61,7 +79,7 @@ class Vault:
         for path, places in ((self.vectors_path, [(int(i) * self.record, self.record) for i in ids]),
                              (self.thumbnails_path, [p for p in thumbnails if p[0] >= 0 and p[1] > 0])):
             size = path.stat().st_size
-            with open(path, "r+b") as f:
+            with self._open(path, "r+b") as f:
                 for offset, length in places:
                     if offset < size:
                         f.seek(offset)
@@ -78,7 +96,9 @@ class Vault:
         _truncate(self.vectors_path, next_id * self.record)
 
     def sizes(self) -> tuple[int, int]:
-        return self.vectors_path.stat().st_size, self.thumbnails_path.stat().st_size
+        """(bytes of vectors, bytes of thumbnails); a missing file (an empty memory opened read-only) holds none."""
+        return tuple(os.lstat(p).st_size if os.path.lexists(p) else 0  # type: ignore[return-value]
+                     for p in (self.vectors_path, self.thumbnails_path))
 
     # --- reads ----------------------------------------------------------------------------------------------------
     def read_vectors(self, ids: Sequence[int]) -> np.ndarray:
@@ -86,7 +106,7 @@ class Vault:
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        size = self.vectors_path.stat().st_size
+        size = self.sizes()[0]
         if int(ids.max()) * self.record + self.record > size:
             raise ValueError(f"{self.vectors_path} holds no vector for id {int(ids.max())} (file too short)")
         mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(size // self.record, self.dim))
@@ -94,7 +114,7 @@ class Vault:
 
     def read_thumbnails(self, places: Sequence[tuple[int, int]]) -> list[Optional[bytes]]:
         out: list[Optional[bytes]] = []
-        with open(self.thumbnails_path, "rb") as f:
+        with self._open(self.thumbnails_path, "rb") as f:
             for offset, length in places:
                 if offset is None or offset < 0 or not length:
                     out.append(None)
@@ -104,8 +124,18 @@ class Vault:
         return out
 
 
+def _open(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MemoryFormatError(f"{path} is a symbolic link; vmem does not follow links inside a memory: replace "
+                                    "it with a copy of the file") from None
+        raise
+
+
 def _truncate(path: Path, end: int) -> None:
-    if path.stat().st_size > end:
-        with open(path, "r+b") as f:
+    if os.lstat(path).st_size > end:
+        with os.fdopen(_open(path, os.O_RDWR), "r+b") as f:
             f.truncate(end)
             os.fsync(f.fileno())
