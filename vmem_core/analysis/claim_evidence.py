@@ -7,7 +7,8 @@ short. Every accuracy is kept per query, so intervals are bootstraps over querie
 same queries; what is random (memory subsets, label noise, digit splits, deletions) runs over `SEEDS` seeds.
 
 The output is `{claim id: evidence}` in the form `claims.Claim.verdict` reads, plus "tables" with the numbers the
-report shows beside the verdicts.
+report shows beside the verdicts. The evidence measured elsewhere (delete latency, purge, re-ranking) is
+`vmem_core.analysis.measured_evidence`, re-exported here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from ..voting import VoteSettings, class_names, label_classes, reliability_counts, rule_weights, \
     soft_pruning_factors, vote_all_k
 from . import stats
+from .measured_evidence import reranking_evidence, unlearning_timing  # noqa: F401  (re-exported)
 from .neighbor_cache import build_cache, exact_top_k
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -472,35 +474,3 @@ class Evidence:
             step()
         return {"evidence": self.out, "tables": self.tables, "seeds": list(self.seeds),
                 "queries": int(len(self.truth)), "memory": int(len(self.memory_classes))}
-
-
-def unlearning_timing(unlearning: Optional[dict]) -> dict:
-    """Evidence for the delete-latency and purge claims from `analysis.unlearning.measure_unlearning`'s result."""
-    if not unlearning:
-        reason = "the unlearning measurement did not run"
-        return {"delete-latency": {"not_comparable": reason}, "purge": {"not_comparable": reason}}
-    samples = unlearning.get("delete_ms_all")
-    out = {}
-    if samples:
-        p95 = stats.percentile_interval(np.asarray(samples), 95)
-        median = float(np.median(samples))
-        out["delete-latency"] = {"interval": p95.to_dict(), "note": f"median {median:.2f} ms, "
-                                                                    f"{len(samples)} deletions from "
-                                                                    f"{unlearning['exemplars']:,}"}
-    else:
-        out["delete-latency"] = {"not_comparable": "per-deletion times were not recorded"}
-    purge = unlearning["purge"]
-    per = 1000 * purge["physical_seconds"] / purge["exemplars"]
-    failed = [c["name"] for c in unlearning["certificate"]["checks"] if not c["passed"]]
-    out["purge"] = {"interval": stats.Interval(per, per, per, "one purge of all deletions").to_dict(),
-                    "certificate_passed": bool(unlearning["certificate"]["passed"]),
-                    "failed_checks": ", ".join(failed),
-                    "note": f"one purge of {purge['exemplars']} exemplars: {purge['physical_seconds']:.1f} s "
-                            f"({purge['with_checks_seconds']:.0f} s with checks); no per-exemplar spread"}
-    return out
-
-
-def reranking_evidence(reranking: Optional[dict]) -> dict:
-    if not reranking or reranking.get("status") != "measured":
-        return {"not_comparable": (reranking or {}).get("reason", "no model reachable here")}
-    return {"not_comparable": "re-ranking measured on a sample without per-query records; see its section"}

@@ -9,19 +9,18 @@
 7. out-of-distribution AUROC                            `ood_auroc`
 
 Accuracies at every k = 1..K come from one pass of `vote_all_k`; "best-over-k" picks k on the same queries
-(optimistic), so fixed-k figures are always reported beside it.
+(optimistic), so fixed-k figures are always reported beside it. The votes at every k are
+`vmem_core.analysis.experiment_curves`; experiment 6 is `vmem_core.analysis.experiment_taxonomy`: both re-exported.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import DatasetError, VmemError
+from ..errors import VmemError
 from ..voting import (
     DEFAULT_RELIABILITY_TOP_N,
     RULES,
@@ -31,77 +30,40 @@ from ..voting import (
     label_classes,
     prepare_votes,
     reliability_counts,
-    soft_or_unpruned,
     vote_all_k,
+)
+from .experiment_curves import (  # noqa: F401  (re-exported: the experiments' public names stay here)
+    DEFAULT_FIXED_K,
+    DEFAULT_K_MAX,
+    FIXED_K_SETTINGS,
+    _at,
+    _check_labels,
+    _classes,
+    _curves,
+    _round,
+    accuracy_every_k,
+    best_over_k,
+    predictions_every_k,
+)
+from .experiment_taxonomy import (  # noqa: F401  (re-exported)
+    DEFAULT_ADDED,
+    PAPER_ADDED,
+    Taxonomy,
+    held_out_class_levels,
+    load_taxonomy,
+    taxonomy_accuracy,
+    taxonomy_every_class,
 )
 from .neighbor_cache import NeighborCache, exact_top_k
 
 Progress = Callable[[int, int], None]
 DEFAULT_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 DEFAULT_NOISE = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8)
-DEFAULT_ADDED = (0, 1, 2, 5, 10, 20)
 DEFAULT_RANK_OFFSETS = (0.5, 1, 2, 5, 10, 100)  # RankVoting's 1 / (rank + offset); the paper's default is 2
 DEFAULT_TEMPERATURES = (0.01, 0.02, 0.05, 0.07, 0.1, 0.2, 0.5)  # softmax's exp((1 - d) / T); the paper's is 0.07
-PAPER_ADDED = (0, 1, 2, 5, 10, 20, 50)  # the paper adds 0..50 exemplars of the held-out class back
 DEFAULT_PRUNE_THRESHOLDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 PAPER_THRESHOLD = 128.0  # the paper skips v >= 128 (top-100 leave-one-out neighbours, ImageNet's 1.28M exemplars)
 PAPER_FRACTION_PRUNED = 0.02  # ... which prunes about 2% of ImageNet's memory
-DEFAULT_FIXED_K = 10  # the fixed k reported beside best-over-k
-DEFAULT_K_MAX = 100  # neighbours searched once per query: every k = 1..K is voted from them
-FIXED_K_SETTINGS = VoteSettings(k=DEFAULT_FIXED_K)
-
-
-def _classes(memory_labels: np.ndarray, query_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Class indices of memory and query labels (queries with a label the memory lacks get -2: always wrong)."""
-    names = class_names(memory_labels.tolist())
-    return label_classes(memory_labels, names), label_classes(query_labels, names, missing=-2), len(names)
-
-
-def predictions_every_k(
-    positions: np.ndarray,
-    distances: np.ndarray,
-    memory_labels: np.ndarray,
-    query_labels: np.ndarray,
-    settings: Union[VoteSettings, str],
-    reliability: Optional[np.ndarray] = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions (n, K) as class indices, true classes (n,)) for one rule (a rule name, or settings for its
-    parameters); `reliability` (per memory item) switches on soft pruning."""
-    settings = VoteSettings(rule=settings) if isinstance(settings, str) else settings
-    memory_classes, truth, num_classes = _classes(memory_labels, query_labels)
-    labels = np.where(positions >= 0, memory_classes[np.maximum(positions, 0)], -1)
-    neighbor_reliability = None if reliability is None else reliability[np.maximum(positions, 0)]
-    votes, weights, _ = prepare_votes(labels, distances, soft_or_unpruned(settings, reliability), neighbor_reliability)
-    return vote_all_k(votes, weights, num_classes), truth
-
-
-def accuracy_every_k(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    return (predictions == truth[:, None]).mean(axis=0) if len(truth) else np.zeros(predictions.shape[1])
-
-
-def best_over_k(curve: np.ndarray) -> dict:
-    """{"k", "accuracy"} at the highest accuracy (smallest k on ties)."""
-    if not len(curve):
-        return {"k": 0, "accuracy": float("nan")}
-    k = int(np.argmax(curve)) + 1
-    return {"k": k, "accuracy": float(curve[k - 1])}
-
-
-def _curves(cache: NeighborCache, positions, distances, rules, settings: VoteSettings = FIXED_K_SETTINGS,
-            memory_labels=None, reliability=None):
-    """rule -> accuracy at every k, each rule voting with the parameters of `settings`."""
-    labels = cache.memory_labels if memory_labels is None else memory_labels
-    return {check_rule(rule): accuracy_every_k(*predictions_every_k(positions, distances, labels, cache.query_labels,
-                                                                     replace(settings, rule=rule), reliability))
-            for rule in rules}
-
-
-def _at(curve: np.ndarray, k: int) -> float:
-    return float(curve[min(k, len(curve)) - 1]) if len(curve) else float("nan")
-
-
-def _round(curve) -> list[float]:
-    return [round(float(a), 6) for a in curve]
 
 
 # --- 1. accuracy and hit rate vs k ----------------------------------------------------------------------------------
@@ -272,18 +234,6 @@ class NewClassesResult:
                 "new_after": self.new_after}
 
 
-def _check_labels(cache: NeighborCache, labels: Sequence[str], what: str) -> list[str]:
-    known = set(cache.memory_labels.tolist())
-    labels = list(dict.fromkeys(labels))
-    unknown = [label for label in labels if label not in known]
-    if unknown or not labels:
-        raise VmemError(f"{what}: {', '.join(map(repr, unknown)) or 'none given'}; the memory's labels are: "
-                        f"{', '.join(sorted(known))}")
-    if len(labels) >= len(known):
-        raise VmemError(f"{what}: at least one memory label must stay in memory")
-    return labels
-
-
 def new_classes(
     cache: NeighborCache, new_labels: Sequence[str], rules: Sequence[str] = RULES,
     settings: VoteSettings = FIXED_K_SETTINGS,
@@ -446,130 +396,6 @@ def label_noise(
             rows.append({"noise": float(fraction), "rule": rule, "accuracy": _at(curve, settings.k),
                          "best_accuracy": best["accuracy"], "best_k": best["k"]})
     return pd.DataFrame(rows)
-
-
-# --- 6. taxonomy ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Taxonomy:
-    """Levels of labels, finest first: levels[0] is the memory's own label; mappings[i] sends a label to level i."""
-
-    levels: tuple[str, ...]
-    mappings: tuple[dict[str, str], ...]
-
-    def map(self, labels: np.ndarray, level: int) -> np.ndarray:
-        mapping = self.mappings[level]
-        return np.asarray([mapping.get(label, label) for label in labels], dtype=object)
-
-
-def load_taxonomy(path: Path) -> Taxonomy:
-    """A CSV with a header naming the levels, finest first (e.g. `class,group,supergroup`), one row per label.
-
-    Raises:
-        DatasetError: missing file, fewer than two columns, a label listed twice or a blank cell.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such taxonomy file (expected a CSV: class,group,... one row per label)")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
-    if not rows or len(rows[0]) < 2:
-        raise DatasetError(f"{path}: needs a header with at least two levels, e.g. class,group")
-    header = [cell.strip() for cell in rows[0]]
-    mappings: list[dict[str, str]] = [{} for _ in header]
-    for line, row in enumerate(rows[1:], start=2):
-        cells = [cell.strip() for cell in row]
-        if len(cells) != len(header) or not all(cells):
-            raise DatasetError(f"{path}:{line}: expected {len(header)} non-empty cells ({','.join(header)}), "
-                               f"got {row}")
-        if cells[0] in mappings[0]:
-            raise DatasetError(f"{path}:{line}: label {cells[0]!r} listed twice")
-        for level, cell in enumerate(cells):
-            mappings[level][cells[0]] = cell
-    return Taxonomy(tuple(header), tuple(mappings))
-
-
-def _check_taxonomy(cache: NeighborCache, taxonomy: Taxonomy) -> None:
-    missing = sorted(set(cache.memory_labels.tolist()) - set(taxonomy.mappings[0]))
-    if missing:
-        raise VmemError(f"the taxonomy has no row for memory label(s): {', '.join(missing)}")
-
-
-def taxonomy_accuracy(
-    cache: NeighborCache, taxonomy: Taxonomy, rules: Sequence[str] = RULES, settings: VoteSettings = FIXED_K_SETTINGS
-) -> dict[str, dict[str, float]]:
-    """Experiment 6a: accuracy at each level (memory and query labels mapped to that level before voting):
-    level -> rule -> accuracy at settings.k."""
-    _check_taxonomy(cache, taxonomy)
-    out = {}
-    for level, name in enumerate(taxonomy.levels):
-        mapped = NeighborCache(cache.memory_vectors, taxonomy.map(cache.memory_labels, level), cache.query_vectors,
-                                taxonomy.map(cache.query_labels, level), cache.positions, cache.distances,
-                                cache.self_positions)
-        out[name] = {r: _at(c, settings.k)
-                     for r, c in _curves(mapped, mapped.positions, mapped.distances, rules, settings).items()}
-    return out
-
-
-def held_out_class_levels(
-    cache: NeighborCache, taxonomy: Taxonomy, held_out: str, added: Sequence[int] = DEFAULT_ADDED,
-    seeds: Sequence[int] = (0, 1, 2), settings: VoteSettings = VoteSettings(k=1),
-    others_per_class: Optional[int] = None,
-):
-    """Experiment 6b: queries of a class the memory lacks, then with n = 0, 1, 2, 5, ... of its exemplars added;
-    accuracy at each taxonomy level at settings.k (default: k = 1, rank voting). others_per_class: every other
-    class keeps only that many random exemplars (per seed; the paper keeps 50). DataFrame: added, seed, level,
-    accuracy."""
-    import pandas as pd
-
-    _check_taxonomy(cache, taxonomy)
-    _check_labels(cache, [held_out], "held-out class must be a memory label")
-    members = np.flatnonzero(cache.memory_labels == held_out)
-    queries = cache.subset_queries(np.flatnonzero(cache.query_labels == held_out))
-    if not len(queries):
-        raise VmemError(f"no query is labelled {held_out!r}: nothing to measure")
-    rows = []
-    if any(int(a) < 0 for a in added):
-        raise VmemError(f"exemplars to add must be 0 or more, got {list(added)}")
-    others = [np.flatnonzero(cache.memory_labels == name) for name in sorted(set(cache.memory_labels.tolist()))
-              if name != held_out]
-    for n in sorted({min(int(a), len(members)) for a in added}):  # more than the memory holds: all of them
-        # adding none is the same subset for every seed, unless the other classes are sampled
-        for seed in (seeds if n or others_per_class is not None else seeds[:1]):
-            rng = np.random.default_rng(seed)
-            keep = cache.memory_labels != held_out
-            if others_per_class is not None:
-                keep[:] = False
-                for other in others:
-                    keep[rng.choice(other, min(int(others_per_class), len(other)), replace=False)] = True
-            keep[rng.choice(members, n, replace=False)] = True
-            positions, distances = queries.restricted(keep, settings.k)
-            for level, name in enumerate(taxonomy.levels):
-                predictions, truth = predictions_every_k(positions, distances,
-                                                         taxonomy.map(cache.memory_labels, level),
-                                                         taxonomy.map(queries.query_labels, level), settings)
-                rows.append({"added": n, "seed": seed, "level": name,
-                             "accuracy": float(np.mean(predictions[:, positions.shape[1] - 1] == truth))})
-    return pd.DataFrame(rows)
-
-
-def taxonomy_every_class(
-    cache: NeighborCache, taxonomy: Taxonomy, others_per_class: int = 50, added: Sequence[int] = DEFAULT_ADDED,
-    seeds: Sequence[int] = (0, 1, 2), settings: VoteSettings = VoteSettings(k=1),
-):
-    """Experiment 6b in the paper's protocol: every class held out in turn, every other class capped at
-    `others_per_class` exemplars, n of the held-out class added back, judged at settings.k (k = 1). DataFrame:
-    held_out, added, seed, level, accuracy (average over held_out for the paper's curve)."""
-    import pandas as pd
-
-    frames = []
-    for held_out in sorted(set(cache.memory_labels.tolist())):
-        if not (cache.query_labels == held_out).any():
-            continue  # no query of that class: nothing to measure
-        frame = held_out_class_levels(cache, taxonomy, held_out, added, seeds, settings, others_per_class)
-        frames.append(frame.assign(held_out=held_out))
-    if not frames:
-        raise VmemError("no query carries a memory label: nothing to measure")
-    return pd.concat(frames, ignore_index=True)
 
 
 # --- 7. out of distribution -----------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ Together they are the source of truth: the hnswlib index can always be rebuilt f
 is record i of the vault's vector file. Every write runs in one transaction that bumps `seq` and stamps the rows it
 touched with it (`changed_seq`), so an index snapshot that records the last seq it includes can be brought up to date
 by replaying the rows changed since.
+
+The schema (creation, format checks, migration, vault trim) is `vmem_core.storage.schema`; the read queries are
+`vmem_core.storage.queries`: both are mixins of `Store`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import Iterator, Optional, Sequence
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from ..errors import MemoryFormatError, MemoryLockedError, ReadOnlyError, StorageError, UnknownIdError
@@ -32,9 +34,10 @@ from .layout import HNSW_DIR
 from .audit import (GENESIS, AuditEntry, Verification, canonical, check_action, default_actor, entry_hash,
                     id_summary, label_runs, verify)
 from .locks import ReadWriteLock
+from .queries import StoreQueries
+from .schema import SCHEMA_VERSION, StoreSchema  # noqa: F401  (SCHEMA_VERSION: re-exported)
 from .vault import Vault
 
-SCHEMA_VERSION = 2
 SPACE_MARGIN = 1 << 20  # bytes: DuckDB's own blocks and the write-ahead log of a purge's delete
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class NewExemplars:
         return len(self.labels)
 
 
-class Store:
+class Store(StoreSchema, StoreQueries):
     """One DuckDB file. Writes are serialised by a lock; reads use a cursor per call, so threads may share a Store."""
 
     def __init__(self, path: Path, dim: int, encoder_identity: str, create: bool = False,
@@ -119,42 +122,6 @@ class Store:
             self._con.close()
             raise
 
-    def _meta(self, key: str) -> Optional[int]:
-        row = self._con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
-        return None if row is None else int(row[0])
-
-    def _has_table(self, name: str) -> bool:
-        return bool(self._con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = current_database()",
-            [name]).fetchone()[0])
-
-    def _has_column(self, table: str, column: str) -> bool:
-        return bool(self._con.execute(
-            "SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = ? "
-            "AND database_name = current_database()", [table, column]).fetchone()[0])
-
-    def _check_is_vmem_database(self) -> None:
-        """Someone else's DuckDB file beside a vmem.json is not adopted: its tables are not vmem's."""
-        missing = [t for t in ("exemplars", "meta") if not self._has_table(t)]
-        if missing:
-            raise MemoryFormatError(
-                f"{self.path} is not a vmem database (it has no {' or '.join(missing)} table); vmem does not adopt "
-                "another program's DuckDB file: put the memory's own memory.duckdb back, or build a new memory")
-
-    def _check_vault(self, next_id: int) -> None:
-        """The vault must hold every byte the rows point at: a shorter file was truncated or is another memory's."""
-        vectors, thumbnails = self.vault.sizes()
-        needed = next_id * self.vault.record
-        if vectors < needed:
-            raise MemoryFormatError(
-                f"{self.vault.vectors_path} is truncated ({vectors:,} bytes; the database's {next_id:,} ids need "
-                f"{needed:,}): copy the file back from where this memory came from")
-        end = self._committed_thumbnails_end() if self._has_column("exemplars", "thumb_offset") else 0
-        if thumbnails < end:
-            raise MemoryFormatError(
-                f"{self.vault.thumbnails_path} is truncated ({thumbnails:,} bytes; the database's thumbnails end at "
-                f"{end:,}): copy the file back from where this memory came from")
-
     def _writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError(f"memory {self.path.parent} is open read-only: this handle makes no changes; open it "
@@ -201,96 +168,6 @@ class Store:
         except duckdb.Error as exc:
             raise MemoryFormatError(f"{self.path} cannot be opened ({_first_line(exc)}); restore it from a copy") \
                 from None
-
-    def _create_schema(self) -> None:
-        self._con.execute(
-            f"""
-            CREATE TABLE IF NOT EXISTS exemplars (
-                id BIGINT PRIMARY KEY,
-                label VARCHAR NOT NULL,
-                source VARCHAR NOT NULL,
-                sha256 VARCHAR NOT NULL,
-                added_at TIMESTAMP NOT NULL,
-                encoder VARCHAR NOT NULL,
-                deleted_at TIMESTAMP,
-                changed_seq BIGINT NOT NULL,
-                thumb_offset BIGINT NOT NULL,
-                thumb_len INTEGER NOT NULL,
-                thumb_sha256 VARCHAR
-            );
-            CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
-            CREATE TABLE IF NOT EXISTS label_changes (
-                exemplar_id BIGINT NOT NULL,
-                old_label VARCHAR NOT NULL,
-                new_label VARCHAR NOT NULL,
-                changed_at TIMESTAMP NOT NULL,
-                seq BIGINT NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS audit_log (
-                seq BIGINT PRIMARY KEY,
-                "at" VARCHAR NOT NULL,
-                actor VARCHAR NOT NULL,
-                action VARCHAR NOT NULL,
-                details VARCHAR NOT NULL,
-                prev_hash VARCHAR NOT NULL,
-                hash VARCHAR NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS audit_head (seq BIGINT NOT NULL, hash VARCHAR NOT NULL);
-            ALTER TABLE audit_head ADD COLUMN IF NOT EXISTS change_seq BIGINT DEFAULT 0;
-            INSERT INTO audit_head SELECT 0, '{GENESIS}', 0 WHERE NOT EXISTS (SELECT 1 FROM audit_head);
-            INSERT INTO meta VALUES ('seq', 0), ('next_id', 0), ('schema_version', {SCHEMA_VERSION})
-                ON CONFLICT DO NOTHING;
-            ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_offset BIGINT DEFAULT -1;
-            ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_len INTEGER DEFAULT 0;
-            ALTER TABLE exemplars ADD COLUMN IF NOT EXISTS thumb_sha256 VARCHAR;
-            """
-        )
-
-    def _migrate_embedded_bytes(self) -> None:
-        """Memories written by vmem 0.1's first schema kept embeddings and thumbnails in the database: move them
-        into the vault once, then rewrite the database without them."""
-        columns = {r[0] for r in self._con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'exemplars'").fetchall()}
-        if "embedding" not in columns:
-            return
-        import hashlib
-
-        self.vault.trim_thumbnails(0)  # a migration killed earlier left copies no committed row points at
-        rows = self._con.execute("SELECT id, embedding, thumbnail FROM exemplars ORDER BY id").fetchall()
-        self._con.execute("BEGIN TRANSACTION")
-        try:
-            for exemplar_id, embedding, thumbnail in rows:
-                self.vault.write_vectors(exemplar_id, np.asarray(embedding, dtype=np.float32)[None, :])
-                ((offset, length),) = self.vault.append_thumbnails([bytes(thumbnail) if thumbnail else None])
-                self._con.execute(
-                    "UPDATE exemplars SET thumb_offset = ?, thumb_len = ?, thumb_sha256 = ? WHERE id = ?",
-                    [offset, length, hashlib.sha256(bytes(thumbnail)).hexdigest() if thumbnail else None,
-                     exemplar_id])
-            self._con.execute("ALTER TABLE exemplars DROP COLUMN embedding")
-            self._con.execute("ALTER TABLE exemplars DROP COLUMN thumbnail")
-            self._con.execute(f"UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version'")
-            self._con.execute("COMMIT")
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        self.rewrite()
-
-    def _committed_thumbnails_end(self) -> int:
-        with self._cursor() as cur:
-            return int(cur.execute("SELECT coalesce(max(thumb_offset + thumb_len), 0) FROM exemplars "
-                                   "WHERE thumb_offset >= 0").fetchone()[0])
-
-    def _trim_vault(self) -> None:
-        """Drop vault bytes that no committed row points at (an add killed between its vault write and commit).
-        Done by the first add, never on open: an open only reads, and a write trims only what its own checks
-        (`_check_vault`, `check_dimension`) have shown to be this memory's uncommitted tail."""
-        if self._vault_trimmed:
-            return
-        with self._cursor() as cur:
-            next_id = cur.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0]
-        self.vault.trim_thumbnails(self._committed_thumbnails_end())
-        self.vault.trim_vectors(int(next_id))
-        self._vault_trimmed = True
 
     def close(self) -> None:
         """Close the database. A checkpoint the disk refuses (full) is no failure: every committed change is in the
@@ -585,146 +462,6 @@ class Store:
                 raise StorageError(f"could not rewrite {self.path} ({_first_line(exc)}); the database is unchanged "
                                    "by the rewrite: free some space and try again") from None
             self._con = self._connect()
-
-    def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]:
-        """Those of `thumbnails` that a row outside `excluding` also holds (the same small image stored twice)."""
-        import hashlib
-
-        by_hash = {hashlib.sha256(t).hexdigest(): bytes(t) for t in thumbnails if t}
-        if not by_hash:
-            return set()
-        with self._cursor() as cur:
-            rows = cur.execute(
-                """SELECT DISTINCT thumb_sha256 FROM exemplars
-                   WHERE thumb_sha256 IN (SELECT UNNEST(?::VARCHAR[])) AND id NOT IN (SELECT UNNEST(?::BIGINT[]))""",
-                [list(by_hash), [int(i) for i in excluding]],
-            ).fetchall()
-        return {by_hash[r[0]] for r in rows}
-
-    def all_ids(self) -> np.ndarray:
-        """Every id with a row, live or tombstoned (purged ids have none)."""
-        with self._cursor() as cur:
-            return np.asarray([r[0] for r in cur.execute("SELECT id FROM exemplars").fetchall()], dtype=np.int64)
-
-    # --- reads ----------------------------------------------------------------------------------------------------
-    def seq(self) -> int:
-        """The number of the last committed change."""
-        return self._seq
-
-    def live_labels(self) -> tuple[np.ndarray, list[str]]:
-        """(ids, labels) of every live exemplar, ordered by id."""
-        with self._cursor() as cur:
-            table = cur.sql("SELECT id, label FROM exemplars WHERE deleted_at IS NULL ORDER BY id").to_arrow_table()
-        return table.column("id").to_numpy().astype(np.int64), table.column("label").to_pylist()
-
-    def deleted_ids(self) -> np.ndarray:
-        with self._cursor() as cur:
-            rows = cur.execute("SELECT id FROM exemplars WHERE deleted_at IS NOT NULL").fetchall()
-        return np.asarray([r[0] for r in rows], dtype=np.int64)
-
-    def embeddings(self, where: str = "deleted_at IS NULL", params: Sequence = ()) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, (n, dim) float32 embeddings) of the rows matching a fixed SQL condition with bound parameters."""
-        with self._cursor() as cur:
-            table = cur.sql(
-                f"SELECT id FROM exemplars WHERE {where} ORDER BY id", params=list(params) or None
-            ).to_arrow_table()
-        ids = table.column("id").to_numpy().astype(np.int64)
-        return ids, self.vault.read_vectors(ids)
-
-    def changed_since(self, seq: int) -> tuple[np.ndarray, np.ndarray]:
-        """(live ids, deleted ids) among the rows changed after `seq`."""
-        with self._cursor() as cur:
-            rows = cur.execute(
-                "SELECT id, deleted_at IS NOT NULL FROM exemplars WHERE changed_seq > ?", [seq]
-            ).fetchall()
-        live = np.asarray([r[0] for r in rows if not r[1]], dtype=np.int64)
-        deleted = np.asarray([r[0] for r in rows if r[1]], dtype=np.int64)
-        return live, deleted
-
-    def _with_thumbnails(self, frame: pd.DataFrame) -> pd.DataFrame:
-        frame["thumbnail"] = self.vault.read_thumbnails(list(zip(frame.pop("thumb_offset"), frame.pop("thumb_len"))))
-        return frame
-
-    def rows(self, ids: Sequence[int]) -> pd.DataFrame:
-        """Metadata and thumbnail (no embedding) of the given ids, in the given order; unknown ids are absent."""
-        ids = [int(i) for i in ids]
-        with self._cursor() as cur:
-            frame = cur.execute(
-                """SELECT id, label, source, sha256, thumb_offset, thumb_len, added_at, encoder, deleted_at
-                   FROM exemplars WHERE id IN (SELECT UNNEST(?::BIGINT[]))""",
-                [ids],
-            ).df()
-        frame = frame.set_index("id").reindex([i for i in ids if i in set(frame["id"])]).reset_index()
-        return self._with_thumbnails(frame)
-
-    @staticmethod
-    def _browse_filter(label, source, added_from, added_to, include_deleted) -> tuple[str, list]:
-        where = """(? IS NULL OR label = ?) AND (? IS NULL OR contains(lower(source), lower(?)))
-                   AND (? IS NULL OR added_at >= ?) AND (? IS NULL OR added_at < ?)
-                   AND (? OR deleted_at IS NULL)"""
-        return where, [label, label, source, source, added_from, added_from, added_to, added_to, include_deleted]
-
-    def browse(
-        self,
-        label: Optional[str] = None,
-        source: Optional[str] = None,
-        added_from: Optional[dt.datetime] = None,
-        added_to: Optional[dt.datetime] = None,
-        include_deleted: bool = False,
-        limit: int = 100,
-        offset: int = 0,
-        thumbnails: bool = True,
-    ) -> pd.DataFrame:
-        """A page of exemplar metadata, filtered by label, source substring and time added (bound parameters only);
-        `thumbnails=False` skips reading them from the vault."""
-        where, params = self._browse_filter(label, source, added_from, added_to, include_deleted)
-        with self._cursor() as cur:
-            frame = cur.execute(
-                f"""SELECT id, label, source, sha256, thumb_offset, thumb_len, added_at, deleted_at FROM exemplars
-                    WHERE {where} ORDER BY id LIMIT ? OFFSET ?""",
-                params + [int(limit), int(offset)],
-            ).df()
-        if not thumbnails:
-            return frame.drop(columns=["thumb_offset", "thumb_len"])
-        return self._with_thumbnails(frame)
-
-    def count_matching(
-        self,
-        label: Optional[str] = None,
-        source: Optional[str] = None,
-        added_from: Optional[dt.datetime] = None,
-        added_to: Optional[dt.datetime] = None,
-        include_deleted: bool = False,
-    ) -> int:
-        where, params = self._browse_filter(label, source, added_from, added_to, include_deleted)
-        with self._cursor() as cur:
-            return int(cur.execute(f"SELECT count(*) FROM exemplars WHERE {where}", params).fetchone()[0])
-
-    def label_changes(self, limit: int = 100) -> pd.DataFrame:
-        """The most recent label changes, newest first."""
-        with self._cursor() as cur:
-            return cur.execute(
-                "SELECT exemplar_id, old_label, new_label, changed_at FROM label_changes ORDER BY seq DESC, exemplar_id LIMIT ?",
-                [int(limit)],
-            ).df()
-
-    def label_counts(self) -> dict[str, int]:
-        with self._cursor() as cur:
-            rows = cur.execute(
-                "SELECT label, count(*) FROM exemplars WHERE deleted_at IS NULL GROUP BY label ORDER BY label"
-            ).fetchall()
-        return {label: int(count) for label, count in rows}
-
-    def counts(self) -> dict[str, int]:
-        with self._cursor() as cur:
-            live, deleted = cur.execute(
-                "SELECT count(*) FILTER (deleted_at IS NULL), count(*) FILTER (deleted_at IS NOT NULL) FROM exemplars"
-            ).fetchone()
-        return {"live": int(live), "deleted": int(deleted)}
-
-    def sources(self) -> set[str]:
-        with self._cursor() as cur:
-            return {r[0] for r in cur.execute("SELECT DISTINCT source FROM exemplars").fetchall()}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,92 @@
+"""What an hnswlib index file is, read without hnswlib: its header, the byte layout of an element's level-0 record,
+the whole-file check run after every save and before every load, and the delete marks it holds.
+
+Used by vmem_core.backends.hnsw_index (snapshots) and vmem_core.backends.hnsw (a purge's in-place patch).
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+def element_bytes(vector: np.ndarray, label: int) -> bytes:
+    """How hnswlib stores an element in level 0: its float32 vector followed by its label as a 64-bit integer."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes() + int(label).to_bytes(8, "little")
+
+
+# --- what an hnswlib file is: checked after every save and before every load ------------------------------------------
+# hnswlib's saveIndex (hnswalg.h, 0.8) writes a 96-byte header (offsetLevel0, max_elements, cur_element_count,
+# size_data_per_element, label_offset, offsetData as size_t; maxlevel, enterpoint_node as int; maxM, maxM0, M as
+# size_t; mult as double; ef_construction as size_t), then cur_element_count level-0 records, then for each element a
+# 4-byte length and its upper-level links. It reports no write error: a full disk leaves a short file that loads.
+_HEADER = struct.Struct("<6Q2i3Qd Q".replace(" ", ""))
+
+
+class SnapshotError(OSError):
+    """An index file is not the complete index it should be (short, or of another dimension or size)."""
+
+
+def file_dimension(path: Path) -> int:
+    """The vector dimension an hnswlib file was saved with (its label offset minus its data offset, over 4 bytes)."""
+    with open(path, "rb") as f:
+        header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise SnapshotError(f"index file {Path(path).name} is shorter than hnswlib's header ({len(header)} bytes)")
+    fields = _HEADER.unpack(header)
+    return (fields[4] - fields[5]) // 4
+
+
+def check_saved_file(path: Path, dim: int, count: Optional[int]) -> None:
+    """Raise SnapshotError unless `path` is a whole hnswlib file of `dim`-d vectors holding `count` elements (None:
+    any): every record and link list it announces is there, to the last byte, and nothing after."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else _Empty() as data:
+        if size < _HEADER.size:
+            raise SnapshotError(f"index file {path.name} is truncated ({size} bytes)")
+        fields = _HEADER.unpack_from(data, 0)
+        elements, per_element, label_offset, data_offset = fields[2], fields[3], fields[4], fields[5]
+        saved_dim = (label_offset - data_offset) // 4
+        if saved_dim != dim:
+            raise SnapshotError(f"index file {path.name} holds {saved_dim}-d vectors, the memory {dim}-d")
+        if count is not None and elements != int(count):
+            raise SnapshotError(f"index file {path.name} holds {elements} elements, its manifest says {count}")
+        at = _HEADER.size + elements * per_element
+        for _ in range(elements):  # one 4-byte length per element, then that many bytes of upper-level links
+            if at + 4 > size:
+                break
+            at += 4 + int.from_bytes(data[at:at + 4], "little")
+        if at != size:
+            raise SnapshotError(f"index file {path.name} is {size:,} bytes where its header needs {at:,} "
+                                "(written to a full disk?)")
+
+
+class _Empty:
+    def __enter__(self):
+        return b""
+
+    def __exit__(self, *exc):
+        return False
+
+
+def marked_deleted_in_file(path: Path) -> np.ndarray:
+    """Labels of the elements an hnswlib file marks deleted, read from its level-0 records without loading it: each
+    record starts with its link count, whose third byte holds hnswlib's delete mark (hnswalg.h, DELETE_MARK)."""
+    size = Path(path).stat().st_size
+    if size < _HEADER.size:
+        return np.zeros(0, dtype=np.int64)
+    with open(path, "rb") as f:
+        fields = _HEADER.unpack(f.read(_HEADER.size))
+    elements, per_element, label_offset = fields[2], fields[3], fields[4]
+    if not elements or _HEADER.size + elements * per_element > size:
+        return np.zeros(0, dtype=np.int64)
+    records = np.memmap(path, dtype=np.uint8, mode="r", offset=_HEADER.size, shape=(elements, per_element))
+    marked = (records[:, 2] & 1).astype(bool)
+    labels = np.ascontiguousarray(records[marked, label_offset:label_offset + 8]).view("<u8").ravel()
+    return labels.astype(np.int64)
+
