@@ -81,18 +81,18 @@ def test_a_delete_appends_to_the_tombstone_log_instead_of_rewriting_the_snapshot
 
     path = memory.path
     manifest = path / "index" / MANIFEST_NAME
-    memory.flush()
+    memory.index.flush()
     before = json.loads(manifest.read_text())
-    memory.delete([3])
-    memory.restore([3])
-    memory.delete([4])
+    memory.exemplars.delete([3])
+    memory.exemplars.restore([3])
+    memory.exemplars.delete([4])
     memory.close()
     assert json.loads(manifest.read_text()) == before  # no snapshot written for tombstones
     with VisualMemory.open(path) as reopened:
-        assert 4 not in reopened.index_backend.live_ids() and 3 in reopened.index_backend.live_ids()
+        assert 4 not in reopened.index.backend.live_ids() and 3 in reopened.index.backend.live_ids()
         monkeypatch.setattr(hnsw_index, "COMPACT_TOMBSTONES_MIN", 2)
-        reopened.delete([6, 7, 8])
+        reopened.exemplars.delete([6, 7, 8])
     after = json.loads(manifest.read_text())
     assert after["applied_seq"] > before["applied_seq"]  # compacted: the tombstones are in the snapshot now
     with VisualMemory.open(path) as reopened:
-        assert not {4, 6, 7, 8} & set(reopened.index_backend.live_ids().tolist())
+        assert not {4, 6, 7, 8} & set(reopened.index.backend.live_ids().tolist())

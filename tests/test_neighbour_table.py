@@ -168,7 +168,7 @@ class _FakeEncoder:
 
 
 def _full(memory, k):
-    return memory._memory_neighbors(k, None)  # the whole-memory search the table replaces
+    return memory.search._memory_neighbors(k, None)  # the whole-memory search the table replaces
 
 
 def test_memory_reads_its_table_and_keeps_it_through_edits(memory, monkeypatch):

@@ -95,7 +95,9 @@ def test_read_only_commands_write_no_index_snapshot(memory, tmp_path):
         assert result.returncode == 0, (command, result.stderr)
     assert _snapshot_files(path) == before
     assert json.loads(vmem("stats", path, "--json").stdout)["exemplars"] == 11  # they did see the delete
-    assert vmem("restore", path, 3).returncode == 0  # a writer brings the snapshot up to date
+    assert vmem("restore", path, 3).returncode == 0  # a restore is logged in the database, replayed on open
+    added = vmem_with_test_encoders("add", path, next(image.glob("*.png")), "--label", "bag")
+    assert added.returncode == 0, added.stderr  # an add brings the snapshot up to date
     assert _snapshot_files(path) != before
 
 
