@@ -116,6 +116,14 @@ class AccessPolicy:
         return "editor" if "editor" in granted else granted[0] if granted else None
 
 
+def may_upload(policy: AccessPolicy, signed_in_role: Optional[str]) -> bool:
+    """Whether a session may send files to the app's upload endpoint: only a session with a role (the role it signed
+    in with, else the policy's default: editor with no access policy, viewer when read-only), never one that has not
+    signed in where sign-in is required. Anything that is not a role counts as not signed in."""
+    role = signed_in_role if signed_in_role in ROLES else policy.default_role()
+    return role in ROLES
+
+
 def _read_auth_file(path: Path) -> dict[str, list[str]]:
     try:
         content = json.loads(path.read_text())

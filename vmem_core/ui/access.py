@@ -9,6 +9,7 @@ import streamlit as st
 
 from ..access import ACCESS_ENV, AccessPolicy, SignInThrottle
 from ..errors import VmemError
+from .upload_guard import install_upload_guard
 
 
 def _access_policy() -> AccessPolicy:
@@ -29,6 +30,7 @@ def session_role() -> str:
     """This session's role (vmem_core.access): viewer or editor. Where a sign-in is required and the session has not
     signed in, shows the sign-in form and stops the page."""
     policy = _access_policy()
+    install_upload_guard(policy)  # once per server process: refuses uploads from sessions with no role
     role = st.session_state.get("_vmem_role") or policy.default_role()  # not a widget key: no client can set it
     if role:
         return role
