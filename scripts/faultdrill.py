@@ -161,7 +161,7 @@ def marked_live_deleted(memory: Path) -> None:
     from vmem_core import VisualMemory
 
     with VisualMemory.open(memory) as handle:
-        backend = handle.index_backend
+        backend = handle.index.backend
         backend.index._index.mark_deleted(5)
         backend.index.save_snapshot(backend.directory, handle.change_counter)
 
@@ -278,10 +278,10 @@ def _state(memory: Path) -> dict:
     from vmem_core import VisualMemory
 
     with VisualMemory.open(memory, read_only=True) as handle:
-        frame = handle.browse(include_deleted=True, limit=10**9, thumbnails=False)
+        frame = handle.exemplars.browse(include_deleted=True, limit=10**9, thumbnails=False)
         return {"rows": {int(r.id): (r.label, r.deleted_at is not None and str(r.deleted_at) != "NaT")
                          for r in frame.itertuples()},
-                "ef": handle.index_params.ef_search}
+                "ef": handle.index.params.ef_search}
 
 
 def _took_effect(operation: str, before: dict, after: dict) -> bool:
@@ -309,13 +309,16 @@ def _full_disk_command(operation: str, memory: Path, query: Path, data: Path) ->
     }[operation]
 
 
-EXPECTED_ENTRIES = {"vmem.json", "memory.duckdb", "memory.duckdb.wal", "vectors.f32", "thumbs.bin", "index",
-                    "memory.lock", "certificates", "rerank-cache", "host.json"}
-
-
 def _left_behind(memory: Path) -> list[str]:
-    """Files a failed write must not leave: temporaries, rewrite copies, index files no manifest names, a journal."""
-    left = [p.name for p in memory.iterdir() if p.name not in EXPECTED_ENTRIES]
+    """Files a failed write must not leave: temporaries, rewrite copies, index files no manifest names, a journal, a
+    neighbour table's temporary."""
+    from vmem_core.storage.layout import ENTRIES, NEIGHBOUR_DIR, NEIGHBOUR_TABLE, PURGE_JOURNAL
+
+    expected = set(ENTRIES) - {PURGE_JOURNAL}  # the folder's own entries (storage.layout), less a pending journal
+    left = [p.name for p in memory.iterdir() if p.name not in expected]
+    neighbours = memory / NEIGHBOUR_DIR
+    if neighbours.is_dir():
+        left += [f"{NEIGHBOUR_DIR}/{p.name}" for p in neighbours.iterdir() if p.name != Path(NEIGHBOUR_TABLE).name]
     index = memory / "index"
     if index.is_dir():
         named = json.loads((index / "manifest.json").read_text())["file"] if (index / "manifest.json").exists() \

@@ -439,8 +439,8 @@ def cmd_tune(args) -> int:
     from ..backends.hnsw_index import MAX_EF
 
     if not 1 <= args.ef_search <= MAX_EF:
-        raise UsageError(f"--index-ef {args.ef_search}: must be a positive integer, at most {MAX_EF:,} (a wider "
-                         "beam searches no better and takes memory and time)")
+        raise UsageError(f"--index-ef {args.ef_search}: search beam ef {args.ef_search}: must be a positive integer, at "
+                         f"most {MAX_EF:,} (a wider beam searches no better and takes memory and time)")
     with open_memory(args) as memory:
         change = memory.index.set_search_ef(args.ef_search)
         stats = memory.stats()

@@ -20,6 +20,7 @@ by a read. A full build is explicit (`build`), chunked with progress, and resuma
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 
 from .atomic import fsync_dir, fsync_file
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -248,16 +251,28 @@ def _positions(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 # --- the file ---------------------------------------------------------------------------------------------------------
 def _save(path: Path, table: NeighbourTable, rows_done: Optional[int] = None) -> None:
-    """Written to a temp file, fsynced and renamed: a crash leaves the old table or the new one."""
+    """Written to a temp file, fsynced and renamed: a crash leaves the old table or the new one; a write that fails
+    (a full disk) leaves nothing behind, not even the folder it made."""
     path = Path(path)
-    path.parent.mkdir(exist_ok=True)
+    made_folder = not path.parent.exists()
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, format=np.int64(FORMAT), seq=np.int64(table.seq), ids=table.ids, neighbour_ids=table.neighbours,
-                 distances=table.distances, rows_done=np.int64(len(table) if rows_done is None else rows_done))
-    fsync_file(tmp)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, format=np.int64(FORMAT), seq=np.int64(table.seq), ids=table.ids,
+                     neighbour_ids=table.neighbours, distances=table.distances,
+                     rows_done=np.int64(len(table) if rows_done is None else rows_done))
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        if made_folder:
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def _load(path: Path) -> Optional[tuple[NeighbourTable, int]]:
@@ -339,7 +354,15 @@ class NeighbourTableKeeper:
             with self._lock:
                 table = self._table
                 if table is not None:
-                    _save(self.path, table)
+                    try:
+                        _save(self.path, table)
+                    except OSError as exc:
+                        # no file may keep listing purged ids: without room for the new table, the old one goes
+                        # (derived data: the next writer saves it again)
+                        self.path.unlink(missing_ok=True)
+                        self._saved_seq = -1
+                        log.warning("neighbour table %s removed, not rewritten (%s)", self.path, exc)
+                        return
                     self._saved_seq = table.seq
 
     def save(self) -> bool:
@@ -348,6 +371,12 @@ class NeighbourTableKeeper:
             table = self._table
             if table is None or table.seq == self._saved_seq:
                 return False
-            _save(self.path, table)
+            try:
+                _save(self.path, table)
+            except OSError as exc:
+                # derived data: the database holds every change, and the next reader brings the table up to date
+                log.warning("neighbour table %s not saved (%s); the next open updates it from the database",
+                            self.path, exc)
+                return False
             self._saved_seq = table.seq
             return True
