@@ -22,9 +22,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -125,15 +127,21 @@ class VisualMemory:
         self._derived: dict[object, tuple[int, object]] = {}
         self._neighbours = NeighbourTableKeeper(self.path / NEIGHBOUR_TABLE, NEIGHBOUR_TABLE_DEPTH)
         self._index_uri = index_uri
+        # The index is opened on first use: loading and verifying an hnswlib snapshot costs seconds at 60,000 x 1280,
+        # and a delete, restore or relabel needs only the database (the next opener replays it, `catch_up`). An
+        # --index-uri is checked at once: a wrong one must fail the open, not a later search.
+        self._index_backend: Optional[IndexBackend] = None
+        self._index_opening = threading.RLock()
         try:
             self._refresh_labels()
-            self._index: IndexBackend = self._open_index()
+            if index_uri:
+                self._index_backend = self._open_index()
             if (self.path / PURGE_JOURNAL).exists() and not read_only:  # a reader leaves it to the next writer
                 finish_interrupted_purge(self)
         except BaseException:
             try:
-                if getattr(self, "_index", None) is not None:
-                    self._index.close()
+                if self._index_backend is not None:
+                    self._index_backend.close()
                 self._store.close()
             finally:
                 self._owner.release()
@@ -227,7 +235,8 @@ class VisualMemory:
                     self.index.flush()
             finally:
                 try:
-                    self._index.close()
+                    if self._index_backend is not None:  # never opened: nothing to release
+                        self._index_backend.close()
                 finally:
                     try:
                         self._store.close()
@@ -253,6 +262,30 @@ class VisualMemory:
         return self._encoder
 
     # --- index maintenance ----------------------------------------------------------------------------------------
+    @property
+    def _index(self) -> IndexBackend:
+        """The index backend, opened (and brought up to date with the database) on first use."""
+        backend = self._index_backend
+        if backend is None:
+            with self._index_opening:
+                if self._index_backend is None:
+                    self._index_backend = self._open_index()
+                backend = self._index_backend
+        return backend
+
+    @_index.setter
+    def _index(self, backend: IndexBackend) -> None:
+        with self._index_opening:
+            self._index_backend = backend
+
+    @contextmanager
+    def _index_if_open(self) -> Iterator[Optional[IndexBackend]]:
+        """The index backend if this process has opened it, else None, held so that no open starts meanwhile: a
+        change committed to the database before this reaches an index opened after it through `catch_up`, and one
+        opened before it through the caller."""
+        with self._index_opening:
+            yield self._index_backend
+
     def _open_index(self) -> IndexBackend:
         return open_backend(self.path, self.config, self._store, self._index_params, self._ids_with_labels,
                             index_uri=self._index_uri)
@@ -272,11 +305,12 @@ class VisualMemory:
             previous.release()
 
     def _reopen_index(self) -> None:
-        """After a failed index write: drop the backend's state in this process and bring it back from the store."""
-        try:
-            self._index.close()
-        finally:
-            self._index = self._open_index()
+        """After a failed index write: drop the backend's state in this process; it is brought back from the store
+        on next use."""
+        with self._index_opening:
+            backend, self._index_backend = self._index_backend, None
+            if backend is not None:
+                backend.close()
 
     # --- labels, who acts, and values cached until the next change -------------------------------------------------
     def _refresh_labels(self, table: Optional[LabelTable] = None) -> None:

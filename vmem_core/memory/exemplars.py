@@ -194,9 +194,10 @@ class Exemplars(ExemplarReads):
         if n == 0:
             return []
         with self._lock.write():
+            index = self._index  # opened before the rows commit, or its catch-up would add them a second time
             ids, _ = self._store.insert(rows)  # the database commits first: it is the source of truth
             try:
-                self._index.add(ids, vectors, labels)
+                index.add(ids, vectors, labels)
             except BaseException:
                 self._reopen_index()
                 raise
@@ -208,7 +209,9 @@ class Exemplars(ExemplarReads):
         ids = [int(i) for i in ids]
         with self._lock.write():
             self._store.set_deleted(ids, True)
-            self._index.mark_deleted(ids)
+            with self._index_if_open() as index:  # an index opened later replays the tombstone from the database
+                if index is not None:
+                    index.mark_deleted(ids)
             self._refresh_labels(self._table.without(ids))
 
     def restore(self, ids: Sequence[int]) -> None:
@@ -216,8 +219,10 @@ class Exemplars(ExemplarReads):
         ids = [int(i) for i in ids]
         with self._lock.write():
             self._store.set_deleted(ids, False)
-            # a row deleted before this process's index saw it (e.g. replayed after a crash) may be absent: add it
-            self._index.sync(np.asarray(ids, dtype=np.int64), np.zeros(0, np.int64), store_rows(self._store))
+            with self._index_if_open() as index:
+                # a row deleted before this process's index saw it (e.g. replayed after a crash) may be absent: add it
+                if index is not None:
+                    index.sync(np.asarray(ids, dtype=np.int64), np.zeros(0, np.int64), store_rows(self._store))
             self._refresh_labels(self._table.merged(*self._store.labels_of(ids)))
 
     def relabel(self, ids: Sequence[int], label: str) -> None:
@@ -225,7 +230,9 @@ class Exemplars(ExemplarReads):
         label = check_label(label)
         with self._lock.write():
             self._store.relabel(ids, label)
-            self._index.relabel(ids, label)
+            with self._index_if_open() as index:
+                if index is not None:
+                    index.relabel(ids, label)
             self._refresh_labels()
 
     def build(

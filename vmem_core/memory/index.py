@@ -80,6 +80,7 @@ class Index(IndexReads):
     def flush(self) -> None:
         """Persist the index if the database has changed since it last did (an hnswlib snapshot, a Milvus flush),
         and the neighbour table if it is newer than its file."""
-        with self._lock.write():
-            self._index.persist(self._store.seq())
+        with self._lock.write(), self._index_if_open() as index:
+            if index is not None:  # never opened here: the database holds every change, the next opener replays them
+                index.persist(self._store.seq())
         self._neighbours.save()
