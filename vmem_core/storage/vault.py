@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -111,6 +111,16 @@ class Vault:
             raise ValueError(f"{self.vectors_path} holds no vector for id {int(ids.max())} (file too short)")
         mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(size // self.record, self.dim))
         return np.array(mapped[ids], dtype=np.float32)
+
+    def scan_vectors(self, block: int = 8192) -> Iterator[tuple[int, np.ndarray]]:
+        """(first id, (n, dim) float32 records) over the whole vectors file, `block` records at a time, read
+        through one mapping: every stored record, live or not (the caller knows which ids are live)."""
+        count = self.sizes()[0] // self.record
+        if not count:
+            return
+        mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(count, self.dim))
+        for first in range(0, count, block):
+            yield first, np.asarray(mapped[first:first + block], dtype=np.float32)
 
     def read_thumbnails(self, places: Sequence[tuple[int, int]]) -> list[Optional[bytes]]:
         out: list[Optional[bytes]] = []
