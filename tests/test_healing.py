@@ -97,3 +97,29 @@ def test_a_delete_appends_to_the_tombstone_log_instead_of_rewriting_the_snapshot
     assert after["applied_seq"] > before["applied_seq"]  # compacted: the tombstones are in the snapshot now
     with VisualMemory.open(path) as reopened:
         assert not {4, 6, 7, 8} & set(reopened.index.backend.live_ids().tolist())
+
+
+def test_a_snapshot_checksummed_with_sha256_before_still_opens_and_a_flip_in_it_is_caught(memory, caplog):
+    """Manifests written before the switch to XXH3 name no checksum and hold sha256 digests: they verify as such."""
+    import hashlib
+
+    from vmem_core.backends.hnsw_index import CHECKSUM_CHUNK
+
+    memory.close()
+    path = memory.path
+    manifest_path = path / "index" / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["checksum"] == "xxh3_128"
+    data = (path / "index" / manifest["file"]).read_bytes()
+    old = {key: value for key, value in manifest.items() if key != "checksum"}
+    old["chunks"] = [hashlib.sha256(data[at:at + CHECKSUM_CHUNK]).hexdigest()
+                     for at in range(0, max(len(data), 1), CHECKSUM_CHUNK)]
+    manifest_path.write_text(json.dumps(old))
+    with caplog.at_level(logging.INFO, logger="vmem_core"), VisualMemory.open(path) as mem:
+        assert len(mem.index.backend.live_ids()) == 12
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("vmem_core")] == []
+    manifest_path.write_text(json.dumps(old))  # the close above wrote nothing new: make sure of it
+    damage_snapshot(path, "flipped")
+    with caplog.at_level(logging.INFO, logger="vmem_core"), VisualMemory.open(path) as mem:
+        assert len(mem.index.backend.live_ids()) == 12
+    assert any("does not match its checksum" in r.getMessage() for r in caplog.records)
