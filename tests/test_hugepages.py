@@ -1,6 +1,9 @@
-"""Huge pages for the index: hnswlib's block is advised on creation and growth and collapsed after a load."""
+"""Huge pages for the index: hnswlib's block is advised on creation and growth; after a load it is collapsed later, by
+whoever asks (the app, in the background), never by the load itself."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -77,7 +80,39 @@ def test_index_built_and_loaded_sits_on_huge_pages(tmp_path):
     del index
     before = hugepages.huge_page_bytes()
     loaded = AnnIndex.load(path, DIM, IndexParams(M=8, ef_construction=16, ef_search=32))
+    assert hugepages.huge_page_bytes() - before < 32 * 1024 * 1024  # the load did not wait for a collapse
+
+    @contextmanager
+    def stop():
+        yield False
+
+    assert loaded.collapse_huge_pages(stop) == 0  # a guard that says stop: nothing done, nothing lost
+    found_ids, _ = loaded.search(vectors[:5], k=10)
+    assert np.array_equal(found_ids, expected_ids)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not THP_ON, reason="transparent huge pages are switched off on this machine")
+def test_a_loaded_index_is_collapsed_in_steps_when_asked_and_only_once(tmp_path):
+    vectors = unit_vectors(30_000, seed=0)
+    index = AnnIndex(DIM, IndexParams(M=8, ef_construction=16, ef_search=32), capacity=len(vectors))
+    index.add(np.arange(len(vectors)), vectors, threads=2)
+    expected_ids, _ = index.search(vectors[:5], k=10)
+    path = tmp_path / "index.bin"
+    index._index.save_index(str(path))
+    del index
+    loaded = AnnIndex.load(path, DIM, IndexParams(M=8, ef_construction=16, ef_search=32))
+    before, steps = hugepages.huge_page_bytes(), []
+
+    @contextmanager
+    def go_on():
+        steps.append(1)
+        yield True
+
+    collapsed = loaded.collapse_huge_pages(go_on)
+    assert collapsed >= 32 * 1024 * 1024 and len(steps) >= 2
     assert hugepages.huge_page_bytes() - before >= 32 * 1024 * 1024
+    assert loaded.collapse_huge_pages(go_on) == 0  # once
     found_ids, _ = loaded.search(vectors[:5], k=10)
     assert np.array_equal(found_ids, expected_ids)
 

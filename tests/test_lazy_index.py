@@ -85,3 +85,19 @@ def test_near_duplicates_from_the_vault_equal_those_the_index_finds(closed):
     for item in scanned:
         assert [o for o, _ in scanned[item]] == [o for o, _ in searched[item]]
         assert np.allclose([d for _, d in scanned[item]], [d for _, d in searched[item]], atol=1e-5)
+
+
+def test_warm_up_opens_the_index_in_the_background_and_close_waits_for_it(closed):
+    path, _ = closed
+    memory = VisualMemory.open(path)
+    thread = memory.index.warm_up(settle_after=0)
+    thread.join(60)
+    assert not thread.is_alive()
+    with memory._index_if_open() as index:
+        assert index is not None and index.live_count == len(memory)
+    memory.close()
+    memory = VisualMemory.open(path)
+    thread = memory.index.warm_up(settle_after=0)
+    memory.close()  # at once: it waits for an open in progress, and the settling stops at its next step
+    thread.join(60)
+    assert not thread.is_alive()

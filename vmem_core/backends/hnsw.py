@@ -167,6 +167,11 @@ class HnswlibBackend:
     def set_search_ef(self, ef: int) -> None:
         self.index.set_search_ef(ef)
 
+    def settle(self, step_guard, pause: float = 0.0) -> int:
+        """Work a load left for later, for a long-lived process to run in the background: the loaded block's huge
+        pages (AnnIndex.collapse_huge_pages, `pause` seconds between steps). Returns bytes collapsed."""
+        return self.index.collapse_huge_pages(step_guard, pause)
+
     def close(self) -> None:
         pass
 

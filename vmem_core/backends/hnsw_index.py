@@ -17,6 +17,7 @@ import mmap
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -29,7 +30,7 @@ from ..storage.atomic import fsync_file, write_json_atomic
 from ..storage.layout import HNSW_MANIFEST_NAME as MANIFEST_NAME
 from .hnsw_file import (SnapshotError, check_saved_file, element_bytes,  # noqa: F401  (element_bytes: re-exported)
                         marked_deleted_in_file)
-from .hugepages import huge_pages_for_new_mappings
+from .hugepages import collapse, huge_pages_for_new_mappings
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class AnnIndex:
         self._index.set_ef(params.ef_search)
         self._deleted: set[int] = set()
         self._live_matrix: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._loaded_ranges: tuple[tuple[int, int], ...] = ()  # what a load left on small pages
+        self._block = 0  # counts the moves of hnswlib's block (resize)
 
     @classmethod
     def load(cls, path: Path, dim: int, params: IndexParams, deleted: Iterable[int] = ()) -> "AnnIndex":
@@ -112,8 +115,10 @@ class AnnIndex:
         self.dim = dim
         self.params = params
         self._index = hnswlib.Index(space=SPACE, dim=dim)
-        with huge_pages_for_new_mappings(collapse=True):  # loading touches every page: remap them as huge pages
+        # loading touches every page: they come small, and `collapse_huge_pages` remaps them later, off the load
+        with huge_pages_for_new_mappings() as advice:
             self._index.load_index(str(path), allow_replace_deleted=False)
+        self._loaded_ranges, self._block = advice[0].ranges, 0
         self._index.set_ef(params.ef_search)
         self._live_matrix = None
         present = set(self.ids())
@@ -124,6 +129,19 @@ class AnnIndex:
             except RuntimeError:
                 pass  # already marked in the snapshot
         return self
+
+    def collapse_huge_pages(self, step_guard, pause: float = 0.0) -> int:
+        """Remap the block a load left on small pages as huge pages (hugepages.collapse; `step_guard` keeps a resize
+        from moving the block meanwhile and says when to stop). Once: later calls do nothing. Returns bytes done."""
+        ranges, self._loaded_ranges = self._loaded_ranges, ()
+        block = self._block
+
+        @contextmanager
+        def still_this_block():
+            with step_guard() as go_on:
+                yield go_on and self._block == block
+
+        return collapse(ranges, still_this_block, pause=pause)
 
     def set_search_ef(self, ef: int) -> None:
         self.params = replace(self.params, ef_search=int(ef))
@@ -145,6 +163,7 @@ class AnnIndex:
         needed = self._index.get_current_count() + extra
         capacity = self._index.get_max_elements()
         if needed > capacity:
+            self._loaded_ranges, self._block = (), self._block + 1  # the block moves: a pending collapse stops
             with huge_pages_for_new_mappings(collapse=True):  # the block moved: its pages are small again
                 self._index.resize_index(max(needed, int(capacity * 1.5)))
 

@@ -132,6 +132,7 @@ class VisualMemory:
         # --index-uri is checked at once: a wrong one must fail the open, not a later search.
         self._index_backend: Optional[IndexBackend] = None
         self._index_opening = threading.RLock()
+        self._closed = False
         try:
             self._refresh_labels()
             if index_uri:
@@ -230,13 +231,15 @@ class VisualMemory:
         """Persist the index if the database is ahead of it (unless read-only), then release the index, the
         database and the owner lock, in that order."""
         with self._lock.write():
+            self._closed = True  # background work (index.warm_up) stops at its next step
             try:
                 if not self._read_only:
                     self.index.flush()
             finally:
                 try:
-                    if self._index_backend is not None:  # never opened: nothing to release
-                        self._index_backend.close()
+                    with self._index_if_open() as backend:  # an open in progress (warm_up) is waited for
+                        if backend is not None:  # never opened: nothing to release
+                            backend.close()
                 finally:
                     try:
                         self._store.close()

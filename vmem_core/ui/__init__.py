@@ -56,6 +56,7 @@ def _open_memory(path: str) -> VisualMemory:
 
     memory = VisualMemory.open(path)
     memory.audit.actor = default_actor("app")
+    memory.index.warm_up()  # the index opens while the page sets up, its huge pages come after, off the page's path
     memory.reliability.table_in_background()  # a memory from before neighbour tables: built once, then kept
     # DuckDB lets one process open the file: `vmem` commands run while the app is open are sent here instead
     _HOSTS[path] = host_memory(memory)
