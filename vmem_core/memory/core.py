@@ -12,9 +12,10 @@ nouns a reader looks for:
 Unlearning (vmem_core.unlearn) owns purges and their journal; it registers what finishes an interrupted one here and
 erases through vmem_core.memory.erasure.
 
-Crash safety: every change is committed to DuckDB first, then applied to the index backend. The backend records the
-last database change it holds durably; on open, vmem replays the rows changed since, or (hnswlib) rebuilds the index
-from the database when its snapshot is missing or damaged.
+Crash safety: every change is committed to DuckDB first, then applied to the index backend if this process has
+opened it (it opens on first use). The backend records the last database change it holds durably; when it opens,
+vmem replays the rows changed since, or (hnswlib) rebuilds the index from the database when its snapshot is missing or
+damaged.
 """
 
 from __future__ import annotations
