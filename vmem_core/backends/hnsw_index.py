@@ -41,7 +41,8 @@ SPACE = "ip"
 SNAPSHOT_FORMAT = 2
 CHECKSUM_CHUNK = 16 * 1024 * 1024  # checksums per 16 MiB chunk: a purge patches one record and re-hashes one chunk
 # Every open verifies the snapshot. XXH3-128 hashes ~8 GB/s on one core, sha256 ~0.8 GB/s even with the CPU's SHA
-# instructions: 0.04 s against 0.4 s for a 60,000 x 1280 snapshot (316 MB), and the gap is larger on a busy machine.
+# instructions: 0.04 s against 0.4 s for a 60,000 x 1280 snapshot (316 MB) held in memory (bench/open.py: with the
+# file's pages read too, on a busy machine, 0.2-0.6 s against 0.6-1.6 s on every core).
 # It detects damage (a flipped byte, a truncation, another file), which is what the checksums are for; nobody signs
 # snapshots. A manifest that names no checksum is from before and holds sha256 digests, still verified as such.
 CHECKSUM = "xxh3_128"
