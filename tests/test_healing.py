@@ -123,3 +123,25 @@ def test_a_snapshot_checksummed_with_sha256_before_still_opens_and_a_flip_in_it_
     with caplog.at_level(logging.INFO, logger="vmem_core"), VisualMemory.open(path) as mem:
         assert len(mem.index.backend.live_ids()) == 12
     assert any("does not match its checksum" in r.getMessage() for r in caplog.records)
+
+
+def test_a_writer_records_the_fast_checksum_for_a_snapshot_verified_under_sha256_a_reader_does_not(memory):
+    import hashlib
+
+    from vmem_core.backends.hnsw_index import CHECKSUM_CHUNK
+
+    memory.close()
+    path = memory.path
+    manifest_path = path / "index" / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    data = (path / "index" / manifest["file"]).read_bytes()
+    old = {key: value for key, value in manifest.items() if key != "checksum"}
+    old["chunks"] = [hashlib.sha256(data[at:at + CHECKSUM_CHUNK]).hexdigest()
+                     for at in range(0, max(len(data), 1), CHECKSUM_CHUNK)]
+    manifest_path.write_text(json.dumps(old))
+    with VisualMemory.open_reader(path) as reader:
+        reader.search(np.eye(64, dtype=np.float32)[:1], 3)  # opens the index
+    assert json.loads(manifest_path.read_text()) == old  # what reads never writes
+    with VisualMemory.open(path) as mem:
+        mem.index.backend.live_ids()
+    assert json.loads(manifest_path.read_text()) == manifest  # the same digests a fresh snapshot would have

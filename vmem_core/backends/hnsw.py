@@ -17,7 +17,7 @@ import numpy as np
 from ..storage.layout import HNSW_DIR
 from .base import Evidence, LabelLookup, RowFetcher, catch_up
 from .hnsw_index import (AnnIndex, IndexParams, element_bytes, find_snapshot, patch_snapshot,
-                         reconcile_deleted_marks, snapshot_needed)
+                         reconcile_deleted_marks, snapshot_needed, upgrade_checksums)
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -50,6 +50,11 @@ class HnswlibBackend:
                 why = f"index file unreadable ({exc})"
             else:
                 backend = cls(directory, index, snapshot.applied_seq, label_lookup)
+                if snapshot.rehashed and not getattr(store, "read_only", False):
+                    try:  # verified under the old checksum: later opens verify it under the fast one
+                        upgrade_checksums(directory, snapshot)
+                    except OSError as exc:
+                        log.warning("index manifest of %s kept its sha256 checksums (%s)", directory.parent, exc)
                 catch_up(backend, store)
                 # purged rows stay in hnswlib as scrubbed, deleted elements: keep them out of every count
                 index.mark_deleted(np.setdiff1d(index.ids(), store.all_ids()))

@@ -10,7 +10,6 @@ What an hnswlib file holds, byte for byte, is read in vmem_core.backends.hnsw_fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mmap
@@ -24,11 +23,11 @@ from typing import Iterable, Optional, Sequence
 
 import hnswlib
 import numpy as np
-import xxhash
 
 from ..storage.atomic import fsync_file, write_json_atomic
 from ..storage.layout import HNSW_MANIFEST_NAME as MANIFEST_NAME
-from .hnsw_file import (SnapshotError, check_saved_file, element_bytes,  # noqa: F401  (element_bytes: re-exported)
+from .hnsw_file import (CHECKSUM, CHECKSUM_CHUNK, DIGESTS, SnapshotError,  # noqa: F401  (re-exported)
+                        check_saved_file, chunk_digests, chunk_digests_by, element_bytes, manifest_checksum,
                         marked_deleted_in_file)
 from .hugepages import collapse, huge_pages_for_new_mappings
 
@@ -39,17 +38,6 @@ log = logging.getLogger(__name__)
 # the index holds exactly the embeddings in the database and a byte scan can prove a purged one is gone.
 SPACE = "ip"
 SNAPSHOT_FORMAT = 2
-CHECKSUM_CHUNK = 16 * 1024 * 1024  # checksums per 16 MiB chunk: a purge patches one record and re-hashes one chunk
-# Every open verifies the snapshot. XXH3-128 hashes ~8 GB/s on one core, sha256 ~0.8 GB/s even with the CPU's SHA
-# instructions: 0.04 s against 0.4 s for a 60,000 x 1280 snapshot (316 MB) held in memory (bench/open.py: with the
-# file's pages read too, on a busy machine, 0.2-0.6 s against 0.6-1.6 s on every core).
-# It detects damage (a flipped byte, a truncation, another file), which is what the checksums are for; nobody signs
-# snapshots. A manifest that names no checksum is from before and holds sha256 digests, still verified as such.
-CHECKSUM = "xxh3_128"
-DIGESTS = {
-    "xxh3_128": xxhash.xxh3_128_hexdigest,
-    "sha256": lambda data: hashlib.sha256(data).hexdigest(),
-}
 EXACT_SEARCH_BELOW = 2048  # live items or allowed ids: exact search is as fast and perfectly recalled
 # Tombstones (delete, restore) since the last snapshot are not written into a new one: the database's per-row change
 # stamps are their log, replayed on open (`catch_up`). A snapshot is rewritten once an add needs it, or once this
@@ -357,6 +345,9 @@ def snapshot_needed(applied_seq: int, seq: int, added_since: bool, tombstones_si
 class Snapshot:
     path: Path
     applied_seq: int
+    # for a manifest of the old checksum (sha256): the file's chunks as CHECKSUM digests them, taken in the same
+    # pass, so that a writer can record them (`upgrade_checksums`) and later opens verify in a tenth of the time
+    rehashed: Optional[list[str]] = None
 
 
 def find_snapshot(directory: Path, dim: int) -> tuple[Optional[Snapshot], str]:
@@ -377,44 +368,30 @@ def find_snapshot(directory: Path, dim: int) -> tuple[Optional[Snapshot], str]:
         return None, f"index snapshot has dimension {manifest.get('dim')}, the memory {dim}"
     if not path.exists():
         return None, f"index file {path.name} missing"
-    if chunk_digests(path, algorithm=algorithm) != expected:
+    algorithms = (algorithm,) if algorithm == CHECKSUM else (algorithm, CHECKSUM)
+    digests = chunk_digests_by(path, algorithms)
+    if digests[0] != expected:
         return None, f"index file {path.name} does not match its checksum (truncated or corrupted)"
     try:
         # its bytes are those checked whole when it was saved: the header says whether it is what the manifest names
         check_saved_file(path, dim, manifest.get("count"), links=False)
     except SnapshotError as exc:  # a whole file that is not what its manifest says (another index copied in)
         return None, str(exc)
-    return Snapshot(path, applied_seq), "ok"
+    return Snapshot(path, applied_seq, digests[1] if len(digests) > 1 else None), "ok"
 
 
-def manifest_checksum(manifest: dict) -> str:
-    """The checksum a manifest's chunk digests were taken with (KeyError for one this version does not know)."""
-    algorithm = manifest.get("checksum", "sha256")
-    if algorithm not in DIGESTS:
-        raise KeyError(f"unknown checksum {algorithm!r}")
-    return algorithm
-
-
-def chunk_digests(path: Path, chunk: int = CHECKSUM_CHUNK, algorithm: str = CHECKSUM) -> list[str]:
-    """The `algorithm` digest of each `chunk`-byte piece of a file (an empty file has one empty piece), read through
-    one mapping of the file."""
-    digest = DIGESTS[algorithm]
-    size = os.path.getsize(path)
-    if not size:
-        return [digest(b"")]
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        pieces = range(0, size, chunk)
-        if algorithm == "sha256" and len(pieces) >= 4:  # the old checksum: slow enough to be worth every core
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                return list(pool.map(lambda at: digest(data[at:at + chunk]), pieces))
-        out = []
-        with memoryview(data) as view:  # no copy: the digest reads the mapped pages
-            for at in pieces:
-                with view[at:at + chunk] as piece:
-                    out.append(digest(piece))
-        return out
+def upgrade_checksums(directory: Path, snapshot: Snapshot) -> bool:
+    """Record `snapshot.rehashed` (its chunks under CHECKSUM) in the manifest, if it still names that snapshot, so
+    that later opens verify it the fast way; a writer's step, never a reader's. True when the manifest was written."""
+    if not snapshot.rehashed:
+        return False
+    manifest_path = directory / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("file") != snapshot.path.name or int(manifest.get("applied_seq", -2)) != snapshot.applied_seq \
+            or manifest_checksum(manifest) == CHECKSUM:
+        return False
+    write_json_atomic(manifest_path, {**manifest, "checksum": CHECKSUM, "chunks": snapshot.rehashed})
+    return True
 
 
 def patch_snapshot(directory: Path, replacements: Sequence[tuple[bytes, bytes]]) -> Optional[int]:
