@@ -51,6 +51,7 @@ from .exemplars import Exemplars
 from .index import Index
 from .reader import MemoryReader, OpenReader
 from .reliability import NEIGHBOUR_TABLE_DEPTH, Reliability
+from .query_rows import QueryRowsCache
 from .search import Search
 from .stats import memory_stats
 
@@ -123,6 +124,7 @@ class VisualMemory:
             self.config = config = {**config, "version": FORMAT_VERSION}
             write_json_atomic(self.path / CONFIG_NAME, config)
         self._derived: dict[object, tuple[int, object]] = {}
+        self._query_rows = QueryRowsCache()  # query sets searched again and again (Evaluate's split), kept current
         self._neighbours = NeighbourTableKeeper(self.path / NEIGHBOUR_TABLE, NEIGHBOUR_TABLE_DEPTH)
         self._index_uri = index_uri
         try:
