@@ -204,12 +204,12 @@ def memory_map_figure(projection, labels, colour_by: str = "label", reliability:
     if colour_by == "label":
         for label, colour in label_colours(labels.tolist()).items():
             mask = labels == label
-            # per-point arrays go to plotly as numpy arrays: it validates a Python list of 60,000 strings item by
-            # item (about 0.15 s a trace), an array at once
+            # the hover names the label from the trace's own name: a text per point (60,000 strings) cost more to
+            # validate and to write as JSON than the points themselves
             fig.add_trace(go.Scattergl(
                 x=points[mask, 0], y=points[mask, 1], mode="markers", name=str(label), customdata=ids[mask],
-                text=np.full(int(mask.sum()), str(label)), marker=dict(color=colour, size=6, opacity=0.8),
-                hovertemplate=hover))
+                marker=dict(color=colour, size=6, opacity=0.8),
+                hovertemplate="id %{customdata}<br>%{fullData.name}<extra></extra>"))
     elif colour_by == "reliability":
         v = _counts_of(ids, reliability or {})
         fig.add_trace(go.Scattergl(
