@@ -140,7 +140,7 @@ class NeighbourTable:
         # is still the nearest `count - 1` of what remains. A row left with fewer than `need` entries while there
         # are more items it could list is searched again.
         listed = neighbours >= 0
-        gone = listed & ~_member(neighbours, live_ids)
+        gone = _listing(neighbours, self._removed(kept, live_ids))
         hit = np.flatnonzero(gone.any(axis=1))
         if len(hit):
             lost = gone[hit]
@@ -164,12 +164,38 @@ class NeighbourTable:
         if len(added):
             new_neighbours, new_distances = (_rows_from(added, found, found_d, depth) if found.shape[1] >= depth + 1
                                              or found.shape[1] >= len(live_ids) else search_rows(added, search, depth))
+            sorted_already = not len(ids) or int(added[0]) > int(ids[-1])  # new ids come last (a restore does not)
             ids = np.concatenate([ids, added])
             neighbours = np.concatenate([neighbours, new_neighbours])
             distances = np.concatenate([distances, new_distances])
-            order = np.argsort(ids, kind="stable")
-            ids, neighbours, distances = ids[order], neighbours[order], distances[order]
+            if not sorted_already:
+                order = np.argsort(ids, kind="stable")
+                ids, neighbours, distances = ids[order], neighbours[order], distances[order]
         return NeighbourTable(seq, ids, neighbours, distances)
+
+
+    def _removed(self, kept: np.ndarray, live_ids: np.ndarray) -> np.ndarray:
+        """The ids these rows may list that are not live: the items whose rows go, and any item a row lists that has
+        no row here and is not live (added while the table was built, and gone since). Ids only grow, so such an
+        item lies above the table's largest id."""
+        removed = self.ids[~kept]
+        if len(self.ids) and self.neighbours.size and int(self.neighbours.max()) > int(self.ids[-1]):
+            beyond = np.unique(self.neighbours[self.neighbours > self.ids[-1]])
+            removed = np.concatenate([removed, beyond[~_member(beyond, live_ids)]])
+        return np.unique(removed)
+
+
+def _listing(neighbours: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Where `neighbours` holds one of `removed` (sorted): a comparison per removed id while they are few (one
+    delete: a pass over the table's ids, where a membership test of every entry took ten times as long)."""
+    if len(removed) == 0:
+        return np.zeros(neighbours.shape, dtype=bool)
+    if len(removed) <= 8:
+        found = neighbours == removed[0]
+        for item in removed[1:]:
+            found |= neighbours == item
+        return found
+    return _member(neighbours, removed)
 
 
 def search_rows(ids: np.ndarray, search: VectorSearch, depth: int) -> tuple[np.ndarray, np.ndarray]:
