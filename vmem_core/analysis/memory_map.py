@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import threading
 from pathlib import Path
 from dataclasses import dataclass
@@ -75,9 +74,11 @@ def pca_projection(ids: np.ndarray, vectors: np.ndarray) -> Projection:
     """Project onto the two principal axes, signs fixed so that the same data always draws the same way: numpy's
     SVD (the covariance's eigenvectors when exemplars are many), or for a large memory a seeded randomized SVD."""
     ids = np.asarray(ids, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
     large = np.size(vectors) > EXACT_PCA_BELOW
-    ids, vectors = ids[order], np.asarray(vectors, dtype=np.float32 if large else np.float64)[order]
+    vectors = np.asarray(vectors, dtype=np.float32 if large else np.float64)
+    if len(ids) > 1 and np.any(ids[1:] < ids[:-1]):  # the memory's rows come sorted: no copy of them then
+        order = np.argsort(ids, kind="stable")
+        ids, vectors = ids[order], vectors[order]
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
     mean = vectors.mean(axis=0, dtype=np.float64) if len(vectors) else np.zeros(dim)
     components = np.zeros((2, dim))
@@ -182,16 +183,13 @@ def memory_map(memory, method: str = "pca") -> Projection:
 
 def map_in_background(memory, method: str = "pca", after: Optional[threading.Thread] = None) -> threading.Thread:
     """Fit the map in a thread (after `after`, e.g. the neighbour table's build, has ended), so that a first visit
-    to the Map finds it ready: a fit of 60,000 x 1280 takes seconds. The thread asks the OS for a lower priority, so
-    the pages a user opens meanwhile go first. Errors are logged; the page then computes (and reports) it."""
+    to the Map finds it ready: a fit of 60,000 x 1280 takes seconds. Errors are logged; the page then computes (and
+    reports) it. (At a lower OS priority the fit starved behind other processes on a busy machine, and a Map visited
+    soon after opening waited longer: it runs at the process's own.)"""
 
     def fit() -> None:
         if after is not None:
             after.join()
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # this thread only (Linux)
-        except (AttributeError, OSError):
-            pass
         try:
             memory_map(memory, method)
         except Exception:  # noqa: BLE001 - the page computes it again and shows what fails
