@@ -86,7 +86,10 @@ def test_incremental_table_equals_full_recomputation(start, steps, depth, slack,
         else:
             for i in chosen:
                 labels[i] = (labels[i] + 1) % len(LABELS)
-        table = table.updated(live(), search, seq, need=depth)
+        before = (table.ids.copy(), table.neighbours.copy(), table.distances.copy())
+        previous, table = table, table.updated(live(), search, seq, need=depth)
+        for held, now in zip(before, (previous.ids, previous.neighbours, previous.distances)):
+            np.testing.assert_array_equal(held, now)  # the table a reader may still hold is never written
         full = NeighbourTable.build(live(), search, depth, seq)
         np.testing.assert_array_equal(table.ids, full.ids)
         np.testing.assert_array_equal(table.neighbours[:, :depth], full.neighbours)

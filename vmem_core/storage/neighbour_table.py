@@ -134,43 +134,53 @@ class NeighbourTable:
         added = live_ids[~_member(live_ids, self.ids)]
         if len(added) > min(MAX_INCREMENTAL_ADD, max(len(live_ids) // 10, 64)):
             return NeighbourTable.build(live_ids, search, depth, seq)
-        ids, neighbours, distances = self.ids[kept], self.neighbours[kept], self.distances[kept]
+        # the arrays are copied once, and only when something changes: the table a reader holds is never written
+        owned = not kept.all()
+        if owned:
+            ids, neighbours, distances = self.ids[kept], self.neighbours[kept], self.distances[kept]
+        else:
+            ids, neighbours, distances = self.ids, self.neighbours, self.distances
         # an entry that is not live any more (deleted, purged, or added and gone while it was searched) is dropped
         # and the rest of its row moves up: a row is its item's nearest `count` others, and without one of them it
         # is still the nearest `count - 1` of what remains. A row left with fewer than `need` entries while there
         # are more items it could list is searched again.
-        listed = neighbours >= 0
         gone = _listing(neighbours, self._removed(kept, live_ids))
         hit = np.flatnonzero(gone.any(axis=1))
         if len(hit):
+            if not owned:
+                neighbours, distances, owned = neighbours.copy(), distances.copy(), True
             lost = gone[hit]
             rows_n = np.where(lost, -1, neighbours[hit])
             rows_d = np.where(lost, np.inf, distances[hit]).astype(np.float32)
             order = np.argsort(lost, axis=1, kind="stable")  # the entries kept, in their order, then the padding
             neighbours[hit] = np.take_along_axis(rows_n, order, axis=1)
             distances[hit] = np.take_along_axis(rows_d, order, axis=1)
-            listed = neighbours >= 0
-        count = listed.sum(axis=1)
+        count = (neighbours >= 0).sum(axis=1)
         complete = count >= len(ids) - 1  # lists every other item kept: any new one enters it
         stale = (count < need) & ~complete
+        sorted_already = True
         if len(added):
+            kept_rows = len(ids)
             added_vectors = search.vectors(added)
             cover = min(COVER * depth + 1, len(live_ids))
             found, found_d = search.search(added_vectors, cover)
-            neighbours, distances = _insert(ids, neighbours, distances, ~stale, complete, added, added_vectors, found,
-                                            found_d, cover, search)
-        if stale.any():
-            neighbours[stale], distances[stale] = search_rows(ids[stale], search, depth)
-        if len(added):
             new_neighbours, new_distances = (_rows_from(added, found, found_d, depth) if found.shape[1] >= depth + 1
                                              or found.shape[1] >= len(live_ids) else search_rows(added, search, depth))
-            sorted_already = not len(ids) or int(added[0]) > int(ids[-1])  # new ids come last (a restore does not)
+            sorted_already = not kept_rows or int(added[0]) > int(ids[-1])  # new ids come last (a restore does not)
             ids = np.concatenate([ids, added])
-            neighbours = np.concatenate([neighbours, new_neighbours])
+            neighbours = np.concatenate([neighbours, new_neighbours])  # the copy: the kept rows are written below
             distances = np.concatenate([distances, new_distances])
-            if not sorted_already:
-                order = np.argsort(ids, kind="stable")
-                ids, neighbours, distances = ids[order], neighbours[order], distances[order]
+            owned = True
+            _insert(ids[:kept_rows], neighbours[:kept_rows], distances[:kept_rows], ~stale, complete, count, added,
+                    added_vectors, found, found_d, cover, search)
+        if stale.any():
+            if not owned:
+                neighbours, distances, owned = neighbours.copy(), distances.copy(), True
+            rows = np.flatnonzero(stale)
+            neighbours[rows], distances[rows] = search_rows(ids[rows], search, depth)
+        if not sorted_already:
+            order = np.argsort(ids, kind="stable")
+            ids, neighbours, distances = ids[order], neighbours[order], distances[order]
         return NeighbourTable(seq, ids, neighbours, distances)
 
 
@@ -226,14 +236,14 @@ def _rows_from(ids: np.ndarray, found: np.ndarray, found_d: np.ndarray, depth: i
     return neighbours, distances
 
 
-def _insert(ids, neighbours, distances, open_rows, complete, added, added_vectors, found, found_d, cover, search):
-    """Insert new items into the rows (where `open_rows`) they enter; returns the new (neighbours, distances)."""
+def _insert(ids, neighbours, distances, open_rows, complete, count, added, added_vectors, found, found_d, cover,
+            search) -> None:
+    """Insert new items into the rows (where `open_rows`) they enter, in place (the caller owns the arrays)."""
     found = np.asarray(found, dtype=np.int64)
     found_d = np.asarray(found_d, dtype=np.float32)
     # a new item enters a row if it is nearer than the row's last entry; any new item enters a row that lists every
     # other item (one of a small memory). A row shortened by deletes holds only its nearest `count`: an item beyond
     # its last entry may have others, unknown to the row, between them, so it does not enter
-    count = (neighbours >= 0).sum(axis=1)
     last = distances[np.arange(len(ids)), np.maximum(count - 1, 0)] if len(ids) else np.zeros(0, np.float32)
     radius = np.where(complete, np.inf, np.where(count > 0, last, -np.inf)).astype(np.float32)
     row_of = _positions(ids, found)  # -1 where a found item has no row here (it is new)
@@ -261,10 +271,9 @@ def _insert(ids, neighbours, distances, open_rows, complete, added, added_vector
                 pair_d.append(d[near])
     rows = np.concatenate(pair_rows)
     if len(rows) == 0:
-        return neighbours, distances
+        return
     items = added[np.concatenate(pair_items)]
     dists = np.concatenate(pair_d).astype(np.float32)
-    neighbours, distances = neighbours.copy(), distances.copy()
     depth = neighbours.shape[1]
     order = np.argsort(rows, kind="stable")
     rows, items, dists = rows[order], items[order], dists[order]
@@ -278,7 +287,6 @@ def _insert(ids, neighbours, distances, open_rows, complete, added, added_vector
         merged_d = np.concatenate([distances[row], dists[start:end][fresh]])
         best = np.argsort(merged_d, kind="stable")[:depth]
         neighbours[row], distances[row] = merged_ids[best], merged_d[best]
-    return neighbours, distances
 
 
 def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
