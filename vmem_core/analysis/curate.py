@@ -148,7 +148,6 @@ class _Ranked:
 def _suspicious(memory: VisualMemory, settings: VoteSettings) -> _Ranked:
     k, top_n = settings.k, settings.top_n
     table = memory.table
-    v = memory.reliability(top_n)
     item_ids, graph_ids, graph_distances = memory.search.memory_neighbors(top_n)
     own = table.class_indices(item_ids)
     scores = label_issue_scores(own, _neighbor_positions(item_ids, graph_ids),
@@ -159,7 +158,9 @@ def _suspicious(memory: VisualMemory, settings: VoteSettings) -> _Ranked:
     keep = (scores > 0) & (own >= 0)  # no evidence, or deleted since the neighbours were found
     order = np.flatnonzero(keep)
     order = order[np.lexsort((item_ids[order], -scores[order]))]  # highest score first, ties by id
-    counts = np.asarray([v.get(int(i), 0) for i in item_ids[order]], dtype=np.int64)
+    v_ids, v_counts = memory.reliability.counts(top_n)
+    at = id_positions(v_ids, item_ids[order])
+    counts = np.where(at >= 0, v_counts[np.maximum(at, 0)] if len(v_counts) else 0, 0).astype(np.int64)
     return _Ranked(item_ids[order], own[order], np.asarray(voted)[order], counts,
                    np.asarray(scores, dtype=np.float64)[order], tuple(table.labels), settings)
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import VmemError
 from ..storage.neighbour_table import NeighbourTable
-from ..voting import DEFAULT_K, DEFAULT_RELIABILITY_TOP_N, VoteSettings, reliability_counts, resolve_settings
+from ..voting import (DEFAULT_K, DEFAULT_RELIABILITY_TOP_N, VoteSettings, id_positions, reliability_counts,
+                      resolve_settings)
 from .part import Part
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class ReliabilityReads(Part):
         threshold, top_n = settings.threshold, settings.top_n
 
         def compute() -> np.ndarray:
-            v = self(top_n)
-            return np.asarray(sorted(i for i, count in v.items() if count < threshold), dtype=np.int64)
+            ids, counts = self.counts(top_n)
+            return np.sort(ids[counts < threshold])
 
         return self._memory.derived(("kept", threshold, top_n), compute)
 
@@ -56,20 +57,30 @@ class ReliabilityReads(Part):
 
         Cached until the memory changes.
         """
-        return self._memory.derived(("reliability", top_n), lambda: self._compute_reliability(top_n))
+        def as_dict() -> dict[int, int]:
+            ids, counts = self.counts(top_n)
+            return dict(zip(ids.tolist(), counts.tolist()))
 
-    def _compute_reliability(self, top_n: int) -> dict[int, int]:
+        return self._memory.derived(("reliability", top_n), as_dict)
+
+    def counts(self, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> tuple[np.ndarray, np.ndarray]:
+        """v as arrays: (live ids (n,), v of each (n,)), cached until the memory changes."""
+        return self._memory.derived(("reliability counts", top_n), lambda: self._compute_reliability(top_n))
+
+    def _compute_reliability(self, top_n: int) -> tuple[np.ndarray, np.ndarray]:
         if top_n < 1:
             raise VmemError(f"top_n must be at least 1, got {top_n}")
         table = self._table
         item_ids, neighbor_ids, _ = self._memory.search.memory_neighbors(top_n)
         counts = reliability_counts(item_ids, table.class_indices(item_ids), neighbor_ids)
-        return {int(i): int(c) for i, c in zip(item_ids, counts)}
+        return np.asarray(item_ids, dtype=np.int64), np.asarray(counts, dtype=np.int64)
 
     def of_neighbors(self, neighbor_ids: np.ndarray, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
-        """v of each neighbour id (same shape; 0 for ids with no count, e.g. -1 padding)."""
-        v = self(top_n)
-        return np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(np.asarray(neighbor_ids))
+        """v of each neighbour id (same shape; 0 for ids with no count, e.g. -1 padding): a gather, not a dictionary
+        lookup per neighbour (100,000 of them for an evaluation split 100 deep)."""
+        ids, counts = self.counts(top_n)
+        at = id_positions(ids, np.asarray(neighbor_ids, dtype=np.int64))
+        return np.where(at >= 0, counts[np.maximum(at, 0)] if len(counts) else 0, 0).astype(np.int64)
 
 
 class Reliability(ReliabilityReads):
