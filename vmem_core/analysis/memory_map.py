@@ -67,7 +67,9 @@ class Projection:
 # the full covariance took 4.2 s; below it, numpy's exact decomposition.
 EXACT_PCA_BELOW = 4_000_000
 SKETCH_OVERSAMPLE = 10
-SKETCH_POWER_ITERATIONS = 5
+# three power iterations agree with the exact axes to 3e-9 on 20,000 of the synthetic mixture's vectors, whose second
+# eigenvalue is within 3% of the first (1.6e-6 with two, 7e-14 with five); each one more reads the memory twice
+SKETCH_POWER_ITERATIONS = 3
 
 
 def pca_projection(ids: np.ndarray, vectors: np.ndarray) -> Projection:
