@@ -57,23 +57,27 @@ class ReliabilityReads(Part):
 
         Cached until the memory changes.
         """
-        def as_dict() -> dict[int, int]:
-            ids, counts = self.counts(top_n)
-            return dict(zip(ids.tolist(), counts.tolist()))
-
-        return self._memory.derived(("reliability", top_n), as_dict)
+        return self._memory.derived(("reliability", top_n), lambda: self._compute_reliability(top_n))
 
     def counts(self, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> tuple[np.ndarray, np.ndarray]:
-        """v as arrays: (live ids (n,), v of each (n,)), cached until the memory changes."""
-        return self._memory.derived(("reliability counts", top_n), lambda: self._compute_reliability(top_n))
+        """v as arrays: (ids (n,) sorted, v of each (n,)), from `self(top_n)` and cached until the memory changes."""
 
-    def _compute_reliability(self, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+        def arrays() -> tuple[np.ndarray, np.ndarray]:
+            v = self(top_n)
+            ids = np.fromiter(v.keys(), dtype=np.int64, count=len(v))
+            counts = np.fromiter(v.values(), dtype=np.int64, count=len(v))
+            order = np.argsort(ids, kind="stable")
+            return ids[order], counts[order]
+
+        return self._memory.derived(("reliability counts", top_n), arrays)
+
+    def _compute_reliability(self, top_n: int) -> dict[int, int]:
         if top_n < 1:
             raise VmemError(f"top_n must be at least 1, got {top_n}")
         table = self._table
         item_ids, neighbor_ids, _ = self._memory.search.memory_neighbors(top_n)
         counts = reliability_counts(item_ids, table.class_indices(item_ids), neighbor_ids)
-        return np.asarray(item_ids, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+        return dict(zip(np.asarray(item_ids).tolist(), np.asarray(counts).tolist()))  # plain ints, made at once
 
     def of_neighbors(self, neighbor_ids: np.ndarray, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
         """v of each neighbour id (same shape; 0 for ids with no count, e.g. -1 padding): a gather, not a dictionary
