@@ -21,7 +21,7 @@ edits = st.lists(st.tuples(st.sampled_from(["add", "delete", "restore"]), st.int
 def test_kept_rows_equal_a_fresh_search(start, steps, depth, seed):
     rng = np.random.default_rng(seed)
     search, deleted, next_id = ExactSearch(), set(), 0
-    queries = unit(rng, 7)
+    queries = unit(rng, 40)  # enough to be remembered (query_rows.MIN_QUERIES)
 
     def add(n):
         nonlocal next_id
@@ -92,3 +92,13 @@ def test_the_evaluation_split_after_edits_equals_a_fresh_search_and_searches_onl
             fresh = memory.search.classify_embeddings(queries, vote)
             assert [r.label for r in kept.classifications(vote)] == [r.label for r in fresh]
     assert DIM == queries.shape[1]
+
+
+def test_a_few_queries_are_searched_every_time_and_push_nothing_out():
+    search, cache = ExactSearch(), QueryRowsCache()
+    for i, vector in enumerate(unit(np.random.default_rng(1), 50)):
+        search.live[i] = search.stored[i] = vector
+    one = unit(np.random.default_rng(2), 1)
+    key = cache.key(one, 5, False)
+    cache.rows(key, one, 5, np.arange(50), search.search, search.vectors)
+    assert key not in cache._rows

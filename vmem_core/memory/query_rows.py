@@ -24,6 +24,9 @@ from ..storage.neighbour_table import _member, cosine_distances
 
 MAX_INCREMENTAL = 256
 MAX_KEPT = 8  # sets of queries remembered per memory (the shipped split, an upload or two, the Unlearning page's)
+# fewer queries than this are searched every time: their search costs about what keeping them would, and a page that
+# classifies one image after another would push the evaluation split out of the remembered sets
+MIN_QUERIES = 32
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries, k) -> (ids, distances)
 Vectors = Callable[[np.ndarray], np.ndarray]  # ids -> their unit vectors
@@ -52,6 +55,8 @@ class QueryRowsCache:
              vectors: Vectors) -> tuple[np.ndarray, np.ndarray]:
         """(ids, distances) of each query's `depth` nearest among `members` (sorted): remembered, brought up to
         date, or searched."""
+        if len(queries) < MIN_QUERIES:
+            return search(queries, depth)
         with self._lock:
             known = self._rows.get(key)
         found = None if known is None else updated(known, queries, depth, members, search, vectors)

@@ -18,6 +18,7 @@ from ..neighbour_set import NeighbourSet
 from ..storage.neighbour_table import _member
 from ..voting import VoteSettings, prepare_votes, resolve_settings, vote_all_k
 from .part import Part, check_embeddings
+from .query_rows import MIN_QUERIES
 from .reliability import NEIGHBOUR_TABLE_DEPTH
 
 
@@ -154,7 +155,7 @@ class Search(Part):
         reliability = self._memory.reliability
         allowed = reliability.kept_under(settings) if settings.pruning == "hard" else None
         depth = int(depth)
-        key = self._memory._query_rows.key(queries, depth, allowed is not None)
+        key = self._memory._query_rows.key(queries, depth, allowed is not None) if len(queries) >= MIN_QUERIES else None
         with self._lock.read():  # the exemplars searched among and the search: one state
             table = self._table  # one table for the labels of the whole set
             members = table.ids if allowed is None else allowed[_member(allowed, table.ids)]
