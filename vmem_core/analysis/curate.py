@@ -244,11 +244,11 @@ def _near_duplicates(memory: VisualMemory, max_distance: float) -> list[Duplicat
     once = np.r_[True, (low[1:] != low[:-1]) | (high[1:] != high[:-1])] if len(low) else np.zeros(0, bool)
     low, high, d = low[once], high[once], d[once]
     order = np.argsort(d, kind="stable")
-    pairs = zip(zip(low[order].tolist(), high[order].tolist()), d[order].tolist())
+    low, high, d = low[order], high[order], d[order]
     table = memory.table
-    out = []
-    for (a, b), d in pairs:
-        class_a, class_b = table.class_indices([a, b])
-        if class_a >= 0 and class_b >= 0:  # both still live
-            out.append(DuplicatePair(a, b, d, table.labels[class_a], table.labels[class_b]))
-    return out
+    class_low, class_high = table.class_indices(low), table.class_indices(high)  # all pairs at once
+    live = (class_low >= 0) & (class_high >= 0)  # both still live
+    labels = table.labels
+    return [DuplicatePair(a, b, distance, labels[ca], labels[cb]) for a, b, distance, ca, cb in
+            zip(low[live].tolist(), high[live].tolist(), d[live].tolist(), class_low[live].tolist(),
+                class_high[live].tolist())]
