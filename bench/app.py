@@ -2,6 +2,7 @@
 edit, the first load and the first soft pruning, and one classification against a bare hnswlib + numpy vote.
 
     python bench/app.py [--data fashion-mnist|mixture|jitter] [--exemplars 60000] [--repeats 3] [--memory PATH]
+                        [--map-first] [--profile FOLDER]
 
 --data fashion-mnist (the default) holds the real EfficientNet-Lite0 embeddings of Fashion-MNIST's training images
 (the first --exemplars of them; the test split with --split t10k), read through the shared embedding cache
@@ -86,11 +87,41 @@ def build(path: Path, data: str, exemplars: int, split: str) -> None:
                                   [f"{data}/{i}" for i in range(start, stop)], None, thumbs)
 
 
-def run_ms(at) -> float:
+PROFILES: dict = {}  # --profile: where to write each run's profile, and the run's name
+
+
+def run_ms(at, name: str = "") -> float:
     start = time.perf_counter()
     at.run()
     assert not at.exception, at.exception
-    return (time.perf_counter() - start) * 1000
+    elapsed = (time.perf_counter() - start) * 1000
+    profile = PROFILES.pop("last", None)
+    if profile is not None and name:
+        folder = PROFILES["folder"]
+        (folder / f"{name.replace(' ', '-')}.txt").write_text(profile.output_text(unicode=False, color=False))
+    return elapsed
+
+
+def profile_script_runs(folder: Path) -> None:
+    """Profile every AppTest run with pyinstrument (pip install pyinstrument) where it runs: in the script's thread,
+    which a profiler started in the main thread does not see."""
+    from pyinstrument import Profiler
+    from streamlit.testing.v1 import local_script_runner
+
+    folder.mkdir(parents=True, exist_ok=True)
+    PROFILES["folder"] = folder
+    run_thread = local_script_runner.LocalScriptRunner._run_script_thread
+
+    def profiled(self) -> None:
+        profiler = Profiler(interval=0.002)
+        profiler.start()
+        try:
+            run_thread(self)
+        finally:
+            profiler.stop()
+            PROFILES["last"] = profiler
+
+    local_script_runner.LocalScriptRunner._run_script_thread = profiled
 
 
 def bare_vote_ratio(memory, repeats: int) -> str:
@@ -128,7 +159,13 @@ def main() -> None:
     parser.add_argument("--exemplars", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory", type=Path, help="an existing memory to copy and use instead of building one")
+    parser.add_argument("--map-first", action="store_true",
+                        help="visit the Map right after the first load, before any other page (the map is fitted in "
+                             "the background from the open: this is the visit that waits longest for it)")
+    parser.add_argument("--profile", type=Path, help="write a pyinstrument profile of every run into this folder")
     args = parser.parse_args()
+    if args.profile:
+        profile_script_runs(args.profile)
     from streamlit.testing.v1 import AppTest
 
     from vmem_core.ui import _open_memory
@@ -144,17 +181,22 @@ def main() -> None:
             print(f"memory: {args.exemplars:,} exemplars ({args.data}) built in {time.perf_counter() - start:.1f} s")
         os.environ["VMEM_MEMORY"] = str(path)
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=900)
-        print(f"{'first load (Classify; opens the memory)':<46}{run_ms(at):8.0f} ms")
+        print(f"{'first load (Classify; opens the memory)':<46}{run_ms(at, 'first load'):8.0f} ms")
         memory = _open_memory(str(path))
+        if args.map_first:
+            at.switch_page("pages/map.py")
+            print(f"{'page map, right after the first load':<46}{run_ms(at, 'map right after open'):8.0f} ms")
+            at.switch_page("pages/classify.py")
+            run_ms(at)
         print(f"{'   (memory: ' + str(len(memory)) + ' live exemplars)':<46}")
         at.radio(key="pruning").set_value("soft")
-        print(f"{'first soft pruning':<46}{run_ms(at):8.0f} ms")
+        print(f"{'first soft pruning':<46}{run_ms(at, 'first soft pruning'):8.0f} ms")
         at.radio(key="pruning").set_value("none")
         run_ms(at)
         for page in PAGES:
             at.switch_page(f"pages/{page}.py")
-            first = run_ms(at)
-            again = statistics.median(run_ms(at) for _ in range(args.repeats))
+            first = run_ms(at, f"{page} first visit")
+            again = statistics.median(run_ms(at, f"{page} revisit") for _ in range(args.repeats))
             print(f"{'page ' + page:<46}{first:8.0f} ms first visit, {again:6.0f} ms revisit")
         rng = np.random.default_rng(1)
         live = memory.table.ids
@@ -168,7 +210,7 @@ def main() -> None:
             for page in PAGES:
                 edit()
                 at.switch_page(f"pages/{page}.py")
-                print(f"{'page ' + page + ' after one ' + name:<46}{run_ms(at):8.0f} ms")
+                print(f"{'page ' + page + ' after one ' + name:<46}{run_ms(at, f'{page} after {name}'):8.0f} ms")
         print(f"{'one query, k=50, classify_embeddings':<46}{bare_vote_ratio(memory, args.repeats)}")
 
 

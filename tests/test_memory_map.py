@@ -86,7 +86,7 @@ def test_figure_colours_points_by_label(memory):
     for trace in fig.data:  # a trace per label, its colour, its ids in customdata, hover with id and label
         assert trace.marker.color == colours[trace.name]
         assert {labels[list(projection.ids).index(i)] for i in trace.customdata} == {trace.name}
-        assert "id %{customdata}" in trace.hovertemplate and set(trace.text) == {trace.name}
+        assert "id %{customdata}" in trace.hovertemplate and "%{fullData.name}" in trace.hovertemplate
 
 
 def test_figure_colours_points_by_reliability(memory):
@@ -215,3 +215,27 @@ def test_a_large_memory_keeps_its_axes_through_a_small_change(memory, monkeypatc
     memory.exemplars.delete(list(range(20, 40)))  # far more than 5% of the memory: fitted again
     assert memory_map(memory, "pca") is None  # the stub's answer: a refit was asked for
     assert len(calls) == 1
+
+
+def test_a_map_fitted_in_the_background_is_the_one_the_page_gets(memory, monkeypatch):
+    import time
+
+    import vmem_core.analysis.memory_map as memory_map_module
+    from vmem_core.analysis.memory_map import map_in_background
+
+    fits = []
+    real = memory_map_module.pca_projection
+
+    def slow_fit(*args):
+        fits.append(1)
+        time.sleep(0.3)  # the page asks while this fit is running
+        return real(*args)
+
+    monkeypatch.setattr(memory_map_module, "pca_projection", slow_fit)
+    thread = map_in_background(memory)
+    time.sleep(0.05)
+    projection = memory_map(memory, "pca")  # waits for the background fit instead of fitting again
+    thread.join()
+    assert fits == [1] and memory_map(memory, "pca") is projection
+    expected = real(*memory.exemplars.embeddings())
+    assert np.array_equal(projection.ids, expected.ids) and np.allclose(projection.points, expected.points)

@@ -52,8 +52,11 @@ edits = st.lists(st.tuples(st.sampled_from(["add", "delete", "restore", "relabel
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(start=st.integers(0, 25), steps=edits, depth=st.sampled_from([1, 3, 10]), seed=st.integers(0, 2**31))
-def test_incremental_table_equals_full_recomputation(start, steps, depth, seed):
+@given(start=st.integers(0, 25), steps=edits, depth=st.sampled_from([1, 3, 10]), slack=st.sampled_from([0, 2, 5]),
+       seed=st.integers(0, 2**31))
+def test_incremental_table_equals_full_recomputation(start, steps, depth, slack, seed):
+    """With or without slack (rows built wider than they must answer, so that deletes shorten them instead of
+    searching them again), the first `depth` neighbours of every row are a full recomputation's."""
     rng = np.random.default_rng(seed)
     search, labels, deleted, next_id = ExactSearch(), {}, set(), 0
 
@@ -66,7 +69,7 @@ def test_incremental_table_equals_full_recomputation(start, steps, depth, seed):
 
     add(start)
     live = lambda: np.asarray(sorted(search.live), dtype=np.int64)  # noqa: E731
-    table = NeighbourTable.build(live(), search, depth, seq=0)
+    table = NeighbourTable.build(live(), search, depth + slack, seq=0)
     for seq, (action, n, pick) in enumerate(steps, start=1):
         pool = sorted(search.live) if action in ("delete", "relabel") else sorted(deleted)
         chosen = [pool[(pick + j * 7919) % len(pool)] for j in range(min(n, len(pool)))] if pool else []
@@ -83,10 +86,13 @@ def test_incremental_table_equals_full_recomputation(start, steps, depth, seed):
         else:
             for i in chosen:
                 labels[i] = (labels[i] + 1) % len(LABELS)
-        table = table.updated(live(), search, seq)
+        before = (table.ids.copy(), table.neighbours.copy(), table.distances.copy())
+        previous, table = table, table.updated(live(), search, seq, need=depth)
+        for held, now in zip(before, (previous.ids, previous.neighbours, previous.distances)):
+            np.testing.assert_array_equal(held, now)  # the table a reader may still hold is never written
         full = NeighbourTable.build(live(), search, depth, seq)
         np.testing.assert_array_equal(table.ids, full.ids)
-        np.testing.assert_array_equal(table.neighbours, full.neighbours)
+        np.testing.assert_array_equal(table.neighbours[:, :depth], full.neighbours)
         for top_n in {1, depth}:
             (v, threshold), (full_v, full_threshold) = (v_and_threshold(t, labels, top_n) for t in (table, full))
             assert v == full_v
@@ -117,6 +123,30 @@ def test_rows_outside_the_new_items_cover_are_still_updated():
     assert 41 in updated.neighbours[40]
 
 
+def test_a_delete_shortens_the_rows_that_list_it_without_searching_them():
+    rng = np.random.default_rng(3)
+    search = ExactSearch()
+    for i, vector in enumerate(unit(rng, 60)):
+        search.live[i] = search.stored[i] = vector
+    table = NeighbourTable.build(np.arange(60), search, 5 + 2, seq=0)
+    hub = int(np.bincount(table.neighbours[:, :5].ravel()).argmax())  # listed in the most rows
+    del search.live[hub]
+    searched = []
+    search.search = lambda vectors, k, _search=search.search: searched.append(len(vectors)) or _search(vectors, k)
+    updated = table.updated(np.asarray(sorted(search.live)), search, 1, need=5)
+    assert searched == []  # every row that listed it had slack to spare
+    full = NeighbourTable.build(np.asarray(sorted(search.live)), search, 5, seq=1)
+    np.testing.assert_array_equal(updated.neighbours[:, :5], full.neighbours)
+    # three more deletes from the same rows use the slack up: those rows, and only those, are searched again
+    for victim in updated.neighbours[0, :3].tolist():
+        del search.live[victim]
+    searched.clear()
+    again = updated.updated(np.asarray(sorted(search.live)), search, 2, need=5)
+    assert searched and sum(searched) < len(search.live)
+    full = NeighbourTable.build(np.asarray(sorted(search.live)), search, 5, seq=2)
+    np.testing.assert_array_equal(again.neighbours[:, :5], full.neighbours)
+
+
 def test_damaged_table_file_is_rebuilt_not_trusted(tmp_path):
     search = ExactSearch()
     for i, vector in enumerate(unit(np.random.default_rng(1), 12)):
@@ -126,7 +156,8 @@ def test_damaged_table_file_is_rebuilt_not_trusted(tmp_path):
     assert keeper.save()
     keeper.path.write_bytes(b"not a table")
     again = NeighbourTableKeeper(keeper.path, 3).current(np.arange(12), 5, search)
-    np.testing.assert_array_equal(again.neighbours, NeighbourTable.build(np.arange(12), search, 3, 5).neighbours)
+    full = NeighbourTable.build(np.arange(12), search, 3, 5)
+    np.testing.assert_array_equal(again.leave_one_out(3)[1], full.neighbours)  # the keeper's rows have slack
 
 
 def test_an_interrupted_build_resumes_from_its_checkpoint(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -53,8 +54,24 @@ class LabelTable:
         ids = np.asarray(ids, dtype=np.int64)
         if len(self.ids) == 0:
             return np.full(ids.shape, -1, dtype=np.int64)
+        dense = self._dense
+        if dense is not None and ids.size > 64:
+            return dense[np.where((ids < 0) | (ids >= len(dense)), len(dense) - 1, ids)].astype(np.int64)
         where = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
         return np.where(self.ids[where] == ids, self.classes[where], -1)
+
+    @cached_property
+    def _dense(self):
+        """id -> class index as one array over 0..max id (-1 where not live; the last slot stands for every id
+        outside), so that the class of each of a whole neighbour table's ids (60,000 x 50) is a gather, not a binary
+        search each (~10x faster); None where the ids are too sparse for it. Built once per table (tables are
+        replaced whole on every change, never mutated)."""
+        top = int(self.ids[-1]) if len(self.ids) else -1
+        if top < 0 or int(self.ids[0]) < 0 or top > 16 * len(self.ids) + 2**20:
+            return None
+        dense = np.full(top + 2, -1, dtype=np.int32)
+        dense[self.ids] = self.classes
+        return dense
 
     def label_of(self, exemplar_id: int) -> str:
         """The label of a live exemplar (UnknownIdError if it is not one)."""

@@ -8,7 +8,8 @@ from typing import Optional
 import numpy as np
 
 from ..memory import NEAR_DUPLICATE_DISTANCE, VisualMemory
-from ..voting import DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, EXPLAIN_SETTINGS, VoteSettings, rule_weights
+from ..voting import (DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, EXPLAIN_SETTINGS, VoteSettings,
+                      id_positions, rule_weights)
 
 DEFAULT_SUGGESTIONS = 50  # a list a curator can work through in one sitting; more on demand
 CHECK_NOISE = 0.05  # the share of labels flipped when the ranking's precision is measured on a memory itself
@@ -79,9 +80,7 @@ def flip_labels(classes: np.ndarray, num_classes: int, noise: float, seed: int =
 
 def _neighbor_positions(item_ids: np.ndarray, neighbor_ids: np.ndarray) -> np.ndarray:
     """Neighbour ids as positions into the sorted `item_ids`; -1 where a neighbour is not among them."""
-    positions = np.searchsorted(item_ids, neighbor_ids).clip(0, max(len(item_ids) - 1, 0))
-    found = (neighbor_ids >= 0) & (item_ids[positions] == neighbor_ids) if len(item_ids) else neighbor_ids < -1
-    return np.where(found, positions, -1)
+    return id_positions(item_ids, neighbor_ids)
 
 
 def curation_settings(settings: VoteSettings) -> VoteSettings:
@@ -111,14 +110,44 @@ def suspicious_exemplars(
     if len(memory) < 2:
         return []
     used = curation_settings(settings)
-    found = memory.derived(("suspicious", used), lambda: _suspicious(memory, used))
-    return found[:limit]
+    ranked = memory.derived(("suspicious", used), lambda: _suspicious(memory, used))
+    return ranked.suggestions(max(int(limit), 0))
 
 
-def _suspicious(memory: VisualMemory, settings: VoteSettings) -> list[Suggestion]:
+@dataclass(frozen=True)
+class _Ranked:
+    """Every exemplar with some evidence, most likely mislabelled first, as arrays: a memory of 60,000 may have
+    tens of thousands, and a page shows fifty, so Suggestions are made only for the ones asked for."""
+
+    ids: np.ndarray
+    own: np.ndarray  # class index
+    voted: np.ndarray  # the leave-one-out vote's class index, -1 for none
+    v: np.ndarray
+    scores: np.ndarray
+    labels: tuple
+    settings: VoteSettings
+
+    def suggestions(self, limit: int) -> list[Suggestion]:
+        k, top_n, out = self.settings.k, self.settings.top_n, []
+        for item, own_class, vote, reliability, score in zip(self.ids[:limit].tolist(), self.own[:limit].tolist(),
+                                                             self.voted[:limit].tolist(), self.v[:limit].tolist(),
+                                                             self.scores[:limit].tolist()):
+            disagrees = vote >= 0 and vote != own_class
+            suggested = self.labels[vote] if disagrees else None
+            reason = []
+            if disagrees:
+                reason.append(f"its {k} nearest exemplars vote '{suggested}' ({self.settings.rule} voting)")
+            if reliability:
+                reason.append(f"among the top-{top_n} neighbours of {reliability} differently-labelled item(s)")
+            out.append(Suggestion(item, self.labels[own_class], suggested, reliability,
+                                  "; ".join(reason) or f"some of its top-{top_n} neighbours have other labels",
+                                  score))
+        return out
+
+
+def _suspicious(memory: VisualMemory, settings: VoteSettings) -> _Ranked:
     k, top_n = settings.k, settings.top_n
     table = memory.table
-    v = memory.reliability(top_n)
     item_ids, graph_ids, graph_distances = memory.search.memory_neighbors(top_n)
     own = table.class_indices(item_ids)
     scores = label_issue_scores(own, _neighbor_positions(item_ids, graph_ids),
@@ -126,23 +155,14 @@ def _suspicious(memory: VisualMemory, settings: VoteSettings) -> list[Suggestion
     _, neighbor_ids, distances = memory.search.memory_neighbors(k)
     *_, predictions = memory.search.vote(neighbor_ids, distances, settings, table=table)
     voted = predictions[:, -1] if predictions.shape[1] else np.full(len(item_ids), -1)
-    out = []
-    for item, own_class, vote, score in zip(item_ids, own, voted, scores):
-        if score <= 0 or own_class < 0:  # no evidence, or deleted since the neighbours were found
-            continue
-        disagrees = vote >= 0 and vote != own_class
-        suggested = table.labels[vote] if disagrees else None
-        reliability = v.get(int(item), 0)
-        reason = []
-        if disagrees:
-            reason.append(f"its {k} nearest exemplars vote '{suggested}' ({settings.rule} voting)")
-        if reliability:
-            reason.append(f"among the top-{top_n} neighbours of {reliability} differently-labelled item(s)")
-        out.append(Suggestion(int(item), table.labels[own_class], suggested, reliability,
-                              "; ".join(reason) or f"some of its top-{top_n} neighbours have other labels",
-                              float(score)))
-    out.sort(key=lambda s: (-s.score, s.id))
-    return out
+    keep = (scores > 0) & (own >= 0)  # no evidence, or deleted since the neighbours were found
+    order = np.flatnonzero(keep)
+    order = order[np.lexsort((item_ids[order], -scores[order]))]  # highest score first, ties by id
+    v_ids, v_counts = memory.reliability.counts(top_n)
+    at = id_positions(v_ids, item_ids[order])
+    counts = np.where(at >= 0, v_counts[np.maximum(at, 0)] if len(v_counts) else 0, 0).astype(np.int64)
+    return _Ranked(item_ids[order], own[order], np.asarray(voted)[order], counts,
+                   np.asarray(scores, dtype=np.float64)[order], tuple(table.labels), settings)
 
 
 @dataclass(frozen=True)
@@ -213,16 +233,22 @@ def near_duplicates(
 
 def _near_duplicates(memory: VisualMemory, max_distance: float) -> list[DuplicatePair]:
     item_ids, neighbor_ids, distances = memory.search.memory_neighbors(5)
-    pairs = {}
-    for item, row_ids, row_d in zip(item_ids, neighbor_ids, distances):
-        for other, d in zip(row_ids, row_d):
-            if d <= max_distance and other >= 0:
-                key = (min(int(item), int(other)), max(int(item), int(other)))
-                pairs[key] = min(float(d), pairs.get(key, np.inf))
+    close = (distances <= max_distance) & (neighbor_ids >= 0)
+    rows, columns = np.nonzero(close)
+    first, second = item_ids[rows], neighbor_ids[rows, columns]
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    d = distances[rows, columns].astype(np.float64)
+    # each pair once, at its smaller distance (it may be found from both ends); closest first, ties by ids
+    order = np.lexsort((d, high, low))
+    low, high, d = low[order], high[order], d[order]
+    once = np.r_[True, (low[1:] != low[:-1]) | (high[1:] != high[:-1])] if len(low) else np.zeros(0, bool)
+    low, high, d = low[once], high[once], d[once]
+    order = np.argsort(d, kind="stable")
+    low, high, d = low[order], high[order], d[order]
     table = memory.table
-    out = []
-    for (a, b), d in sorted(pairs.items(), key=lambda kv: kv[1]):
-        class_a, class_b = table.class_indices([a, b])
-        if class_a >= 0 and class_b >= 0:  # both still live
-            out.append(DuplicatePair(a, b, d, table.labels[class_a], table.labels[class_b]))
-    return out
+    class_low, class_high = table.class_indices(low), table.class_indices(high)  # all pairs at once
+    live = (class_low >= 0) & (class_high >= 0)  # both still live
+    labels = table.labels
+    return [DuplicatePair(a, b, distance, labels[ca], labels[cb]) for a, b, distance, ca, cb in
+            zip(low[live].tolist(), high[live].tolist(), d[live].tolist(), class_low[live].tolist(),
+                class_high[live].tolist())]

@@ -175,6 +175,18 @@ def label_colours(labels) -> dict[str, str]:
     return {label: MAP_PALETTE[i % len(MAP_PALETTE)] for i, label in enumerate(sorted(set(labels)))}
 
 
+def _counts_of(ids: np.ndarray, counts: Mapping[int, int]) -> np.ndarray:
+    """counts[id] for each id (0 where absent), without a Python call per id where `counts` covers few of them."""
+    if not len(counts):
+        return np.zeros(len(ids), dtype=np.int64)
+    keys = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+    values = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+    order = np.argsort(keys)
+    keys, values = keys[order], values[order]
+    at = np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)
+    return np.where(keys[at] == ids, values[at], 0)
+
+
 def memory_map_figure(projection, labels, colour_by: str = "label", reliability: Optional[Mapping[int, int]] = None,
                       query_point=None, neighbor_ids=(), selected=(), deleted=None,
                       title: Optional[str] = None) -> go.Figure:
@@ -192,15 +204,17 @@ def memory_map_figure(projection, labels, colour_by: str = "label", reliability:
     if colour_by == "label":
         for label, colour in label_colours(labels.tolist()).items():
             mask = labels == label
+            # the hover names the label from the trace's own name: a text per point (60,000 strings) cost more to
+            # validate and to write as JSON than the points themselves
             fig.add_trace(go.Scattergl(
                 x=points[mask, 0], y=points[mask, 1], mode="markers", name=str(label), customdata=ids[mask],
-                text=[str(label)] * int(mask.sum()), marker=dict(color=colour, size=6, opacity=0.8),
-                hovertemplate=hover))
+                marker=dict(color=colour, size=6, opacity=0.8),
+                hovertemplate="id %{customdata}<br>%{fullData.name}<extra></extra>"))
     elif colour_by == "reliability":
-        v = np.array([(reliability or {}).get(int(i), 0) for i in ids], dtype=np.int64)
+        v = _counts_of(ids, reliability or {})
         fig.add_trace(go.Scattergl(
             x=points[:, 0], y=points[:, 1], mode="markers", name="exemplars", customdata=ids,
-            text=[f"{label}, v {count}" for label, count in zip(labels, v)],
+            text=np.char.add(np.char.add(labels.astype(str), ", v "), v.astype(str)).astype(object),
             marker=dict(color=v, colorscale="Reds", cmin=0, cmax=max(int(v.max()) if len(v) else 0, 1), size=6,
                         showscale=True, colorbar=dict(title="v")),
             hovertemplate=hover))
@@ -211,7 +225,8 @@ def memory_map_figure(projection, labels, colour_by: str = "label", reliability:
         fig.add_trace(go.Scattergl(
             x=gone_points[:, 0], y=gone_points[:, 1], mode="markers", name="deleted (not purged)",
             customdata=gone_ids, meta=DELETED_TRACE,
-            text=[f"id {i}, deleted" for i in gone_ids], hovertemplate="%{text}<extra></extra>",
+            text=np.char.add(np.char.add("id ", gone_ids.astype(str)), ", deleted").astype(object),
+            hovertemplate="%{text}<extra></extra>",
             marker=dict(symbol="x", size=7, color=OTHER)))
     if len(selected):
         where = np.isin(ids, np.asarray(list(selected), dtype=np.int64))

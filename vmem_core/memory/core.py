@@ -54,6 +54,7 @@ from .exemplars import Exemplars
 from .index import Index
 from .reader import MemoryReader, OpenReader
 from .reliability import NEIGHBOUR_TABLE_DEPTH, Reliability
+from .query_rows import QueryRowsCache
 from .search import Search
 from .stats import memory_stats
 
@@ -126,6 +127,7 @@ class VisualMemory:
             self.config = config = {**config, "version": FORMAT_VERSION}
             write_json_atomic(self.path / CONFIG_NAME, config)
         self._derived: dict[object, tuple[int, object]] = {}
+        self._query_rows = QueryRowsCache()  # query sets searched again and again (Evaluate's split), kept current
         self._neighbours = NeighbourTableKeeper(self.path / NEIGHBOUR_TABLE, NEIGHBOUR_TABLE_DEPTH)
         self._index_uri = index_uri
         # The index is opened on first use: loading and verifying an hnswlib snapshot costs seconds at 60,000 x 1280,

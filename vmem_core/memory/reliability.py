@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import VmemError
 from ..storage.neighbour_table import NeighbourTable
-from ..voting import DEFAULT_K, DEFAULT_RELIABILITY_TOP_N, VoteSettings, reliability_counts, resolve_settings
+from ..voting import (DEFAULT_K, DEFAULT_RELIABILITY_TOP_N, VoteSettings, id_positions, reliability_counts,
+                      resolve_settings)
 from .part import Part
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class ReliabilityReads(Part):
         threshold, top_n = settings.threshold, settings.top_n
 
         def compute() -> np.ndarray:
-            v = self(top_n)
-            return np.asarray(sorted(i for i, count in v.items() if count < threshold), dtype=np.int64)
+            ids, counts = self.counts(top_n)
+            return np.sort(ids[counts < threshold])
 
         return self._memory.derived(("kept", threshold, top_n), compute)
 
@@ -58,18 +59,32 @@ class ReliabilityReads(Part):
         """
         return self._memory.derived(("reliability", top_n), lambda: self._compute_reliability(top_n))
 
+    def counts(self, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> tuple[np.ndarray, np.ndarray]:
+        """v as arrays: (ids (n,) sorted, v of each (n,)), from `self(top_n)` and cached until the memory changes."""
+
+        def arrays() -> tuple[np.ndarray, np.ndarray]:
+            v = self(top_n)
+            ids = np.fromiter(v.keys(), dtype=np.int64, count=len(v))
+            counts = np.fromiter(v.values(), dtype=np.int64, count=len(v))
+            order = np.argsort(ids, kind="stable")
+            return ids[order], counts[order]
+
+        return self._memory.derived(("reliability counts", top_n), arrays)
+
     def _compute_reliability(self, top_n: int) -> dict[int, int]:
         if top_n < 1:
             raise VmemError(f"top_n must be at least 1, got {top_n}")
         table = self._table
         item_ids, neighbor_ids, _ = self._memory.search.memory_neighbors(top_n)
         counts = reliability_counts(item_ids, table.class_indices(item_ids), neighbor_ids)
-        return {int(i): int(c) for i, c in zip(item_ids, counts)}
+        return dict(zip(np.asarray(item_ids).tolist(), np.asarray(counts).tolist()))  # plain ints, made at once
 
     def of_neighbors(self, neighbor_ids: np.ndarray, top_n: int = DEFAULT_RELIABILITY_TOP_N) -> np.ndarray:
-        """v of each neighbour id (same shape; 0 for ids with no count, e.g. -1 padding)."""
-        v = self(top_n)
-        return np.vectorize(lambda i: v.get(int(i), 0), otypes=[np.int64])(np.asarray(neighbor_ids))
+        """v of each neighbour id (same shape; 0 for ids with no count, e.g. -1 padding): a gather, not a dictionary
+        lookup per neighbour (100,000 of them for an evaluation split 100 deep)."""
+        ids, counts = self.counts(top_n)
+        at = id_positions(ids, np.asarray(neighbor_ids, dtype=np.int64))
+        return np.where(at >= 0, counts[np.maximum(at, 0)] if len(counts) else 0, 0).astype(np.int64)
 
 
 class Reliability(ReliabilityReads):

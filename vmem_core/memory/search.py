@@ -15,8 +15,10 @@ from ..classification import Classification
 from ..errors import UnknownIdError
 from ..label_table import LabelTable
 from ..neighbour_set import NeighbourSet
+from ..storage.neighbour_table import _member
 from ..voting import VoteSettings, prepare_votes, resolve_settings, vote_all_k
 from .part import Part, check_embeddings
+from .query_rows import MIN_QUERIES
 from .reliability import NEIGHBOUR_TABLE_DEPTH
 
 
@@ -150,9 +152,16 @@ class Search(Part):
 
     def _neighbour_set(self, embeddings: np.ndarray, depth: int, settings: VoteSettings) -> NeighbourSet:
         queries = check_embeddings(embeddings, self._memory.dim)
-        table = self._table  # one table for the labels of the whole set
         reliability = self._memory.reliability
         allowed = reliability.kept_under(settings) if settings.pruning == "hard" else None
-        ids, distances = self(queries, int(depth), allowed_ids=allowed)
+        depth = int(depth)
+        key = self._memory._query_rows.key(queries, depth, allowed is not None) if len(queries) >= MIN_QUERIES else None
+        with self._lock.read():  # the exemplars searched among and the search: one state
+            table = self._table  # one table for the labels of the whole set
+            members = table.ids if allowed is None else allowed[_member(allowed, table.ids)]
+            ids, distances = self._memory._query_rows.rows(
+                key, queries, depth, members,
+                lambda rows, k: self._index.search(rows, k, allowed_ids=allowed),
+                self._store.vault.read_vectors)
         v = None if settings.pruning == "none" else reliability.of_neighbors(ids, settings.top_n)
         return NeighbourSet(ids, distances, tuple(table.labels), table.class_indices(ids), settings, v)

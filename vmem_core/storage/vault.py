@@ -110,7 +110,8 @@ class Vault:
         if int(ids.max()) * self.record + self.record > size:
             raise ValueError(f"{self.vectors_path} holds no vector for id {int(ids.max())} (file too short)")
         mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(size // self.record, self.dim))
-        return np.array(mapped[ids], dtype=np.float32)
+        # the gather already copies out of the mapping: a second copy (np.array) cost as much again, 0.3 GB at 60,000
+        return np.asarray(mapped[ids], dtype=np.float32).view(np.ndarray)
 
     def scan_vectors(self, block: int = 8192) -> Iterator[tuple[int, np.ndarray]]:
         """(first id, (n, dim) float32 records) over the whole vectors file, `block` records at a time, read

@@ -19,6 +19,7 @@ import streamlit as st
 
 from .. import confirmation, resources
 from ..analysis.attribution import NeighborAttribution, attribute_set
+from ..analysis.memory_map import map_in_background
 from ..classification import Classification
 from ..devices import devices_text
 from ..errors import VmemError
@@ -57,7 +58,9 @@ def _open_memory(path: str) -> VisualMemory:
     memory = VisualMemory.open(path)
     memory.audit.actor = default_actor("app")
     memory.index.warm_up()  # the index opens while the page sets up, its huge pages come after, off the page's path
-    memory.reliability.table_in_background()  # a memory from before neighbour tables: built once, then kept
+    table = memory.reliability.table_in_background()  # a memory from before neighbour tables: built once, then kept
+    if len(memory):  # the Map's projection takes seconds at 60,000: fitted while the user is on other pages
+        map_in_background(memory, after=table)
     # DuckDB lets one process open the file: `vmem` commands run while the app is open are sent here instead
     _HOSTS[path] = host_memory(memory)
     return memory
