@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 import numpy as np
 
 from ..errors import UnknownIdError, VmemError
+from ..voting import DEFAULT_RELIABILITY_TOP_N
 
 if TYPE_CHECKING:
     from ..backends.base import Evidence
@@ -82,7 +83,9 @@ class Erasure:
             evidence = memory._index.purge(ids, memory._store.vault.read_vectors(ids), memory._store.seq())
             memory._store.purge(ids, purge_id, details, [tuple(p) for p in thumbnail_places])
             memory._refresh_labels()
-            memory._neighbours.after_purge(memory.reliability.table)
+            # rows that listed a purged item keep the rest; refilled as far as reliability reads (the OOD
+            # threshold reads less), not to curation's depth: that ~10,000 searches after 200 purged at 60,000
+            memory._neighbours.after_purge(lambda: memory.reliability.table(need=DEFAULT_RELIABILITY_TOP_N))
             memory._keep_owner_lock()
         for forget in _forgetters:
             forget(memory.path, [int(i) for i in ids])

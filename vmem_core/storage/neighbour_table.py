@@ -6,11 +6,16 @@ A row lists an item's `depth` nearest *other* live items (ids and distances, nea
 with fewer items). The table is a function of the set of live items alone (labels do not enter it), so it is brought
 up to date by comparing the ids it covers with the live ids now, whatever changed them and in which process:
 
-- items no longer live (deleted, purged) lose their rows, and the rows that list one are searched again;
+- items no longer live (deleted, purged) lose their rows, and are dropped from the rows that list one: what stays of
+  such a row is still its nearest live items, in order, only fewer (an *incomplete* row, padded at the end). A row is
+  searched again only when a reader needs more entries than it has left (`need`: the OOD threshold reads 1,
+  reliability 10, curation 50), so a purge of 200 at 60,000 (~10,000 rows listing one of them) searches nothing for
+  the threshold or v;
 - new items (added, restored) are searched for their own rows, and inserted into every other row they enter: a row
-  changes only where a new item is nearer than its last entry. Candidates are the new item's `COVER` nearest items;
-  a row not among them can only list the new item if its last distance exceeds the farthest of those, and such rows
-  (few: outliers) are compared directly, so the result is the one a full recomputation finds with the same search.
+  changes only where a new item is nearer than its last entry (an incomplete row: than its last entry left, beyond
+  which it does not know its items). Candidates are the new item's `COVER` nearest items; a row not among them can
+  only list the new item if its last distance exceeds the farthest of those, and such rows (few: outliers) are
+  compared directly, so the result is the one a full recomputation finds with the same search.
 - a relabel changes no row.
 
 Search goes through `VectorSearch` (this module imports no memory). The table records the memory's change counter it
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
@@ -65,6 +70,7 @@ class NeighbourTable:
     ids: np.ndarray  # (n,) int64, sorted: the live items
     neighbours: np.ndarray  # (n, depth) int64, nearest first; -1 pads
     distances: np.ndarray  # (n, depth) float32; inf pads
+    _fewest: Optional[int] = field(default=None, repr=False, compare=False)  # cache of `fewest_listed`
 
     @property
     def depth(self) -> int:
@@ -72,6 +78,16 @@ class NeighbourTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def fewest_listed(self) -> int:
+        """The fewest entries any row lists (depth for an empty table)."""
+        if self._fewest is None:
+            self._fewest = int(np.count_nonzero(self.neighbours >= 0, axis=1).min()) if len(self.ids) else self.depth
+        return self._fewest
+
+    def complete_to(self, need: int) -> bool:
+        """Whether every row lists its `need` nearest other items (all of them where fewer exist)."""
+        return self.fewest_listed() >= min(int(need), self.depth, max(len(self.ids) - 1, 0))
 
     def leave_one_out(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item ids, neighbour ids (n, k'), distances (n, k')), k' = min(k, n - 1): what
@@ -114,27 +130,39 @@ class NeighbourTable:
             Path(checkpoint).unlink(missing_ok=True)
         return cls(seq, ids, neighbours, distances)
 
-    def updated(self, live_ids: np.ndarray, search: VectorSearch, seq: int) -> "NeighbourTable":
-        """This table brought to the live set `live_ids` (sorted), as `search` sees it now."""
+    def updated(self, live_ids: np.ndarray, search: VectorSearch, seq: int,
+                need: Optional[int] = None) -> "NeighbourTable":
+        """This table brought to the live set `live_ids` (sorted), as `search` sees it now, every row listing at least
+        its `need` nearest other items (default: depth, every row complete). Rows that lost entries keep the rest
+        and are searched again only where they list fewer than `need`."""
         live_ids = np.asarray(live_ids, dtype=np.int64)
         depth = self.depth
+        need = depth if need is None else max(1, min(int(need), depth))
         kept = _member(self.ids, live_ids)
         added = live_ids[~_member(live_ids, self.ids)]
         if len(added) > min(MAX_INCREMENTAL_ADD, max(len(live_ids) // 10, 64)):
             return NeighbourTable.build(live_ids, search, depth, seq)
         ids, neighbours, distances = self.ids[kept], self.neighbours[kept], self.distances[kept]
-        # a row listing an item that is not live any more (deleted, purged, or added and gone while it was
-        # searched) is searched again; so is a row short of entries while there are items it could list
-        listed = neighbours >= 0
-        gone = listed & ~_member(neighbours, live_ids)
-        short = (~listed).any(axis=1) & (listed.sum(axis=1) < len(live_ids) - 1)
-        stale = gone.any(axis=1) | short
+        # entries no longer live (deleted, purged, or added and gone while it was searched) are dropped; what stays
+        # of a row is still its nearest live items in order, only fewer
+        gone = (neighbours >= 0) & ~_member(neighbours, live_ids)
+        if gone.any():
+            neighbours, distances = _drop(neighbours, distances, gone)
+        listed = np.count_nonzero(neighbours >= 0, axis=1)
+        # a row that lists every other item there was (a memory smaller than depth + 1) is complete: a new item
+        # enters it wherever it falls; any other row knows its items only up to its last entry
+        complete = listed >= min(depth, max(len(ids) - 1, 0))
+        # a row short of what the reader needs is searched again (it then lists the new items too)
+        stale = listed < min(need, len(live_ids) - 1)
         if len(added):
             added_vectors = search.vectors(added)
             cover = min(COVER * depth + 1, len(live_ids))
             found, found_d = search.search(added_vectors, cover)
+            last = distances[np.arange(len(ids)), np.maximum(listed - 1, 0)] if len(ids) else distances[:, 0]
+            radius = np.where(complete, distances[:, -1] if depth else last,
+                              np.where(listed > 0, last, -np.inf)).astype(np.float32)
             neighbours, distances = _insert(ids, neighbours, distances, ~stale, added, added_vectors, found, found_d,
-                                            cover, search)
+                                            cover, search, radius)
         if stale.any():
             neighbours[stale], distances[stale] = search_rows(ids[stale], search, depth)
         if len(added):
@@ -176,11 +204,19 @@ def _rows_from(ids: np.ndarray, found: np.ndarray, found_d: np.ndarray, depth: i
     return neighbours, distances
 
 
-def _insert(ids, neighbours, distances, open_rows, added, added_vectors, found, found_d, cover, search):
-    """Insert new items into the rows (where `open_rows`) they enter; returns the new (neighbours, distances)."""
+def _drop(neighbours: np.ndarray, distances: np.ndarray, gone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with the `gone` entries removed, the rest moved up in order and padded (-1, inf) at the end."""
+    order = np.argsort(gone, axis=1, kind="stable")  # the kept entries first, in their order
+    neighbours = np.take_along_axis(np.where(gone, -1, neighbours), order, axis=1)
+    distances = np.take_along_axis(np.where(gone, np.float32(np.inf), distances), order, axis=1)
+    return neighbours, distances
+
+
+def _insert(ids, neighbours, distances, open_rows, added, added_vectors, found, found_d, cover, search, radius):
+    """Insert new items into the rows (where `open_rows`) they enter: nearer than the row's `radius` (inf where any
+    new item enters it); returns the new (neighbours, distances)."""
     found = np.asarray(found, dtype=np.int64)
     found_d = np.asarray(found_d, dtype=np.float32)
-    radius = distances[:, -1]  # inf where a row is not full: any new item enters it
     row_of = _positions(ids, found)  # -1 where a found item has no row here (it is new)
     pair_rows, pair_items, pair_d = [], [], []
     hit = (row_of >= 0)
@@ -302,7 +338,7 @@ class NeighbourTableKeeper:
         self.path = Path(path)
         self.depth = int(depth)
         self._table: Optional[NeighbourTable] = None
-        self._saved_seq: Optional[int] = None
+        self._saved: Optional[NeighbourTable] = None  # the table the file holds (a refill keeps the seq)
         self._lock = threading.Lock()  # one update at a time; readers of a returned table need none
 
     @property
@@ -314,18 +350,19 @@ class NeighbourTableKeeper:
         return self._table
 
     def current(self, live_ids: np.ndarray, seq: int, search: VectorSearch,
-                progress: Optional[Progress] = None) -> NeighbourTable:
-        """The table for the live items `live_ids` at change `seq` (read before `live_ids`)."""
+                progress: Optional[Progress] = None, need: Optional[int] = None) -> NeighbourTable:
+        """The table for the live items `live_ids` at change `seq` (read before `live_ids`), every row listing at
+        least its `need` nearest other items (default: the table's depth)."""
+        need = self.depth if need is None else int(need)
         table = self._table
-        if table is not None and table.seq == seq:
+        if table is not None and table.seq == seq and table.complete_to(need):
             return table
         with self._lock:
             table = self._table
             if table is None:
                 found = _load(self.path)
                 if found is not None and found[1] == len(found[0]) and found[0].depth == self.depth:
-                    table = found[0]
-                    self._saved_seq = table.seq
+                    table = self._saved = found[0]
             if table is None:
                 table = NeighbourTable.build(live_ids, search, self.depth, seq, progress, self.checkpoint)
             elif table.seq != seq and np.array_equal(table.ids, live_ids) and (
@@ -334,7 +371,9 @@ class NeighbourTableKeeper:
                 # the table's largest only if that item came while the table was built (ids only grow): then update
                 table = NeighbourTable(seq, table.ids, table.neighbours, table.distances)
             elif table.seq != seq or not np.array_equal(table.ids, live_ids):
-                table = table.updated(live_ids, search, seq)
+                table = table.updated(live_ids, search, seq, need)
+            if not table.complete_to(need):  # rows that lost entries to deletes, refilled as far as asked
+                table = table.updated(live_ids, search, seq, need)
             self._table = table
             return table
 
@@ -347,7 +386,8 @@ class NeighbourTableKeeper:
 
     def after_purge(self, current: Callable[[], NeighbourTable]) -> None:
         """After exemplars were purged: no file keeps listing them. The table on disk is brought up to date and
-        rewritten (`current` gives the table of the memory as it is now); a build's checkpoint is dropped."""
+        rewritten (`current` gives the table of the memory as it is now: rows that listed a purged item keep the
+        rest, and are refilled only as far as `current` asks); a build's checkpoint is dropped."""
         self.checkpoint.unlink(missing_ok=True)
         if self._table is not None or self.path.exists():
             current()
@@ -360,16 +400,16 @@ class NeighbourTableKeeper:
                         # no file may keep listing purged ids: without room for the new table, the old one goes
                         # (derived data: the next writer saves it again)
                         self.path.unlink(missing_ok=True)
-                        self._saved_seq = -1
+                        self._saved = None
                         log.warning("neighbour table %s removed, not rewritten (%s)", self.path, exc)
                         return
-                    self._saved_seq = table.seq
+                    self._saved = table
 
     def save(self) -> bool:
         """Write the table if it is newer than the file; returns whether it wrote."""
         with self._lock:
             table = self._table
-            if table is None or table.seq == self._saved_seq:
+            if table is None or table is self._saved:
                 return False
             try:
                 _save(self.path, table)
@@ -378,5 +418,5 @@ class NeighbourTableKeeper:
                 log.warning("neighbour table %s not saved (%s); the next open updates it from the database",
                             self.path, exc)
                 return False
-            self._saved_seq = table.seq
+            self._saved = table
             return True
