@@ -9,7 +9,7 @@ knows nothing of how rows are stored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class Erasable(Protocol):
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]: ...
 
     def all_ids(self) -> np.ndarray: ...
+
+    def digest_rows(self) -> list: ...
 
 
 class Erasure:
@@ -101,3 +103,7 @@ class Erasure:
     def all_ids(self) -> np.ndarray:
         """Every exemplar with a row, live or tombstoned."""
         return self._memory._store.all_ids()
+
+    def digest_rows(self) -> list[tuple[int, str, bool, Optional[str]]]:
+        """(id, label, tombstoned, image sha256) of every row, by id."""
+        return self._memory._store.digest_rows()

@@ -33,6 +33,12 @@ class StoreQueries:
             ).fetchall()
         return {by_hash[r[0]] for r in rows}
 
+    def digest_rows(self) -> list[tuple[int, str, bool, Optional[str]]]:
+        """(id, label, tombstoned, image sha256) of every row, live or tombstoned, by id: what a memory digest covers."""
+        with self._cursor() as cur:
+            return cur.execute(
+                "SELECT id, label, deleted_at IS NOT NULL, sha256 FROM exemplars ORDER BY id").fetchall()
+
     def all_ids(self) -> np.ndarray:
         """Every id with a row, live or tombstoned (purged ids have none)."""
         with self._cursor() as cur:
