@@ -50,6 +50,8 @@ class Erasable(Protocol):
 
     def digest_rows(self) -> list: ...
 
+    def plain_rows(self, ids: Sequence[int]) -> list: ...
+
 
 class Erasure:
     """`Erasable` over one open memory (its store, index, lock and owner lock)."""
@@ -107,3 +109,7 @@ class Erasure:
     def digest_rows(self) -> list[tuple[int, str, bool, Optional[str]]]:
         """(id, label, tombstoned, image sha256) of every row, by id."""
         return self._memory._store.digest_rows()
+
+    def plain_rows(self, ids: Sequence[int]) -> list[tuple[int, str, str, Optional[str], Optional[bytes]]]:
+        """(id, label, source, image sha256, thumbnail) of the given ids, by id."""
+        return self._memory._store.plain_rows(ids)

@@ -33,8 +33,18 @@ class StoreQueries:
             ).fetchall()
         return {by_hash[r[0]] for r in rows}
 
+    def plain_rows(self, ids: Sequence[int]) -> list[tuple[int, str, str, Optional[str], Optional[bytes]]]:
+        """(id, label, source, image sha256, thumbnail) of the given ids, by id; unknown ids are absent. Tuples, not a
+        frame: a purge reads these and would otherwise import pandas for them (~0.7 s)."""
+        with self._cursor() as cur:
+            rows = cur.execute(
+                """SELECT id, label, source, sha256, thumb_offset, thumb_len FROM exemplars
+                   WHERE id IN (SELECT UNNEST(?::BIGINT[])) ORDER BY id""", [[int(i) for i in ids]]).fetchall()
+        thumbnails = self.vault.read_thumbnails([(r[4], r[5]) for r in rows])
+        return [(*r[:4], t) for r, t in zip(rows, thumbnails)]
+
     def digest_rows(self) -> list[tuple[int, str, bool, Optional[str]]]:
-        """(id, label, tombstoned, image sha256) of every row, live or tombstoned, by id: what a memory digest covers."""
+        """(id, label, tombstoned, image sha256) of every row, live or tombstoned, by id: what a digest covers."""
         with self._cursor() as cur:
             return cur.execute(
                 "SELECT id, label, deleted_at IS NOT NULL, sha256 FROM exemplars ORDER BY id").fetchall()
