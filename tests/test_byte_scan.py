@@ -57,6 +57,17 @@ def test_rows_holding_finds_byte_identical_rows_only():
     assert rows_holding(stored, wanted).tolist() == [7, 30]
 
 
+def test_rows_holding_compares_whole_rows_not_just_the_hashed_columns():
+    rng = np.random.default_rng(2)
+    stored = rng.random((300, 64)).astype(np.float32)
+    stored[:150, ::2] = 0.5  # half the rows alike in many columns, the hashed ones among them
+    near = stored[3].copy()
+    near[1] = np.nextafter(near[1], 2)  # differs outside the hashed columns only
+    near_too = stored[200].copy()
+    near_too[-2] = np.nextafter(near_too[-2], 2)
+    assert rows_holding(stored, [near, near_too, stored[10].copy(), stored[299].copy()]).tolist() == [10, 299]
+
+
 @settings(max_examples=100, deadline=None)
 @given(data=st.binary(min_size=8, max_size=400), picks=st.lists(st.tuples(st.integers(0, 400), st.integers(8, 30)),
                                                                   min_size=1, max_size=5))

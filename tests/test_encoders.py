@@ -309,7 +309,8 @@ def test_timm_loading_line_stays_out_of_normal_output_but_shows_at_info(tmp_path
 
 def test_classify_json_on_a_cached_onnx_export_never_imports_torch(tmp_path, fast):
     """The default encoder with its ONNX export cached (the `fast` fixture made sure of it) runs without torch: a
-    `vmem classify --json` process leaves 'torch' out of sys.modules (it costs ~1.7 s and ~480 MiB there)."""
+    `vmem classify` process, --json or text, leaves 'torch' out of sys.modules (it costs ~1.7 s and ~480 MiB there),
+    and pandas, pyarrow and tqdm too (~0.7 s and ~60 MiB together; nothing a classification reads needs them)."""
     import json
     import subprocess
     import sys
@@ -322,11 +323,13 @@ def test_classify_json_on_a_cached_onnx_export_never_imports_torch(tmp_path, fas
     with VisualMemory.create(tmp_path / "mem", encoder=fast) as memory:
         memory.exemplars.build(folder)
     query = next(folder.rglob("*.png"))
+    unwanted = ["torch", "pandas", "pyarrow", "tqdm"]
     script = ("import sys, json; from vmem_core.cli import main; rc = main(sys.argv[1:]); "
-              "print(json.dumps({'torch': 'torch' in sys.modules}), file=sys.stderr); sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", script, "classify", str(tmp_path / "mem"), str(query), "--json"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)  # the classification itself came out
-    assert json.loads(done.stderr.strip().splitlines()[-1]) == {"torch": False}
+              f"print(json.dumps({{m: m in sys.modules for m in {unwanted!r}}}), file=sys.stderr); sys.exit(rc)")
+    for output in (["--json"], []):
+        done = subprocess.run([sys.executable, "-c", script, "classify", str(tmp_path / "mem"), str(query), *output],
+                              capture_output=True, text=True, cwd=REPO, timeout=300,
+                              env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) if output else done.stdout.startswith(str(query))  # it classified
+        assert json.loads(done.stderr.strip().splitlines()[-1]) == dict.fromkeys(unwanted, False), output

@@ -101,6 +101,74 @@ def test_incremental_table_equals_full_recomputation(start, steps, depth, slack,
             assert threshold == pytest.approx(full_threshold, rel=1e-6, abs=1e-6)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=st.integers(0, 25), steps=edits, depth=st.sampled_from([3, 10]), seed=st.integers(0, 2**31),
+       needs=st.lists(st.integers(1, 10), min_size=12, max_size=12))
+def test_rows_refilled_only_as_far_as_needed_are_exact_prefixes(start, steps, depth, seed, needs):
+    """Rows that lost entries are searched again only where a reader needs more than they have left; what every row
+    lists is still exactly its nearest items (a prefix of the full recomputation's row), the first `need` of them at
+    least, and a later read that needs every column gets the full recomputation."""
+    rng = np.random.default_rng(seed)
+    search, next_id = ExactSearch(), 0
+
+    def add(n):
+        nonlocal next_id
+        for vector in unit(rng, n):
+            search.live[next_id] = search.stored[next_id] = vector
+            next_id += 1
+
+    add(start)
+    live = lambda: np.asarray(sorted(search.live), dtype=np.int64)  # noqa: E731
+    table = NeighbourTable.build(live(), search, depth, seq=0)
+    deleted: set[int] = set()
+    for seq, ((action, n, pick), need) in enumerate(zip(steps, needs), start=1):
+        pool = sorted(search.live) if action in ("delete", "relabel") else sorted(deleted)
+        chosen = {pool[(pick + j * 7919) % len(pool)] for j in range(min(n, len(pool)))} if pool else set()
+        if action == "add":
+            add(n)
+        elif action == "delete":
+            for i in chosen:
+                del search.live[i]
+                deleted.add(i)
+        elif action == "restore":
+            for i in chosen:
+                search.live[i] = search.stored[i]
+                deleted.discard(i)
+        need = min(need, depth)
+        table = table.updated(live(), search, seq, need)
+        full = NeighbourTable.build(live(), search, depth, seq)
+        np.testing.assert_array_equal(table.ids, full.ids)
+        assert table.complete_to(need)
+        listed = table.neighbours >= 0
+        assert not (listed[:, 1:] & ~listed[:, :-1]).any()  # padding only at the end
+        np.testing.assert_array_equal(np.where(listed, table.neighbours, -1), np.where(listed, full.neighbours, -1))
+        np.testing.assert_array_equal(table.leave_one_out(need)[1], full.leave_one_out(need)[1])
+    table = table.updated(live(), search, len(steps) + 1)
+    np.testing.assert_array_equal(table.neighbours, NeighbourTable.build(live(), search, depth, 0).neighbours)
+
+
+def test_a_delete_searches_no_row_for_what_the_remaining_entries_answer():
+    """Deleting an item listed in many rows drops it from them; the OOD threshold and v (need 1 and 10 of depth 50)
+    are then answered without searching a row again, and need 50 searches just the rows that lost it."""
+    rng = np.random.default_rng(1)
+    search = ExactSearch()
+    for i, vector in enumerate(unit(rng, 300)):
+        search.live[i] = search.stored[i] = vector
+    table = NeighbourTable.build(np.arange(300), search, 50, seq=0)
+    victim = int(np.bincount(table.neighbours[:, :40].ravel()).argmax())
+    losing = int((table.neighbours == victim).any(axis=1).sum())
+    del search.live[victim]
+    searched = []
+    original = search.search
+    search.search = lambda vectors, k: (searched.append(len(vectors)), original(vectors, k))[1]
+    live = np.asarray(sorted(search.live))
+    shallow = table.updated(live, search, 1, need=10)
+    assert searched == [] and not (shallow.neighbours == victim).any()
+    deep = shallow.updated(live, search, 1)
+    assert searched == [losing]
+    np.testing.assert_array_equal(deep.neighbours, NeighbourTable.build(live, search, 50, 1).neighbours)
+
+
 def test_rows_outside_the_new_items_cover_are_still_updated():
     """An outlier's last neighbour is farther than everything a new item's search covers; the new item must still
     enter the outlier's row (the direct comparison, not the search, finds it)."""

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
 
 from .memory.erasure import Erasure
 from .storage.audit import canonical
@@ -34,6 +36,53 @@ class Check:
     name: str
     passed: bool
     detail: str
+
+
+@dataclass
+class StoredRows:
+    """Every row of a memory, live or tombstoned, by id, with its embedding: read once per side of a purge and
+    shared by the digest, the shared-bytes check and the exactness check."""
+    rows: list  # (id, label, tombstoned, image sha256)
+    ids: np.ndarray
+    tombstoned: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def read(cls, memory: "VisualMemory") -> "StoredRows":
+        rows = Erasure(memory).digest_rows()
+        ids = np.asarray([r[0] for r in rows], dtype=np.int64)
+        return cls(rows, ids, np.asarray([bool(r[2]) for r in rows], dtype=bool),
+                   memory.exemplars.stored_embeddings(ids)[1])
+
+    def live_mask(self, excluding: Sequence[int] = ()) -> np.ndarray:
+        return ~self.tombstoned & ~np.isin(self.ids, np.asarray(excluding, dtype=np.int64))
+
+    def live(self, excluding: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        keep = self.live_mask(excluding)
+        if keep.all():  # no copy of the whole matrix
+            return self.ids, self.vectors
+        return self.ids[keep], self.vectors[keep]
+
+
+def hash_rows(digest, vectors: np.ndarray, keep: Optional[np.ndarray] = None) -> None:
+    """Update `digest` with the float32 bytes of the rows of `vectors` where `keep` (all rows by default), in order:
+    run by run from the matrix itself, without the copy that gathering them (or `tobytes`) would make."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if keep is None or keep.all():
+        digest.update(memoryview(vectors).cast("B"))
+        return
+    edges = np.flatnonzero(np.diff(np.r_[0, keep.astype(np.int8), 0]))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        digest.update(memoryview(vectors[start:stop]).cast("B"))
+
+
+def memory_digest(memory: "VisualMemory", stored: Optional[StoredRows] = None) -> str:
+    """sha256 over every stored row (id, label, state, image sha256) and every embedding, in id order."""
+    stored = stored or StoredRows.read(memory)
+    digest = hashlib.sha256("".join(f"{i}\t{label}\t{'deleted' if gone else 'live'}\t{sha}\n"
+                                    for i, label, gone, sha in stored.rows).encode())
+    hash_rows(digest, stored.vectors)
+    return digest.hexdigest()
 
 
 def new_salt() -> str:

@@ -41,7 +41,8 @@ import numpy as np
 from .errors import VmemError
 from .memory.core import on_interrupted_purge
 from .memory.erasure import Erasure
-from .purge_proof import Check, certificate_digest, commitment, new_salt
+from .purge_proof import (Check, StoredRows, certificate_digest, commitment, hash_rows,  # noqa: F401
+                          memory_digest, new_salt)
 from .storage.atomic import fsync_dir, write_json_atomic
 from .storage.audit import id_summary
 from .storage.byte_scan import byte_scan, rows_holding  # noqa: F401 - byte_scan is also this module's API
@@ -130,18 +131,6 @@ class Certificate:
         return "\n".join(lines)
 
 
-def memory_digest(memory: VisualMemory) -> str:
-    """sha256 over every stored row (id, label, state, image sha256) and every embedding, in id order."""
-    digest = hashlib.sha256()
-    frame = memory.exemplars.browse(include_deleted=True, limit=2**62, thumbnails=False)
-    for row in frame.itertuples():
-        state = "deleted" if row.deleted_at is not None and str(row.deleted_at) != "NaT" else "live"
-        digest.update(f"{row.id}\t{row.label}\t{state}\t{row.sha256}\n".encode())
-    ids, vectors = memory.exemplars.stored_embeddings(frame["id"].tolist())
-    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-    return digest.hexdigest()
-
-
 def byte_patterns(vectors: np.ndarray, thumbnails: Sequence[Optional[bytes]]) -> list[tuple[str, bytes]]:
     """What a removed exemplar leaves behind: its embedding as float32 and float16 bytes, and its thumbnail."""
     patterns = []
@@ -155,17 +144,17 @@ def byte_patterns(vectors: np.ndarray, thumbnails: Sequence[Optional[bytes]]) ->
 
 
 def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np.ndarray,
-                           thumbnails: Sequence[Optional[bytes]]) -> set[bytes]:
+                           thumbnails: Sequence[Optional[bytes]], everything: StoredRows) -> set[bytes]:
     """Byte patterns of removed exemplars that a remaining exemplar, live or tombstoned, holds too (the same image
     added twice, or two images with the same thumbnail): they legitimately stay on disk, so the byte scan cannot
     expect them gone."""
     removed = set(int(i) for i in ids)
     shared = Erasure(memory).thumbnails_kept_elsewhere([t for t in thumbnails if t], removed)
-    remaining = np.setdiff1d(Erasure(memory).all_ids(), np.asarray(sorted(removed), dtype=np.int64))
-    if not len(remaining) or not len(vectors):
+    remaining = ~np.isin(everything.ids, np.asarray(sorted(removed), dtype=np.int64))
+    if not remaining.any() or not len(vectors):
         return shared
-    _, stored = memory.exemplars.stored_embeddings(remaining)
-    for row in stored[rows_holding(stored, vectors)]:
+    holding = rows_holding(everything.vectors, vectors)  # over every row (no copy), the removed ones dropped after
+    for row in everything.vectors[holding[remaining[holding]]]:
         shared.add(row.tobytes())
         shared.add(row.astype(np.float16).tobytes())
     return shared
@@ -223,10 +212,12 @@ def _expand(summary: dict) -> np.ndarray:
     return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
 
 
-def _rows_digest(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str]) -> str:
-    """sha256 of exemplars' ids, embeddings and labels: the exemplars that must stay, before and after a purge."""
+def _rows_digest(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str],
+                 keep: Optional[np.ndarray] = None) -> str:
+    """sha256 of exemplars' ids, embeddings and labels: the exemplars that must stay, before and after a purge (their
+    embeddings the rows of `vectors` where `keep`, all by default)."""
     digest = hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
-    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    hash_rows(digest, vectors, keep)
     digest.update("\n".join(labels).encode())
     return digest.hexdigest()
 
@@ -363,34 +354,35 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
     if ids is None and not memory.exemplars.tombstoned_ids():
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
     ids = Erasure(memory).check_purgeable(memory.exemplars.tombstoned_ids() if ids is None else ids)
-    rows = memory.exemplars.rows(ids)
-    _, removed_vectors = memory.exemplars.stored_embeddings(ids)
+    rows = Erasure(memory).plain_rows(ids)  # by id, as `ids` are
+    everything = StoredRows.read(memory)  # read once: the digest, the shared bytes and the exactness check use it
+    removed_vectors = everything.vectors[np.searchsorted(everything.ids, ids)]
     removed = [
-        RemovedExemplar(int(r.id), str(r.label), str(r.source), str(r.sha256),
+        RemovedExemplar(int(i), str(label), str(source), str(sha256),
                         hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest(), new_salt())
-        for r, v in zip(rows.itertuples(), removed_vectors)
+        for (i, label, source, sha256, _), v in zip(rows, removed_vectors)
     ]
     for exemplar in removed:
         exemplar.commitment = commitment(exemplar.salt, asdict(exemplar))
-    thumbnails = [bytes(t) if isinstance(t, (bytes, bytearray, memoryview)) else None for t in rows["thumbnail"]]
+    thumbnails = [bytes(t) if isinstance(t, (bytes, bytearray, memoryview)) else None for *_, t in rows]
     patterns = byte_patterns(removed_vectors, thumbnails)
-    shared = _shared_with_remaining(memory, ids, removed_vectors, thumbnails)
+    shared = _shared_with_remaining(memory, ids, removed_vectors, thumbnails, everything)
     patterns = [(name, pattern) for name, pattern in patterns if pattern not in shared]
 
     # the memory as it would be built from scratch without these exemplars
-    kept_ids, kept_vectors = memory.exemplars.embeddings()
-    keep = ~np.isin(kept_ids, ids)
-    kept_ids, kept_vectors = kept_ids[keep], kept_vectors[keep]
+    keep = everything.live_mask(excluding=ids)
+    kept_ids, kept_rows = everything.ids[keep], np.flatnonzero(keep)  # no copy of the kept vectors
     if probes is None:
         rng = np.random.default_rng(seed)
         sample = rng.choice(len(kept_ids), min(PROBE_SAMPLE, len(kept_ids)), replace=False) if len(kept_ids) else []
-        probes = np.concatenate([removed_vectors, kept_vectors[sample]]) if len(sample) else removed_vectors
+        probes = np.concatenate([removed_vectors, everything.vectors[kept_rows[sample]]]) if len(sample) \
+            else removed_vectors
     probes = np.asarray(probes, dtype=np.float32)
 
     plan = {
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "removed": [asdict(r) for r in removed],
-        "digest_before": memory_digest(memory),
+        "digest_before": memory_digest(memory, everything),
         "path": None if certificate_path is None else str(certificate_path),
         "patterns": [[name, _b64(pattern)] for name, pattern in patterns],
         "shared": len(shared),
@@ -398,7 +390,7 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
         "probes": _vectors_b64(probes),
         "labels": list(memory.table.labels),
         "kept": id_summary(kept_ids),
-        "kept_sha256": _rows_digest(kept_ids, kept_vectors, _live_labels(memory, kept_ids)),
+        "kept_sha256": _rows_digest(kept_ids, everything.vectors, _live_labels(memory, kept_ids), keep),
     }
     journal = {"purge_id": uuid.uuid4().hex, "ids": ids,
                "details": {"ids": ids, "commitments": [r.commitment for r in removed]}}
@@ -412,8 +404,9 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     removed = [RemovedExemplar(**r) for r in plan["removed"]]
     removed_vectors, probes = _vectors_from(plan["removed_vectors"]), _vectors_from(plan["probes"])
     patterns = [(name, base64.b64decode(pattern)) for name, pattern in plan["patterns"]]
+    after = StoredRows.read(memory)
     certificate = Certificate(journal["purge_id"], plan["started"], seconds, removed, plan["digest_before"],
-                              memory_digest(memory), audit_head=memory.audit.head())
+                              memory_digest(memory, after), audit_head=memory.audit.head())
 
     hits = byte_scan(memory.path, patterns)
     files = [p for p in memory.path.rglob("*") if p.is_file()]
@@ -441,7 +434,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     ))
 
     kept_ids = _expand(plan["kept"])
-    after_ids, after_vectors = memory.exemplars.embeddings()
+    after_ids, after_vectors = after.live()
     if len(kept_ids) == 0:
         same = len(after_ids) == 0
         detail = "the memory is empty, as one built from scratch without them would be" if same else \

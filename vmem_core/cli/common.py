@@ -29,13 +29,13 @@ def vote_settings(args):
 
 def progress_bar(description: str, enabled: bool = True):
     """A tqdm bar on stderr, as a progress(done, total) callback; stdout stays clean for --json."""
-    from tqdm import tqdm
-
     bar = None
 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
+            from tqdm import tqdm  # on first progress: a command that reports none never imports it
+
             from ..host import serving_a_client
 
             bar = tqdm(total=total, desc=description, unit="img", file=sys.stderr,

@@ -9,11 +9,12 @@ knows nothing of how rows are stored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
 from ..errors import UnknownIdError, VmemError
+from ..voting import DEFAULT_RELIABILITY_TOP_N
 
 if TYPE_CHECKING:
     from ..backends.base import Evidence
@@ -46,6 +47,10 @@ class Erasable(Protocol):
     def thumbnails_kept_elsewhere(self, thumbnails: Sequence[bytes], excluding: Sequence[int]) -> set[bytes]: ...
 
     def all_ids(self) -> np.ndarray: ...
+
+    def digest_rows(self) -> list: ...
+
+    def plain_rows(self, ids: Sequence[int]) -> list: ...
 
 
 class Erasure:
@@ -82,7 +87,9 @@ class Erasure:
             evidence = memory._index.purge(ids, memory._store.vault.read_vectors(ids), memory._store.seq())
             memory._store.purge(ids, purge_id, details, [tuple(p) for p in thumbnail_places])
             memory._refresh_labels()
-            memory._neighbours.after_purge(memory.reliability.table)
+            # rows that listed a purged item keep the rest; refilled as far as reliability reads (the OOD
+            # threshold reads less), not to curation's depth: that ~10,000 searches after 200 purged at 60,000
+            memory._neighbours.after_purge(lambda: memory.reliability.table(need=DEFAULT_RELIABILITY_TOP_N))
             memory._keep_owner_lock()
         for forget in _forgetters:
             forget(memory.path, [int(i) for i in ids])
@@ -98,3 +105,11 @@ class Erasure:
     def all_ids(self) -> np.ndarray:
         """Every exemplar with a row, live or tombstoned."""
         return self._memory._store.all_ids()
+
+    def digest_rows(self) -> list[tuple[int, str, bool, Optional[str]]]:
+        """(id, label, tombstoned, image sha256) of every row, by id."""
+        return self._memory._store.digest_rows()
+
+    def plain_rows(self, ids: Sequence[int]) -> list[tuple[int, str, str, Optional[str], Optional[bytes]]]:
+        """(id, label, source, image sha256, thumbnail) of the given ids, by id."""
+        return self._memory._store.plain_rows(ids)

@@ -31,12 +31,14 @@ class ReliabilityReads(Part):
     __slots__ = ()
     _read_half = True
 
-    def table(self, progress: Optional[Progress] = None) -> NeighbourTable:
+    def table(self, progress: Optional[Progress] = None, need: Optional[int] = None) -> NeighbourTable:
         """Every live exemplar's leave-one-out neighbours, brought up to date with the changes since it was last used;
-        built in full (with `progress`) only where the memory has none yet."""
+        built in full (with `progress`) only where the memory has none yet. With `need`, rows that lost entries to
+        deletes or purges are searched again only where they list fewer than `need` (the first `need` columns are
+        then exact; the rest may pad); by default every row is complete."""
         with self._lock.read():  # the change counter and the live ids of one state
             seq, live = self._store.seq(), self._table.ids
-        return self._neighbours.current(live, seq, _IndexSearch(self._memory), progress)
+        return self._neighbours.current(live, seq, _IndexSearch(self._memory), progress, need)
 
     def kept_ids(self, settings: Optional[VoteSettings] = None) -> np.ndarray:
         """Live exemplars that hard pruning keeps under `settings`: reliability v (over top_n) < threshold."""

@@ -60,7 +60,7 @@ class Search(Part):
             (item ids (n,), neighbour ids (n, k'), distances (n, k')), k' = min(k, live exemplars - 1).
         """
         if ids is None and int(k) <= NEIGHBOUR_TABLE_DEPTH:
-            return self._memory.reliability.table().leave_one_out(int(k))
+            return self._memory.reliability.table(need=int(k)).leave_one_out(int(k))
         if ids is None:
             # deeper than the table: computed once per change and per depth
             seq = self._store.seq()  # read before computing: a write meanwhile makes this result stale, not current

@@ -8,7 +8,10 @@ of the set of live items alone (labels do not enter it), so it is brought up to 
 with the live ids now, whatever changed them and in which process:
 
 - items no longer live (deleted, purged) lose their rows and are dropped from the rows that list them, whose later
-  entries move up; only a row left with fewer than `need` entries is searched again;
+  entries move up (what stays of such a row is still its nearest live items, in order, only fewer); a row is
+  searched again only when a reader needs more entries than it has left (`need`: the OOD threshold reads 1,
+  reliability 10, curation 50), so a purge of 200 at 60,000 (~10,000 rows listing one of them) searches nothing for
+  the threshold or v;
 - new items (added, restored) are searched for their own rows, and inserted into every other row they enter: a row
   changes only where a new item is nearer than its last entry. Candidates are the new item's `COVER` nearest items;
   a row not among them can only list the new item if its last distance exceeds the farthest of those, and such rows
@@ -26,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
@@ -73,6 +76,7 @@ class NeighbourTable:
     ids: np.ndarray  # (n,) int64, sorted: the live items
     neighbours: np.ndarray  # (n, depth) int64, nearest first; -1 pads
     distances: np.ndarray  # (n, depth) float32; inf pads
+    _fewest: Optional[int] = field(default=None, repr=False, compare=False)  # cache of `fewest_listed`
 
     @property
     def depth(self) -> int:
@@ -80,6 +84,16 @@ class NeighbourTable:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def fewest_listed(self) -> int:
+        """The fewest entries any row lists (depth for an empty table)."""
+        if self._fewest is None:
+            self._fewest = int(np.count_nonzero(self.neighbours >= 0, axis=1).min()) if len(self.ids) else self.depth
+        return self._fewest
+
+    def complete_to(self, need: int) -> bool:
+        """Whether every row lists its `need` nearest other items (all of them where fewer exist)."""
+        return self.fewest_listed() >= min(int(need), self.depth, max(len(self.ids) - 1, 0))
 
     def leave_one_out(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item ids, neighbour ids (n, k'), distances (n, k')), k' = min(k, n - 1): what
@@ -366,7 +380,7 @@ class NeighbourTableKeeper:
         self.depth = int(depth)  # the neighbours every row must answer
         self.width = self.depth + int(slack)  # the neighbours a row is built with
         self._table: Optional[NeighbourTable] = None
-        self._saved_seq: Optional[int] = None
+        self._saved: Optional[NeighbourTable] = None  # the table the file holds (a refill keeps the seq)
         self._lock = threading.Lock()  # one update at a time; readers of a returned table need none
 
     @property
@@ -378,10 +392,12 @@ class NeighbourTableKeeper:
         return self._table
 
     def current(self, live_ids: np.ndarray, seq: int, search: VectorSearch,
-                progress: Optional[Progress] = None) -> NeighbourTable:
-        """The table for the live items `live_ids` at change `seq` (read before `live_ids`)."""
+                progress: Optional[Progress] = None, need: Optional[int] = None) -> NeighbourTable:
+        """The table for the live items `live_ids` at change `seq` (read before `live_ids`), every row listing at
+        least its `need` nearest other items (default: the depth every row must answer)."""
+        need = self.depth if need is None else min(int(need), self.depth)
         table = self._table
-        if table is not None and table.seq == seq:
+        if table is not None and table.seq == seq and table.complete_to(need):
             return table
         with self._lock:
             table = self._table
@@ -389,8 +405,7 @@ class NeighbourTableKeeper:
                 found = _load(self.path)
                 # a table built with less slack (or none, before there was any) still answers: it is kept
                 if found is not None and found[1] == len(found[0]) and found[0].depth >= self.depth:
-                    table = found[0]
-                    self._saved_seq = table.seq
+                    table = self._saved = found[0]
             if table is None:
                 table = NeighbourTable.build(live_ids, search, self.width, seq, progress, self.checkpoint)
             elif table.seq != seq and np.array_equal(table.ids, live_ids) and (
@@ -399,7 +414,9 @@ class NeighbourTableKeeper:
                 # the table's largest only if that item came while the table was built (ids only grow): then update
                 table = NeighbourTable(seq, table.ids, table.neighbours, table.distances)
             elif table.seq != seq or not np.array_equal(table.ids, live_ids):
-                table = table.updated(live_ids, search, seq, self.depth)
+                table = table.updated(live_ids, search, seq, need)
+            if not table.complete_to(need):  # rows that lost entries to deletes, refilled as far as asked
+                table = table.updated(live_ids, search, seq, need)
             self._table = table
             return table
 
@@ -412,7 +429,8 @@ class NeighbourTableKeeper:
 
     def after_purge(self, current: Callable[[], NeighbourTable]) -> None:
         """After exemplars were purged: no file keeps listing them. The table on disk is brought up to date and
-        rewritten (`current` gives the table of the memory as it is now); a build's checkpoint is dropped."""
+        rewritten (`current` gives the table of the memory as it is now: rows that listed a purged item keep the
+        rest, and are refilled only as far as `current` asks); a build's checkpoint is dropped."""
         self.checkpoint.unlink(missing_ok=True)
         if self._table is not None or self.path.exists():
             current()
@@ -425,16 +443,16 @@ class NeighbourTableKeeper:
                         # no file may keep listing purged ids: without room for the new table, the old one goes
                         # (derived data: the next writer saves it again)
                         self.path.unlink(missing_ok=True)
-                        self._saved_seq = -1
+                        self._saved = None
                         log.warning("neighbour table %s removed, not rewritten (%s)", self.path, exc)
                         return
-                    self._saved_seq = table.seq
+                    self._saved = table
 
     def save(self) -> bool:
         """Write the table if it is newer than the file; returns whether it wrote."""
         with self._lock:
             table = self._table
-            if table is None or table.seq == self._saved_seq:
+            if table is None or table is self._saved:
                 return False
             try:
                 _save(self.path, table)
@@ -443,5 +461,5 @@ class NeighbourTableKeeper:
                 log.warning("neighbour table %s not saved (%s); the next open updates it from the database",
                             self.path, exc)
                 return False
-            self._saved_seq = table.seq
+            self._saved = table
             return True

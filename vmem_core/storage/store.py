@@ -21,11 +21,10 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from ..errors import MemoryFormatError, MemoryLockedError, ReadOnlyError, StorageError, UnknownIdError
 from .atomic import fsync_dir, fsync_file
@@ -37,6 +36,9 @@ from .locks import ReadWriteLock
 from .queries import StoreQueries
 from .schema import SCHEMA_VERSION, StoreSchema  # noqa: F401  (SCHEMA_VERSION: re-exported)
 from .vault import Vault
+
+if TYPE_CHECKING:  # imported by the writes that build a batch: a reading process never needs it
+    import pyarrow as pa
 
 SPACE_MARGIN = 1 << 20  # bytes: DuckDB's own blocks and the write-ahead log of a purge's delete
 log = logging.getLogger(__name__)
@@ -279,6 +281,8 @@ class Store(StoreSchema, StoreQueries):
             raise ValueError(f"embeddings have shape {embeddings.shape}, expected ({n}, {self.dim})")
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         thumbnail_hashes = [hashlib.sha256(t).hexdigest() if t else None for t in rows.thumbnails]
+        import pyarrow as pa
+
         with self._write_lock:  # one writer: the ids read here are the ids the transaction will take
             with self._cursor() as cur:
                 first = cur.execute("SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0]
