@@ -6,7 +6,8 @@ import streamlit as st
 
 from vmem_core import ui
 from vmem_core.analysis.attribution import exemplar_influence
-from vmem_core.analysis.curate import DEFAULT_SUGGESTIONS, check_ranking, near_duplicates, suspicious_exemplars
+from vmem_core.analysis.curate import (DEFAULT_SUGGESTIONS, SUGGESTIONS_PER_PAGE, check_ranking, near_duplicates,
+                                        suspicious_exemplars)
 from vmem_core.analysis.plots import reliability_histogram
 from vmem_core.memory import NEAR_DUPLICATE_DISTANCE
 
@@ -30,7 +31,7 @@ reliability = memory.reliability(settings.top_n)
 st.plotly_chart(reliability_histogram(reliability), width="stretch")
 
 dismissed = st.session_state.setdefault("curate-dismissed", set())
-shown = st.session_state.setdefault("curate-shown", DEFAULT_SUGGESTIONS)
+shown = st.session_state.setdefault("curate-shown", SUGGESTIONS_PER_PAGE)
 candidates = [s for s in suspicious_exemplars(memory, settings,
                                               limit=shown + len(dismissed) + 1) if s.id not in dismissed]
 suggestions = candidates[:shown]
@@ -69,13 +70,14 @@ def ask(action: str, exemplar_id: int, where: str, label: str = "") -> None:
 
 
 rows_confirmed: set = set()
+editable = ui.can_edit()  # once: it reads the access policy, which each of the rows asked again
 thumbs = memory.exemplars.thumbnails([s.id for s in suggestions])
 for s in suggestions:
     image, text, actions = st.columns([1, 4, 4])
     image.image(ui.enlarge(thumbs.get(s.id), 72))
     text.markdown(f"**id {s.id}**, labelled **{s.label}**, score {s.score:.2f}, v = {s.reliability}  \n{s.reason}")
     delete, relabel, dismiss = actions.columns([2, 3, 2])
-    if not ui.can_edit():  # viewers see no edit controls
+    if not editable:  # viewers see no edit controls
         continue
     if delete.button("Delete", key=f"curate-del-{s.id}"):
         ask("delete", s.id, f"suggestion-{s.id}")
@@ -85,8 +87,8 @@ for s in suggestions:
         dismissed.add(s.id)
         st.rerun()
     confirm_pending(f"suggestion-{s.id}")
-if len(candidates) > shown and st.button(f"Show {DEFAULT_SUGGESTIONS} more", key="curate-more"):
-    st.session_state["curate-shown"] = shown + DEFAULT_SUGGESTIONS
+if len(candidates) > shown and st.button(f"Show {SUGGESTIONS_PER_PAGE} more", key="curate-more"):
+    st.session_state["curate-shown"] = shown + SUGGESTIONS_PER_PAGE
     st.rerun()
 
 st.subheader("Near-duplicates")
@@ -102,7 +104,7 @@ for p in pairs:
     b.image(ui.enlarge(pair_thumbs.get(p.other_id), 64))
     text.markdown(f"ids {p.id} ({p.label}) and {p.other_id} ({p.other_label}), "
                   f"distance {p.distance:.4f}" + ("" if p.same_label else ": **labels disagree**"))
-    if ui.can_edit() and action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
+    if editable and action.button(f"Delete id {p.other_id}", key=f"curate-dupdel-{p.id}-{p.other_id}"):
         ask("delete", p.other_id, f"pair-{p.id}-{p.other_id}")
     confirm_pending(f"pair-{p.id}-{p.other_id}")
 if not rows_confirmed:

@@ -285,6 +285,22 @@ def test_curate_page_and_soft_pruning_toggle(app):
     assert app.session_state["pruning"] == "soft" and not app.exception
 
 
+def test_curate_draws_a_page_of_suggestions_and_more_on_demand(app, tmp_path):
+    from vmem_core.analysis.curate import SUGGESTIONS_PER_PAGE
+
+    memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
+    ids, vectors = memory.exemplars.embeddings(memory.table.ids[:SUGGESTIONS_PER_PAGE + 10])
+    labels = sorted(memory.table.labels)
+    # near-copies under another label: each is a suggestion with evidence, more than one page of them
+    memory.exemplars.add_embeddings(vectors + 1e-3, [next(l for l in labels if l != memory.table.label_of(i))
+                                                     for i in ids])
+    app.switch_page("pages/curate.py").run()
+    rows = [b.key for b in app.button if b.key.startswith("curate-del-")]
+    assert not app.exception and len(rows) == SUGGESTIONS_PER_PAGE
+    app.button(key="curate-more").click().run()
+    assert len([b for b in app.button if b.key.startswith("curate-del-")]) > SUGGESTIONS_PER_PAGE
+
+
 def test_curate_accept_relabel_and_dismiss(app, tmp_path):
     memory = hosted(tmp_path / "app.vmem")  # the memory the app holds
     bag = memory.exemplars.embeddings([0])[1]

@@ -12,6 +12,9 @@ from ..voting import (DEFAULT_HARD_THRESHOLD, DEFAULT_RELIABILITY_TOP_N, EXPLAIN
                       id_positions, rule_weights)
 
 DEFAULT_SUGGESTIONS = 50  # a list a curator can work through in one sitting; more on demand
+# the rows the Curate page draws at a time: each is a thumbnail and three buttons, and 50 of them took ~0.4 s of a
+# rerun to draw, which every edit pays again (the ranking behind them is still DEFAULT_SUGGESTIONS deep)
+SUGGESTIONS_PER_PAGE = 20
 CHECK_NOISE = 0.05  # the share of labels flipped when the ranking's precision is measured on a memory itself
 
 
