@@ -101,7 +101,9 @@ def memory_state(path: Path) -> dict:
         frame = mem.exemplars.browse(include_deleted=True, limit=1_000_000)
         return {
             "rows": frame.drop(columns=["thumbnail"]).to_dict("records"),
-            "stats": {k: v for k, v in mem.stats().items() if k not in ("bytes", "bytes_per_exemplar")},
+            # ram_bytes is this handle's index in memory: an index built from the database on first use (a memory
+            # that never had one saved) and one loaded from its snapshot differ by allocator pages, not by content
+            "stats": {k: v for k, v in mem.stats().items() if k not in ("bytes", "bytes_per_exemplar", "ram_bytes")},
             "live": sorted(mem.index.backend.live_ids().tolist()),
         }
 

@@ -239,3 +239,51 @@ def test_a_read_only_app_runs_the_reading_commands_and_refuses_relabel(mem, tmp_
                                                           "'relabel' is refused; accepted: stats, classify, eval, "
                                                           "attribute, search-text, audit, ls, curate, map")
     assert memory_state(mem) == before
+
+
+# --- neighbours ----------------------------------------------------------------------------------------------------
+def test_neighbours_builds_a_missing_table_saves_it_and_rebuilds_on_request(capsys, mem):
+    import numpy as np
+
+    from vmem_core.storage.layout import NEIGHBOUR_TABLE
+    from vmem_core.storage.neighbour_table import _load
+
+    table_file = mem / NEIGHBOUR_TABLE
+    table_file.unlink(missing_ok=True)  # a memory from before there were tables
+    status, out, _ = run(capsys, "neighbours", mem, "--json")
+    first = json.loads(out)
+    assert status == 0 and first["built"] and not first["rebuilt"] and first["saved"] and table_file.exists()
+    assert first["exemplars"] == 12 and first["depth"] >= 11
+    saved = _load(table_file)[0]
+    with VisualMemory.open(mem) as memory:  # the saved rows are the leave-one-out neighbours a full search finds
+        ids, neighbours, _ = memory.search.memory_neighbors(11)
+        memory.exemplars.delete([int(ids[0])])
+    assert np.array_equal(saved.ids, ids) and np.array_equal(saved.neighbours[:, :11], neighbours)
+
+    status, out, _ = run(capsys, "neighbours", mem, "--json")  # after a delete: brought up to date, not rebuilt
+    second = json.loads(out)
+    assert status == 0 and not second["built"] and second["exemplars"] == 11 and second["change"] > first["change"]
+    assert _load(table_file)[0].seq == second["change"]
+
+    status, out, err = run(capsys, "neighbours", mem, "--rebuild")
+    assert status == 0 and out.startswith("neighbour table rebuilt: 11 exemplars")
+
+
+def test_neighbours_refuses_what_is_not_a_memory(capsys, tmp_path):
+    status, out, err = run(capsys, "neighbours", tmp_path / "nothing")
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1 and "nothing" in err
+
+
+def test_classify_text_says_when_the_memory_keeps_no_neighbour_table(capsys, mem, small_folder, monkeypatch):
+    from vmem_core.cli import commands
+    from vmem_core.storage.layout import NEIGHBOUR_TABLE
+
+    monkeypatch.setattr(commands, "TABLE_HINT_EXEMPLARS", 0)  # the 12-exemplar memory stands for a large one
+    image = sorted(Path(small_folder).rglob("*.png"))[0]
+    (mem / NEIGHBOUR_TABLE).unlink(missing_ok=True)
+    status, out, err = run(capsys, "classify", mem, image)
+    assert status == 0 and f"`vmem neighbours {mem}` builds and keeps one" in err
+    assert not (mem / NEIGHBOUR_TABLE).exists()  # a read never writes: the note is all it leaves
+    assert run(capsys, "neighbours", mem)[0] == 0
+    status, out, err = run(capsys, "classify", mem, image)
+    assert status == 0 and "neighbour table" not in err

@@ -243,6 +243,10 @@ def cmd_restore(args) -> int:
     return 0
 
 
+# above this many exemplars, a whole-memory pass is slow enough (seconds) that a classify without a table says so
+TABLE_HINT_EXEMPLARS = 5_000
+
+
 def cmd_classify(args) -> int:
     from ..analysis.ood import judge
     from .rerank import print_extras, query_extras
@@ -253,7 +257,10 @@ def cmd_classify(args) -> int:
         embeddings = memory.encoder.encode([item.image for item in loaded])
         results = memory.search.classify_embeddings(embeddings, vote_settings(args), names=[str(p) for p in images])
         extras = query_extras(args, memory, loaded, embeddings, progress_bar("ask the model", not args.json))
-        # the OOD threshold needs a leave-one-out pass over the memory: only the text output shows it
+        # the OOD threshold reads the memory's neighbour table: only the text output shows it
+        if not args.json and not memory.reliability.table_is_kept() and len(memory) > TABLE_HINT_EXEMPLARS:
+            print(f"note: {args.memory} keeps no neighbour table, so the out-of-distribution threshold searches the "
+                  f"whole memory on every call; `vmem neighbours {args.memory}` builds and keeps one", file=sys.stderr)
         verdicts = [] if args.json else [judge(memory, r.neighbors[0].distance) if r.neighbors else None
                                          for r in results]
     if args.json:

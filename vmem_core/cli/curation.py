@@ -1,5 +1,7 @@
 """The app's curation on the command line: `relabel` (the Memory and Curate pages' relabel), `ls` (the Memory page's
-browser), `curate` (the Curate page's suggestions) and `map` (the Map page's figure, as a standalone HTML file).
+browser), `curate` (the Curate page's suggestions), `map` (the Map page's figure, as a standalone HTML file) and
+`neighbours` (the neighbour table that reliability, curation and the OOD threshold read, which the app builds in the
+background for a memory that has none).
 
 Each prints text, or with --json an object whose keys are a contract (docs/cli-and-app.md lists them). Bad input is
 refused before anything is changed or written, with one line naming the bad value and what is accepted.
@@ -102,6 +104,36 @@ def cmd_relabel(args) -> int:
         print(f"relabelled {len(changed)} exemplar(s) as {label!r}"
               + (f"; {len(ids) - len(changed)} already had it" if len(changed) < len(ids) else "")
               + (f": ids {', '.join(map(str, changed))}" if changed else ""))
+    return 0
+
+
+# --- neighbours -----------------------------------------------------------------------------------------------------
+def cmd_neighbours(args) -> int:
+    import time
+
+    from .common import progress_bar
+
+    start = time.perf_counter()
+    with open_memory(args) as memory:
+        had_file = memory.reliability.table_is_kept()
+        if args.rebuild or not had_file:  # a full pass: say how far it is
+            with_bar = progress_bar("neighbour table", enabled=not args.json)
+            table = (memory.reliability.rebuild_table(with_bar) if args.rebuild
+                     else memory.reliability.table(progress=with_bar))
+        else:
+            table = memory.reliability.table()
+        memory.index.flush()  # the table is derived data: written now, where it was built or brought up to date
+        saved = memory.reliability.table_is_kept()
+        change = memory.change_counter
+    report = {"exemplars": len(table), "depth": table.depth, "change": change, "rebuilt": bool(args.rebuild),
+              "built": bool(args.rebuild or not had_file), "saved": saved,
+              "seconds": round(time.perf_counter() - start, 3)}
+    if args.json:
+        print_json(report)
+    else:
+        how = "rebuilt" if args.rebuild else ("built" if report["built"] else "brought up to date")
+        print(f"neighbour table {how}: {report['exemplars']:,} exemplars x {report['depth']} neighbours, at change "
+              f"#{change}, in {report['seconds']:.1f} s" + ("" if saved else " (not saved: see the warning above)"))
     return 0
 
 
@@ -257,6 +289,17 @@ def add_curation_commands(sub, index_uri) -> None:
                         "typo would otherwise create a class)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_relabel)
+
+    p = sub.add_parser("neighbours", parents=[index_uri],
+                       help="build, update or rebuild the neighbour table that reliability, curation and the "
+                            "out-of-distribution threshold read, with a progress bar, and save it")
+    p.add_argument("memory")
+    p.add_argument("--rebuild", action="store_true",
+                   help="recompute every row from scratch (resumable: an interrupted rebuild continues), e.g. after "
+                        "`vmem tune` or for a table saved before rows had slack; without it, a missing table is "
+                        "built and an existing one brought up to date")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_neighbours)
 
     p = sub.add_parser("ls", parents=[index_uri],
                        help="list exemplars, filtered by label, source, date added and deletion, a page at a time")

@@ -40,6 +40,11 @@ class ReliabilityReads(Part):
             seq, live = self._store.seq(), self._table.ids
         return self._neighbours.current(live, seq, _IndexSearch(self._memory), progress, need)
 
+    def table_is_kept(self) -> bool:
+        """Whether the memory keeps a neighbour table on disk (a memory from before there were tables has none: then
+        the first use in each process that cannot save one searches the whole memory)."""
+        return self._neighbours.path.exists()
+
     def kept_ids(self, settings: Optional[VoteSettings] = None) -> np.ndarray:
         """Live exemplars that hard pruning keeps under `settings`: reliability v (over top_n) < threshold."""
         return self.kept_under(resolve_settings(settings))
