@@ -250,7 +250,7 @@ def test_neighbours_builds_a_missing_table_saves_it_and_rebuilds_on_request(caps
 
     table_file = mem / NEIGHBOUR_TABLE
     table_file.unlink(missing_ok=True)  # a memory from before there were tables
-    status, out, _ = run(capsys, "neighbours", mem, "--json")
+    status, out, _ = run(capsys, "neighbour-table", mem, "--json")
     first = json.loads(out)
     assert status == 0 and first["built"] and not first["rebuilt"] and first["saved"] and table_file.exists()
     assert first["exemplars"] == 12 and first["depth"] >= 11
@@ -260,17 +260,17 @@ def test_neighbours_builds_a_missing_table_saves_it_and_rebuilds_on_request(caps
         memory.exemplars.delete([int(ids[0])])
     assert np.array_equal(saved.ids, ids) and np.array_equal(saved.neighbours[:, :11], neighbours)
 
-    status, out, _ = run(capsys, "neighbours", mem, "--json")  # after a delete: brought up to date, not rebuilt
+    status, out, _ = run(capsys, "neighbour-table", mem, "--json")  # after a delete: brought up to date, not rebuilt
     second = json.loads(out)
     assert status == 0 and not second["built"] and second["exemplars"] == 11 and second["change"] > first["change"]
     assert _load(table_file)[0].seq == second["change"]
 
-    status, out, err = run(capsys, "neighbours", mem, "--rebuild")
+    status, out, err = run(capsys, "neighbour-table", mem, "--rebuild")
     assert status == 0 and out.startswith("neighbour table rebuilt: 11 exemplars")
 
 
 def test_neighbours_refuses_what_is_not_a_memory(capsys, tmp_path):
-    status, out, err = run(capsys, "neighbours", tmp_path / "nothing")
+    status, out, err = run(capsys, "neighbour-table", tmp_path / "nothing")
     assert status == 2 and out == "" and len(err.strip().splitlines()) == 1 and "nothing" in err
 
 
@@ -282,8 +282,8 @@ def test_classify_text_says_when_the_memory_keeps_no_neighbour_table(capsys, mem
     image = sorted(Path(small_folder).rglob("*.png"))[0]
     (mem / NEIGHBOUR_TABLE).unlink(missing_ok=True)
     status, out, err = run(capsys, "classify", mem, image)
-    assert status == 0 and f"`vmem neighbours {mem}` builds and keeps one" in err
+    assert status == 0 and f"`vmem neighbour-table {mem}` builds and keeps one" in err
     assert not (mem / NEIGHBOUR_TABLE).exists()  # a read never writes: the note is all it leaves
-    assert run(capsys, "neighbours", mem)[0] == 0
+    assert run(capsys, "neighbour-table", mem)[0] == 0
     status, out, err = run(capsys, "classify", mem, image)
     assert status == 0 and "neighbour table" not in err

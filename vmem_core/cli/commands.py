@@ -260,7 +260,8 @@ def cmd_classify(args) -> int:
         # the OOD threshold reads the memory's neighbour table: only the text output shows it
         if not args.json and not memory.reliability.table_is_kept() and len(memory) > TABLE_HINT_EXEMPLARS:
             print(f"note: {args.memory} keeps no neighbour table, so the out-of-distribution threshold searches the "
-                  f"whole memory on every call; `vmem neighbours {args.memory}` builds and keeps one", file=sys.stderr)
+                  f"whole memory on every call; `vmem neighbour-table {args.memory}` builds and keeps one",
+                  file=sys.stderr)
         verdicts = [] if args.json else [judge(memory, r.neighbors[0].distance) if r.neighbors else None
                                          for r in results]
     if args.json:

@@ -1,6 +1,6 @@
 """The app's curation on the command line: `relabel` (the Memory and Curate pages' relabel), `ls` (the Memory page's
 browser), `curate` (the Curate page's suggestions), `map` (the Map page's figure, as a standalone HTML file) and
-`neighbours` (the neighbour table that reliability, curation and the OOD threshold read, which the app builds in the
+`neighbour-table` (the table that reliability, curation and the OOD threshold read, which the app builds in the
 background for a memory that has none).
 
 Each prints text, or with --json an object whose keys are a contract (docs/cli-and-app.md lists them). Bad input is
@@ -107,7 +107,7 @@ def cmd_relabel(args) -> int:
     return 0
 
 
-# --- neighbours -----------------------------------------------------------------------------------------------------
+# --- neighbour-table ------------------------------------------------------------------------------------------------
 def cmd_neighbours(args) -> int:
     import time
 
@@ -290,7 +290,7 @@ def add_curation_commands(sub, index_uri) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_relabel)
 
-    p = sub.add_parser("neighbours", parents=[index_uri],
+    p = sub.add_parser("neighbour-table", parents=[index_uri],
                        help="build, update or rebuild the neighbour table that reliability, curation and the "
                             "out-of-distribution threshold read, with a progress bar, and save it")
     p.add_argument("memory")

@@ -37,7 +37,7 @@ FORWARDED: dict[str, Forwarded] = {
     "tune": Forwarded(commands.cmd_tune, reads_only=False),
     "migrate": Forwarded(commands.cmd_migrate, reads_only=False),
     "relabel": Forwarded(curation.cmd_relabel, reads_only=False),
-    "neighbours": Forwarded(curation.cmd_neighbours, reads_only=False),
+    "neighbour-table": Forwarded(curation.cmd_neighbours, reads_only=False),
 }
 HOSTABLE = tuple(FORWARDED)
 READ_ONLY_COMMANDS = tuple(name for name, command in FORWARDED.items() if command.reads_only)
