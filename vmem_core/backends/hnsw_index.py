@@ -70,14 +70,20 @@ def numpy_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.nd
     [[0, 1]]
     """
     # asarray, not astype: astype copies a float32 matrix whole (300 MB at 60,000 x 1280, a purge's exact check)
-    similarities = np.asarray(queries, dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
+    return top_k_of(np.asarray(queries, dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T, k)
+
+
+def top_k_of(similarities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`numpy_top_k` of a (queries, rows) matrix of similarities already computed (a purge computes them once over
+    the whole vault and picks the columns of the rows it searches)."""
     k = min(int(k), similarities.shape[1])
     order = np.zeros((len(similarities), k), dtype=np.int64)
     if k == 0:
         return order, np.zeros((len(similarities), 0), np.float32)
     # the k-th highest similarity of each row, then every column at least that high (ties at the cut included),
     # ordered by similarity and position: a sort of a few columns, not of every row in full
-    kth = -np.partition(-similarities, k - 1, axis=1)[:, k - 1]
+    cut = similarities.shape[1] - k  # partitioned as they are, not negated: one copy of the matrix, not two
+    kth = np.partition(similarities, cut, axis=1)[:, cut]
     for row, (scores, cut) in enumerate(zip(similarities, kth)):
         columns = np.flatnonzero(scores >= cut)
         order[row] = columns[np.lexsort((columns, -scores[columns]))][:k]
