@@ -61,6 +61,10 @@ class StoredRows:
     def live_mask(self, excluding: Sequence[int] = ()) -> np.ndarray:
         return ~self.tombstoned & ~np.isin(self.ids, np.asarray(excluding, dtype=np.int64))
 
+    def release(self) -> None:
+        """Unmap the vault (its descriptor closes with the mapping)."""
+        self.records = np.zeros((0, self.records.shape[1]), dtype=np.float32)
+
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """A copy of the embeddings of ids (rows that exist), in the given order."""
         return np.array(self.records[np.asarray(ids, dtype=np.int64)], dtype=np.float32)

@@ -404,6 +404,10 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     after = StoredRows.read(memory)
     certificate = Certificate(journal["purge_id"], plan["started"], seconds, removed, plan["digest_before"],
                               memory_digest(memory, after), audit_head=memory.audit.head())
+    # the probes against every stored record at once, read in place (the exactness check takes its rows' columns);
+    # then the mapping goes: the byte scan would read a file this process holds open with pread, not mapped
+    similarities = probes @ after.records.T
+    after.release()
 
     hits = byte_scan(memory.path, patterns)
     files = [p for p in memory.path.rglob("*") if p.is_file()]
@@ -446,8 +450,6 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
         same_rows = np.array_equal(kept_ids, after_ids) and \
             _rows_digest(after_ids, after.digests[after_live], after_labels) == plan["kept_sha256"]
         after_classes = label_classes(after_labels, labels_before)
-        # the probes against every stored record at once, read in place; each search below takes its rows' columns
-        similarities = probes @ after.records.T
         after_neighbors, after_pred = _exact_predictions(after_ids, similarities[:, after_ids], after_classes,
                                                           EXACT_K, len(labels_before))
         scratch_ids = kept_ids[np.isin(kept_ids, after.ids)]  # those that still have a row to search
