@@ -453,7 +453,8 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
         after_neighbors, after_pred = _exact_predictions(after_ids, similarities[:, after_ids], after_classes,
                                                           EXACT_K, len(labels_before))
         scratch_ids = kept_ids[np.isin(kept_ids, after.ids)]  # those that still have a row to search
-        scratch_classes = label_classes(_live_labels(memory, scratch_ids), labels_before)
+        scratch_classes = after_classes if np.array_equal(scratch_ids, after_ids) else \
+            label_classes(_live_labels(memory, scratch_ids), labels_before)  # the same ids: the same labels
         if same_rows and np.array_equal(scratch_classes, after_classes):
             # the same ids, vectors and labels: the exact search from scratch is this one, term for term
             scratch_neighbors, scratch_pred = after_neighbors, after_pred
