@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -71,30 +70,15 @@ class StoredRows:
 
 
 def embedding_digests(records: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """(len(ids), 32) uint8: the sha256 of each id's record (its float32 bytes), hashed where it lies. Two threads
-    share the rows: hashlib lets go of the GIL for buffers this long."""
-    out = np.zeros((len(ids), 32), dtype=np.uint8)
-    if not len(ids):
-        return out
+    """(len(ids), 32) uint8: the sha256 of each id's record (its float32 bytes), hashed where it lies. One thread:
+    split over two, the rows' hashes ran slower (0.38-0.42 s against 0.29 s at 60,000 x 1280), each 5 KiB hash
+    letting go of the GIL and queueing to take it back."""
+    out = bytearray(32 * len(ids))
     record = records.shape[1] * 4
-    flat = memoryview(np.ascontiguousarray(records)).cast("B")
-    order = ids.tolist()
-
-    def hash_part(first: int, stop: int) -> None:
-        part = bytearray(32 * (stop - first))
-        for n, i in enumerate(order[first:stop]):
-            part[32 * n:32 * n + 32] = hashlib.sha256(flat[i * record:(i + 1) * record]).digest()
-        out[first:stop] = np.frombuffer(bytes(part), dtype=np.uint8).reshape(-1, 32)
-
-    half = len(order) // 2
-    if half < 1024:
-        hash_part(0, len(order))
-        return out
-    with ThreadPoolExecutor(1) as other:
-        pending = other.submit(hash_part, half, len(order))
-        hash_part(0, half)
-        pending.result()
-    return out
+    flat = memoryview(np.ascontiguousarray(records)).cast("B") if len(ids) else b""
+    for n, i in enumerate(ids.tolist()):
+        out[32 * n:32 * n + 32] = hashlib.sha256(flat[i * record:(i + 1) * record]).digest()
+    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(-1, 32)
 
 
 def memory_digest(memory: "VisualMemory", stored: Optional[StoredRows] = None) -> str:
