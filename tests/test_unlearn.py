@@ -363,6 +363,26 @@ def test_patch_refuses_a_damaged_chunk(memory):
     assert patch_snapshot(memory.path / "index", [(element_bytes(vector, 4), element_bytes(vector * 0, 4))]) is None
 
 
+def test_patch_overwrites_each_element_where_its_label_puts_it_and_skips_the_rest(memory):
+    from vmem_core.backends.hnsw_index import element_bytes, element_offsets, patch_snapshot
+
+    memory.index.flush()
+    snapshot = next((memory.path / "index").glob("index.*.hnsw"))
+    vectors = memory.exemplars.stored_embeddings([4, 5])[1]
+    places = element_offsets(snapshot, [4, 5, 10**9])
+    assert sorted(places) == [4, 5]  # a label the file lacks has no place
+    old = element_bytes(vectors[0], 4)
+    assert snapshot.read_bytes()[places[4]:places[4] + len(old)] == old
+    noise = np.ones_like(vectors[0])
+    # 5's old bytes are not what it holds (already patched): skipped, as is a label the file lacks
+    assert patch_snapshot(memory.path / "index", [(element_bytes(vectors[0], 4), element_bytes(noise, 4)),
+                                                  (element_bytes(noise, 5), element_bytes(noise * 2, 5)),
+                                                  (element_bytes(noise, 10**9), element_bytes(noise, 10**9))]) == 1
+    data = snapshot.read_bytes()
+    assert data.find(element_bytes(vectors[0], 4)) < 0 and data.find(element_bytes(noise, 4)) == places[4]
+    assert data.find(element_bytes(vectors[1], 5)) == places[5]
+
+
 def test_concurrent_purges_both_complete(memory):
     import threading
 

@@ -41,11 +41,11 @@ import numpy as np
 from .errors import VmemError
 from .memory.core import on_interrupted_purge
 from .memory.erasure import Erasure
-from .purge_proof import (Check, StoredRows, certificate_digest, commitment, hash_rows,  # noqa: F401
-                          memory_digest, new_salt)
+from .purge_proof import (Check, StoredRows, certificate_digest, commitment, memory_digest,  # noqa: F401
+                          new_salt)
 from .storage.atomic import fsync_dir, write_json_atomic
 from .storage.audit import id_summary
-from .storage.byte_scan import byte_scan, rows_holding  # noqa: F401 - byte_scan is also this module's API
+from .storage.byte_scan import byte_scan  # noqa: F401 - byte_scan is also this module's API
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
 from .voting import label_classes, prepare_votes, vote_all_k
 
@@ -153,26 +153,24 @@ def _shared_with_remaining(memory: VisualMemory, ids: Sequence[int], vectors: np
     remaining = ~np.isin(everything.ids, np.asarray(sorted(removed), dtype=np.int64))
     if not remaining.any() or not len(vectors):
         return shared
-    holding = rows_holding(everything.vectors, vectors)  # over every row (no copy), the removed ones dropped after
-    for row in everything.vectors[holding[remaining[holding]]]:
-        shared.add(row.tobytes())
-        shared.add(row.astype(np.float16).tobytes())
+    # rows whose embedding digest starts as a removed one's does, then compared whole: byte-identical rows only
+    heads = everything.digests[:, :8].copy().view("<u8").ravel()
+    wanted = heads[np.searchsorted(everything.ids, np.asarray(sorted(removed), dtype=np.int64))]
+    keys = {row.tobytes() for row in np.asarray(vectors, dtype=np.float32)}
+    for row in everything.vectors(everything.ids[remaining & np.isin(heads, wanted)]):
+        if row.tobytes() in keys:
+            shared.add(row.tobytes())
+            shared.add(row.astype(np.float16).tobytes())
     return shared
 
 
-def _exact_predictions(ids: np.ndarray, vectors: np.ndarray, classes: np.ndarray, probes: np.ndarray, k: int,
+def _exact_predictions(ids: np.ndarray, similarities: np.ndarray, classes: np.ndarray, k: int,
                        num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k-NN (rank voting) over the given exemplars: (neighbour ids, predictions) per probe."""
-    import sys
+    """Exact k-NN (rank voting) over the given exemplars, from the probes' similarities to each (n_probes,
+    len(ids)): (neighbour ids, predictions) per probe, equal similarities ordered by position (`numpy_top_k`)."""
+    from .backends.hnsw_index import top_k_of
 
-    if "torch" in sys.modules:
-        from .backends.exact import exact_top_k
-
-        order, distances = exact_top_k(probes, vectors, k)
-    else:  # the same exact order (by similarity, ties by position) in numpy: no 1.7 s torch import for a purge
-        from .backends.hnsw_index import numpy_top_k
-
-        order, distances = numpy_top_k(probes, vectors, k)
+    order, distances = top_k_of(similarities, k)
     votes, weights, _ = prepare_votes(classes[order], distances, "rank")
     return ids[order], vote_all_k(votes, weights, num_classes)[:, -1]
 
@@ -212,12 +210,11 @@ def _expand(summary: dict) -> np.ndarray:
     return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
 
 
-def _rows_digest(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str],
-                 keep: Optional[np.ndarray] = None) -> str:
-    """sha256 of exemplars' ids, embeddings and labels: the exemplars that must stay, before and after a purge (their
-    embeddings the rows of `vectors` where `keep`, all by default)."""
+def _rows_digest(ids: np.ndarray, digests: np.ndarray, labels: Sequence[str]) -> str:
+    """sha256 of exemplars' ids, the sha256 of each one's embedding (`StoredRows.digests`) and labels: the exemplars
+    that must stay, before and after a purge."""
     digest = hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
-    hash_rows(digest, vectors, keep)
+    digest.update(np.ascontiguousarray(digests, dtype=np.uint8).tobytes())
     digest.update("\n".join(labels).encode())
     return digest.hexdigest()
 
@@ -355,12 +352,12 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
     ids = Erasure(memory).check_purgeable(memory.exemplars.tombstoned_ids() if ids is None else ids)
     rows = Erasure(memory).plain_rows(ids)  # by id, as `ids` are
-    everything = StoredRows.read(memory)  # read once: the digest, the shared bytes and the exactness check use it
-    removed_vectors = everything.vectors[np.searchsorted(everything.ids, ids)]
+    everything = StoredRows.read(memory)  # hashed once: every digest below and the shared bytes use it
+    removed_vectors = everything.vectors(ids)
+    removed_digests = everything.digests[np.searchsorted(everything.ids, ids)]
     removed = [
-        RemovedExemplar(int(i), str(label), str(source), str(sha256),
-                        hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest(), new_salt())
-        for (i, label, source, sha256, _), v in zip(rows, removed_vectors)
+        RemovedExemplar(int(i), str(label), str(source), str(sha256), digest.tobytes().hex(), new_salt())
+        for (i, label, source, sha256, _), digest in zip(rows, removed_digests)
     ]
     for exemplar in removed:
         exemplar.commitment = commitment(exemplar.salt, asdict(exemplar))
@@ -371,11 +368,11 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
 
     # the memory as it would be built from scratch without these exemplars
     keep = everything.live_mask(excluding=ids)
-    kept_ids, kept_rows = everything.ids[keep], np.flatnonzero(keep)  # no copy of the kept vectors
+    kept_ids = everything.ids[keep]
     if probes is None:
         rng = np.random.default_rng(seed)
         sample = rng.choice(len(kept_ids), min(PROBE_SAMPLE, len(kept_ids)), replace=False) if len(kept_ids) else []
-        probes = np.concatenate([removed_vectors, everything.vectors[kept_rows[sample]]]) if len(sample) \
+        probes = np.concatenate([removed_vectors, everything.vectors(kept_ids[sample])]) if len(sample) \
             else removed_vectors
     probes = np.asarray(probes, dtype=np.float32)
 
@@ -390,7 +387,7 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
         "probes": _vectors_b64(probes),
         "labels": list(memory.table.labels),
         "kept": id_summary(kept_ids),
-        "kept_sha256": _rows_digest(kept_ids, everything.vectors, _live_labels(memory, kept_ids), keep),
+        "kept_sha256": _rows_digest(kept_ids, everything.digests[keep], _live_labels(memory, kept_ids)),
     }
     journal = {"purge_id": uuid.uuid4().hex, "ids": ids,
                "details": {"ids": ids, "commitments": [r.commitment for r in removed]}}
@@ -407,6 +404,10 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     after = StoredRows.read(memory)
     certificate = Certificate(journal["purge_id"], plan["started"], seconds, removed, plan["digest_before"],
                               memory_digest(memory, after), audit_head=memory.audit.head())
+    # the probes against every stored record at once, read in place (the exactness check takes its rows' columns);
+    # then the mapping goes: the byte scan would read a file this process holds open with pread, not mapped
+    similarities = probes @ after.records.T
+    after.release()
 
     hits = byte_scan(memory.path, patterns)
     files = [p for p in memory.path.rglob("*") if p.is_file()]
@@ -434,7 +435,8 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     ))
 
     kept_ids = _expand(plan["kept"])
-    after_ids, after_vectors = after.live()
+    after_live = ~after.tombstoned
+    after_ids = after.ids[after_live]
     if len(kept_ids) == 0:
         same = len(after_ids) == 0
         detail = "the memory is empty, as one built from scratch without them would be" if same else \
@@ -446,18 +448,19 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
         # the exemplars that stay are those the plan recorded, unchanged: then a memory built from scratch without
         # the removed ones would hold exactly the rows this one holds
         same_rows = np.array_equal(kept_ids, after_ids) and \
-            _rows_digest(after_ids, after_vectors, after_labels) == plan["kept_sha256"]
+            _rows_digest(after_ids, after.digests[after_live], after_labels) == plan["kept_sha256"]
         after_classes = label_classes(after_labels, labels_before)
-        scratch_classes = label_classes(_live_labels(memory, kept_ids), labels_before)
-        after_neighbors, after_pred = _exact_predictions(after_ids, after_vectors, after_classes, probes,
+        after_neighbors, after_pred = _exact_predictions(after_ids, similarities[:, after_ids], after_classes,
                                                           EXACT_K, len(labels_before))
+        scratch_ids = kept_ids[np.isin(kept_ids, after.ids)]  # those that still have a row to search
+        scratch_classes = after_classes if np.array_equal(scratch_ids, after_ids) else \
+            label_classes(_live_labels(memory, scratch_ids), labels_before)  # the same ids: the same labels
         if same_rows and np.array_equal(scratch_classes, after_classes):
             # the same ids, vectors and labels: the exact search from scratch is this one, term for term
             scratch_neighbors, scratch_pred = after_neighbors, after_pred
         else:
-            _, scratch_vectors = memory.exemplars.stored_embeddings(kept_ids)
-            scratch_neighbors, scratch_pred = _exact_predictions(kept_ids, scratch_vectors, scratch_classes, probes,
-                                                                  EXACT_K, len(labels_before))
+            scratch_neighbors, scratch_pred = _exact_predictions(scratch_ids, similarities[:, scratch_ids],
+                                                                  scratch_classes, EXACT_K, len(labels_before))
         same_predictions = np.array_equal(scratch_pred, after_pred) and np.array_equal(scratch_neighbors,
                                                                                        after_neighbors)
         index_ids, _ = memory.search(probes, min(EXACT_K, len(after_ids)))

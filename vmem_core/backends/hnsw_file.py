@@ -111,6 +111,32 @@ def marked_deleted_in_file(path: Path) -> np.ndarray:
     return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
 
 
+def element_offsets(path: Path, labels: Sequence[int]) -> dict[int, int]:
+    """{label: byte offset of its element's vector} for the given labels an hnswlib file holds, read from the labels
+    of its level-0 records (a block at a time, as `marked_deleted_in_file`): where a purge patches each element, with
+    no search of the file for its bytes."""
+    size = Path(path).stat().st_size
+    if size < _HEADER.size:
+        return {}
+    with open(path, "rb") as f:
+        fields = _HEADER.unpack(f.read(_HEADER.size))
+    elements, per_element, label_offset, data_offset = fields[2], fields[3], fields[4], fields[5]
+    if not elements or _HEADER.size + elements * per_element > size or label_offset + 8 > per_element:
+        return {}
+    wanted = np.unique(np.asarray(labels, dtype=np.uint64))
+    found: dict[int, int] = {}
+    block = max(1, MARK_SCAN_BYTES // per_element)
+    for first in range(0, elements, block):
+        count = min(block, elements - first)
+        records = np.memmap(path, dtype=np.uint8, mode="r", offset=_HEADER.size + first * per_element,
+                            shape=(count, per_element))
+        stored = np.ascontiguousarray(records[:, label_offset:label_offset + 8]).view("<u8").ravel()
+        del records
+        for row in np.flatnonzero(np.isin(stored, wanted)).tolist():
+            found.setdefault(int(stored[row]), _HEADER.size + (first + row) * per_element + data_offset)
+    return found
+
+
 # --- the checksums a snapshot's manifest keeps: verified before every load ------------------------------------------
 CHECKSUM_CHUNK = 16 * 1024 * 1024  # checksums per 16 MiB chunk: a purge patches one record and re-hashes one chunk
 # Every open verifies the snapshot. XXH3-128 hashes ~8 GB/s on one core, sha256 ~0.8 GB/s even with the CPU's SHA

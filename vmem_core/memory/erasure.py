@@ -52,6 +52,8 @@ class Erasable(Protocol):
 
     def plain_rows(self, ids: Sequence[int]) -> list: ...
 
+    def mapped_vectors(self, ids: Sequence[int]) -> np.ndarray: ...
+
 
 class Erasure:
     """`Erasable` over one open memory (its store, index, lock and owner lock)."""
@@ -113,3 +115,8 @@ class Erasure:
     def plain_rows(self, ids: Sequence[int]) -> list[tuple[int, str, str, Optional[str], Optional[bytes]]]:
         """(id, label, source, image sha256, thumbnail) of the given ids, by id."""
         return self._memory._store.plain_rows(ids)
+
+    def mapped_vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """Every stored embedding, read-only and uncopied, record i for id i (`Vault.mapped_vectors`): a purge reads
+        the rows of `ids` in place, once per side."""
+        return self._memory._store.vault.mapped_vectors(ids)

@@ -117,6 +117,17 @@ class Vault:
         # one gathered copy (np.array over the fancy-indexed memmap copied the gathered rows a second time)
         return np.take(mapped, ids, axis=0).view(np.ndarray).astype(np.float32, copy=False)
 
+    def mapped_vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """Every record of the vectors file, (records, dim) float32, mapped read-only without a copy (a purge's
+        digests and exact search read each once, in place): at least up to the largest of `ids`, else ValueError.
+        Records the file holds for no row (purged, zeroed) are there too; the caller picks its rows by id."""
+        count = self.sizes()[0] // self.record
+        if len(ids) and int(np.max(ids)) >= count:
+            raise ValueError(f"{self.vectors_path} holds no vector for id {int(np.max(ids))} (file too short)")
+        if not count:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(count, self.dim)).view(np.ndarray)
+
     def scan_vectors(self, block: int = 8192) -> Iterator[tuple[int, np.ndarray]]:
         """(first id, (n, dim) float32 records) over the whole vectors file, `block` records at a time, read
         through one mapping: every stored record, live or not (the caller knows which ids are live)."""
