@@ -23,8 +23,18 @@ class ExactSearch:
         self.live: dict[int, np.ndarray] = {}
         self.stored: dict[int, np.ndarray] = {}
 
+    def add(self, vectors) -> list[int]:
+        """Store and make live each vector under the next id (ids are never reused); returns the ids."""
+        first = len(self.stored)
+        for offset, vector in enumerate(vectors):
+            self.live[first + offset] = self.stored[first + offset] = vector
+        return list(range(first, first + len(vectors)))
+
+    def live_ids(self) -> np.ndarray:
+        return np.asarray(sorted(self.live), dtype=np.int64)
+
     def search(self, vectors, k):
-        ids = np.asarray(sorted(self.live), dtype=np.int64)
+        ids = self.live_ids()
         if not len(ids):
             return np.zeros((len(vectors), 0), np.int64), np.zeros((len(vectors), 0), np.float32)
         d = cosine_distances(np.asarray(vectors), np.stack([self.live[i] for i in ids]))
@@ -58,17 +68,14 @@ def test_incremental_table_equals_full_recomputation(start, steps, depth, slack,
     """With or without slack (rows built wider than they must answer, so that deletes shorten them instead of
     searching them again), the first `depth` neighbours of every row are a full recomputation's."""
     rng = np.random.default_rng(seed)
-    search, labels, deleted, next_id = ExactSearch(), {}, set(), 0
+    search, labels, deleted = ExactSearch(), {}, set()
 
     def add(n):
-        nonlocal next_id
-        for vector in unit(rng, n):
-            search.live[next_id] = search.stored[next_id] = vector
-            labels[next_id] = int(rng.integers(len(LABELS)))
-            next_id += 1
+        for i in search.add(unit(rng, n)):
+            labels[i] = int(rng.integers(len(LABELS)))
 
     add(start)
-    live = lambda: np.asarray(sorted(search.live), dtype=np.int64)  # noqa: E731
+    live = search.live_ids
     table = NeighbourTable.build(live(), search, depth + slack, seq=0)
     for seq, (action, n, pick) in enumerate(steps, start=1):
         pool = sorted(search.live) if action in ("delete", "relabel") else sorted(deleted)
@@ -109,23 +116,16 @@ def test_rows_refilled_only_as_far_as_needed_are_exact_prefixes(start, steps, de
     lists is still exactly its nearest items (a prefix of the full recomputation's row), the first `need` of them at
     least, and a later read that needs every column gets the full recomputation."""
     rng = np.random.default_rng(seed)
-    search, next_id = ExactSearch(), 0
-
-    def add(n):
-        nonlocal next_id
-        for vector in unit(rng, n):
-            search.live[next_id] = search.stored[next_id] = vector
-            next_id += 1
-
-    add(start)
-    live = lambda: np.asarray(sorted(search.live), dtype=np.int64)  # noqa: E731
+    search = ExactSearch()
+    search.add(unit(rng, start))
+    live = search.live_ids
     table = NeighbourTable.build(live(), search, depth, seq=0)
     deleted: set[int] = set()
     for seq, ((action, n, pick), need) in enumerate(zip(steps, needs), start=1):
         pool = sorted(search.live) if action in ("delete", "relabel") else sorted(deleted)
         chosen = {pool[(pick + j * 7919) % len(pool)] for j in range(min(n, len(pool)))} if pool else set()
         if action == "add":
-            add(n)
+            search.add(unit(rng, n))
         elif action == "delete":
             for i in chosen:
                 del search.live[i]
@@ -152,8 +152,7 @@ def test_a_delete_searches_no_row_for_what_the_remaining_entries_answer():
     are then answered without searching a row again, and need 50 searches just the rows that lost it."""
     rng = np.random.default_rng(1)
     search = ExactSearch()
-    for i, vector in enumerate(unit(rng, 300)):
-        search.live[i] = search.stored[i] = vector
+    search.add(unit(rng, 300))
     table = NeighbourTable.build(np.arange(300), search, 50, seq=0)
     victim = int(np.bincount(table.neighbours[:, :40].ravel()).argmax())
     losing = int((table.neighbours == victim).any(axis=1).sum())
@@ -178,8 +177,7 @@ def test_rows_outside_the_new_items_cover_are_still_updated():
     cluster /= np.linalg.norm(cluster, axis=1, keepdims=True)
     e0, e1 = np.eye(DIM, dtype=np.float32)[:2]
     outlier = e1[None, :]  # cosine distance ~1 from every cluster item: its row's last entry is that far
-    for i, vector in enumerate(np.concatenate([cluster, outlier])):
-        search.live[i] = search.stored[i] = vector
+    search.add(np.concatenate([cluster, outlier]))
     table = NeighbourTable.build(np.arange(41), search, 3, seq=0)
     # ~0.14 from the cluster, ~0.49 from the outlier: its 7 nearest (the search's cover) are all cluster items
     newcomer = e0 + 0.6 * e1
@@ -194,8 +192,7 @@ def test_rows_outside_the_new_items_cover_are_still_updated():
 def test_a_delete_shortens_the_rows_that_list_it_without_searching_them():
     rng = np.random.default_rng(3)
     search = ExactSearch()
-    for i, vector in enumerate(unit(rng, 60)):
-        search.live[i] = search.stored[i] = vector
+    search.add(unit(rng, 60))
     table = NeighbourTable.build(np.arange(60), search, 5 + 2, seq=0)
     hub = int(np.bincount(table.neighbours[:, :5].ravel()).argmax())  # listed in the most rows
     del search.live[hub]
@@ -217,8 +214,7 @@ def test_a_delete_shortens_the_rows_that_list_it_without_searching_them():
 
 def test_damaged_table_file_is_rebuilt_not_trusted(tmp_path):
     search = ExactSearch()
-    for i, vector in enumerate(unit(np.random.default_rng(1), 12)):
-        search.live[i] = search.stored[i] = vector
+    search.add(unit(np.random.default_rng(1), 12))
     keeper = NeighbourTableKeeper(tmp_path / "neighbours" / "table.npz", 3)
     keeper.current(np.arange(12), 5, search)
     assert keeper.save()
@@ -232,8 +228,7 @@ def test_an_interrupted_build_resumes_from_its_checkpoint(tmp_path, monkeypatch)
     import vmem_core.storage.neighbour_table as nt
 
     search = ExactSearch()
-    for i, vector in enumerate(unit(np.random.default_rng(2), 30)):
-        search.live[i] = search.stored[i] = vector
+    search.add(unit(np.random.default_rng(2), 30))
     monkeypatch.setattr(nt, "BUILD_CHUNK", 10)
     checkpoint = tmp_path / "table.npz.partial"
     calls = []

@@ -20,30 +20,23 @@ edits = st.lists(st.tuples(st.sampled_from(["add", "delete", "restore"]), st.int
 @given(start=st.integers(0, 30), steps=edits, depth=st.sampled_from([1, 4, 10]), seed=st.integers(0, 2**31))
 def test_kept_rows_equal_a_fresh_search(start, steps, depth, seed):
     rng = np.random.default_rng(seed)
-    search, deleted, next_id = ExactSearch(), set(), 0
+    search, deleted = ExactSearch(), set()
     queries = unit(rng, 40)  # enough to be remembered (query_rows.MIN_QUERIES)
-
-    def add(n):
-        nonlocal next_id
-        for vector in unit(rng, n):
-            search.live[next_id] = search.stored[next_id] = vector
-            next_id += 1
-
-    add(start)
+    search.add(unit(rng, start))
     cache, calls = QueryRowsCache(), []
 
     def counted(vectors, k):
         calls.append(len(vectors))
         return search.search(vectors, k)
 
-    live = lambda: np.asarray(sorted(search.live), dtype=np.int64)  # noqa: E731
+    live = search.live_ids
     key = cache.key(queries, depth, False)
     cache.rows(key, queries, depth, live(), counted, search.vectors)
     for action, n, pick in steps:
         pool = sorted(search.live) if action == "delete" else sorted(deleted)
         chosen = {pool[(pick + j * 7919) % len(pool)] for j in range(min(n, len(pool)))} if pool else set()
         if action == "add":
-            add(n)
+            search.add(unit(rng, n))
         for i in chosen:
             if action == "delete":
                 del search.live[i]
@@ -96,8 +89,7 @@ def test_the_evaluation_split_after_edits_equals_a_fresh_search_and_searches_onl
 
 def test_a_few_queries_are_searched_every_time_and_push_nothing_out():
     search, cache = ExactSearch(), QueryRowsCache()
-    for i, vector in enumerate(unit(np.random.default_rng(1), 50)):
-        search.live[i] = search.stored[i] = vector
+    search.add(unit(np.random.default_rng(1), 50))
     one = unit(np.random.default_rng(2), 1)
     key = cache.key(one, 5, False)
     cache.rows(key, one, 5, np.arange(50), search.search, search.vectors)
