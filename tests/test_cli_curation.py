@@ -287,3 +287,24 @@ def test_classify_text_says_when_the_memory_keeps_no_neighbour_table(capsys, mem
     assert run(capsys, "neighbour-table", mem)[0] == 0
     status, out, err = run(capsys, "classify", mem, image)
     assert status == 0 and "neighbour table" not in err
+
+
+def test_neighbour_table_says_not_saved_when_its_file_cannot_be_written(capsys, caplog, mem, monkeypatch):
+    from vmem_core.storage import neighbour_table
+    from vmem_core.storage.layout import NEIGHBOUR_TABLE
+
+    assert run(capsys, "neighbour-table", mem)[0] == 0 and (mem / NEIGHBOUR_TABLE).exists()
+    with VisualMemory.open(mem) as memory:
+        memory.exemplars.delete([3])
+
+    def full_disk(path, table):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(neighbour_table, "_save", full_disk)
+    status, out, err = run(capsys, "neighbour-table", mem, "--json")
+    report = json.loads(out)
+    # the file still holds the table from before the delete: it is there, but not this table
+    assert status == 0 and report["exemplars"] == 11 and report["saved"] is False
+    assert "not saved ([Errno 28] No space left on device)" in caplog.text
+    status, out, _ = run(capsys, "neighbour-table", mem)
+    assert out.rstrip().endswith("(not saved: see the warning above)")

@@ -116,12 +116,8 @@ def cmd_neighbours(args) -> int:
     start = time.perf_counter()
     with open_memory(args) as memory:
         had_file = memory.reliability.table_is_kept()
-        if args.rebuild or not had_file:  # a full pass: say how far it is
-            with_bar = progress_bar("neighbour table", enabled=not args.json)
-            table = (memory.reliability.rebuild_table(with_bar) if args.rebuild
-                     else memory.reliability.table(progress=with_bar))
-        else:
-            table = memory.reliability.table()
+        bar = progress_bar("neighbour table", enabled=not args.json)  # it reports only for a full pass
+        table = memory.reliability.rebuild_table(bar) if args.rebuild else memory.reliability.table(progress=bar)
         memory.index.flush()  # the table is derived data: written now, where it was built or brought up to date
         saved = memory.reliability.table_is_kept()
         change = memory.change_counter

@@ -41,9 +41,10 @@ class ReliabilityReads(Part):
         return self._neighbours.current(live, seq, _IndexSearch(self._memory), progress, need)
 
     def table_is_kept(self) -> bool:
-        """Whether the memory keeps a neighbour table on disk (a memory from before there were tables has none: then
-        the first use in each process that cannot save one searches the whole memory)."""
-        return self._neighbours.path.exists()
+        """Whether the memory keeps its neighbour table on disk, as current as the one this process holds (a memory
+        from before there were tables has none: then the first use in each process that cannot save one searches
+        the whole memory)."""
+        return self._neighbours.kept()
 
     def kept_ids(self, settings: Optional[VoteSettings] = None) -> np.ndarray:
         """Live exemplars that hard pruning keeps under `settings`: reliability v (over top_n) < threshold."""

@@ -391,6 +391,12 @@ class NeighbourTableKeeper:
         """The table in this process, if any (it may lag the memory)."""
         return self._table
 
+    def kept(self) -> bool:
+        """Whether the file holds a table, and (once this process has one) the very table this process holds: a
+        table brought up to date but not saved (by a reader, or on a full disk) is not kept."""
+        # no lock: an update holds it for a whole build, and two reference reads need none
+        return self.path.exists() and (self._table is None or self._table is self._saved)
+
     def current(self, live_ids: np.ndarray, seq: int, search: VectorSearch,
                 progress: Optional[Progress] = None, need: Optional[int] = None) -> NeighbourTable:
         """The table for the live items `live_ids` at change `seq` (read before `live_ids`), every row listing at
