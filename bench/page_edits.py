@@ -1,7 +1,7 @@
 """One page's rerun after repeated edits of each kind, on a copy of a memory: what a curator working down a list
 meets (bench/app.py times one edit of each kind per page).
 
-    python bench/page_edits.py --memory PATH [--page curate] [--repeats 5] [--settle 15]
+    python bench/page_edits.py --memory PATH [--page curate] [--repeats 5] [--settle 15] [--profile FOLDER]
 
 Per round: a rerun with no edit, then after one delete, one add of a random vector, and one add of a near-copy of an
 exemplar (which enters many exemplars' neighbour rows). Prints every time and the median per kind (AppTest's full
@@ -32,8 +32,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--settle", type=float, default=15.0,
                         help="seconds to wait after opening, for the app's background work (table, map, huge pages)")
+    parser.add_argument("--profile", type=Path, help="write a pyinstrument profile of each rerun to this folder")
     args = parser.parse_args()
     from streamlit.testing.v1 import AppTest
+
+    if args.profile:  # the script runs in its own thread, which a profiler in this one does not see
+        sys.path.insert(0, str(REPO / "bench"))
+        from app import PROFILES, profile_script_runs
+
+        profile_script_runs(args.profile)
 
     from vmem_core.ui import _open_memory
 
@@ -51,11 +58,17 @@ def main() -> None:
         picks = iter(rng.permutation(memory.table.ids).tolist())
         label = list(memory.table.labels)[0]
 
-        def rerun_ms() -> float:
+        def rerun_ms(name: str) -> float:
             start = time.perf_counter()
             at.run()
             assert not at.exception, at.exception
-            return (time.perf_counter() - start) * 1000
+            elapsed = (time.perf_counter() - start) * 1000
+            profile = PROFILES.pop("last", None) if args.profile else None
+            if profile is not None:
+                slug = name.replace(" ", "-").replace("(", "").replace(")", "")
+                (args.profile / f"{slug}-{len(times[name])}.txt").write_text(
+                    profile.output_text(unicode=False, color=False))
+            return elapsed
 
         edits = {
             "no edit": lambda: None,
@@ -69,7 +82,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, edit in edits.items():
                 edit()
-                times[name].append(rerun_ms())
+                times[name].append(rerun_ms(name))
         print(f"page {args.page}, {len(memory):,} live exemplars, {args.repeats} rounds")
         for name, values in times.items():
             print(f"  after {name:<22} median {statistics.median(values):6.0f} ms   "

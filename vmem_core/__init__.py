@@ -1,6 +1,5 @@
 """vmem: a visual memory you can see into and edit (Geirhos et al., "Towards flexible perception with visual memory")."""
 
-from .analysis.evaluate import EvalResult, evaluate_dataset, evaluate_embeddings
 from .backends.hnsw_index import IndexParams
 from .classification import Classification, Neighbor
 from .encoders import DEFAULT_ENCODER, Encoder, available_encoders, load_encoder, register_encoder
@@ -23,6 +22,25 @@ from . import unlearn as _unlearn  # noqa: F401  registers what finishes an inte
 from .voting import RULES, VoteSettings, class_scores, prepare_votes, rule_weights, vote_all_k
 
 __version__ = "0.1.0"
+
+# evaluation pulls in the dataset readers and the experiment curves (~0.14 s): a process that only opens a memory to
+# classify, delete or purge one exemplar does not pay for them. They are imported on first use of these names
+_LAZY = {"EvalResult": ".analysis.evaluate", "evaluate_dataset": ".analysis.evaluate",
+         "evaluate_embeddings": ".analysis.evaluate"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "DEFAULT_ENCODER",

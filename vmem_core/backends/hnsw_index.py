@@ -80,13 +80,20 @@ def top_k_of(similarities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.zeros((len(similarities), k), dtype=np.int64)
     if k == 0:
         return order, np.zeros((len(similarities), 0), np.float32)
-    # the k-th highest similarity of each row, then every column at least that high (ties at the cut included),
-    # ordered by similarity and position: a sort of a few columns, not of every row in full
-    cut = similarities.shape[1] - k  # partitioned as they are, not negated: one copy of the matrix, not two
-    kth = np.partition(similarities, cut, axis=1)[:, cut]
-    for row, (scores, cut) in enumerate(zip(similarities, kth)):
-        columns = np.flatnonzero(scores >= cut)
-        order[row] = columns[np.lexsort((columns, -scores[columns]))][:k]
+    # a floor under each row's k-th highest similarity without a partition of the whole matrix (a copy and a pass
+    # of ~0.2 s for a purge's 200 probes x 60,000): the rows' maxima over `blocks` column blocks, of which the k-th
+    # highest is reached by k distinct columns. Every column at least that high (ties at the cut included) is then
+    # ordered by similarity and position, so the answer is that of a full sort
+    blocks = min(similarities.shape[1], max(4 * k, 256))
+    starts = np.linspace(0, similarities.shape[1], blocks, endpoint=False).astype(np.int64)
+    maxima = np.maximum.reduceat(similarities, starts, axis=1)
+    floor = np.partition(maxima, blocks - k, axis=1)[:, blocks - k]
+    rows, columns = np.nonzero(similarities >= floor[:, None])
+    bounds = np.searchsorted(rows, np.arange(len(similarities) + 1))
+    for row in range(len(similarities)):
+        found = columns[bounds[row]:bounds[row + 1]]
+        scores = similarities[row, found]
+        order[row] = found[np.lexsort((found, -scores))][:k]
     return order, 1.0 - np.take_along_axis(similarities, order, axis=1)
 
 
