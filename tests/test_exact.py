@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vmem_core import VisualMemory
 from vmem_core.devices import (
@@ -59,6 +61,25 @@ def test_ties_are_broken_by_position_and_exclude_skips_one_row():
     assert positions.tolist() == [[0, 1, 2, 3]]
     positions, _ = exact_top_k(vectors[:2], vectors, 10, exclude=np.array([0, -1]))
     assert positions.tolist() == [[1, 2, 3, 4, 5], [0, 1, 2, 3, 4]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 700), st.integers(1, 60), st.integers(0, 2**32 - 1), st.booleans())
+def test_top_k_of_a_similarity_matrix_is_that_of_a_full_sort(rows, columns, k, seed, coarse):
+    """The purge's exact check takes each probe's top k from a floor over column-block maxima, not from a sort: on
+    any matrix, ties included (coarse values repeat, and -inf marks columns left out), it returns a full sort's."""
+    from vmem_core.backends.hnsw_index import top_k_of
+
+    rng = np.random.default_rng(seed)
+    similarities = rng.normal(size=(rows, columns)).astype(np.float32)
+    if coarse:
+        similarities = np.round(similarities, 0)
+    similarities[:, rng.random(columns) < 0.1] = -np.inf
+    order, distances = top_k_of(similarities, k)
+    truth = np.lexsort((np.broadcast_to(np.arange(columns), similarities.shape), -similarities), axis=1)
+    truth = truth[:, :min(k, columns)]
+    assert np.array_equal(order, truth)
+    assert np.array_equal(distances, 1.0 - np.take_along_axis(similarities, truth, axis=1))
 
 
 def test_the_backend_search_is_the_reference_order(tmp_path):

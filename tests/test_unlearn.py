@@ -455,3 +455,26 @@ def test_an_open_that_finds_a_purge_journal_and_nothing_to_finish_it_fails_close
     monkeypatch.setattr(core, "_purge_finishers", [])
     with pytest.raises(MemoryFormatError, match="a purge was interrupted here"):
         VisualMemory.open(path)
+
+
+def test_exactness_says_no_when_an_exemplar_that_stays_changed_during_the_purge(memory, monkeypatch):
+    """The exactness check compares the exemplars that stay before and after: a purge that also disturbed one of them
+    (here its vector in the vault, after the removal) is certified as failed, naming it."""
+    from vmem_core.storage.store import Store
+
+    erase = Store.purge
+    vault = memory._store.vault
+
+    def purge_and_disturb_another(self, *args, **kwargs):
+        result = erase(self, *args, **kwargs)
+        with open(vault.vectors_path, "r+b") as f:
+            f.seek(5 * vault.record)
+            f.write(np.full(vault.record // 4, 0.5, dtype="<f4").tobytes())
+        return result
+
+    monkeypatch.setattr(Store, "purge", purge_and_disturb_another)
+    certificate = purge(memory, [3])
+    checks = {c.name: c for c in certificate.checks}
+    assert not certificate.passed and not checks["exactness"].passed
+    assert "stored exemplars DIFFER" in checks["exactness"].detail
+    assert checks["byte scan"].passed  # the removed exemplar itself is gone: only the exactness check says no
