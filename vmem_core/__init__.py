@@ -1,5 +1,7 @@
 """vmem: a visual memory you can see into and edit (Geirhos et al., "Towards flexible perception with visual memory")."""
 
+from typing import TYPE_CHECKING
+
 from .backends.hnsw_index import IndexParams
 from .classification import Classification, Neighbor
 from .encoders import DEFAULT_ENCODER, Encoder, available_encoders, load_encoder, register_encoder
@@ -20,6 +22,9 @@ from .memory import BuildReport, VisualMemory
 from .rerank import cache as _rerank_cache  # noqa: F401  registers the re-rank cache to forget purged exemplars
 from . import unlearn as _unlearn  # noqa: F401  registers what finishes an interrupted purge on open
 from .voting import RULES, VoteSettings, class_scores, prepare_votes, rule_weights, vote_all_k
+
+if TYPE_CHECKING:  # imported on first use (`__getattr__` below); here for type checkers and the API reference
+    from .analysis.evaluate import EvalResult, evaluate_dataset, evaluate_embeddings
 
 __version__ = "0.1.0"
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from .memory.erasure import Erasure
 from .storage.audit import canonical
+from .storage.record_digests import PendingDigests, record_digests
 
 if TYPE_CHECKING:
     from .memory import VisualMemory
@@ -38,47 +39,52 @@ class Check:
     detail: str
 
 
-@dataclass
 class StoredRows:
     """Every row of a memory, live or tombstoned, by id, with the sha256 of its embedding: each embedding is read and
     hashed once per side of a purge, in place (no copy of the matrix), and these digests serve the memory's digest,
     the digest of the exemplars that stay, the certificate's embedding digests and the shared-bytes check."""
-    rows: list  # (id, label, tombstoned, image sha256)
-    ids: np.ndarray
-    tombstoned: np.ndarray
-    records: np.ndarray  # the vault's records, mapped read-only: record i is id i's embedding (ids without a row too)
-    digests: np.ndarray  # (rows, 32) uint8: sha256 of each row's embedding as float32 bytes, in id order
+
+    def __init__(self, memory: "VisualMemory", pending: Optional[PendingDigests] = None) -> None:
+        """The rows as they are now; their digests from `pending` (started on the vault as it is now, by
+        `Erasure.start_record_digests`) where given, else computed here when first asked for."""
+        self._memory = memory
+        self.rows: list = Erasure(memory).digest_rows()  # (id, label, tombstoned, image sha256)
+        self.ids = np.asarray([r[0] for r in self.rows], dtype=np.int64)
+        self.tombstoned = np.asarray([bool(r[2]) for r in self.rows], dtype=bool)
+        # the vault's records, mapped read-only: record i is id i's embedding (ids without a row too)
+        self.records: np.ndarray = Erasure(memory).mapped_vectors(self.ids)
+        self._pending = pending
+        self._digests: Optional[np.ndarray] = None
 
     @classmethod
-    def read(cls, memory: "VisualMemory") -> "StoredRows":
-        rows = Erasure(memory).digest_rows()
-        ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        records = Erasure(memory).mapped_vectors(ids)
-        return cls(rows, ids, np.asarray([bool(r[2]) for r in rows], dtype=bool), records,
-                   embedding_digests(records, ids))
+    def read(cls, memory: "VisualMemory", pending: Optional[PendingDigests] = None) -> "StoredRows":
+        return cls(memory, pending)
+
+    @property
+    def digests(self) -> np.ndarray:
+        """(rows, 32) uint8: the sha256 of each row's embedding as float32 bytes, in id order (waits for the helper
+        process where one was started)."""
+        if self._digests is None:
+            if self._pending is not None:
+                self._digests = self._pending.of(self.ids, self._mapped)
+            else:
+                self._digests = record_digests(self._mapped(), self.ids)
+        return self._digests
+
+    def _mapped(self) -> np.ndarray:
+        return self.records if len(self.records) or not len(self.ids) else Erasure(self._memory).mapped_vectors(
+            self.ids)
 
     def live_mask(self, excluding: Sequence[int] = ()) -> np.ndarray:
         return ~self.tombstoned & ~np.isin(self.ids, np.asarray(excluding, dtype=np.int64))
 
     def release(self) -> None:
-        """Unmap the vault (its descriptor closes with the mapping)."""
+        """Unmap the vault (its descriptor closes with the mapping); the digests, if still to come, map it again."""
         self.records = np.zeros((0, self.records.shape[1]), dtype=np.float32)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """A copy of the embeddings of ids (rows that exist), in the given order."""
         return np.array(self.records[np.asarray(ids, dtype=np.int64)], dtype=np.float32)
-
-
-def embedding_digests(records: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """(len(ids), 32) uint8: the sha256 of each id's record (its float32 bytes), hashed where it lies. One thread:
-    split over two, the rows' hashes ran slower (0.38-0.42 s against 0.29 s at 60,000 x 1280), each 5 KiB hash
-    letting go of the GIL and queueing to take it back."""
-    out = bytearray(32 * len(ids))
-    record = records.shape[1] * 4
-    flat = memoryview(np.ascontiguousarray(records)).cast("B") if len(ids) else b""
-    for n, i in enumerate(ids.tolist()):
-        out[32 * n:32 * n + 32] = hashlib.sha256(flat[i * record:(i + 1) * record]).digest()
-    return np.frombuffer(bytes(out), dtype=np.uint8).reshape(-1, 32)
 
 
 def memory_digest(memory: "VisualMemory", stored: Optional[StoredRows] = None) -> str:

@@ -47,6 +47,7 @@ from .storage.atomic import fsync_dir, write_json_atomic
 from .storage.audit import id_summary
 from .storage.byte_scan import byte_scan  # noqa: F401 - byte_scan is also this module's API
 from .storage.layout import CERTIFICATE_DIR, PURGE_JOURNAL
+from .storage.record_digests import PendingDigests
 from .voting import label_classes, prepare_votes, vote_all_k
 
 if TYPE_CHECKING:
@@ -351,7 +352,14 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
             raise VmemError(f"certificate path {certificate_path} already exists; choose a new path (a certificate "
                             "written there before holds the only salts that prove its purge). Nothing was purged")
     with memory.exemplars.exclusive():  # the before/after comparison must not see another thread's changes
-        journal, plan = _plan_purge(memory, ids, probes, seed, certificate_path)
+        # the embeddings' digests are taken by a helper process while this one loads the index (which the removal
+        # needs anyway, and which holds the GIL while it loads)
+        pending = Erasure(memory).start_record_digests()
+        try:
+            Erasure(memory).open_index()
+            journal, plan = _plan_purge(memory, ids, probes, seed, certificate_path, pending)
+        finally:
+            pending.close()
         start = time.perf_counter()
         evidence = purge_physically(memory, journal["ids"], journal["purge_id"], journal["details"], plan)
         certificate = _checked_certificate(memory, journal, plan, evidence, time.perf_counter() - start)
@@ -360,13 +368,14 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
 
 
 def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray], seed: int,
-                certificate_path: Optional[Path]) -> tuple[dict, dict]:
-    """Everything the certificate needs that the purge destroys, read before it: (journal head, certificate plan)."""
+                certificate_path: Optional[Path], pending: Optional[PendingDigests] = None) -> tuple[dict, dict]:
+    """Everything the certificate needs that the purge destroys, read before it: (journal head, certificate plan).
+    `pending`: the embeddings' digests, started on the vault as it is now."""
     if ids is None and not memory.exemplars.tombstoned_ids():
         raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
     ids = Erasure(memory).check_purgeable(memory.exemplars.tombstoned_ids() if ids is None else ids)
     rows = Erasure(memory).plain_rows(ids)  # by id, as `ids` are
-    everything = StoredRows.read(memory)  # hashed once: every digest below and the shared bytes use it
+    everything = StoredRows.read(memory, pending)  # hashed once: every digest below and the shared bytes use it
     removed_vectors = everything.vectors(ids)
     removed_digests = everything.digests[np.searchsorted(everything.ids, ids)]
     removed = [
@@ -411,13 +420,23 @@ def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Opti
 def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, evidence: list["Evidence"],
                          seconds: float) -> Certificate:
     """The certificate of a purge carried out, its checks run on the memory as it is now against the plan."""
+    # the digests of the memory after are taken by a helper process while this one runs the other checks; they are
+    # first needed by the exactness check, then by the certificate's digest of the memory after
+    pending = Erasure(memory).start_record_digests()
+    try:
+        return _certify(memory, journal, plan, evidence, seconds, StoredRows.read(memory, pending))
+    finally:
+        pending.close()
+
+
+def _certify(memory: VisualMemory, journal: dict, plan: dict, evidence: list["Evidence"], seconds: float,
+             after: StoredRows) -> Certificate:
     ids = journal["ids"]
     removed = [RemovedExemplar(**r) for r in plan["removed"]]
     removed_vectors, probes = _vectors_from(plan["removed_vectors"]), _vectors_from(plan["probes"])
     patterns = [(name, base64.b64decode(pattern)) for name, pattern in plan["patterns"]]
-    after = StoredRows.read(memory)
-    certificate = Certificate(journal["purge_id"], plan["started"], seconds, removed, plan["digest_before"],
-                              memory_digest(memory, after), audit_head=memory.audit.head())
+    audit_head = memory.audit.head()
+    checks: list[Check] = []
     # the probes against every stored record at once, read in place (the exactness check takes its rows' columns);
     # then the mapping goes: the byte scan would read a file this process holds open with pread, not mapped
     similarities = probes @ after.records.T
@@ -426,7 +445,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     hits = byte_scan(memory.path, patterns)
     files = [p for p in memory.path.rglob("*") if p.is_file()]
     shared = plan["shared"]
-    certificate.checks.append(Check(
+    checks.append(Check(
         "byte scan",
         not hits,
         f"{len(patterns)} byte patterns (embeddings as float32 and float16, thumbnails) searched in {len(files)} "
@@ -441,7 +460,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
         leaked = sorted(set(found_ids.ravel().tolist()) & set(ids))
     else:
         leaked = []
-    certificate.checks.append(Check(
+    checks.append(Check(
         "removed images return none of their ids",
         not leaked,
         f"each removed embedding queried for its {min(50, len(memory))} nearest exemplars: "
@@ -455,7 +474,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
         same = len(after_ids) == 0
         detail = "the memory is empty, as one built from scratch without them would be" if same else \
             f"{len(after_ids)} exemplars remain where none should"
-        certificate.checks.append(Check("exactness", same, detail))
+        checks.append(Check("exactness", same, detail))
     else:
         labels_before = plan["labels"]
         after_labels = _live_labels(memory, after_ids)
@@ -480,7 +499,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
                                                                                        after_neighbors)
         index_ids, _ = memory.search(probes, min(EXACT_K, len(after_ids)))
         index_agrees = float(np.mean([set(a) == set(b) for a, b in zip(index_ids, after_neighbors)]))
-        certificate.checks.append(Check(
+        checks.append(Check(
             "exactness",
             bool(same_rows and same_predictions),
             f"{len(probes)} probe queries: predictions and {EXACT_K} nearest neighbours "
@@ -491,8 +510,9 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
         ))
 
     # what the index backend did and verified itself (e.g. Milvus: compaction waited for, ids no longer stored)
-    certificate.checks.extend(Check(e.name, e.passed, e.detail) for e in evidence)
-    return certificate
+    checks.extend(Check(e.name, e.passed, e.detail) for e in evidence)
+    return Certificate(journal["purge_id"], plan["started"], seconds, removed, plan["digest_before"],
+                       memory_digest(memory, after), checks, audit_head=audit_head)
 
 
 on_interrupted_purge(finish_interrupted_purge)  # an open that finds a purge journal finishes it through this module

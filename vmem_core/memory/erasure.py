@@ -18,6 +18,7 @@ from ..voting import DEFAULT_RELIABILITY_TOP_N
 
 if TYPE_CHECKING:
     from ..backends.base import Evidence
+    from ..storage.record_digests import PendingDigests
     from .core import VisualMemory
 
 
@@ -53,6 +54,10 @@ class Erasable(Protocol):
     def plain_rows(self, ids: Sequence[int]) -> list: ...
 
     def mapped_vectors(self, ids: Sequence[int]) -> np.ndarray: ...
+
+    def start_record_digests(self) -> "PendingDigests": ...
+
+    def open_index(self) -> None: ...
 
 
 class Erasure:
@@ -120,3 +125,15 @@ class Erasure:
         """Every stored embedding, read-only and uncopied, record i for id i (`Vault.mapped_vectors`): a purge reads
         the rows of `ids` in place, once per side."""
         return self._memory._store.vault.mapped_vectors(ids)
+
+    def start_record_digests(self) -> "PendingDigests":
+        """The sha256 of every stored embedding as the vault holds it now, started in a helper process (collected by
+        `StoredRows.digests`): a purge hashes each side while this process loads the index or runs its checks."""
+        from ..storage.record_digests import PendingDigests
+
+        vault = self._memory._store.vault
+        return PendingDigests(vault.vectors_path, vault.record, vault.sizes()[0] // vault.record)
+
+    def open_index(self) -> None:
+        """Load the index now (a memory opens it on first use): a purge loads it while its digests are computed."""
+        self._memory._index
