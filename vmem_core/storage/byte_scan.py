@@ -4,16 +4,17 @@ A purge certificate must show that no file still holds a removed exemplar's byte
 pattern per file reads every file once per pattern: 200 removed exemplars made ~600 patterns and ~6,800 finds over a
 60,000-exemplar memory (94 s), and even the three patterns of one exemplar took ~0.45 s over its 700 MB.
 
-Here a file is not read whole. A pattern of L bytes, wherever it starts, covers every 8-byte-aligned word of the file
-that falls inside it, and in particular one of any `stride` consecutive aligned words once 8 x stride <= L - 7. So
-only every stride-th aligned word is read (a few hundred thousand words for 700 MB) and looked up among the 8-byte
-windows each pattern has at *every* byte offset of a stretch of 8 x stride + 7 of its bytes; where one matches, the
-whole pattern is compared at the start that window implies. Every occurrence contains a sampled word, so the answer is
-exactly that of one `find` per pattern per file (a hit is a full byte comparison), the first occurrence included.
-
-The stretch is one whose windows are all varied (`_varied_stretch`), so that runs of zeros, padding or a float
-repeated do not match everywhere. A pattern with no such stretch of at least MIN_STRETCH bytes, and any pattern
-shorter than that, is searched with `find`.
+Here a file is not read whole: only every stride-th 8-byte-aligned word (`PatternSet.stride`, a power of two; a few
+hundred thousand words for 700 MB), each looked up among windows of the patterns, where a window is the 8 bytes at
+some offset o of a pattern; where one matches, the whole pattern is compared at the start that window implies.
+An occurrence starting at file offset s puts the sampled words at pattern offsets o = q - s for the multiples q of
+8 x stride, that is at the offsets of one residue class modulo 8 x stride. So each pattern registers, for every
+residue modulo 8 x stride, one offset of that class whose window is varied (`_varied_offsets`: not zeros, padding, a
+small integer or a value repeated, which fill files and would match everywhere), and the stride is the largest for
+which every pattern has one in every class. Every occurrence then holds a sampled word on a registered window, so the
+answer is exactly that of one `find` per pattern per file (a hit is a full byte comparison), the first occurrence
+included. A pattern shorter than MIN_SAMPLED, or too sparse to be sampled every MIN_STRIDE words (an embedding of
+zeros, say), is searched with `find`.
 """
 
 from __future__ import annotations
@@ -28,61 +29,82 @@ import numpy as np
 from .scan import held_descriptor, pieces
 
 WORD = 8  # bytes: one uint64, read at 8-byte-aligned offsets
-MAX_ZERO_BYTES = 4  # a window with more zero bytes (a small integer, a zero float beside a sparse one) is common
-MIN_STRETCH = 8 * 16 + WORD - 1  # the shortest stretch worth sampling: every 16th word at least; shorter: find
-MAX_STRIDE = 4096  # words: a longer pattern is sampled no more sparsely (bounds its windows)
+MIN_SAMPLED = 64  # bytes: a shorter pattern is searched with find
+MIN_STRIDE = 16  # words: a pattern that cannot be sampled this sparsely is searched with find
+MAX_STRIDE = 4096  # words: no pattern is sampled more sparsely (bounds the windows of long ones)
+_HASH_BITS = 22  # a 4 MiB bitmap of the windows' hashes: with 100,000 windows, 1 sampled word in 40 passes by chance
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _varied_stretch(pattern: bytes) -> tuple[int, int]:
-    """(start, length) of the longest stretch of `pattern` whose 8-byte windows are all varied (length 0 if none): not
-    periodic in 1, 2 or 4 bytes (zeros, padding, one float repeated) and with at most MAX_ZERO_BYTES zero bytes."""
+def _hash(words: np.ndarray) -> np.ndarray:
+    return ((words * _MULTIPLIER) >> np.uint64(64 - _HASH_BITS)).astype(np.int64)
+
+
+def _varied_offsets(pattern: bytes) -> np.ndarray:
+    """Offsets of `pattern` whose 8-byte window is varied: not periodic in 1, 2 or 4 bytes (zeros, padding, one
+    float repeated), not a little-endian integer below 2**32, and not two 32-bit integers below 2**16 each (ids,
+    counts, offsets and link lists fill index and database files)."""
     if len(pattern) < WORD:
-        return 0, 0
-    bytes_ = np.lib.stride_tricks.sliding_window_view(np.frombuffer(pattern, dtype=np.uint8), WORD)
-    words = np.ascontiguousarray(bytes_).view("<u8").ravel()
-    rotated = (words << np.uint64(32)) | (words >> np.uint64(32))  # equal to itself: periodic in 4 bytes or less
-    good = np.r_[False, (words != rotated) & ((bytes_ == 0).sum(axis=1) <= MAX_ZERO_BYTES), False]
-    edges = np.flatnonzero(np.diff(good.astype(np.int8)))
-    if len(edges) == 0:
-        return 0, 0
-    starts, ends = edges[::2], edges[1::2]  # runs of good window offsets [start, end)
-    best = int(np.argmax(ends - starts))
-    return int(starts[best]), int(ends[best] - starts[best]) + WORD - 1
+        return np.zeros(0, dtype=np.int64)
+    windows = np.ascontiguousarray(
+        np.lib.stride_tricks.sliding_window_view(np.frombuffer(pattern, dtype=np.uint8), WORD)).view("<u8").ravel()
+    rotated = (windows << np.uint64(32)) | (windows >> np.uint64(32))  # equal to itself: periodic in 4 bytes or less
+    low, high = windows & np.uint64(0xFFFFFFFF), windows >> np.uint64(32)
+    small_pair = (low < np.uint64(1 << 16)) & (high < np.uint64(1 << 16))
+    return np.flatnonzero((windows != rotated) & (high != 0) & ~small_pair).astype(np.int64)
+
+
+def _sparsest_stride(varied: np.ndarray) -> int:
+    """The largest power-of-two stride (in words, up to MAX_STRIDE) at which `varied` offsets fall in every residue
+    class modulo 8 x stride; 0 if not even every word can be sampled. Powers of two: a stride that works makes every
+    smaller one work (each class of a smaller modulus holds whole classes of the larger)."""
+    stride = 0
+    candidate = 1
+    while candidate <= MAX_STRIDE:
+        modulus = WORD * candidate
+        if len(varied) < modulus or not np.bincount(varied % modulus, minlength=modulus).all():
+            break
+        stride, candidate = candidate, candidate * 2
+    return stride
 
 
 class PatternSet:
-    """Patterns prepared for a sampled search: the 8-byte windows of a varied stretch of each (sorted, with the
-    pattern and offset each came from), and the stride every pattern's stretch allows."""
+    """Patterns prepared for a sampled search: per pattern, one varied window in each residue class of offsets
+    modulo 8 x stride (sorted by value, with the pattern and offset each came from)."""
 
     def __init__(self, patterns: Sequence[tuple[str, bytes]], scanned_bytes: Optional[int] = None) -> None:
-        """`scanned_bytes`, the size of what will be searched, sets the stride where patterns are many: the windows
-        (patterns x 8 x stride, sorted once) and the sampled words (scanned_bytes / 8 / stride) then cost alike."""
+        """`scanned_bytes`, the size of what will be searched, sets a smaller stride where patterns are many: the
+        windows (patterns x 8 x stride, sorted once) and the sampled words (scanned_bytes / 8 / stride) then cost
+        alike."""
         self.names = [name for name, _ in patterns]
         self.patterns = [bytes(p) for _, p in patterns]
-        stretches = [_varied_stretch(p) if len(p) >= MIN_STRETCH else (0, 0) for p in self.patterns]
-        self.found_with_find = [i for i, (_, length) in enumerate(stretches) if length < MIN_STRETCH]
-        sampled = [i for i, (_, length) in enumerate(stretches) if length >= MIN_STRETCH]
-        # one stride for all, no longer than the shortest stretch allows (then every occurrence of every pattern
-        # holds a sampled word)
-        self.stride = min([(stretches[i][1] - WORD + 1) // WORD for i in sampled] + [MAX_STRIDE])
+        varied = [_varied_offsets(p) if len(p) >= MIN_SAMPLED else np.zeros(0, np.int64) for p in self.patterns]
+        strides = [_sparsest_stride(v) for v in varied]
+        sampled = [i for i, stride in enumerate(strides) if stride >= MIN_STRIDE]
+        self.found_with_find = [i for i, stride in enumerate(strides) if stride < MIN_STRIDE]
+        self.stride = min([strides[i] for i in sampled] + [MAX_STRIDE])
         if scanned_bytes and sampled:
-            balanced = int(np.sqrt(scanned_bytes / len(sampled)) / WORD)
-            self.stride = min(self.stride, max(balanced, (MIN_STRETCH - WORD + 1) // WORD))
+            balanced = np.sqrt(scanned_bytes / len(sampled)) / WORD
+            while self.stride > MIN_STRIDE and self.stride > balanced:
+                self.stride //= 2
+        modulus = WORD * self.stride
         values, owners, offsets = [], [], []
         for i in sampled:
-            start = stretches[i][0]
-            count = WORD * self.stride  # windows at consecutive offsets: any sampled word, wherever, falls on one
-            windows = np.lib.stride_tricks.sliding_window_view(
-                np.frombuffer(self.patterns[i], dtype=np.uint8)[start:start + count + WORD - 1], WORD)
-            values.append(np.ascontiguousarray(windows).view("<u8").ravel())
-            owners.append(np.full(count, i, dtype=np.int64))
-            offsets.append(np.arange(start, start + count, dtype=np.int64))
+            _, first = np.unique(varied[i] % modulus, return_index=True)  # one offset per class: its first
+            chosen = varied[i][first]
+            pattern = np.frombuffer(self.patterns[i], dtype=np.uint8)
+            words = np.lib.stride_tricks.sliding_window_view(pattern, WORD)[chosen]
+            values.append(np.ascontiguousarray(words).view("<u8").ravel())
+            owners.append(np.full(len(chosen), i, dtype=np.int64))
+            offsets.append(chosen)
+        self.bitmap = np.zeros(1 << _HASH_BITS, dtype=bool)  # a first filter, cheaper than a binary search
         if values:
             values_all = np.concatenate(values)
             order = np.argsort(values_all, kind="stable")
             self.window_values = values_all[order]
             self.window_patterns = np.concatenate(owners)[order]
             self.window_offsets = np.concatenate(offsets)[order]
+            self.bitmap[_hash(self.window_values)] = True
         else:
             self.window_values = np.zeros(0, dtype="<u8")
 
@@ -98,12 +120,12 @@ class PatternSet:
         words = np.frombuffer(data, dtype="<u8", count=len(data) // WORD)
         sampled = words[::self.stride].copy()  # a copy: no view may outlive an mmap the caller closes
         del words
-        at = np.searchsorted(self.window_values, sampled)
-        hits = np.flatnonzero(self.window_values[np.minimum(at, len(self.window_values) - 1)] == sampled)
-        for hit in hits.tolist():
+        maybe = np.flatnonzero(self.bitmap[_hash(sampled)])
+        at = np.searchsorted(self.window_values, sampled[maybe])
+        matched = self.window_values[np.minimum(at, len(self.window_values) - 1)] == sampled[maybe]
+        for hit, first in zip(maybe[matched].tolist(), at[matched].tolist()):
             position = hit * self.stride * WORD
             value = sampled[hit]
-            first = int(at[hit])
             last = int(np.searchsorted(self.window_values, value, side="right"))
             for index, offset in zip(self.window_patterns[first:last].tolist(),
                                      self.window_offsets[first:last].tolist()):

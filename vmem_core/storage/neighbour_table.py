@@ -359,8 +359,10 @@ def _load(path: Path) -> Optional[tuple[NeighbourTable, int]]:
         with np.load(path, allow_pickle=False) as data:
             if int(data["format"]) != FORMAT:
                 return None
-            table = NeighbourTable(int(data["seq"]), data["ids"].astype(np.int64),
-                                   data["neighbour_ids"].astype(np.int64), data["distances"].astype(np.float32))
+            # copy=False: the arrays are saved in these types, and a copy of each took ~0.09 s at 60,000 x 64
+            table = NeighbourTable(int(data["seq"]), data["ids"].astype(np.int64, copy=False),
+                                   data["neighbour_ids"].astype(np.int64, copy=False),
+                                   data["distances"].astype(np.float32, copy=False))
             done = int(data["rows_done"])
     except (OSError, ValueError, KeyError, EOFError):
         return None
