@@ -27,8 +27,10 @@ def soft_prune_toggled() -> None:
 st.toggle("Soft-prune the whole memory (weight x 1.75/(1+v) for every exemplar with v > 0)",
           value=st.session_state.get("pruning") == "soft", key="curate-soft", on_change=soft_prune_toggled)
 
-reliability = memory.reliability(settings.top_n)
-st.plotly_chart(reliability_histogram(reliability), width="stretch")
+# the figure is kept until the memory changes: a rerun without an edit (a toggle, a dismissal) does not rebuild it
+st.plotly_chart(memory.derived(("reliability histogram", settings.top_n),
+                               lambda: reliability_histogram(memory.reliability.counts(settings.top_n)[1])),
+                width="stretch")
 
 dismissed = st.session_state.setdefault("curate-dismissed", set())
 shown = st.session_state.setdefault("curate-shown", SUGGESTIONS_PER_PAGE)

@@ -176,3 +176,21 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_below_what_encoders_ne
     small = io.BytesIO()
     Image.fromarray(smooth[:800, :800]).save(small, format="JPEG")
     assert load_image(small.getvalue()).image.size == (800, 800)  # under twice the minimum: decoded in full
+
+
+def test_enlarged_thumbnails_are_png_scaled_pixel_sharp_and_kept():
+    import io
+
+    from vmem_core.ui.widgets import enlarge
+
+    small = Image.new("L", (2, 1))
+    small.putpixel((1, 0), 255)
+    png = io.BytesIO()
+    small.save(png, format="PNG")
+    big = enlarge(png.getvalue(), 8)
+    image = Image.open(io.BytesIO(big))
+    assert image.format == "PNG" and image.size == (8, 4)
+    assert image.convert("L").getpixel((3, 2)) == 0 and image.convert("L").getpixel((4, 2)) == 255  # no blur
+    assert enlarge(png.getvalue(), 8) is big  # the next rerun takes it as it is
+    grey = Image.open(io.BytesIO(enlarge(None, 5)))
+    assert grey.size == (5, 5) and grey.convert("RGB").getpixel((2, 2)) == (230, 230, 230)

@@ -44,6 +44,9 @@ class ExactSearch:
     def vectors(self, ids):
         return np.stack([self.stored[int(i)] for i in ids]) if len(ids) else np.zeros((0, DIM), np.float32)
 
+    def distances(self, vectors, ids):
+        return cosine_distances(np.asarray(vectors), self.vectors(ids))
+
 
 def unit(rng, n):
     x = rng.normal(size=(n, DIM)).astype(np.float32)
@@ -311,3 +314,24 @@ def test_a_purge_leaves_no_table_file_listing_the_purged(memory, tmp_path):
     purge(memory, [victim], certificate_path=tmp_path / "cert.json")
     with np.load(memory._neighbours.path) as saved:
         assert victim not in saved["ids"] and victim not in saved["neighbour_ids"]
+
+
+@pytest.mark.parametrize("count", [0, 3, 600, 9000])
+def test_the_vaults_similarities_are_the_gathered_products(tmp_path, count, monkeypatch):
+    """Many ids are read in one pass over the records they span, block by block (small blocks here, so that ids fall
+    on either side of their edges); a few are gathered. Either way the products are those of the stored vectors."""
+    import vmem_core.storage.vault as vault_module
+    from vmem_core.storage.vault import Vault
+
+    monkeypatch.setattr(vault_module, "SCAN_BLOCK", 97)
+    rng = np.random.default_rng(count)
+    stored = unit(rng, 12_000)
+    vault = Vault(tmp_path, DIM, create=True)
+    vault.write_vectors(0, stored)
+    ids = np.sort(rng.choice(len(stored), count, replace=False))
+    queries = unit(rng, 5)
+    products = vault.similarities(queries, ids)
+    assert products.shape == (5, count) and products.dtype == np.float32
+    np.testing.assert_allclose(products, queries @ stored[ids].T, atol=1e-5)
+    with pytest.raises(ValueError, match="holds no vector for id 12000"):
+        vault.similarities(queries, np.r_[ids, 12_000] if count > 600 else np.arange(599, 12_001))

@@ -81,6 +81,7 @@ def test_confusion_and_per_class_and_reliability():
     assert list(bar.y) == [0.75, 1.0]
     hist = reliability_histogram({1: 0, 2: 0, 3: 2}).data[0]
     assert list(hist.y) == [2, 0, 1]
+    assert list(reliability_histogram(np.array([0, 0, 2])).data[0].y) == [2, 0, 1]  # the v values alone
 
 
 def test_experiment_figures_carry_the_results(tmp_path):

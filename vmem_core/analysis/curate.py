@@ -148,13 +148,24 @@ class _Ranked:
         return out
 
 
+def _weighted_graph(memory: VisualMemory, settings: VoteSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                             np.ndarray]:
+    """(item ids, class indices, neighbour positions, rule weights) of the leave-one-out graph over settings.top_n
+    neighbours: what the suggestions and the check of their ranking both score, made once per change."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        item_ids, graph_ids, graph_distances = memory.search.memory_neighbors(settings.top_n)
+        return (item_ids, memory.table.class_indices(item_ids), _neighbor_positions(item_ids, graph_ids),
+                rule_weights(settings.rule, graph_distances, settings=settings))
+
+    return memory.derived(("curation graph", settings), compute)
+
+
 def _suspicious(memory: VisualMemory, settings: VoteSettings) -> _Ranked:
     k, top_n = settings.k, settings.top_n
     table = memory.table
-    item_ids, graph_ids, graph_distances = memory.search.memory_neighbors(top_n)
-    own = table.class_indices(item_ids)
-    scores = label_issue_scores(own, _neighbor_positions(item_ids, graph_ids),
-                                rule_weights(settings.rule, graph_distances, settings=settings))
+    item_ids, own, positions, weights = _weighted_graph(memory, settings)
+    scores = label_issue_scores(own, positions, weights)
     _, neighbor_ids, distances = memory.search.memory_neighbors(k)
     *_, predictions = memory.search.vote(neighbor_ids, distances, settings, table=table)
     voted = predictions[:, -1] if predictions.shape[1] else np.full(len(item_ids), -1)
@@ -201,11 +212,9 @@ def check_ranking(memory: VisualMemory, top: int = DEFAULT_SUGGESTIONS, noise: f
 
 
 def _check_ranking(memory: VisualMemory, top: int, noise: float, settings: VoteSettings, seed: int) -> RankingCheck:
-    _, classes, graph = neighbor_graph(memory, settings.top_n)
-    _, _, distances = memory.search.memory_neighbors(settings.top_n)
+    _, classes, graph, weights = _weighted_graph(memory, settings)
     noisy, flipped = flip_labels(classes, len(memory.table.labels), noise, seed)
     top = min(top, len(classes))
-    weights = rule_weights(settings.rule, distances, settings=settings)
     first = np.argsort(-label_issue_scores(noisy, graph, weights), kind="stable")[:top]
     hits = int(np.isin(first, flipped).sum())
     return RankingCheck(noise, len(flipped), top, hits / top, hits / len(flipped))

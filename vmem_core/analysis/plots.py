@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 import numpy as np
 import plotly.graph_objects as go
@@ -145,8 +145,13 @@ def confusion_matrix_figure(frame) -> go.Figure:
     return fig
 
 
-def reliability_histogram(reliability: Mapping[int, int]) -> go.Figure:
-    values = np.fromiter(reliability.values(), dtype=np.int64) if reliability else np.zeros(0, np.int64)
+def reliability_histogram(reliability: Union[Mapping[int, int], np.ndarray]) -> go.Figure:
+    """How many exemplars have each reliability v: from {id: v} or from the v values alone
+    (`memory.reliability.counts(top_n)[1]`)."""
+    if isinstance(reliability, Mapping):
+        values = np.fromiter(reliability.values(), dtype=np.int64, count=len(reliability))
+    else:
+        values = np.asarray(reliability, dtype=np.int64).ravel()
     counts = np.bincount(values) if len(values) else np.zeros(1, np.int64)
     fig = go.Figure(go.Bar(x=np.arange(len(counts)), y=counts, marker_color=WINNER))
     fig.update_layout(title="Reliability v per exemplar (0 = never among other classes' neighbours)",

@@ -136,11 +136,8 @@ class ExemplarReads(Part):
         return self._store.count_matching(**filters)
 
     def thumbnails(self, ids: Sequence[int]) -> dict[int, Optional[bytes]]:
-        rows = self._store.rows(ids)
-        return {
-            int(i): bytes(t) if isinstance(t, (bytes, bytearray, memoryview)) else None
-            for i, t in zip(rows["id"], rows["thumbnail"])
-        }
+        """{id: thumbnail PNG, or None where none was stored} of the given ids that exist, live or deleted."""
+        return self._store.thumbnails(ids)
 
 
 class Exemplars(ExemplarReads):

@@ -53,6 +53,9 @@ MAX_INCREMENTAL_ADD = 4096
 # exemplar of a 60,000 Gaussian mixture sat in 769 rows: 0.8 s of searches per delete). A row is searched again only
 # once deletes have taken more than the slack from it and no add has refilled it.
 SLACK = 14
+# new items whose distances to the rows their search missed are taken in one pass over the stored vectors (bounds
+# the (items, rows) matrix: 256 x 60,000 float32 is 61 MB)
+INSERT_CHUNK = 256
 
 
 class VectorSearch(Protocol):
@@ -63,6 +66,10 @@ class VectorSearch(Protocol):
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """(n, dim) float32 unit vectors of the given ids, in that order."""
+
+    def distances(self, vectors: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """(len(vectors), len(ids)) `cosine_distances` between the vectors and the stored vectors of `ids` (sorted,
+        unique): what a new item's insertion compares against rows its search did not reach, often thousands."""
 
 
 def cosine_distances(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -270,15 +277,25 @@ def _insert(ids, neighbours, distances, open_rows, complete, count, added, added
     pair_rows.append(row_of[enters])
     pair_items.append(a_index[enters])
     pair_d.append(found_d[enters])
-    # rows the search did not reach: only one whose radius exceeds the farthest found can list the new item
+    # rows the search did not reach: only one whose radius exceeds the farthest found can list the new item. A new
+    # item near many others (a near-copy) leaves thousands such rows, so their distances come from one pass over the
+    # stored vectors for every new item at once (`search.distances`), not a gather per item
     if found.shape[1] >= cover and len(ids):
         farthest = found_d[:, -1] if found.shape[1] else np.full(len(added), -np.inf, np.float32)
+        per_item = []
         for a in range(len(added)):
             candidates = np.flatnonzero(open_rows & (radius > farthest[a]))
             if len(candidates):
                 candidates = np.setdiff1d(candidates, row_of[a][row_of[a] >= 0], assume_unique=False)
-            if len(candidates):
-                d = cosine_distances(added_vectors[a:a + 1], search.vectors(ids[candidates]))[0]
+            per_item.append(candidates)
+        asked = [a for a in range(len(added)) if len(per_item[a])]
+        union = np.unique(np.concatenate([per_item[a] for a in asked])) if asked else np.zeros(0, np.int64)
+        for chunk in range(0, len(asked), INSERT_CHUNK):
+            items = asked[chunk:chunk + INSERT_CHUNK]
+            distances_all = search.distances(added_vectors[items], ids[union])
+            for row_in_chunk, a in enumerate(items):
+                candidates = per_item[a]
+                d = distances_all[row_in_chunk, np.searchsorted(union, candidates)]
                 near = d < radius[candidates]
                 pair_rows.append(candidates[near])
                 pair_items.append(np.full(int(near.sum()), a))

@@ -104,6 +104,16 @@ class StoreQueries:
         frame = frame.set_index("id").reindex([i for i in ids if i in set(frame["id"])]).reset_index()
         return self._with_thumbnails(frame)
 
+    def thumbnails(self, ids: Sequence[int]) -> dict[int, Optional[bytes]]:
+        """{id: thumbnail PNG, or None where none was stored} of the given ids that exist (no data frame: a page's
+        twenty rows read this on every rerun)."""
+        with self._cursor() as cur:
+            found = cur.execute("SELECT id, thumb_offset, thumb_len FROM exemplars "
+                                "WHERE id IN (SELECT UNNEST(?::BIGINT[]))", [[int(i) for i in ids]]).fetchall()
+        thumbs = self.vault.read_thumbnails([(offset, length) for _, offset, length in found])
+        return {int(i): bytes(t) if isinstance(t, (bytes, bytearray, memoryview)) else None
+                for (i, _, _), t in zip(found, thumbs)}
+
     @staticmethod
     def _browse_filter(label, source, added_from, added_to, include_deleted) -> tuple[str, list]:
         where = """(? IS NULL OR label = ?) AND (? IS NULL OR contains(lower(source), lower(?)))

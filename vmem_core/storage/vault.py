@@ -23,6 +23,9 @@ import numpy as np
 from ..errors import MemoryFormatError
 from .layout import THUMBNAILS_NAME, VECTORS_NAME
 
+GATHERED_AT_MOST = 512  # `similarities` gathers up to this many records; more are read in one sequential pass
+SCAN_BLOCK = 4096  # records per product in that pass (4096 x 1280 float32: 20 MB at a time)
+
 
 class Vault:
     def __init__(self, directory: Path, dim: int, create: bool = False, read_only: bool = False) -> None:
@@ -116,6 +119,29 @@ class Vault:
             return np.array(mapped[first:first + len(ids)], dtype=np.float32)
         # one gathered copy (np.array over the fancy-indexed memmap copied the gathered rows a second time)
         return np.take(mapped, ids, axis=0).view(np.ndarray).astype(np.float32, copy=False)
+
+    def similarities(self, vectors: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        """(len(vectors), len(ids)) inner products of `vectors` with the stored embeddings of `ids` (sorted, unique).
+        A few ids are gathered; many are read in one sequential pass over the records they span, the products taken
+        on the mapped records in place: gathering 26,000 scattered records of 60,000 from a fresh mapping took 0.05
+        to 0.6 s, as its page faults went, and a pass over all of them ~15 ms."""
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(ids) <= GATHERED_AT_MOST:
+            return vectors @ self.read_vectors(ids).T if len(ids) else np.zeros((len(vectors), 0), np.float32)
+        size = self.sizes()[0]
+        if int(ids[-1]) * self.record + self.record > size:
+            raise ValueError(f"{self.vectors_path} holds no vector for id {int(ids[-1])} (file too short)")
+        mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(size // self.record, self.dim))
+        records = mapped.view(np.ndarray)
+        out = np.empty((len(vectors), len(ids)), dtype=np.float32)
+        for start in range(int(ids[0]), int(ids[-1]) + 1, SCAN_BLOCK):
+            stop = min(start + SCAN_BLOCK, int(ids[-1]) + 1)
+            low, high = np.searchsorted(ids, [start, stop])
+            if low < high:
+                out[:, low:high] = (vectors @ records[start:stop].T)[:, ids[low:high] - start]
+        del records, mapped
+        return out
 
     def mapped_vectors(self, ids: Sequence[int]) -> np.ndarray:
         """Every record of the vectors file, (records, dim) float32, mapped read-only without a copy (a purge's

@@ -3,6 +3,7 @@ tick, and the "Present" switch for showing a page on a projector."""
 
 from __future__ import annotations
 
+import functools
 import io
 from typing import Optional, Sequence
 
@@ -31,15 +32,21 @@ PRESENT_CSS = """<style>
 </style>"""
 
 
-def enlarge(png: Optional[bytes], size: int = 112) -> Image.Image:
-    """A thumbnail scaled up to `size` (pixel-sharp for tiny images), or a grey square where none was stored."""
+@functools.lru_cache(maxsize=2048)
+def enlarge(png: Optional[bytes], size: int = 112) -> bytes:
+    """A thumbnail scaled up to `size` (pixel-sharp for tiny images), or a grey square where none was stored, as PNG
+    bytes. Kept for the next rerun (a thumbnail's bytes are its key, and bytes cannot be changed): a page of twenty
+    rows spent ~40 ms of every rerun decoding, scaling and re-encoding the same images."""
     if png is None:
-        return Image.new("RGB", (size, size), (230, 230, 230))
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    scale = size / max(image.size)
-    if scale > 1:
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
-    return image
+        image = Image.new("RGB", (size, size), (230, 230, 230))
+    else:
+        image = Image.open(io.BytesIO(png)).convert("RGB")
+        scale = size / max(image.size)
+        if scale > 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
 
 
 def neighbor_gallery(memory: VisualMemory, result: Classification, columns: int = 5, limit: int = 20) -> None:
