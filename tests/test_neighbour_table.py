@@ -48,6 +48,13 @@ class ExactSearch:
         return cosine_distances(np.asarray(vectors), self.vectors(ids))
 
 
+def assert_bookkeeping(table: NeighbourTable) -> None:
+    """What an update carries over instead of recounting: each row's entries, and a bound on the largest listed id."""
+    np.testing.assert_array_equal(table.row_counts(), np.count_nonzero(table.neighbours >= 0, axis=1))
+    assert table.top_listed() >= int(table.neighbours.max(initial=-1))
+    assert table.fewest_listed() == (int((table.neighbours >= 0).sum(axis=1).min()) if len(table) else table.depth)
+
+
 def unit(rng, n):
     x = rng.normal(size=(n, DIM)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -103,6 +110,7 @@ def test_incremental_table_equals_full_recomputation(start, steps, depth, slack,
         full = NeighbourTable.build(live(), search, depth, seq)
         np.testing.assert_array_equal(table.ids, full.ids)
         np.testing.assert_array_equal(table.neighbours[:, :depth], full.neighbours)
+        assert_bookkeeping(table)
         for top_n in {1, depth}:
             (v, threshold), (full_v, full_threshold) = (v_and_threshold(t, labels, top_n) for t in (table, full))
             assert v == full_v
@@ -141,6 +149,7 @@ def test_rows_refilled_only_as_far_as_needed_are_exact_prefixes(start, steps, de
         table = table.updated(live(), search, seq, need)
         full = NeighbourTable.build(live(), search, depth, seq)
         np.testing.assert_array_equal(table.ids, full.ids)
+        assert_bookkeeping(table)
         assert table.complete_to(need)
         listed = table.neighbours >= 0
         assert not (listed[:, 1:] & ~listed[:, :-1]).any()  # padding only at the end

@@ -83,7 +83,10 @@ class NeighbourTable:
     ids: np.ndarray  # (n,) int64, sorted: the live items
     neighbours: np.ndarray  # (n, depth) int64, nearest first; -1 pads
     distances: np.ndarray  # (n, depth) float32; inf pads
-    _fewest: Optional[int] = field(default=None, repr=False, compare=False)  # cache of `fewest_listed`
+    # what `updated` knows without a pass over the whole table (each pass over 60,000 x 64 entries costs 10-20 ms of
+    # an edit's page): the entries each row lists, and a bound on the largest id any row lists
+    _counts: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    _top_listed: Optional[int] = field(default=None, repr=False, compare=False)
 
     @property
     def depth(self) -> int:
@@ -92,11 +95,21 @@ class NeighbourTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def row_counts(self) -> np.ndarray:
+        """(n,) the entries each row lists (the rest pads). Not to be written: it is the table's own."""
+        if self._counts is None:
+            self._counts = np.count_nonzero(self.neighbours >= 0, axis=1)
+        return self._counts
+
+    def top_listed(self) -> int:
+        """At least the largest id any row lists (-1 for none): exact unless `updated` kept a bound."""
+        if self._top_listed is None:
+            self._top_listed = int(self.neighbours.max(initial=-1))
+        return self._top_listed
+
     def fewest_listed(self) -> int:
         """The fewest entries any row lists (depth for an empty table)."""
-        if self._fewest is None:
-            self._fewest = int(np.count_nonzero(self.neighbours >= 0, axis=1).min()) if len(self.ids) else self.depth
-        return self._fewest
+        return int(self.row_counts().min()) if len(self.ids) else self.depth
 
     def complete_to(self, need: int) -> bool:
         """Whether every row lists its `need` nearest other items (all of them where fewer exist)."""
@@ -165,6 +178,8 @@ class NeighbourTable:
         # and the rest of its row moves up: a row is its item's nearest `count` others, and without one of them it
         # is still the nearest `count - 1` of what remains. A row left with fewer than `need` entries while there
         # are more items it could list is searched again.
+        count = self.row_counts()[kept] if owned else self.row_counts().copy()
+        top_listed = self.top_listed()
         gone = _listing(neighbours, self._removed(kept, live_ids))
         hit = np.flatnonzero(gone.any(axis=1))
         if len(hit):
@@ -176,7 +191,7 @@ class NeighbourTable:
             order = np.argsort(lost, axis=1, kind="stable")  # the entries kept, in their order, then the padding
             neighbours[hit] = np.take_along_axis(rows_n, order, axis=1)
             distances[hit] = np.take_along_axis(rows_d, order, axis=1)
-        count = (neighbours >= 0).sum(axis=1)
+            count[hit] -= lost.sum(axis=1)
         complete = count >= len(ids) - 1  # lists every other item kept: any new one enters it
         stale = (count < need) & ~complete
         sorted_already = True
@@ -192,17 +207,23 @@ class NeighbourTable:
             neighbours = np.concatenate([neighbours, new_neighbours])  # the copy: the kept rows are written below
             distances = np.concatenate([distances, new_distances])
             owned = True
-            _insert(ids[:kept_rows], neighbours[:kept_rows], distances[:kept_rows], ~stale, complete, count, added,
-                    added_vectors, found, found_d, cover, search)
+            entered = _insert(ids[:kept_rows], neighbours[:kept_rows], distances[:kept_rows], ~stale, complete, count,
+                              added, added_vectors, found, found_d, cover, search)
+            count = np.concatenate([count, np.count_nonzero(new_neighbours >= 0, axis=1)])
+            count[entered] = np.count_nonzero(neighbours[entered] >= 0, axis=1)
+            top_listed = max(top_listed, int(added.max()), int(new_neighbours.max(initial=-1)))
         if stale.any():
             if not owned:
                 neighbours, distances, owned = neighbours.copy(), distances.copy(), True
             rows = np.flatnonzero(stale)
             neighbours[rows], distances[rows] = search_rows(ids[rows], search, depth)
+            count[rows] = np.count_nonzero(neighbours[rows] >= 0, axis=1)
+            top_listed = max(top_listed, int(neighbours[rows].max(initial=-1)))
         if not sorted_already:
             order = np.argsort(ids, kind="stable")
-            ids, neighbours, distances = ids[order], neighbours[order], distances[order]
-        return NeighbourTable(seq, ids, neighbours, distances)
+            ids, neighbours, distances, count = ids[order], neighbours[order], distances[order], count[order]
+        # the bound only grows: dropped entries leave it above what is listed, which costs a pass, never an answer
+        return NeighbourTable(seq, ids, neighbours, distances, count, top_listed)
 
 
     def _removed(self, kept: np.ndarray, live_ids: np.ndarray) -> np.ndarray:
@@ -210,7 +231,7 @@ class NeighbourTable:
         no row here and is not live (added while the table was built, and gone since). Ids only grow, so such an
         item lies above the table's largest id."""
         removed = self.ids[~kept]
-        if len(self.ids) and self.neighbours.size and int(self.neighbours.max()) > int(self.ids[-1]):
+        if len(self.ids) and self.neighbours.size and self.top_listed() > int(self.ids[-1]):
             beyond = np.unique(self.neighbours[self.neighbours > self.ids[-1]])
             removed = np.concatenate([removed, beyond[~_member(beyond, live_ids)]])
         return np.unique(removed)
@@ -258,8 +279,9 @@ def _rows_from(ids: np.ndarray, found: np.ndarray, found_d: np.ndarray, depth: i
 
 
 def _insert(ids, neighbours, distances, open_rows, complete, count, added, added_vectors, found, found_d, cover,
-            search) -> None:
-    """Insert new items into the rows (where `open_rows`) they enter, in place (the caller owns the arrays)."""
+            search) -> np.ndarray:
+    """Insert new items into the rows (where `open_rows`) they enter, in place (the caller owns the arrays); returns
+    the rows written."""
     found = np.asarray(found, dtype=np.int64)
     found_d = np.asarray(found_d, dtype=np.float32)
     # a new item enters a row if it is nearer than the row's last entry; any new item enters a row that lists every
@@ -302,7 +324,7 @@ def _insert(ids, neighbours, distances, open_rows, complete, count, added, added
                 pair_d.append(d[near])
     rows = np.concatenate(pair_rows)
     if len(rows) == 0:
-        return
+        return np.zeros(0, dtype=np.int64)
     items = added[np.concatenate(pair_items)]
     dists = np.concatenate(pair_d).astype(np.float32)
     depth = neighbours.shape[1]
@@ -318,6 +340,7 @@ def _insert(ids, neighbours, distances, open_rows, complete, count, added, added
         merged_d = np.concatenate([distances[row], dists[start:end][fresh]])
         best = np.argsort(merged_d, kind="stable")[:depth]
         neighbours[row], distances[row] = merged_ids[best], merged_d[best]
+    return rows[starts]
 
 
 def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -434,10 +457,11 @@ class NeighbourTableKeeper:
             if table is None:
                 table = NeighbourTable.build(live_ids, search, self.width, seq, progress, self.checkpoint)
             elif table.seq != seq and np.array_equal(table.ids, live_ids) and (
-                    not len(table.ids) or int(table.neighbours.max(initial=-1)) <= int(table.ids[-1])):
+                    not len(table.ids) or table.top_listed() <= int(table.ids[-1])):
                 # the same live items (a relabel, or a delete undone): the same rows. A row can list an id above
                 # the table's largest only if that item came while the table was built (ids only grow): then update
-                table = NeighbourTable(seq, table.ids, table.neighbours, table.distances)
+                table = NeighbourTable(seq, table.ids, table.neighbours, table.distances, table._counts,
+                                       table._top_listed)
             elif table.seq != seq or not np.array_equal(table.ids, live_ids):
                 table = table.updated(live_ids, search, seq, need)
             if not table.complete_to(need):  # rows that lost entries to deletes, refilled as far as asked
