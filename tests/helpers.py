@@ -194,3 +194,14 @@ def clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     vectors = centres[which] + 0.6 * rng.normal(size=(n, DIM))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors.astype(np.float32), [LABELS[c] for c in which]
+
+
+def freeze_reliability(memory, top_n: int, monkeypatch) -> None:
+    """Hold reliability v at its present values across edits, as a counterfactual check assumes: the counts pruning
+    reads, and the {id: v} made from them."""
+    from vmem_core.memory.reliability import ReliabilityReads
+
+    ids, counts = (array.copy() for array in memory.reliability.counts(top_n))
+    v = dict(zip(ids.tolist(), counts.tolist()))
+    monkeypatch.setattr(ReliabilityReads, "counts", lambda self, n=top_n: (ids, counts))
+    monkeypatch.setattr(ReliabilityReads, "__call__", lambda self, n=top_n: v)

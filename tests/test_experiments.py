@@ -33,7 +33,7 @@ from vmem_core.analysis.neighbor_cache import NeighborCache, build_cache, exact_
 from vmem_core.errors import DatasetError, VmemError
 from vmem_core.voting import SOFTMAX_TEMPERATURE, VoteSettings
 
-from .helpers import new_memory
+from .helpers import freeze_reliability, new_memory
 
 
 def unit(x):
@@ -303,10 +303,7 @@ def test_counterfactuals_equal_deleting_the_exemplar(tmp_path, rule, pruning, mo
     mem.exemplars.add_embeddings(memory, list(labels))
     queries, query_labels = queries[:12], query_labels[:12]
     explained = attribute(mem, queries, VoteSettings(k=4, rule=rule, pruning=pruning))
-    v = dict(mem.reliability(10))
-    from vmem_core.memory.reliability import Reliability
-
-    monkeypatch.setattr(Reliability, "__call__", lambda self, top_n=10: v)  # frozen, as the counterfactual assumes
+    freeze_reliability(mem, 10, monkeypatch)  # as the counterfactual assumes
     flips_seen = 0
     for row, neighbors in enumerate(explained):
         assert sum(n.share for n in neighbors) == pytest.approx(1.0)

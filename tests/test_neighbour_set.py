@@ -10,6 +10,7 @@ from vmem_core import VisualMemory
 from vmem_core.voting import RULES, VoteSettings
 
 from . import helpers  # noqa: F401 - registers the test encoders
+from .helpers import freeze_reliability
 
 PRUNINGS = [VoteSettings(k=5, pruning="none"), VoteSettings(k=5, pruning="soft"),
             VoteSettings(k=5, pruning="hard", threshold=3)]
@@ -46,20 +47,12 @@ def test_one_deep_search_votes_at_every_k_and_rule_as_a_search_at_that_k(blobs, 
             _same(neighbours.classifications(asked), memory.search.classify_embeddings(queries, asked))
 
 
-def _frozen_reliability(memory: VisualMemory, top_n: int, monkeypatch) -> None:
-    from vmem_core.memory.reliability import Reliability
-
-    v = dict(memory.reliability(top_n))
-    # held fixed across the deletion, as the neighbour set assumes
-    monkeypatch.setattr(Reliability, "__call__", lambda self, n=top_n: v)
-
-
 @pytest.mark.parametrize("settings", PRUNINGS, ids=lambda s: s.pruning)
 def test_dependent_queries_are_those_whose_prediction_changes_when_the_exemplars_go(blobs, settings, monkeypatch):
     """The Unlearning page's check: from the same neighbours and pruning as the prediction (2k deep), the queries
     that lean on the exemplars and those whose prediction changes without them, against a real deletion."""
     memory, queries = blobs
-    _frozen_reliability(memory, settings.top_n, monkeypatch)
+    freeze_reliability(memory, settings.top_n, monkeypatch)  # held fixed across the deletion, as the set assumes
     neighbours = memory.search.neighbour_set(queries, 2 * settings.k, settings)
     # the exemplars that drove the first three predictions (a set of several, as the page forgets)
     gone = sorted({n.id for r in neighbours.rows([0, 1, 2]).classifications(settings)

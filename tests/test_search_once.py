@@ -12,10 +12,9 @@ from vmem_core import VisualMemory
 from vmem_core.backends.hnsw import HnswlibBackend
 from vmem_core.ingest.datasets import scan_dataset
 from vmem_core.ingest.images import load_image
-from vmem_core.memory.reliability import Reliability
 from vmem_core.voting import VoteSettings
 
-from .helpers import REPO, SAMPLE, TIMEOUT, sample_folder, texts
+from .helpers import REPO, SAMPLE, TIMEOUT, freeze_reliability, sample_folder, texts
 
 SPLIT = len(scan_dataset(SAMPLE / "queries"))  # the shipped query split the Evaluate and Unlearning pages use
 
@@ -108,9 +107,7 @@ def test_unlearning_dependent_queries_follow_hard_pruning(tmp_path, monkeypatch)
     items = scan_dataset(SAMPLE / "queries")
     with VisualMemory.open(tmp_path / "copy") as copy:
         queries = copy.encoder.encode([load_image(item.path, item.source).image for item in items])
-        v = dict(copy.reliability(settings.top_n))
-        # held fixed, as the page says
-        monkeypatch.setattr(Reliability, "__call__", lambda self, top_n=settings.top_n: v)
+        freeze_reliability(copy, settings.top_n, monkeypatch)  # held fixed, as the page says
         before = copy.search.classify_embeddings(queries, settings)
         leaning = [i for i, r in enumerate(before) if {n.id for n in r.neighbors} & set(to_forget)]
         unpruned, _ = copy.search(queries, settings.k)

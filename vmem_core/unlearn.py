@@ -352,6 +352,8 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
             raise VmemError(f"certificate path {certificate_path} already exists; choose a new path (a certificate "
                             "written there before holds the only salts that prove its purge). Nothing was purged")
     with memory.exemplars.exclusive():  # the before/after comparison must not see another thread's changes
+        if ids is not None:  # refused before any work starts (unknown or purged ids)
+            Erasure(memory).check_purgeable(ids)
         # the embeddings' digests are taken by a helper process while this one loads the index (which the removal
         # needs anyway, and which holds the GIL while it loads)
         pending = Erasure(memory).start_record_digests()
