@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,13 +54,20 @@ def main() -> None:
     parser.add_argument("--memory", type=Path, help="an existing memory (read only: classify never writes)")
     parser.add_argument("--keep", type=Path, help="build the synthetic memory here, or reuse it if it exists")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)  # the child process that builds
     args = parser.parse_args()
+    if args.build_into:
+        build(args.build_into, args.exemplars)
+        return
     from vmem_core.encoders.efficientnet import cache_dir
 
     with tempfile.TemporaryDirectory() as scratch:
         memory = args.memory or args.keep or Path(scratch) / "rss.vmem"
         if args.memory is None and not (memory / "vmem.json").exists():
-            build(memory, args.exemplars)
+            # built by a child: a child's peak RSS starts from this process's at the fork (Linux keeps the high
+            # water mark across exec), so a build in this process (2 GB at 100,000) would be every row's peak
+            subprocess.run([sys.executable, __file__, "--exemplars", str(args.exemplars), "--build-into",
+                            str(memory)], check=True)
         mem = str(memory)
         vmem = [sys.executable, "-m", "vmem_core", "classify", mem, str(QUERY)]
         rows = {"bare onnxruntime + hnswlib + numpy": [sys.executable, "-c", BARE, mem, str(QUERY), str(cache_dir())],
