@@ -203,5 +203,7 @@ def freeze_reliability(memory, top_n: int, monkeypatch) -> None:
 
     ids, counts = (array.copy() for array in memory.reliability.counts(top_n))
     v = dict(zip(ids.tolist(), counts.tolist()))
-    monkeypatch.setattr(ReliabilityReads, "counts", lambda self, n=top_n: (ids, counts))
-    monkeypatch.setattr(ReliabilityReads, "__call__", lambda self, n=top_n: v)
+    counts_of, v_of = ReliabilityReads.counts, ReliabilityReads.__call__  # any other top_n: as it is
+    monkeypatch.setattr(ReliabilityReads, "counts",
+                        lambda self, n=top_n: (ids, counts) if n == top_n else counts_of(self, n))
+    monkeypatch.setattr(ReliabilityReads, "__call__", lambda self, n=top_n: v if n == top_n else v_of(self, n))

@@ -64,10 +64,12 @@ def test_ties_are_broken_by_position_and_exclude_skips_one_row():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 700), st.integers(1, 60), st.integers(0, 2**32 - 1), st.booleans())
-def test_top_k_of_a_similarity_matrix_is_that_of_a_full_sort(rows, columns, k, seed, coarse):
+@given(st.integers(1, 6), st.integers(1, 700), st.integers(1, 60), st.integers(0, 2**32 - 1), st.booleans(),
+       st.booleans())
+def test_top_k_of_a_similarity_matrix_is_that_of_a_full_sort(rows, columns, k, seed, coarse, narrow):
     """The purge's exact check takes each probe's top k from a floor over column-block maxima, not from a sort: on
-    any matrix, ties included (coarse values repeat, and -inf marks columns left out), it returns a full sort's."""
+    any matrix, ties included (coarse values repeat, and -inf marks columns left out, also all but a narrow stretch,
+    which leaves fewer than k blocks with a value), it returns a full sort's."""
     from vmem_core.backends.hnsw_index import top_k_of
 
     rng = np.random.default_rng(seed)
@@ -75,6 +77,9 @@ def test_top_k_of_a_similarity_matrix_is_that_of_a_full_sort(rows, columns, k, s
     if coarse:
         similarities = np.round(similarities, 0)
     similarities[:, rng.random(columns) < 0.1] = -np.inf
+    if narrow:
+        start = int(rng.integers(columns))
+        similarities[:, :start] = similarities[:, start + 5:] = -np.inf
     order, distances = top_k_of(similarities, k)
     truth = np.lexsort((np.broadcast_to(np.arange(columns), similarities.shape), -similarities), axis=1)
     truth = truth[:, :min(k, columns)]

@@ -344,3 +344,38 @@ def test_the_vaults_similarities_are_the_gathered_products(tmp_path, count, monk
     np.testing.assert_allclose(products, queries @ stored[ids].T, atol=1e-5)
     with pytest.raises(ValueError, match="holds no vector for id 12000"):
         vault.similarities(queries, np.r_[ids, 12_000] if count > 600 else np.arange(599, 12_001))
+    with pytest.raises(ValueError, match="sorted and unique"):
+        vault.similarities(queries, [5, 4])
+
+
+def test_the_bound_on_listed_ids_becomes_exact_again_after_the_newest_item_goes():
+    """An item added and deleted leaves the bound above every id; the next update's pass makes it exact, so later
+    updates (a relabel keeps the rows) need no pass."""
+    rng = np.random.default_rng(5)
+    search = ExactSearch()
+    search.add(unit(rng, 30))
+    table = NeighbourTable.build(np.arange(30), search, 4, seq=0)
+    [newest] = search.add(unit(rng, 1))
+    table = table.updated(search.live_ids(), search, 1)
+    del search.live[newest]
+    table = table.updated(search.live_ids(), search, 2)
+    assert table.top_listed() >= newest > int(table.ids[-1])  # a bound, still above
+    table = table.updated(search.live_ids(), search, 3)  # nothing changed: the pass is made once
+    assert table.top_listed() == int(table.neighbours.max()) <= int(table.ids[-1])
+
+
+def test_new_items_compared_chunk_by_chunk_enter_the_rows_a_full_recomputation_gives(monkeypatch):
+    """Several new items near existing ones (each with rows its search misses), compared with those rows a few
+    items at a time: the rows they enter are those of a full recomputation."""
+    import vmem_core.storage.neighbour_table as table_module
+
+    monkeypatch.setattr(table_module, "INSERT_CHUNK", 2)
+    rng = np.random.default_rng(11)
+    search = ExactSearch()
+    search.add(unit(rng, 60))
+    table = NeighbourTable.build(np.arange(60), search, 3, seq=0)
+    copies = search.vectors(np.arange(7)) + 1e-3 * unit(rng, 7)
+    search.add(copies / np.linalg.norm(copies, axis=1, keepdims=True))
+    updated = table.updated(search.live_ids(), search, 1)
+    np.testing.assert_array_equal(updated.neighbours, NeighbourTable.build(search.live_ids(), search, 3, 1).neighbours)
+    assert_bookkeeping(updated)

@@ -66,3 +66,24 @@ def test_a_purge_certifies_the_same_with_or_without_the_helper(memory, monkeypat
     certificate = purge(memory, [2])
     assert certificate.passed, certificate.explain()
     assert certificate.digest_before == with_helper
+
+
+def test_an_interrupted_collection_leaves_no_helper_running(tmp_path, monkeypatch):
+    path, records = vault_file(tmp_path, rows=4000)  # more than a pipe holds: an uncollected helper would block
+    pending = PendingDigests(path, records.shape[1] * 4, len(records))
+    process = pending._process
+
+    communicate = process.communicate
+    calls = []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(True)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return communicate(*args, **kwargs)
+
+    monkeypatch.setattr(process, "communicate", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        pending.of(np.arange(3), lambda: records)
+    assert pending._process is None and process.wait(timeout=30) == -9  # killed, not left blocked on its pipe
+

@@ -478,3 +478,25 @@ def test_exactness_says_no_when_an_exemplar_that_stays_changed_during_the_purge(
     assert not certificate.passed and not checks["exactness"].passed
     assert "stored exemplars DIFFER" in checks["exactness"].detail
     assert checks["byte scan"].passed  # the removed exemplar itself is gone: only the exactness check says no
+
+
+def test_exactness_says_no_when_no_exemplar_remains_where_some_should(memory, monkeypatch):
+    """A purge that left none of the exemplars it should keep (here: every row reads as deleted afterwards) is
+    certified as failed, not a crash of the check."""
+    from vmem_core import purge_proof
+
+    reads = []
+    init = purge_proof.StoredRows.__init__
+
+    def read_and_lose_everything_after(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        reads.append(self)
+        if len(reads) == 2:  # the memory after the purge
+            self.tombstoned = np.ones_like(self.tombstoned)
+
+    monkeypatch.setattr(purge_proof.StoredRows, "__init__", read_and_lose_everything_after)
+    certificate = purge(memory, [3])
+    exactness = {c.name: c for c in certificate.checks}["exactness"]
+    assert not certificate.passed and not exactness.passed
+    assert exactness.detail == f"no exemplar remains where {len(memory)} should"
+

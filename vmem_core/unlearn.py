@@ -181,6 +181,8 @@ def _exact_predictions_of_records(similarities: np.ndarray, ids: np.ndarray, cla
     """`_exact_predictions` over the records of `ids` (sorted), from the probes' similarities to every record of the
     vault, record i being id i: the other columns are set to -inf in place (the caller's matrix, of no further use),
     where picking the columns of `ids` copied the matrix (48 MB for 200 probes at 60,000)."""
+    if len(ids) * 4 < similarities.shape[1]:  # few live records (a heavily purged vault): their columns are cheap
+        return _exact_predictions(ids, similarities[:, ids], classes, k, num_classes)
     others = np.ones(similarities.shape[1], dtype=bool)
     others[ids] = False
     similarities[:, others] = -np.inf
@@ -439,8 +441,8 @@ def _certify(memory: VisualMemory, journal: dict, plan: dict, evidence: list["Ev
     patterns = [(name, base64.b64decode(pattern)) for name, pattern in plan["patterns"]]
     audit_head = memory.audit.head()
     checks: list[Check] = []
-    # the probes against every stored record at once, read in place (the exactness check takes its rows' columns);
-    # then the mapping goes: the byte scan would read a file this process holds open with pread, not mapped
+    # the probes against every stored record at once, read in place (the exactness check searches its rows among
+    # them); then the mapping goes: the byte scan would read a file this process holds open with pread, not mapped
     similarities = probes @ after.records.T
     after.release()
 
@@ -472,10 +474,11 @@ def _certify(memory: VisualMemory, journal: dict, plan: dict, evidence: list["Ev
     kept_ids = _expand(plan["kept"])
     after_live = ~after.tombstoned
     after_ids = after.ids[after_live]
-    if len(kept_ids) == 0:
-        same = len(after_ids) == 0
+    if len(kept_ids) == 0 or len(after_ids) == 0:
+        same = len(after_ids) == len(kept_ids)
         detail = "the memory is empty, as one built from scratch without them would be" if same else \
-            f"{len(after_ids)} exemplars remain where none should"
+            f"{len(after_ids)} exemplars remain where none should" if len(after_ids) else \
+            f"no exemplar remains where {len(kept_ids)} should"
         checks.append(Check("exactness", same, detail))
     else:
         labels_before = plan["labels"]

@@ -75,7 +75,7 @@ def numpy_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.nd
 
 def top_k_of(similarities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """`numpy_top_k` of a (queries, rows) matrix of similarities already computed (a purge computes them once over
-    the whole vault and picks the columns of the rows it searches)."""
+    the whole vault, the rows it does not search set to -inf)."""
     k = min(int(k), similarities.shape[1])
     order = np.zeros((len(similarities), k), dtype=np.int64)
     if k == 0:
@@ -88,6 +88,10 @@ def top_k_of(similarities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     starts = np.linspace(0, similarities.shape[1], blocks, endpoint=False).astype(np.int64)
     maxima = np.maximum.reduceat(similarities, starts, axis=1)
     floor = np.partition(maxima, blocks - k, axis=1)[:, blocks - k]
+    unbounded = np.flatnonzero(floor == -np.inf)  # fewer than k blocks hold a value: every column would pass
+    if len(unbounded):
+        floor[unbounded] = np.partition(similarities[unbounded], similarities.shape[1] - k, axis=1)[
+            :, similarities.shape[1] - k]
     rows, columns = np.nonzero(similarities >= floor[:, None])
     bounds = np.searchsorted(rows, np.arange(len(similarities) + 1))
     for row in range(len(similarities)):

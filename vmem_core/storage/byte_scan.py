@@ -29,8 +29,8 @@ import numpy as np
 from .scan import held_descriptor, pieces
 
 WORD = 8  # bytes: one uint64, read at 8-byte-aligned offsets
-MIN_SAMPLED = 64  # bytes: a shorter pattern is searched with find
 MIN_STRIDE = 16  # words: a pattern that cannot be sampled this sparsely is searched with find
+MIN_SAMPLED = WORD * MIN_STRIDE + WORD - 1  # bytes: a shorter pattern cannot be (a window per class), so find
 MAX_STRIDE = 4096  # words: no pattern is sampled more sparsely (bounds the windows of long ones)
 _HASH_BITS = 22  # a 4 MiB bitmap of the windows' hashes: with 100,000 windows, 1 sampled word in 40 passes by chance
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
@@ -118,8 +118,10 @@ class PatternSet:
         if not len(self.window_values):
             return found
         words = np.frombuffer(data, dtype="<u8", count=len(data) // WORD)
-        sampled = words[::self.stride].copy()  # a copy: no view may outlive an mmap the caller closes
-        del words
+        try:
+            sampled = words[::self.stride].copy()  # a copy: no view may outlive an mmap the caller closes
+        finally:
+            del words
         maybe = np.flatnonzero(self.bitmap[_hash(sampled)])
         at = np.searchsorted(self.window_values, sampled[maybe])
         matched = self.window_values[np.minimum(at, len(self.window_values) - 1)] == sampled[maybe]

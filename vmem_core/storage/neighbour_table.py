@@ -179,8 +179,9 @@ class NeighbourTable:
         # is still the nearest `count - 1` of what remains. A row left with fewer than `need` entries while there
         # are more items it could list is searched again.
         count = self.row_counts()[kept] if owned else self.row_counts().copy()
-        top_listed = self.top_listed()
-        gone = _listing(neighbours, self._removed(kept, live_ids))
+        removed = self._removed(kept, live_ids)
+        top_listed = self.top_listed()  # after `_removed`, which may have made it exact
+        gone = _listing(neighbours, removed)
         hit = np.flatnonzero(gone.any(axis=1))
         if len(hit):
             if not owned:
@@ -232,6 +233,9 @@ class NeighbourTable:
         item lies above the table's largest id."""
         removed = self.ids[~kept]
         if len(self.ids) and self.neighbours.size and self.top_listed() > int(self.ids[-1]):
+            # a pass is made anyway: the bound becomes exact (an item added and gone left it above every id, and
+            # every later update would pass again)
+            self._top_listed = int(self.neighbours.max(initial=-1))
             beyond = np.unique(self.neighbours[self.neighbours > self.ids[-1]])
             removed = np.concatenate([removed, beyond[~_member(beyond, live_ids)]])
         return np.unique(removed)
@@ -304,16 +308,18 @@ def _insert(ids, neighbours, distances, open_rows, complete, count, added, added
     # stored vectors for every new item at once (`search.distances`), not a gather per item
     if found.shape[1] >= cover and len(ids):
         farthest = found_d[:, -1] if found.shape[1] else np.full(len(added), -np.inf, np.float32)
-        per_item = []
-        for a in range(len(added)):
-            candidates = np.flatnonzero(open_rows & (radius > farthest[a]))
-            if len(candidates):
-                candidates = np.setdiff1d(candidates, row_of[a][row_of[a] >= 0], assume_unique=False)
-            per_item.append(candidates)
-        asked = [a for a in range(len(added)) if len(per_item[a])]
-        union = np.unique(np.concatenate([per_item[a] for a in asked])) if asked else np.zeros(0, np.int64)
-        for chunk in range(0, len(asked), INSERT_CHUNK):
-            items = asked[chunk:chunk + INSERT_CHUNK]
+        for chunk in range(0, len(added), INSERT_CHUNK):  # per chunk: a near-copy alone has ~26,000 candidates
+            per_item = {}
+            for a in range(chunk, min(chunk + INSERT_CHUNK, len(added))):
+                candidates = np.flatnonzero(open_rows & (radius > farthest[a]))
+                if len(candidates):
+                    candidates = np.setdiff1d(candidates, row_of[a][row_of[a] >= 0], assume_unique=False)
+                if len(candidates):
+                    per_item[a] = candidates
+            if not per_item:
+                continue
+            items = list(per_item)
+            union = np.unique(np.concatenate(list(per_item.values())))
             distances_all = search.distances(added_vectors[items], ids[union])
             for row_in_chunk, a in enumerate(items):
                 candidates = per_item[a]

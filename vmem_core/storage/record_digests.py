@@ -76,15 +76,18 @@ class PendingDigests:
     def _collect(self) -> Optional[np.ndarray]:
         if self._all is not None or self._process is None:
             return self._all
-        process, self._process = self._process, None
+        process = self._process
         try:
             out, _ = process.communicate(timeout=HELPER_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+            self.close()
             log.warning("record digests of %s: the helper took over %.0f s; computed in this process", self.path,
                         HELPER_TIMEOUT_S)
             return None
+        except BaseException:  # interrupted (Ctrl-C): no helper is left blocked on a full pipe
+            self.close()
+            raise
+        self._process = None
         if process.returncode != 0 or len(out) != DIGEST * self.count:
             log.warning("record digests of %s: the helper failed (exit %s, %d bytes for %d records); computed in "
                         "this process", self.path, process.returncode, len(out), self.count)

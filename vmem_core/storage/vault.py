@@ -127,6 +127,8 @@ class Vault:
         to 0.6 s, as its page faults went, and a pass over all of them ~15 ms."""
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise ValueError("Vault.similarities takes ids sorted and unique")
         if len(ids) <= GATHERED_AT_MOST:
             return vectors @ self.read_vectors(ids).T if len(ids) else np.zeros((len(vectors), 0), np.float32)
         size = self.sizes()[0]
