@@ -56,10 +56,6 @@ class StoredRows:
         self._pending = pending
         self._digests: Optional[np.ndarray] = None
 
-    @classmethod
-    def read(cls, memory: "VisualMemory", pending: Optional[PendingDigests] = None) -> "StoredRows":
-        return cls(memory, pending)
-
     @property
     def digests(self) -> np.ndarray:
         """(rows, 32) uint8: the sha256 of each row's embedding as float32 bytes, in id order (waits for the helper
@@ -90,7 +86,7 @@ class StoredRows:
 def memory_digest(memory: "VisualMemory", stored: Optional[StoredRows] = None) -> str:
     """sha256 over every stored row (id, label, state, image sha256), then the sha256 of every embedding, in id order
     (a digest of digests: each embedding is hashed once, and its digest shared by all a purge proves)."""
-    stored = stored or StoredRows.read(memory)
+    stored = stored or StoredRows(memory)
     digest = hashlib.sha256("".join(f"{i}\t{label}\t{'deleted' if gone else 'live'}\t{sha}\n"
                                     for i, label, gone, sha in stored.rows).encode())
     digest.update(np.ascontiguousarray(stored.digests).tobytes())

@@ -181,8 +181,6 @@ def _exact_predictions_of_records(similarities: np.ndarray, ids: np.ndarray, cla
     """`_exact_predictions` over the records of `ids` (sorted), from the probes' similarities to every record of the
     vault, record i being id i: the other columns are set to -inf in place (the caller's matrix, of no further use),
     where picking the columns of `ids` copied the matrix (48 MB for 200 probes at 60,000)."""
-    if len(ids) * 4 < similarities.shape[1]:  # few live records (a heavily purged vault): their columns are cheap
-        return _exact_predictions(ids, similarities[:, ids], classes, k, num_classes)
     others = np.ones(similarities.shape[1], dtype=bool)
     others[ids] = False
     similarities[:, others] = -np.inf
@@ -354,8 +352,10 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
             raise VmemError(f"certificate path {certificate_path} already exists; choose a new path (a certificate "
                             "written there before holds the only salts that prove its purge). Nothing was purged")
     with memory.exemplars.exclusive():  # the before/after comparison must not see another thread's changes
-        if ids is not None:  # refused before any work starts (unknown or purged ids)
-            Erasure(memory).check_purgeable(ids)
+        # unknown or purged ids are refused before any work starts
+        if ids is None and not memory.exemplars.tombstoned_ids():
+            raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
+        ids = Erasure(memory).check_purgeable(memory.exemplars.tombstoned_ids() if ids is None else ids)
         # the embeddings' digests are taken by a helper process while this one loads the index (which the removal
         # needs anyway, and which holds the GIL while it loads)
         pending = Erasure(memory).start_record_digests()
@@ -371,15 +371,13 @@ def purge(memory: VisualMemory, ids: Optional[Sequence[int]] = None, probes: Opt
     return certificate
 
 
-def _plan_purge(memory: VisualMemory, ids: Optional[Sequence[int]], probes: Optional[np.ndarray], seed: int,
+def _plan_purge(memory: VisualMemory, ids: list[int], probes: Optional[np.ndarray], seed: int,
                 certificate_path: Optional[Path], pending: Optional[PendingDigests] = None) -> tuple[dict, dict]:
     """Everything the certificate needs that the purge destroys, read before it: (journal head, certificate plan).
-    `pending`: the embeddings' digests, started on the vault as it is now."""
-    if ids is None and not memory.exemplars.tombstoned_ids():
-        raise VmemError("nothing to purge: no ids given and no tombstoned exemplars")
-    ids = Erasure(memory).check_purgeable(memory.exemplars.tombstoned_ids() if ids is None else ids)
+    `ids`: checked (`Erasure.check_purgeable`); `pending`: the embeddings' digests, started on the vault as it is
+    now."""
     rows = Erasure(memory).plain_rows(ids)  # by id, as `ids` are
-    everything = StoredRows.read(memory, pending)  # hashed once: every digest below and the shared bytes use it
+    everything = StoredRows(memory, pending)  # hashed once: every digest below and the shared bytes use it
     removed_vectors = everything.vectors(ids)
     removed_digests = everything.digests[np.searchsorted(everything.ids, ids)]
     removed = [
@@ -428,7 +426,7 @@ def _checked_certificate(memory: VisualMemory, journal: dict, plan: dict, eviden
     # first needed by the exactness check, then by the certificate's digest of the memory after
     pending = Erasure(memory).start_record_digests()
     try:
-        return _certify(memory, journal, plan, evidence, seconds, StoredRows.read(memory, pending))
+        return _certify(memory, journal, plan, evidence, seconds, StoredRows(memory, pending))
     finally:
         pending.close()
 

@@ -154,9 +154,9 @@ def _weighted_graph(memory: VisualMemory, settings: VoteSettings) -> tuple[np.nd
     neighbours: what the suggestions and the check of their ranking both score, made once per change."""
 
     def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        item_ids, graph_ids, graph_distances = memory.search.memory_neighbors(settings.top_n)
-        return (item_ids, memory.table.class_indices(item_ids), _neighbor_positions(item_ids, graph_ids),
-                rule_weights(settings.rule, graph_distances, settings=settings))
+        item_ids, classes, positions = neighbor_graph(memory, settings.top_n)
+        _, _, distances = memory.search.memory_neighbors(settings.top_n)
+        return item_ids, classes, positions, rule_weights(settings.rule, distances, settings=settings)
 
     return memory.derived(("curation graph", settings), compute)
 
@@ -172,10 +172,8 @@ def _suspicious(memory: VisualMemory, settings: VoteSettings) -> _Ranked:
     keep = (scores > 0) & (own >= 0)  # no evidence, or deleted since the neighbours were found
     order = np.flatnonzero(keep)
     order = order[np.lexsort((item_ids[order], -scores[order]))]  # highest score first, ties by id
-    v_ids, v_counts = memory.reliability.counts(top_n)
-    at = id_positions(v_ids, item_ids[order])
-    counts = np.where(at >= 0, v_counts[np.maximum(at, 0)] if len(v_counts) else 0, 0).astype(np.int64)
-    return _Ranked(item_ids[order], own[order], np.asarray(voted)[order], counts,
+    return _Ranked(item_ids[order], own[order], np.asarray(voted)[order],
+                   memory.reliability.of_neighbors(item_ids[order], top_n),
                    np.asarray(scores, dtype=np.float64)[order], tuple(table.labels), settings)
 
 

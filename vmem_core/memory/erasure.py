@@ -132,7 +132,7 @@ class Erasure:
         from ..storage.record_digests import PendingDigests
 
         vault = self._memory._store.vault
-        return PendingDigests(vault.vectors_path, vault.record, vault.sizes()[0] // vault.record)
+        return PendingDigests(vault.vectors_path, vault.record, vault.record_count())
 
     def open_index(self) -> None:
         """Load the index now (a memory opens it on first use): a purge loads it while its digests are computed."""

@@ -55,8 +55,8 @@ class ReliabilityReads(Part):
         threshold, top_n = settings.threshold, settings.top_n
 
         def compute() -> np.ndarray:
-            ids, counts = self.counts(top_n)
-            return np.sort(ids[counts < threshold])
+            ids, counts = self.counts(top_n)  # ids sorted
+            return ids[counts < threshold]
 
         return self._memory.derived(("kept", threshold, top_n), compute)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
@@ -305,7 +305,7 @@ def _insert(ids, neighbours, distances, open_rows, complete, count, added, added
     pair_d.append(found_d[enters])
     # rows the search did not reach: only one whose radius exceeds the farthest found can list the new item. A new
     # item near many others (a near-copy) leaves thousands such rows, so their distances come from one pass over the
-    # stored vectors for every new item at once (`search.distances`), not a gather per item
+    # stored vectors per chunk of new items (`search.distances`), not a gather per item
     if found.shape[1] >= cover and len(ids):
         farthest = found_d[:, -1] if found.shape[1] else np.full(len(added), -np.inf, np.float32)
         for chunk in range(0, len(added), INSERT_CHUNK):  # per chunk: a near-copy alone has ~26,000 candidates
@@ -466,8 +466,7 @@ class NeighbourTableKeeper:
                     not len(table.ids) or table.top_listed() <= int(table.ids[-1])):
                 # the same live items (a relabel, or a delete undone): the same rows. A row can list an id above
                 # the table's largest only if that item came while the table was built (ids only grow): then update
-                table = NeighbourTable(seq, table.ids, table.neighbours, table.distances, table._counts,
-                                       table._top_listed)
+                table = replace(table, seq=seq)  # its counts and bound too
             elif table.seq != seq or not np.array_equal(table.ids, live_ids):
                 table = table.updated(live_ids, search, seq, need)
             if not table.complete_to(need):  # rows that lost entries to deletes, refilled as far as asked

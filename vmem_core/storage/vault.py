@@ -104,21 +104,22 @@ class Vault:
                      for p in (self.vectors_path, self.thumbnails_path))
 
     # --- reads ----------------------------------------------------------------------------------------------------
+    def record_count(self) -> int:
+        """Records the vectors file holds (ids 0 to this, less one; purged ones zeroed, not removed)."""
+        return self.sizes()[0] // self.record
+
     def read_vectors(self, ids: Sequence[int]) -> np.ndarray:
         """(n, dim) float32 embeddings of ids, in the given order."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        size = self.sizes()[0]
-        if int(ids.max()) * self.record + self.record > size:
-            raise ValueError(f"{self.vectors_path} holds no vector for id {int(ids.max())} (file too short)")
-        mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(size // self.record, self.dim))
+        mapped = self.mapped_vectors(ids)
         first = int(ids[0])
         if int(ids[-1]) - first == len(ids) - 1 and np.array_equal(ids, np.arange(first, first + len(ids))):
             # a run of ids (the whole memory, for a digest or a purge's checks): one sequential copy
             return np.array(mapped[first:first + len(ids)], dtype=np.float32)
         # one gathered copy (np.array over the fancy-indexed memmap copied the gathered rows a second time)
-        return np.take(mapped, ids, axis=0).view(np.ndarray).astype(np.float32, copy=False)
+        return np.take(mapped, ids, axis=0).astype(np.float32, copy=False)
 
     def similarities(self, vectors: np.ndarray, ids: Sequence[int]) -> np.ndarray:
         """(len(vectors), len(ids)) inner products of `vectors` with the stored embeddings of `ids` (sorted, unique).
@@ -131,25 +132,21 @@ class Vault:
             raise ValueError("Vault.similarities takes ids sorted and unique")
         if len(ids) <= GATHERED_AT_MOST:
             return vectors @ self.read_vectors(ids).T if len(ids) else np.zeros((len(vectors), 0), np.float32)
-        size = self.sizes()[0]
-        if int(ids[-1]) * self.record + self.record > size:
-            raise ValueError(f"{self.vectors_path} holds no vector for id {int(ids[-1])} (file too short)")
-        mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(size // self.record, self.dim))
-        records = mapped.view(np.ndarray)
+        records = self.mapped_vectors(ids)
         out = np.empty((len(vectors), len(ids)), dtype=np.float32)
         for start in range(int(ids[0]), int(ids[-1]) + 1, SCAN_BLOCK):
             stop = min(start + SCAN_BLOCK, int(ids[-1]) + 1)
             low, high = np.searchsorted(ids, [start, stop])
             if low < high:
                 out[:, low:high] = (vectors @ records[start:stop].T)[:, ids[low:high] - start]
-        del records, mapped
+        del records
         return out
 
     def mapped_vectors(self, ids: Sequence[int]) -> np.ndarray:
         """Every record of the vectors file, (records, dim) float32, mapped read-only without a copy (a purge's
         digests and exact search read each once, in place): at least up to the largest of `ids`, else ValueError.
         Records the file holds for no row (purged, zeroed) are there too; the caller picks its rows by id."""
-        count = self.sizes()[0] // self.record
+        count = self.record_count()
         if len(ids) and int(np.max(ids)) >= count:
             raise ValueError(f"{self.vectors_path} holds no vector for id {int(np.max(ids))} (file too short)")
         if not count:
@@ -159,12 +156,9 @@ class Vault:
     def scan_vectors(self, block: int = 8192) -> Iterator[tuple[int, np.ndarray]]:
         """(first id, (n, dim) float32 records) over the whole vectors file, `block` records at a time, read
         through one mapping: every stored record, live or not (the caller knows which ids are live)."""
-        count = self.sizes()[0] // self.record
-        if not count:
-            return
-        mapped = np.memmap(self.vectors_path, dtype="<f4", mode="r", shape=(count, self.dim))
-        for first in range(0, count, block):
-            yield first, np.asarray(mapped[first:first + block], dtype=np.float32)
+        mapped = self.mapped_vectors(())
+        for first in range(0, len(mapped), block):
+            yield first, mapped[first:first + block]
 
     def read_thumbnails(self, places: Sequence[tuple[int, int]]) -> list[Optional[bytes]]:
         out: list[Optional[bytes]] = []
